@@ -1,0 +1,189 @@
+package handlers
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spoki-telescope/spoki/records"
+)
+
+// Conn is the connection a Handler serves. It implements net.Conn over the
+// netstack's conn with three additions: reads first return the client's
+// first segment, which the Mux already read to choose the handler (a peeked
+// conn); reads and writes run under the Mux's budgets and are counted for
+// the session event; and Reset aborts the connection with a TCP RST.
+//
+// Like any net.Conn, its methods may be called from several goroutines, but
+// only until Serve returns.
+type Conn struct {
+	raw   net.Conn
+	flow  records.Flow
+	first []byte
+
+	// Budgets set by the Mux; zero means none (a Conn built by NewConn).
+	idle               time.Duration
+	end                time.Time
+	maxToServer        int64
+	maxToClient        int64
+	toServer, toClient atomic.Int64
+	mu                 sync.Mutex
+	unread             []byte    // +checklocks:mu; rest of first not yet returned by Read
+	readDL, writeDL    time.Time // +checklocks:mu; the handler's own deadlines
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+// NewConn returns a Conn over c for a connection described by f, whose
+// first segment, already read from c, is first (nil if none). It has no
+// budgets: the Mux builds its own Conns; NewConn lets a handler's tests call
+// Serve directly. The Conn keeps first; the caller must not modify it.
+func NewConn(c net.Conn, f records.Flow, first []byte) *Conn {
+	cc := &Conn{raw: c, flow: f, first: first, unread: first}
+	cc.toServer.Store(int64(len(first)))
+	return cc
+}
+
+// Flow returns the connection's addresses and handshake facts.
+func (c *Conn) Flow() records.Flow { return c.flow }
+
+// First returns the client's first data segment (at most
+// MuxConfig.MaxFirstBytes), or nil if none arrived within
+// MuxConfig.FirstDataTimeout. The slice is the session's payload: read it,
+// never modify or retain it past Serve.
+func (c *Conn) First() []byte { return c.first }
+
+// Read implements net.Conn. It returns the unread part of First before
+// reading the connection, so a handler parses the stream from its start.
+func (c *Conn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	if len(c.unread) > 0 {
+		n := copy(p, c.unread)
+		c.unread = c.unread[n:]
+		c.mu.Unlock()
+		return n, nil
+	}
+	dl, why := c.deadline(c.readDL)
+	c.mu.Unlock()
+	if c.maxToServer > 0 {
+		left := c.maxToServer - c.toServer.Load()
+		if left <= 0 {
+			return 0, fmt.Errorf("read: bytes to server cap: %w", ErrBudgetExceeded)
+		}
+		if int64(len(p)) > left {
+			p = p[:left]
+		}
+	}
+	if err := c.raw.SetReadDeadline(dl); err != nil {
+		return 0, err
+	}
+	n, err := c.raw.Read(p)
+	c.toServer.Add(int64(n))
+	return n, budgetErr("read", why, err)
+}
+
+// Write implements net.Conn. Past the bytes-to-client cap it writes what
+// fits and returns an error wrapping ErrBudgetExceeded.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	dl, why := c.deadline(c.writeDL)
+	c.mu.Unlock()
+	var capErr error
+	if c.maxToClient > 0 {
+		left := max(c.maxToClient-c.toClient.Load(), 0)
+		if int64(len(p)) > left {
+			p = p[:left]
+			capErr = fmt.Errorf("write: bytes to client cap: %w", ErrBudgetExceeded)
+		}
+	}
+	if err := c.raw.SetWriteDeadline(dl); err != nil {
+		return 0, err
+	}
+	n, err := c.raw.Write(p)
+	c.toClient.Add(int64(n))
+	if err != nil {
+		return n, budgetErr("write", why, err)
+	}
+	return n, capErr
+}
+
+// deadline returns the earliest of the handler's deadline hd and the Mux's
+// idle and total deadlines, and which budget it is ("" if the handler's or
+// none). Deadlines are set on every call, as idle time restarts with each
+// read or write. c.mu must be held.
+func (c *Conn) deadline(hd time.Time) (time.Time, string) {
+	dl, why := hd, ""
+	earlier := func(t time.Time, name string) {
+		if !t.IsZero() && (dl.IsZero() || t.Before(dl)) {
+			dl, why = t, name
+		}
+	}
+	if c.idle > 0 {
+		earlier(time.Now().Add(c.idle), "idle timeout")
+	}
+	earlier(c.end, "total timeout")
+	return dl, why
+}
+
+// budgetErr wraps a deadline error caused by the Mux's budget why with
+// ErrBudgetExceeded, so that handlers and the Mux can tell it from the
+// handler's own deadlines.
+func budgetErr(op, why string, err error) error {
+	if err == nil || why == "" || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%s: %s: %w: %w", op, why, ErrBudgetExceeded, err)
+}
+
+// SetDeadline implements net.Conn. Deadlines only shorten the Mux's budgets.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.readDL, c.writeDL = t, t
+	c.mu.Unlock()
+	return nil
+}
+
+// SetReadDeadline implements net.Conn; it applies from the next Read on.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.readDL = t
+	c.mu.Unlock()
+	return nil
+}
+
+// SetWriteDeadline implements net.Conn; it applies from the next Write on.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.writeDL = t
+	c.mu.Unlock()
+	return nil
+}
+
+// Close implements net.Conn. Handlers need not call it: the Mux closes the
+// connection after Serve.
+func (c *Conn) Close() error { return c.raw.Close() }
+
+// LocalAddr implements net.Conn.
+func (c *Conn) LocalAddr() net.Addr { return c.raw.LocalAddr() }
+
+// RemoteAddr implements net.Conn.
+func (c *Conn) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
+
+// Reset aborts the connection with a TCP RST instead of a FIN, discarding
+// unsent data; it is how Spoki ends every connection. It uses the
+// underlying conn's own Reset method if it has one (the netstack's conns
+// do), else SetLinger(0) and Close on a *net.TCPConn. Other conns (such as
+// net.Pipe) are only closed, and the error wraps errors.ErrUnsupported.
+func (c *Conn) Reset() error {
+	switch rc := c.raw.(type) {
+	case interface{ Reset() error }:
+		return rc.Reset()
+	case *net.TCPConn:
+		return errors.Join(rc.SetLinger(0), rc.Close())
+	}
+	return errors.Join(fmt.Errorf("handlers: reset %T: %w", c.raw, errors.ErrUnsupported), c.raw.Close())
+}

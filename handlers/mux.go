@@ -1,0 +1,215 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/spoki-telescope/spoki/records"
+)
+
+// Defaults of MuxConfig's zero values.
+const (
+	DefaultFirstDataTimeout = 5 * time.Second
+	DefaultIdleTimeout      = 30 * time.Second
+	DefaultTotalTimeout     = 120 * time.Second
+	DefaultMaxFirstBytes    = 4096
+	DefaultMaxBytesToServer = 1 << 20
+	DefaultMaxBytesToClient = 1 << 20
+)
+
+// MuxConfig configures a Mux. Zero durations and sizes mean the defaults
+// above; there is no "unlimited": every connection has a budget.
+type MuxConfig struct {
+	// Registry picks the handler. Required.
+	Registry *Registry
+	// Emit receives one session event per connection, after the connection
+	// is closed. Required. It is called from many goroutines at once, takes
+	// ownership of the Session, and should not block: it holds the
+	// connection's goroutine (and so the netstack's concurrency slot).
+	Emit func(*records.Session)
+	// Logger gets panics (Error) and one Debug line per session; nil
+	// discards.
+	Logger *slog.Logger
+
+	// FirstDataTimeout is how long the Mux waits for the client's first
+	// data segment before dispatching by port with a nil First.
+	FirstDataTimeout time.Duration
+	// IdleTimeout ends the exchange when a single read or write on the Conn
+	// waits longer than this.
+	IdleTimeout time.Duration
+	// TotalTimeout bounds the whole connection, first-data wait included;
+	// Serve's context is cancelled at that deadline.
+	TotalTimeout time.Duration
+	// MaxFirstBytes caps the first segment, as read and recorded.
+	MaxFirstBytes int
+	// MaxBytesToServer and MaxBytesToClient cap the bytes a handler may
+	// read and write, first segment included. MaxBytesToServer must be at
+	// least MaxFirstBytes.
+	MaxBytesToServer, MaxBytesToClient int64
+}
+
+// Mux is spoki's dispatcher: for each accepted connection it reads the
+// first segment, picks a Handler from the Registry, runs it under the
+// configured budgets, closes the connection and emits the session event.
+type Mux struct {
+	cfg   MuxConfig
+	log   *slog.Logger
+	bufs  sync.Pool // *[]byte of MaxFirstBytes, for the first read
+	stats Stats
+}
+
+// NewMux returns a Mux configured by cfg, or an error naming the missing or
+// invalid setting.
+func NewMux(cfg MuxConfig) (*Mux, error) {
+	switch {
+	case cfg.Registry == nil:
+		return nil, errors.New("handlers: new mux: no Registry")
+	case cfg.Emit == nil:
+		return nil, errors.New("handlers: new mux: no Emit")
+	case cfg.FirstDataTimeout < 0, cfg.IdleTimeout < 0, cfg.TotalTimeout < 0,
+		cfg.MaxFirstBytes < 0, cfg.MaxBytesToServer < 0, cfg.MaxBytesToClient < 0:
+		return nil, errors.New("handlers: new mux: negative timeout or size")
+	}
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&cfg.FirstDataTimeout, DefaultFirstDataTimeout)
+	def(&cfg.IdleTimeout, DefaultIdleTimeout)
+	def(&cfg.TotalTimeout, DefaultTotalTimeout)
+	if cfg.MaxFirstBytes == 0 {
+		cfg.MaxFirstBytes = DefaultMaxFirstBytes
+	}
+	if cfg.MaxBytesToServer == 0 {
+		cfg.MaxBytesToServer = max(DefaultMaxBytesToServer, int64(cfg.MaxFirstBytes))
+	}
+	if cfg.MaxBytesToClient == 0 {
+		cfg.MaxBytesToClient = DefaultMaxBytesToClient
+	}
+	if cfg.MaxBytesToServer < int64(cfg.MaxFirstBytes) {
+		return nil, fmt.Errorf("handlers: new mux: MaxBytesToServer %d below MaxFirstBytes %d",
+			cfg.MaxBytesToServer, cfg.MaxFirstBytes)
+	}
+	m := &Mux{cfg: cfg, log: cfg.Logger}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	m.bufs.New = func() any { b := make([]byte, cfg.MaxFirstBytes); return &b }
+	return m, nil
+}
+
+// Stats returns the Mux's live counters.
+func (m *Mux) Stats() *Stats { return &m.stats }
+
+// ServeConn serves one accepted connection c described by f and returns
+// when it is closed and its session emitted. It has the signature the
+// netstack takes at construction; the netstack calls it on a new goroutine
+// per connection and enforces the concurrency cap, so ServeConn neither
+// spawns goroutines nor limits concurrency. It owns c and always closes it.
+func (m *Mux) ServeConn(c net.Conn, f records.Flow) {
+	start := time.Now()
+	end := start.Add(m.cfg.TotalTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), end)
+	defer cancel()
+
+	conn := &Conn{
+		raw: c, flow: f,
+		idle: m.cfg.IdleTimeout, end: end,
+		maxToServer: m.cfg.MaxBytesToServer, maxToClient: m.cfg.MaxBytesToClient,
+	}
+	firstDL := start.Add(m.cfg.FirstDataTimeout)
+	if end.Before(firstDL) {
+		firstDL = end
+	}
+	conn.first = m.readFirst(conn, firstDL)
+	conn.unread = conn.first
+
+	s := &records.Session{Flow: f, Payload: conn.first}
+	var err error
+	s.AppProto, s.Detail, err = m.serve(ctx, conn)
+	_ = c.Close() // the exchange is over; a second close after Reset is harmless
+	s.End = time.Now()
+	s.BytesToServer, s.BytesToClient = conn.toServer.Load(), conn.toClient.Load()
+	if err != nil {
+		s.Error = err.Error()
+	}
+	m.stats.session(s.AppProto)
+	if m.log.Enabled(ctx, slog.LevelDebug) {
+		m.log.LogAttrs(ctx, slog.LevelDebug, "session", flowAttrs(f,
+			slog.String("app_proto", s.AppProto),
+			slog.Int64("bytes_toserver", s.BytesToServer),
+			slog.Int64("bytes_toclient", s.BytesToClient),
+			slog.String("error", s.Error))...)
+	}
+	m.cfg.Emit(s)
+}
+
+// readFirst does the single read that peeks at the client's first segment,
+// under deadline dl, and returns a copy sized to the data (nil if none).
+func (m *Mux) readFirst(c *Conn, dl time.Time) []byte {
+	bp := m.bufs.Get().(*[]byte)
+	defer m.bufs.Put(bp)
+	var n int
+	err := c.raw.SetReadDeadline(dl)
+	if err == nil {
+		n, err = c.raw.Read(*bp)
+	}
+	c.toServer.Add(int64(n))
+	switch {
+	case n > 0:
+		// A read error with data is left for the handler's next read to see.
+		return append([]byte(nil), (*bp)[:n]...)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		m.stats.FirstDataTimeouts.Add(1)
+	default:
+		m.stats.FirstDataClosed.Add(1)
+	}
+	return nil
+}
+
+// serve picks the handler and runs it, recovering a panic in either: the
+// panic is counted, logged once with its stack, and the connection reset.
+func (m *Mux) serve(ctx context.Context, c *Conn) (name string, detail any, err error) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		m.stats.Panics.Add(1)
+		m.log.LogAttrs(ctx, slog.LevelError, "handler panic", flowAttrs(c.flow,
+			slog.String("handler", name),
+			slog.Any("panic", v),
+			slog.String("stack", string(debug.Stack())))...)
+		_ = c.Reset()
+		detail, err = nil, fmt.Errorf("handlers: %s: panic: %v", name, v)
+	}()
+	h := m.cfg.Registry.Lookup(c.first, c.flow.Local.Port())
+	name = h.Name()
+	detail, err = h.Serve(ctx, c)
+	if err != nil {
+		m.stats.Errors.Add(1)
+		if errors.Is(err, ErrBudgetExceeded) {
+			m.stats.BudgetExceeded.Add(1)
+		}
+	}
+	return name, detail, err
+}
+
+// flowAttrs returns f's addresses as log attributes named like the event
+// fields, followed by more.
+func flowAttrs(f records.Flow, more ...slog.Attr) []slog.Attr {
+	return append([]slog.Attr{
+		slog.String("src_ip", f.Remote.Addr().String()),
+		slog.Int("src_port", int(f.Remote.Port())),
+		slog.String("dest_ip", f.Local.Addr().String()),
+		slog.Int("dest_port", int(f.Local.Port())),
+	}, more...)
+}

@@ -1,0 +1,357 @@
+package handlers_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spoki-telescope/spoki/handlers"
+	"github.com/spoki-telescope/spoki/handlers/handlerstest"
+	"github.com/spoki-telescope/spoki/records"
+)
+
+// seen is what a probe handler observed.
+type seen struct {
+	first []byte
+	flow  records.Flow
+}
+
+// probe returns a handler named name that reports First and Flow on ch and
+// returns its name as detail.
+func probe(name string, ch chan<- seen) handlers.Handler {
+	return handlers.Func(name, func(_ context.Context, c *handlers.Conn) (any, error) {
+		ch <- seen{c.First(), c.Flow()}
+		return name, nil
+	})
+}
+
+func newMux(t *testing.T, cfg handlers.MuxConfig) (*handlers.Mux, *handlerstest.Recorder) {
+	t.Helper()
+	rec := &handlerstest.Recorder{}
+	cfg.Emit = rec.Emit
+	m, err := handlers.NewMux(cfg)
+	if err != nil {
+		t.Fatalf("NewMux: %v", err)
+	}
+	return m, rec
+}
+
+// dial runs m.ServeConn on the server end of a new loopback pair whose flow
+// has local port port, and returns the client end.
+func dial(t *testing.T, m *handlers.Mux, port uint16) *net.TCPConn {
+	t.Helper()
+	server, client := handlerstest.TCPPair(t)
+	go m.ServeConn(server, handlerstest.Flow(server, port))
+	return client
+}
+
+func TestMuxDispatch(t *testing.T) {
+	tests := []struct {
+		name string
+		port uint16
+		send string // "" sends nothing: dispatch after FirstDataTimeout
+		want string
+	}{
+		{"content before port", 80, "\x16\x03\x01\x00\x05hello", "tls"},
+		{"port", 80, "GET / HTTP/1.0\r\n\r\n", "http"},
+		{"port without data", 80, "", "http"},
+		{"fallback", 5555, "hello", "generic"},
+		{"fallback without data", 5555, "", "generic"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := make(chan seen, 1)
+			reg := handlers.NewRegistry(probe("generic", ch))
+			reg.Register(probe("tls", ch), handlers.Matcher{Content: handlers.Prefix("\x16\x03")})
+			reg.Register(probe("http", ch), handlers.Matcher{Ports: []uint16{80}})
+			m, rec := newMux(t, handlers.MuxConfig{Registry: reg, FirstDataTimeout: 50 * time.Millisecond})
+
+			client := dial(t, m, tc.port)
+			if tc.send != "" {
+				if _, err := client.Write([]byte(tc.send)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := <-ch
+			s := rec.Wait(t, 1)[0]
+
+			if s.AppProto != tc.want || s.Detail != tc.want {
+				t.Errorf("app_proto, detail = %q, %v, want %q", s.AppProto, s.Detail, tc.want)
+			}
+			var want []byte
+			if tc.send != "" {
+				want = []byte(tc.send)
+			}
+			if !bytes.Equal(got.first, want) || (want == nil) != (got.first == nil) {
+				t.Errorf("First() = %q, want %q", got.first, want)
+			}
+			if !bytes.Equal(s.Payload, want) || (want == nil) != (s.Payload == nil) {
+				t.Errorf("Payload = %q, want %q", s.Payload, want)
+			}
+			if got.flow.Local.Port() != tc.port || s.Flow != got.flow {
+				t.Errorf("Flow = %v, session flow %v, want local port %d", got.flow, s.Flow, tc.port)
+			}
+			if s.BytesToServer != int64(len(tc.send)) {
+				t.Errorf("BytesToServer = %d, want %d", s.BytesToServer, len(tc.send))
+			}
+			st := m.Stats().Snapshot()
+			wantTimeouts := uint64(0)
+			if tc.send == "" {
+				wantTimeouts = 1
+			}
+			if st.FirstDataTimeouts != wantTimeouts || st.Sessions != 1 || st.ByHandler[tc.want] != 1 {
+				t.Errorf("Stats = %+v, want FirstDataTimeouts %d, 1 session by %q", st, wantTimeouts, tc.want)
+			}
+		})
+	}
+}
+
+func TestMuxFirstDataClosed(t *testing.T) {
+	ch := make(chan seen, 1)
+	m, rec := newMux(t, handlers.MuxConfig{Registry: handlers.NewRegistry(probe("generic", ch))})
+	client := dial(t, m, 7)
+	client.Close()
+	if got := <-ch; got.first != nil {
+		t.Errorf("First() = %q, want nil", got.first)
+	}
+	if s := rec.Wait(t, 1)[0]; s.Payload != nil || s.Error != "" {
+		t.Errorf("session = %+v, want nil payload, no error", s)
+	}
+	if got := m.Stats().Snapshot().FirstDataClosed; got != 1 {
+		t.Errorf("FirstDataClosed = %d, want 1", got)
+	}
+}
+
+// lockedBuffer is a log sink safe for the connection goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestMuxPanic(t *testing.T) {
+	var logs lockedBuffer
+	reg := handlers.NewRegistry(handlers.Func("boom", func(_ context.Context, c *handlers.Conn) (any, error) {
+		c.Write([]byte("partial"))
+		panic("kaboom")
+	}))
+	m, rec := newMux(t, handlers.MuxConfig{
+		Registry: reg,
+		Logger:   slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	client := dial(t, m, 23)
+	client.Write([]byte("hi"))
+
+	s := rec.Wait(t, 1)[0]
+	if s.AppProto != "boom" || !strings.Contains(s.Error, "panic: kaboom") {
+		t.Errorf("session app_proto, error = %q, %q, want boom, panic: kaboom", s.AppProto, s.Error)
+	}
+	if s.BytesToServer != 2 || s.BytesToClient != 7 {
+		t.Errorf("bytes = %d/%d, want 2/7", s.BytesToServer, s.BytesToClient)
+	}
+	if got := m.Stats().Snapshot(); got.Panics != 1 || got.Errors != 0 || got.Sessions != 1 {
+		t.Errorf("Stats = %+v, want 1 panic, 0 errors, 1 session", got)
+	}
+	if _, err := io.ReadAll(client); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client read error = %v, want ECONNRESET", err)
+	}
+	var errLines int
+	for line := range strings.Lines(logs.String()) {
+		if strings.Contains(line, `"level":"ERROR"`) {
+			errLines++
+			if !strings.Contains(line, `"stack":`) || !strings.Contains(line, `"handler":"boom"`) {
+				t.Errorf("error line %s lacks stack or handler", line)
+			}
+		}
+	}
+	if errLines != 1 {
+		t.Errorf("got %d error log lines, want 1:\n%s", errLines, logs.String())
+	}
+}
+
+// echo copies the client's data back until EOF.
+var echo = handlers.Func("echo", func(_ context.Context, c *handlers.Conn) (any, error) {
+	_, err := io.Copy(c, c)
+	return nil, err
+})
+
+func TestMuxByteCounters(t *testing.T) {
+	m, rec := newMux(t, handlers.MuxConfig{Registry: handlers.NewRegistry(echo)})
+	client := dial(t, m, 7)
+	client.Write([]byte("hello "))
+	time.Sleep(20 * time.Millisecond) // a second segment, after the first read
+	client.Write([]byte("telescope"))
+	client.CloseWrite()
+	got, err := io.ReadAll(client)
+	if err != nil || string(got) != "hello telescope" {
+		t.Errorf("client read %q, %v, want %q", got, err, "hello telescope")
+	}
+	s := rec.Wait(t, 1)[0]
+	if string(s.Payload) != "hello " || s.BytesToServer != 15 || s.BytesToClient != 15 || s.Error != "" {
+		t.Errorf("session payload %q, bytes %d/%d, error %q; want %q, 15/15, none",
+			s.Payload, s.BytesToServer, s.BytesToClient, s.Error, "hello ")
+	}
+}
+
+func TestMuxBudgets(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     handlers.MuxConfig
+		h       handlers.HandlerFunc
+		client  func(c net.Conn)
+		wantErr string
+	}{
+		{
+			name: "idle timeout",
+			cfg:  handlers.MuxConfig{IdleTimeout: 50 * time.Millisecond},
+			h: func(_ context.Context, c *handlers.Conn) (any, error) {
+				_, err := io.Copy(io.Discard, c)
+				return nil, err
+			},
+			client:  func(c net.Conn) { c.Write([]byte("x")) },
+			wantErr: "idle timeout",
+		},
+		{
+			name: "total timeout",
+			cfg:  handlers.MuxConfig{IdleTimeout: time.Second, TotalTimeout: 150 * time.Millisecond},
+			h: func(_ context.Context, c *handlers.Conn) (any, error) {
+				_, err := io.Copy(io.Discard, c)
+				return nil, err
+			},
+			client: func(c net.Conn) {
+				for range 20 {
+					if _, err := c.Write([]byte("x")); err != nil {
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			},
+			wantErr: "total timeout",
+		},
+		{
+			name: "bytes to client",
+			cfg:  handlers.MuxConfig{MaxBytesToClient: 1024},
+			h: func(_ context.Context, c *handlers.Conn) (any, error) {
+				_, err := c.Write(make([]byte, 2000))
+				return nil, err
+			},
+			client:  func(c net.Conn) { c.Write([]byte("x")) },
+			wantErr: "bytes to client cap",
+		},
+		{
+			name: "bytes to server",
+			cfg:  handlers.MuxConfig{MaxFirstBytes: 8, MaxBytesToServer: 16},
+			h: func(_ context.Context, c *handlers.Conn) (any, error) {
+				_, err := io.Copy(io.Discard, c)
+				return nil, err
+			},
+			client:  func(c net.Conn) { c.Write(make([]byte, 100)) },
+			wantErr: "bytes to server cap",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Registry = handlers.NewRegistry(handlers.Func("greedy", tc.h))
+			m, rec := newMux(t, tc.cfg)
+			client := dial(t, m, 7)
+			go tc.client(client)
+			s := rec.Wait(t, 1)[0]
+			if !strings.Contains(s.Error, tc.wantErr) || !strings.Contains(s.Error, handlers.ErrBudgetExceeded.Error()) {
+				t.Errorf("session error = %q, want %q and %q", s.Error, tc.wantErr, handlers.ErrBudgetExceeded)
+			}
+			if got := m.Stats().Snapshot(); got.Errors != 1 || got.BudgetExceeded != 1 {
+				t.Errorf("Stats = %+v, want 1 error, 1 budget exceeded", got)
+			}
+			if tc.cfg.MaxBytesToClient != 0 && s.BytesToClient != tc.cfg.MaxBytesToClient {
+				t.Errorf("BytesToClient = %d, want %d", s.BytesToClient, tc.cfg.MaxBytesToClient)
+			}
+			if tc.cfg.MaxBytesToServer != 0 && s.BytesToServer != tc.cfg.MaxBytesToServer {
+				t.Errorf("BytesToServer = %d, want %d", s.BytesToServer, tc.cfg.MaxBytesToServer)
+			}
+		})
+	}
+}
+
+// TestConnHandlerDeadline checks that a handler's own, shorter deadline is
+// not reported as a Mux budget.
+func TestConnHandlerDeadline(t *testing.T) {
+	reg := handlers.NewRegistry(handlers.Func("short", func(_ context.Context, c *handlers.Conn) (any, error) {
+		c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		buf := make([]byte, 10)
+		n, err := c.Read(buf) // the peeked first segment, whatever the deadline
+		if n != 3 || err != nil {
+			return nil, err
+		}
+		_, err = c.Read(buf)
+		if errors.Is(err, handlers.ErrBudgetExceeded) {
+			return nil, err
+		}
+		return isTimeout(err), nil
+	}))
+	m, rec := newMux(t, handlers.MuxConfig{Registry: reg})
+	client := dial(t, m, 7)
+	client.Write([]byte("abc"))
+	s := rec.Wait(t, 1)[0]
+	if s.Error != "" || s.Detail != true {
+		t.Errorf("session detail, error = %v, %q, want true (timeout), none", s.Detail, s.Error)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func TestConnResetUnsupported(t *testing.T) {
+	server, client := net.Pipe()
+	defer client.Close()
+	c := handlers.NewConn(server, records.Flow{}, nil)
+	if err := c.Reset(); !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("Reset() on net.Pipe = %v, want ErrUnsupported", err)
+	}
+	if _, err := server.Write([]byte("x")); !errors.Is(err, io.ErrClosedPipe) {
+		t.Errorf("write after Reset = %v, want closed pipe", err)
+	}
+}
+
+func TestNewMuxErrors(t *testing.T) {
+	reg := handlers.NewRegistry(echo)
+	emit := func(*records.Session) {}
+	tests := []struct {
+		name string
+		cfg  handlers.MuxConfig
+		want string
+	}{
+		{"no registry", handlers.MuxConfig{Emit: emit}, "no Registry"},
+		{"no emit", handlers.MuxConfig{Registry: reg}, "no Emit"},
+		{"negative", handlers.MuxConfig{Registry: reg, Emit: emit, IdleTimeout: -1}, "negative"},
+		{"server cap below first", handlers.MuxConfig{Registry: reg, Emit: emit, MaxFirstBytes: 100, MaxBytesToServer: 10}, "below MaxFirstBytes"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := handlers.NewMux(tc.cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("NewMux(%+v) = %v, want error with %q", tc.cfg, err, tc.want)
+			}
+		})
+	}
+}

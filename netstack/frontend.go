@@ -1,0 +1,536 @@
+package netstack
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/spoki-telescope/spoki/records"
+)
+
+// frontEnd is a pass-through link endpoint between the TUN (fdbased) and
+// gVisor. It answers SYNs itself, statelessly, with gVisor-compatible
+// cookies, and lets only valid-cookie ACKs and packets of established
+// connections reach gVisor. Everything it reads or writes is recorded.
+// It runs inline in the fdbased reader goroutines (one per TUN queue), so it
+// must never block.
+type frontEnd struct {
+	nested.Endpoint
+	st *Stack
+}
+
+var _ stack.LinkEndpoint = (*frontEnd)(nil)
+var _ stack.NetworkDispatcher = (*frontEnd)(nil)
+
+// verdict is what happens to a packet after inspection.
+type verdict uint8
+
+const (
+	verdictDrop verdict = iota
+	verdictPass
+)
+
+// DeliverNetworkPacket implements stack.NetworkDispatcher: every packet read
+// from the TUN comes through here.
+func (f *frontEnd) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	st := f.st
+	st.stats.PacketsIn.Add(1)
+	data := pkt.Data()
+	b, ok := data.PullUp(data.Size())
+	if !ok || len(b) == 0 {
+		st.stats.DropMalformed.Add(1)
+		return
+	}
+	var rec records.Packet
+	rec.Time = time.Now()
+	if st.inspect(b, &rec) == verdictPass {
+		f.Endpoint.DeliverNetworkPacket(proto, pkt)
+	}
+	if rec.Proto != 0 && st.sink != nil {
+		st.sink.Packet(rec)
+	}
+}
+
+// WritePackets implements stack.LinkEndpoint: every packet gVisor sends
+// comes through here. Only TCP from the telescope's prefixes leaves; each
+// packet that leaves is recorded as a reply.
+func (f *frontEnd) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	st := f.st
+	all := pkts.AsSlice()
+	filtered := false
+	for _, pkt := range all {
+		if !st.replyOut(pkt) {
+			filtered = true
+		}
+	}
+	if !filtered {
+		return f.Endpoint.WritePackets(pkts)
+	}
+	var keep stack.PacketBufferList
+	dropped := 0
+	for _, pkt := range all {
+		if st.allowedOut(pkt) {
+			keep.PushBack(pkt)
+		} else {
+			dropped++
+		}
+	}
+	if keep.Len() == 0 {
+		return dropped, nil
+	}
+	n, err := f.Endpoint.WritePackets(keep)
+	return n + dropped, err
+}
+
+// allowedOut reports whether gVisor may send pkt: TCP from an address of the
+// prefixes. Nothing else (ICMP errors, NDP, MLD) may leak.
+func (s *Stack) allowedOut(pkt *stack.PacketBuffer) bool {
+	if pkt.TransportProtocolNumber != header.TCPProtocolNumber {
+		return false
+	}
+	nh := pkt.NetworkHeader().Slice()
+	var src netip.Addr
+	switch pkt.NetworkProtocolNumber {
+	case header.IPv4ProtocolNumber:
+		if len(nh) < header.IPv4MinimumSize {
+			return false
+		}
+		src = netip.AddrFrom4([4]byte(nh[12:16]))
+	case header.IPv6ProtocolNumber:
+		if len(nh) < header.IPv6MinimumSize {
+			return false
+		}
+		src = netip.AddrFrom16([16]byte(nh[8:24]))
+	default:
+		return false
+	}
+	return s.inPrefixes(src)
+}
+
+// replyOut records pkt as a reply if it may leave, and says whether it may.
+func (s *Stack) replyOut(pkt *stack.PacketBuffer) bool {
+	if !s.allowedOut(pkt) {
+		s.stats.OutDropped.Add(1)
+		return false
+	}
+	s.stats.RepliesOut.Add(1)
+	if s.sink == nil {
+		return true
+	}
+	nh := pkt.NetworkHeader().Slice()
+	th := header.TCP(pkt.TransportHeader().Slice())
+	if len(th) < header.TCPMinimumSize {
+		return true
+	}
+	r := records.Reply{Time: time.Now(), NumProbes: 1, Method: records.MethodSession}
+	if th.Flags()&header.TCPFlagRst != 0 {
+		r.Method = records.MethodRST
+	}
+	var key flowKey
+	if pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber {
+		r.Src = netip.AddrFrom4([4]byte(nh[12:16]))
+		r.Dst = netip.AddrFrom4([4]byte(nh[16:20]))
+	} else {
+		r.Src = netip.AddrFrom16([16]byte(nh[8:24]))
+		r.Dst = netip.AddrFrom16([16]byte(nh[24:40]))
+	}
+	r.SrcPort, r.DstPort = th.SourcePort(), th.DestinationPort()
+	key = makeFlowKey(r.Src, r.Dst, r.SrcPort, r.DstPort)
+	r.UserID = s.conns.userID(key)
+	s.sink.Reply(r)
+	return true
+}
+
+// inspect parses one inbound IP packet into rec, answers it if it is a SYN,
+// and decides whether gVisor sees it. Each drop increments exactly one
+// counter. rec.Proto stays 0 for packets that cannot be recorded.
+func (s *Stack) inspect(b []byte, rec *records.Packet) verdict {
+	var src, dst []byte
+	var l4 []byte
+	var l4proto uint8
+	v6 := false
+	switch b[0] >> 4 {
+	case 4:
+		ip := header.IPv4(b)
+		if len(b) < header.IPv4MinimumSize {
+			s.stats.DropMalformed.Add(1)
+			return verdictDrop
+		}
+		ihl := int(ip.HeaderLength())
+		tot := int(ip.TotalLength())
+		if ihl < header.IPv4MinimumSize || tot < ihl || tot > len(b) {
+			s.stats.DropMalformed.Add(1)
+			return verdictDrop
+		}
+		b = b[:tot]
+		src, dst = b[12:16], b[16:20]
+		rec.Src = netip.AddrFrom4([4]byte(src))
+		rec.Dst = netip.AddrFrom4([4]byte(dst))
+		rec.IPID = ip.ID()
+		rec.TTL = ip.TTL()
+		if ip.More() || ip.FragmentOffset() != 0 {
+			s.stats.DropFragment.Add(1)
+			return verdictDrop
+		}
+		l4proto = ip.Protocol()
+		l4 = b[ihl:]
+	case 6:
+		if len(b) < header.IPv6MinimumSize {
+			s.stats.DropMalformed.Add(1)
+			return verdictDrop
+		}
+		plen := int(binary.BigEndian.Uint16(b[4:6]))
+		if header.IPv6MinimumSize+plen > len(b) {
+			s.stats.DropMalformed.Add(1)
+			return verdictDrop
+		}
+		b = b[:header.IPv6MinimumSize+plen]
+		v6 = true
+		src, dst = b[8:24], b[24:40]
+		rec.Src = netip.AddrFrom16([16]byte(src))
+		rec.Dst = netip.AddrFrom16([16]byte(dst))
+		rec.TTL = b[7]
+		l4proto = b[6]
+		l4 = b[header.IPv6MinimumSize:]
+	default:
+		s.stats.DropMalformed.Add(1)
+		return verdictDrop
+	}
+	inside := s.inPrefixes(rec.Dst)
+
+	switch l4proto {
+	case uint8(header.TCPProtocolNumber):
+		return s.inspectTCP(l4, src, dst, v6, inside, rec)
+	case uint8(header.UDPProtocolNumber):
+		if len(l4) < header.UDPMinimumSize {
+			s.stats.DropMalformed.Add(1)
+			return verdictDrop
+		}
+		rec.Proto = records.ProtoUDP
+		rec.SrcPort = binary.BigEndian.Uint16(l4[0:])
+		rec.DstPort = binary.BigEndian.Uint16(l4[2:])
+		s.keepPayload(rec, l4[header.UDPMinimumSize:])
+		if !inside {
+			s.stats.DropOutside.Add(1)
+		} else {
+			s.stats.DropUDP.Add(1)
+		}
+		return verdictDrop
+	case uint8(header.ICMPv4ProtocolNumber), uint8(header.ICMPv6ProtocolNumber):
+		if len(l4) < 4 {
+			s.stats.DropMalformed.Add(1)
+			return verdictDrop
+		}
+		rec.Proto = records.ProtoICMP
+		rec.ICMPType, rec.ICMPCode = l4[0], l4[1]
+		if !inside {
+			s.stats.DropOutside.Add(1)
+		} else {
+			s.stats.DropICMP.Add(1)
+		}
+		return verdictDrop
+	default:
+		s.stats.DropOtherProto.Add(1)
+		return verdictDrop
+	}
+}
+
+// keepPayload copies the payload out of the packet buffer (which is reused
+// once the packet is processed), up to MaxPayloadBytes.
+func (s *Stack) keepPayload(rec *records.Packet, p []byte) {
+	rec.PayloadLen = len(p)
+	if len(p) == 0 {
+		return
+	}
+	if len(p) > s.cfg.MaxPayloadBytes {
+		p = p[:s.cfg.MaxPayloadBytes]
+	}
+	rec.Payload = append([]byte(nil), p...)
+}
+
+func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside bool, rec *records.Packet) verdict {
+	if len(l4) < header.TCPMinimumSize {
+		s.stats.DropMalformed.Add(1)
+		return verdictDrop
+	}
+	off := int(l4[12]>>4) * 4
+	if off < header.TCPMinimumSize || off > len(l4) {
+		s.stats.DropMalformed.Add(1)
+		return verdictDrop
+	}
+	rec.Proto = records.ProtoTCP
+	sport := binary.BigEndian.Uint16(l4[0:])
+	dport := binary.BigEndian.Uint16(l4[2:])
+	seq := binary.BigEndian.Uint32(l4[4:])
+	ack := binary.BigEndian.Uint32(l4[8:])
+	flags := l4[13]
+	rec.SrcPort, rec.DstPort = sport, dport
+	rec.Seq, rec.Ack = seq, ack
+	rec.Flags = flags
+	rec.Window = binary.BigEndian.Uint16(l4[14:])
+	parseOptions(l4[header.TCPMinimumSize:off], rec)
+	s.keepPayload(rec, l4[off:])
+	if rec.PayloadLen > 0 {
+		s.stats.Payloads.Add(1)
+	}
+	if !inside {
+		s.stats.DropOutside.Add(1)
+		return verdictDrop
+	}
+	if !tcpChecksumValid(l4, src, dst) {
+		s.stats.DropBadChecksum.Add(1)
+		return verdictDrop
+	}
+
+	const synAckRst = header.TCPFlagSyn | header.TCPFlagAck | header.TCPFlagRst
+	switch {
+	case flags&uint8(synAckRst) == uint8(header.TCPFlagSyn):
+		if dport == 0 {
+			s.stats.DropPortZero.Add(1)
+			return verdictDrop
+		}
+		s.answerSYN(l4, src, dst, v6, rec)
+		return verdictDrop // gVisor never sees a SYN
+	case flags&uint8(header.TCPFlagSyn) != 0:
+		// SYN-ACK (or SYN+RST): backscatter of someone else's scan.
+		if flags&uint8(header.TCPFlagAck) != 0 {
+			s.stats.DropSYNACK.Add(1)
+		} else {
+			s.stats.DropRST.Add(1)
+		}
+		return verdictDrop
+	}
+
+	// Established connections first: their segments are gVisor's.
+	netProto := header.IPv4ProtocolNumber
+	if v6 {
+		netProto = header.IPv6ProtocolNumber
+	}
+	id := stack.TransportEndpointID{
+		LocalPort: dport, LocalAddress: tcpip.AddrFromSlice(dst),
+		RemotePort: sport, RemoteAddress: tcpip.AddrFromSlice(src),
+	}
+	if ep, ok := s.stack.FindTransportEndpoint(netProto, header.TCPProtocolNumber, id, nicID).(*tcp.Endpoint); ok && ep.EndpointState() != tcp.StateListen {
+		s.stats.ToStack.Add(1)
+		return verdictPass
+	}
+	switch {
+	case flags&uint8(header.TCPFlagRst) != 0:
+		s.stats.DropRST.Add(1)
+		return verdictDrop
+	case flags&uint8(header.TCPFlagAck) == 0:
+		s.stats.DropStray.Add(1)
+		return verdictDrop
+	case dport == 0:
+		s.stats.DropPortZero.Add(1)
+		return verdictDrop
+	case !s.jar.valid(dst, src, dport, sport, ack-1, seq-1):
+		s.stats.DropBadCookie.Add(1)
+		return verdictDrop
+	}
+	key := makeFlowKey(rec.Dst, rec.Src, dport, sport)
+	uid, ok := s.conns.admit(key, s.nextUserID, rec.Time)
+	if !ok {
+		s.stats.DropConnLimit.Add(1)
+		return verdictDrop
+	}
+	if err := s.ensureListener(netProto, dport); err != nil {
+		s.conns.forget(key)
+		s.stats.DropListener.Add(1)
+		return verdictDrop
+	}
+	s.stats.Handshakes.Add(1)
+	// Spoki resets every ACK (method tcp-rst, probe snum = the ACK's ack);
+	// spoki accepts it, and the reset that ends the session is the reply
+	// joined to this row.
+	rec.Probed = true
+	rec.Method = records.MethodRST
+	rec.UserID = uid
+	rec.ProbeSeq = ack
+	rec.NumProbes = 1
+	return verdictPass
+}
+
+// parseOptions records the option kinds in wire order, with the MSS and
+// window-scale values. Parsing stops at EOL or at a malformed length, as
+// stacks do.
+func parseOptions(opts []byte, rec *records.Packet) {
+	rec.WScale = -1
+	for i := 0; i < len(opts); {
+		kind := opts[i]
+		if int(rec.NumOptions) < records.MaxOptions {
+			rec.Options[rec.NumOptions] = kind
+			rec.NumOptions++
+		} else {
+			rec.OptionsTruncated = true
+		}
+		switch kind {
+		case header.TCPOptionEOL:
+			return
+		case header.TCPOptionNOP:
+			i++
+			continue
+		}
+		if i+1 >= len(opts) {
+			return
+		}
+		l := int(opts[i+1])
+		if l < 2 || i+l > len(opts) {
+			return
+		}
+		switch {
+		case kind == header.TCPOptionMSS && l == 4:
+			rec.MSS = binary.BigEndian.Uint16(opts[i+2:])
+		case kind == header.TCPOptionWS && l == 3:
+			rec.WScale = int8(opts[i+2])
+		}
+		i += l
+	}
+}
+
+// tcpChecksumValid verifies the TCP checksum over the pseudo-header.
+func tcpChecksumValid(l4, src, dst []byte) bool {
+	xsum := checksum.Checksum(src, 0)
+	xsum = checksum.Checksum(dst, xsum)
+	var tail [4]byte
+	binary.BigEndian.PutUint16(tail[0:], uint16(header.TCPProtocolNumber))
+	binary.BigEndian.PutUint16(tail[2:], uint16(len(l4)))
+	// The IPv6 pseudo-header's 32-bit length and next-header fields sum
+	// to the same as IPv4's protocol and 16-bit length.
+	xsum = checksum.Checksum(tail[:], xsum)
+	return checksum.Checksum(l4, xsum) == 0xffff
+}
+
+// synAckLen is the SYN-ACK's TCP header: 20 bytes plus the MSS option.
+const synAckLen = header.TCPMinimumSize + 4
+
+// answerSYN writes one SYN-ACK carrying a cookie, records it, and fills the
+// SYN's probe columns. No state is kept and nothing is retransmitted.
+func (s *Stack) answerSYN(l4, src, dst []byte, v6 bool, rec *records.Packet) {
+	sport := rec.SrcPort
+	dport := rec.DstPort
+	cookie := s.jar.create(dst, src, dport, sport, rec.Seq, encodeMSS(rec.MSS))
+	var pkt [header.IPv6MinimumSize + synAckLen]byte
+	var n int
+	var ipHdr int
+	if v6 {
+		ipHdr = header.IPv6MinimumSize
+		n = ipHdr + synAckLen
+		pkt[0] = 0x60
+		binary.BigEndian.PutUint16(pkt[4:], synAckLen)
+		pkt[6] = uint8(header.TCPProtocolNumber)
+		pkt[7] = defaultTTL
+		copy(pkt[8:24], dst)
+		copy(pkt[24:40], src)
+	} else {
+		ipHdr = header.IPv4MinimumSize
+		n = ipHdr + synAckLen
+		pkt[0] = 0x45
+		binary.BigEndian.PutUint16(pkt[2:], uint16(n))
+		binary.BigEndian.PutUint16(pkt[4:], uint16(rand.Uint32()))
+		pkt[6] = 0x40 // DF
+		pkt[8] = defaultTTL
+		pkt[9] = uint8(header.TCPProtocolNumber)
+		copy(pkt[12:16], dst)
+		copy(pkt[16:20], src)
+		binary.BigEndian.PutUint16(pkt[10:], ^checksum.Checksum(pkt[:ipHdr], 0))
+	}
+	t := pkt[ipHdr:n]
+	binary.BigEndian.PutUint16(t[0:], dport)
+	binary.BigEndian.PutUint16(t[2:], sport)
+	binary.BigEndian.PutUint32(t[4:], cookie)
+	binary.BigEndian.PutUint32(t[8:], rec.Seq+1)
+	t[12] = byte(synAckLen/4) << 4
+	t[13] = uint8(header.TCPFlagSyn | header.TCPFlagAck)
+	binary.BigEndian.PutUint16(t[14:], 0xffff)
+	// MSS option: what our MTU allows, as gVisor's cookie path announces.
+	t[20], t[21] = header.TCPOptionMSS, 4
+	binary.BigEndian.PutUint16(t[22:], s.mss(v6))
+	xsum := checksum.Checksum(dst, 0)
+	xsum = checksum.Checksum(src, xsum)
+	var tail [4]byte
+	binary.BigEndian.PutUint16(tail[0:], uint16(header.TCPProtocolNumber))
+	binary.BigEndian.PutUint16(tail[2:], synAckLen)
+	xsum = checksum.Checksum(tail[:], xsum)
+	binary.BigEndian.PutUint16(t[16:], ^checksum.Checksum(t, xsum))
+
+	if err := s.writeRaw(pkt[:n], sport); err != nil {
+		s.stats.DropTxError.Add(1)
+		return
+	}
+	s.stats.SYNACKsSent.Add(1)
+	uid := s.nextUserID()
+	rec.Probed = true
+	rec.Method = records.MethodSYNACK
+	rec.UserID = uid
+	rec.ProbeAck = rec.Seq + 1
+	rec.NumProbes = 1
+	if s.sink != nil {
+		s.sink.Reply(records.Reply{
+			Time: time.Now(), Method: records.MethodSYNACK, UserID: uid, NumProbes: 1,
+			Src: rec.Dst, Dst: rec.Src, SrcPort: dport, DstPort: sport,
+		})
+	}
+}
+
+// defaultTTL is the TTL (hop limit) of the SYN-ACK, Linux's default.
+const defaultTTL = 64
+
+func (s *Stack) mss(v6 bool) uint16 {
+	if v6 {
+		return uint16(s.cfg.MTU) - header.IPv6MinimumSize - header.TCPMinimumSize
+	}
+	return uint16(s.cfg.MTU) - header.IPv4MinimumSize - header.TCPMinimumSize
+}
+
+// writeRaw writes one IP packet to the TUN, bypassing gVisor: the SYN-ACK
+// path is two syscalls and a hash, nothing more. Without TUN fds (tests) it
+// goes through the link endpoint.
+func (s *Stack) writeRaw(b []byte, spread uint16) error {
+	if len(s.fds) > 0 {
+		fd := s.fds[int(spread)%len(s.fds)]
+		_, err := unix.Write(fd, b)
+		return err
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(append([]byte(nil), b...))})
+	defer pkt.DecRef()
+	if b[0]>>4 == 6 {
+		pkt.NetworkProtocolNumber = header.IPv6ProtocolNumber
+	} else {
+		pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
+	}
+	var l stack.PacketBufferList
+	l.PushBack(pkt)
+	if _, err := s.fe.Endpoint.WritePackets(l); err != nil {
+		return errTx
+	}
+	return nil
+}
+
+func (s *Stack) inPrefixes(a netip.Addr) bool {
+	for _, p := range s.cfg.Prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// nextUserID returns a fresh, never-zero id joining raw rows to reply rows.
+func (s *Stack) nextUserID() uint32 {
+	for {
+		if id := s.uid.Add(1); id != 0 {
+			return id
+		}
+	}
+}

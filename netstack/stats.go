@@ -1,0 +1,104 @@
+package netstack
+
+import "sync/atomic"
+
+// Stats counts what the front end saw and did. Every packet read from the
+// TUN increments PacketsIn and then exactly one of SYNACKsSent, Handshakes,
+// ToStack or one Drop counter; nothing is discarded without a count.
+type Stats struct {
+	// PacketsIn counts packets read from the TUN.
+	PacketsIn atomic.Uint64
+	// SYNACKsSent counts SYNs answered with a cookie SYN-ACK.
+	SYNACKsSent atomic.Uint64
+	// Handshakes counts ACKs with a valid cookie passed to gVisor, each of
+	// which becomes a connection.
+	Handshakes atomic.Uint64
+	// ToStack counts packets of established connections passed to gVisor.
+	ToStack atomic.Uint64
+	// Payloads counts TCP packets carrying data (any verdict).
+	Payloads atomic.Uint64
+
+	// DropOutside counts packets to addresses outside the prefixes.
+	DropOutside atomic.Uint64
+	// DropBadCookie counts ACKs whose cookie is invalid or expired.
+	DropBadCookie atomic.Uint64
+	// DropSYNACK counts SYN-ACK backscatter.
+	DropSYNACK atomic.Uint64
+	// DropRST counts RST backscatter and RSTs for unknown connections.
+	DropRST atomic.Uint64
+	// DropStray counts other TCP segments that belong to no connection
+	// (FIN without ACK, no flags, ...).
+	DropStray atomic.Uint64
+	// DropPortZero counts TCP to port 0, which no listener can serve.
+	DropPortZero atomic.Uint64
+	// DropUDP, DropICMP and DropOtherProto count non-TCP packets, dropped by
+	// default.
+	DropUDP, DropICMP, DropOtherProto atomic.Uint64
+	// DropMalformed counts packets too short or inconsistent to parse.
+	DropMalformed atomic.Uint64
+	// DropBadChecksum counts TCP packets with a wrong checksum.
+	DropBadChecksum atomic.Uint64
+	// DropFragment counts IP fragments (the telescope does not reassemble).
+	DropFragment atomic.Uint64
+	// DropConnLimit counts valid-cookie ACKs refused because MaxConns
+	// connections are open.
+	DropConnLimit atomic.Uint64
+	// DropListener counts valid-cookie ACKs dropped because no listener
+	// could be created for the port.
+	DropListener atomic.Uint64
+	// DropTxError counts SYN-ACKs the TUN refused to take.
+	DropTxError atomic.Uint64
+
+	// Accepted counts connections handed to the handler.
+	Accepted atomic.Uint64
+	// AcceptUnknown counts accepted connections the front end had not
+	// admitted (they are served, with user id 0).
+	AcceptUnknown atomic.Uint64
+	// AdmitExpired counts admitted handshakes gVisor never turned into a
+	// connection (e.g. its accept queue was full).
+	AdmitExpired atomic.Uint64
+	// Active is the number of connections being served now.
+	Active atomic.Int64
+	// Listeners is the number of lazily created listeners.
+	Listeners atomic.Int64
+
+	// RepliesOut counts packets gVisor wrote on connections; OutDropped
+	// counts what gVisor tried to send that the front end filtered (non-TCP,
+	// or from an address outside the prefixes).
+	RepliesOut, OutDropped atomic.Uint64
+}
+
+// Snapshot is a plain copy of Stats for the stats line and metrics.
+type Snapshot struct {
+	PacketsIn, SYNACKsSent, Handshakes, ToStack, Payloads                    uint64
+	DropOutside, DropBadCookie, DropSYNACK, DropRST, DropStray, DropPortZero uint64
+	DropUDP, DropICMP, DropOtherProto, DropMalformed, DropBadChecksum        uint64
+	DropFragment, DropConnLimit, DropListener, DropTxError                   uint64
+	Accepted, AcceptUnknown, AdmitExpired, RepliesOut, OutDropped            uint64
+	Active, Listeners                                                        int64
+}
+
+// Drops is the sum of every drop counter.
+func (s Snapshot) Drops() uint64 {
+	return s.DropOutside + s.DropBadCookie + s.DropSYNACK + s.DropRST + s.DropStray +
+		s.DropPortZero + s.DropUDP + s.DropICMP + s.DropOtherProto + s.DropMalformed +
+		s.DropBadChecksum + s.DropFragment + s.DropConnLimit + s.DropListener + s.DropTxError
+}
+
+// Snapshot reads every counter.
+func (s *Stats) Snapshot() Snapshot {
+	return Snapshot{
+		PacketsIn: s.PacketsIn.Load(), SYNACKsSent: s.SYNACKsSent.Load(),
+		Handshakes: s.Handshakes.Load(), ToStack: s.ToStack.Load(), Payloads: s.Payloads.Load(),
+		DropOutside: s.DropOutside.Load(), DropBadCookie: s.DropBadCookie.Load(),
+		DropSYNACK: s.DropSYNACK.Load(), DropRST: s.DropRST.Load(), DropStray: s.DropStray.Load(),
+		DropPortZero: s.DropPortZero.Load(), DropUDP: s.DropUDP.Load(), DropICMP: s.DropICMP.Load(),
+		DropOtherProto: s.DropOtherProto.Load(), DropMalformed: s.DropMalformed.Load(),
+		DropBadChecksum: s.DropBadChecksum.Load(), DropFragment: s.DropFragment.Load(),
+		DropConnLimit: s.DropConnLimit.Load(), DropListener: s.DropListener.Load(),
+		DropTxError: s.DropTxError.Load(), Accepted: s.Accepted.Load(),
+		AcceptUnknown: s.AcceptUnknown.Load(), AdmitExpired: s.AdmitExpired.Load(),
+		RepliesOut: s.RepliesOut.Load(), OutDropped: s.OutDropped.Load(),
+		Active: s.Active.Load(), Listeners: s.Listeners.Load(),
+	}
+}

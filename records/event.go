@@ -1,0 +1,332 @@
+package records
+
+// This file holds the JSON-lines event log (contract "Files" §3), field names
+// in the style of Suricata's EVE JSON. The `syn` encoder runs once per SYN
+// and is written by hand so that it allocates nothing; rarer events may use
+// encoding/json for their type-specific parts.
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// protoTCP is the `proto` value of TCP events, uppercase as in EVE JSON.
+const protoTCP = "TCP"
+
+// appendEventHead appends the opening brace and the fields every event
+// starts with: timestamp, event_type and, when src is valid, the flow
+// (src_ip, src_port, dest_ip, dest_port, proto). It ends without a comma.
+func appendEventHead(dst []byte, t time.Time, eventType string, src, dest netip.AddrPort) []byte {
+	dst = append(dst, `{"timestamp":"`...)
+	dst = appendTimestamp(dst, t)
+	dst = append(dst, `","event_type":`...)
+	dst = appendJSONString(dst, eventType)
+	if !src.IsValid() {
+		return dst
+	}
+	dst = append(dst, `,"src_ip":"`...)
+	dst = src.Addr().AppendTo(dst)
+	dst = append(dst, `","src_port":`...)
+	dst = strconv.AppendUint(dst, uint64(src.Port()), 10)
+	dst = append(dst, `,"dest_ip":"`...)
+	dst = dest.Addr().AppendTo(dst)
+	dst = append(dst, `","dest_port":`...)
+	dst = strconv.AppendUint(dst, uint64(dest.Port()), 10)
+	dst = append(dst, `,"proto":"`+protoTCP+`"`...)
+	return dst
+}
+
+// appendTimestamp appends t in UTC as RFC 3339 with a fixed 9-digit
+// fraction (2026-11-25T11:03:32.123456789Z), so that lines sort as text.
+func appendTimestamp(dst []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	hour, minute, sec := t.Clock()
+	dst = appendPadded(dst, year, 4)
+	dst = append(dst, '-')
+	dst = appendPadded(dst, int(month), 2)
+	dst = append(dst, '-')
+	dst = appendPadded(dst, day, 2)
+	dst = append(dst, 'T')
+	dst = appendPadded(dst, hour, 2)
+	dst = append(dst, ':')
+	dst = appendPadded(dst, minute, 2)
+	dst = append(dst, ':')
+	dst = appendPadded(dst, sec, 2)
+	dst = append(dst, '.')
+	dst = appendPadded(dst, t.Nanosecond(), 9)
+	return append(dst, 'Z')
+}
+
+// appendPadded appends the non-negative v zero-padded to width digits.
+func appendPadded(dst []byte, v, width int) []byte {
+	var buf [20]byte
+	i := len(buf)
+	for v >= 10 || width > 1 {
+		i--
+		buf[i] = byte('0' + v%10)
+		v /= 10
+		width--
+	}
+	i--
+	buf[i] = byte('0' + v)
+	return append(dst, buf[i:]...)
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json does
+// minus the HTML escapes: quotes, backslashes and control characters are
+// escaped, invalid UTF-8 becomes U+FFFD, U+2028 and U+2029 are escaped so
+// that the line is also valid JavaScript.
+func appendJSONString(dst []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '"', '\\':
+				dst = append(dst, '\\', b)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// appendPrintable appends b as a JSON string in the style of Suricata's
+// payload_printable: bytes 0x20..0x7e are kept (quote and backslash
+// escaped), every other byte becomes '.'.
+func appendPrintable(dst []byte, b []byte) []byte {
+	dst = append(dst, '"')
+	for _, c := range b {
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c >= 0x20 && c <= 0x7e:
+			dst = append(dst, c)
+		default:
+			dst = append(dst, '.')
+		}
+	}
+	return append(dst, '"')
+}
+
+// eventOptionName appends the `syn` event name of TCP option kind k: eol,
+// nop, mss, wscale, sack_perm, sack, timestamp, or opt_N for other kinds.
+func appendEventOptionName(dst []byte, k uint8) []byte {
+	switch k {
+	case optEOL:
+		return append(dst, "eol"...)
+	case optNOP:
+		return append(dst, "nop"...)
+	case optMSS:
+		return append(dst, "mss"...)
+	case optWScale:
+		return append(dst, "wscale"...)
+	case optSACKPerm:
+		return append(dst, "sack_perm"...)
+	case optSACK:
+		return append(dst, "sack"...)
+	case optTimestamp:
+		return append(dst, "timestamp"...)
+	}
+	return strconv.AppendUint(append(dst, "opt_"...), uint64(k), 10)
+}
+
+// AppendSYNEvent appends the `syn` event of p as one JSON line ending in
+// '\n'. Fields after the flow: userid; tcp {seq, window, ttl, ipid, options
+// (names in wire order, NOP and EOL included), options_truncated (only when
+// set), mss and wscale (only when present)}; payload (base64, only when the
+// SYN carried data); irregular and irregular_reasons (Irregular); scanner
+// (Fingerprint). It allocates nothing beyond growing dst.
+func AppendSYNEvent(dst []byte, p *Packet) []byte {
+	dst = appendEventHead(dst, p.Time, EventSYN,
+		netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort))
+	dst = append(dst, `,"userid":`...)
+	dst = strconv.AppendUint(dst, uint64(p.UserID), 10)
+	dst = append(dst, `,"tcp":{"seq":`...)
+	dst = strconv.AppendUint(dst, uint64(p.Seq), 10)
+	dst = append(dst, `,"window":`...)
+	dst = strconv.AppendUint(dst, uint64(p.Window), 10)
+	dst = append(dst, `,"ttl":`...)
+	dst = strconv.AppendUint(dst, uint64(p.TTL), 10)
+	dst = append(dst, `,"ipid":`...)
+	dst = strconv.AppendUint(dst, uint64(p.IPID), 10)
+	dst = append(dst, `,"options":[`...)
+	for i, k := range p.Options[:min(int(p.NumOptions), MaxOptions)] {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, '"')
+		dst = appendEventOptionName(dst, k)
+		dst = append(dst, '"')
+	}
+	dst = append(dst, ']')
+	if p.OptionsTruncated {
+		dst = append(dst, `,"options_truncated":true`...)
+	}
+	if p.MSS != 0 {
+		dst = append(dst, `,"mss":`...)
+		dst = strconv.AppendUint(dst, uint64(p.MSS), 10)
+	}
+	if p.WScale >= 0 {
+		dst = append(dst, `,"wscale":`...)
+		dst = strconv.AppendInt(dst, int64(p.WScale), 10)
+	}
+	dst = append(dst, '}')
+	if len(p.Payload) > 0 {
+		dst = append(dst, `,"payload":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, p.Payload)
+		dst = append(dst, '"')
+	}
+	irregular, reasons := Irregular(p)
+	dst = append(dst, `,"irregular":`...)
+	dst = strconv.AppendBool(dst, irregular)
+	dst = append(dst, `,"irregular_reasons":`...)
+	dst = reasons.AppendJSON(dst)
+	dst = append(dst, `,"scanner":"`...)
+	dst = append(dst, Fingerprint(p).String()...)
+	return append(dst, "\"}\n"...)
+}
+
+// reservedKeys are the keys of the session event's own fields, which a
+// handler's Detail object must not take.
+func reservedKey(k string) bool {
+	switch k {
+	case "", "timestamp", "event_type", "src_ip", "src_port", "dest_ip", "dest_port",
+		"proto", "userid", "end", "app_proto", "payload", "payload_printable",
+		"bytes_toserver", "bytes_toclient", "duration_ms", "error", "detail_error":
+		return true
+	}
+	return false
+}
+
+// AppendSessionEvent appends the `session` event of s as one JSON line ending
+// in '\n'. The timestamp is s.Flow.Accepted; src is the remote (scanner) end,
+// dest the telescope. Fields after the flow: userid, end (timestamp),
+// app_proto, payload (base64, "" if none), payload_printable, bytes_toserver,
+// bytes_toclient, duration_ms (End - Accepted, float with microseconds),
+// error (only when set), and s.Detail, encoded with encoding/json, under the
+// key s.AppProto ("detail" when that is empty or clashes with a field above).
+//
+// If Detail cannot be encoded the line is still complete, without the object
+// and with `detail_error` saying why, and the error is returned so that the
+// caller can count it.
+func AppendSessionEvent(dst []byte, s *Session) ([]byte, error) {
+	f := &s.Flow
+	dst = appendEventHead(dst, f.Accepted, EventSession, f.Remote, f.Local)
+	dst = append(dst, `,"userid":`...)
+	dst = strconv.AppendUint(dst, uint64(f.UserID), 10)
+	dst = append(dst, `,"end":"`...)
+	dst = appendTimestamp(dst, s.End)
+	dst = append(dst, `","app_proto":`...)
+	dst = appendJSONString(dst, s.AppProto)
+	dst = append(dst, `,"payload":"`...)
+	dst = base64.StdEncoding.AppendEncode(dst, s.Payload)
+	dst = append(dst, `","payload_printable":`...)
+	dst = appendPrintable(dst, s.Payload)
+	dst = append(dst, `,"bytes_toserver":`...)
+	dst = strconv.AppendInt(dst, s.BytesToServer, 10)
+	dst = append(dst, `,"bytes_toclient":`...)
+	dst = strconv.AppendInt(dst, s.BytesToClient, 10)
+	dst = append(dst, `,"duration_ms":`...)
+	dst = strconv.AppendFloat(dst, float64(s.End.Sub(f.Accepted).Microseconds())/1e3, 'f', -1, 64)
+	if s.Error != "" {
+		dst = append(dst, `,"error":`...)
+		dst = appendJSONString(dst, s.Error)
+	}
+	var err error
+	if s.Detail != nil {
+		key := s.AppProto
+		if reservedKey(key) {
+			key = "detail"
+		}
+		var obj []byte
+		if obj, err = json.Marshal(s.Detail); err == nil {
+			dst = append(dst, ',')
+			dst = appendJSONString(dst, key)
+			dst = append(dst, ':')
+			dst = append(dst, obj...)
+		} else {
+			err = fmt.Errorf("records: session event %s detail: %w", key, err)
+			dst = append(dst, `,"detail_error":`...)
+			dst = appendJSONString(dst, err.Error())
+		}
+	}
+	return append(dst, "}\n"...), err
+}
+
+// errNotObject says that AppendEvent's fields did not encode to an object.
+var errNotObject = errors.New("fields are not a JSON object")
+
+// AppendEvent appends an event of any type as one JSON line ending in '\n',
+// for the rarer types (two_phase, downloader, download, stats) that need no
+// hand-written encoder: timestamp t and eventType; when flow is not nil its
+// src_ip/src_port (Remote), dest_ip/dest_port (Local), proto and userid; then
+// the members of fields, which must encode with encoding/json to a JSON
+// object (nil adds nothing) and must not reuse the keys above. On error dst
+// is returned unchanged.
+func AppendEvent(dst []byte, eventType string, t time.Time, flow *Flow, fields any) ([]byte, error) {
+	var obj []byte
+	if fields != nil {
+		var err error
+		if obj, err = json.Marshal(fields); err != nil {
+			return dst, fmt.Errorf("records: %s event: %w", eventType, err)
+		}
+		if len(obj) < 2 || obj[0] != '{' || obj[len(obj)-1] != '}' {
+			return dst, fmt.Errorf("records: %s event: %w", eventType, errNotObject)
+		}
+		obj = obj[1 : len(obj)-1]
+	}
+	if flow != nil {
+		dst = appendEventHead(dst, t, eventType, flow.Remote, flow.Local)
+		dst = append(dst, `,"userid":`...)
+		dst = strconv.AppendUint(dst, uint64(flow.UserID), 10)
+	} else {
+		dst = appendEventHead(dst, t, eventType, netip.AddrPort{}, netip.AddrPort{})
+	}
+	if len(obj) > 0 {
+		dst = append(dst, ',')
+		dst = append(dst, obj...)
+	}
+	return append(dst, "}\n"...), nil
+}
