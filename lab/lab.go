@@ -156,9 +156,9 @@ func (l *Lab) setup(ctx context.Context) error {
 		// no DAD (addresses usable at once) and no reverse-path filter
 		// (spoofed flood sources must be forwarded).
 		if err := writeSysctls(ns, map[string]string{
-			"net/ipv4/conf/all/rp_filter":     "0",
-			"net/ipv4/conf/default/rp_filter": "0",
-			"net/ipv6/conf/all/accept_dad":    "0",
+			"net/ipv4/conf/all/rp_filter":      "0",
+			"net/ipv4/conf/default/rp_filter":  "0",
+			"net/ipv6/conf/all/accept_dad":     "0",
 			"net/ipv6/conf/default/accept_dad": "0",
 		}); err != nil {
 			return err

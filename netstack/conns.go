@@ -48,21 +48,22 @@ func newConnTable(max int) *connTable {
 	return &connTable{m: make(map[flowKey]*connEntry), max: max}
 }
 
-// admit reserves a slot for a handshake, or returns the slot it already has
-// (a retransmitted ACK). It fails when max connections are open.
-func (t *connTable) admit(k flowKey, newID func() uint32, now time.Time) (uint32, bool) {
+// admit reserves a slot for a handshake. A segment of a handshake already
+// admitted (a retransmitted ACK, data racing the accept) gets the same slot
+// with fresh false. It fails when max connections are open.
+func (t *connTable) admit(k flowKey, newID func() uint32, now time.Time) (uid uint32, fresh, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if e, ok := t.m[k]; ok && e.done.IsZero() {
-		return e.userID, true
+		return e.userID, false, true
 	}
 	if t.open >= t.max {
-		return 0, false
+		return 0, false, false
 	}
 	e := &connEntry{userID: newID(), admitted: now}
 	t.m[k] = e
 	t.open++
-	return e.userID, true
+	return e.userID, true, true
 }
 
 // forget undoes an admission that could not be passed on.

@@ -339,10 +339,16 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside bool, rec *records.Pa
 		return verdictDrop
 	}
 	key := makeFlowKey(rec.Dst, rec.Src, dport, sport)
-	uid, ok := s.conns.admit(key, s.nextUserID, rec.Time)
+	uid, fresh, ok := s.conns.admit(key, s.nextUserID, rec.Time)
 	if !ok {
 		s.stats.DropConnLimit.Add(1)
 		return verdictDrop
+	}
+	if !fresh {
+		// Another segment of a handshake already admitted: gVisor's
+		// listener hands it to the new endpoint.
+		s.stats.ToStack.Add(1)
+		return verdictPass
 	}
 	if err := s.ensureListener(netProto, dport); err != nil {
 		s.conns.forget(key)

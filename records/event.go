@@ -150,7 +150,7 @@ func appendPrintable(dst []byte, b []byte) []byte {
 	return append(dst, '"')
 }
 
-// eventOptionName appends the `syn` event name of TCP option kind k: eol,
+// appendEventOptionName appends the `syn` event name of TCP option kind k: eol,
 // nop, mss, wscale, sack_perm, sack, timestamp, or opt_N for other kinds.
 func appendEventOptionName(dst []byte, k uint8) []byte {
 	switch k {
@@ -228,8 +228,8 @@ func AppendSYNEvent(dst []byte, p *Packet) []byte {
 	return append(dst, "\"}\n"...)
 }
 
-// reservedKeys are the keys of the session event's own fields, which a
-// handler's Detail object must not take.
+// reservedKey reports whether k is a key of the session event's own fields,
+// which a handler's Detail object must not take.
 func reservedKey(k string) bool {
 	switch k {
 	case "", "timestamp", "event_type", "src_ip", "src_port", "dest_ip", "dest_port",

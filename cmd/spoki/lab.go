@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spoki-telescope/spoki/lab"
+)
+
+// labUsage is printed for `spoki lab` with a bad subcommand.
+const labUsage = `usage: spoki lab [up] [--keep] [--log-dir DIR]
+       spoki lab demo [--keep-logs DIR]
+up (the default) builds the lab, starts spoki in it and waits for Ctrl-C;
+demo runs the probes end to end, prints the event log and checks it.
+Both need root and remove everything they create.`
+
+// labMain runs `spoki lab [up|demo] ...`. SIGINT and SIGTERM end it
+// cleanly: the lab is removed before it returns.
+func labMain(ctx context.Context, args []string) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	sub := "up"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		sub, args = args[0], args[1:]
+	}
+	switch sub {
+	case "up":
+		fs := flag.NewFlagSet("spoki lab up", flag.ContinueOnError)
+		var cfg lab.UpConfig
+		fs.BoolVar(&cfg.Keep, "keep", false, "keep the temporary log directory")
+		fs.StringVar(&cfg.LogDir, "log-dir", "", "spoki's log directory, kept (default: a temporary one)")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() != 0 {
+			return fmt.Errorf("lab: unexpected arguments %q\n%s", fs.Args(), labUsage)
+		}
+		return lab.Up(ctx, cfg)
+	case "demo":
+		fs := flag.NewFlagSet("spoki lab demo", flag.ContinueOnError)
+		var cfg lab.DemoConfig
+		fs.StringVar(&cfg.KeepLogs, "keep-logs", "", "write spoki's logs to DIR and keep them")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() != 0 {
+			return fmt.Errorf("lab: unexpected arguments %q\n%s", fs.Args(), labUsage)
+		}
+		return lab.Demo(ctx, cfg)
+	case "help":
+		fmt.Println(labUsage)
+		return nil
+	default:
+		return fmt.Errorf("lab: unknown subcommand %q\n%s", sub, labUsage)
+	}
+}

@@ -1,0 +1,65 @@
+// Command spoki is a reactive network telescope: it answers every TCP SYN
+// sent to the address space routed to it, statelessly, completes the
+// handshakes that scanners come back for, and records what they send.
+//
+//	spoki run --prefix CIDR ...    the telescope
+//	spoki lab [up|demo]            a two-namespace lab with the telescope in it
+//	spoki probe ...                the lab's clients (http, line, syn, flood)
+//
+// See README.md for the files it writes and how to route a prefix to it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+)
+
+const usage = `usage: spoki COMMAND [flags]
+
+commands:
+  run      run the telescope (spoki run --prefix CIDR ...)
+  lab      build the lab of two network namespaces and run the telescope in it
+  probe    the lab's clients: http, line, syn, flood
+  echo     a raw TUN SYN echo without a stack (benchmark ceiling)
+
+spoki COMMAND -h shows the flags of a command.`
+
+func main() {
+	os.Exit(realMain(os.Args[1:]))
+}
+
+func realMain(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, usage)
+		return 2
+	}
+	ctx := context.Background()
+	var err error
+	switch args[0] {
+	case "run":
+		err = runMain(ctx, args[1:])
+	case "lab":
+		err = labMain(ctx, args[1:])
+	case "probe":
+		err = probeMain(ctx, args[1:])
+	case "echo":
+		err = echoMain(ctx, args[1:])
+	case "-h", "-help", "--help", "help":
+		fmt.Println(usage)
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "spoki: unknown command %q\n%s\n", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "spoki:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,503 @@
+// Package filesink writes spoki's records to hourly files: the
+// Spoki-compatible raw CSV logs (TCP, UDP, ICMP), the reply (scamper) log and
+// the JSON-lines event log (contract "Files"). It sits at the end of the
+// flow, off the hot path: the packet path hands records to non-blocking
+// enqueue methods, and a single writer goroutine encodes and writes them.
+//
+// Files are named by the hour of the record's own time (UTC), never the wall
+// clock; they are created lazily in append mode and get their header only
+// when new. The current and previous hour of each log stay open; a record
+// for an older hour reopens that hour's file in append mode and is never
+// dropped for its age.
+package filesink
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spoki-telescope/spoki/records"
+)
+
+// Defaults for the zero values of Config.
+const (
+	// DefaultPacketQueue holds about a second of a busy telescope's packets.
+	DefaultPacketQueue = 1 << 16
+	// DefaultReplyQueue matches the packet queue: at most one reply per packet.
+	DefaultReplyQueue = 1 << 16
+	// DefaultEventQueue is smaller: sessions and later events are rare (SYN
+	// events are made by the writer from the packet queue).
+	DefaultEventQueue = 4096
+	// DefaultFlushInterval bounds how long written records wait in memory, so
+	// that the files can be tailed.
+	DefaultFlushInterval = time.Second
+	// DefaultTag is the tag of file names when Config.Tag is empty, as in Spoki.
+	DefaultTag = "untagged"
+)
+
+const (
+	// flushBytes is how much a file buffers before it is written: large
+	// writes keep the syscall count low at hundreds of thousands of rows/s.
+	flushBytes = 256 << 10
+	// maxPendingBytes caps a file's unwritten bytes while writes fail (disk
+	// full); rows beyond it are dropped and counted.
+	maxPendingBytes = 8 << 20
+	// errorLogInterval is the least time between two logs of write errors.
+	errorLogInterval = time.Minute
+	// retryInterval is how long a failed open or write waits before the
+	// next attempt, so that a full disk does not cost a syscall per row.
+	retryInterval = time.Second
+)
+
+// Config configures a Writer. Zero values mean the defaults.
+type Config struct {
+	// Dir is the log directory; it must exist.
+	Dir string
+	// Tag names the data source in file names (DefaultTag if empty).
+	Tag string
+	// PacketQueue, ReplyQueue and EventQueue are the capacities of the
+	// queues in front of the writer goroutine, in records.
+	PacketQueue, ReplyQueue, EventQueue int
+	// FlushInterval is the longest time a record stays buffered in memory.
+	FlushInterval time.Duration
+	// Logger receives the `rotate` lines and write errors (discarded if nil).
+	Logger *slog.Logger
+}
+
+// Stats is a snapshot of a Writer's counters. By Close, every record handed
+// to the Writer has been written or counted by exactly one Drop counter.
+type Stats struct {
+	// PacketsWritten, RepliesWritten and EventsWritten count rows and lines
+	// that reached the kernel (SYN events count as events).
+	PacketsWritten, RepliesWritten, EventsWritten uint64
+	// BytesWritten counts bytes that reached the kernel, headers included.
+	BytesWritten uint64
+	// DropPacketQueueFull, DropReplyQueueFull and DropEventQueueFull count
+	// records refused because their queue was full (the newest is dropped).
+	DropPacketQueueFull, DropReplyQueueFull, DropEventQueueFull uint64
+	// DropClosed counts records handed in after Close.
+	DropClosed uint64
+	// DropWriteError counts rows lost because their file could not be
+	// opened or written (for a packet: its row and its SYN event each).
+	DropWriteError uint64
+	// DropUnknownProto counts packets of a protocol with no raw log.
+	DropUnknownProto uint64
+	// EncodeErrors counts session events whose Detail failed to encode; the
+	// line is still written, with detail_error.
+	EncodeErrors uint64
+	// WriteErrors counts failed open, write and close calls.
+	WriteErrors uint64
+	// PacketQueue, ReplyQueue and EventQueue are the queue depths now.
+	PacketQueue, ReplyQueue, EventQueue int
+	// FilesOpen is the number of log files open now.
+	FilesOpen int64
+}
+
+// counters are the atomic counters behind Stats.
+type counters struct {
+	packetsWritten, repliesWritten, eventsWritten, bytesWritten atomic.Uint64
+	dropPacketQueueFull, dropReplyQueueFull, dropEventQueueFull atomic.Uint64
+	dropClosed, dropWriteError, dropUnknownProto, encodeErrors  atomic.Uint64
+	writeErrors                                                 atomic.Uint64
+	filesOpen                                                   atomic.Int64
+}
+
+// eventItem is one entry of the event queue: a session to encode, or a line
+// already encoded by the caller.
+type eventItem struct {
+	t       time.Time
+	line    []byte
+	session records.Session
+	isSess  bool
+}
+
+// Writer writes records to hourly files. Its enqueue methods (Packet,
+// Reply, Session, Event) never block and may be called from any number of
+// goroutines; one goroutine owned by the Writer does all encoding and I/O.
+type Writer struct {
+	cfg    Config
+	logger *slog.Logger
+	c      counters
+
+	// mu orders the enqueue methods against Close: once closed is set under
+	// the write lock, nothing more enters a queue, so the final drain is
+	// complete.
+	mu     sync.RWMutex
+	closed bool
+
+	packets chan records.Packet
+	replies chan records.Reply
+	events  chan eventItem
+	quit    chan struct{}
+	done    chan struct{}
+
+	// The fields below belong to the writer goroutine.
+	tcpRaw, udpRaw, icmpRaw, replyLog, eventLog *stream
+	streams                                     []*stream
+	enc                                         []byte   // reused encoding buffer
+	freeBufs                                    [][]byte // file buffers of closed files, reused
+	retry                                       time.Duration
+	lastErrLog                                  time.Time
+	failing                                     bool
+	closeErr                                    error
+}
+
+// New checks cfg, creates a Writer and starts its writer goroutine. Call
+// Close to stop it.
+func New(cfg Config) (*Writer, error) {
+	w, err := newWriter(cfg)
+	if err != nil {
+		return nil, err
+	}
+	go w.loop()
+	return w, nil
+}
+
+// newWriter builds a Writer without starting its goroutine (tests drive it
+// by hand).
+func newWriter(cfg Config) (*Writer, error) {
+	st, err := os.Stat(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("filesink: log dir: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("filesink: log dir %s: not a directory", cfg.Dir)
+	}
+	if cfg.Tag == "" {
+		cfg.Tag = DefaultTag
+	}
+	if strings.ContainsAny(cfg.Tag, "/\x00") {
+		return nil, fmt.Errorf("filesink: tag %q: contains a path separator", cfg.Tag)
+	}
+	cfg.PacketQueue = orDefault(cfg.PacketQueue, DefaultPacketQueue)
+	cfg.ReplyQueue = orDefault(cfg.ReplyQueue, DefaultReplyQueue)
+	cfg.EventQueue = orDefault(cfg.EventQueue, DefaultEventQueue)
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = DefaultFlushInterval
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	w := &Writer{
+		cfg:     cfg,
+		logger:  logger.With("component", "filesink"),
+		packets: make(chan records.Packet, cfg.PacketQueue),
+		replies: make(chan records.Reply, cfg.ReplyQueue),
+		events:  make(chan eventItem, cfg.EventQueue),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		enc:     make([]byte, 0, 4096),
+		retry:   retryInterval,
+	}
+	w.tcpRaw = w.newCSVStream("tcp", "raw", records.RawHeader, &w.c.packetsWritten)
+	w.udpRaw = w.newCSVStream("udp", "raw", records.UDPRawHeader, &w.c.packetsWritten)
+	w.icmpRaw = w.newCSVStream("icmp", "raw", records.ICMPRawHeader, &w.c.packetsWritten)
+	w.replyLog = w.newCSVStream("tcp", "scamper", records.ReplyHeader, &w.c.repliesWritten)
+	w.eventLog = &stream{log: "events", written: &w.c.eventsWritten, name: func(hour int64) string {
+		return cfg.Tag + ".events." + time.Unix(hour, 0).UTC().Format("20060102-15") + ".jsonl"
+	}}
+	w.streams = []*stream{w.tcpRaw, w.udpRaw, w.icmpRaw, w.replyLog, w.eventLog}
+	return w, nil
+}
+
+func orDefault(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// newCSVStream returns the stream of one Spoki CSV log, named as Spoki names
+// it (spoki-core §4.1) but in UTC:
+// YYYY-MM-DD.HH:00:00.TAG.spoki.PROTO.COMPONENT.EPOCH.csv.
+func (w *Writer) newCSVStream(proto, component, header string, written *atomic.Uint64) *stream {
+	tag := w.cfg.Tag
+	return &stream{log: proto + "." + component, header: header, written: written, name: func(hour int64) string {
+		return fmt.Sprintf("%s.%s.spoki.%s.%s.%d.csv",
+			time.Unix(hour, 0).UTC().Format("2006-01-02.15:04:05"), tag, proto, component, hour)
+	}}
+}
+
+// Packet queues a copy of p for the raw log of its protocol and, for a SYN
+// (p.IsSYN), a `syn` event. It never blocks: when the queue is full the
+// packet is dropped and counted. p.Payload is kept, not copied: the caller
+// must not modify it afterwards.
+func (w *Writer) Packet(p *records.Packet) {
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		w.c.dropClosed.Add(1)
+		return
+	}
+	select {
+	case w.packets <- *p:
+	default:
+		w.c.dropPacketQueueFull.Add(1)
+	}
+	w.mu.RUnlock()
+}
+
+// Reply queues a copy of r for the reply log. It never blocks: when the
+// queue is full the reply is dropped and counted.
+func (w *Writer) Reply(r *records.Reply) {
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		w.c.dropClosed.Add(1)
+		return
+	}
+	select {
+	case w.replies <- *r:
+	default:
+		w.c.dropReplyQueueFull.Add(1)
+	}
+	w.mu.RUnlock()
+}
+
+// Session queues a copy of s for a `session` event, filed under the hour of
+// s.Flow.Accepted. It never blocks: when the event queue is full the session
+// is dropped and counted. s.Payload and s.Detail are kept, not copied: the
+// caller must not modify them afterwards.
+func (w *Writer) Session(s *records.Session) {
+	w.enqueueEvent(eventItem{t: s.Flow.Accepted, session: *s, isSess: true})
+}
+
+// Event queues one pre-encoded event line (see records.AppendEvent), filed
+// under the hour of t, which should be the event's timestamp. A missing final
+// newline is added. The Writer takes line over: the caller must not modify it
+// afterwards. It never blocks: when the queue is full the line is dropped and
+// counted.
+func (w *Writer) Event(t time.Time, line []byte) {
+	w.enqueueEvent(eventItem{t: t, line: line})
+}
+
+func (w *Writer) enqueueEvent(e eventItem) {
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		w.c.dropClosed.Add(1)
+		return
+	}
+	select {
+	case w.events <- e:
+	default:
+		w.c.dropEventQueueFull.Add(1)
+	}
+	w.mu.RUnlock()
+}
+
+// Close stops taking records, writes everything queued, flushes and closes
+// every file. Records handed in afterwards are counted in DropClosed. The
+// error joins every failure to write or close a file (the rows lost are in
+// DropWriteError). Close is safe to call more than once.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		<-w.done
+		return w.closeErr
+	}
+	w.closed = true
+	w.mu.Unlock()
+	close(w.quit)
+	<-w.done
+	return w.closeErr
+}
+
+// Stats returns a snapshot of the counters and queue depths.
+func (w *Writer) Stats() Stats {
+	return Stats{
+		PacketsWritten:      w.c.packetsWritten.Load(),
+		RepliesWritten:      w.c.repliesWritten.Load(),
+		EventsWritten:       w.c.eventsWritten.Load(),
+		BytesWritten:        w.c.bytesWritten.Load(),
+		DropPacketQueueFull: w.c.dropPacketQueueFull.Load(),
+		DropReplyQueueFull:  w.c.dropReplyQueueFull.Load(),
+		DropEventQueueFull:  w.c.dropEventQueueFull.Load(),
+		DropClosed:          w.c.dropClosed.Load(),
+		DropWriteError:      w.c.dropWriteError.Load(),
+		DropUnknownProto:    w.c.dropUnknownProto.Load(),
+		EncodeErrors:        w.c.encodeErrors.Load(),
+		WriteErrors:         w.c.writeErrors.Load(),
+		PacketQueue:         len(w.packets),
+		ReplyQueue:          len(w.replies),
+		EventQueue:          len(w.events),
+		FilesOpen:           w.c.filesOpen.Load(),
+	}
+}
+
+// loop is the writer goroutine: it drains the queues, flushes the files
+// every FlushInterval, and on Close drains what is left and closes the files.
+func (w *Writer) loop() {
+	defer close(w.done)
+	tick := time.NewTicker(w.cfg.FlushInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case p := <-w.packets:
+			w.writePacket(&p)
+			w.writePackets(packetBatch)
+		case r := <-w.replies:
+			w.writeReply(&r)
+		case e := <-w.events:
+			w.writeEvent(&e)
+		case <-tick.C:
+			w.flushAll()
+		case <-w.quit:
+			w.drain()
+			w.closeErr = w.closeAll()
+			return
+		}
+	}
+}
+
+// drain writes whatever is left in the queues. It runs after closed is set,
+// so the queues only shrink.
+func (w *Writer) drain() {
+	for {
+		select {
+		case p := <-w.packets:
+			w.writePacket(&p)
+		case r := <-w.replies:
+			w.writeReply(&r)
+		case e := <-w.events:
+			w.writeEvent(&e)
+		default:
+			return
+		}
+	}
+}
+
+// packetBatch is how many more packets the loop takes after one without
+// going back to its select: a receive without select is cheaper, and the
+// bound keeps replies and events moving under a packet flood.
+const packetBatch = 256
+
+// writePackets writes up to n queued packets, returning early when the
+// queue is empty.
+func (w *Writer) writePackets(n int) {
+	for range n {
+		select {
+		case p := <-w.packets:
+			w.writePacket(&p)
+		default:
+			return
+		}
+	}
+}
+
+// writePacket writes p's raw row and, for a SYN, its `syn` event.
+func (w *Writer) writePacket(p *records.Packet) {
+	var s *stream
+	switch p.Proto {
+	case records.ProtoTCP:
+		s = w.tcpRaw
+	case records.ProtoUDP:
+		s = w.udpRaw
+	case records.ProtoICMP:
+		s = w.icmpRaw
+	default:
+		w.c.dropUnknownProto.Add(1)
+		return
+	}
+	hour := hourOf(p.Time)
+	w.enc = records.AppendRawRow(w.enc[:0], p)
+	s.write(w, hour, w.enc)
+	if p.IsSYN() {
+		w.enc = records.AppendSYNEvent(w.enc[:0], p)
+		w.eventLog.write(w, hour, w.enc)
+	}
+}
+
+func (w *Writer) writeReply(r *records.Reply) {
+	w.enc = records.AppendReplyRow(w.enc[:0], r)
+	w.replyLog.write(w, hourOf(r.Time), w.enc)
+}
+
+func (w *Writer) writeEvent(e *eventItem) {
+	if e.isSess {
+		var err error
+		w.enc, err = records.AppendSessionEvent(w.enc[:0], &e.session)
+		if err != nil {
+			w.c.encodeErrors.Add(1)
+		}
+	} else {
+		w.enc = append(w.enc[:0], e.line...)
+		if len(w.enc) == 0 || w.enc[len(w.enc)-1] != '\n' {
+			w.enc = append(w.enc, '\n')
+		}
+	}
+	w.eventLog.write(w, hourOf(e.t), w.enc)
+}
+
+// flushAll writes every file's buffer and closes the files reopened for
+// older hours: late records come in bursts, so one tick keeps them open long
+// enough.
+func (w *Writer) flushAll() {
+	now := time.Now()
+	for _, s := range w.streams {
+		for _, f := range []*hourFile{s.cur, s.prev} {
+			if f != nil && !now.Before(f.retryAt) {
+				f.flush(w)
+			}
+		}
+		if s.old != nil {
+			w.closeFile(s, s.old, "close")
+			s.old = nil
+		}
+	}
+}
+
+// closeAll flushes and closes every file.
+func (w *Writer) closeAll() error {
+	var errs []error
+	for _, s := range w.streams {
+		for _, f := range []*hourFile{s.old, s.prev, s.cur} {
+			if f != nil {
+				errs = append(errs, w.closeFile(s, f, "close"))
+			}
+		}
+		s.cur, s.prev, s.old = nil, nil, nil
+	}
+	return errors.Join(errs...)
+}
+
+// writeError counts a failed file operation and logs it at most once per
+// errorLogInterval: a full disk fails every write, and the counters carry
+// the numbers.
+func (w *Writer) writeError(op, path string, err error) {
+	w.c.writeErrors.Add(1)
+	w.failing = true
+	if now := time.Now(); now.Sub(w.lastErrLog) >= errorLogInterval {
+		w.lastErrLog = now
+		w.logger.Error("write failed", "op", op, "file", path, "err", err,
+			"write_errors", w.c.writeErrors.Load(), "dropped", w.c.dropWriteError.Load())
+	}
+}
+
+// writeOK notes a successful write, logging once when writing resumes after
+// errors.
+func (w *Writer) writeOK(path string) {
+	if w.failing {
+		w.failing = false
+		w.logger.Info("write resumed", "file", path,
+			"write_errors", w.c.writeErrors.Load(), "dropped", w.c.dropWriteError.Load())
+	}
+}
+
+// hourOf returns the start of t's hour in Unix seconds (files go by UTC
+// hour; whole hours are the same in every zone that matters here).
+func hourOf(t time.Time) int64 {
+	sec := t.Unix()
+	h := sec / 3600
+	if sec%3600 < 0 {
+		h--
+	}
+	return h * 3600
+}
