@@ -1,0 +1,38 @@
+# spoki: make demo (the lab, end to end) and make test (everything, as root).
+GO      ?= go
+BIN     := bin/spoki
+export SPOKI_BIN := $(CURDIR)/$(BIN)
+
+.PHONY: all build demo test bench vet fmt clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/spoki
+
+# The built-in lab: two namespaces, the telescope in one, the project's own
+# clients in the other; prints what was recorded and removes everything.
+demo: build
+	./$(BIN) lab demo
+
+# Every test. The lab tests need root (CAP_NET_ADMIN) and the Debian tools
+# .ci/run installs; under CI=true a missing capability fails them.
+test: build
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Benchmarks that print figures: the front end's per-SYN cost, the writers,
+# and the 10 s spoofed flood against spoki and the raw TUN echo side by side.
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./netstack ./records/...
+	$(GO) test -run '^$$' -bench Flood -benchtime 1x -timeout 10m -v ./test
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin
