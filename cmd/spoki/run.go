@@ -6,10 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/metrics"
 	"strings"
 	"syscall"
 	"time"
@@ -41,6 +45,7 @@ type runConfig struct {
 	TotalTimeout     time.Duration `yaml:"total-timeout"`
 	LogLevel         string        `yaml:"log-level"`
 	StatsInterval    time.Duration `yaml:"stats-interval"`
+	Pprof            string        `yaml:"pprof"`
 }
 
 // prefixList is a repeatable --prefix flag.
@@ -84,6 +89,7 @@ func parseRunFlags(args []string) (runConfig, error) {
 	fs.DurationVar(&cfg.TotalTimeout, "total-timeout", cfg.TotalTimeout, "end any connection after this long")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&cfg.StatsInterval, "stats-interval", cfg.StatsInterval, "interval of the stats line (0 = none)")
+	fs.StringVar(&cfg.Pprof, "pprof", "", "serve Go's pprof on `ADDR` (e.g. 127.0.0.1:6060; debugging only)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -125,6 +131,8 @@ func parseRunFlags(args []string) (runConfig, error) {
 				merged.LogLevel = cfg.LogLevel
 			case "stats-interval":
 				merged.StatsInterval = cfg.StatsInterval
+			case "pprof":
+				merged.Pprof = cfg.Pprof
 			}
 		})
 		cfg = merged
@@ -278,6 +286,14 @@ func runMain(ctx context.Context, args []string) (err error) {
 	// after this): no packet is read once files start closing.
 	defer st.Close()
 
+	if cfg.Pprof != "" {
+		ln, err := net.Listen("tcp", cfg.Pprof)
+		if err != nil {
+			return fmt.Errorf("run: pprof: %w", err)
+		}
+		defer ln.Close()
+		go http.Serve(ln, nil)
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log.Info("ready", "tun", dev.Name(), "queues", len(dev.FDs()), "prefixes", cfg.Prefixes, "log_dir", cfg.LogDir, "tag", cfg.Tag)
@@ -299,6 +315,23 @@ func runMain(ctx context.Context, args []string) (err error) {
 			logStats(log, st, mux, sink, dev, "stats")
 		}
 	}
+}
+
+// memStats returns the live heap at the last GC and the resident set size,
+// in bytes: the two figures that show whether memory stays flat.
+func memStats() (heapLive, rss uint64) {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() == metrics.KindUint64 {
+		heapLive = sample[0].Value.Uint64()
+	}
+	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
+		var size, res uint64
+		if _, err := fmt.Sscan(string(b), &size, &res); err == nil {
+			rss = res * uint64(os.Getpagesize())
+		}
+	}
+	return heapLive, rss
 }
 
 // logStats writes the stats line: what came in, what went out, what was
@@ -327,5 +360,7 @@ func logStats(log *slog.Logger, st *netstack.Stack, mux *handlers.Mux, sink *fil
 	if _, _, txDropped, err := dev.Stats(); err == nil {
 		attrs = append(attrs, slog.Uint64("tun_dropped", txDropped))
 	}
+	heap, rss := memStats()
+	attrs = append(attrs, slog.Uint64("heap_live", heap), slog.Uint64("rss", rss))
 	log.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
 }
