@@ -59,7 +59,7 @@ func defaultRunConfig() runConfig {
 		Tun:              tun.DefaultName,
 		Queues:           runtime.NumCPU(),
 		LogDir:           "./logs",
-		Tag:              filesink.DefaultTag,
+		Tag:              "spoki",
 		MaxConns:         netstack.DefaultMaxConns,
 		FirstDataTimeout: handlers.DefaultFirstDataTimeout,
 		IdleTimeout:      netstack.DefaultIdleTimeout,
