@@ -1,0 +1,30 @@
+// Package netstack is the telescope's TCP/IP stack: a stateless SYN-cookie
+// front end in front of a gVisor netstack, on the TUN's file descriptors.
+//
+// Packets flow TUN → fdbased (one inline reader per TUN queue, so the
+// kernel's bounded TUN queue is the only buffer) → the front end → gVisor →
+// the connection handler (Config.Handle), and back. The front end, a
+// pass-through link endpoint, decides for every packet:
+//
+//   - a SYN to any address of the prefixes and any port 1-65535 gets one
+//     SYN-ACK carrying a cookie, written straight to the TUN; gVisor never
+//     sees it, no state is created and nothing is retransmitted;
+//   - an ACK whose cookie is valid (and fresh) is passed to gVisor, whose
+//     lazily created wildcard listener for that port validates the cookie
+//     again and builds a real established endpoint (data on the ACK is
+//     delivered); over Config.MaxConns open connections it is dropped;
+//   - segments of established connections go to gVisor;
+//   - everything else (bad-cookie ACKs, SYN-ACK and RST backscatter, port
+//     0, addresses outside the prefixes, UDP, ICMP, fragments, bad
+//     checksums) is recorded and dropped without a reply.
+//
+// Each of these increments one counter of Stats. Every packet read is handed
+// to Config.Sink as a records.Packet, every packet written as a
+// records.Reply; the sink must not block.
+//
+// The front end and gVisor must agree on the cookie: the front end mints
+// cookies with gVisor's formula (transport/tcp/accept.go) and hands gVisor's
+// listeners its secret through the stack's SecureRNG while they are created.
+// TestGVisorCookieCompat pins both internals and fails, with a negative
+// control, if a gVisor update changes them.
+package netstack
