@@ -24,6 +24,8 @@ commands:
   lab      build the lab of two network namespaces and run the telescope in it
   probe    the lab's clients: http, line, syn, flood
   echo     a raw TUN SYN echo without a stack (benchmark ceiling)
+  assemble Spoki's event assembly over raw and reply logs, offline
+  urls     downloader URLs in payloads
 
 spoki COMMAND -h shows the flags of a command.`
 
@@ -47,6 +49,10 @@ func realMain(args []string) int {
 		err = probeMain(ctx, args[1:])
 	case "echo":
 		err = echoMain(ctx, args[1:])
+	case "assemble":
+		err = assembleMain(ctx, args[1:])
+	case "urls":
+		err = urlsMain(ctx, args[1:])
 	case "-h", "-help", "--help", "help":
 		fmt.Println(usage)
 		return 0

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"strings"
 	"syscall"
@@ -296,6 +297,9 @@ func runMain(ctx context.Context, args []string) (err error) {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Start from a collected heap, so that heap_live in the stats lines
+	// measures growth from here (the queues were just allocated).
+	debug.FreeOSMemory()
 	log.Info("ready", "tun", dev.Name(), "queues", len(dev.FDs()), "prefixes", cfg.Prefixes, "log_dir", cfg.LogDir, "tag", cfg.Tag)
 
 	var tick <-chan time.Time

@@ -26,10 +26,12 @@ import (
 
 // Defaults for the zero values of Config.
 const (
-	// DefaultPacketQueue holds about a second of a busy telescope's packets.
-	DefaultPacketQueue = 1 << 16
+	// DefaultPacketQueue holds a quarter second of a 130k pps flood: the
+	// writer drains over a million records a second, and the queue memory
+	// counts against the RSS budget.
+	DefaultPacketQueue = 1 << 15
 	// DefaultReplyQueue matches the packet queue: at most one reply per packet.
-	DefaultReplyQueue = 1 << 16
+	DefaultReplyQueue = 1 << 15
 	// DefaultEventQueue is smaller: sessions and later events are rare (SYN
 	// events are made by the writer from the packet queue).
 	DefaultEventQueue = 4096

@@ -1,0 +1,406 @@
+package assemble
+
+// Stage B (spoki-eval §2.2): the round loop of the original's
+// EventMatcher.match, which feeds the confirmed events to the phase
+// matcher and runs one checkpoint per round.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"time"
+)
+
+// Config holds the settings of a run. Zero values mean the original's
+// defaults where it has one.
+type Config struct {
+	// Dir is the log directory with the raw and scamper files.
+	Dir string
+	// Tag is the datasource tag in the file names (required).
+	Tag string
+	// Start is the first hour (batch 0); it is truncated to the hour.
+	Start time.Time
+	// PhaseTimeout is P of the phase window [tc-1, tc+P) (default 600 s).
+	PhaseTimeout time.Duration
+	// ProbeTimeout is the largest distance between a packet and its probe
+	// confirmation (default 5 min).
+	ProbeTimeout time.Duration
+	// FlushAtEOF writes, at the end of the input, the batches that the
+	// original never writes.
+	FlushAtEOF bool
+	// Follow tails a live directory: missing files are waited for, and
+	// Run returns only when ctx is done.
+	Follow bool
+	// Poll is how often a followed directory is polled (default 5 s, the
+	// original's sleep).
+	Poll time.Duration
+	// Now is the wall clock of the live reader (default time.Now). Offline
+	// runs ignore it: every hour counts as long past.
+	Now func() time.Time
+	// Logger receives one Info line per written batch and the end of the
+	// run (default: discard).
+	Logger *slog.Logger
+	// OnRound, if set, is called after stage A of every round. It is a
+	// diagnostics hook; the tests check the original's figures with it.
+	OnRound func(RoundStats)
+	// OnCheckpoint, if set, is called after every checkpoint.
+	OnCheckpoint func(CheckpointStats)
+}
+
+// confirmationLoadThreshold: a log is not read further while it is this far
+// ahead of the other.
+const confirmationLoadThreshold = 30 * time.Minute
+
+// RoundStats describes stage A of one round.
+type RoundStats struct {
+	// Round counts from 0.
+	Round int
+	// Unprobed and Confirmed are the events emitted this round (Emitted is
+	// their sum); Kept are the probed events still waiting.
+	Emitted, Unprobed, Confirmed, Kept int
+}
+
+// CheckpointStats describes one checkpoint.
+type CheckpointStats struct {
+	// Batch is the batch that was evicted.
+	Batch int
+	// Records is how many records were written (0: b did not advance).
+	Records int
+	// Repeated is how many acked regular SYNs were dropped as repeated
+	// connections.
+	Repeated int
+	// Final is set for the checkpoints of the flush at the end.
+	Final bool
+}
+
+// Stats counts what a run read, matched and dropped. The engine runs on one
+// goroutine, so the counters are plain integers: read them after Run.
+type Stats struct {
+	// Rows and Confirmations count the data rows read.
+	Rows, Confirmations uint64
+	// RowsMissingColumn counts rows skipped for a missing column (the
+	// original skips them too); RowsBadValue rows skipped for a value that
+	// does not parse (the original dies on them).
+	RowsMissingColumn, RowsBadValue uint64
+	// Unprobed and Confirmed count the events passed to stage B.
+	Unprobed, Confirmed uint64
+	// UnconfirmedDropped counts probed events dropped without a
+	// confirmation when their batch was evicted; ConfirmationsEvicted the
+	// confirmations dropped unused.
+	UnconfirmedDropped, ConfirmationsEvicted uint64
+	// NonTCP, RSTIgnored, Retransmits and Ignored count the packets stage C
+	// drops: UDP/ICMP rows, RSTs, retransmits, and SYN-ACKs or packets
+	// with neither SYN nor ACK.
+	NonTCP, RSTIgnored, Retransmits, Ignored uint64
+	// AcksDiscarded counts unmatched ACKs evicted (never written);
+	// RepeatedDropped acked regular SYNs dropped as repeated connections.
+	AcksDiscarded, RepeatedDropped uint64
+	// Records and Batches count what was written.
+	Records, Batches uint64
+	// Unflushed counts the events that were read but never reached an
+	// output batch because the input ended first (without FlushAtEOF).
+	Unflushed uint64
+}
+
+// Sink receives each batch of records, sorted as the original writes them.
+// The slice and the records are reused after WriteBatch returns.
+type Sink interface {
+	WriteBatch(batch int, recs []Record) error
+}
+
+// engine is one run.
+type engine struct {
+	cfg     Config
+	stats   *Stats
+	cm      *confirmationMatcher
+	pm      *phaseMatcher
+	raw     *hourReader
+	con     *hourReader
+	sink    Sink
+	strs    interner
+	rawP    *rawParser
+	conP    *conParser
+	slab    []event
+	cslab   []confirmation
+	newEvs  []*event
+	newCons []*confirmation
+	pending []*event
+	// next is the checkpoint time T (unix seconds) and b the batch to
+	// evict at it.
+	next     int64
+	b        int32
+	maxBatch int32
+	out      []Record
+	round    int
+}
+
+// Run assembles the logs of cfg.Dir and writes the batches into sink. It
+// returns when the input is exhausted (or, with cfg.Follow, when ctx is
+// done); stats, if not nil, receives the counters.
+func Run(ctx context.Context, cfg Config, sink Sink, stats *Stats) error {
+	if cfg.Tag == "" {
+		return errors.New("assemble: no tag")
+	}
+	if cfg.PhaseTimeout == 0 {
+		cfg.PhaseTimeout = 600 * time.Second
+	}
+	if cfg.ProbeTimeout == 0 {
+		cfg.ProbeTimeout = 5 * time.Minute
+	}
+	if cfg.Poll == 0 {
+		cfg.Poll = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	if !cfg.Follow {
+		far := time.Unix(math.MaxInt32*4, 0)
+		now = func() time.Time { return far }
+	}
+	if stats == nil {
+		stats = new(Stats)
+	}
+	start := cfg.Start.UTC().Truncate(time.Hour)
+	e := &engine{
+		cfg:   cfg,
+		stats: stats,
+		cm:    newConfirmationMatcher(cfg.ProbeTimeout.Microseconds(), stats),
+		pm:    newPhaseMatcher(cfg.PhaseTimeout.Microseconds(), stats),
+		sink:  sink,
+		strs:  make(interner),
+		next:  start.Add(90 * time.Minute).Unix(),
+	}
+	mk := func(logType string) *hourReader {
+		return &hourReader{dir: cfg.Dir, tag: cfg.Tag, logType: logType, next: start,
+			follow: cfg.Follow, poll: cfg.Poll, now: now, bufSize: 1 << 20}
+	}
+	e.raw, e.con = mk("raw"), mk("scamper")
+	e.raw.header = func(h []byte) { e.rawP = newRawParser(h, e.strs) }
+	e.raw.line = e.addRow
+	e.con.header = func(h []byte) { e.conP = newConParser(h, e.strs) }
+	e.con.line = e.addConfirmation
+	defer e.raw.closeAll()
+	defer e.con.closeAll()
+	if !cfg.Follow {
+		if err := e.raw.scanLast(); err != nil {
+			return err
+		}
+		if err := e.con.scanLast(); err != nil {
+			return err
+		}
+	} else if fi, err := os.Stat(cfg.Dir); err != nil {
+		return fmt.Errorf("assemble: log dir: %w", err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("assemble: log dir %s: not a directory", cfg.Dir)
+	}
+	return e.run(ctx)
+}
+
+// slabSize is how many events are allocated at once: one allocation per
+// slab instead of per row. A slab lives while any of its events does.
+const slabSize = 256
+
+func (e *engine) addRow(line []byte, batch int32) {
+	e.stats.Rows++
+	if len(e.slab) == cap(e.slab) {
+		e.slab = make([]event, 0, slabSize)
+	}
+	e.slab = e.slab[:len(e.slab)+1]
+	ev := &e.slab[len(e.slab)-1]
+	if err := e.rawP.parse(line, ev); err != nil {
+		e.countBad(err)
+		e.slab = e.slab[:len(e.slab)-1]
+		return
+	}
+	ev.batch = batch
+	e.maxBatch = max(e.maxBatch, batch)
+	e.newEvs = append(e.newEvs, ev)
+}
+
+func (e *engine) addConfirmation(line []byte, batch int32) {
+	e.stats.Confirmations++
+	if len(e.cslab) == cap(e.cslab) {
+		e.cslab = make([]confirmation, 0, slabSize)
+	}
+	e.cslab = e.cslab[:len(e.cslab)+1]
+	c := &e.cslab[len(e.cslab)-1]
+	if err := e.conP.parse(line, c); err != nil {
+		e.countBad(err)
+		e.cslab = e.cslab[:len(e.cslab)-1]
+		return
+	}
+	c.batch = batch
+	e.newCons = append(e.newCons, c)
+}
+
+func (e *engine) countBad(err error) {
+	if errors.Is(err, errMissingColumn) {
+		e.stats.RowsMissingColumn++
+	} else {
+		e.stats.RowsBadValue++
+	}
+}
+
+// load runs one reader's next_batch and hands the rows to stage A.
+func (e *engine) load(ctx context.Context, r *hourReader) error {
+	_, err := r.nextBatch(ctx)
+	if r == e.con {
+		e.cm.addConfirmations(e.newCons)
+		clear(e.newCons)
+		e.newCons = e.newCons[:0]
+	} else {
+		e.cm.addEvents(e.newEvs)
+		clear(e.newEvs)
+		e.newEvs = e.newEvs[:0]
+	}
+	return err
+}
+
+func (e *engine) run(ctx context.Context) error {
+	thr := confirmationLoadThreshold.Microseconds()
+	for {
+		cm := e.cm
+		// A missing time counts as "load" (the original would crash on
+		// it, but cannot get there: its reader blocks until it has rows).
+		loadCon := !cm.haveCts || !cm.haveEts || cm.cts-cm.ets < thr
+		loadEv := !cm.haveEts || !cm.haveCts || cm.ets-cm.cts < thr
+		ended := 0
+		for _, l := range []struct {
+			do bool
+			r  *hourReader
+		}{{loadCon, e.con}, {loadEv, e.raw}} {
+			if !l.do {
+				continue
+			}
+			err := e.load(ctx, l.r)
+			switch {
+			case errors.Is(err, errEnd):
+				if !e.cfg.FlushAtEOF {
+					// The original blocks here forever.
+					return e.finish(false)
+				}
+				ended++
+			case err != nil && ctx.Err() != nil:
+				return e.finish(e.cfg.FlushAtEOF)
+			case err != nil:
+				return err
+			}
+		}
+		if e.cfg.FlushAtEOF && ended > 0 && ended == btoi(loadCon)+btoi(loadEv) {
+			return e.finish(true)
+		}
+		if err := e.stageB(); err != nil {
+			return err
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// stageB matches the loaded rows to their confirmations and feeds the
+// emitted events to the phase matcher until the first checkpoint.
+func (e *engine) stageB() error {
+	before := len(e.pending)
+	e.pending = e.cm.match(e.pending)
+	if e.cfg.OnRound != nil {
+		rs := RoundStats{Round: e.round, Emitted: len(e.pending) - before, Kept: len(e.cm.ecache)}
+		for _, ev := range e.pending[before:] {
+			if ev.probed {
+				rs.Confirmed++
+			} else {
+				rs.Unprobed++
+			}
+		}
+		e.cfg.OnRound(rs)
+	}
+	e.round++
+	i := 0
+	var err error
+	for i < len(e.pending) {
+		ev := e.pending[i]
+		i++
+		e.pm.addEvent(ev)
+		if ev.ts >= e.next {
+			// At most one checkpoint per round: the rest waits for the
+			// next round.
+			_, err = e.checkpoint(false)
+			break
+		}
+	}
+	n := copy(e.pending, e.pending[i:])
+	clear(e.pending[n:])
+	e.pending = e.pending[:n]
+	return err
+}
+
+// checkpoint runs checkpoint(b). Without records b does not advance (the
+// original stalls there) unless final is set.
+func (e *engine) checkpoint(final bool) (int, error) {
+	pm := e.pm
+	pm.tryMatchEverything()
+	rep := pm.findRepeatedConnections()
+	pm.evictRetransmits(e.b)
+	e.out = pm.evict(e.b, e.out[:0])
+	n := len(e.out)
+	if e.cfg.OnCheckpoint != nil {
+		e.cfg.OnCheckpoint(CheckpointStats{Batch: int(e.b), Records: n, Repeated: rep, Final: final})
+	}
+	if n > 0 {
+		if err := e.sink.WriteBatch(int(e.b), e.out); err != nil {
+			return n, err
+		}
+		e.stats.Records += uint64(n)
+		e.stats.Batches++
+		e.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, "batch",
+			slog.Int("batch", int(e.b)), slog.Int("records", n), slog.Int64("ts", e.out[0].ts))
+	}
+	clear(e.out)
+	if n > 0 || final {
+		e.next += 3600
+		e.b++
+	}
+	return n, nil
+}
+
+// finish ends the run. With flush, the events still pending go through the
+// phase matcher (with their checkpoints, one at a time as in the rounds),
+// then every batch up to the last one read is checkpointed.
+func (e *engine) finish(flush bool) error {
+	if !flush {
+		e.stats.Unflushed = uint64(len(e.pending)) + uint64(e.pm.isyns.len()+e.pm.rsyns.len()+
+			e.pm.iacked.len()+e.pm.racked.len()+e.pm.tpna.len()+e.pm.tp.len())
+		e.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, "end of input",
+			slog.Int("next_batch", int(e.b)), slog.Uint64("unflushed", e.stats.Unflushed))
+		return nil
+	}
+	for _, ev := range e.pending {
+		e.pm.addEvent(ev)
+		if ev.ts >= e.next {
+			if _, err := e.checkpoint(false); err != nil {
+				return err
+			}
+		}
+	}
+	clear(e.pending)
+	e.pending = e.pending[:0]
+	for e.b <= e.maxBatch {
+		if _, err := e.checkpoint(true); err != nil {
+			return err
+		}
+	}
+	e.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, "end of input, flushed",
+		slog.Int("next_batch", int(e.b)))
+	return nil
+}

@@ -1,0 +1,11 @@
+// Package analysis is the root of spoki's analyses of its own logs: the
+// offline re-implementation of Spoki's evaluation tool chain and, later,
+// the live two-phase matching that shares its rules. It sits at the end of
+// the data flow (records → analysis) and imports nothing of spoki but
+// records.
+//
+// The work is done in the sub-packages, one job each:
+//
+//	analysis/assemble  Spoki's `assemble`: raw + scamper logs → two-phase records
+//	analysis/urls      Spoki's `clean`: downloader URLs in payloads
+package analysis
