@@ -1,0 +1,1030 @@
+//go:build linux
+
+package test
+
+// BenchmarkFlood measures spoki against the raw TUN echo (`spoki echo`, the
+// ceiling of any one-packet-per-syscall TUN design) under the same bounded,
+// spoofed SYN flood, as bench-notes.md ("A fair set-up") asks:
+//
+//	scanner --veth--> telescope host (prefix routed to the TUN) --veth--> sink
+//
+// The flood's sources are in lab.FloodSrc4, which the telescope host routes
+// to the sink, so every design pays the same egress for its SYN-ACKs and the
+// flooder never sees them. Designs and rates are interleaved within one run
+// (ABBA order over the rounds) and the table reports medians, because the
+// machine varies by 20-40 % from run to run: the ratio spoki/echo is the
+// figure to compare across runs.
+//
+// Everything is counted on the responder's side: the TUN's RX packets are
+// the packets the program wrote (SYN-ACKs), its TX packets what the kernel
+// handed to the program and its TX dropped what it could not. spoki's own
+// stats lines give its drops and its live heap; /proc gives RSS and CPU.
+//
+// Run it as root, once:
+//
+//	make build && SPOKI_BIN=$PWD/bin/spoki go test -run '^$' -bench Flood -benchtime 1x -v ./test
+//
+// Knobs (environment): SPOKI_BENCH_ROUNDS (rounds per design and rate,
+// default 2), SPOKI_BENCH_PLACEMENTS ("shared,pinned" by default; "shared"
+// alone halves the time), SPOKI_BENCH_PROFILE=DIR (one extra spoki run at
+// the maximum rate with a Go CPU profile and, if perf is installed, a perf
+// record of the spoki process, written to DIR).
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/spoki-telescope/spoki/lab"
+)
+
+// Benchmark settings. The flood is bounded by benchFloodDuration and stops
+// by itself; everything else is a timeout that only a broken run reaches.
+const (
+	benchFloodDuration = 10 * time.Second
+	benchFloodTimeout  = benchFloodDuration + 20*time.Second
+	benchReadyTimeout  = 15 * time.Second
+	benchSampleEvery   = 100 * time.Millisecond
+	benchDrain         = 500 * time.Millisecond // counted after the flood ends
+	benchSettle        = 1500 * time.Millisecond
+	benchDefaultRounds = 2
+	benchClockTick     = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	benchPprofAddr     = "127.0.0.1:6060"      // inside the telescope namespace only
+	benchProfileRate   = 100000                // a rate both designs sustain: per-SYN cost without contention
+	benchMiB           = 1 << 20
+)
+
+// Targets printed next to the figures; the benchmark does not assert them.
+const (
+	benchTargetSynacks   = 120000.0
+	benchTargetRatio     = 0.8
+	benchTargetHeapGrowB = 4 * benchMiB
+	benchTargetRSSB      = 64 * benchMiB
+)
+
+// benchRates are the offered rates in packets per second; 0 is "as fast as
+// the flooder can".
+var benchRates = []int{0, 100000}
+
+// benchDesign is one responder under test.
+type benchDesign string
+
+const (
+	benchEcho  benchDesign = "echo"
+	benchSpoki benchDesign = "spoki"
+)
+
+// benchPlacement says where the flooder, the receive work and the
+// responder run (bench-notes.md: measure both, neither is fair alone).
+type benchPlacement string
+
+const (
+	// benchShared leaves everything to the scheduler (kernel defaults).
+	benchShared benchPlacement = "shared"
+	// benchPinned is "one receive core": the flooder on CPU0, RPS moving
+	// the telescope host's receive work to CPU1, the responder on CPU1.
+	benchPinned benchPlacement = "pinned"
+)
+
+// benchSample is one reading taken during a run.
+type benchSample struct {
+	at                         time.Time
+	tunRx, tunTx, tunTxDropped uint64 // TUN: written by the program, handed to it, not handed
+	rssB                       uint64
+	cpuTicks                   uint64 // utime+stime of the responder
+	boxBusy, boxTotal          uint64 // /proc/stat, all CPUs
+}
+
+// benchStats is one parsed stats (or final) line of spoki.
+type benchStats struct {
+	at                                time.Time
+	msg                               string
+	packetsIn, synacksOut             uint64
+	drops, recordsDropped, tunDropped uint64
+	heapLive, rss                     uint64
+	hasHeap                           bool
+}
+
+// benchResult is what one run measured.
+type benchResult struct {
+	design    benchDesign
+	rate      int
+	placement benchPlacement
+	round     int
+
+	floodSent    uint64
+	floodElapsed time.Duration
+	offeredPPS   float64
+
+	synacks        uint64  // TUN RX during the flood and the drain
+	meanPPS        float64 // synacks / flood elapsed
+	peakPPS        float64 // best 1 s window
+	handed         uint64  // TUN TX: SYNs the program read
+	tunDrops       uint64  // TUN TX dropped
+	sinkRx         uint64  // cross-check: packets that reached the sink
+	cpuPerSynackUS float64 // responder CPU per SYN-ACK
+	cores          float64 // responder CPU over the flood, in cores
+	boxBusy        float64 // whole machine busy fraction over the flood
+
+	rssBefore, rssPeak, rssAfter uint64
+
+	// spoki only.
+	spokiDrops, recordsDropped    uint64
+	heapBefore, heapPeak, heapAft uint64
+	hasHeap                       bool
+	pidChecked                    bool
+}
+
+func BenchmarkFlood(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("BenchmarkFlood needs root (network namespaces, TUN, AF_PACKET)")
+	}
+	bin := benchSpokiBin(b)
+	rounds := benchDefaultRounds
+	if s := os.Getenv("SPOKI_BENCH_ROUNDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 5 {
+			b.Fatalf("SPOKI_BENCH_ROUNDS=%q: want 1 to 5", s)
+		}
+		rounds = n
+	}
+	placements := []benchPlacement{benchShared, benchPinned}
+	if s := os.Getenv("SPOKI_BENCH_PLACEMENTS"); s != "" {
+		placements = nil
+		for _, p := range strings.Split(s, ",") {
+			switch benchPlacement(p) {
+			case benchShared, benchPinned:
+				placements = append(placements, benchPlacement(p))
+			default:
+				b.Fatalf("SPOKI_BENCH_PLACEMENTS: unknown placement %q (shared, pinned)", p)
+			}
+		}
+	}
+	if slices.Contains(placements, benchPinned) && benchNumCPU() < 2 {
+		b.Logf("only %d CPU: skipping the pinned placement", benchNumCPU())
+		placements = slices.DeleteFunc(placements, func(p benchPlacement) bool { return p == benchPinned })
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
+	b.Cleanup(cancel)
+	l, err := lab.New(ctx, lab.Config{Sink: true})
+	if err != nil {
+		b.Fatalf("lab: %v", err)
+	}
+	b.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			b.Errorf("lab close: %v", err)
+		}
+		if names := benchLeftoverNamespaces(l.Name); len(names) > 0 {
+			b.Errorf("namespaces left after Close: %v", names)
+		}
+	})
+	b.Logf("lab %s: scanner %s (%s) -> telescope %s -> sink %s; %d CPUs, %d rounds",
+		l.Name, l.Scanner, l.ScannerIface, l.Telescope, l.Sink, benchNumCPU(), rounds)
+
+	b.ResetTimer()
+	var all []benchResult
+	run := 0
+	for _, pl := range placements {
+		if err := benchSetRPS(ctx, l, pl); err != nil {
+			b.Fatalf("placement %s: %v", pl, err)
+		}
+		for round := 0; round < rounds; round++ {
+			for _, rate := range benchRates {
+				order := []benchDesign{benchEcho, benchSpoki}
+				if round%2 == 1 { // ABBA: drift over the run hits both designs alike
+					order = []benchDesign{benchSpoki, benchEcho}
+				}
+				for _, d := range order {
+					run++
+					r, err := benchRun(ctx, b, l, bin, benchRunConfig{
+						design: d, rate: rate, placement: pl, round: round, index: run,
+					})
+					if err != nil {
+						b.Fatalf("%s %s rate %s round %d: %v", pl, d, benchRateName(rate), round+1, err)
+					}
+					b.Log(r.line())
+					all = append(all, r)
+				}
+			}
+		}
+	}
+	if dir := os.Getenv("SPOKI_BENCH_PROFILE"); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatalf("profile: %v", err)
+		}
+		if err := benchSetRPS(ctx, l, benchShared); err != nil {
+			b.Fatalf("profile: %v", err)
+		}
+		for _, d := range []benchDesign{benchEcho, benchSpoki} {
+			run++
+			r, err := benchRun(ctx, b, l, bin, benchRunConfig{
+				design: d, rate: benchProfileRate, placement: benchShared, index: run, profileDir: dir,
+			})
+			if err != nil {
+				b.Fatalf("profile run: %v", err)
+			}
+			benchPrintf(b, "profile run (not in the table, files in %s): %s\n", dir, r.line())
+		}
+	}
+	b.StopTimer()
+
+	for _, pl := range placements {
+		benchReport(b, pl, all)
+	}
+}
+
+// benchRunConfig names one run.
+type benchRunConfig struct {
+	design     benchDesign
+	rate       int
+	placement  benchPlacement
+	round      int
+	index      int
+	profileDir string // spoki only: take a CPU profile into this directory
+}
+
+// benchRun starts one responder in the telescope namespace, floods it from
+// the scanner namespace and stops it. The responder, its TUN and its log
+// directory are gone when it returns, also on error (Lab.Close stops what
+// is left if a Stop was never reached).
+func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benchRunConfig) (res benchResult, err error) {
+	res = benchResult{design: rc.design, rate: rc.rate, placement: rc.placement, round: rc.round}
+	tunName := fmt.Sprintf("%s-%c%d", l.Name, rc.design[0], rc.index)
+	prefix := lab.Prefix4.String()
+
+	var args []string
+	if rc.placement == benchPinned {
+		args = append(args, "-c", "1", bin)
+	}
+	switch rc.design {
+	case benchEcho:
+		args = append(args, "echo", "--prefix", prefix, "--tun", tunName)
+	case benchSpoki:
+		logDir, err := os.MkdirTemp("", "spoki-bench-")
+		if err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(logDir) // a 10 s flood writes some 100 MB of records
+		// --pprof (loopback of the telescope namespace, idle unless asked)
+		// lets the benchmark force a GC before the flood: spoki's first GC
+		// otherwise runs during start-up, before every queue is allocated,
+		// and heap_live before the flood would be too low.
+		args = append(args, "run", "--prefix", prefix, "--tun", tunName, "--log-dir", logDir,
+			"--stats-interval", "1s", "--pprof", benchPprofAddr)
+		// SPOKI_BENCH_ARGS adds flags to spoki run (e.g. "--queues 1").
+		args = append(args, strings.Fields(os.Getenv("SPOKI_BENCH_ARGS"))...)
+	}
+	name := bin
+	if rc.placement == benchPinned {
+		name = "taskset"
+	}
+	p, err := l.Start(l.Telescope, name, args...)
+	if err != nil {
+		return res, err
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = p.Stop()
+		}
+	}()
+	if rc.design == benchEcho {
+		err = p.WaitFor("echo ready", benchReadyTimeout)
+	} else {
+		err = p.WaitForLine(lab.IsReadyLine, "ready", benchReadyTimeout)
+	}
+	if err != nil {
+		return res, err
+	}
+	pid := p.Pid()
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == "spoki" {
+		res.pidChecked = true
+	} else {
+		b.Logf("pid %d is %q, not spoki: RSS and CPU are of the wrong process", pid, strings.TrimSpace(string(comm)))
+	}
+	if rc.design == benchSpoki {
+		// Force a GC, then one stats line gives the live heap before.
+		tGC := time.Now()
+		if err := benchFetchPprof(ctx, l, "heap?gc=1", os.DevNull); err != nil {
+			return res, err
+		}
+		afterGC := func(line string) bool {
+			st := benchParseStats(line)
+			return len(st) == 1 && st[0].at.After(tGC)
+		}
+		if err := p.WaitForLine(afterGC, "stats line after the forced GC", 3*time.Second); err != nil {
+			return res, err
+		}
+	}
+
+	smp, err := benchNewSampler(l, tunName, pid)
+	if err != nil {
+		return res, err
+	}
+	defer smp.close()
+	sinkBefore, _ := smp.linkStats(smp.sinkH, l.SinkIface)
+	before, err := smp.read()
+	if err != nil {
+		return res, err
+	}
+	res.rssBefore = before.rssB
+	samples := []benchSample{before}
+	var smu sync.Mutex
+	stopSampling := make(chan struct{})
+	samplerDone := make(chan struct{})
+	go func() {
+		defer close(samplerDone)
+		t := time.NewTicker(benchSampleEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopSampling:
+				return
+			case <-t.C:
+				if s, err := smp.read(); err == nil {
+					smu.Lock()
+					samples = append(samples, s)
+					smu.Unlock()
+				}
+			}
+		}
+	}()
+
+	var profileErr chan error
+	if rc.profileDir != "" {
+		if rc.design == benchSpoki {
+			if err := benchFetchPprof(ctx, l, "heap?gc=1", filepath.Join(rc.profileDir, "heap-before.pprof")); err != nil {
+				b.Logf("profile: %v", err)
+			}
+		}
+		profileErr = make(chan error, 1)
+		go func() { profileErr <- benchProfile(ctx, l, rc.profileDir, rc.design, pid) }()
+	}
+
+	floodArgs := []string{"probe", "flood", "--iface", l.ScannerIface, "--prefix", prefix,
+		"--src", lab.FloodSrc4.String(), "--kind", "syn", "--duration", benchFloodDuration.String(),
+		"--rate", strconv.Itoa(rc.rate)}
+	floodName := bin
+	if rc.placement == benchPinned {
+		floodName = "taskset"
+		floodArgs = append([]string{"-c", "0", bin}, floodArgs...)
+	}
+	t0 := time.Now()
+	f, err := l.Start(l.Scanner, floodName, floodArgs...)
+	if err != nil {
+		close(stopSampling)
+		<-samplerDone
+		return res, err
+	}
+	select {
+	case <-f.Done():
+	case <-time.After(benchFloodTimeout):
+		_ = f.Stop()
+		close(stopSampling)
+		<-samplerDone
+		return res, fmt.Errorf("flood did not stop by itself within %v", benchFloodTimeout)
+	}
+	tEnd := time.Now()
+	if err := f.Stop(); err != nil {
+		close(stopSampling)
+		<-samplerDone
+		return res, fmt.Errorf("flood: %w\n%s", err, f.Output())
+	}
+	res.floodSent, res.floodElapsed, err = benchParseFlood(f.Output())
+	if err != nil {
+		close(stopSampling)
+		<-samplerDone
+		return res, err
+	}
+	if res.floodElapsed <= 0 {
+		res.floodElapsed = tEnd.Sub(t0)
+	}
+	res.offeredPPS = float64(res.floodSent) / res.floodElapsed.Seconds()
+
+	time.Sleep(benchDrain)
+	drained, err := smp.read()
+	if err != nil {
+		close(stopSampling)
+		<-samplerDone
+		return res, err
+	}
+	sinkAfter, _ := smp.linkStats(smp.sinkH, l.SinkIface)
+	time.Sleep(benchSettle - benchDrain) // let a stats line and the GC settle
+	close(stopSampling)
+	<-samplerDone
+	if after, err := smp.read(); err == nil {
+		res.rssAfter = after.rssB
+	}
+	if profileErr != nil {
+		if err := <-profileErr; err != nil {
+			b.Logf("profile: %v", err)
+		}
+	}
+
+	stopped = true
+	if err := p.Stop(); err != nil {
+		return res, fmt.Errorf("stop %s: %w\n%s", rc.design, err, benchTail(p.Output(), 20))
+	}
+
+	// Figures over [t0, flood end + drain].
+	smu.Lock()
+	during := slices.DeleteFunc(slices.Clone(samples), func(s benchSample) bool { return s.at.After(drained.at) })
+	smu.Unlock()
+	during = append(during, drained)
+	res.synacks = drained.tunRx - before.tunRx
+	res.handed = drained.tunTx - before.tunTx
+	res.tunDrops = drained.tunTxDropped - before.tunTxDropped
+	res.sinkRx = sinkAfter - sinkBefore
+	res.meanPPS = float64(res.synacks) / res.floodElapsed.Seconds()
+	res.peakPPS = benchPeak(during)
+	cpu := time.Duration(drained.cpuTicks-before.cpuTicks) * benchClockTick
+	if res.synacks > 0 {
+		res.cpuPerSynackUS = float64(cpu.Microseconds()) / float64(res.synacks)
+	}
+	res.cores = cpu.Seconds() / drained.at.Sub(before.at).Seconds()
+	if dt := drained.boxTotal - before.boxTotal; dt > 0 {
+		res.boxBusy = float64(drained.boxBusy-before.boxBusy) / float64(dt)
+	}
+	for _, s := range during {
+		res.rssPeak = max(res.rssPeak, s.rssB)
+	}
+
+	if rc.design == benchSpoki {
+		lines := benchParseStats(p.Output())
+		var last, final *benchStats
+		for i := range lines {
+			s := &lines[i]
+			switch {
+			case s.msg == "final":
+				final = s
+			case s.at.Before(t0):
+				last = s
+			}
+			if s.hasHeap {
+				res.hasHeap = true
+				if !s.at.Before(t0) && s.msg != "final" {
+					res.heapPeak = max(res.heapPeak, s.heapLive)
+				}
+			}
+		}
+		if last == nil || final == nil {
+			return res, fmt.Errorf("spoki printed no stats line before the flood or no final line:\n%s", benchTail(p.Output(), 20))
+		}
+		res.spokiDrops = final.drops - last.drops
+		res.recordsDropped = final.recordsDropped - last.recordsDropped
+		res.heapBefore, res.heapAft = last.heapLive, final.heapLive
+		res.heapPeak = max(res.heapPeak, res.heapBefore, res.heapAft)
+		if final.synacksOut-last.synacksOut < res.synacks {
+			// spoki counts what it sent; the TUN what arrived. A deficit
+			// would mean the TUN counted packets spoki did not send.
+			b.Logf("spoki counted %d SYN-ACKs, its TUN %d", final.synacksOut-last.synacksOut, res.synacks)
+		}
+	}
+	return res, nil
+}
+
+// benchSampler reads the counters of one run.
+type benchSampler struct {
+	pid           int
+	tun           string
+	telNS, sinkNS netns.NsHandle
+	telH, sinkH   *netlink.Handle
+}
+
+func benchNewSampler(l *lab.Lab, tun string, pid int) (*benchSampler, error) {
+	s := &benchSampler{pid: pid, tun: tun, telNS: -1, sinkNS: -1}
+	var err error
+	if s.telNS, err = netns.GetFromName(l.Telescope); err != nil {
+		return nil, fmt.Errorf("netns %s: %w", l.Telescope, err)
+	}
+	if s.sinkNS, err = netns.GetFromName(l.Sink); err != nil {
+		s.close()
+		return nil, fmt.Errorf("netns %s: %w", l.Sink, err)
+	}
+	if s.telH, err = netlink.NewHandleAt(s.telNS); err != nil {
+		s.close()
+		return nil, fmt.Errorf("netlink in %s: %w", l.Telescope, err)
+	}
+	if s.sinkH, err = netlink.NewHandleAt(s.sinkNS); err != nil {
+		s.close()
+		return nil, fmt.Errorf("netlink in %s: %w", l.Sink, err)
+	}
+	return s, nil
+}
+
+func (s *benchSampler) close() {
+	if s.telH != nil {
+		s.telH.Close()
+	}
+	if s.sinkH != nil {
+		s.sinkH.Close()
+	}
+	if s.telNS >= 0 {
+		s.telNS.Close()
+	}
+	if s.sinkNS >= 0 {
+		s.sinkNS.Close()
+	}
+}
+
+// linkStats returns the RX packets of an interface.
+func (s *benchSampler) linkStats(h *netlink.Handle, name string) (uint64, error) {
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return 0, err
+	}
+	st := link.Attrs().Statistics
+	if st == nil {
+		return 0, fmt.Errorf("no statistics for %s", name)
+	}
+	return st.RxPackets, nil
+}
+
+func (s *benchSampler) read() (benchSample, error) {
+	out := benchSample{at: time.Now()}
+	link, err := s.telH.LinkByName(s.tun)
+	if err != nil {
+		return out, fmt.Errorf("tun %s: %w", s.tun, err)
+	}
+	if st := link.Attrs().Statistics; st != nil {
+		out.tunRx, out.tunTx, out.tunTxDropped = st.RxPackets, st.TxPackets, st.TxDropped
+	}
+	out.rssB, _ = benchVmRSS(s.pid)
+	out.cpuTicks, _ = benchCPUTicks(s.pid)
+	out.boxBusy, out.boxTotal, _ = benchBoxCPU()
+	return out, nil
+}
+
+// benchVmRSS reads VmRSS from /proc/PID/status, in bytes.
+func benchVmRSS(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseUint(f[1], 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+// benchCPUTicks reads utime+stime (all threads) from /proc/PID/stat.
+func benchCPUTicks(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("bad stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("short stat")
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	return ut + st, errors.Join(err1, err2)
+}
+
+// benchBoxCPU reads the busy and total ticks of all CPUs from /proc/stat.
+func benchBoxCPU() (busy, total uint64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0, errors.New("bad /proc/stat")
+	}
+	for i, s := range f[1:] {
+		v, _ := strconv.ParseUint(s, 10, 64)
+		if i == 8 || i == 9 { // guest time is already in user
+			continue
+		}
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total, nil
+}
+
+func benchNumCPU() int {
+	b, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return 1
+	}
+	n := 0
+	for _, r := range strings.Split(strings.TrimSpace(string(b)), ",") {
+		lo, hi, found := strings.Cut(r, "-")
+		a, _ := strconv.Atoi(lo)
+		if !found {
+			n++
+			continue
+		}
+		z, _ := strconv.Atoi(hi)
+		n += z - a + 1
+	}
+	return n
+}
+
+// benchPeak is the best rate of SYN-ACKs over any window of at least one
+// second between two samples.
+func benchPeak(s []benchSample) float64 {
+	best := 0.0
+	for i := range s {
+		for j := i + 1; j < len(s); j++ {
+			dt := s[j].at.Sub(s[i].at)
+			if dt >= time.Second {
+				best = max(best, float64(s[j].tunRx-s[i].tunRx)/dt.Seconds())
+				break
+			}
+		}
+	}
+	return best
+}
+
+// benchSetRPS sets the receive-packet steering of the telescope host's
+// scanner-side veth: CPU1 for the pinned placement, off for shared.
+func benchSetRPS(ctx context.Context, l *lab.Lab, pl benchPlacement) error {
+	mask := "0"
+	if pl == benchPinned {
+		mask = "2"
+	}
+	path := fmt.Sprintf("/sys/class/net/%s/queues/rx-0/rps_cpus", l.TelescopeIface)
+	cmd := l.Command(ctx, l.Telescope, "sh", "-c", fmt.Sprintf("echo %s > %s", mask, path))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("rps_cpus=%s on %s: %w: %s", mask, l.TelescopeIface, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// benchProfile records the responder with perf (when installed) for 8 s,
+// starting a second into the flood, into DIR/perf-DESIGN.data. For spoki it
+// also takes a Go CPU profile over the same 8 s (cpu.pprof, through the
+// --pprof listener) and then, still during the flood, a heap profile after
+// a forced GC (heap-during.pprof).
+func benchProfile(ctx context.Context, l *lab.Lab, dir string, d benchDesign, pid int) error {
+	time.Sleep(time.Second)
+	var wg sync.WaitGroup
+	var perfErr error
+	if perf, err := exec.LookPath("perf"); err == nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := exec.CommandContext(ctx, perf, "record", "-F", "999", "-g", "-p", strconv.Itoa(pid),
+				"-o", filepath.Join(dir, "perf-"+string(d)+".data"), "--", "sleep", "8").CombinedOutput()
+			if err != nil {
+				perfErr = fmt.Errorf("perf record: %w: %s", err, bytes.TrimSpace(out))
+			}
+		}()
+	}
+	var err error
+	if d == benchSpoki {
+		err = errors.Join(benchFetchPprof(ctx, l, "profile?seconds=8", filepath.Join(dir, "cpu.pprof")),
+			benchFetchPprof(ctx, l, "heap?gc=1", filepath.Join(dir, "heap-during.pprof")))
+	}
+	wg.Wait()
+	return errors.Join(err, perfErr)
+}
+
+// benchFetchPprof saves spoki's /debug/pprof/WHAT to path, fetched with
+// curl inside the telescope namespace, where the --pprof listener is.
+func benchFetchPprof(ctx context.Context, l *lab.Lab, what, path string) error {
+	url := "http://" + benchPprofAddr + "/debug/pprof/" + what
+	out, err := l.Command(ctx, l.Telescope, "curl", "-sS", "-f", "-o", path, url).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("curl %s: %w: %s", url, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+var benchFloodRE = regexp.MustCompile(`sent (\d+) packets in ([0-9.]+)s \(([0-9.]+) pps\), (\d+) refused`)
+
+// benchParseFlood reads the flood's result line.
+func benchParseFlood(out string) (sent uint64, elapsed time.Duration, err error) {
+	m := benchFloodRE.FindStringSubmatch(out)
+	if m == nil {
+		return 0, 0, fmt.Errorf("no result line in the flood's output:\n%s", benchTail(out, 10))
+	}
+	sent, _ = strconv.ParseUint(m[1], 10, 64)
+	sec, _ := strconv.ParseFloat(m[2], 64)
+	return sent, time.Duration(sec * float64(time.Second)), nil
+}
+
+// benchParseStats reads spoki's stats and final lines (slog text format).
+func benchParseStats(out string) []benchStats {
+	var res []benchStats
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.Contains(line, "msg=stats ") && !strings.Contains(line, "msg=final ") {
+			continue
+		}
+		var s benchStats
+		for _, kv := range strings.Fields(line) {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				continue
+			}
+			n, _ := strconv.ParseUint(v, 10, 64)
+			switch k {
+			case "time":
+				s.at, _ = time.Parse(time.RFC3339Nano, v)
+			case "msg":
+				s.msg = v
+			case "packets_in":
+				s.packetsIn = n
+			case "synacks_out":
+				s.synacksOut = n
+			case "drops":
+				s.drops = n
+			case "records_dropped":
+				s.recordsDropped = n
+			case "tun_dropped":
+				s.tunDropped = n
+			case "heap_live":
+				s.heapLive, s.hasHeap = n, true
+			case "rss":
+				s.rss = n
+			}
+		}
+		res = append(res, s)
+	}
+	return res
+}
+
+// benchReport prints one placement's table of medians and reports its
+// metrics.
+func benchReport(b *testing.B, pl benchPlacement, all []benchResult) {
+	var w strings.Builder
+	fmt.Fprintf(&w, "\nBenchmarkFlood, placement %s (%s): medians over rounds, %v spoofed SYN flood, sink egress\n",
+		pl, benchPlacementDoc(pl), benchFloodDuration)
+	fmt.Fprintf(&w, "%-6s %-6s %3s %9s %9s %9s %9s %9s %8s %8s %8s %6s %5s %5s %22s %22s\n",
+		"rate", "design", "n", "offered/s", "synack/s", "peak1s/s", "fwdToTun", "tunDrops", "spkDrops", "recDrops",
+		"sinkRx", "µs/SA", "cores", "box%", "RSS MiB bef/peak/aft", "heap MiB bef/peak/aft")
+	ratios := map[int]float64{}
+	for _, rate := range benchRates {
+		med := map[benchDesign]benchResult{}
+		for _, d := range []benchDesign{benchEcho, benchSpoki} {
+			var rs []benchResult
+			for _, r := range all {
+				if r.placement == pl && r.rate == rate && r.design == d {
+					rs = append(rs, r)
+				}
+			}
+			if len(rs) == 0 {
+				continue
+			}
+			m := benchMedianResult(rs)
+			med[d] = m
+			heap := "n/a"
+			if d == benchSpoki && m.hasHeap {
+				heap = fmt.Sprintf("%.1f/%.1f/%.1f", benchMiBf(m.heapBefore), benchMiBf(m.heapPeak), benchMiBf(m.heapAft))
+			}
+			drops, rec := "-", "-"
+			if d == benchSpoki {
+				drops, rec = strconv.FormatUint(m.spokiDrops, 10), strconv.FormatUint(m.recordsDropped, 10)
+			}
+			fmt.Fprintf(&w, "%-6s %-6s %3d %9.0f %9.0f %9.0f %9d %9d %8s %8s %8d %6.2f %5.2f %5.0f %22s %22s\n",
+				benchRateName(rate), d, len(rs), m.offeredPPS, m.meanPPS, m.peakPPS, m.handed+m.tunDrops, m.tunDrops,
+				drops, rec, m.sinkRx, m.cpuPerSynackUS, m.cores, 100*m.boxBusy,
+				fmt.Sprintf("%.1f/%.1f/%.1f", benchMiBf(m.rssBefore), benchMiBf(m.rssPeak), benchMiBf(m.rssAfter)), heap)
+		}
+		e, okE := med[benchEcho]
+		s, okS := med[benchSpoki]
+		if okE && okS && e.meanPPS > 0 {
+			// The ratio of medians, and the median of the per-round ratios
+			// (each spoki run against the echo of the same round).
+			ratio := s.meanPPS / e.meanPPS
+			ratios[rate] = ratio
+			fmt.Fprintf(&w, "%-6s ratio spoki/echo: mean %.2f (per-round median %.2f), peak %.2f, µs/SA %.2f vs %.2f (+%.2f µs per SYN)\n",
+				benchRateName(rate), ratio, benchRoundRatio(all, pl, rate), s.peakPPS/max(e.peakPPS, 1),
+				s.cpuPerSynackUS, e.cpuPerSynackUS, s.cpuPerSynackUS-e.cpuPerSynackUS)
+		}
+	}
+	// Targets, next to the figures; not asserted.
+	if s, ok := benchMedianFor(all, pl, 0, benchSpoki); ok {
+		fmt.Fprintf(&w, "targets (max rate, spoki): synack/s %.0f (target >= %.0f: %s), ratio %.2f (>= %.1f: %s), heap growth %.2f MiB (< %d: %s), RSS peak %.1f MiB (< %d: %s)\n",
+			s.meanPPS, benchTargetSynacks, benchOK(s.meanPPS >= benchTargetSynacks),
+			ratios[0], benchTargetRatio, benchOK(ratios[0] >= benchTargetRatio),
+			benchMiBf(benchSub(s.heapPeak, s.heapBefore)), benchTargetHeapGrowB/benchMiB, benchOK(s.hasHeap && benchSub(s.heapPeak, s.heapBefore) < benchTargetHeapGrowB),
+			benchMiBf(s.rssPeak), benchTargetRSSB/benchMiB, benchOK(s.rssPeak < benchTargetRSSB))
+	}
+	fmt.Fprintf(&w, "columns: synack/s = TUN RX (packets the program wrote) / flood time; fwdToTun = TUN TX + TX dropped (SYNs the kernel forwarded to the TUN); tunDrops = TUN TX dropped; spkDrops, recDrops = spoki's drops and records_dropped; sinkRx = packets at the sink (cross-check); µs/SA = responder CPU per SYN-ACK; cores = responder CPU; box%% = whole machine busy; RSS = VmRSS of the responder before the flood, peak during it, 1.5 s after it; heap = spoki's heap_live (live heap at the last GC: before = after a GC forced through --pprof, peak = stats lines during the flood, after = the final line)\n")
+	benchPrintf(b, "%s", w.String())
+
+	suffix := ""
+	if pl != benchShared {
+		suffix = "_" + string(pl)
+	}
+	for _, rate := range benchRates {
+		rn := benchRateName(rate)
+		if e, ok := benchMedianFor(all, pl, rate, benchEcho); ok {
+			b.ReportMetric(e.meanPPS, "echo_synacks/s_"+rn+suffix)
+		}
+		if s, ok := benchMedianFor(all, pl, rate, benchSpoki); ok {
+			b.ReportMetric(s.meanPPS, "spoki_synacks/s_"+rn+suffix)
+			b.ReportMetric(benchMiBf(s.rssPeak), "rss_peak_MiB_"+rn+suffix)
+		}
+		if r, ok := ratios[rate]; ok {
+			b.ReportMetric(r, "ratio_"+rn+suffix)
+		}
+	}
+}
+
+func benchPlacementDoc(pl benchPlacement) string {
+	if pl == benchPinned {
+		return "flooder on CPU0, RPS of the telescope's veth to CPU1, responder on CPU1"
+	}
+	return "kernel defaults, nothing pinned"
+}
+
+func benchMedianFor(all []benchResult, pl benchPlacement, rate int, d benchDesign) (benchResult, bool) {
+	var rs []benchResult
+	for _, r := range all {
+		if r.placement == pl && r.rate == rate && r.design == d {
+			rs = append(rs, r)
+		}
+	}
+	if len(rs) == 0 {
+		return benchResult{}, false
+	}
+	return benchMedianResult(rs), true
+}
+
+// benchRoundRatio is the median over rounds of spoki/echo within a round.
+func benchRoundRatio(all []benchResult, pl benchPlacement, rate int) float64 {
+	byRound := map[int][2]float64{}
+	for _, r := range all {
+		if r.placement != pl || r.rate != rate {
+			continue
+		}
+		v := byRound[r.round]
+		if r.design == benchEcho {
+			v[0] = r.meanPPS
+		} else {
+			v[1] = r.meanPPS
+		}
+		byRound[r.round] = v
+	}
+	var rs []float64
+	for _, v := range byRound {
+		if v[0] > 0 {
+			rs = append(rs, v[1]/v[0])
+		}
+	}
+	return benchMedian(rs)
+}
+
+// benchMedianResult takes the median of every figure independently.
+func benchMedianResult(rs []benchResult) benchResult {
+	m := rs[0]
+	f := func(get func(r benchResult) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = get(r)
+		}
+		return benchMedian(v)
+	}
+	u := func(get func(r benchResult) uint64) uint64 {
+		return uint64(math.Round(f(func(r benchResult) float64 { return float64(get(r)) })))
+	}
+	m.offeredPPS = f(func(r benchResult) float64 { return r.offeredPPS })
+	m.meanPPS = f(func(r benchResult) float64 { return r.meanPPS })
+	m.peakPPS = f(func(r benchResult) float64 { return r.peakPPS })
+	m.cpuPerSynackUS = f(func(r benchResult) float64 { return r.cpuPerSynackUS })
+	m.cores = f(func(r benchResult) float64 { return r.cores })
+	m.boxBusy = f(func(r benchResult) float64 { return r.boxBusy })
+	m.synacks = u(func(r benchResult) uint64 { return r.synacks })
+	m.handed = u(func(r benchResult) uint64 { return r.handed })
+	m.tunDrops = u(func(r benchResult) uint64 { return r.tunDrops })
+	m.sinkRx = u(func(r benchResult) uint64 { return r.sinkRx })
+	m.spokiDrops = u(func(r benchResult) uint64 { return r.spokiDrops })
+	m.recordsDropped = u(func(r benchResult) uint64 { return r.recordsDropped })
+	m.rssBefore = u(func(r benchResult) uint64 { return r.rssBefore })
+	m.rssPeak = u(func(r benchResult) uint64 { return r.rssPeak })
+	m.rssAfter = u(func(r benchResult) uint64 { return r.rssAfter })
+	m.heapBefore = u(func(r benchResult) uint64 { return r.heapBefore })
+	m.heapPeak = u(func(r benchResult) uint64 { return r.heapPeak })
+	m.heapAft = u(func(r benchResult) uint64 { return r.heapAft })
+	return m
+}
+
+func benchMedian(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// line formats one run for the progress log.
+func (r benchResult) line() string {
+	s := fmt.Sprintf("%s round %d rate %s %-5s: offered %.0f/s, synack %.0f/s (peak %.0f), fwdToTun %d, tunDrops %d, sinkRx %d, %.2f µs/SA, %.2f cores, box %.0f%%, RSS %.1f/%.1f/%.1f MiB",
+		r.placement, r.round+1, benchRateName(r.rate), r.design, r.offeredPPS, r.meanPPS, r.peakPPS,
+		r.handed+r.tunDrops, r.tunDrops, r.sinkRx, r.cpuPerSynackUS, r.cores, 100*r.boxBusy,
+		benchMiBf(r.rssBefore), benchMiBf(r.rssPeak), benchMiBf(r.rssAfter))
+	if r.design == benchSpoki {
+		s += fmt.Sprintf(", drops %d, records_dropped %d", r.spokiDrops, r.recordsDropped)
+		if r.hasHeap {
+			s += fmt.Sprintf(", heap %.2f/%.2f/%.2f MiB", benchMiBf(r.heapBefore), benchMiBf(r.heapPeak), benchMiBf(r.heapAft))
+		}
+	}
+	if !r.pidChecked {
+		s += " (pid not verified)"
+	}
+	return s
+}
+
+func benchRateName(rate int) string {
+	if rate == 0 {
+		return "max"
+	}
+	return fmt.Sprintf("%dk", rate/1000)
+}
+
+func benchMiBf(v uint64) float64 { return float64(v) / benchMiB }
+
+func benchSub(a, b uint64) uint64 {
+	if a < b {
+		return 0
+	}
+	return a - b
+}
+
+func benchOK(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
+// benchPrintf logs through b and prints to standard output, so that the
+// figures show with -v and in the log of a failed run alike.
+func benchPrintf(b *testing.B, format string, args ...any) {
+	b.Helper()
+	s := fmt.Sprintf(format, args...)
+	b.Log(strings.TrimRight(s, "\n"))
+	fmt.Print(s)
+}
+
+func benchTail(out string, n int) string {
+	lines := strings.Split(out, "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
+}
+
+// benchSpokiBin finds the spoki binary: SPOKI_BIN, else ../bin/spoki.
+func benchSpokiBin(b *testing.B) string {
+	if p := os.Getenv("SPOKI_BIN"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			b.Fatalf("SPOKI_BIN: %v", err)
+		}
+		return p
+	}
+	p, err := filepath.Abs("../bin/spoki")
+	if err == nil {
+		if _, err = os.Stat(p); err == nil {
+			return p
+		}
+	}
+	b.Skipf("no spoki binary: set SPOKI_BIN or run make build (%v)", err)
+	return ""
+}
+
+// benchLeftoverNamespaces lists namespaces whose names start with prefix.
+func benchLeftoverNamespaces(prefix string) []string {
+	entries, _ := os.ReadDir("/run/netns")
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
