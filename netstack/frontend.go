@@ -344,16 +344,22 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside bool, rec *records.Pa
 		s.stats.DropConnLimit.Add(1)
 		return verdictDrop
 	}
-	if !fresh {
-		// Another segment of a handshake already admitted: gVisor's
-		// listener hands it to the new endpoint.
-		s.stats.ToStack.Add(1)
-		return verdictPass
-	}
+	// Another segment of an admitted handshake (data racing its ACK on
+	// another TUN queue, a retransmission) must find the listener too, or
+	// gVisor would answer it with a RST: ensureListener waits for a
+	// creation in progress.
 	if err := s.ensureListener(netProto, dport); err != nil {
-		s.conns.forget(key)
+		if fresh {
+			s.conns.forget(key)
+		}
 		s.stats.DropListener.Add(1)
 		return verdictDrop
+	}
+	if !fresh {
+		// gVisor's listener hands it to the endpoint, or builds the
+		// endpoint from it if it comes first (it carries the cookie too).
+		s.stats.ToStack.Add(1)
+		return verdictPass
 	}
 	s.stats.Handshakes.Add(1)
 	// Spoki resets every ACK (method tcp-rst, probe snum = the ACK's ack);
@@ -483,7 +489,7 @@ func (s *Stack) answerSYN(l4, src, dst []byte, v6 bool, rec *records.Packet) {
 	rec.NumProbes = 1
 	if s.sink != nil {
 		s.sink.Reply(records.Reply{
-			Time: time.Now(), Method: records.MethodSYNACK, UserID: uid, NumProbes: 1,
+			Time: rec.Time, Method: records.MethodSYNACK, UserID: uid, NumProbes: 1,
 			Src: rec.Dst, Dst: rec.Src, SrcPort: dport, DstPort: sport,
 		})
 	}

@@ -30,7 +30,7 @@ func echoMain(ctx context.Context, args []string) error {
 	fs.Var(&prefixes, "prefix", "prefix `CIDR` routed to the TUN (repeatable)")
 	name := fs.String("tun", "spkecho0", "TUN device `NAME`")
 	queues := fs.Int("queues", 1, "TUN queues, one reader each (locked to its thread)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	var ps []netip.Prefix

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -91,7 +92,7 @@ func parseRunFlags(args []string) (runConfig, error) {
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&cfg.StatsInterval, "stats-interval", cfg.StatsInterval, "interval of the stats line (0 = none)")
 	fs.StringVar(&cfg.Pprof, "pprof", "", "serve Go's pprof on `ADDR` (e.g. 127.0.0.1:6060; debugging only)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
@@ -142,6 +143,23 @@ func parseRunFlags(args []string) (runConfig, error) {
 		cfg.Prefixes = prefixes
 	}
 	return cfg, nil
+}
+
+// parseFlags parses args so that a bad flag costs one line on stderr (the
+// caller prints the error) and -h prints the usage on stdout.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(os.Stdout)
+		fmt.Fprintf(os.Stdout, "usage of %s:\n", fs.Name())
+		fs.PrintDefaults()
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w (-h for help)", fs.Name(), err)
+	}
+	return nil
 }
 
 // loadYAML decodes a config file strictly: an unknown key is an error that
@@ -231,6 +249,19 @@ func runMain(ctx context.Context, args []string) (err error) {
 	level, _ := parseLevel(cfg.LogLevel)
 	log := newLogger(level)
 
+	dev, err := tun.Open(tun.Config{Name: cfg.Tun, Queues: cfg.Queues, Prefixes: prefixes, NoRoute: cfg.NoRoute})
+	if err != nil {
+		if errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission) {
+			return fmt.Errorf("run: %w (spoki needs CAP_NET_ADMIN: run it as root)", err)
+		}
+		return fmt.Errorf("run: %w", err)
+	}
+	defer func() {
+		if cerr := dev.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("run: %w", cerr)
+		}
+	}()
+	// Files close before the TUN and routes go (defers run in reverse).
 	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
 		return fmt.Errorf("run: log dir: %w", err)
 	}
@@ -244,18 +275,6 @@ func runMain(ctx context.Context, args []string) (err error) {
 		}
 	}()
 
-	dev, err := tun.Open(tun.Config{Name: cfg.Tun, Queues: cfg.Queues, Prefixes: prefixes, NoRoute: cfg.NoRoute})
-	if err != nil {
-		if errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission) {
-			return fmt.Errorf("run: %w (spoki needs CAP_NET_ADMIN: run it as root)", err)
-		}
-		return fmt.Errorf("run: %w", err)
-	}
-	defer func() {
-		if cerr := dev.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("run: %w", cerr)
-		}
-	}()
 
 	reg := handlers.NewRegistry(generic.New(generic.Config{}))
 	mux, err := handlers.NewMux(handlers.MuxConfig{

@@ -344,11 +344,13 @@ func (w *Writer) loop() {
 		select {
 		case p := <-w.packets:
 			w.writePacket(&p)
-			w.writePackets(packetBatch)
+			w.coalesce()
 		case r := <-w.replies:
 			w.writeReply(&r)
+			w.coalesce()
 		case e := <-w.events:
 			w.writeEvent(&e)
+			w.coalesce()
 		case <-tick.C:
 			w.flushAll()
 		case <-w.quit:
@@ -376,19 +378,43 @@ func (w *Writer) drain() {
 	}
 }
 
-// packetBatch is how many more packets the loop takes after one without
-// going back to its select: a receive without select is cheaper, and the
-// bound keeps replies and events moving under a packet flood.
-const packetBatch = 256
+// coalesceWait is how long the writer lets records pile up after it was
+// woken. A sender wakes the writer only while it sleeps in its select, so
+// without the pause every record of a steady flow costs the packet path a
+// wake-up (futex and scheduler work); with it one wake-up serves a
+// millisecond of records. The queues hold far more than that.
+const coalesceWait = time.Millisecond
 
-// writePackets writes up to n queued packets, returning early when the
-// queue is empty.
-func (w *Writer) writePackets(n int) {
-	for range n {
+// coalesceMax bounds one coalesced batch, so that the flush tick and Close
+// are served even under a flood that fills the queues as fast as they
+// drain.
+const coalesceMax = 1 << 14
+
+// coalesce waits coalesceWait, then writes what has queued meanwhile, up to
+// coalesceMax rounds of one record from each queue.
+func (w *Writer) coalesce() {
+	time.Sleep(coalesceWait)
+	for range coalesceMax {
+		got := false
 		select {
 		case p := <-w.packets:
 			w.writePacket(&p)
+			got = true
 		default:
+		}
+		select {
+		case r := <-w.replies:
+			w.writeReply(&r)
+			got = true
+		default:
+		}
+		select {
+		case e := <-w.events:
+			w.writeEvent(&e)
+			got = true
+		default:
+		}
+		if !got {
 			return
 		}
 	}
