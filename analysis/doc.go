@@ -8,4 +8,6 @@
 //
 //	analysis/assemble  Spoki's `assemble`: raw + scamper logs → two-phase records
 //	analysis/urls      Spoki's `clean`: downloader URLs in payloads
+//	analysis/download  Spoki's `download`: fetch and store what the URLs serve
+//	analysis/report    Spoki's `topports` and `contact-types`, as text and HTML
 package analysis

@@ -26,6 +26,8 @@ commands:
   echo     a raw TUN SYN echo without a stack (benchmark ceiling)
   assemble Spoki's event assembly over raw and reply logs, offline
   urls     downloader URLs in payloads
+  download fetch the files behind downloader URLs (never run them)
+  report   top ports, contact types and phase delays, as text and HTML
 
 spoki COMMAND -h shows the flags of a command.`
 
@@ -53,6 +55,10 @@ func realMain(args []string) int {
 		err = assembleMain(ctx, args[1:])
 	case "urls":
 		err = urlsMain(ctx, args[1:])
+	case "download":
+		err = downloadMain(ctx, args[1:])
+	case "report":
+		err = reportMain(ctx, args[1:])
 	case "-h", "-help", "--help", "help":
 		fmt.Println(usage)
 		return 0

@@ -275,7 +275,6 @@ func runMain(ctx context.Context, args []string) (err error) {
 		}
 	}()
 
-
 	reg := handlers.NewRegistry(generic.New(generic.Config{}))
 	mux, err := handlers.NewMux(handlers.MuxConfig{
 		Registry:         reg,

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spoki-telescope/spoki/analysis/download"
+)
+
+const downloadUsage = `usage: spoki download [--out DIR] [--once-per 1h] [--timeout 10s] [--max-bytes 32MiB]
+                      [--max-redirects 5] [--insecure-tls] [--deny CIDR ...] [--rdns] INPUT...
+
+Finds the downloader URLs in the payloads of spoki's event log
+(TAG.events.*.jsonl[.gz]) or of assemble's output (TAG-events-*.json.gz),
+INPUT being files or directories, and fetches each http(s) URL at most once
+per --once-per into DIR/malware/SHA256/malware.bin (read-only, never run),
+logging every sighting in DIR/activity/NAME.YYYY.MM.csv.gz.
+
+It prints one line per URL: STATUS<TAB>URL<TAB>SHA256 or reason, STATUS being
+success, error, skipped (tried less than --once-per ago) or unsupported.
+A telescope usually wants --insecure-tls: droppers rarely have valid
+certificates, and a sample is known by its hash.`
+
+// downloadPrefixes is the repeatable --deny flag.
+type downloadPrefixes []netip.Prefix
+
+func (p *downloadPrefixes) String() string {
+	s := make([]string, len(*p))
+	for i, x := range *p {
+		s[i] = x.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *downloadPrefixes) Set(s string) error {
+	x, err := netip.ParsePrefix(s)
+	if err != nil {
+		a, aerr := netip.ParseAddr(s)
+		if aerr != nil {
+			return err
+		}
+		x = netip.PrefixFrom(a, a.BitLen())
+	}
+	*p = append(*p, x.Masked())
+	return nil
+}
+
+// downloadBytes is a byte size flag: 32MiB, 1GiB, 500k, 1048576.
+type downloadBytes int64
+
+func (b *downloadBytes) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+func (b *downloadBytes) Set(s string) error {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+		{"KB", 1000}, {"MB", 1_000_000}, {"GB", 1_000_000_000},
+		{"k", 1 << 10}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
+	}
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return fmt.Errorf("bad size %q (want e.g. 32MiB)", s)
+	}
+	*b = downloadBytes(n * mult)
+	return nil
+}
+
+// downloadMain is `spoki download`.
+func downloadMain(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("download", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), downloadUsage)
+		fs.PrintDefaults()
+	}
+	out := fs.String("out", ".", "store directory (malware/, activity/, tried.tsv)")
+	oncePer := fs.Duration("once-per", download.DefaultOncePer, "fetch each URL at most once per this interval (failures count)")
+	timeout := fs.Duration("timeout", download.DefaultTimeout, "bound of one whole fetch: connect, TLS, headers, redirects, body")
+	maxBytes := downloadBytes(download.DefaultMaxBytes)
+	fs.Var(&maxBytes, "max-bytes", "largest body stored (default 32MiB)")
+	maxRedirects := fs.Int("max-redirects", download.DefaultMaxRedirects, "redirects followed at most (0: none)")
+	insecure := fs.Bool("insecure-tls", false, "do not verify server certificates")
+	var deny downloadPrefixes
+	fs.Var(&deny, "deny", "never connect to addresses in this prefix (repeatable; e.g. your own network)")
+	rdns := fs.Bool("rdns", false, "fill the rdns column (sends PTR queries for the servers' addresses)")
+	userAgent := fs.String("user-agent", download.DefaultUserAgent, "User-Agent header")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		fs.Usage()
+		return errors.New("download: want at least one INPUT")
+	}
+	if *oncePer <= 0 || *timeout <= 0 || *maxRedirects < 0 {
+		return errors.New("download: --once-per and --timeout must be positive, --max-redirects not negative")
+	}
+	lvl, err := parseLevel(*level)
+	if err != nil {
+		return err
+	}
+	log := newLogger(lvl).With("component", "download")
+	redirects := *maxRedirects
+	if redirects == 0 {
+		redirects = -1 // Config's zero means the default
+	}
+	d, err := download.New(download.Config{
+		Dir: *out, OncePer: *oncePer, Timeout: *timeout, MaxBytes: int64(maxBytes),
+		MaxRedirects: redirects, InsecureTLS: *insecure, Deny: deny, ReverseDNS: *rdns,
+		UserAgent: *userAgent, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	w := bufio.NewWriter(os.Stdout)
+	var st download.ScanStats
+	err = download.Scan(ctx, pos, &st, func(t download.Target) error {
+		r, err := d.Handle(ctx, t)
+		if err != nil {
+			return err
+		}
+		if r.First {
+			downloadPrintResult(w, r, *oncePer)
+			// Flushed per URL: a fetch may take --timeout, and the
+			// operator watches the lines come.
+			return w.Flush()
+		}
+		return nil
+	})
+	err = errors.Join(err, w.Flush(), d.Close())
+	s := d.Stats
+	log.LogAttrs(context.Background(), slog.LevelInfo, "done",
+		slog.Int("files", st.Files), slog.Int("lines", st.Lines), slog.Int("bad_lines", st.BadLines),
+		slog.Int("payloads", st.Payloads), slog.Int("urls", st.URLs), slog.Int("fetches", s.Fetches),
+		slog.Int("successes", s.Successes), slog.Int("failures", s.Failures), slog.Int("skipped", s.Skipped),
+		slog.Int("unsupported", s.Unsupported), slog.Int("stored", s.Stored))
+	if errors.Is(err, context.Canceled) {
+		return nil // SIGINT/SIGTERM: what was done is on disk
+	}
+	return err
+}
+
+// downloadPrintResult prints the line of one URL.
+func downloadPrintResult(w io.Writer, r download.Result, oncePer time.Duration) {
+	detail := r.SHA256
+	switch r.Kind {
+	case download.KindSkipped:
+		detail = "tried less than " + oncePer.String() + " ago"
+	case download.KindError, download.KindUnsupported:
+		detail = r.Status
+	}
+	fmt.Fprintf(w, "%s\t%s\t%s\n", r.Kind, r.Target.URL, detail)
+}
