@@ -128,3 +128,21 @@ func BenchmarkSYN(b *testing.B) {
 		s.inspect(pkt, &rec)
 	}
 }
+
+// BenchmarkSYNParallel runs the per-SYN work on every P at once, as the
+// TUN queues do: the difference to BenchmarkSYN is what the readers cost
+// each other (shared counters, the user id).
+func BenchmarkSYNParallel(b *testing.B) {
+	j, _ := testJar(&testing.T{})
+	s := &Stack{cfg: Config{MTU: 1500, Prefixes: []netip.Prefix{telescope4}, MaxPayloadBytes: 1500}, jar: j, conns: newConnTable(1)}
+	s.fds = []int{-1}
+	pkt := seg{src: scanner4, dst: netip.MustParseAddr("198.51.100.7"), sport: 4000, dport: 80, seq: 1,
+		flags: header.TCPFlagSyn, opts: mssOpt}.build()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			var rec records.Packet
+			s.inspect(pkt, &rec)
+		}
+	})
+}
