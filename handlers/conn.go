@@ -34,6 +34,9 @@ type Conn struct {
 	mu                 sync.Mutex
 	unread             []byte    // +checklocks:mu; rest of first not yet returned by Read
 	readDL, writeDL    time.Time // +checklocks:mu; the handler's own deadlines
+
+	mux    *Mux         // nil for a Conn built by NewConn: Emit drops
+	events atomic.Int64 // events raised with Emit, for the per-conn cap
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -172,6 +175,25 @@ func (c *Conn) LocalAddr() net.Addr { return c.raw.LocalAddr() }
 
 // RemoteAddr implements net.Conn.
 func (c *Conn) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
+
+// Emit raises one extra event of type eventType about this connection
+// (e.g. "downloader"), besides the session event the Mux writes at the end.
+// The line is encoded at once by records.AppendEvent: the timestamp is now,
+// the flow fields come from Flow, then the members of fields, which must
+// encode to a JSON object that does not reuse those keys. Handlers call it
+// from Serve, never after.
+//
+// Emit fails with an error wrapping ErrEventDropped when the Mux has no
+// event sink (MuxConfig.EmitEvent) or the connection raised
+// MaxEventsPerConn events already, and with the encoding error when fields
+// do not encode; either way the event is counted in Stats.EventsDropped and
+// the handler should carry on.
+func (c *Conn) Emit(eventType string, fields any) error {
+	if c.mux == nil {
+		return ErrEventDropped
+	}
+	return c.mux.emitEvent(c, eventType, fields)
+}
 
 // Reset aborts the connection with a TCP RST instead of a FIN, discarding
 // unsent data; it is how Spoki ends every connection. It uses the

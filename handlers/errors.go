@@ -9,3 +9,8 @@ import "errors"
 // it), which the Mux counts in Stats.BudgetExceeded. Deadline errors also
 // wrap os.ErrDeadlineExceeded.
 var ErrBudgetExceeded = errors.New("handlers: budget exceeded")
+
+// ErrEventDropped is wrapped by the error Conn.Emit returns when the event
+// was not written: the Mux has no event sink or the connection used up its
+// MaxEventsPerConn. It is not final: the handler should carry on.
+var ErrEventDropped = errors.New("handlers: event dropped")

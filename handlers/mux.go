@@ -22,6 +22,7 @@ const (
 	DefaultMaxFirstBytes    = 4096
 	DefaultMaxBytesToServer = 1 << 20
 	DefaultMaxBytesToClient = 1 << 20
+	DefaultMaxEventsPerConn = 16
 )
 
 // MuxConfig configures a Mux. Zero durations and sizes mean the defaults
@@ -34,6 +35,13 @@ type MuxConfig struct {
 	// ownership of the Session, and should not block: it holds the
 	// connection's goroutine (and so the netstack's concurrency slot).
 	Emit func(*records.Session)
+	// EmitEvent receives the extra events handlers raise with Conn.Emit
+	// (e.g. `downloader`), each one JSON line encoded by
+	// records.AppendEvent and timestamped t; filesink.Writer.Event fits.
+	// It is called from many goroutines at once, takes ownership of line,
+	// and should not block. nil drops such events (counted in
+	// Stats.EventsDropped).
+	EmitEvent func(t time.Time, line []byte)
 	// Logger gets panics (Error) and one Debug line per session; nil
 	// discards.
 	Logger *slog.Logger
@@ -53,6 +61,10 @@ type MuxConfig struct {
 	// read and write, first segment included. MaxBytesToServer must be at
 	// least MaxFirstBytes.
 	MaxBytesToServer, MaxBytesToClient int64
+	// MaxEventsPerConn caps the events one connection may raise with
+	// Conn.Emit (16), so that a client repeating a command cannot flood the
+	// event log; the rest are dropped and counted.
+	MaxEventsPerConn int
 }
 
 // Mux is spoki's dispatcher: for each accepted connection it reads the
@@ -74,7 +86,8 @@ func NewMux(cfg MuxConfig) (*Mux, error) {
 	case cfg.Emit == nil:
 		return nil, errors.New("handlers: new mux: no Emit")
 	case cfg.FirstDataTimeout < 0, cfg.IdleTimeout < 0, cfg.TotalTimeout < 0,
-		cfg.MaxFirstBytes < 0, cfg.MaxBytesToServer < 0, cfg.MaxBytesToClient < 0:
+		cfg.MaxFirstBytes < 0, cfg.MaxBytesToServer < 0, cfg.MaxBytesToClient < 0,
+		cfg.MaxEventsPerConn < 0:
 		return nil, errors.New("handlers: new mux: negative timeout or size")
 	}
 	def := func(v *time.Duration, d time.Duration) {
@@ -93,6 +106,9 @@ func NewMux(cfg MuxConfig) (*Mux, error) {
 	}
 	if cfg.MaxBytesToClient == 0 {
 		cfg.MaxBytesToClient = DefaultMaxBytesToClient
+	}
+	if cfg.MaxEventsPerConn == 0 {
+		cfg.MaxEventsPerConn = DefaultMaxEventsPerConn
 	}
 	if cfg.MaxBytesToServer < int64(cfg.MaxFirstBytes) {
 		return nil, fmt.Errorf("handlers: new mux: MaxBytesToServer %d below MaxFirstBytes %d",
@@ -124,8 +140,15 @@ func (m *Mux) ServeConn(c net.Conn, f records.Flow) {
 		raw: c, flow: f,
 		idle: m.cfg.IdleTimeout, end: end,
 		maxToServer: m.cfg.MaxBytesToServer, maxToClient: m.cfg.MaxBytesToClient,
+		mux: m,
 	}
-	firstDL := start.Add(m.cfg.FirstDataTimeout)
+	// A speak-first port's handler gets the connection after its shorter
+	// wait: its clients wait for the server's banner.
+	wait := m.cfg.FirstDataTimeout
+	if sf := m.cfg.Registry.SpeakFirst(f.Local); sf > 0 && sf < wait {
+		wait = sf
+	}
+	firstDL := start.Add(wait)
 	if end.Before(firstDL) {
 		firstDL = end
 	}
@@ -191,7 +214,7 @@ func (m *Mux) serve(ctx context.Context, c *Conn) (name string, detail any, err 
 		_ = c.Reset()
 		detail, err = nil, fmt.Errorf("handlers: %s: panic: %v", name, v)
 	}()
-	h := m.cfg.Registry.Lookup(c.first, c.flow.Local.Port())
+	h := m.cfg.Registry.LookupAddr(c.first, c.flow.Local)
 	name = h.Name()
 	detail, err = h.Serve(ctx, c)
 	if err != nil {
@@ -201,6 +224,23 @@ func (m *Mux) serve(ctx context.Context, c *Conn) (name string, detail any, err 
 		}
 	}
 	return name, detail, err
+}
+
+// emitEvent encodes and hands on one event a handler raised on c.
+func (m *Mux) emitEvent(c *Conn, eventType string, fields any) error {
+	if m.cfg.EmitEvent == nil || c.events.Add(1) > int64(m.cfg.MaxEventsPerConn) {
+		m.stats.EventsDropped.Add(1)
+		return ErrEventDropped
+	}
+	t := time.Now()
+	line, err := records.AppendEvent(nil, eventType, t, &c.flow, fields)
+	if err != nil {
+		m.stats.EventsDropped.Add(1)
+		return fmt.Errorf("handlers: emit: %w", err)
+	}
+	m.stats.Events.Add(1)
+	m.cfg.EmitEvent(t, line)
+	return nil
 }
 
 // flowAttrs returns f's addresses as log attributes named like the event

@@ -26,6 +26,13 @@ type Stats struct {
 	// Panics counts handler (or content matcher) panics; each was logged
 	// once with its stack and its connection reset.
 	Panics atomic.Uint64
+	// Events counts the extra events handlers raised with Conn.Emit and
+	// handed to MuxConfig.EmitEvent.
+	Events atomic.Uint64
+	// EventsDropped counts Conn.Emit events not written: no EmitEvent
+	// sink, the connection's MaxEventsPerConn used up, or fields that do
+	// not encode.
+	EventsDropped atomic.Uint64
 
 	mu        sync.Mutex
 	byHandler map[string]uint64 // +checklocks:mu; sessions by app_proto
@@ -36,6 +43,7 @@ type StatsSnapshot struct {
 	// The fields below are the values of the Stats counters of the same name.
 	Sessions, FirstDataTimeouts, FirstDataClosed uint64
 	Errors, BudgetExceeded, Panics               uint64
+	Events, EventsDropped                        uint64
 	// ByHandler counts sessions by app_proto (handler name); the empty name
 	// counts content matchers that panicked before a handler was chosen.
 	ByHandler map[string]uint64
@@ -57,6 +65,8 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		Errors:            s.Errors.Load(),
 		BudgetExceeded:    s.BudgetExceeded.Load(),
 		Panics:            s.Panics.Load(),
+		Events:            s.Events.Load(),
+		EventsDropped:     s.EventsDropped.Load(),
 		ByHandler:         by,
 	}
 }

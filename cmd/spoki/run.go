@@ -25,7 +25,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/spoki-telescope/spoki/handlers"
-	"github.com/spoki-telescope/spoki/handlers/generic"
 	"github.com/spoki-telescope/spoki/netstack"
 	"github.com/spoki-telescope/spoki/records"
 	"github.com/spoki-telescope/spoki/records/filesink"
@@ -48,6 +47,13 @@ type runConfig struct {
 	LogLevel         string        `yaml:"log-level"`
 	StatsInterval    time.Duration `yaml:"stats-interval"`
 	Pprof            string        `yaml:"pprof"`
+	// Pure is Spoki's own behaviour everywhere: record the first payload,
+	// then reset; PurePrefixes limits it to some prefixes.
+	Pure         bool     `yaml:"pure"`
+	PurePrefixes []string `yaml:"pure-prefix"`
+	// Handlers moves, limits or disables protocol handlers (config file
+	// only): name → {ports, prefixes, disabled}.
+	Handlers map[string]handlerConfig `yaml:"handlers"`
 }
 
 // prefixList is a repeatable --prefix flag.
@@ -91,6 +97,9 @@ func parseRunFlags(args []string) (runConfig, error) {
 	fs.DurationVar(&cfg.TotalTimeout, "total-timeout", cfg.TotalTimeout, "end any connection after this long")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&cfg.StatsInterval, "stats-interval", cfg.StatsInterval, "interval of the stats line (0 = none)")
+	fs.BoolVar(&cfg.Pure, "pure", false, "pure Spoki mode: record the first payload, then reset (no protocol handlers)")
+	var purePrefixes prefixList
+	fs.Var(&purePrefixes, "pure-prefix", "pure Spoki mode for this `CIDR` only (repeatable)")
 	fs.StringVar(&cfg.Pprof, "pprof", "", "serve Go's pprof on `ADDR` (e.g. 127.0.0.1:6060; debugging only)")
 	if err := parseFlags(fs, args); err != nil {
 		return cfg, err
@@ -135,12 +144,17 @@ func parseRunFlags(args []string) (runConfig, error) {
 				merged.StatsInterval = cfg.StatsInterval
 			case "pprof":
 				merged.Pprof = cfg.Pprof
+			case "pure":
+				merged.Pure = cfg.Pure
 			}
 		})
 		cfg = merged
 	}
 	if len(prefixes) > 0 {
 		cfg.Prefixes = prefixes
+	}
+	if len(purePrefixes) > 0 {
+		cfg.PurePrefixes = purePrefixes
 	}
 	return cfg, nil
 }
@@ -209,6 +223,9 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return nil, err
 	}
+	if _, err := buildRegistry(*c); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
 	return out, nil
 }
 
@@ -275,10 +292,14 @@ func runMain(ctx context.Context, args []string) (err error) {
 		}
 	}()
 
-	reg := handlers.NewRegistry(generic.New(generic.Config{}))
+	reg, err := buildRegistry(cfg)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
 	mux, err := handlers.NewMux(handlers.MuxConfig{
 		Registry:         reg,
 		Emit:             sink.Session,
+		EmitEvent:        sink.Event,
 		Logger:           log.With("component", "handlers"),
 		FirstDataTimeout: cfg.FirstDataTimeout,
 		IdleTimeout:      cfg.IdleTimeout,
@@ -368,6 +389,8 @@ func logStats(log *slog.Logger, st *netstack.Stack, mux *handlers.Mux, sink *fil
 		slog.Uint64("handshakes", s.Handshakes),
 		slog.Uint64("payloads", s.Payloads),
 		slog.Uint64("sessions", m.Sessions),
+		slog.Uint64("events", m.Events),
+		slog.Uint64("events_dropped", m.EventsDropped),
 		slog.Int64("active", s.Active),
 		slog.Uint64("drops", s.Drops()),
 		slog.Uint64("drop_bad_cookie", s.DropBadCookie),

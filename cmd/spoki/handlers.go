@@ -1,0 +1,123 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/spoki-telescope/spoki/handlers"
+	"github.com/spoki-telescope/spoki/handlers/generic"
+	httph "github.com/spoki-telescope/spoki/handlers/http"
+	"github.com/spoki-telescope/spoki/handlers/ssh"
+	"github.com/spoki-telescope/spoki/handlers/telnet"
+	tlsh "github.com/spoki-telescope/spoki/handlers/tls"
+	"github.com/spoki-telescope/spoki/tun"
+)
+
+// handlerSpec is one protocol handler spoki knows: how to build it and
+// where it listens by default. Adding a handler is one line in
+// knownHandlers (see handlers/README.md).
+type handlerSpec struct {
+	name    string
+	build   func() handlers.Handler
+	content func([]byte) bool
+	ports   []uint16
+	// speakFirst is set for protocols whose clients wait for the server.
+	speakFirst time.Duration
+}
+
+// knownHandlers, in registration order: content matchers are tried in this
+// order (TLS before HTTP, so a TLS record on port 80 goes to tls).
+var knownHandlers = []handlerSpec{
+	{name: tlsh.Name, build: func() handlers.Handler { return tlsh.New(tlsh.Config{}) }, content: tlsh.Match, ports: tlsh.Ports},
+	{name: httph.Name, build: func() handlers.Handler { return httph.New(httph.Config{}) }, content: httph.Match, ports: httph.Ports},
+	{name: ssh.Name, build: func() handlers.Handler { return ssh.New(ssh.Config{}) }, content: ssh.Match, ports: ssh.Ports, speakFirst: time.Second},
+	{name: telnet.Name, build: func() handlers.Handler { return telnet.New(telnet.Config{}) }, content: telnet.Match, ports: telnet.Ports, speakFirst: time.Second},
+}
+
+// handlerConfig is one entry of the config file's `handlers` map: it moves
+// a handler to other ports, limits it to some prefixes, or turns it off.
+type handlerConfig struct {
+	Ports    []uint16 `yaml:"ports"`
+	Prefixes []string `yaml:"prefixes"`
+	Disabled bool     `yaml:"disabled"`
+}
+
+// buildRegistry registers the known handlers with the config's changes, and
+// generic as the fallback. Pure Spoki mode (everywhere or per prefix) sends
+// connections to generic only: the first payload, then a reset.
+func buildRegistry(cfg runConfig) (*handlers.Registry, error) {
+	reg := handlers.NewRegistry(generic.New(generic.Config{}))
+	known := map[string]bool{generic.Name: true}
+	for _, h := range knownHandlers {
+		known[h.name] = true
+	}
+	names := make([]string, 0, len(cfg.Handlers))
+	for name := range cfg.Handlers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if !known[name] || name == generic.Name {
+			return nil, fmt.Errorf("config: unknown handler %q (known: %v)", name, handlerNames())
+		}
+	}
+	for _, h := range knownHandlers {
+		m := handlers.Matcher{Content: h.content, Ports: h.ports, SpeakFirst: h.speakFirst}
+		if hc, ok := cfg.Handlers[h.name]; ok {
+			if hc.Disabled {
+				continue
+			}
+			if hc.Ports != nil {
+				m.Ports = hc.Ports
+			}
+			for _, s := range hc.Prefixes {
+				p, err := tun.ParsePrefix(s)
+				if err != nil {
+					return nil, fmt.Errorf("config: handler %s: %w", h.name, err)
+				}
+				m.Prefixes = append(m.Prefixes, p)
+			}
+		}
+		if err := register(reg, h.build(), m); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Pure {
+		reg.PureAll()
+	}
+	var pure []netip.Prefix
+	for _, s := range cfg.PurePrefixes {
+		p, err := tun.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("pure-prefix: %w", err)
+		}
+		pure = append(pure, p)
+	}
+	if len(pure) > 0 {
+		reg.PureFor(pure...)
+	}
+	return reg, nil
+}
+
+// register turns Register's start-up panic (a port claimed twice) into an
+// error: here it comes from the operator's config, not from code.
+func register(reg *handlers.Registry, h handlers.Handler, m handlers.Matcher) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("config: handler %s: %v", h.Name(), r)
+		}
+	}()
+	reg.Register(h, m)
+	return nil
+}
+
+func handlerNames() []string {
+	var out []string
+	for _, h := range knownHandlers {
+		out = append(out, h.name)
+	}
+	return slices.Concat(out, []string{generic.Name})
+}
