@@ -47,6 +47,7 @@ type runConfig struct {
 	LogLevel         string        `yaml:"log-level"`
 	StatsInterval    time.Duration `yaml:"stats-interval"`
 	Pprof            string        `yaml:"pprof"`
+	PhaseTimeout     time.Duration `yaml:"phase-timeout"`
 	// Pure is Spoki's own behaviour everywhere: record the first payload,
 	// then reset; PurePrefixes limits it to some prefixes.
 	Pure         bool     `yaml:"pure"`
@@ -74,6 +75,7 @@ func defaultRunConfig() runConfig {
 		TotalTimeout:     netstack.DefaultTotalTimeout,
 		LogLevel:         "info",
 		StatsInterval:    time.Second,
+		PhaseTimeout:     600 * time.Second,
 	}
 }
 
@@ -97,6 +99,7 @@ func parseRunFlags(args []string) (runConfig, error) {
 	fs.DurationVar(&cfg.TotalTimeout, "total-timeout", cfg.TotalTimeout, "end any connection after this long")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&cfg.StatsInterval, "stats-interval", cfg.StatsInterval, "interval of the stats line (0 = none)")
+	fs.DurationVar(&cfg.PhaseTimeout, "phase-timeout", cfg.PhaseTimeout, "longest delay between the two phases of a two-phase scan")
 	fs.BoolVar(&cfg.Pure, "pure", false, "pure Spoki mode: record the first payload, then reset (no protocol handlers)")
 	var purePrefixes prefixList
 	fs.Var(&purePrefixes, "pure-prefix", "pure Spoki mode for this `CIDR` only (repeatable)")
@@ -146,6 +149,8 @@ func parseRunFlags(args []string) (runConfig, error) {
 				merged.Pprof = cfg.Pprof
 			case "pure":
 				merged.Pure = cfg.Pure
+			case "phase-timeout":
+				merged.PhaseTimeout = cfg.PhaseTimeout
 			}
 		})
 		cfg = merged
@@ -247,11 +252,19 @@ func newLogger(level slog.Level) *slog.Logger {
 }
 
 // sinkAdapter gives the netstack its by-value Sink on top of the file
-// writer.
-type sinkAdapter struct{ w *filesink.Writer }
+// writer, and passes SYNs on to the live two-phase detector.
+type sinkAdapter struct {
+	w  *filesink.Writer
+	tp *twoPhaseFeed
+}
 
-func (a sinkAdapter) Packet(p records.Packet) { a.w.Packet(&p) }
-func (a sinkAdapter) Reply(r records.Reply)   { a.w.Reply(&r) }
+func (a sinkAdapter) Packet(p records.Packet) {
+	a.w.Packet(&p)
+	if p.IsSYN() {
+		a.tp.SYN(&p)
+	}
+}
+func (a sinkAdapter) Reply(r records.Reply) { a.w.Reply(&r) }
 
 // runMain is `spoki run`.
 func runMain(ctx context.Context, args []string) (err error) {
@@ -292,13 +305,24 @@ func runMain(ctx context.Context, args []string) (err error) {
 		}
 	}()
 
+	tp := newTwoPhaseFeed(cfg.PhaseTimeout, cfg.FirstDataTimeout+cfg.TotalTimeout+10*time.Second, sink.Event, log.With("component", "twophase"))
+	tpCtx, tpStop := context.WithCancel(context.Background())
+	tpDone := make(chan struct{})
+	go func() { defer close(tpDone); tp.run(tpCtx) }()
+	// Runs after the stack stopped (deferred later) and before the files
+	// close (deferred earlier): the detector's last events are written.
+	defer func() { tpStop(); <-tpDone }()
+
 	reg, err := buildRegistry(cfg)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
 	mux, err := handlers.NewMux(handlers.MuxConfig{
-		Registry:         reg,
-		Emit:             sink.Session,
+		Registry: reg,
+		Emit: func(se *records.Session) {
+			sink.Session(se)
+			tp.Session(se)
+		},
 		EmitEvent:        sink.Event,
 		Logger:           log.With("component", "handlers"),
 		FirstDataTimeout: cfg.FirstDataTimeout,
@@ -316,7 +340,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 		IdleTimeout:  cfg.IdleTimeout,
 		TotalTimeout: cfg.TotalTimeout,
 		Handle:       mux.ServeConn,
-		Sink:         sinkAdapter{sink},
+		Sink:         sinkAdapter{sink, tp},
 		Logger:       log.With("component", "netstack"),
 	})
 	if err != nil {
@@ -352,10 +376,10 @@ func runMain(ctx context.Context, args []string) (err error) {
 		case <-ctx.Done():
 			log.Info("stopping")
 			st.Close()
-			logStats(log, st, mux, sink, dev, "final")
+			logStats(log, st, mux, sink, tp, dev, "final")
 			return nil
 		case <-tick:
-			logStats(log, st, mux, sink, dev, "stats")
+			logStats(log, st, mux, sink, tp, dev, "stats")
 		}
 	}
 }
@@ -379,7 +403,7 @@ func memStats() (heapLive, rss uint64) {
 
 // logStats writes the stats line: what came in, what went out, what was
 // dropped, and whether the writers keep up.
-func logStats(log *slog.Logger, st *netstack.Stack, mux *handlers.Mux, sink *filesink.Writer, dev *tun.Device, msg string) {
+func logStats(log *slog.Logger, st *netstack.Stack, mux *handlers.Mux, sink *filesink.Writer, tp *twoPhaseFeed, dev *tun.Device, msg string) {
 	s := st.Stats().Snapshot()
 	m := mux.Stats().Snapshot()
 	w := sink.Stats()
@@ -405,6 +429,7 @@ func logStats(log *slog.Logger, st *netstack.Stack, mux *handlers.Mux, sink *fil
 	if _, _, txDropped, err := dev.Stats(); err == nil {
 		attrs = append(attrs, slog.Uint64("tun_dropped", txDropped))
 	}
+	attrs = append(attrs, slog.Uint64("two_phase", tp.events.Load()), slog.Uint64("two_phase_dropped", tp.dropped.Load()))
 	heap, rss := memStats()
 	attrs = append(attrs, slog.Uint64("heap_live", heap), slog.Uint64("rss", rss))
 	log.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
