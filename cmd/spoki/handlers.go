@@ -8,9 +8,14 @@ import (
 	"time"
 
 	"github.com/spoki-telescope/spoki/handlers"
+	"github.com/spoki-telescope/spoki/handlers/adb"
 	"github.com/spoki-telescope/spoki/handlers/generic"
 	httph "github.com/spoki-telescope/spoki/handlers/http"
+	"github.com/spoki-telescope/spoki/handlers/mqtt"
+	"github.com/spoki-telescope/spoki/handlers/redis"
+	"github.com/spoki-telescope/spoki/handlers/smb"
 	"github.com/spoki-telescope/spoki/handlers/ssh"
+	"github.com/spoki-telescope/spoki/handlers/tds"
 	"github.com/spoki-telescope/spoki/handlers/telnet"
 	tlsh "github.com/spoki-telescope/spoki/handlers/tls"
 	"github.com/spoki-telescope/spoki/tun"
@@ -35,6 +40,11 @@ var knownHandlers = []handlerSpec{
 	{name: httph.Name, build: func() handlers.Handler { return httph.New(httph.Config{}) }, content: httph.Match, ports: httph.Ports},
 	{name: ssh.Name, build: func() handlers.Handler { return ssh.New(ssh.Config{}) }, content: ssh.Match, ports: ssh.Ports, speakFirst: time.Second},
 	{name: telnet.Name, build: func() handlers.Handler { return telnet.New(telnet.Config{}) }, content: telnet.Match, ports: telnet.Ports, speakFirst: time.Second},
+	{name: adb.Name, build: func() handlers.Handler { return adb.New(adb.Config{}) }, content: adb.Match, ports: adb.Ports},
+	{name: tds.Name, build: func() handlers.Handler { return tds.New(tds.Config{}) }, content: tds.Match, ports: tds.Ports},
+	{name: smb.Name, build: func() handlers.Handler { return smb.New(smb.Config{}) }, content: smb.Match, ports: smb.Ports},
+	{name: redis.Name, build: func() handlers.Handler { return redis.New(redis.Config{}) }, content: redis.Match, ports: redis.Ports},
+	{name: mqtt.Name, build: func() handlers.Handler { return mqtt.New(mqtt.Config{}) }, content: mqtt.Match, ports: mqtt.Ports},
 }
 
 // handlerConfig is one entry of the config file's `handlers` map: it moves

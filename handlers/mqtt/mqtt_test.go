@@ -29,7 +29,7 @@ func TestAddHandler(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := handlers.NewRegistry(generic.New(generic.Config{}))
-			reg.Register(mqtt.New(mqtt.Config{}), handlers.Matcher{Content: mqtt.Match, Ports: []uint16{1883}})
+			reg.Register(mqtt.New(mqtt.Config{}), handlers.Matcher{Content: mqtt.Match, Ports: mqtt.Ports})
 			rec := &handlerstest.Recorder{}
 			mux, err := handlers.NewMux(handlers.MuxConfig{Registry: reg, Emit: rec.Emit})
 			if err != nil {
@@ -77,7 +77,7 @@ func TestMosquittoPub(t *testing.T) {
 		t.Skip("mosquitto_pub not installed (Debian mosquitto-clients)")
 	}
 	reg := handlers.NewRegistry(generic.New(generic.Config{}))
-	reg.Register(mqtt.New(mqtt.Config{}), handlers.Matcher{Content: mqtt.Match, Ports: []uint16{1883}})
+	reg.Register(mqtt.New(mqtt.Config{}), handlers.Matcher{Content: mqtt.Match, Ports: mqtt.Ports})
 	rec := &handlerstest.Recorder{}
 	mux, err := handlers.NewMux(handlers.MuxConfig{Registry: reg, Emit: rec.Emit})
 	if err != nil {

@@ -4,7 +4,7 @@
 // the worked example of handlers/README.md: a whole protocol in one
 // package, added to spoki with one Register line.
 //
-// Ports: 1883. Content: an MQTT CONNECT from any port (Match).
+// Ports: 1883 (Ports). Content: an MQTT CONNECT from any port (Match).
 //
 // Session fields: app_proto "mqtt"; the "mqtt" object is Detail:
 // {"protocol_name": "MQTT", "protocol_level": 4, "client_id": "...",
@@ -29,6 +29,9 @@ import (
 
 // Name is the handler's app_proto and detail key.
 const Name = "mqtt"
+
+// Ports are the ports the handler usually serves.
+var Ports = []uint16{1883}
 
 // Defaults of Config's zero values.
 const (
@@ -74,7 +77,7 @@ func New(cfg Config) *Handler {
 // Name implements handlers.Handler.
 func (h *Handler) Name() string { return Name }
 
-// Match is the handler's handlers.Matcher Content function: it accepts a
+// Match is the handler's handlers.Matcher.Content: it accepts a
 // first segment that starts with an MQTT CONNECT (type 1, then a remaining
 // length of one to four bytes, then the protocol name "MQTT" or, for MQTT
 // 3.1, "MQIsdp"). handlers.Prefix cannot say this, as the length varies.

@@ -119,6 +119,7 @@ func FuzzReadCommand(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		const maxArgs, maxBytes = 3, 8
+		Match(in)
 		r := bufio.NewReaderSize(bytes.NewReader(in), maxInlineSize)
 		for range len(in) + 1 { // each command consumes at least one byte
 			args, _, err := ReadCommand(r, maxArgs, maxBytes)
@@ -139,4 +140,27 @@ func FuzzReadCommand(f *testing.F) {
 		}
 		t.Fatalf("ReadCommand did not finish %q", in)
 	})
+}
+
+func TestMatch(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want bool
+	}{
+		{"redis-cli PING", cliPing, true},
+		{"redis-cli CONFIG SET", cliConfigSet, true},
+		{"many args", "*12\r\n$3\r\nSET\r\n", true},
+		{"inline", "PING\r\n", false},
+		{"no count", "*\r\n$4\r\n", false},
+		{"not bulk", "*1\r\n:1\r\n", false},
+		{"glob", "*.*", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Match([]byte(tc.in)); got != tc.want {
+				t.Errorf("Match(%q) = %v, want %v", tc.in, got, tc.want)
+			}
+		})
+	}
 }

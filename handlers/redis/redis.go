@@ -26,19 +26,22 @@ type Detail struct {
 
 // Serve implements handlers.Handler: it reads, records and answers
 // commands until the client hangs up, falls silent for ReadTimeout, sends
-// QUIT, or reaches MaxCommands.
+// QUIT, or reaches MaxCommands, and resets the connection (unless it quit).
 func (h *Handler) Serve(ctx context.Context, c *handlers.Conn) (any, error) {
+	quit := false
+	defer func() {
+		if !quit { // end like Spoki; after QUIT, let the client read its +OK
+			_ = c.Reset()
+		}
+	}()
 	d := Detail{Commands: [][]string{}}
 	if c.First() == nil {
-		// Redis never speaks first: a silent client gets nothing.
-		_ = c.Reset()
-		return d, nil
+		return d, nil // Redis never speaks first: a silent client gets nothing
 	}
 	r := bufio.NewReaderSize(c, maxInlineSize)
 	for ctx.Err() == nil {
 		if len(d.Commands) == h.maxCommands {
 			d.Truncated = true
-			_ = c.Reset() // enough: stop like Spoki
 			return d, nil
 		}
 		_ = c.SetReadDeadline(time.Now().Add(h.readTimeout))
@@ -48,14 +51,15 @@ func (h *Handler) Serve(ctx context.Context, c *handlers.Conn) (any, error) {
 		}
 		d.Truncated = d.Truncated || cut
 		if err != nil {
-			return d, endErr(c, err)
+			return d, endErr(err)
 		}
 		if len(args) == 0 {
 			continue
 		}
-		resp, quit := Reply(args)
+		var resp []byte
+		resp, quit = Reply(args)
 		if _, err := c.Write(resp); err != nil {
-			return d, endErr(c, err)
+			return d, endErr(err)
 		}
 		if quit {
 			return d, nil
@@ -64,18 +68,14 @@ func (h *Handler) Serve(ctx context.Context, c *handlers.Conn) (any, error) {
 	return d, nil
 }
 
-// endErr maps the error that ended the exchange to Serve's result: a
-// hang-up or the handler's own read timeout are normal ends, a protocol
-// error resets the connection.
-func endErr(c *handlers.Conn, err error) error {
+// endErr maps the error that ended the exchange to Serve's result: the
+// client's hang-up and the handler's own read timeout are normal ends.
+func endErr(err error) error {
 	switch {
-	case errors.Is(err, handlers.ErrBudgetExceeded):
+	case errors.Is(err, handlers.ErrBudgetExceeded), errors.Is(err, ErrMalformed):
 		return err
 	case errors.Is(err, io.EOF), errors.Is(err, os.ErrDeadlineExceeded):
 		return nil
-	case errors.Is(err, ErrMalformed):
-		_ = c.Reset()
-		return err
 	}
 	return fmt.Errorf("redis: %w", err)
 }

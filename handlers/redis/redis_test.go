@@ -21,7 +21,7 @@ import (
 func serve(t *testing.T, cfg redis.Config) (string, *handlerstest.Recorder) {
 	t.Helper()
 	reg := handlers.NewRegistry(generic.New(generic.Config{}))
-	reg.Register(redis.New(cfg), handlers.Matcher{Content: handlers.Prefix("*"), Ports: []uint16{6379}})
+	reg.Register(redis.New(cfg), handlers.Matcher{Content: redis.Match, Ports: redis.Ports})
 	rec := &handlerstest.Recorder{}
 	mux, err := handlers.NewMux(handlers.MuxConfig{Registry: reg, Emit: rec.Emit, FirstDataTimeout: time.Second})
 	if err != nil {

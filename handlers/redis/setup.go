@@ -5,9 +5,7 @@
 // how the usual Redis attacks (cron or SSH key files written through CONFIG
 // SET dir and SAVE, rogue-master SLAVEOF, MODULE LOAD) show their hand.
 //
-// Ports: 6379. Content: a RESP array ("*") from any port, e.g.
-// handlers.Matcher{Content: handlers.Prefix("*1\r\n$", "*2\r\n$", ...)}; see
-// cmd/spoki for the registered prefixes.
+// Ports: 6379 (Ports). Content: a RESP command array from any port (Match).
 //
 // Session fields: app_proto "redis"; the "redis" object is Detail:
 // {"commands": [["CONFIG","SET","dir","/var/spool/cron"], ...],
@@ -19,11 +17,13 @@
 // bytes; a bulk string may announce at most 64 KiB, an array 1024
 // elements, an inline command 4 KiB. The handler waits ReadTimeout (10 s)
 // for each command; the Mux's idle, total and byte budgets apply on top.
-// The client's hang-up or silence ends the session normally; a protocol
-// error or the command cap ends it with a reset.
+// The client's hang-up, silence or the command cap end the session
+// normally, a protocol error with an error; the connection is reset in
+// every case but QUIT.
 package redis
 
 import (
+	"bytes"
 	"time"
 
 	"github.com/spoki-telescope/spoki/handlers"
@@ -31,6 +31,9 @@ import (
 
 // Name is the handler's app_proto and detail key.
 const Name = "redis"
+
+// Ports are the ports the handler usually serves.
+var Ports = []uint16{6379}
 
 // Defaults of Config's zero values.
 const (
@@ -93,3 +96,18 @@ func New(cfg Config) *Handler {
 
 // Name implements handlers.Handler.
 func (h *Handler) Name() string { return Name }
+
+// Match is the handler's handlers.Matcher.Content: a RESP array header
+// ("*" and a count) followed by a bulk string ("$"), which is how every
+// Redis client sends a command. Inline commands are too much like other
+// text protocols to claim off port.
+func Match(first []byte) bool {
+	if len(first) < 5 || first[0] != '*' {
+		return false
+	}
+	i := 1
+	for i < len(first) && i < 6 && first[i] >= '0' && first[i] <= '9' {
+		i++
+	}
+	return i > 1 && bytes.HasPrefix(first[i:], []byte("\r\n$"))
+}
