@@ -38,6 +38,7 @@ var e2eImportTable = []e2eImportRule{
 	{"tun/...", []string{"tun"}},
 	{"records", nil},
 	{"records/filesink", []string{"records"}},
+	{"records/kafkasink", []string{"records"}},
 	{"netstack", []string{"tun", "tun/...", "records"}},
 	{"handlers", []string{"records"}},
 	// analysis/urls is the one pure analysis rule set the live handlers

@@ -24,6 +24,7 @@ commands:
   lab      build the lab of two network namespaces and run the telescope in it
   probe    the lab's clients: http, line, syn, flood
   echo     a raw TUN SYN echo without a stack (benchmark ceiling)
+  scenario run, replay or list packetdrill-like scenarios against the lab's telescope
   assemble Spoki's event assembly over raw and reply logs, offline
   urls     downloader URLs in payloads
   download fetch the files behind downloader URLs (never run them)
@@ -55,6 +56,8 @@ func realMain(args []string) int {
 		err = assembleMain(ctx, args[1:])
 	case "urls":
 		err = urlsMain(ctx, args[1:])
+	case "scenario":
+		err = scenarioMain(ctx, args[1:])
 	case "download":
 		err = downloadMain(ctx, args[1:])
 	case "report":
