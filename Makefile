@@ -12,8 +12,11 @@ build:
 
 # The built-in lab: two namespaces, the telescope in one, the project's own
 # clients in the other; prints what was recorded and removes everything.
+# Then three scenarios (a ZMap SYN, a two-phase HTTP exploit with a wget
+# downloader, a bad-cookie ACK), each in a lab of its own.
 demo: build
 	./$(BIN) lab demo
+	./$(BIN) scenario run scenarios/scanners/zmap-syn.pkt scenarios/twophase/http-wget.pkt scenarios/cookie/bad-cookie-ack.pkt
 
 # Every test. The lab tests need root (CAP_NET_ADMIN) and the Debian tools
 # .ci/run installs; under CI=true a missing capability fails them.
