@@ -45,7 +45,7 @@ func TestRealScanners(t *testing.T) {
 		}
 		// The whole /24 on one port, 1000 pps, answers counted by zmap.
 		out, errOut, code := e2eExec(t, l, l.Scanner, 60*time.Second, nil, "zmap", "-b", block, "-p", "80", "-i", l.ScannerIface,
-			"-G", gw, "-S", src, "-r", "1000", "-c", "3", "-q", "-o", "-", "--disable-syslog", "198.51.100.0/24")
+			"-G", gw, "-S", src, "-r", "1000", "-c", "3", "-P", "2", "-q", "-o", "-", "--disable-syslog", "198.51.100.0/24")
 		tel.stop(t)
 		if code != 0 {
 			t.Fatalf("zmap: exit %d: %s", code, e2eTruncate(errOut, 500))
@@ -63,13 +63,21 @@ func TestRealScanners(t *testing.T) {
 		tel := e2eStartTelescope(t, l)
 		out, errOut, code := e2eExec(t, l, l.Scanner, 60*time.Second, nil, "masscan", "198.51.100.0/28",
 			"-p80,443,8080", "--rate", "500", "-e", l.ScannerIface, "--router-mac", gw, "--source-ip", src,
-			"--wait", "2")
+			"--wait", "3", "--retries", "2")
 		tel.stop(t)
 		if code != 0 {
 			t.Fatalf("masscan: exit %d: %s", code, e2eTruncate(errOut, 500))
 		}
-		if got := strings.Count(out, "Discovered open port"); got != 48 {
-			t.Errorf("masscan found %d of 48 open ports", got)
+		// masscan's own receive path can miss a reply on a busy box: it
+		// retries, and the distinct ports it found are what count.
+		found := map[string]bool{}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "Discovered open port") {
+				found[strings.Join(strings.Fields(line), " ")] = true
+			}
+		}
+		if len(found) != 48 {
+			t.Errorf("masscan found %d of 48 open ports", len(found))
 		}
 		by, total := e2eSYNScanners(t, tel.logDir, src)
 		if total < 48 || by["masscan"] != total {
