@@ -29,6 +29,7 @@ commands:
   urls     downloader URLs in payloads
   download fetch the files behind downloader URLs (never run them)
   report   top ports, contact types and phase delays, as text and HTML
+  config   check a run config file (spoki config check FILE)
 
 spoki COMMAND -h shows the flags of a command.`
 
@@ -62,6 +63,8 @@ func realMain(args []string) int {
 		err = downloadMain(ctx, args[1:])
 	case "report":
 		err = reportMain(ctx, args[1:])
+	case "config":
+		err = configMain(args[1:])
 	case "-h", "-help", "--help", "help":
 		fmt.Println(usage)
 		return 0

@@ -16,13 +16,15 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/lmittmann/tint"
 	"golang.org/x/sys/unix"
-	"gopkg.in/yaml.v3"
 
 	"github.com/spoki-telescope/spoki/handlers"
 	"github.com/spoki-telescope/spoki/netstack"
@@ -32,7 +34,8 @@ import (
 )
 
 // runConfig holds every setting of `spoki run`. The YAML keys of --config
-// are the flag names.
+// are the flag names (TestConfigCoversFlags holds them in step); the
+// config file alone also sets handlers.
 type runConfig struct {
 	Prefixes         []string      `yaml:"prefix"`
 	Tun              string        `yaml:"tun"`
@@ -47,7 +50,10 @@ type runConfig struct {
 	LogLevel         string        `yaml:"log-level"`
 	StatsInterval    time.Duration `yaml:"stats-interval"`
 	Pprof            string        `yaml:"pprof"`
-	PhaseTimeout     time.Duration `yaml:"phase-timeout"`
+	// Metrics is the address of the Prometheus endpoint, /metrics; empty
+	// serves none.
+	Metrics      string        `yaml:"metrics"`
+	PhaseTimeout time.Duration `yaml:"phase-timeout"`
 	// Pure is Spoki's own behaviour everywhere: record the first payload,
 	// then reset; PurePrefixes limits it to some prefixes.
 	Pure         bool     `yaml:"pure"`
@@ -55,6 +61,9 @@ type runConfig struct {
 	// Handlers moves, limits or disables protocol handlers (config file
 	// only): name → {ports, prefixes, disabled}.
 	Handlers map[string]handlerConfig `yaml:"handlers"`
+
+	// ConfigFile is --config, which SIGHUP reads again; it is no YAML key.
+	ConfigFile string `yaml:"-"`
 }
 
 // prefixList is a repeatable --prefix flag.
@@ -79,81 +88,58 @@ func defaultRunConfig() runConfig {
 	}
 }
 
-// parseRunFlags reads the config file (if any) and then the flags: flags
-// that are set win over the file.
+// runFlags defines the flags of `spoki run` on c, each defaulting to c's
+// current value: parsing the arguments onto a config read from a file
+// changes only what a flag sets. The list flags collect into prefixes and
+// purePrefixes, which replace (not extend) the file's lists.
+func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
+	fs := flag.NewFlagSet("spoki run", flag.ContinueOnError)
+	fs.Var(prefixes, "prefix", "telescope prefix `CIDR` (IPv4 or IPv6; repeat for more)")
+	fs.StringVar(&c.ConfigFile, "config", c.ConfigFile, "YAML `FILE` with the same keys as the flags (flags win); SIGHUP reloads it")
+	fs.StringVar(&c.Tun, "tun", c.Tun, "TUN device `NAME`")
+	fs.IntVar(&c.Queues, "queues", c.Queues, "TUN queues (one reader goroutine each)")
+	fs.BoolVar(&c.NoRoute, "no-route", c.NoRoute, "do not add routes for the prefixes (the operator routes)")
+	fs.StringVar(&c.LogDir, "log-dir", c.LogDir, "`DIR` for the packet, reply and event logs")
+	fs.StringVar(&c.Tag, "tag", c.Tag, "datasource `TAG` in file names")
+	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "connections open at once; handshakes over it are dropped")
+	fs.DurationVar(&c.FirstDataTimeout, "first-data-timeout", c.FirstDataTimeout, "wait this long for the client's first data")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "end a connection idle this long")
+	fs.DurationVar(&c.TotalTimeout, "total-timeout", c.TotalTimeout, "end any connection after this long")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "interval of the stats line (0 = none)")
+	fs.DurationVar(&c.PhaseTimeout, "phase-timeout", c.PhaseTimeout, "longest delay between the two phases of a two-phase scan")
+	fs.BoolVar(&c.Pure, "pure", c.Pure, "pure Spoki mode: record the first payload, then reset (no protocol handlers)")
+	fs.Var(purePrefixes, "pure-prefix", "pure Spoki mode for this `CIDR` only (repeatable)")
+	fs.StringVar(&c.Pprof, "pprof", c.Pprof, "serve Go's pprof on `ADDR` (e.g. 127.0.0.1:6060; debugging only)")
+	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9108)")
+	return fs
+}
+
+// parseRunFlags reads the flags and then the config file (if any): flags
+// that are set win over the file. SIGHUP calls it again with the same
+// arguments, so a reload sees the file as a restart would.
 func parseRunFlags(args []string) (runConfig, error) {
 	cfg := defaultRunConfig()
-	fs := flag.NewFlagSet("spoki run", flag.ContinueOnError)
-	var prefixes prefixList
-	fs.Var(&prefixes, "prefix", "telescope prefix `CIDR` (IPv4 or IPv6; repeat for more)")
-	var configFile string
-	fs.StringVar(&configFile, "config", "", "YAML `FILE` with the same keys as the flags (flags win)")
-	fs.StringVar(&cfg.Tun, "tun", cfg.Tun, "TUN device `NAME`")
-	fs.IntVar(&cfg.Queues, "queues", cfg.Queues, "TUN queues (one reader goroutine each)")
-	fs.BoolVar(&cfg.NoRoute, "no-route", false, "do not add routes for the prefixes (the operator routes)")
-	fs.StringVar(&cfg.LogDir, "log-dir", cfg.LogDir, "`DIR` for the packet, reply and event logs")
-	fs.StringVar(&cfg.Tag, "tag", cfg.Tag, "datasource `TAG` in file names")
-	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "connections open at once; handshakes over it are dropped")
-	fs.DurationVar(&cfg.FirstDataTimeout, "first-data-timeout", cfg.FirstDataTimeout, "wait this long for the client's first data")
-	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "end a connection idle this long")
-	fs.DurationVar(&cfg.TotalTimeout, "total-timeout", cfg.TotalTimeout, "end any connection after this long")
-	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
-	fs.DurationVar(&cfg.StatsInterval, "stats-interval", cfg.StatsInterval, "interval of the stats line (0 = none)")
-	fs.DurationVar(&cfg.PhaseTimeout, "phase-timeout", cfg.PhaseTimeout, "longest delay between the two phases of a two-phase scan")
-	fs.BoolVar(&cfg.Pure, "pure", false, "pure Spoki mode: record the first payload, then reset (no protocol handlers)")
-	var purePrefixes prefixList
-	fs.Var(&purePrefixes, "pure-prefix", "pure Spoki mode for this `CIDR` only (repeatable)")
-	fs.StringVar(&cfg.Pprof, "pprof", "", "serve Go's pprof on `ADDR` (e.g. 127.0.0.1:6060; debugging only)")
+	var prefixes, purePrefixes prefixList
+	fs := runFlags(&cfg, &prefixes, &purePrefixes)
 	if err := parseFlags(fs, args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("run: unexpected arguments %q", fs.Args())
 	}
-	if configFile != "" {
+	if cfg.ConfigFile != "" {
 		fileCfg := defaultRunConfig()
-		if err := loadYAML(configFile, &fileCfg); err != nil {
+		if err := loadYAML(cfg.ConfigFile, &fileCfg); err != nil {
 			return cfg, err
 		}
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		merged := fileCfg
-		fs.VisitAll(func(f *flag.Flag) {
-			if !set[f.Name] {
-				return
-			}
-			switch f.Name {
-			case "tun":
-				merged.Tun = cfg.Tun
-			case "queues":
-				merged.Queues = cfg.Queues
-			case "no-route":
-				merged.NoRoute = cfg.NoRoute
-			case "log-dir":
-				merged.LogDir = cfg.LogDir
-			case "tag":
-				merged.Tag = cfg.Tag
-			case "max-conns":
-				merged.MaxConns = cfg.MaxConns
-			case "first-data-timeout":
-				merged.FirstDataTimeout = cfg.FirstDataTimeout
-			case "idle-timeout":
-				merged.IdleTimeout = cfg.IdleTimeout
-			case "total-timeout":
-				merged.TotalTimeout = cfg.TotalTimeout
-			case "log-level":
-				merged.LogLevel = cfg.LogLevel
-			case "stats-interval":
-				merged.StatsInterval = cfg.StatsInterval
-			case "pprof":
-				merged.Pprof = cfg.Pprof
-			case "pure":
-				merged.Pure = cfg.Pure
-			case "phase-timeout":
-				merged.PhaseTimeout = cfg.PhaseTimeout
-			}
-		})
-		cfg = merged
+		// The same arguments again, onto the file's values: they parsed
+		// above, so they parse here.
+		prefixes, purePrefixes = nil, nil
+		if err := parseFlags(runFlags(&fileCfg, &prefixes, &purePrefixes), args); err != nil {
+			return cfg, err
+		}
+		cfg = fileCfg
 	}
 	if len(prefixes) > 0 {
 		cfg.Prefixes = prefixes
@@ -177,22 +163,6 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w (-h for help)", fs.Name(), err)
-	}
-	return nil
-}
-
-// loadYAML decodes a config file strictly: an unknown key is an error that
-// names its line.
-func loadYAML(path string, into *runConfig) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
-	dec.KnownFields(true)
-	if err := dec.Decode(into); err != nil && !errors.Is(err, os.ErrClosed) && err.Error() != "EOF" {
-		return fmt.Errorf("config %s: %w", path, err)
 	}
 	return nil
 }
@@ -228,6 +198,12 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return nil, err
 	}
+	if err := checkListenAddr(c.Metrics); err != nil {
+		return nil, fmt.Errorf("run: --metrics: %w", err)
+	}
+	if err := checkListenAddr(c.Pprof); err != nil {
+		return nil, fmt.Errorf("run: --pprof: %w", err)
+	}
 	if _, err := buildRegistry(*c); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
@@ -243,8 +219,9 @@ func parseLevel(s string) (slog.Level, error) {
 }
 
 // newLogger writes colour through tint on a terminal and plain slog text
-// otherwise (files, pipes, journald).
-func newLogger(level slog.Level) *slog.Logger {
+// otherwise (files, pipes, journald). level is a *slog.LevelVar in
+// runMain, so that SIGHUP can change it.
+func newLogger(level slog.Leveler) *slog.Logger {
 	if _, err := unix.IoctlGetTermios(int(os.Stderr.Fd()), unix.TCGETS); err == nil {
 		return slog.New(tint.NewHandler(os.Stderr, &tint.Options{Level: level, TimeFormat: time.TimeOnly}))
 	}
@@ -276,7 +253,14 @@ func runMain(ctx context.Context, args []string) (err error) {
 	if err != nil {
 		return err
 	}
-	level, _ := parseLevel(cfg.LogLevel)
+	// Caught from here on: SIGHUP's default action would end the
+	// telescope; one during start-up is handled once ready.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	level := new(slog.LevelVar)
+	l, _ := parseLevel(cfg.LogLevel)
+	level.Set(l)
 	log := newLogger(level)
 
 	dev, err := tun.Open(tun.Config{Name: cfg.Tun, Queues: cfg.Queues, Prefixes: prefixes, NoRoute: cfg.NoRoute})
@@ -313,33 +297,53 @@ func runMain(ctx context.Context, args []string) (err error) {
 	// close (deferred earlier): the detector's last events are written.
 	defer func() { tpStop(); <-tpDone }()
 
+	// The stack is built after the Mux but the collector reads it at
+	// scrape time only, once the server is up.
+	var st *netstack.Stack
+	muxes := &muxSet{}
+	tel := newTelemetry(metricsSources{
+		Netstack:     func() netstack.Snapshot { return st.Stats().Snapshot() },
+		Mux:          muxes.snapshot,
+		Sink:         sink.Stats,
+		SinkCapacity: [3]int{filesink.DefaultPacketQueue, filesink.DefaultReplyQueue, filesink.DefaultEventQueue},
+		TwoPhase:     tp,
+		TUN:          dev.Stats,
+	})
+	// newMux builds a Mux over reg; a reload builds another with the same
+	// budgets and sinks, and swaps it in.
+	newMux := func(reg *handlers.Registry) (*handlers.Mux, error) {
+		return handlers.NewMux(handlers.MuxConfig{
+			Registry: reg,
+			Emit: func(se *records.Session) {
+				// Read before the sink takes ownership of se.
+				tel.observeSession(se)
+				sink.Session(se)
+				tp.Session(se)
+			},
+			EmitEvent:        sink.Event,
+			Logger:           log.With("component", "handlers"),
+			FirstDataTimeout: cfg.FirstDataTimeout,
+			IdleTimeout:      cfg.IdleTimeout,
+			TotalTimeout:     cfg.TotalTimeout,
+		})
+	}
 	reg, err := buildRegistry(cfg)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	mux, err := handlers.NewMux(handlers.MuxConfig{
-		Registry: reg,
-		Emit: func(se *records.Session) {
-			sink.Session(se)
-			tp.Session(se)
-		},
-		EmitEvent:        sink.Event,
-		Logger:           log.With("component", "handlers"),
-		FirstDataTimeout: cfg.FirstDataTimeout,
-		IdleTimeout:      cfg.IdleTimeout,
-		TotalTimeout:     cfg.TotalTimeout,
-	})
+	mux, err := newMux(reg)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	st, err := netstack.New(netstack.Config{
+	muxes.swap(mux)
+	st, err = netstack.New(netstack.Config{
 		FDs:          dev.FDs(),
 		MTU:          uint32(dev.MTU()),
 		Prefixes:     prefixes,
 		MaxConns:     cfg.MaxConns,
 		IdleTimeout:  cfg.IdleTimeout,
 		TotalTimeout: cfg.TotalTimeout,
-		Handle:       mux.ServeConn,
+		Handle:       muxes.ServeConn,
 		Sink:         sinkAdapter{sink, tp},
 		Logger:       log.With("component", "netstack"),
 	})
@@ -358,30 +362,180 @@ func runMain(ctx context.Context, args []string) (err error) {
 		defer ln.Close()
 		go http.Serve(ln, nil)
 	}
+	metrics := &metricsServer{handler: tel.handler(), log: log.With("component", "metrics")}
+	if err := metrics.listen(cfg.Metrics); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	defer metrics.close()
+
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// Start from a collected heap, so that heap_live in the stats lines
 	// measures growth from here (the queues were just allocated).
 	debug.FreeOSMemory()
-	log.Info("ready", "tun", dev.Name(), "queues", len(dev.FDs()), "prefixes", cfg.Prefixes, "log_dir", cfg.LogDir, "tag", cfg.Tag)
+	ready := []any{"tun", dev.Name(), "queues", len(dev.FDs()), "prefixes", cfg.Prefixes, "log_dir", cfg.LogDir, "tag", cfg.Tag}
+	if cfg.Metrics != "" {
+		ready = append(ready, "metrics", cfg.Metrics)
+	}
+	log.Info("ready", ready...)
 
-	var tick <-chan time.Time
-	if cfg.StatsInterval > 0 {
-		t := time.NewTicker(cfg.StatsInterval)
-		defer t.Stop()
-		tick = t.C
+	stats := &statsTicker{}
+	stats.set(cfg.StatsInterval)
+	defer stats.set(0)
+	live := &liveConfig{
+		args: args, cfg: cfg, log: log, level: level,
+		muxes: muxes, newMux: newMux, metrics: metrics, stats: stats,
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			log.Info("stopping")
 			st.Close()
-			logStats(log, st, mux, sink, tp, dev, "final")
+			logStats(log, st, muxes, sink, tp, dev, "final")
 			return nil
-		case <-tick:
-			logStats(log, st, mux, sink, tp, dev, "stats")
+		case <-hup:
+			live.reload()
+		case <-stats.c:
+			logStats(log, st, muxes, sink, tp, dev, "stats")
 		}
 	}
+}
+
+// statsTicker is the stats line's clock; a reload may change its interval.
+type statsTicker struct {
+	t *time.Ticker
+	c <-chan time.Time // nil when off: a nil channel never fires
+}
+
+// set restarts the clock at interval d; 0 stops it.
+func (s *statsTicker) set(d time.Duration) {
+	if s.t != nil {
+		s.t.Stop()
+		s.t, s.c = nil, nil
+	}
+	if d > 0 {
+		s.t = time.NewTicker(d)
+		s.c = s.t.C
+	}
+}
+
+// muxSet hands connections to the current Mux. A reload swaps in a Mux
+// over the new Registry: connections already being served finish on the
+// old one, new ones go to the new one, and nothing waits. The Registry
+// itself must not change while a Mux serves (its doc), hence a new Mux
+// rather than a new Registry in the old one. Each Mux keeps its own
+// counters, so the set keeps every Mux it ever served with, one per
+// reload, and sums them.
+type muxSet struct {
+	cur atomic.Pointer[handlers.Mux]
+	mu  sync.Mutex
+	all []*handlers.Mux // +checklocks:mu
+}
+
+// ServeConn serves c with the current Mux. It has the signature
+// netstack.Config.Handle takes.
+func (s *muxSet) ServeConn(c net.Conn, f records.Flow) { s.cur.Load().ServeConn(c, f) }
+
+// swap makes m the Mux for new connections.
+func (s *muxSet) swap(m *handlers.Mux) {
+	s.mu.Lock()
+	s.all = append(s.all, m)
+	s.mu.Unlock()
+	s.cur.Store(m)
+}
+
+// snapshot sums the counters of every Mux of the set.
+func (s *muxSet) snapshot() handlers.StatsSnapshot {
+	s.mu.Lock()
+	all := slices.Clone(s.all)
+	s.mu.Unlock()
+	sum := handlers.StatsSnapshot{ByHandler: map[string]uint64{}}
+	for _, m := range all {
+		x := m.Stats().Snapshot()
+		sum.Sessions += x.Sessions
+		sum.FirstDataTimeouts += x.FirstDataTimeouts
+		sum.FirstDataClosed += x.FirstDataClosed
+		sum.Errors += x.Errors
+		sum.BudgetExceeded += x.BudgetExceeded
+		sum.Panics += x.Panics
+		sum.Events += x.Events
+		sum.EventsDropped += x.EventsDropped
+		for k, v := range x.ByHandler {
+			sum.ByHandler[k] += v
+		}
+	}
+	return sum
+}
+
+// liveConfig is what SIGHUP may change in a running telescope, and the
+// config it runs with. reload runs on runMain's goroutine only.
+type liveConfig struct {
+	args    []string
+	cfg     runConfig
+	log     *slog.Logger
+	level   *slog.LevelVar
+	muxes   *muxSet
+	newMux  func(*handlers.Registry) (*handlers.Mux, error)
+	metrics *metricsServer
+	stats   *statsTicker
+}
+
+// reload reads the config file again (the flags still win), applies what
+// can change without a restart, and logs one `not reloaded` line per
+// change it could not apply. A file with a problem changes nothing.
+func (lc *liveConfig) reload() {
+	if lc.cfg.ConfigFile == "" {
+		lc.log.Warn("reload failed", "err", "no --config file to read")
+		return
+	}
+	next, err := parseRunFlags(lc.args)
+	if err == nil {
+		_, err = next.validate()
+	}
+	if err != nil {
+		lc.log.Warn("reload failed", "config", lc.cfg.ConfigFile, "err", err)
+		return
+	}
+	plan := planReload(lc.cfg, next)
+	for _, c := range plan.Restart {
+		lc.log.Warn("not reloaded", "key", c.Key, "running", c.Old, "file", c.New, "reason", "needs a restart")
+	}
+	var applied []string
+	if plan.has("metrics") {
+		if err := lc.metrics.listen(next.Metrics); err != nil {
+			lc.log.Warn("not reloaded", "key", "metrics", "running", lc.cfg.Metrics, "file", next.Metrics, "reason", err)
+			next.Metrics = lc.cfg.Metrics
+		} else {
+			applied = append(applied, "metrics")
+		}
+	}
+	if plan.has("handlers", "pure", "pure-prefix") {
+		// validate built this registry once already: it cannot fail here
+		// short of a bug, and then the old Mux stays.
+		reg, err := buildRegistry(next)
+		var mux *handlers.Mux
+		if err == nil {
+			mux, err = lc.newMux(reg)
+		}
+		if err != nil {
+			lc.log.Error("reload failed", "key", "handlers", "err", err)
+			next.Handlers, next.Pure, next.PurePrefixes = lc.cfg.Handlers, lc.cfg.Pure, lc.cfg.PurePrefixes
+		} else {
+			lc.muxes.swap(mux)
+			applied = append(applied, "handlers")
+		}
+	}
+	if plan.has("log-level") {
+		l, _ := parseLevel(next.LogLevel) // validated
+		lc.level.Set(l)
+		applied = append(applied, "log-level")
+	}
+	if plan.has("stats-interval") {
+		lc.stats.set(next.StatsInterval)
+		applied = append(applied, "stats-interval")
+	}
+	lc.cfg = applyReloadable(lc.cfg, next)
+	lc.log.Info("reloaded", "config", lc.cfg.ConfigFile, "applied", applied, "not_applied", len(plan.Restart))
 }
 
 // memStats returns the live heap at the last GC and the resident set size,
@@ -403,9 +557,9 @@ func memStats() (heapLive, rss uint64) {
 
 // logStats writes the stats line: what came in, what went out, what was
 // dropped, and whether the writers keep up.
-func logStats(log *slog.Logger, st *netstack.Stack, mux *handlers.Mux, sink *filesink.Writer, tp *twoPhaseFeed, dev *tun.Device, msg string) {
+func logStats(log *slog.Logger, st *netstack.Stack, muxes *muxSet, sink *filesink.Writer, tp *twoPhaseFeed, dev *tun.Device, msg string) {
 	s := st.Stats().Snapshot()
-	m := mux.Stats().Snapshot()
+	m := muxes.snapshot()
 	w := sink.Stats()
 	attrs := []slog.Attr{
 		slog.Uint64("packets_in", s.PacketsIn),
