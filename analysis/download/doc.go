@@ -35,10 +35,14 @@
 //
 // # Deviations from the original (spoki-eval §3.3, §7)
 //
-//   - Input: files instead of Kafka. Event-log lines (`syn` and `session`
-//     events with a base64 `payload`) and assemble records (the payload hex
-//     of `rack`, or of `iack` when rack gives no URL, as `filter` does) are
-//     read; the whole payload goes to urls.Extract, which replaces filter's
+//   - Input: files, or Kafka (Consumer, `spoki download --kafka`): the
+//     `downloader` events that spoki run publishes, one per URL, read as a
+//     consumer group that commits an offset only after the attempt is in
+//     the store (the original auto-committed, and started a new group at
+//     the latest offset; here a new group starts at the oldest).
+//     From files, event-log lines (`syn` and `session` events with a
+//     base64 `payload`) and assemble records (the payload hex of `rack`, or
+//     of `iack` when rack gives no URL, as `filter` does) are read; the whole payload goes to urls.Extract, which replaces filter's
 //     and clean's wget/curl substring tests and their repr round trip.
 //     The activity `tag` is the record's tag, or the event type for the
 //     event log; `ts` is milliseconds since the epoch in both cases.

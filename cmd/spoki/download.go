@@ -21,6 +21,8 @@ import (
 
 const downloadUsage = `usage: spoki download [--out DIR] [--once-per 1h] [--timeout 10s] [--max-bytes 32MiB]
                       [--max-redirects 5] [--insecure-tls] [--deny CIDR ...] [--rdns] INPUT...
+       spoki download --kafka BROKERS --group NAME [--kafka-topic-prefix P] [--tag TAG[,TAG...]]
+                      [--kafka-events downloader] [the options above]
 
 Finds the downloader URLs in the payloads of spoki's event log
 (TAG.events.*.jsonl[.gz]) or of assemble's output (TAG-events-*.json.gz),
@@ -31,7 +33,15 @@ logging every sighting in DIR/activity/NAME.YYYY.MM.csv.gz.
 It prints one line per URL: STATUS<TAB>URL<TAB>SHA256 or reason, STATUS being
 success, error, skipped (tried less than --once-per ago) or unsupported.
 A telescope usually wants --insecure-tls: droppers rarely have valid
-certificates, and a sample is known by its hash.`
+certificates, and a sample is known by its hash.
+
+With --kafka it reads the events that spoki run --kafka publishes instead of
+files, as a member of the consumer group --group: run it on several machines
+with one group name and they share the partitions. It reads the topics
+Pspoki.TAG.EVENT for each --tag and --kafka-events type (by default the
+downloader events, one per URL the handlers saw), and commits a record's
+offset only after its activity row is written, so a fetcher that dies leaves
+its records to the others. It runs until SIGINT or SIGTERM.`
 
 // downloadPrefixes is the repeatable --deny flag.
 type downloadPrefixes []netip.Prefix
@@ -105,11 +115,22 @@ func downloadMain(ctx context.Context, args []string) error {
 	rdns := fs.Bool("rdns", false, "fill the rdns column (sends PTR queries for the servers' addresses)")
 	userAgent := fs.String("user-agent", download.DefaultUserAgent, "User-Agent header")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	brokers := fs.String("kafka", "", "read events from these Kafka `BROKERS` (host:port,...) instead of files")
+	group := fs.String("group", "", "Kafka consumer group `NAME` shared by the fetchers (with --kafka)")
+	topicPrefix := fs.String("kafka-topic-prefix", "", "prefix of the topic names, as given to spoki run")
+	tags := fs.String("tag", "", "telescope `TAG`s whose topics are read, comma-separated (default untagged)")
+	events := fs.String("kafka-events", download.DefaultKafkaEventType, "event `TYPES` read, comma-separated (downloader, session, syn)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) == 0 {
+	kafka := *brokers != ""
+	switch {
+	case kafka && len(pos) > 0:
+		return errors.New("download: --kafka reads no INPUT files")
+	case kafka && *group == "":
+		return errors.New("download: --kafka needs --group")
+	case !kafka && len(pos) == 0:
 		fs.Usage()
 		return errors.New("download: want at least one INPUT")
 	}
@@ -136,8 +157,7 @@ func downloadMain(ctx context.Context, args []string) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	w := bufio.NewWriter(os.Stdout)
-	var st download.ScanStats
-	err = download.Scan(ctx, pos, &st, func(t download.Target) error {
+	handle := func(ctx context.Context, t download.Target) error {
 		r, err := d.Handle(ctx, t)
 		if err != nil {
 			return err
@@ -149,18 +169,83 @@ func downloadMain(ctx context.Context, args []string) error {
 			return w.Flush()
 		}
 		return nil
-	})
+	}
+	var attrs []slog.Attr
+	if kafka {
+		var ks download.KafkaStats
+		ks, err = downloadKafka(ctx, downloadKafkaFlags{
+			brokers: *brokers, group: *group, prefix: *topicPrefix, tags: *tags, events: *events, timeout: *timeout,
+		}, log, handle)
+		attrs = []slog.Attr{slog.Int("records", ks.Records), slog.Int("bad_records", ks.BadRecords),
+			slog.Int("payloads", ks.Payloads), slog.Int("urls", ks.URLs), slog.Int("commits", ks.Commits),
+			slog.Int("commit_errors", ks.CommitErrors)}
+	} else {
+		var st download.ScanStats
+		err = download.Scan(ctx, pos, &st, func(t download.Target) error { return handle(ctx, t) })
+		attrs = []slog.Attr{slog.Int("files", st.Files), slog.Int("lines", st.Lines), slog.Int("bad_lines", st.BadLines),
+			slog.Int("payloads", st.Payloads), slog.Int("urls", st.URLs)}
+	}
 	err = errors.Join(err, w.Flush(), d.Close())
 	s := d.Stats
-	log.LogAttrs(context.Background(), slog.LevelInfo, "done",
-		slog.Int("files", st.Files), slog.Int("lines", st.Lines), slog.Int("bad_lines", st.BadLines),
-		slog.Int("payloads", st.Payloads), slog.Int("urls", st.URLs), slog.Int("fetches", s.Fetches),
-		slog.Int("successes", s.Successes), slog.Int("failures", s.Failures), slog.Int("skipped", s.Skipped),
-		slog.Int("unsupported", s.Unsupported), slog.Int("stored", s.Stored))
+	log.LogAttrs(context.Background(), slog.LevelInfo, "done", append(attrs,
+		slog.Int("fetches", s.Fetches), slog.Int("successes", s.Successes), slog.Int("failures", s.Failures),
+		slog.Int("skipped", s.Skipped), slog.Int("unsupported", s.Unsupported), slog.Int("stored", s.Stored))...)
 	if errors.Is(err, context.Canceled) {
 		return nil // SIGINT/SIGTERM: what was done is on disk
 	}
 	return err
+}
+
+// downloadKafkaFlags are the --kafka settings of spoki download.
+type downloadKafkaFlags struct {
+	brokers, group, prefix, tags, events string
+	timeout                              time.Duration
+}
+
+// downloadRebalanceBudget is the part of the group's rebalance timeout
+// (franz-go's default, 60 s) that one poll's fetches may take; the rest is
+// margin for the commits and the rdns lookups.
+const downloadRebalanceBudget = 45 * time.Second
+
+// downloadKafka consumes the topics of f as a member of f.group until ctx
+// is done, calling handle with each Target.
+func downloadKafka(ctx context.Context, f downloadKafkaFlags, log *slog.Logger,
+	handle func(context.Context, download.Target) error) (download.KafkaStats, error) {
+	var topics []string
+	for _, tag := range downloadSplit(f.tags, download.DefaultKafkaTag) {
+		for _, ev := range downloadSplit(f.events, download.DefaultKafkaEventType) {
+			topics = append(topics, download.KafkaTopic(f.prefix, tag, ev))
+		}
+	}
+	c, err := download.NewConsumer(download.KafkaConfig{
+		Brokers: downloadSplit(f.brokers, ""), Group: f.group, Topics: topics,
+		// Each record may cost a whole fetch; the member must hand its
+		// partitions back within the rebalance timeout.
+		MaxPollRecords: max(1, int(downloadRebalanceBudget/f.timeout)),
+		Logger:         log,
+	})
+	if err != nil {
+		return download.KafkaStats{}, err
+	}
+	defer c.Close()
+	log.LogAttrs(ctx, slog.LevelInfo, "ready", slog.String("group", f.group), slog.Any("topics", topics))
+	err = c.Run(ctx, handle)
+	return c.Stats, err
+}
+
+// downloadSplit splits a comma-separated list, dropping empty items; an
+// empty list gives def (none if def is empty).
+func downloadSplit(s, def string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	if len(out) == 0 && def != "" {
+		out = []string{def}
+	}
+	return out
 }
 
 // downloadPrintResult prints the line of one URL.

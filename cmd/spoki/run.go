@@ -30,6 +30,7 @@ import (
 	"github.com/spoki-telescope/spoki/netstack"
 	"github.com/spoki-telescope/spoki/records"
 	"github.com/spoki-telescope/spoki/records/filesink"
+	"github.com/spoki-telescope/spoki/records/kafkasink"
 	"github.com/spoki-telescope/spoki/tun"
 )
 
@@ -52,7 +53,18 @@ type runConfig struct {
 	Pprof            string        `yaml:"pprof"`
 	// Metrics is the address of the Prometheus endpoint, /metrics; empty
 	// serves none.
-	Metrics      string        `yaml:"metrics"`
+	Metrics string `yaml:"metrics"`
+	// Kafka lists brokers (host:port,...) that every event is published
+	// to, one topic per event type; the files stay the source of truth.
+	Kafka            string `yaml:"kafka"`
+	KafkaTopicPrefix string `yaml:"kafka-topic-prefix"`
+	// User is who spoki runs as once the TUN and routes are up; either
+	// way it keeps no capability but CAP_NET_ADMIN (to remove its routes).
+	User string `yaml:"user"`
+	// Keep removes log files older than that (0 keeps all); Compress
+	// gzips hourly files once their hour is closed.
+	Keep         time.Duration `yaml:"keep"`
+	Compress     bool          `yaml:"compress"`
 	PhaseTimeout time.Duration `yaml:"phase-timeout"`
 	// Pure is Spoki's own behaviour everywhere: record the first payload,
 	// then reset; PurePrefixes limits it to some prefixes.
@@ -85,6 +97,7 @@ func defaultRunConfig() runConfig {
 		LogLevel:         "info",
 		StatsInterval:    time.Second,
 		PhaseTimeout:     600 * time.Second,
+		Compress:         true,
 	}
 }
 
@@ -110,6 +123,11 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.DurationVar(&c.PhaseTimeout, "phase-timeout", c.PhaseTimeout, "longest delay between the two phases of a two-phase scan")
 	fs.BoolVar(&c.Pure, "pure", c.Pure, "pure Spoki mode: record the first payload, then reset (no protocol handlers)")
 	fs.Var(purePrefixes, "pure-prefix", "pure Spoki mode for this `CIDR` only (repeatable)")
+	fs.StringVar(&c.User, "user", c.User, "after set-up, run as user `NAME` (keeps only CAP_NET_ADMIN either way)")
+	fs.DurationVar(&c.Keep, "keep", c.Keep, "remove log files older than `DURATION` (0 = keep all)")
+	fs.BoolVar(&c.Compress, "compress", c.Compress, "gzip hourly files once their hour is closed")
+	fs.StringVar(&c.Kafka, "kafka", c.Kafka, "publish every event to these Kafka `BROKERS` (host:port,...)")
+	fs.StringVar(&c.KafkaTopicPrefix, "kafka-topic-prefix", c.KafkaTopicPrefix, "prefix `P` of the Kafka topic names")
 	fs.StringVar(&c.Pprof, "pprof", c.Pprof, "serve Go's pprof on `ADDR` (e.g. 127.0.0.1:6060; debugging only)")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9108)")
 	return fs
@@ -189,6 +207,9 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	if c.Queues < 1 || c.Queues > 64 {
 		return nil, fmt.Errorf("run: --queues %d out of range 1-64", c.Queues)
 	}
+	if c.Keep < 0 {
+		return nil, fmt.Errorf("run: --keep %v must not be negative", c.Keep)
+	}
 	if c.MaxConns < 1 {
 		return nil, fmt.Errorf("run: --max-conns %d must be positive", c.MaxConns)
 	}
@@ -231,14 +252,16 @@ func newLogger(level slog.Leveler) *slog.Logger {
 // sinkAdapter gives the netstack its by-value Sink on top of the file
 // writer, and passes SYNs on to the live two-phase detector.
 type sinkAdapter struct {
-	w  *filesink.Writer
-	tp *twoPhaseFeed
+	w   *filesink.Writer
+	tp  *twoPhaseFeed
+	pub *kafkasink.Publisher
 }
 
 func (a sinkAdapter) Packet(p records.Packet) {
 	a.w.Packet(&p)
 	if p.IsSYN() {
 		a.tp.SYN(&p)
+		a.pub.PublishSYN(&p)
 	}
 }
 func (a sinkAdapter) Reply(r records.Reply) { a.w.Reply(&r) }
@@ -279,7 +302,19 @@ func runMain(ctx context.Context, args []string) (err error) {
 	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
 		return fmt.Errorf("run: log dir: %w", err)
 	}
-	sink, err := filesink.New(filesink.Config{Dir: cfg.LogDir, Tag: cfg.Tag, Logger: log.With("component", "filesink")})
+	if cfg.User != "" {
+		// The files outlive this run: the user must be able to append to
+		// what an earlier (root) run wrote.
+		uid, gid, err := tun.LookupUser(cfg.User)
+		if err != nil {
+			return fmt.Errorf("run: %w", err)
+		}
+		if err := filesink.Chown(cfg.LogDir, cfg.Tag, uid, gid); err != nil {
+			return fmt.Errorf("run: %w", err)
+		}
+	}
+	sink, err := filesink.New(filesink.Config{Dir: cfg.LogDir, Tag: cfg.Tag, Compress: cfg.Compress, Keep: cfg.Keep,
+		Logger: log.With("component", "filesink")})
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
@@ -289,7 +324,31 @@ func runMain(ctx context.Context, args []string) (err error) {
 		}
 	}()
 
-	tp := newTwoPhaseFeed(cfg.PhaseTimeout, cfg.FirstDataTimeout+cfg.TotalTimeout+10*time.Second, sink.Event, log.With("component", "twophase"))
+	// Kafka: nil without --kafka, and every method of a nil Publisher is a
+	// no-op. Closed after the stack and the detector stop, before the
+	// files close (defers run in reverse).
+	var pub *kafkasink.Publisher
+	if cfg.Kafka != "" {
+		pub, err = kafkasink.New(kafkasink.Config{Brokers: strings.Split(cfg.Kafka, ","),
+			TopicPrefix: cfg.KafkaTopicPrefix, Tag: cfg.Tag, Logger: log.With("component", "kafkasink")})
+		if err != nil {
+			return fmt.Errorf("run: %w", err)
+		}
+		defer func() {
+			if cerr := pub.Close(); cerr != nil {
+				// The files hold everything: a broker that is down loses
+				// only the copy, and says so.
+				log.Warn("kafka close", "error", cerr)
+			}
+		}()
+	}
+	// Publish first: the file sink takes the line over.
+	emitEvent := func(t time.Time, line []byte) {
+		pub.PublishLine(line)
+		sink.Event(t, line)
+	}
+
+	tp := newTwoPhaseFeed(cfg.PhaseTimeout, cfg.FirstDataTimeout+cfg.TotalTimeout+10*time.Second, emitEvent, log.With("component", "twophase"))
 	tpCtx, tpStop := context.WithCancel(context.Background())
 	tpDone := make(chan struct{})
 	go func() { defer close(tpDone); tp.run(tpCtx) }()
@@ -317,10 +376,11 @@ func runMain(ctx context.Context, args []string) (err error) {
 			Emit: func(se *records.Session) {
 				// Read before the sink takes ownership of se.
 				tel.observeSession(se)
+				pub.PublishSession(se)
 				sink.Session(se)
 				tp.Session(se)
 			},
-			EmitEvent:        sink.Event,
+			EmitEvent:        emitEvent,
 			Logger:           log.With("component", "handlers"),
 			FirstDataTimeout: cfg.FirstDataTimeout,
 			IdleTimeout:      cfg.IdleTimeout,
@@ -344,7 +404,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 		IdleTimeout:  cfg.IdleTimeout,
 		TotalTimeout: cfg.TotalTimeout,
 		Handle:       muxes.ServeConn,
-		Sink:         sinkAdapter{sink, tp},
+		Sink:         sinkAdapter{sink, tp, pub},
 		Logger:       log.With("component", "netstack"),
 	})
 	if err != nil {
@@ -353,6 +413,11 @@ func runMain(ctx context.Context, args []string) (err error) {
 	// Stop the stack before the device and the files (deferred above, run
 	// after this): no packet is read once files start closing.
 	defer st.Close()
+	// Everything privileged is done: keep only CAP_NET_ADMIN (to remove
+	// the routes at exit) and become --user if given.
+	if err := tun.DropPrivileges(cfg.User); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
 
 	if cfg.Pprof != "" {
 		ln, err := net.Listen("tcp", cfg.Pprof)

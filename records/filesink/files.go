@@ -51,11 +51,11 @@ func (s *stream) write(w *Writer, hour int64, line []byte) {
 		w.c.dropWriteError.Add(uint64(bytes.Count(line, []byte{'\n'})))
 		return
 	}
-	if len(f.buf)+len(line) > maxPendingBytes {
+	if len(f.buf)+len(line) > w.maxPending {
 		if !time.Now().Before(f.retryAt) {
 			f.flush(w)
 		}
-		if len(f.buf)+len(line) > maxPendingBytes {
+		if len(f.buf)+len(line) > w.maxPending {
 			w.c.dropWriteError.Add(uint64(bytes.Count(line, []byte{'\n'})))
 			return
 		}
@@ -119,8 +119,10 @@ func (s *stream) open(w *Writer, hour int64) *hourFile {
 		return nil
 	}
 	path := filepath.Join(w.cfg.Dir, s.name(hour))
+	w.files.opening(path)
 	fd, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
+		w.files.closed(path)
 		s.openRetryAt = time.Now().Add(w.retry)
 		w.writeError("open", path, err)
 		return nil
@@ -134,6 +136,7 @@ func (s *stream) open(w *Writer, hour int64) *hourFile {
 		}
 		if err != nil {
 			fd.Close()
+			w.files.closed(path)
 			s.openRetryAt = time.Now().Add(w.retry)
 			w.writeError("header", path, err)
 			return nil
@@ -172,8 +175,8 @@ func (f *hourFile) flush(w *Writer) error {
 }
 
 // closeFile flushes and closes f, counting the rows it could not write.
-// why is the log message: "rotate" (Info, an hour is done) or "close"
-// (Debug).
+// why is the log message: "rotate" (Info, an hour is done), "close"
+// (Debug, an older hour reopened for late rows) or "final" (Debug, Close).
 func (w *Writer) closeFile(s *stream, f *hourFile, why string) error {
 	err := f.flush(w)
 	if len(f.buf) > 0 {
@@ -188,6 +191,7 @@ func (w *Writer) closeFile(s *stream, f *hourFile, why string) error {
 		}
 	}
 	w.c.filesOpen.Add(-1)
+	w.files.closed(f.path)
 	if cap(f.buf) <= flushBytes+4096 {
 		w.freeBufs = append(w.freeBufs, f.buf[:0])
 	}
@@ -196,6 +200,12 @@ func (w *Writer) closeFile(s *stream, f *hourFile, why string) error {
 		w.logger.Info("rotate", "log", s.log, "file", f.path)
 	} else {
 		w.logger.Debug(why, "log", s.log, "file", f.path)
+	}
+	if why != "final" {
+		// A rotated hour is done, and an older hour reopened for late rows
+		// is done again. Files closed by Close are not: the next run may
+		// append to the current hour.
+		w.queueCompress(f.path)
 	}
 	return err
 }

@@ -9,6 +9,12 @@
 // when new. The current and previous hour of each log stay open; a record
 // for an older hour reopens that hour's file in append mode and is never
 // dropped for its age.
+//
+// For months of running, a maintenance goroutine gzips the files of finished
+// hours in the background (Config.Compress) and removes files older than
+// Config.Keep. A full disk never blocks the packet path: rows wait in a
+// bounded buffer, are dropped and counted beyond it, the loss is logged once
+// per minute, and writing resumes by itself when space returns.
 package filesink
 
 import (
@@ -19,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spoki-telescope/spoki/records"
@@ -69,6 +76,14 @@ type Config struct {
 	FlushInterval time.Duration
 	// Logger receives the `rotate` lines and write errors (discarded if nil).
 	Logger *slog.Logger
+	// Compress gzips each hourly file once its hour is closed (rotated
+	// out), in the background: NAME becomes NAME.gz. Plain files of
+	// finished hours found at start or by the hourly sweep are compressed
+	// too. Off if false.
+	Compress bool
+	// Keep removes log files whose hour ended longer ago than Keep, at
+	// start and every hour; 0 keeps everything.
+	Keep time.Duration
 }
 
 // Stats is a snapshot of a Writer's counters. By Close, every record handed
@@ -98,6 +113,20 @@ type Stats struct {
 	PacketQueue, ReplyQueue, EventQueue int
 	// FilesOpen is the number of log files open now.
 	FilesOpen int64
+	// FilesCompressed counts hourly files replaced by their gzip.
+	FilesCompressed uint64
+	// CompressErrors counts failed compressions; nothing is lost, the
+	// plain file stays and the next sweep tries again.
+	CompressErrors uint64
+	// CompressQueueFull counts closed files not queued for compression
+	// because the queue was full; they stay plain until the next sweep.
+	CompressQueueFull uint64
+	// FilesRemoved counts files removed because they were older than Keep.
+	FilesRemoved uint64
+	// RemoveErrors counts failed removals of expired files.
+	RemoveErrors uint64
+	// CompressQueue is the number of files waiting for the compressor now.
+	CompressQueue int
 }
 
 // counters are the atomic counters behind Stats.
@@ -107,6 +136,8 @@ type counters struct {
 	dropClosed, dropWriteError, dropUnknownProto, encodeErrors  atomic.Uint64
 	writeErrors                                                 atomic.Uint64
 	filesOpen                                                   atomic.Int64
+	filesCompressed, compressErrors, compressQueueFull          atomic.Uint64
+	filesRemoved, removeErrors                                  atomic.Uint64
 }
 
 // eventItem is one entry of the event queue: a session to encode, or a line
@@ -138,12 +169,24 @@ type Writer struct {
 	quit    chan struct{}
 	done    chan struct{}
 
+	// files keeps the maintenance goroutine off the files the writer has
+	// open; compressQ carries closed files to it.
+	files                      fileLocks
+	compressQ                  chan string
+	maintainQuit, maintainDone chan struct{}
+	// sweepEvery is sweepInterval (tests shorten it).
+	sweepEvery time.Duration
+	// lastMaintainErrLog belongs to the maintenance goroutine.
+	lastMaintainErrLog time.Time
+
 	// The fields below belong to the writer goroutine.
 	tcpRaw, udpRaw, icmpRaw, replyLog, eventLog *stream
 	streams                                     []*stream
 	enc                                         []byte   // reused encoding buffer
 	freeBufs                                    [][]byte // file buffers of closed files, reused
 	retry                                       time.Duration
+	maxPending                                  int // maxPendingBytes (tests lower it)
+	droppedAtLog                                uint64
 	lastErrLog                                  time.Time
 	failing                                     bool
 	closeErr                                    error
@@ -157,7 +200,17 @@ func New(cfg Config) (*Writer, error) {
 		return nil, err
 	}
 	go w.loop()
+	w.startMaintenance()
 	return w, nil
+}
+
+// startMaintenance starts the maintenance goroutine when there is work for
+// it (compression or expiry).
+func (w *Writer) startMaintenance() {
+	if w.cfg.Compress || w.cfg.Keep > 0 {
+		w.maintainDone = make(chan struct{})
+		go w.maintainLoop()
+	}
 }
 
 // newWriter builds a Writer without starting its goroutine (tests drive it
@@ -196,6 +249,16 @@ func newWriter(cfg Config) (*Writer, error) {
 		done:    make(chan struct{}),
 		enc:     make([]byte, 0, 4096),
 		retry:   retryInterval,
+		// maxPending is per file, and all five logs can be pending at once.
+		maxPending: maxPendingBytes,
+
+		files:        fileLocks{open: map[string]int{}},
+		compressQ:    make(chan string, compressQueue),
+		maintainQuit: make(chan struct{}),
+		sweepEvery:   sweepInterval,
+	}
+	if cfg.Keep < 0 {
+		return nil, fmt.Errorf("filesink: keep %v: negative", cfg.Keep)
 	}
 	w.tcpRaw = w.newCSVStream("tcp", "raw", records.RawHeader, &w.c.packetsWritten)
 	w.udpRaw = w.newCSVStream("udp", "raw", records.UDPRawHeader, &w.c.packetsWritten)
@@ -309,6 +372,12 @@ func (w *Writer) Close() error {
 	w.mu.Unlock()
 	close(w.quit)
 	<-w.done
+	// After the writer: a compression under way is abandoned (its plain
+	// file stays for the next start) rather than holding up the exit.
+	close(w.maintainQuit)
+	if w.maintainDone != nil {
+		<-w.maintainDone
+	}
 	return w.closeErr
 }
 
@@ -331,6 +400,12 @@ func (w *Writer) Stats() Stats {
 		ReplyQueue:          len(w.replies),
 		EventQueue:          len(w.events),
 		FilesOpen:           w.c.filesOpen.Load(),
+		FilesCompressed:     w.c.filesCompressed.Load(),
+		CompressErrors:      w.c.compressErrors.Load(),
+		CompressQueueFull:   w.c.compressQueueFull.Load(),
+		FilesRemoved:        w.c.filesRemoved.Load(),
+		RemoveErrors:        w.c.removeErrors.Load(),
+		CompressQueue:       len(w.compressQ),
 	}
 }
 
@@ -488,7 +563,7 @@ func (w *Writer) closeAll() error {
 	for _, s := range w.streams {
 		for _, f := range []*hourFile{s.old, s.prev, s.cur} {
 			if f != nil {
-				errs = append(errs, w.closeFile(s, f, "close"))
+				errs = append(errs, w.closeFile(s, f, "final"))
 			}
 		}
 		s.cur, s.prev, s.old = nil, nil, nil
@@ -498,14 +573,19 @@ func (w *Writer) closeAll() error {
 
 // writeError counts a failed file operation and logs it at most once per
 // errorLogInterval: a full disk fails every write, and the counters carry
-// the numbers.
+// the numbers. Each line says how many rows were lost in all and since the
+// line before, and whether the disk (or quota) is full.
 func (w *Writer) writeError(op, path string, err error) {
 	w.c.writeErrors.Add(1)
 	w.failing = true
 	if now := time.Now(); now.Sub(w.lastErrLog) >= errorLogInterval {
 		w.lastErrLog = now
+		dropped := w.c.dropWriteError.Load()
 		w.logger.Error("write failed", "op", op, "file", path, "err", err,
-			"write_errors", w.c.writeErrors.Load(), "dropped", w.c.dropWriteError.Load())
+			"disk_full", errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT),
+			"write_errors", w.c.writeErrors.Load(), "dropped", dropped,
+			"dropped_since_last", dropped-w.droppedAtLog)
+		w.droppedAtLog = dropped
 	}
 }
 

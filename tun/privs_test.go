@@ -1,0 +1,177 @@
+package tun
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// privsHelperEnv makes the test binary a helper process: it opens a TUN
+// device with a route, drops privileges to the user named by the variable
+// ("-" for none), reports, and closes the device when its stdin says so.
+const privsHelperEnv = "SPOKI_TUN_PRIVS_HELPER"
+
+// TestMain runs the privilege helper when the test binary is re-executed as
+// one: capabilities and uids are process-wide, so dropping them inside the
+// test process would spoil every later test.
+func TestMain(m *testing.M) {
+	if u, ok := os.LookupEnv(privsHelperEnv); ok {
+		os.Exit(privsHelper(u))
+	}
+	os.Exit(m.Run())
+}
+
+// privsHelper is the helper process's body. It prints "dropped" once the
+// privileges are down, then waits for a line on stdin, closes the device
+// (removing its route, which needs the CAP_NET_ADMIN it kept) and prints
+// "closed".
+func privsHelper(userName string) int {
+	if userName == "-" {
+		userName = ""
+	}
+	// Threads locked by sleeping goroutines: the drop must reach threads
+	// that are busy elsewhere, not only the one calling it.
+	for range 4 {
+		go func() {
+			runtime.LockOSThread()
+			select {}
+		}()
+	}
+	dev, err := Open(Config{Name: "privs0", Prefixes: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
+	if err != nil {
+		fmt.Println("error: open:", err)
+		return 1
+	}
+	if err := DropPrivileges(userName); err != nil {
+		fmt.Println("error: drop:", err)
+		return 1
+	}
+	fmt.Println("dropped")
+	bufio.NewReader(os.Stdin).ReadString('\n')
+	if err := dev.Close(); err != nil {
+		fmt.Println("error: close:", err)
+		return 1
+	}
+	fmt.Println("closed")
+	return 0
+}
+
+func TestDropPrivileges(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("privilege tests need root and CI=true")
+		}
+		t.Skip("privilege tests need root (they drop root's capabilities)")
+	}
+	nobodyUID, _, err := LookupUser("nobody")
+	if err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	tests := []struct {
+		name    string
+		user    string
+		wantUID int
+	}{
+		{"stay root", "", 0},
+		{"switch to nobody", "nobody", nobodyUID},
+		{"numeric uid", fmt.Sprint(nobodyUID), nobodyUID},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := tc.user
+			if env == "" {
+				env = "-"
+			}
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), privsHelperEnv+"="+env)
+			// A network namespace of its own: the helper's device and route
+			// never touch the host.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd.Stderr = os.Stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				stdin.Close()
+				cmd.Process.Kill()
+				cmd.Wait()
+			})
+			lines := make(chan string, 4)
+			go func() {
+				sc := bufio.NewScanner(stdout)
+				for sc.Scan() {
+					lines <- sc.Text()
+				}
+				close(lines)
+			}()
+			if got := privsNextLine(t, lines); got != "dropped" {
+				t.Fatalf("helper said %q, want dropped", got)
+			}
+
+			threads, err := ReadCredentials(cmd.Process.Pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(threads) < 5 {
+				t.Errorf("helper has %d threads, want at least 5 (4 locked ones)", len(threads))
+			}
+			for _, c := range threads {
+				for _, set := range []struct {
+					name      string
+					got, want uint64
+				}{
+					{"CapEff", c.Effective, KeptCapabilities},
+					{"CapPrm", c.Permitted, KeptCapabilities},
+					{"CapBnd", c.Bounding, KeptCapabilities},
+					{"CapInh", c.Inheritable, 0},
+					{"CapAmb", c.Ambient, 0},
+				} {
+					if set.got != set.want {
+						t.Errorf("thread %d: %s = %016x, want %016x (CAP_NET_ADMIN only)", c.TID, set.name, set.got, set.want)
+					}
+				}
+				want := [4]int{tc.wantUID, tc.wantUID, tc.wantUID, tc.wantUID}
+				if c.UID != want {
+					t.Errorf("thread %d: Uid = %v, want %v", c.TID, c.UID, want)
+				}
+			}
+
+			// The kept CAP_NET_ADMIN is usable: closing removes the route.
+			io.WriteString(stdin, "close\n")
+			if got := privsNextLine(t, lines); got != "closed" {
+				t.Errorf("helper said %q after close, want closed", got)
+			}
+		})
+	}
+}
+
+// privsNextLine returns the helper's next output line, failing after 10 s.
+func privsNextLine(t *testing.T, lines <-chan string) string {
+	t.Helper()
+	select {
+	case l, ok := <-lines:
+		if !ok {
+			t.Fatal("helper exited without a word")
+		}
+		return strings.TrimSpace(l)
+	case <-time.After(10 * time.Second):
+		t.Fatal("helper silent for 10s")
+	}
+	return ""
+}
