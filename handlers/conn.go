@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"net"
@@ -164,6 +165,20 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	c.writeDL = t
 	c.mu.Unlock()
 	return nil
+}
+
+// LingerTimeout is how long Linger waits for the client to hang up.
+const LingerTimeout = time.Second
+
+// Linger lets the client read the handler's last answer (and send what
+// it sends next, which is not answered) before the reset that ends the
+// connection: a reset sent at once could discard the answer before the
+// client reads it. It reads and discards, through r, the handler's
+// buffered reader over c, up to max bytes, until the client hangs up or
+// LingerTimeout passes. It replaces the handler's read deadline.
+func (c *Conn) Linger(r *bufio.Reader, max int) {
+	_ = c.SetReadDeadline(time.Now().Add(LingerTimeout))
+	_, _ = r.Discard(max)
 }
 
 // Close implements net.Conn. Handlers need not call it: the Mux closes the

@@ -88,7 +88,7 @@ func TestMuxSpeakFirst(t *testing.T) {
 	r := handlers.NewRegistry(probe("generic", ch))
 	r.Register(probe("tls", ch), handlers.Matcher{Content: handlers.Prefix("\x16\x03")})
 	r.Register(probe("telnet", ch), handlers.Matcher{Ports: []uint16{23}, SpeakFirst: 100 * time.Millisecond})
-	m, rec := newMux(t, handlers.MuxConfig{Registry: r, FirstDataTimeout: 2 * time.Second})
+	m, rec := handlerstest.NewMux(t, handlers.MuxConfig{Registry: r, FirstDataTimeout: 2 * time.Second})
 
 	start := time.Now()
 	dial(t, m, 23)
@@ -132,7 +132,7 @@ func TestConnEmit(t *testing.T) {
 		return nil, nil
 	})
 	r := handlers.NewRegistry(h)
-	m, rec := newMux(t, handlers.MuxConfig{Registry: r, EmitEvent: emitEvent, MaxEventsPerConn: 2, FirstDataTimeout: 50 * time.Millisecond})
+	m, rec := handlerstest.NewMux(t, handlers.MuxConfig{Registry: r, EmitEvent: emitEvent, MaxEventsPerConn: 2, FirstDataTimeout: 50 * time.Millisecond})
 	dial(t, m, 9)
 	rec.Wait(t, 1)
 	for i, want := range []error{nil, nil, handlers.ErrEventDropped, handlers.ErrEventDropped} {

@@ -33,17 +33,6 @@ func probe(name string, ch chan<- seen) handlers.Handler {
 	})
 }
 
-func newMux(t *testing.T, cfg handlers.MuxConfig) (*handlers.Mux, *handlerstest.Recorder) {
-	t.Helper()
-	rec := &handlerstest.Recorder{}
-	cfg.Emit = rec.Emit
-	m, err := handlers.NewMux(cfg)
-	if err != nil {
-		t.Fatalf("NewMux: %v", err)
-	}
-	return m, rec
-}
-
 // dial runs m.ServeConn on the server end of a new loopback pair whose flow
 // has local port port, and returns the client end.
 func dial(t *testing.T, m *handlers.Mux, port uint16) *net.TCPConn {
@@ -72,7 +61,7 @@ func TestMuxDispatch(t *testing.T) {
 			reg := handlers.NewRegistry(probe("generic", ch))
 			reg.Register(probe("tls", ch), handlers.Matcher{Content: handlers.Prefix("\x16\x03")})
 			reg.Register(probe("http", ch), handlers.Matcher{Ports: []uint16{80}})
-			m, rec := newMux(t, handlers.MuxConfig{Registry: reg, FirstDataTimeout: 50 * time.Millisecond})
+			m, rec := handlerstest.NewMux(t, handlers.MuxConfig{Registry: reg, FirstDataTimeout: 50 * time.Millisecond})
 
 			client := dial(t, m, tc.port)
 			if tc.send != "" {
@@ -116,7 +105,7 @@ func TestMuxDispatch(t *testing.T) {
 
 func TestMuxFirstDataClosed(t *testing.T) {
 	ch := make(chan seen, 1)
-	m, rec := newMux(t, handlers.MuxConfig{Registry: handlers.NewRegistry(probe("generic", ch))})
+	m, rec := handlerstest.NewMux(t, handlers.MuxConfig{Registry: handlers.NewRegistry(probe("generic", ch))})
 	client := dial(t, m, 7)
 	client.Close()
 	if got := <-ch; got.first != nil {
@@ -154,7 +143,7 @@ func TestMuxPanic(t *testing.T) {
 		c.Write([]byte("partial"))
 		panic("kaboom")
 	}))
-	m, rec := newMux(t, handlers.MuxConfig{
+	m, rec := handlerstest.NewMux(t, handlers.MuxConfig{
 		Registry: reg,
 		Logger:   slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
@@ -195,7 +184,7 @@ var echo = handlers.Func("echo", func(_ context.Context, c *handlers.Conn) (any,
 })
 
 func TestMuxByteCounters(t *testing.T) {
-	m, rec := newMux(t, handlers.MuxConfig{Registry: handlers.NewRegistry(echo)})
+	m, rec := handlerstest.NewMux(t, handlers.MuxConfig{Registry: handlers.NewRegistry(echo)})
 	client := dial(t, m, 7)
 	client.Write([]byte("hello "))
 	time.Sleep(20 * time.Millisecond) // a second segment, after the first read
@@ -271,7 +260,7 @@ func TestMuxBudgets(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.Registry = handlers.NewRegistry(handlers.Func("greedy", tc.h))
-			m, rec := newMux(t, tc.cfg)
+			m, rec := handlerstest.NewMux(t, tc.cfg)
 			client := dial(t, m, 7)
 			go tc.client(client)
 			s := rec.Wait(t, 1)[0]
@@ -307,7 +296,7 @@ func TestConnHandlerDeadline(t *testing.T) {
 		}
 		return isTimeout(err), nil
 	}))
-	m, rec := newMux(t, handlers.MuxConfig{Registry: reg})
+	m, rec := handlerstest.NewMux(t, handlers.MuxConfig{Registry: reg})
 	client := dial(t, m, 7)
 	client.Write([]byte("abc"))
 	s := rec.Wait(t, 1)[0]

@@ -13,7 +13,7 @@ import (
 
 // twoPhaseQueue bounds the SYNs waiting for the detector; a full queue drops
 // the newest and counts it.
-const twoPhaseQueue = 1 << 14
+const twoPhaseQueue = 1 << 12
 
 // twoPhaseFeed runs the live two-phase detector in its own goroutine, off
 // the packet path: the netstack's sink hands it SYN records through a

@@ -3,10 +3,7 @@ package adb
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -133,12 +130,4 @@ func (h *Handler) record(b []byte, cut *bool) string {
 
 // endErr maps the error that ended the exchange to Serve's result: the
 // host's hang-up and the handler's own read timeout are normal ends.
-func endErr(err error) error {
-	switch {
-	case errors.Is(err, handlers.ErrBudgetExceeded), errors.Is(err, ErrMalformed):
-		return err
-	case errors.Is(err, io.EOF), errors.Is(err, os.ErrDeadlineExceeded):
-		return nil
-	}
-	return fmt.Errorf("adb: %w", err)
-}
+func endErr(err error) error { return handlers.EndErr("adb", err, ErrMalformed) }

@@ -22,26 +22,8 @@ func serve(t *testing.T) (string, *handlerstest.Recorder) {
 	t.Helper()
 	reg := handlers.NewRegistry(generic.New(generic.Config{}))
 	reg.Register(adb.New(adb.Config{}), handlers.Matcher{Content: adb.Match, Ports: adb.Ports})
-	rec := &handlerstest.Recorder{}
-	mux, err := handlers.NewMux(handlers.MuxConfig{Registry: reg, Emit: rec.Emit})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go mux.ServeConn(c, handlerstest.Flow(c, 5555))
-		}
-	}()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	addr, rec := handlerstest.Serve(t, handlers.MuxConfig{Registry: reg}, 5555)
+	_, port, _ := net.SplitHostPort(addr)
 	return port, rec
 }
 
@@ -62,13 +44,7 @@ func freePort(t *testing.T) string {
 // daemon runs on a port of its own, with a private HOME, and is killed
 // when the test ends.
 func TestADBClient(t *testing.T) {
-	bin, err := exec.LookPath("adb")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("adb not installed: %v", err)
-		}
-		t.Skip("adb not installed (Debian adb)")
-	}
+	bin := handlerstest.RequireTool(t, "adb", "adb")
 	port, rec := serve(t)
 	serverPort := freePort(t)
 	home := t.TempDir()

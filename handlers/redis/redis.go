@@ -3,10 +3,7 @@ package redis
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -70,15 +67,7 @@ func (h *Handler) Serve(ctx context.Context, c *handlers.Conn) (any, error) {
 
 // endErr maps the error that ended the exchange to Serve's result: the
 // client's hang-up and the handler's own read timeout are normal ends.
-func endErr(err error) error {
-	switch {
-	case errors.Is(err, handlers.ErrBudgetExceeded), errors.Is(err, ErrMalformed):
-		return err
-	case errors.Is(err, io.EOF), errors.Is(err, os.ErrDeadlineExceeded):
-		return nil
-	}
-	return fmt.Errorf("redis: %w", err)
-}
+func endErr(err error) error { return handlers.EndErr("redis", err, ErrMalformed) }
 
 // infoServer is the INFO reply: enough of a Redis 5 on Linux for the usual
 // checks (version, OS, role) to pass.

@@ -2,7 +2,6 @@ package redis_test
 
 import (
 	"net"
-	"os"
 	"os/exec"
 	"reflect"
 	"strings"
@@ -22,40 +21,7 @@ func serve(t *testing.T, cfg redis.Config) (string, *handlerstest.Recorder) {
 	t.Helper()
 	reg := handlers.NewRegistry(generic.New(generic.Config{}))
 	reg.Register(redis.New(cfg), handlers.Matcher{Content: redis.Match, Ports: redis.Ports})
-	rec := &handlerstest.Recorder{}
-	mux, err := handlers.NewMux(handlers.MuxConfig{Registry: reg, Emit: rec.Emit, FirstDataTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go mux.ServeConn(c, handlerstest.Flow(c, 6379))
-		}
-	}()
-	return ln.Addr().String(), rec
-}
-
-// tool returns the path of a client the test needs; without it the test
-// skips, except under CI=true where .ci/run installs it.
-func tool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed: %v", name, err)
-		}
-		t.Skipf("%s not installed (Debian redis-tools)", name)
-	}
-	return p
+	return handlerstest.Serve(t, handlers.MuxConfig{Registry: reg, FirstDataTimeout: time.Second}, 6379)
 }
 
 func detail(t *testing.T, s *records.Session) redis.Detail {
@@ -70,7 +36,7 @@ func detail(t *testing.T, s *records.Session) redis.Detail {
 // TestRedisCLI drives the handler with the real redis-cli: each command is
 // one connection, answered as redis-server would.
 func TestRedisCLI(t *testing.T) {
-	cli := tool(t, "redis-cli")
+	cli := handlerstest.RequireTool(t, "redis-cli", "redis-tools")
 	addr, rec := serve(t, redis.Config{})
 	host, port, _ := net.SplitHostPort(addr)
 	tests := []struct {

@@ -54,10 +54,6 @@ const (
 	maxDialectBytes = 64
 )
 
-// lingerTimeout is how long the handler waits for the client after its
-// answer: a reset sent at once could discard the answer unread.
-const lingerTimeout = time.Second
-
 // Config tunes the handler; zero values mean the defaults.
 type Config struct {
 	// MaxFrameBytes caps one NetBIOS session frame.

@@ -4,10 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"time"
 
@@ -64,22 +61,13 @@ func (h *Handler) Serve(ctx context.Context, c *handlers.Conn) (any, error) {
 	}
 	// Let the client read the answer (and send its SESSION_SETUP, which
 	// spoki does not answer) before the reset.
-	_ = c.SetReadDeadline(time.Now().Add(lingerTimeout))
-	_, _ = r.Discard(h.maxFrameBytes)
+	c.Linger(r, h.maxFrameBytes)
 	return d, nil
 }
 
 // endErr maps the error that ended the exchange to Serve's result: the
 // client's hang-up and the handler's own read timeout are normal ends.
-func endErr(err error) error {
-	switch {
-	case errors.Is(err, handlers.ErrBudgetExceeded), errors.Is(err, ErrMalformed):
-		return err
-	case errors.Is(err, io.EOF), errors.Is(err, os.ErrDeadlineExceeded):
-		return nil
-	}
-	return fmt.Errorf("smb: %w", err)
-}
+func endErr(err error) error { return handlers.EndErr("smb", err, ErrMalformed) }
 
 // answer returns the dialect selected for the NEGOTIATE n and the response
 // message, at time now.

@@ -19,13 +19,7 @@ import (
 // loopback listener, in SMB2 and in SMB1: smbclient fails after the
 // NEGOTIATE (spoki answers nothing more), and the session records it.
 func TestSMBClient(t *testing.T) {
-	bin, err := exec.LookPath("smbclient")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("smbclient not installed: %v", err)
-		}
-		t.Skip("smbclient not installed (Debian smbclient)")
-	}
+	bin := handlerstest.RequireTool(t, "smbclient", "smbclient")
 	tests := []struct {
 		name         string
 		options      []string
@@ -43,26 +37,8 @@ func TestSMBClient(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := handlers.NewRegistry(generic.New(generic.Config{}))
 			reg.Register(smb.New(smb.Config{}), handlers.Matcher{Content: smb.Match, Ports: smb.Ports})
-			rec := &handlerstest.Recorder{}
-			mux, err := handlers.NewMux(handlers.MuxConfig{Registry: reg, Emit: rec.Emit})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				for { // smbclient may retry
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					go mux.ServeConn(c, handlerstest.Flow(c, 445))
-				}
-			}()
-			_, port, _ := net.SplitHostPort(ln.Addr().String())
+			addr, rec := handlerstest.Serve(t, handlers.MuxConfig{Registry: reg}, 445) // smbclient may retry
+			_, port, _ := net.SplitHostPort(addr)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			args := append([]string{"-L", "//127.0.0.1", "-p", port, "-N"}, tc.options...)

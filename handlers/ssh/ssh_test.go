@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -104,32 +103,11 @@ func FuzzParse(f *testing.F) {
 // behind a Mux: it gets the banner, sends its own and its KEXINIT, and
 // spoki records them with the HASSH.
 func TestOpenSSH(t *testing.T) {
-	sshBin, err := exec.LookPath("ssh")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("ssh not installed (openssh-client, required under CI=true)")
-		}
-		t.Skip("ssh not installed (apt-get install openssh-client)")
-	}
+	sshBin := handlerstest.RequireTool(t, "ssh", "openssh-client")
 	reg := handlers.NewRegistry(generic.New(generic.Config{}))
 	reg.Register(ssh.New(ssh.Config{}), handlers.Matcher{Content: ssh.Match, Ports: ssh.Ports, SpeakFirst: 200 * time.Millisecond})
-	rec := &handlerstest.Recorder{}
-	m, err := handlers.NewMux(handlers.MuxConfig{Registry: reg, Emit: rec.Emit})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			m.ServeConn(c, handlerstest.Flow(c, 22))
-		}
-	}()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	addr, rec := handlerstest.Serve(t, handlers.MuxConfig{Registry: reg}, 22)
+	_, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command(sshBin, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
 		"-o", "ConnectTimeout=5", "-F", "/dev/null", "-p", port, "probe@127.0.0.1", "true")
 	out, _ := cmd.CombinedOutput() // fails: spoki closes before the key exchange

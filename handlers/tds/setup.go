@@ -42,11 +42,6 @@ const (
 	DefaultReadTimeout     = 10 * time.Second
 )
 
-// lingerTimeout is how long the handler waits for the client to hang up
-// after the last answer: a reset sent at once could discard the answer
-// before the client reads it.
-const lingerTimeout = time.Second
-
 // Config tunes the handler; zero values mean the defaults.
 type Config struct {
 	// MaxMessageBytes caps one TDS message, all its packets' payloads.

@@ -4,10 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
-	"os"
 	"time"
 	"unicode/utf16"
 
@@ -59,22 +56,13 @@ func (h *Handler) Serve(ctx context.Context, c *handlers.Conn) (any, error) {
 		return d, endErr(err)
 	}
 	// Let the client read the error and hang up before the reset.
-	_ = c.SetReadDeadline(time.Now().Add(lingerTimeout))
-	_, _ = r.Discard(h.maxMessageBytes)
+	c.Linger(r, h.maxMessageBytes)
 	return d, nil
 }
 
 // endErr maps the error that ended the exchange to Serve's result: the
 // client's hang-up and the handler's own read timeout are normal ends.
-func endErr(err error) error {
-	switch {
-	case errors.Is(err, handlers.ErrBudgetExceeded), errors.Is(err, ErrMalformed):
-		return err
-	case errors.Is(err, io.EOF), errors.Is(err, os.ErrDeadlineExceeded):
-		return nil
-	}
-	return fmt.Errorf("tds: %w", err)
-}
+func endErr(err error) error { return handlers.EndErr("tds", err, ErrMalformed) }
 
 // preloginResponse is the server's PRELOGIN answer: SQL Server 2019
 // (15.0.2000.0), ENCRYPT_NOT_SUP so that the LOGIN7 comes in the clear, no

@@ -19,32 +19,11 @@ import (
 // listener: the PRELOGIN and LOGIN7 are recorded, password included, and
 // tsql reports the login failure the handler answers.
 func TestTSQL(t *testing.T) {
-	bin, err := exec.LookPath("tsql")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("tsql not installed: %v", err)
-		}
-		t.Skip("tsql not installed (Debian freetds-bin)")
-	}
+	bin := handlerstest.RequireTool(t, "tsql", "freetds-bin")
 	reg := handlers.NewRegistry(generic.New(generic.Config{}))
 	reg.Register(tds.New(tds.Config{}), handlers.Matcher{Content: tds.Match, Ports: tds.Ports})
-	rec := &handlerstest.Recorder{}
-	mux, err := handlers.NewMux(handlers.MuxConfig{Registry: reg, Emit: rec.Emit})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			mux.ServeConn(c, handlerstest.Flow(c, 1433))
-		}
-	}()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	addr, rec := handlerstest.Serve(t, handlers.MuxConfig{Registry: reg}, 1433)
+	_, port, _ := net.SplitHostPort(addr)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

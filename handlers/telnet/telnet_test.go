@@ -3,11 +3,9 @@ package telnet_test
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"net"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -121,22 +119,6 @@ func FuzzDecoder(f *testing.F) {
 	})
 }
 
-// events collects MuxConfig.EmitEvent lines.
-type events struct {
-	mu    sync.Mutex
-	lines []map[string]any
-}
-
-func (e *events) emit(_ time.Time, line []byte) {
-	var m map[string]any
-	if err := json.Unmarshal(line, &m); err != nil {
-		panic(err)
-	}
-	e.mu.Lock()
-	e.lines = append(e.lines, m)
-	e.mu.Unlock()
-}
-
 // TestBotSession plays a Mirai-like bot against the handler behind a real
 // Mux on loopback: the server speaks first after the SpeakFirst wait, the
 // credentials and commands are recorded and the wget becomes a downloader
@@ -144,11 +126,8 @@ func (e *events) emit(_ time.Time, line []byte) {
 func TestBotSession(t *testing.T) {
 	reg := handlers.NewRegistry(generic.New(generic.Config{}))
 	reg.Register(telnet.New(telnet.Config{}), handlers.Matcher{Content: telnet.Match, Ports: telnet.Ports, SpeakFirst: 300 * time.Millisecond})
-	rec, ev := &handlerstest.Recorder{}, &events{}
-	m, err := handlers.NewMux(handlers.MuxConfig{Registry: reg, Emit: rec.Emit, EmitEvent: ev.emit})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ev := &handlerstest.Events{}
+	m, rec := handlerstest.NewMux(t, handlers.MuxConfig{Registry: reg, EmitEvent: ev.Emit})
 	server, client := handlerstest.TCPPair(t)
 	start := time.Now()
 	go m.ServeConn(server, handlerstest.Flow(server, 23))
@@ -211,11 +190,10 @@ func TestBotSession(t *testing.T) {
 	if !reflect.DeepEqual(d, want) {
 		t.Errorf("Detail =\n%+v, want\n%+v", d, want)
 	}
-	ev.mu.Lock()
-	defer ev.mu.Unlock()
-	if len(ev.lines) != 1 || ev.lines[0]["url"] != "http://203.0.113.5/bins/mirai.arm7" || ev.lines[0]["tool"] != "wget" ||
-		ev.lines[0]["event_type"] != "downloader" || ev.lines[0]["source"] != "command" {
-		t.Errorf("events = %v", ev.lines)
+	evs := ev.Lines()
+	if len(evs) != 1 || evs[0]["url"] != "http://203.0.113.5/bins/mirai.arm7" || evs[0]["tool"] != "wget" ||
+		evs[0]["event_type"] != "downloader" || evs[0]["source"] != "command" {
+		t.Errorf("events = %v", evs)
 	}
 }
 
@@ -225,20 +203,8 @@ func TestBotSession(t *testing.T) {
 func TestClientSpeaksFirst(t *testing.T) {
 	reg := handlers.NewRegistry(generic.New(generic.Config{}))
 	reg.Register(telnet.New(telnet.Config{LoginAttempt: 2}), handlers.Matcher{Content: telnet.Match, Ports: telnet.Ports, SpeakFirst: time.Second})
-	rec := &handlerstest.Recorder{}
-	m, _ := handlers.NewMux(handlers.MuxConfig{Registry: reg, Emit: rec.Emit})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			m.ServeConn(c, handlerstest.Flow(c, 2323))
-		}
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	addr, rec := handlerstest.Serve(t, handlers.MuxConfig{Registry: reg}, 2323)
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

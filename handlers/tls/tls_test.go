@@ -3,8 +3,6 @@ package tls_test
 import (
 	"encoding/binary"
 	"encoding/json"
-	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -230,32 +228,11 @@ func FuzzParse(f *testing.F) {
 // TestOpenSSL serves a real openssl s_client: SNI, JA3 and JA4 are
 // recorded, and the client gets the alert.
 func TestOpenSSL(t *testing.T) {
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("openssl not installed (required under CI=true)")
-		}
-		t.Skip("openssl not installed")
-	}
+	openssl := handlerstest.RequireTool(t, "openssl", "openssl")
 	reg := handlers.NewRegistry(generic.New(generic.Config{}))
 	reg.Register(tls.New(tls.Config{}), handlers.Matcher{Content: tls.Match, Ports: tls.Ports})
-	rec := &handlerstest.Recorder{}
-	m, err := handlers.NewMux(handlers.MuxConfig{Registry: reg, Emit: rec.Emit, FirstDataTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			m.ServeConn(c, handlerstest.Flow(c, 80)) // TLS on port 80: content wins
-		}
-	}()
-	cmd := exec.Command(openssl, "s_client", "-connect", ln.Addr().String(), "-servername", "x.test", "-alpn", "h2,http/1.1")
+	addr, rec := handlerstest.Serve(t, handlers.MuxConfig{Registry: reg, FirstDataTimeout: 2 * time.Second}, 80) // TLS on port 80: content wins
+	cmd := exec.Command(openssl, "s_client", "-connect", addr, "-servername", "x.test", "-alpn", "h2,http/1.1")
 	cmd.Stdin = strings.NewReader("")
 	out, _ := cmd.CombinedOutput() // fails: no certificate, by design
 	s := rec.Wait(t, 1)[0]

@@ -33,12 +33,12 @@ import (
 
 // Defaults for the zero values of Config.
 const (
-	// DefaultPacketQueue holds a quarter second of a 130k pps flood: the
+	// DefaultPacketQueue holds an eighth of a second of a 130k pps flood: the
 	// writer drains over a million records a second, and the queue memory
 	// counts against the RSS budget.
-	DefaultPacketQueue = 1 << 15
+	DefaultPacketQueue = 1 << 14
 	// DefaultReplyQueue matches the packet queue: at most one reply per packet.
-	DefaultReplyQueue = 1 << 15
+	DefaultReplyQueue = 1 << 14
 	// DefaultEventQueue is smaller: sessions and later events are rare (SYN
 	// events are made by the writer from the packet queue).
 	DefaultEventQueue = 4096
