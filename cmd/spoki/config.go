@@ -376,7 +376,7 @@ func (c *configChecker) handler(name string, v *yaml.Node) (hc handlerConfig, po
 		return hc, portLines, true
 	}
 	if v.Kind != yaml.MappingNode {
-		c.add(v.Line, "handlers: %s: want a map with ports, prefixes or disabled, not a %s", name, kindName(v))
+		c.add(v.Line, "handlers: %s: want a map with ports, prefixes, disabled or settings, not a %s", name, kindName(v))
 		return hc, portLines, false
 	}
 	seen := map[string]bool{}
@@ -429,8 +429,16 @@ func (c *configChecker) handler(name string, v *yaml.Node) (hc handlerConfig, po
 				c.add(val.Line, "handlers: %s: disabled: %s", name, decodeErrorText(err))
 				ok = false
 			}
+		case "settings":
+			hc.Settings = val
+			if spec, known := lookupSpec(name); known {
+				if _, err := spec.build(val); err != nil {
+					c.add(settingsLine(val, err), "handlers: %s: %s", name, decodeErrorText(err))
+					ok = false
+				}
+			}
 		default:
-			c.add(k.Line, "handlers: %s: unknown key %q%s", name, k.Value, suggest(k.Value, []string{"ports", "prefixes", "disabled"}))
+			c.add(k.Line, "handlers: %s: unknown key %q%s", name, k.Value, suggest(k.Value, []string{"ports", "prefixes", "disabled", "settings"}))
 			ok = false
 		}
 	}
@@ -680,4 +688,18 @@ func applyReloadable(running, next runConfig) runConfig {
 		a[key].Set(b[key])
 	}
 	return running
+}
+
+// settingsLine maps a decode error of a handler's re-encoded settings
+// ("line N: ...", counted from the settings' first line) back to the line
+// of the config file.
+func settingsLine(val *yaml.Node, err error) int {
+	msg := err.Error()
+	if i := strings.Index(msg, "line "); i >= 0 {
+		var n int
+		if _, serr := fmt.Sscanf(msg[i:], "line %d", &n); serr == nil && n > 0 {
+			return val.Line + n - 1
+		}
+	}
+	return val.Line
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -19,14 +20,17 @@ import (
 	"github.com/spoki-telescope/spoki/handlers/telnet"
 	tlsh "github.com/spoki-telescope/spoki/handlers/tls"
 	"github.com/spoki-telescope/spoki/tun"
+	"gopkg.in/yaml.v3"
 )
 
 // handlerSpec is one protocol handler spoki knows: how to build it and
 // where it listens by default. Adding a handler is one line in
 // knownHandlers (see handlers/README.md).
 type handlerSpec struct {
-	name    string
-	build   func() handlers.Handler
+	name string
+	// build makes the handler from the config file's `settings` (nil:
+	// the handler's defaults).
+	build   func(settings *yaml.Node) (handlers.Handler, error)
 	content func([]byte) bool
 	ports   []uint16
 	// speakFirst is set for protocols whose clients wait for the server.
@@ -36,15 +40,15 @@ type handlerSpec struct {
 // knownHandlers, in registration order: content matchers are tried in this
 // order (TLS before HTTP, so a TLS record on port 80 goes to tls).
 var knownHandlers = []handlerSpec{
-	{name: tlsh.Name, build: func() handlers.Handler { return tlsh.New(tlsh.Config{}) }, content: tlsh.Match, ports: tlsh.Ports},
-	{name: httph.Name, build: func() handlers.Handler { return httph.New(httph.Config{}) }, content: httph.Match, ports: httph.Ports},
-	{name: ssh.Name, build: func() handlers.Handler { return ssh.New(ssh.Config{}) }, content: ssh.Match, ports: ssh.Ports, speakFirst: time.Second},
-	{name: telnet.Name, build: func() handlers.Handler { return telnet.New(telnet.Config{}) }, content: telnet.Match, ports: telnet.Ports, speakFirst: time.Second},
-	{name: adb.Name, build: func() handlers.Handler { return adb.New(adb.Config{}) }, content: adb.Match, ports: adb.Ports},
-	{name: tds.Name, build: func() handlers.Handler { return tds.New(tds.Config{}) }, content: tds.Match, ports: tds.Ports},
-	{name: smb.Name, build: func() handlers.Handler { return smb.New(smb.Config{}) }, content: smb.Match, ports: smb.Ports},
-	{name: redis.Name, build: func() handlers.Handler { return redis.New(redis.Config{}) }, content: redis.Match, ports: redis.Ports},
-	{name: mqtt.Name, build: func() handlers.Handler { return mqtt.New(mqtt.Config{}) }, content: mqtt.Match, ports: mqtt.Ports},
+	{name: tlsh.Name, build: with(tlsh.New), content: tlsh.Match, ports: tlsh.Ports},
+	{name: httph.Name, build: with(httph.New), content: httph.Match, ports: httph.Ports},
+	{name: ssh.Name, build: with(ssh.New), content: ssh.Match, ports: ssh.Ports, speakFirst: time.Second},
+	{name: telnet.Name, build: with(telnet.New), content: telnet.Match, ports: telnet.Ports, speakFirst: time.Second},
+	{name: adb.Name, build: with(adb.New), content: adb.Match, ports: adb.Ports},
+	{name: tds.Name, build: with(tds.New), content: tds.Match, ports: tds.Ports},
+	{name: smb.Name, build: with(smb.New), content: smb.Match, ports: smb.Ports},
+	{name: redis.Name, build: with(redis.New), content: redis.Match, ports: redis.Ports},
+	{name: mqtt.Name, build: with(mqtt.New), content: mqtt.Match, ports: mqtt.Ports},
 }
 
 // handlerConfig is one entry of the config file's `handlers` map: it moves
@@ -53,6 +57,40 @@ type handlerConfig struct {
 	Ports    []uint16 `yaml:"ports"`
 	Prefixes []string `yaml:"prefixes"`
 	Disabled bool     `yaml:"disabled"`
+	// Settings is the handler's own Config (banners, the page served,
+	// limits, timeouts): its field names in lower case, e.g.
+	// `settings: {banner: "SSH-2.0-OpenSSH_9.2", readtimeout: 5s}`.
+	Settings *yaml.Node `yaml:"settings"`
+}
+
+// with adapts a handler package's New(Config) to handlerSpec.build: the
+// settings decode strictly into its Config, so a misspelt key is an error.
+func with[C any, H handlers.Handler](newHandler func(C) H) func(*yaml.Node) (handlers.Handler, error) {
+	return func(settings *yaml.Node) (handlers.Handler, error) {
+		var c C
+		if settings != nil && settings.Kind != 0 {
+			b, err := yaml.Marshal(settings)
+			if err != nil {
+				return nil, err
+			}
+			dec := yaml.NewDecoder(bytes.NewReader(b))
+			dec.KnownFields(true)
+			if err := dec.Decode(&c); err != nil {
+				return nil, fmt.Errorf("settings: %w", err)
+			}
+		}
+		return newHandler(c), nil
+	}
+}
+
+// lookupSpec returns the known handler of that name.
+func lookupSpec(name string) (handlerSpec, bool) {
+	for _, h := range knownHandlers {
+		if h.name == name {
+			return h, true
+		}
+	}
+	return handlerSpec{}, false
 }
 
 // buildRegistry registers the known handlers with the config's changes, and
@@ -76,7 +114,9 @@ func buildRegistry(cfg runConfig) (*handlers.Registry, error) {
 	}
 	for _, h := range knownHandlers {
 		m := handlers.Matcher{Content: h.content, Ports: h.ports, SpeakFirst: h.speakFirst}
+		var settings *yaml.Node
 		if hc, ok := cfg.Handlers[h.name]; ok {
+			settings = hc.Settings
 			if hc.Disabled {
 				continue
 			}
@@ -91,7 +131,11 @@ func buildRegistry(cfg runConfig) (*handlers.Registry, error) {
 				m.Prefixes = append(m.Prefixes, p)
 			}
 		}
-		if err := register(reg, h.build(), m); err != nil {
+		handler, err := h.build(settings)
+		if err != nil {
+			return nil, fmt.Errorf("config: handler %s: %w", h.name, err)
+		}
+		if err := register(reg, handler, m); err != nil {
 			return nil, err
 		}
 	}

@@ -31,7 +31,7 @@ phase-timeout: 300s
 pure-prefix: [192.0.2.128/25]
 handlers:
   http: {ports: [80, 8080, 8888]}
-  ssh: {prefixes: [192.0.2.0/25]}
+  ssh: {prefixes: [192.0.2.0/25], settings: {banner: "SSH-2.0-OpenSSH_9.2p1", readtimeout: 5s}}
   telnet: {disabled: true}
 `)
 	cfg, err := parseRunFlags([]string{"--config", p, "--tag", "fromflag"})
@@ -63,6 +63,8 @@ func TestConfigErrors(t *testing.T) {
 		{"port claimed twice", "prefix: [192.0.2.0/24]\nhandlers:\n  ssh: {ports: [80]}\n", "80"},
 		{"bad handler prefix", "prefix: [192.0.2.0/24]\nhandlers:\n  ssh: {prefixes: [nonsense]}\n", "nonsense"},
 		{"overlapping prefixes", "prefix: [192.0.2.0/24, 192.0.2.0/25]\n", "overlap"},
+		{"misspelt handler setting with its line", "prefix: [192.0.2.0/24]\nhandlers:\n  http:\n    settings:\n      server: x\n      bannr: y\n", "line 6: handlers: http: field bannr"},
+		{"handler setting of the wrong type", "prefix: [192.0.2.0/24]\nhandlers:\n  ssh:\n    settings: {readtimeout: soon}\n", "ssh"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := parseRunFlags([]string{"--config", writeConfig(t, tc.yaml)})
