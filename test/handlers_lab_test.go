@@ -1,10 +1,7 @@
 package test
 
 import (
-	"bufio"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,28 +9,21 @@ import (
 	"github.com/spoki-telescope/spoki/lab"
 )
 
-// e2eRawEvents reads every event of the log directory as a generic JSON
-// object, so that the handlers' detail objects can be checked.
+// e2eRawEvents reads every event of the log directory (rotated hours may
+// be gzipped) as a generic JSON object, so that the handlers' detail
+// objects can be checked.
 func e2eRawEvents(t *testing.T, dir string) []map[string]any {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(dir, "*.jsonl"))
 	var out []map[string]any
-	for _, f := range files {
-		fh, err := os.Open(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(fh)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
+	for _, f := range e2eLogFiles(t, dir)[e2eEvents] {
+		for _, line := range e2eReadLines(t, f) {
 			var m map[string]any
-			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
 				t.Errorf("%s: bad JSON line: %v", f, err)
 				continue
 			}
 			out = append(out, m)
 		}
-		fh.Close()
 	}
 	return out
 }
