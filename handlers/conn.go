@@ -38,6 +38,7 @@ type Conn struct {
 
 	mux    *Mux         // nil for a Conn built by NewConn: Emit drops
 	events atomic.Int64 // events raised with Emit, for the per-conn cap
+	reset  atomic.Bool  // Reset was called
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -216,6 +217,7 @@ func (c *Conn) Emit(eventType string, fields any) error {
 // do), else SetLinger(0) and Close on a *net.TCPConn. Other conns (such as
 // net.Pipe) are only closed, and the error wraps errors.ErrUnsupported.
 func (c *Conn) Reset() error {
+	c.reset.Store(true)
 	switch rc := c.raw.(type) {
 	case interface{ Reset() error }:
 		return rc.Reset()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -125,6 +126,26 @@ func NewMux(cfg MuxConfig) (*Mux, error) {
 // Stats returns the Mux's live counters.
 func (m *Mux) Stats() *Stats { return &m.stats }
 
+// endWithReset ends a connection its handler left open the way Spoki ends
+// every connection, with a RST, so that the reply log holds the tcp-rst
+// that Spoki's assemble expects for the handshake ACK. It first sends a FIN,
+// so that a client reading until the end knows it has everything, and gives
+// the client LingerTimeout to read what the handler wrote and close: a RST
+// that overtook unread data would make the client drop it. What the client
+// still sends meanwhile is read and discarded (capped).
+func (m *Mux) endWithReset(conn *Conn) {
+	if cw, ok := conn.raw.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = conn.raw.SetReadDeadline(time.Now().Add(LingerTimeout))
+	_, _ = io.CopyN(io.Discard, conn.raw, lingerDiscardBytes)
+	_ = conn.Reset()
+}
+
+// lingerDiscardBytes caps what endWithReset reads from a client that keeps
+// sending after the handler is done.
+const lingerDiscardBytes = 64 << 10
+
 // ServeConn serves one accepted connection c described by f and returns
 // when it is closed and its session emitted. It has the signature the
 // netstack takes at construction; the netstack calls it on a new goroutine
@@ -158,6 +179,9 @@ func (m *Mux) ServeConn(c net.Conn, f records.Flow) {
 	s := &records.Session{Flow: f, Payload: conn.first}
 	var err error
 	s.AppProto, s.Detail, err = m.serve(ctx, conn)
+	if !conn.reset.Load() {
+		m.endWithReset(conn)
+	}
 	_ = c.Close() // the exchange is over; a second close after Reset is harmless
 	s.End = time.Now()
 	s.BytesToServer, s.BytesToClient = conn.toServer.Load(), conn.toClient.Load()

@@ -191,8 +191,10 @@ func TestMuxByteCounters(t *testing.T) {
 	client.Write([]byte("telescope"))
 	client.CloseWrite()
 	got, err := io.ReadAll(client)
-	if err != nil || string(got) != "hello telescope" {
-		t.Errorf("client read %q, %v, want %q", got, err, "hello telescope")
+	// Every connection ends with a RST (endWithReset), after the client
+	// had its chance to read what was written.
+	if (err != nil && !errors.Is(err, syscall.ECONNRESET)) || string(got) != "hello telescope" {
+		t.Errorf("client read %q, %v, want %q then EOF or a reset", got, err, "hello telescope")
 	}
 	s := rec.Wait(t, 1)[0]
 	if string(s.Payload) != "hello " || s.BytesToServer != 15 || s.BytesToClient != 15 || s.Error != "" {
@@ -342,5 +344,36 @@ func TestNewMuxErrors(t *testing.T) {
 				t.Errorf("NewMux(%+v) = %v, want error with %q", tc.cfg, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestMuxEndsWithReset checks that a handler that returns without resetting
+// still ends in a RST, as Spoki ends every connection, and that the client
+// first reads everything the handler wrote.
+func TestMuxEndsWithReset(t *testing.T) {
+	banner := handlers.Func("banner", func(_ context.Context, c *handlers.Conn) (any, error) {
+		_, err := io.WriteString(c, "220 ready\r\n")
+		return nil, err
+	})
+	m, _ := handlerstest.NewMux(t, handlers.MuxConfig{Registry: handlers.NewRegistry(banner), FirstDataTimeout: 50 * time.Millisecond})
+	client := dial(t, m, 21)
+	buf := make([]byte, 64)
+	n, err := io.ReadAtLeast(client, buf, len("220 ready\r\n"))
+	if err != nil || string(buf[:n]) != "220 ready\r\n" {
+		t.Fatalf("client read %q, %v, want the banner", buf[:n], err)
+	}
+	// The handler is done: a FIN tells the client it has everything.
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err = client.Read(buf); err != io.EOF {
+		t.Fatalf("after the banner: %v, want EOF", err)
+	}
+	// The client does not close: after LingerTimeout the Mux resets.
+	start := time.Now()
+	if _, err = client.Write([]byte("still here\r\n")); err == nil {
+		time.Sleep(handlers.LingerTimeout + 200*time.Millisecond)
+		_, err = client.Write([]byte("again\r\n"))
+	}
+	if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+		t.Errorf("writing %v after the banner: %v, want a connection reset", time.Since(start), err)
 	}
 }

@@ -34,8 +34,8 @@ var (
 // gsyn is a probed regular SYN at ms whose confirmation comes at confUs
 // (0: none).
 func gsyn(ms int64, sport uint16, userid uint32, confUs int64) genRow {
-	return genRow{ms: ms, src: gSrc, dst: gDst, ttl: 64, sport: sport, dport: 80, snum: 1000, opts: "mss", syn: true,
-		probed: true, method: "tcp-synack", userid: userid, panum: 1001, nprobes: 1, conf: confUs != 0, confUs: confUs}
+	return genRow{ms: ms, src: gSrc, dst: gDst, ttl: 64, sport: sport, dport: 80, snum: 1000, opts: []uint8{genOptMSS}, syn: true,
+		probed: true, method: records.MethodSYNACK, userid: userid, panum: 1001, nprobes: 1, conf: confUs != 0, confUs: confUs}
 }
 
 type capture struct {

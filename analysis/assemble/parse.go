@@ -190,6 +190,30 @@ func (in interner) get(b []byte) string {
 	return s
 }
 
+// pick splits line into ncols columns and loads the named columns:
+// fields[k] is the column at position idx[k] and have[k] says whether the
+// row has it (idx[k] < 0: the header lacks it).
+func (sp *splitter) pick(line []byte, ncols int, idx []int, fields [][]byte, have []bool) {
+	sp.split(line, ncols)
+	for k, i := range idx {
+		if i >= 0 && i < len(sp.start) {
+			fields[k], have[k] = line[sp.start[i]:sp.end[i]], true
+		} else {
+			fields[k], have[k] = nil, false
+		}
+	}
+}
+
+// haveAll reports whether every one of cols is set in have.
+func haveAll(have []bool, cols ...int) bool {
+	for _, c := range cols {
+		if !have[c] {
+			return false
+		}
+	}
+	return true
+}
+
 // rawParser parses raw-log rows under one file's header.
 type rawParser struct {
 	idx    [numRawCols]int
@@ -211,20 +235,10 @@ func newRawParser(header []byte, strs interner) *rawParser {
 // parse fills ev from line (its line end included or not). ev.batch is left
 // to the caller.
 func (p *rawParser) parse(line []byte, ev *event) error {
-	line = rstrip(line)
-	p.sp.split(line, p.ncols)
-	for c, i := range p.idx {
-		if i >= 0 && i < len(p.sp.start) {
-			p.fields[c], p.have[c] = line[p.sp.start[i]:p.sp.end[i]], true
-		} else {
-			p.fields[c], p.have[c] = nil, false
-		}
-	}
+	p.sp.pick(rstrip(line), p.ncols, p.idx[:], p.fields[:], p.have[:])
 	f := &p.fields
-	for _, c := range [...]int{rcTS, rcSaddr, rcDaddr, rcIPID, rcTTL, rcProto, rcProbed} {
-		if !p.have[c] {
-			return errMissingColumn
-		}
+	if !haveAll(p.have[:], rcTS, rcSaddr, rcDaddr, rcIPID, rcTTL, rcProto, rcProbed) {
+		return errMissingColumn
 	}
 	ms, ok := parseInt(f[rcTS])
 	if !ok {
@@ -259,10 +273,8 @@ func (p *rawParser) parse(line []byte, ev *event) error {
 	ev.sport, ev.dport, ev.snum, ev.anum, ev.window = 0, 0, 0, 0, 0
 	switch ev.proto {
 	case protoTCP:
-		for _, c := range [...]int{rcSport, rcDport, rcSnum, rcAnum, rcWindow, rcPayload} {
-			if !p.have[c] {
-				return errMissingColumn
-			}
+		if !haveAll(p.have[:], rcSport, rcDport, rcSnum, rcAnum, rcWindow, rcPayload) {
+			return errMissingColumn
 		}
 		sport, ok1 := parseUint(f[rcSport], 16)
 		dport, ok2 := parseUint(f[rcDport], 16)
@@ -300,10 +312,8 @@ func (p *rawParser) parse(line []byte, ev *event) error {
 	ev.method, ev.userid, ev.panum, ev.psnum, ev.nprobes = "", 0, 0, 0, 0
 	ev.conf, ev.confUs = false, 0
 	if ev.probed {
-		for _, c := range [...]int{rcMethod, rcUserID, rcProbeAnum, rcProbeSnum, rcNumProbes} {
-			if !p.have[c] {
-				return errMissingColumn
-			}
+		if !haveAll(p.have[:], rcMethod, rcUserID, rcProbeAnum, rcProbeSnum, rcNumProbes) {
+			return errMissingColumn
 		}
 		uid, ok1 := parseUint(f[rcUserID], 32)
 		pa, ok2 := parseUint(f[rcProbeAnum], 32)
@@ -338,20 +348,10 @@ func newConParser(header []byte, strs interner) *conParser {
 
 // parse fills c from line. c.batch is left to the caller.
 func (p *conParser) parse(line []byte, c *confirmation) error {
-	line = rstrip(line)
-	p.sp.split(line, p.ncols)
-	for k, i := range p.idx {
-		if i >= 0 && i < len(p.sp.start) {
-			p.fields[k], p.have[k] = line[p.sp.start[i]:p.sp.end[i]], true
-		} else {
-			p.fields[k], p.have[k] = nil, false
-		}
-	}
+	p.sp.pick(rstrip(line), p.ncols, p.idx[:], p.fields[:], p.have[:])
 	f := &p.fields
-	for _, k := range [...]int{ccMethod, ccUserID, ccNumProbes, ccSaddr, ccDaddr, ccSport, ccDport} {
-		if !p.have[k] {
-			return errMissingColumn
-		}
+	if !haveAll(p.have[:], ccMethod, ccUserID, ccNumProbes, ccSaddr, ccDaddr, ccSport, ccDport) {
+		return errMissingColumn
 	}
 	switch {
 	case p.have[ccStartSec] && p.have[ccStartUsec]:

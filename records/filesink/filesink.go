@@ -294,35 +294,13 @@ func (w *Writer) newCSVStream(proto, component, header string, written *atomic.U
 // packet is dropped and counted. p.Payload is kept, not copied: the caller
 // must not modify it afterwards.
 func (w *Writer) Packet(p *records.Packet) {
-	w.mu.RLock()
-	if w.closed {
-		w.mu.RUnlock()
-		w.c.dropClosed.Add(1)
-		return
-	}
-	select {
-	case w.packets <- *p:
-	default:
-		w.c.dropPacketQueueFull.Add(1)
-	}
-	w.mu.RUnlock()
+	enqueue(w, w.packets, p, &w.c.dropPacketQueueFull)
 }
 
 // Reply queues a copy of r for the reply log. It never blocks: when the
 // queue is full the reply is dropped and counted.
 func (w *Writer) Reply(r *records.Reply) {
-	w.mu.RLock()
-	if w.closed {
-		w.mu.RUnlock()
-		w.c.dropClosed.Add(1)
-		return
-	}
-	select {
-	case w.replies <- *r:
-	default:
-		w.c.dropReplyQueueFull.Add(1)
-	}
-	w.mu.RUnlock()
+	enqueue(w, w.replies, r, &w.c.dropReplyQueueFull)
 }
 
 // Session queues a copy of s for a `session` event, filed under the hour of
@@ -343,6 +321,12 @@ func (w *Writer) Event(t time.Time, line []byte) {
 }
 
 func (w *Writer) enqueueEvent(e eventItem) {
+	enqueue(w, w.events, &e, &w.c.dropEventQueueFull)
+}
+
+// enqueue queues a copy of *v on ch, one of w's queues. It never blocks: when
+// w is closed the record is counted in dropClosed, when ch is full in full.
+func enqueue[T any](w *Writer, ch chan<- T, v *T, full *atomic.Uint64) {
 	w.mu.RLock()
 	if w.closed {
 		w.mu.RUnlock()
@@ -350,9 +334,9 @@ func (w *Writer) enqueueEvent(e eventItem) {
 		return
 	}
 	select {
-	case w.events <- e:
+	case ch <- *v:
 	default:
-		w.c.dropEventQueueFull.Add(1)
+		full.Add(1)
 	}
 	w.mu.RUnlock()
 }
