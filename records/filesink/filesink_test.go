@@ -451,20 +451,34 @@ func TestFlushIntervalMakesRowsTailable(t *testing.T) {
 	}
 }
 
-func TestCloseStopsGoroutine(t *testing.T) {
-	before := runtime.NumGoroutine()
-	w, err := New(Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; runtime.NumGoroutine() > before; i++ {
-		if i == 100 {
-			t.Fatalf("%d goroutines after Close, %d before", runtime.NumGoroutine(), before)
-		}
-		time.Sleep(10 * time.Millisecond)
+// TestCloseStopsGoroutines checks that Close leaves no goroutine behind:
+// the writer's, and the compressor's when compression or Keep is on.
+func TestCloseStopsGoroutines(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"writer", Config{}},
+		{"writer and maintenance", Config{Compress: true, Keep: time.Hour}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := runtime.NumGoroutine()
+			cfg := tc.cfg
+			cfg.Dir = t.TempDir()
+			w, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; runtime.NumGoroutine() > before; i++ {
+				if i == 100 {
+					t.Fatalf("%d goroutines after Close, %d before", runtime.NumGoroutine(), before)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -185,23 +184,6 @@ func TestCompressLeavesOpenFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("plain file still there after compression (err %v)", err)
-	}
-}
-
-func TestCloseStopsMaintenance(t *testing.T) {
-	before := runtime.NumGoroutine()
-	w, err := New(Config{Dir: t.TempDir(), Compress: true, Keep: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; runtime.NumGoroutine() > before; i++ {
-		if i == 100 {
-			t.Fatalf("%d goroutines after Close, %d before", runtime.NumGoroutine(), before)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
