@@ -22,18 +22,44 @@ type connEntry struct {
 	admitted time.Time
 	accepted bool
 	done     time.Time // zero while the connection is open
+	// src and net are the remote address and its /24 or /48, whose open
+	// counts this entry holds while open.
+	src netip.Addr
+	net netip.Prefix
+	// l is the listener the handshake was handed to, whose pending count
+	// this entry holds until accepted or expired.
+	l *listener
 }
 
-// connTable bounds concurrent connections and keeps the user id of each
-// admitted handshake so that gVisor's replies on it (the final reset above
-// all) join the ACK's raw row. It only grows with completed handshakes, and
-// at most to max open entries plus those finished within doneLinger.
+// connTable bounds concurrent connections, in total and per remote address
+// and network, and keeps the user id of each admitted handshake so that
+// gVisor's replies on it (the final reset above all) join the ACK's raw
+// row. It only grows with completed handshakes, and at most to max open
+// entries plus those finished within doneLinger; the per-source counts hold
+// open connections only, so at most max entries each.
 type connTable struct {
-	mu   sync.Mutex
-	m    map[flowKey]*connEntry
-	open int
-	max  int
+	mu     sync.Mutex
+	m      map[flowKey]*connEntry
+	perIP  map[netip.Addr]int
+	perNet map[netip.Prefix]int
+	open   int
+	max    int
+	maxIP  int
+	maxNet int
 }
+
+// admitResult says whether admit reserved a slot, and which cap refused it.
+type admitResult uint8
+
+const (
+	admitOK admitResult = iota
+	// admitConnLimit: max connections are open.
+	admitConnLimit
+	// admitSourceLimit: the remote address holds maxIP connections.
+	admitSourceLimit
+	// admitNetLimit: the remote /24 or /48 holds maxNet connections.
+	admitNetLimit
+)
 
 const (
 	// admitTimeout is how long an admitted handshake may wait for gVisor to
@@ -42,28 +68,105 @@ const (
 	// doneLinger keeps a finished connection's user id for the last
 	// segments gVisor sends after the handler returns (the RST, a FIN).
 	doneLinger = 5 * time.Second
+	// netBits4 and netBits6 are the remote networks capped together.
+	netBits4 = 24
+	netBits6 = 48
 )
 
+// newConnTable returns a table of max connections without per-source caps
+// (they are max); capSources sets them.
 func newConnTable(max int) *connTable {
-	return &connTable{m: make(map[flowKey]*connEntry), max: max}
+	return &connTable{m: make(map[flowKey]*connEntry), perIP: make(map[netip.Addr]int), perNet: make(map[netip.Prefix]int),
+		max: max, maxIP: max, maxNet: max}
 }
 
-// admit reserves a slot for a handshake. A segment of a handshake already
-// admitted (a retransmitted ACK, data racing the accept) gets the same slot
-// with fresh false. It fails when max connections are open.
-func (t *connTable) admit(k flowKey, newID func() uint32, now time.Time) (uid uint32, fresh, ok bool) {
+// capSources sets the per-address and per-network caps.
+func (t *connTable) capSources(maxIP, maxNet int) *connTable {
+	t.maxIP, t.maxNet = maxIP, maxNet
+	return t
+}
+
+// remoteNet returns the network of a remote address that is capped as one.
+func remoteNet(a netip.Addr) netip.Prefix {
+	bits := netBits6
+	if a.Is4() {
+		bits = netBits4
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// admit reserves a slot for a handshake from remote. A segment of a
+// handshake already admitted (a retransmitted ACK, data racing the accept)
+// gets the same slot with fresh false. It fails when the remote address,
+// its network or the whole table holds its maximum of open connections,
+// checked in that order.
+func (t *connTable) admit(k flowKey, remote netip.Addr, newID func() uint32, now time.Time) (uid uint32, fresh bool, res admitResult) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if e, ok := t.m[k]; ok && e.done.IsZero() {
-		return e.userID, false, true
+		return e.userID, false, admitOK
 	}
-	if t.open >= t.max {
-		return 0, false, false
+	remote = remote.Unmap()
+	nw := remoteNet(remote)
+	switch {
+	case t.perIP[remote] >= t.maxIP:
+		return 0, false, admitSourceLimit
+	case t.perNet[nw] >= t.maxNet:
+		return 0, false, admitNetLimit
+	case t.open >= t.max:
+		return 0, false, admitConnLimit
 	}
-	e := &connEntry{userID: newID(), admitted: now}
+	e := &connEntry{userID: newID(), admitted: now, src: remote, net: nw}
 	t.m[k] = e
 	t.open++
-	return e.userID, true, true
+	t.perIP[remote]++
+	t.perNet[nw]++
+	return e.userID, true, admitOK
+}
+
+// release gives back the open counts of e, which is leaving the open state.
+//
+// +checklocks:t.mu
+func (t *connTable) release(e *connEntry) {
+	t.open--
+	if n := t.perIP[e.src] - 1; n > 0 {
+		t.perIP[e.src] = n
+	} else {
+		delete(t.perIP, e.src)
+	}
+	if n := t.perNet[e.net] - 1; n > 0 {
+		t.perNet[e.net] = n
+	} else {
+		delete(t.perNet, e.net)
+	}
+	t.unbind(e)
+}
+
+// unbind gives back e's count in its listener's pending.
+//
+// +checklocks:t.mu
+func (t *connTable) unbind(e *connEntry) {
+	if e.l != nil {
+		e.l.pending.Add(-1)
+		e.l = nil
+	}
+}
+
+// bind records that the fresh admission k was handed to listener l (whose
+// pending ensureListener raised): the count is given back when the
+// connection is accepted or the admission expires. It reports false, and
+// gives the count back at once, if k is no longer waiting.
+func (t *connTable) bind(k flowKey, l *listener) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.m[k]
+	if !ok || !e.done.IsZero() || e.accepted || e.l != nil {
+		l.pending.Add(-1)
+		return false
+	}
+	e.l = l
+	return true
 }
 
 // forget undoes an admission that could not be passed on.
@@ -71,7 +174,7 @@ func (t *connTable) forget(k flowKey) {
 	t.mu.Lock()
 	if e, ok := t.m[k]; ok && e.done.IsZero() {
 		delete(t.m, k)
-		t.open--
+		t.release(e)
 	}
 	t.mu.Unlock()
 }
@@ -85,6 +188,7 @@ func (t *connTable) accepted(k flowKey) (uid uint32, admitted time.Time, ok bool
 		return 0, time.Time{}, false
 	}
 	e.accepted = true
+	t.unbind(e)
 	return e.userID, e.admitted, true
 }
 
@@ -93,7 +197,7 @@ func (t *connTable) finish(k flowKey, now time.Time) {
 	t.mu.Lock()
 	if e, ok := t.m[k]; ok && e.done.IsZero() {
 		e.done = now
-		t.open--
+		t.release(e)
 	}
 	t.mu.Unlock()
 }
@@ -119,7 +223,7 @@ func (t *connTable) sweep(now time.Time) (expired int) {
 			delete(t.m, k)
 		case e.done.IsZero() && !e.accepted && now.Sub(e.admitted) > admitTimeout:
 			delete(t.m, k)
-			t.open--
+			t.release(e)
 			expired++
 		}
 	}

@@ -339,21 +339,36 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside bool, rec *records.Pa
 		return verdictDrop
 	}
 	key := makeFlowKey(rec.Dst, rec.Src, dport, sport)
-	uid, fresh, ok := s.conns.admit(key, s.nextUserID, rec.Time)
-	if !ok {
+	uid, fresh, res := s.conns.admit(key, rec.Src, s.nextUserID, rec.Time)
+	switch res {
+	case admitConnLimit:
 		s.stats.DropConnLimit.Add(1)
+		return verdictDrop
+	case admitSourceLimit:
+		s.stats.DropSourceLimit.Add(1)
+		return verdictDrop
+	case admitNetLimit:
+		s.stats.DropNetLimit.Add(1)
 		return verdictDrop
 	}
 	// Another segment of an admitted handshake (data racing its ACK on
 	// another TUN queue, a retransmission) must find the listener too, or
 	// gVisor would answer it with a RST: ensureListener waits for a
-	// creation in progress.
-	if err := s.ensureListener(netProto, dport); err != nil {
+	// creation in progress, and marks the listener used so that it stays.
+	l, err := s.ensureListener(netProto, dport, fresh, rec.Time)
+	if err != nil {
 		if fresh {
 			s.conns.forget(key)
 		}
-		s.stats.DropListener.Add(1)
+		if err == errListenerCap {
+			s.stats.DropListenerCap.Add(1)
+		} else {
+			s.stats.DropListener.Add(1)
+		}
 		return verdictDrop
+	}
+	if fresh {
+		s.conns.bind(key, l)
 	}
 	if !fresh {
 		// gVisor's listener hands it to the endpoint, or builds the

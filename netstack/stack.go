@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -31,14 +32,30 @@ const (
 	DefaultIdleTimeout     = 30 * time.Second
 	DefaultTotalTimeout    = 2 * time.Minute
 	DefaultMaxPayloadBytes = 65535
+	// DefaultMaxConnsPerIP and DefaultMaxConnsPerNet are the shares of
+	// MaxConns one remote address and one remote /24 (IPv4) or /48 (IPv6)
+	// may hold: 64 addresses or 16 networks are needed to fill the table.
+	DefaultMaxConnsPerIP  = 64
+	DefaultMaxConnsPerNet = 256
+	// DefaultMaxListeners bounds the gVisor listeners open at once, about
+	// 4.5 KiB each (see listener).
+	DefaultMaxListeners = 1024
 	// listenBacklog bounds each lazily created listener's accept queue; the
 	// acceptors drain it at once, and MaxConns bounds the total anyway.
 	listenBacklog = 1024
-	// readyQueue bounds the listeners waiting for the acceptors; a listener
-	// is queued at most once, so this only needs to exceed the number of
-	// listeners that become ready at the same time.
-	readyQueue = 4096
-	acceptors  = 2
+	acceptors     = 2
+	// listenerIdle is how long a listener stays open after the front end
+	// last handed it a segment; the janitor closes it then, if no
+	// handshake it was handed is still waiting to be accepted.
+	listenerIdle = time.Second
+	// listenerEvictIdle is the shorter idle time after which a listener may
+	// be closed to make room when MaxListeners are open. It must exceed by
+	// far the time gVisor takes to process a segment queued on a listener:
+	// a segment still queued when its listener closes would be answered
+	// with a RST.
+	listenerEvictIdle = 250 * time.Millisecond
+	// listenerEvictScan bounds the listeners looked at for one eviction.
+	listenerEvictScan = 8
 )
 
 // Sink receives the records of the packet path. Both methods are called
@@ -63,6 +80,17 @@ type Config struct {
 	// MaxConns bounds connections open at once; valid-cookie ACKs over it
 	// are dropped and counted (the client retransmits).
 	MaxConns int
+	// MaxConnsPerIP and MaxConnsPerNet bound the connections open at once
+	// from one remote address and from one remote /24 (IPv4) or /48
+	// (IPv6), so that one host or network gets at most its share of
+	// MaxConns. Valid-cookie ACKs over them are dropped and counted apart.
+	// A value >= MaxConns turns the cap off.
+	MaxConnsPerIP, MaxConnsPerNet int
+	// MaxListeners bounds the gVisor listeners open at once (one per port
+	// and family that saw a handshake recently). A listener is closed once
+	// idle; a handshake that finds MaxListeners open and none idle is
+	// dropped and counted (the client retransmits).
+	MaxListeners int
 	// IdleTimeout ends a connection on which nothing was read or written
 	// for that long; TotalTimeout ends any connection after that long.
 	IdleTimeout, TotalTimeout time.Duration
@@ -98,9 +126,18 @@ type Stack struct {
 	stats Stats
 	uid   atomic.Uint32
 
+	// lmu serialises listener creation (and with it the nonce injection)
+	// and closing; listeners holds the open ones, most recently used first
+	// in the lru list.
 	lmu       sync.Mutex
-	listeners map[listenKey]*listener
-	ready     chan *listener
+	listeners map[listenKey]*listener // +checklocks:lmu
+	lru       listenerList            // +checklocks:lmu
+	// slots counts the listeners that may still be in ready: the open ones
+	// and the closed ones the acceptors have not yet taken out. It never
+	// exceeds MaxListeners, ready's capacity, so that a wake-up can never
+	// find ready full.
+	slots atomic.Int64
+	ready chan *listener
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -115,11 +152,61 @@ type listenKey struct {
 	port     uint16
 }
 
+// listener is one lazily created wildcard gVisor listener: it turns the
+// valid-cookie ACKs of one port and family into connections. Its lifecycle:
+// created by the first handshake of its port; closed by the janitor (or to
+// make room at MaxListeners) once no handshake it was handed waits to be
+// accepted (pending), its accept queue is empty and the front end has not
+// handed it a segment for listenerIdle. gVisor's Close unregisters it and
+// releases the port at once, so the next handshake creates a new one; the
+// connections it created are registered on their own and live on.
 type listener struct {
-	ep     tcpip.Endpoint
-	wq     *waiter.Queue
-	entry  waiter.Entry
-	queued atomic.Bool
+	key listenKey
+	ep  tcpip.Endpoint
+	wq  *waiter.Queue
+	// entry wakes the acceptors; queued is set while the listener is in
+	// ready (or about to be sent there), and stays set once it is closed
+	// and its slot released, so that it is never queued again.
+	entry    waiter.Entry
+	queued   atomic.Bool
+	closed   atomic.Bool
+	released atomic.Bool
+	// pending counts the admitted handshakes handed to this listener that
+	// were neither accepted nor expired (connEntry.l points here).
+	pending atomic.Int32
+	// lastUse is when the front end last handed it a segment.
+	lastUse    time.Time // +checklocks:Stack.lmu
+	prev, next *listener // lru links, +checklocks:Stack.lmu
+}
+
+// listenerList is an intrusive doubly linked list of listeners, most
+// recently used at the front.
+type listenerList struct {
+	front, back *listener
+}
+
+func (ll *listenerList) remove(l *listener) {
+	if l.prev != nil {
+		l.prev.next = l.next
+	} else {
+		ll.front = l.next
+	}
+	if l.next != nil {
+		l.next.prev = l.prev
+	} else {
+		ll.back = l.prev
+	}
+	l.prev, l.next = nil, nil
+}
+
+func (ll *listenerList) pushFront(l *listener) {
+	l.prev, l.next = nil, ll.front
+	if ll.front != nil {
+		ll.front.prev = l
+	} else {
+		ll.back = l
+	}
+	ll.front = l
 }
 
 // New builds the stack and starts reading the link.
@@ -139,6 +226,15 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = DefaultMaxConns
 	}
+	if cfg.MaxConnsPerIP <= 0 {
+		cfg.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if cfg.MaxConnsPerNet <= 0 {
+		cfg.MaxConnsPerNet = DefaultMaxConnsPerNet
+	}
+	if cfg.MaxListeners <= 0 {
+		cfg.MaxListeners = DefaultMaxListeners
+	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
@@ -157,9 +253,9 @@ func New(cfg Config) (*Stack, error) {
 		sink:      cfg.Sink,
 		log:       cfg.Logger,
 		rng:       &nonceRNG{},
-		conns:     newConnTable(cfg.MaxConns),
+		conns:     newConnTable(cfg.MaxConns).capSources(cfg.MaxConnsPerIP, cfg.MaxConnsPerNet),
 		listeners: make(map[listenKey]*listener),
-		ready:     make(chan *listener, readyQueue),
+		ready:     make(chan *listener, cfg.MaxListeners),
 	}
 	s.stack = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
@@ -264,33 +360,64 @@ func (s *Stack) Stats() *Stats { return &s.stats }
 // GVisorStats returns gVisor's own counters (for tests and diagnostics).
 func (s *Stack) GVisorStats() tcpip.Stats { return s.stack.Stats() }
 
-// ensureListener creates the wildcard listener of a port on first use. It
-// injects the cookie secret so that gVisor validates the front end's
-// cookies.
-func (s *Stack) ensureListener(netProto tcpip.NetworkProtocolNumber, port uint16) error {
+// errListenerCap means MaxListeners listeners are open and none could be
+// closed to make room.
+var errListenerCap = errors.New("netstack: listener cap reached")
+
+// ensureListener returns the listener of a port, creating it on first use
+// (it injects the cookie secret so that gVisor validates the front end's
+// cookies), and marks it used at now. A fresh handshake is counted in its
+// pending until accepted or expired (connTable.bind). At MaxListeners it
+// closes the least recently used idle listener, or fails with
+// errListenerCap.
+func (s *Stack) ensureListener(netProto tcpip.NetworkProtocolNumber, port uint16, fresh bool, now time.Time) (*listener, error) {
 	k := listenKey{netProto, port}
 	s.lmu.Lock()
 	defer s.lmu.Unlock()
-	if _, ok := s.listeners[k]; ok {
-		return nil
+	l, ok := s.listeners[k]
+	if !ok {
+		var err error
+		if l, err = s.newListenerLocked(k, now); err != nil {
+			return nil, err
+		}
+	} else {
+		s.lru.remove(l)
+		s.lru.pushFront(l)
 	}
-	l := &listener{wq: &waiter.Queue{}}
-	ep, e := s.stack.NewEndpoint(tcp.ProtocolNumber, netProto, l.wq)
+	l.lastUse = now
+	if fresh {
+		l.pending.Add(1)
+	}
+	return l, nil
+}
+
+// newListenerLocked creates and registers the listener of k.
+//
+// +checklocks:s.lmu
+func (s *Stack) newListenerLocked(k listenKey, now time.Time) (*listener, error) {
+	if s.slots.Load() >= int64(s.cfg.MaxListeners) {
+		s.evictLocked(now)
+		if s.slots.Load() >= int64(s.cfg.MaxListeners) {
+			return nil, errListenerCap
+		}
+	}
+	l := &listener{key: k, wq: &waiter.Queue{}}
+	ep, e := s.stack.NewEndpoint(tcp.ProtocolNumber, k.netProto, l.wq)
 	if e != nil {
-		return gvErr("new endpoint", e)
+		return nil, gvErr("new endpoint", e)
 	}
-	if netProto == header.IPv6ProtocolNumber {
+	if k.netProto == header.IPv6ProtocolNumber {
 		ep.SocketOptions().SetV6Only(true)
 	}
-	if e := ep.Bind(tcpip.FullAddress{Port: port}); e != nil {
+	if e := ep.Bind(tcpip.FullAddress{Port: k.port}); e != nil {
 		ep.Close()
-		return gvErr(fmt.Sprintf("bind port %d", port), e)
+		return nil, gvErr(fmt.Sprintf("bind port %d", k.port), e)
 	}
 	err := s.rng.inject(s.jar, s.cfg.tamperNonce, func() error { return gvErr("listen", ep.Listen(listenBacklog)) })
 	if err != nil {
 		ep.Close()
-		s.log.Error("listener", "dest_port", port, "err", err)
-		return err
+		s.log.Error("listener", "dest_port", k.port, "err", err)
+		return nil, err
 	}
 	l.ep = ep
 	l.entry = waiter.NewFunctionEntry(waiter.ReadableEvents, func(waiter.EventMask) {
@@ -298,18 +425,104 @@ func (s *Stack) ensureListener(netProto tcpip.NetworkProtocolNumber, port uint16
 			select {
 			case s.ready <- l:
 			default:
-				// Cannot happen while readyQueue exceeds the listener
-				// count; the next notification retries.
+				// Unreachable: a listener is in ready at most once, and
+				// at most slots <= MaxListeners = cap(ready) listeners
+				// can be. Never block gVisor's processor, though.
 				l.queued.Store(false)
 			}
 		}
 	})
+	s.slots.Add(1)
 	l.wq.EventRegister(&l.entry)
 	s.listeners[k] = l
+	s.lru.pushFront(l)
 	s.stats.Listeners.Add(1)
 	// The ACK that triggered creation may already be queued.
 	l.entry.NotifyEvent(waiter.ReadableEvents)
-	return nil
+	return l, nil
+}
+
+// closableLocked reports whether l may be closed without losing a
+// handshake: none it was handed waits to be accepted, its accept queue is
+// empty, and the front end has not handed it a segment for idle (so none
+// is still queued in gVisor).
+//
+// +checklocks:s.lmu
+func (s *Stack) closableLocked(l *listener, now time.Time, idle time.Duration) bool {
+	return now.Sub(l.lastUse) >= idle && l.pending.Load() == 0 &&
+		l.ep.Readiness(waiter.ReadableEvents)&waiter.ReadableEvents == 0
+}
+
+// closeListenerLocked closes l. Its slot is released now, or by the
+// acceptor that takes it out of ready.
+//
+// +checklocks:s.lmu
+func (s *Stack) closeListenerLocked(l *listener) {
+	delete(s.listeners, l.key)
+	s.lru.remove(l)
+	// After EventUnregister no wake-up of l runs (waiter.Queue holds its
+	// lock while notifying).
+	l.wq.EventUnregister(&l.entry)
+	l.closed.Store(true)
+	l.ep.Close()
+	s.stats.Listeners.Add(-1)
+	s.stats.ListenersClosed.Add(1)
+	// Claiming queued keeps l out of ready for good; if it is in ready
+	// already, the acceptor releases it.
+	if l.queued.CompareAndSwap(false, true) {
+		s.releaseSlot(l)
+	}
+}
+
+// releaseSlot frees l's wake-up slot, once.
+func (s *Stack) releaseSlot(l *listener) {
+	if l.released.CompareAndSwap(false, true) {
+		s.slots.Add(-1)
+	}
+}
+
+// evictLocked makes room for a listener: it closes the least recently used
+// one that has been idle for listenerEvictIdle and is closable.
+//
+// +checklocks:s.lmu
+func (s *Stack) evictLocked(now time.Time) {
+	n := 0
+	for l := s.lru.back; l != nil && n < listenerEvictScan; l = l.prev {
+		if now.Sub(l.lastUse) < listenerEvictIdle {
+			return
+		}
+		if s.closableLocked(l, now, listenerEvictIdle) {
+			s.closeListenerLocked(l)
+			return
+		}
+		n++
+	}
+}
+
+// closeIdleListeners closes every closable listener idle for
+// listenerIdle, a batch at a time so that the front end never waits long
+// for lmu.
+func (s *Stack) closeIdleListeners(now time.Time) {
+	const batch = 64
+	for {
+		closed := 0
+		s.lmu.Lock()
+		for l := s.lru.back; l != nil && closed < batch; {
+			prev := l.prev
+			if now.Sub(l.lastUse) < listenerIdle {
+				break
+			}
+			if s.closableLocked(l, now, listenerIdle) {
+				s.closeListenerLocked(l)
+				closed++
+			}
+			l = prev
+		}
+		s.lmu.Unlock()
+		if closed < batch {
+			return
+		}
+	}
 }
 
 // acceptLoop drains listeners that have connections ready.
@@ -321,6 +534,12 @@ func (s *Stack) acceptLoop() {
 			return
 		case l := <-s.ready:
 			l.queued.Store(false)
+			if l.closed.Load() {
+				if l.queued.CompareAndSwap(false, true) {
+					s.releaseSlot(l)
+				}
+				continue
+			}
 			for {
 				ep, wq, e := l.ep.Accept(nil)
 				if e != nil {
@@ -364,8 +583,8 @@ func addrOf(a tcpip.Address) netip.Addr {
 	return netip.AddrFrom16(a.As16())
 }
 
-// janitor reclaims admissions gVisor never accepted and forgets finished
-// connections.
+// janitor reclaims admissions gVisor never accepted, forgets finished
+// connections and closes idle listeners.
 func (s *Stack) janitor() {
 	defer s.wg.Done()
 	t := time.NewTicker(time.Second)
@@ -378,6 +597,7 @@ func (s *Stack) janitor() {
 			if n := s.conns.sweep(now); n > 0 {
 				s.stats.AdmitExpired.Add(uint64(n))
 			}
+			s.closeIdleListeners(now)
 		}
 	}
 }

@@ -43,9 +43,16 @@ type Stats struct {
 	// DropConnLimit counts valid-cookie ACKs refused because MaxConns
 	// connections are open.
 	DropConnLimit atomic.Uint64
+	// DropSourceLimit and DropNetLimit count valid-cookie ACKs refused
+	// because their remote address (MaxConnsPerIP) or its /24 or /48
+	// (MaxConnsPerNet) holds its share of connections.
+	DropSourceLimit, DropNetLimit atomic.Uint64
 	// DropListener counts valid-cookie ACKs dropped because no listener
 	// could be created for the port.
 	DropListener atomic.Uint64
+	// DropListenerCap counts valid-cookie ACKs dropped because
+	// MaxListeners listeners were open and none was idle.
+	DropListenerCap atomic.Uint64
 	// DropTxError counts SYN-ACKs the TUN refused to take.
 	DropTxError atomic.Uint64
 
@@ -59,8 +66,10 @@ type Stats struct {
 	AdmitExpired atomic.Uint64
 	// Active is the number of connections being served now.
 	Active atomic.Int64
-	// Listeners is the number of lazily created listeners.
+	// Listeners is the number of lazily created listeners open now.
 	Listeners atomic.Int64
+	// ListenersClosed counts listeners closed once idle.
+	ListenersClosed atomic.Uint64
 
 	// RepliesOut counts packets gVisor wrote on connections; OutDropped
 	// counts what gVisor tried to send that the front end filtered (non-TCP,
@@ -76,13 +85,15 @@ type Snapshot struct {
 	DropFragment, DropConnLimit, DropListener, DropTxError                   uint64
 	Accepted, AcceptUnknown, AdmitExpired, RepliesOut, OutDropped            uint64
 	Active, Listeners                                                        int64
+	DropSourceLimit, DropNetLimit, DropListenerCap, ListenersClosed          uint64
 }
 
 // Drops is the sum of every drop counter.
 func (s Snapshot) Drops() uint64 {
 	return s.DropOutside + s.DropBadCookie + s.DropSYNACK + s.DropRST + s.DropStray +
 		s.DropPortZero + s.DropUDP + s.DropICMP + s.DropOtherProto + s.DropMalformed +
-		s.DropBadChecksum + s.DropFragment + s.DropConnLimit + s.DropListener + s.DropTxError
+		s.DropBadChecksum + s.DropFragment + s.DropConnLimit + s.DropListener + s.DropTxError +
+		s.DropSourceLimit + s.DropNetLimit + s.DropListenerCap
 }
 
 // Snapshot reads every counter.
@@ -100,5 +111,7 @@ func (s *Stats) Snapshot() Snapshot {
 		AcceptUnknown: s.AcceptUnknown.Load(), AdmitExpired: s.AdmitExpired.Load(),
 		RepliesOut: s.RepliesOut.Load(), OutDropped: s.OutDropped.Load(),
 		Active: s.Active.Load(), Listeners: s.Listeners.Load(),
+		DropSourceLimit: s.DropSourceLimit.Load(), DropNetLimit: s.DropNetLimit.Load(),
+		DropListenerCap: s.DropListenerCap.Load(), ListenersClosed: s.ListenersClosed.Load(),
 	}
 }
