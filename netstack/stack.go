@@ -409,6 +409,11 @@ func (s *Stack) newListenerLocked(k listenKey, now time.Time) (*listener, error)
 	if k.netProto == header.IPv6ProtocolNumber {
 		ep.SocketOptions().SetV6Only(true)
 	}
+	// SO_REUSEADDR, inherited by the connections it creates: the next
+	// listener of the port binds while connections of a closed one are
+	// still open or in TIME-WAIT, as a restarted Linux server does
+	// (ports.TupleOnlyFlag).
+	ep.SocketOptions().SetReuseAddress(true)
 	if e := ep.Bind(tcpip.FullAddress{Port: k.port}); e != nil {
 		ep.Close()
 		return nil, gvErr(fmt.Sprintf("bind port %d", k.port), e)

@@ -125,7 +125,8 @@ var spokiMetrics = []spokiMetric{
 	{"netstack", "replies_total", "Packets gVisor wrote on connections.", nil},
 	{"netstack", "replies_dropped_total", "Packets gVisor tried to send that the front end filtered.", nil},
 	{"netstack", "connections_active", "Connections being served now.", nil},
-	{"netstack", "listeners", "Lazily created listeners.", nil},
+	{"netstack", "listeners", "Lazily created listeners open now (at most --max-listeners).", nil},
+	{"netstack", "listeners_closed_total", "Listeners closed once idle.", nil},
 	{"handlers", "sessions_total", "Session events emitted, by app_proto (the handler that served them).", []string{"app_proto"}},
 	{"handlers", "first_data_total", "Connections dispatched without client data, by outcome: timeout (nothing within the first-data wait) or closed (EOF or reset first).", []string{"outcome"}},
 	{"handlers", "errors_total", "Handlers that returned an error (panics excluded).", nil},
@@ -187,6 +188,7 @@ func (c *spokiCollector) Collect(ch chan<- prometheus.Metric) {
 		"icmp": s.DropICMP, "other_proto": s.DropOtherProto, "malformed": s.DropMalformed,
 		"bad_checksum": s.DropBadChecksum, "fragment": s.DropFragment, "conn_limit": s.DropConnLimit,
 		"listener": s.DropListener, "tx_error": s.DropTxError,
+		"source_limit": s.DropSourceLimit, "net_limit": s.DropNetLimit, "listener_cap": s.DropListenerCap,
 	} {
 		counter("netstack_drops_total", v, cause)
 	}
@@ -197,6 +199,7 @@ func (c *spokiCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("netstack_replies_dropped_total", s.OutDropped)
 	gauge("netstack_connections_active", float64(s.Active))
 	gauge("netstack_listeners", float64(s.Listeners))
+	counter("netstack_listeners_closed_total", s.ListenersClosed)
 
 	m := c.src.Mux()
 	for name, v := range m.ByHandler {

@@ -45,6 +45,9 @@ type runConfig struct {
 	LogDir           string        `yaml:"log-dir"`
 	Tag              string        `yaml:"tag"`
 	MaxConns         int           `yaml:"max-conns"`
+	MaxConnsPerIP    int           `yaml:"max-conns-per-ip"`
+	MaxConnsPerNet   int           `yaml:"max-conns-per-net"`
+	MaxListeners     int           `yaml:"max-listeners"`
 	FirstDataTimeout time.Duration `yaml:"first-data-timeout"`
 	IdleTimeout      time.Duration `yaml:"idle-timeout"`
 	TotalTimeout     time.Duration `yaml:"total-timeout"`
@@ -91,6 +94,9 @@ func defaultRunConfig() runConfig {
 		LogDir:           "./logs",
 		Tag:              "spoki",
 		MaxConns:         netstack.DefaultMaxConns,
+		MaxConnsPerIP:    netstack.DefaultMaxConnsPerIP,
+		MaxConnsPerNet:   netstack.DefaultMaxConnsPerNet,
+		MaxListeners:     netstack.DefaultMaxListeners,
 		FirstDataTimeout: handlers.DefaultFirstDataTimeout,
 		IdleTimeout:      netstack.DefaultIdleTimeout,
 		TotalTimeout:     netstack.DefaultTotalTimeout,
@@ -115,6 +121,9 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.StringVar(&c.LogDir, "log-dir", c.LogDir, "`DIR` for the packet, reply and event logs")
 	fs.StringVar(&c.Tag, "tag", c.Tag, "datasource `TAG` in file names")
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "connections open at once; handshakes over it are dropped")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", c.MaxConnsPerIP, "connections open at once from one remote address (>= --max-conns: no cap)")
+	fs.IntVar(&c.MaxConnsPerNet, "max-conns-per-net", c.MaxConnsPerNet, "connections open at once from one remote /24 (IPv4) or /48 (IPv6) (>= --max-conns: no cap)")
+	fs.IntVar(&c.MaxListeners, "max-listeners", c.MaxListeners, "gVisor listeners open at once (one per recently used port and family, about 4.5 KiB each)")
 	fs.DurationVar(&c.FirstDataTimeout, "first-data-timeout", c.FirstDataTimeout, "wait this long for the client's first data")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "end a connection idle this long")
 	fs.DurationVar(&c.TotalTimeout, "total-timeout", c.TotalTimeout, "end any connection after this long")
@@ -212,6 +221,15 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	}
 	if c.MaxConns < 1 {
 		return nil, fmt.Errorf("run: --max-conns %d must be positive", c.MaxConns)
+	}
+	if c.MaxConnsPerIP < 1 {
+		return nil, fmt.Errorf("run: --max-conns-per-ip %d must be positive (>= --max-conns turns the cap off)", c.MaxConnsPerIP)
+	}
+	if c.MaxConnsPerNet < 1 {
+		return nil, fmt.Errorf("run: --max-conns-per-net %d must be positive (>= --max-conns turns the cap off)", c.MaxConnsPerNet)
+	}
+	if c.MaxListeners < 1 {
+		return nil, fmt.Errorf("run: --max-listeners %d must be positive", c.MaxListeners)
 	}
 	if c.Tag == "" || strings.ContainsAny(c.Tag, "/.") {
 		return nil, fmt.Errorf("run: --tag %q must be non-empty without '/' or '.'", c.Tag)
@@ -406,6 +424,10 @@ func runMain(ctx context.Context, args []string) (err error) {
 		Handle:       muxes.ServeConn,
 		Sink:         sinkAdapter{sink, tp, pub},
 		Logger:       log.With("component", "netstack"),
+
+		MaxConnsPerIP:  cfg.MaxConnsPerIP,
+		MaxConnsPerNet: cfg.MaxConnsPerNet,
+		MaxListeners:   cfg.MaxListeners,
 	})
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
@@ -640,6 +662,10 @@ func logStats(log *slog.Logger, st *netstack.Stack, muxes *muxSet, sink *filesin
 		slog.Uint64("drop_backscatter", s.DropSYNACK+s.DropRST),
 		slog.Uint64("drop_outside", s.DropOutside),
 		slog.Uint64("drop_conn_limit", s.DropConnLimit),
+		slog.Uint64("drop_source_limit", s.DropSourceLimit),
+		slog.Uint64("drop_net_limit", s.DropNetLimit),
+		slog.Uint64("drop_listener", s.DropListener+s.DropListenerCap),
+		slog.Int64("listeners", s.Listeners),
 		slog.Uint64("drop_non_tcp", s.DropUDP+s.DropICMP+s.DropOtherProto),
 		slog.Uint64("records_dropped", w.DropPacketQueueFull+w.DropReplyQueueFull+w.DropEventQueueFull+w.DropClosed+w.DropWriteError),
 		slog.Int("queue_packets", w.PacketQueue),
