@@ -12,7 +12,10 @@
 //   - an ACK whose cookie is valid (and fresh) is passed to gVisor, whose
 //     lazily created wildcard listener for that port validates the cookie
 //     again and builds a real established endpoint (data on the ACK is
-//     delivered); over Config.MaxConns open connections it is dropped;
+//     delivered); over Config.MaxConns open connections, or over the
+//     share of its remote address (MaxConnsPerIP) or /24 or /48
+//     (MaxConnsPerNet), it is dropped. Listeners are closed once idle, at
+//     most MaxListeners are open (see listener);
 //   - segments of established connections go to gVisor;
 //   - everything else (bad-cookie ACKs, SYN-ACK and RST backscatter, port
 //     0, addresses outside the prefixes, UDP, ICMP, fragments, bad
@@ -26,5 +29,8 @@
 // cookies with gVisor's formula (transport/tcp/accept.go) and hands gVisor's
 // listeners its secret through the stack's SecureRNG while they are created.
 // TestGVisorCookieCompat pins both internals and fails, with a negative
-// control, if a gVisor update changes them.
+// control, if a gVisor update changes them. Closing idle listeners relies on
+// gVisor resetting what is in a listener's accept queue when it closes,
+// releasing the port at once, and leaving accepted connections alone;
+// TestGVisorListenerCloseResets and TestConnSurvivesListenerClose pin that.
 package netstack

@@ -55,7 +55,7 @@ const (
 	// with a RST.
 	listenerEvictIdle = 250 * time.Millisecond
 	// listenerEvictScan bounds the listeners looked at for one eviction.
-	listenerEvictScan = 8
+	listenerEvictScan = 32
 )
 
 // Sink receives the records of the packet path. Both methods are called
