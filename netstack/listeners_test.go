@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/spoki-telescope/spoki/records"
 )
@@ -429,6 +432,42 @@ func TestListenerCap(t *testing.T) {
 			if c.Port() == 43002 {
 				t.Errorf("the handshake over the cap was reset")
 			}
+		}
+	}
+}
+
+// TestGVisorReuseAddrBind pins why listeners set SO_REUSEADDR: once a
+// port's listener is closed, gVisor refuses to bind the port again while a
+// connection it accepted is open (its tuple reservation conflicts with a
+// wildcard bind, ports.TupleOnlyFlag), unless both carry SO_REUSEADDR. The
+// bind without it is the negative control.
+func TestGVisorReuseAddrBind(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	got := make(chan served, 4)
+	h := newHarness(t, func(c *Config) { c.Handle = holdHandler(got, release) })
+	w := newWire(t, h)
+	dst := netip.AddrPortFrom(netip.MustParseAddr("198.51.100.50"), 8443)
+	connect(t, h, w, netip.AddrPortFrom(scanner4, 44000), dst, "x")
+	<-got
+	l := listenerOf(h.st, false, 8443)
+	h.st.lmu.Lock()
+	h.st.closeListenerLocked(l)
+	h.st.lmu.Unlock()
+	for _, reuse := range []bool{false, true} {
+		var wq waiter.Queue
+		ep, e := h.st.stack.NewEndpoint(tcp.ProtocolNumber, header.IPv4ProtocolNumber, &wq)
+		if e != nil {
+			t.Fatalf("NewEndpoint: %v", e)
+		}
+		ep.SocketOptions().SetReuseAddress(reuse)
+		e = ep.Bind(tcpip.FullAddress{Port: dst.Port()})
+		ep.Close()
+		if reuse && e != nil {
+			t.Errorf("bind with SO_REUSEADDR while a connection is open: %v, want success", e)
+		}
+		if !reuse && e == nil {
+			t.Errorf("bind without SO_REUSEADDR while a connection is open succeeded: gVisor changed, SO_REUSEADDR may no longer be needed")
 		}
 	}
 }
