@@ -123,11 +123,11 @@ func TestConnTableSourceCaps(t *testing.T) {
 	} {
 		if step.want == admitConnLimit {
 			// Fill the table with a fourth connection first.
-			if _, _, res := tb.admit(key(v6, 1), v6, newID, now); res != admitOK {
+			if _, _, res := tb.admit(key(v6, 1), v6, 0, newID, now); res != admitOK {
 				t.Fatalf("IPv6 admission = %d, want ok", res)
 			}
 		}
-		_, _, res := tb.admit(key(step.src, step.port), step.src, newID, now)
+		_, _, res := tb.admit(key(step.src, step.port), step.src, 0, newID, now)
 		if res != step.want {
 			t.Fatalf("step %d (%s:%d): admit = %d, want %d", i, step.src, step.port, res, step.want)
 		}
@@ -135,7 +135,7 @@ func TestConnTableSourceCaps(t *testing.T) {
 	// /48: the second IPv6 address shares v6's network; v6's own address
 	// cap is 2.
 	tb.finish(key(a, 1), now)
-	if _, _, res := tb.admit(key(v6net, 1), v6net, newID, now); res != admitOK {
+	if _, _, res := tb.admit(key(v6net, 1), v6net, 0, newID, now); res != admitOK {
 		t.Fatalf("second address of the /48 = %d, want ok", res)
 	}
 	tb.forget(key(v6net, 1))
@@ -162,7 +162,7 @@ func TestConnTableSourceCaps(t *testing.T) {
 		if i == 2 {
 			want = admitNetLimit
 		}
-		if _, _, res := t6.admit(key(src, 1), src, newID, now); res != want {
+		if _, _, res := t6.admit(key(src, 1), src, 0, newID, now); res != want {
 			t.Errorf("IPv6 admission %d from %s = %d, want %d", i, src, res, want)
 		}
 	}

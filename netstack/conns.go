@@ -29,6 +29,10 @@ type connEntry struct {
 	// l is the listener the handshake was handed to, whose pending count
 	// this entry holds until accepted or expired.
 	l *listener
+	// rstSeq is the sequence number of a client's reset right after the
+	// admitting segment; reset records one that came before the accept.
+	rstSeq uint32
+	reset  bool
 }
 
 // connTable bounds concurrent connections, in total and per remote address
@@ -96,12 +100,13 @@ func remoteNet(a netip.Addr) netip.Prefix {
 	return p
 }
 
-// admit reserves a slot for a handshake from remote. A segment of a
+// admit reserves a slot for a handshake from remote, whose admitting
+// segment ends at sequence number end (its seq plus payload). A segment of a
 // handshake already admitted (a retransmitted ACK, data racing the accept)
 // gets the same slot with fresh false. It fails when the remote address,
 // its network or the whole table holds its maximum of open connections,
 // checked in that order.
-func (t *connTable) admit(k flowKey, remote netip.Addr, newID func() uint32, now time.Time) (uid uint32, fresh bool, res admitResult) {
+func (t *connTable) admit(k flowKey, remote netip.Addr, end uint32, newID func() uint32, now time.Time) (uid uint32, fresh bool, res admitResult) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if e, ok := t.m[k]; ok && e.done.IsZero() {
@@ -117,7 +122,7 @@ func (t *connTable) admit(k flowKey, remote netip.Addr, newID func() uint32, now
 	case t.open >= t.max:
 		return 0, false, admitConnLimit
 	}
-	e := &connEntry{userID: newID(), admitted: now, src: remote, net: nw}
+	e := &connEntry{userID: newID(), admitted: now, src: remote, net: nw, rstSeq: end}
 	t.m[k] = e
 	t.open++
 	t.perIP[remote]++
@@ -179,17 +184,33 @@ func (t *connTable) forget(k flowKey) {
 	t.mu.Unlock()
 }
 
-// accepted marks the connection as served and returns its entry's data.
-func (t *connTable) accepted(k flowKey) (uid uint32, admitted time.Time, ok bool) {
+// accepted marks the connection as served and returns its entry's data;
+// reset says that the client reset it before.
+func (t *connTable) accepted(k flowKey) (uid uint32, admitted time.Time, reset, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, ok := t.m[k]
 	if !ok || !e.done.IsZero() {
-		return 0, time.Time{}, false
+		return 0, time.Time{}, false, false
 	}
 	e.accepted = true
 	t.unbind(e)
-	return e.userID, e.admitted, true
+	return e.userID, e.admitted, e.reset, true
+}
+
+// clientReset records a client's reset of an admitted handshake that gVisor
+// has not yet turned into a connection (the reset overtook the ACK), if it
+// carries exactly the expected sequence number (as RFC 5961 asks, so that
+// a blind reset does nothing). It reports whether it did.
+func (t *connTable) clientReset(k flowKey, seq uint32) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.m[k]
+	if !ok || !e.done.IsZero() || e.accepted || seq != e.rstSeq {
+		return false
+	}
+	e.reset = true
+	return true
 }
 
 // finish releases the slot; the user id lingers for late replies.

@@ -326,6 +326,9 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside bool, rec *records.Pa
 	}
 	switch {
 	case flags&uint8(header.TCPFlagRst) != 0:
+		// A client's reset that overtook its handshake's ACK into gVisor
+		// ends the connection once accepted, freeing its slot.
+		s.conns.clientReset(makeFlowKey(rec.Dst, rec.Src, dport, sport), seq)
 		s.stats.DropRST.Add(1)
 		return verdictDrop
 	case flags&uint8(header.TCPFlagAck) == 0:
@@ -339,7 +342,7 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside bool, rec *records.Pa
 		return verdictDrop
 	}
 	key := makeFlowKey(rec.Dst, rec.Src, dport, sport)
-	uid, fresh, res := s.conns.admit(key, rec.Src, s.nextUserID, rec.Time)
+	uid, fresh, res := s.conns.admit(key, rec.Src, seq+uint32(rec.PayloadLen), s.nextUserID, rec.Time)
 	switch res {
 	case admitConnLimit:
 		s.stats.DropConnLimit.Add(1)

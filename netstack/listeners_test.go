@@ -471,3 +471,68 @@ func TestGVisorReuseAddrBind(t *testing.T) {
 		}
 	}
 }
+
+// TestResetBeforeAccept checks that a client's reset that overtakes its
+// handshake's ACK into gVisor (nmap's connect scan does that: ACK, then RST
+// at once) ends the connection as soon as it is accepted instead of holding
+// its slot until the handler gives up, and that a reset with another
+// sequence number (blind) does not. The listener's processing is held with
+// gVisor's StopWork so that the reset surely comes first.
+func TestResetBeforeAccept(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		rstSeq uint32 // the ACK's seq is 101
+		reset  bool
+	}{{"exact", 101, true}, {"blind", 5000, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			type result struct {
+				port    uint16
+				err     error
+				timeout bool
+			}
+			res := make(chan result, 4)
+			h := newHarness(t, func(c *Config) {
+				c.Handle = func(c net.Conn, f records.Flow) {
+					c.SetReadDeadline(time.Now().Add(time.Second))
+					_, err := c.Read(make([]byte, 64))
+					ne, ok := err.(net.Error)
+					res <- result{f.Remote.Port(), err, ok && ne.Timeout()}
+				}
+			})
+			w := newWire(t, h)
+			dst := netip.AddrPortFrom(netip.MustParseAddr("198.51.100.60"), 9000)
+			connect(t, h, w, netip.AddrPortFrom(scanner4, 45000), dst, "first")
+			<-res
+			l := listenerOf(h.st, false, 9000)
+			gep := l.ep.(*tcp.Endpoint)
+			gep.StopWork()
+			src := netip.AddrPortFrom(scanner4, 45001)
+			h.inject(seg{src: src.Addr(), dst: dst.Addr(), sport: src.Port(), dport: dst.Port(), seq: 100,
+				flags: header.TCPFlagSyn, opts: mssOpt}.build())
+			c := w.cookie(t, src)
+			h.inject(seg{src: src.Addr(), dst: dst.Addr(), sport: src.Port(), dport: dst.Port(), seq: 101, ack: c + 1,
+				flags: header.TCPFlagAck}.build())
+			h.inject(seg{src: src.Addr(), dst: dst.Addr(), sport: src.Port(), dport: dst.Port(), seq: tc.rstSeq,
+				flags: header.TCPFlagRst}.build())
+			gep.ResumeWork()
+			var r result
+			select {
+			case r = <-res:
+			case <-time.After(5 * time.Second):
+				t.Fatal("connection not served")
+			}
+			if r.port != src.Port() {
+				t.Fatalf("served port %d, want %d", r.port, src.Port())
+			}
+			if got := h.st.Stats().AcceptReset.Load(); got != map[bool]uint64{true: 1}[tc.reset] {
+				t.Errorf("AcceptReset = %d, want %d", got, map[bool]uint64{true: 1}[tc.reset])
+			}
+			if tc.reset && (r.err == nil || r.timeout) {
+				t.Errorf("handler read = %v, want the reset at once", r.err)
+			}
+			if !tc.reset && !r.timeout {
+				t.Errorf("handler read = %v, want a timeout (a blind reset must not end the connection)", r.err)
+			}
+		})
+	}
+}

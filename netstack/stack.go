@@ -562,10 +562,17 @@ func (s *Stack) serve(ep tcpip.Endpoint, wq *waiter.Queue) {
 	local := netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort)
 	remote := netip.AddrPortFrom(addrOf(id.RemoteAddress), id.RemotePort)
 	key := makeFlowKey(local.Addr(), remote.Addr(), local.Port(), remote.Port())
-	uid, admitted, ok := s.conns.accepted(key)
+	uid, admitted, reset, ok := s.conns.accepted(key)
 	if !ok {
 		s.stats.AcceptUnknown.Add(1)
 		admitted = time.Now()
+	}
+	if reset {
+		// The client's reset came before gVisor had the connection: end
+		// it now rather than wait for data that will not come. The
+		// handler still sees (and records) the reset connection.
+		ep.Abort()
+		s.stats.AcceptReset.Add(1)
 	}
 	flow := records.Flow{Remote: remote, Local: local, UserID: uid, Accepted: admitted}
 	c := newConn(wq, ep, s.cfg.IdleTimeout, s.cfg.TotalTimeout)

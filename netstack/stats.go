@@ -70,6 +70,9 @@ type Stats struct {
 	Listeners atomic.Int64
 	// ListenersClosed counts listeners closed once idle.
 	ListenersClosed atomic.Uint64
+	// AcceptReset counts connections ended at once when accepted because
+	// the client's reset had overtaken the handshake's ACK into gVisor.
+	AcceptReset atomic.Uint64
 
 	// RepliesOut counts packets gVisor wrote on connections; OutDropped
 	// counts what gVisor tried to send that the front end filtered (non-TCP,
@@ -86,6 +89,7 @@ type Snapshot struct {
 	Accepted, AcceptUnknown, AdmitExpired, RepliesOut, OutDropped            uint64
 	Active, Listeners                                                        int64
 	DropSourceLimit, DropNetLimit, DropListenerCap, ListenersClosed          uint64
+	AcceptReset                                                              uint64
 }
 
 // Drops is the sum of every drop counter.
@@ -113,5 +117,6 @@ func (s *Stats) Snapshot() Snapshot {
 		Active: s.Active.Load(), Listeners: s.Listeners.Load(),
 		DropSourceLimit: s.DropSourceLimit.Load(), DropNetLimit: s.DropNetLimit.Load(),
 		DropListenerCap: s.DropListenerCap.Load(), ListenersClosed: s.ListenersClosed.Load(),
+		AcceptReset: s.AcceptReset.Load(),
 	}
 }

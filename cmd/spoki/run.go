@@ -666,6 +666,7 @@ func logStats(log *slog.Logger, st *netstack.Stack, muxes *muxSet, sink *filesin
 		slog.Uint64("drop_net_limit", s.DropNetLimit),
 		slog.Uint64("drop_listener", s.DropListener+s.DropListenerCap),
 		slog.Int64("listeners", s.Listeners),
+		slog.Uint64("reset_early", s.AcceptReset),
 		slog.Uint64("drop_non_tcp", s.DropUDP+s.DropICMP+s.DropOtherProto),
 		slog.Uint64("records_dropped", w.DropPacketQueueFull+w.DropReplyQueueFull+w.DropEventQueueFull+w.DropClosed+w.DropWriteError),
 		slog.Int("queue_packets", w.PacketQueue),
