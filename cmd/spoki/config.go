@@ -203,6 +203,11 @@ func (c *configChecker) scalars() {
 			c.add(l, "%s: %v", key, err)
 		}
 	}
+	if l, ok := c.line("pprof"); ok && checkListenAddr(cfg.Pprof) == nil {
+		if err := checkPprofAddr(cfg.Pprof, cfg.PprofAny); err != nil {
+			c.add(l, "pprof: %v", err)
+		}
+	}
 	if l, ok := c.line("metrics"); ok && cfg.Metrics != "" && cfg.Metrics == cfg.Pprof {
 		c.add(l, "metrics: %s is also the pprof address", cfg.Metrics)
 	}

@@ -279,7 +279,10 @@ func (m *metricsServer) listen(addr string) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", m.handler)
-		next = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		// Any address may serve metrics (Prometheus scrapes from another
+		// host), so a client gets a bounded time and header to do it in.
+		next = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
 		go func() {
 			if err := next.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				m.log.Error("metrics server", "addr", addr, "err", err)

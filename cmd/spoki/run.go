@@ -51,6 +51,8 @@ type runConfig struct {
 	LogLevel         string        `yaml:"log-level"`
 	StatsInterval    time.Duration `yaml:"stats-interval"`
 	Pprof            string        `yaml:"pprof"`
+	// PprofAny lets --pprof bind to an address that is not loopback.
+	PprofAny bool `yaml:"pprof-any"`
 	// Metrics is the address of the Prometheus endpoint, /metrics; empty
 	// serves none.
 	Metrics string `yaml:"metrics"`
@@ -58,8 +60,9 @@ type runConfig struct {
 	// to, one topic per event type; the files stay the source of truth.
 	Kafka            string `yaml:"kafka"`
 	KafkaTopicPrefix string `yaml:"kafka-topic-prefix"`
-	// User is who spoki runs as once the TUN and routes are up; either
-	// way it keeps no capability but CAP_NET_ADMIN (to remove its routes).
+	// User is who spoki runs as once the TUN and routes are up (root's
+	// default: tun.DefaultUser, else tun.FallbackUser); whoever it is, it
+	// keeps no capability.
 	User string `yaml:"user"`
 	// Keep removes log files older than that (0 keeps all); Compress
 	// gzips hourly files once their hour is closed.
@@ -123,12 +126,13 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.DurationVar(&c.PhaseTimeout, "phase-timeout", c.PhaseTimeout, "longest delay between the two phases of a two-phase scan")
 	fs.BoolVar(&c.Pure, "pure", c.Pure, "pure Spoki mode: record the first payload, then reset (no protocol handlers)")
 	fs.Var(purePrefixes, "pure-prefix", "pure Spoki mode for this `CIDR` only (repeatable)")
-	fs.StringVar(&c.User, "user", c.User, "after set-up, run as user `NAME` (keeps only CAP_NET_ADMIN either way)")
+	fs.StringVar(&c.User, "user", c.User, "after set-up, run as user `NAME` (as root the default is spoki, else nobody; root keeps uid 0); no capability is kept either way")
 	fs.DurationVar(&c.Keep, "keep", c.Keep, "remove log files older than `DURATION` (0 = keep all)")
 	fs.BoolVar(&c.Compress, "compress", c.Compress, "gzip hourly files once their hour is closed")
 	fs.StringVar(&c.Kafka, "kafka", c.Kafka, "publish every event to these Kafka `BROKERS` (host:port,...)")
 	fs.StringVar(&c.KafkaTopicPrefix, "kafka-topic-prefix", c.KafkaTopicPrefix, "prefix `P` of the Kafka topic names")
-	fs.StringVar(&c.Pprof, "pprof", c.Pprof, "serve Go's pprof on `ADDR` (e.g. 127.0.0.1:6060; debugging only)")
+	fs.StringVar(&c.Pprof, "pprof", c.Pprof, "serve Go's pprof on `ADDR` (loopback, e.g. 127.0.0.1:6060; debugging only)")
+	fs.BoolVar(&c.PprofAny, "pprof-any", c.PprofAny, "let --pprof bind to an address that is not loopback")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9108)")
 	return fs
 }
@@ -225,6 +229,9 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	if err := checkListenAddr(c.Pprof); err != nil {
 		return nil, fmt.Errorf("run: --pprof: %w", err)
 	}
+	if err := checkPprofAddr(c.Pprof, c.PprofAny); err != nil {
+		return nil, fmt.Errorf("run: --pprof: %w", err)
+	}
 	if _, err := buildRegistry(*c); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
@@ -285,6 +292,12 @@ func runMain(ctx context.Context, args []string) (err error) {
 	l, _ := parseLevel(cfg.LogLevel)
 	level.Set(l)
 	log := newLogger(level)
+	// Who spoki becomes once set up, known before anything is set up: a
+	// bad --user leaves nothing behind.
+	runAs, err := tun.RunAs(cfg.User)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
 
 	dev, err := tun.Open(tun.Config{Name: cfg.Tun, Queues: cfg.Queues, Prefixes: prefixes, NoRoute: cfg.NoRoute})
 	if err != nil {
@@ -299,21 +312,43 @@ func runMain(ctx context.Context, args []string) (err error) {
 		}
 	}()
 	// Files close before the TUN and routes go (defers run in reverse).
-	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+	// The log directory is made, handed over and opened while spoki may
+	// still do so: the files outlive this run, and the user must be able
+	// to append to what an earlier run (as root) wrote. The writer works
+	// through the handle, so the path to the directory may be closed to
+	// the user.
+	if err := os.MkdirAll(cfg.LogDir, filesink.DirMode); err != nil {
 		return fmt.Errorf("run: log dir: %w", err)
 	}
-	if cfg.User != "" {
-		// The files outlive this run: the user must be able to append to
-		// what an earlier (root) run wrote.
-		uid, gid, err := tun.LookupUser(cfg.User)
-		if err != nil {
-			return fmt.Errorf("run: %w", err)
-		}
-		if err := filesink.Chown(cfg.LogDir, cfg.Tag, uid, gid); err != nil {
+	if runAs.UID != os.Geteuid() || runAs.GID != os.Getegid() {
+		if err := filesink.Chown(cfg.LogDir, cfg.Tag, runAs.UID, runAs.GID); err != nil {
 			return fmt.Errorf("run: %w", err)
 		}
 	}
-	sink, err := filesink.New(filesink.Config{Dir: cfg.LogDir, Tag: cfg.Tag, Compress: cfg.Compress, Keep: cfg.Keep,
+	logRoot, err := os.OpenRoot(cfg.LogDir)
+	if err != nil {
+		return fmt.Errorf("run: log dir: %w", err)
+	}
+	// Everything privileged is done, and nothing has read a packet or
+	// started a goroutine of its own yet: become runAs and keep no
+	// capability, on every thread. The routes go with the TUN at exit.
+	dropped, err := tun.DropPrivileges(runAs)
+	if err != nil {
+		logRoot.Close()
+		return fmt.Errorf("run: %w", err)
+	}
+	if runAs.UID == 0 {
+		log.Warn("running as root", "user", runAs.Name,
+			"reason", "asked by --user; no capability is kept, but uid 0 owns most of the system's files: prefer an unprivileged user")
+	}
+	privs := []any{"user", runAs.Name, "uid", runAs.UID, "gid", runAs.GID, "capabilities", "none", "no_new_privs", true}
+	if dropped.Bounding != 0 {
+		// An unprivileged start without CAP_SETPCAP: harmless with no
+		// capability anywhere else and no_new_privs.
+		privs = append(privs, "bounding_kept", fmt.Sprintf("%#x", dropped.Bounding))
+	}
+	log.Info("privileges dropped", privs...)
+	sink, err := filesink.New(filesink.Config{Dir: cfg.LogDir, Root: logRoot, Tag: cfg.Tag, Compress: cfg.Compress, Keep: cfg.Keep,
 		Logger: log.With("component", "filesink")})
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
@@ -413,19 +448,21 @@ func runMain(ctx context.Context, args []string) (err error) {
 	// Stop the stack before the device and the files (deferred above, run
 	// after this): no packet is read once files start closing.
 	defer st.Close()
-	// Everything privileged is done: keep only CAP_NET_ADMIN (to remove
-	// the routes at exit) and become --user if given.
-	if err := tun.DropPrivileges(cfg.User); err != nil {
-		return fmt.Errorf("run: %w", err)
-	}
 
 	if cfg.Pprof != "" {
 		ln, err := net.Listen("tcp", cfg.Pprof)
 		if err != nil {
 			return fmt.Errorf("run: pprof: %w", err)
 		}
-		defer ln.Close()
-		go http.Serve(ln, nil)
+		if a, ok := ln.Addr().(*net.TCPAddr); !cfg.PprofAny && (!ok || !a.IP.IsLoopback()) {
+			// A name (localhost) that resolved elsewhere.
+			ln.Close()
+			return fmt.Errorf("run: --pprof %s listens on %s, not loopback (--pprof-any allows it)", cfg.Pprof, ln.Addr())
+		}
+		srv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: pprofWriteTimeout, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
+		defer srv.Close()
+		go srv.Serve(ln)
 	}
 	metrics := &metricsServer{handler: tel.handler(), log: log.With("component", "metrics")}
 	if err := metrics.listen(cfg.Metrics); err != nil {
@@ -464,6 +501,33 @@ func runMain(ctx context.Context, args []string) (err error) {
 			logStats(log, st, muxes, sink, tp, dev, "stats")
 		}
 	}
+}
+
+// pprofWriteTimeout bounds one pprof response. A CPU profile or trace
+// runs for its ?seconds= before it answers; pprof refuses durations of
+// this or more.
+const pprofWriteTimeout = 2 * time.Minute
+
+// checkPprofAddr refuses a --pprof address that is not loopback unless
+// anyAddr is set: pprof shows the process's memory and its profiles can stall
+// it, so it is for the operator on the host alone. addr passed
+// checkListenAddr; a name other than localhost is refused, and what
+// localhost resolves to is checked once listening.
+func checkPprofAddr(addr string, anyAddr bool) error {
+	if addr == "" || anyAddr {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil // checkListenAddr reports it
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%s is not a loopback address (pprof exposes the process's memory): bind to 127.0.0.1 or [::1], or add --pprof-any", addr)
 }
 
 // statsTicker is the stats line's clock; a reload may change its interval.
