@@ -348,6 +348,14 @@ func runMain(ctx context.Context, args []string) (err error) {
 		privs = append(privs, "bounding_kept", fmt.Sprintf("%#x", dropped.Bounding))
 	}
 	log.Info("privileges dropped", privs...)
+	if cfg.ConfigFile != "" {
+		// SIGHUP reads the file again, as this user.
+		if f, err := os.Open(cfg.ConfigFile); err != nil {
+			log.Warn("config file unreadable after the drop: SIGHUP will not reload it", "config", cfg.ConfigFile, "user", runAs.Name, "err", err)
+		} else {
+			f.Close()
+		}
+	}
 	sink, err := filesink.New(filesink.Config{Dir: cfg.LogDir, Root: logRoot, Tag: cfg.Tag, Compress: cfg.Compress, Keep: cfg.Keep,
 		Logger: log.With("component", "filesink")})
 	if err != nil {
