@@ -223,3 +223,114 @@ func TestRunDropsPrivileges(t *testing.T) {
 		})
 	}
 }
+
+// TestRunUnprivilegedStart starts `spoki run` as nobody with only what it
+// needs for set-up: CAP_NET_ADMIN and CAP_SETPCAP as ambient capabilities
+// (what deploy/spoki.service gives it), or CAP_NET_ADMIN from file
+// capabilities on the binary. It stays nobody, keeps no capability (the
+// bounding set too where CAP_SETPCAP allows), answers, and exits 0 with
+// the TUN and its routes gone.
+func TestRunUnprivilegedStart(t *testing.T) {
+	labRequireTools(t, "setpriv", "setcap", "unshare", "mknod")
+	nobody := privsLookup(t, "nobody")
+	for _, tc := range []struct {
+		name string
+		// setpriv's options, before the binary.
+		setpriv func(bin string) []string
+		// fileCaps is set with setcap on a copy of the binary.
+		fileCaps string
+		// bounding is the bounding set left: without CAP_SETPCAP spoki
+		// cannot empty it (NoNewPrivs makes it grant nothing).
+		bounding bool
+	}{
+		{"ambient like systemd", func(string) []string {
+			return []string{"--inh-caps=-all,+net_admin,+setpcap", "--ambient-caps=+net_admin,+setpcap",
+				"--bounding-set=-all,+net_admin,+setpcap", "--no-new-privs"}
+		}, "", false},
+		{"file capabilities", func(string) []string { return []string{"--inh-caps=-all"} }, "cap_net_admin+ep", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := e2eNewLab(t, lab.Config{}, "curl")
+			// Everything nobody must reach: a directory open to it with
+			// the binary and a log directory of its own (systemd's
+			// StateDirectory).
+			dir, err := os.MkdirTemp("", "spoki-unpriv-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			if err := os.Chmod(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			bin := filepath.Join(dir, "spoki")
+			b, err := os.ReadFile(labSpokiBin(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(bin, b, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if tc.fileCaps != "" {
+				if out, err := exec.Command("setcap", tc.fileCaps, bin).CombinedOutput(); err != nil {
+					labUnavailable(t, fmt.Sprintf("setcap: %v: %s", err, out))
+				}
+			}
+			logDir := filepath.Join(dir, "logs")
+			if err := os.Mkdir(logDir, 0o750); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(logDir, nobody.uid, nobody.gid); err != nil {
+				t.Fatal(err)
+			}
+			// /dev/net/tun may be root's alone (0600 here; distributions
+			// make it 0666): a private mount namespace gets a 0666 node of
+			// its own over it.
+			devDir := filepath.Join(dir, "dev")
+			if err := os.Mkdir(devDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			const script = `set -e
+mount -t tmpfs -o mode=0755 spoki-test "$0"
+mknod -m 0666 "$0/tun" c 10 200
+mount --bind "$0/tun" /dev/net/tun
+exec setpriv "$@"`
+			args := []string{"-m", "--propagation", "private", "sh", "-c", script, devDir,
+				"--reuid=" + strconv.Itoa(nobody.uid), "--regid=" + strconv.Itoa(nobody.gid), "--clear-groups"}
+			args = append(append(append(args, tc.setpriv(bin)...), bin), e2eRunArgs(l, logDir)...)
+			p, err := l.Start(l.Telescope, "unshare", args...)
+			if err != nil {
+				t.Fatalf("start spoki: %v", err)
+			}
+			t.Cleanup(func() { _ = p.Stop() })
+			if err := p.WaitForLine(lab.IsReadyLine, "ready", e2eReadyTimeout); err != nil {
+				t.Fatalf("spoki not ready: %v", err)
+			}
+			fields := privsStatus(t, p.Pid())
+			if tc.bounding {
+				// Not emptied, but nothing else is left to use it.
+				for _, k := range []string{"CapEff", "CapPrm", "CapAmb", "CapInh"} {
+					if fields[k] != "0000000000000000" {
+						t.Errorf("%s = %s, want none", k, fields[k])
+					}
+				}
+				if fields["NoNewPrivs"] != "1" || fields["Uid"] != strings.Repeat(strconv.Itoa(nobody.uid)+"\t", 3)+strconv.Itoa(nobody.uid) {
+					t.Errorf("NoNewPrivs %q Uid %q, want 1 and nobody", fields["NoNewPrivs"], fields["Uid"])
+				}
+				if !strings.Contains(p.Output(), "bounding_kept=") {
+					t.Errorf("the kept bounding set is not logged:\n%s", p.Output())
+				}
+			} else {
+				privsCheckProcess(t, p.Pid(), nobody)
+			}
+			privsCheckServes(t, l)
+			if err := p.Stop(); err != nil {
+				t.Errorf("spoki run after SIGTERM: %v, want exit status 0", err)
+			}
+			privsCheckGone(t, l)
+			if len(e2eRawEvents(t, logDir)) == 0 {
+				t.Errorf("no events written")
+			}
+			privsCheckFiles(t, logDir, nobody)
+		})
+	}
+}

@@ -302,6 +302,9 @@ func runMain(ctx context.Context, args []string) (err error) {
 	dev, err := tun.Open(tun.Config{Name: cfg.Tun, Queues: cfg.Queues, Prefixes: prefixes, NoRoute: cfg.NoRoute})
 	if err != nil {
 		if errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission) {
+			if os.Geteuid() != 0 {
+				return fmt.Errorf("run: %w (spoki needs CAP_NET_ADMIN and read-write access to /dev/net/tun: run it as root)", err)
+			}
 			return fmt.Errorf("run: %w (spoki needs CAP_NET_ADMIN: run it as root)", err)
 		}
 		return fmt.Errorf("run: %w", err)
