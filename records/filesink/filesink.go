@@ -88,7 +88,7 @@ type Config struct {
 	// `spoki run` opens it before it drops root: every file is then made
 	// relative to that handle, so the unprivileged writer needs rights on
 	// the directory alone, not on the path to it. The Writer takes Root
-	// over and closes it at Close.
+	// over and closes it at Close (or when New fails).
 	Root *os.Root
 }
 
@@ -235,7 +235,14 @@ func (w *Writer) startMaintenance() {
 
 // newWriter builds a Writer without starting its goroutine (tests drive it
 // by hand).
-func newWriter(cfg Config) (*Writer, error) {
+func newWriter(cfg Config) (_ *Writer, err error) {
+	if cfg.Root != nil {
+		defer func() {
+			if err != nil {
+				cfg.Root.Close()
+			}
+		}()
+	}
 	if cfg.Tag == "" {
 		cfg.Tag = DefaultTag
 	}
@@ -246,7 +253,6 @@ func newWriter(cfg Config) (*Writer, error) {
 		return nil, fmt.Errorf("filesink: keep %v: negative", cfg.Keep)
 	}
 	root := cfg.Root
-	cfg.Root = nil // the Writer's own from here: w.root
 	if root == nil {
 		st, err := os.Stat(cfg.Dir)
 		if err != nil {
@@ -287,6 +293,7 @@ func newWriter(cfg Config) (*Writer, error) {
 		maintainQuit: make(chan struct{}),
 		sweepEvery:   sweepInterval,
 	}
+	w.cfg.Root = nil // the Writer's own from here: w.root
 	w.root.Store(root)
 	w.initStreams()
 	return w, nil
