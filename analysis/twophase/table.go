@@ -127,7 +127,8 @@ func (t *table) hashes(src, dst netip.Addr, dport uint16) (stag, flow uint32, b 
 // random sources gets class 1 throughout.
 //
 // The source table is replaced by the same rule as the entries: a slot
-// whose run ended goes first, then the slot with the smallest count. A
+// whose run ended goes first, then the slot with the smallest count, the
+// least recently seen of those. A
 // flood of one-off sources so churns only the count-1 slots, and a source
 // with a run survives it.
 func (t *table) sourceClass(stag uint32, now int64, timeout int64) uint8 {
@@ -151,7 +152,9 @@ func (t *table) sourceClass(stag uint32, now int64, timeout int64) uint8 {
 			}
 		case victim < 0:
 			victim = i
-		case sb[victim].tag != 0 && age16(now16, sb[victim].last) < timeout && s.count < sb[victim].count:
+		case sb[victim].tag == 0 || age16(now16, sb[victim].last) >= timeout:
+			// A free or stale victim stays the victim.
+		case s.count < sb[victim].count || s.count == sb[victim].count && age16(now16, s.last) > age16(now16, sb[victim].last):
 			victim = i
 		}
 	}
