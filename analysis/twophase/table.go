@@ -28,7 +28,7 @@ const (
 	bytesPerBucket = bucketWays*EntryBytes + bucketWays/entriesPerSource*SourceBytes
 	// MinMemory is the smallest budget New accepts (smaller ones are
 	// raised to it): a few buckets, so the policy still has choices.
-	MinMemory = 64 * bytesPerBucket
+	MinMemory = 64 << 10
 )
 
 // entry is one phase-one SYN: exactly what the `two_phase` event needs of
