@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -104,7 +105,7 @@ func (f *twoPhaseFeed) logTable(timeout time.Duration, memory byteSize) {
 	secs := timeout.Seconds()
 	f.log.Info("two-phase table", "entries", s.Capacity, "bytes", s.Bytes, "phase_memory", memory.String(),
 		"window_s", secs, "at_irregular_syn_per_s", int(float64(s.Capacity)/secs),
-		"window_s_at_100k_syn_per_s", float64(s.Capacity)/1e5)
+		"window_s_at_100k_syn_per_s", math.Round(float64(s.Capacity)/1e4)/10)
 }
 
 // Stats returns the detector's counters as of its last tick.
