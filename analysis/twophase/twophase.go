@@ -36,7 +36,7 @@ type Config struct {
 	// phase two.
 	Timeout time.Duration
 	// Memory is the budget of the table in bytes (at least MinMemory);
-	// Entries tells how many phase-one SYNs it holds.
+	// Capacity tells how many phase-one SYNs it holds.
 	Memory int64
 }
 
@@ -134,7 +134,7 @@ func New(cfg Config) *Detector {
 // memory in bytes.
 func Capacity(memory int64) (entries int, bytes int64) {
 	nb, ns := geometry(memory)
-	return int(nb) * bucketWays, (nb*bucketWays*EntryBytes + ns*bucketWays*SourceBytes)
+	return int(nb) * bucketWays, nb*bucketWays*EntryBytes + ns*bucketWays*SourceBytes
 }
 
 // Stats returns the counters.

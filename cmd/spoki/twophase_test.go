@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -150,4 +151,41 @@ func gatherAll(t *testing.T, tel *telemetry) map[string]float64 {
 		}
 	}
 	return got
+}
+
+// TestTwoPhaseFeedRun checks the feed's goroutine end to end: a pair fed
+// through the queues is written, and its stats reach readers on other
+// goroutines (the stats line, the collector) by the next tick.
+func TestTwoPhaseFeedRun(t *testing.T) {
+	lines := make(chan []byte, 4)
+	f := newTwoPhaseFeedMemory(time.Minute, 1<<20, time.Minute, func(_ time.Time, l []byte) { lines <- l }, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); f.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	now := time.Now()
+	one := records.Packet{Time: now, Src: netip.MustParseAddr("203.0.113.7"), Dst: netip.MustParseAddr("198.51.100.80"),
+		Proto: records.ProtoTCP, SrcPort: 40000, DstPort: 80, Flags: records.FlagSYN, TTL: 250, IPID: 54321, Probed: true, WScale: -1}
+	two := one
+	two.Time, two.TTL, two.IPID, two.SrcPort, two.NumOptions, two.MSS = now.Add(time.Second), 64, 1, 50000, 1, 1460
+	two.Options[0] = 2
+	f.SYN(&one)
+	f.SYN(&two)
+	select {
+	case l := <-lines:
+		if !strings.Contains(string(l), `"stage":"phase_two"`) {
+			t.Errorf("event %s", l)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no two_phase event")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.Stats().Pairs != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats never published: %+v", f.Stats())
+		}
+		_ = twoPhaseAttrs(f)
+		time.Sleep(50 * time.Millisecond)
+	}
 }
