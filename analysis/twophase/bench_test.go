@@ -93,3 +93,19 @@ func summary(d []time.Duration, timeout time.Duration) string {
 	}
 	return fmt.Sprintf("n=%d min %v p10 %v p50 %v p90 %v max %v; whole window kept: %d", len(s), q(0), q(.1), q(.5), q(.9), q(1), full)
 }
+
+// BenchmarkExpire measures the sweep of a full default table that the live
+// feed runs every 10 s.
+func BenchmarkExpire(b *testing.B) {
+	d := New(Config{})
+	r := rand.New(rand.NewPCG(1, 2))
+	p := isyn(t0, randAddr(r), netip.MustParseAddr("198.51.100.7"), 80)
+	for range d.Stats().Capacity {
+		p.Src = randAddr(r)
+		d.Observe(&p)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		d.Expire(p.Time.Add(time.Second))
+	}
+}
