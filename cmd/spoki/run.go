@@ -26,6 +26,7 @@ import (
 	"github.com/lmittmann/tint"
 	"golang.org/x/sys/unix"
 
+	"github.com/spoki-telescope/spoki/analysis/twophase"
 	"github.com/spoki-telescope/spoki/handlers"
 	"github.com/spoki-telescope/spoki/netstack"
 	"github.com/spoki-telescope/spoki/records"
@@ -69,6 +70,8 @@ type runConfig struct {
 	Keep         time.Duration `yaml:"keep"`
 	Compress     bool          `yaml:"compress"`
 	PhaseTimeout time.Duration `yaml:"phase-timeout"`
+	// PhaseMemory is the fixed budget of the two-phase detector's table.
+	PhaseMemory byteSize `yaml:"phase-memory"`
 	// Pure is Spoki's own behaviour everywhere: record the first payload,
 	// then reset; PurePrefixes limits it to some prefixes.
 	Pure         bool     `yaml:"pure"`
@@ -100,6 +103,7 @@ func defaultRunConfig() runConfig {
 		LogLevel:         "info",
 		StatsInterval:    time.Second,
 		PhaseTimeout:     600 * time.Second,
+		PhaseMemory:      twophase.DefaultMemory,
 		Compress:         true,
 	}
 }
@@ -124,6 +128,7 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "interval of the stats line (0 = none)")
 	fs.DurationVar(&c.PhaseTimeout, "phase-timeout", c.PhaseTimeout, "longest delay between the two phases of a two-phase scan")
+	fs.Var(&c.PhaseMemory, "phase-memory", "memory `SIZE` of the two-phase detector's table (e.g. 32MiB; 32 bytes per phase-one SYN)")
 	fs.BoolVar(&c.Pure, "pure", c.Pure, "pure Spoki mode: record the first payload, then reset (no protocol handlers)")
 	fs.Var(purePrefixes, "pure-prefix", "pure Spoki mode for this `CIDR` only (repeatable)")
 	fs.StringVar(&c.User, "user", c.User, "after set-up, run as user `NAME` (as root the default is spoki, else nobody; root keeps uid 0); no capability is kept either way")
@@ -213,6 +218,10 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	}
 	if c.Keep < 0 {
 		return nil, fmt.Errorf("run: --keep %v must not be negative", c.Keep)
+	}
+	if c.PhaseMemory < twophase.MinMemory || c.PhaseMemory > maxPhaseMemory {
+		lo, hi := byteSize(twophase.MinMemory), byteSize(maxPhaseMemory)
+		return nil, fmt.Errorf("run: --phase-memory %s out of range %s-%s", c.PhaseMemory.String(), lo.String(), hi.String())
 	}
 	if c.MaxConns < 1 {
 		return nil, fmt.Errorf("run: --max-conns %d must be positive", c.MaxConns)
@@ -394,7 +403,8 @@ func runMain(ctx context.Context, args []string) (err error) {
 		sink.Event(t, line)
 	}
 
-	tp := newTwoPhaseFeed(cfg.PhaseTimeout, cfg.FirstDataTimeout+cfg.TotalTimeout+10*time.Second, emitEvent, log.With("component", "twophase"))
+	tp := newTwoPhaseFeedMemory(cfg.PhaseTimeout, cfg.PhaseMemory, cfg.FirstDataTimeout+cfg.TotalTimeout+10*time.Second, emitEvent, log.With("component", "twophase"))
+	tp.logTable(cfg.PhaseTimeout, cfg.PhaseMemory)
 	tpCtx, tpStop := context.WithCancel(context.Background())
 	tpDone := make(chan struct{})
 	go func() { defer close(tpDone); tp.run(tpCtx) }()
@@ -723,7 +733,8 @@ func logStats(log *slog.Logger, st *netstack.Stack, muxes *muxSet, sink *filesin
 	if _, _, txDropped, err := dev.Stats(); err == nil {
 		attrs = append(attrs, slog.Uint64("tun_dropped", txDropped))
 	}
-	attrs = append(attrs, slog.Uint64("two_phase", tp.events.Load()), slog.Uint64("two_phase_dropped", tp.dropped.Load()))
+	attrs = append(attrs, slog.Uint64("two_phase", tp.events.Load()), slog.Uint64("two_phase_dropped", tp.dropped()))
+	attrs = append(attrs, twoPhaseAttrs(tp)...)
 	heap, rss := memStats()
 	attrs = append(attrs, slog.Uint64("heap_live", heap), slog.Uint64("rss", rss))
 	log.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
