@@ -103,6 +103,10 @@ type Stats struct {
 	// Unflushed counts the events that were read but never reached an
 	// output batch because the input ended first (without FlushAtEOF).
 	Unflushed uint64
+	// UnflushedRecords counts the records that FlushAtEOF would have
+	// written on top of Records (without FlushAtEOF): the run goes on to
+	// the flush without writing it, then restores every other counter.
+	UnflushedRecords uint64
 }
 
 // Sink receives each batch of records, sorted as the original writes them.
@@ -135,6 +139,13 @@ type engine struct {
 	maxBatch int32
 	out      []Record
 	round    int
+	// dry is set where the original stops (without FlushAtEOF): the run
+	// goes on as FlushAtEOF would, writing nothing, to count the records
+	// left out (dryRecords); saved holds the counters of the real run.
+	dry        bool
+	dryRecords uint64
+	saved      Stats
+	nextBatch  int // e.b where the original stopped
 }
 
 // Run assembles the logs of cfg.Dir and writes the batches into sink. It
@@ -282,18 +293,19 @@ func (e *engine) run(ctx context.Context) error {
 			err := e.load(ctx, l.r)
 			switch {
 			case errors.Is(err, errEnd):
-				if !e.cfg.FlushAtEOF {
-					// The original blocks here forever.
-					return e.finish(false)
+				if !e.cfg.FlushAtEOF && !e.dry {
+					// The original blocks here forever: what it wrote is
+					// final, the rest is only counted.
+					e.beginDry()
 				}
 				ended++
 			case err != nil && ctx.Err() != nil:
-				return e.finish(e.cfg.FlushAtEOF)
+				return e.finish(e.cfg.FlushAtEOF || e.dry)
 			case err != nil:
 				return err
 			}
 		}
-		if e.cfg.FlushAtEOF && ended > 0 && ended == btoi(loadCon)+btoi(loadEv) {
+		if (e.cfg.FlushAtEOF || e.dry) && ended > 0 && ended == btoi(loadCon)+btoi(loadEv) {
 			return e.finish(true)
 		}
 		if err := e.stageB(); err != nil {
@@ -314,7 +326,7 @@ func btoi(b bool) int {
 func (e *engine) stageB() error {
 	before := len(e.pending)
 	e.pending = e.cm.match(e.pending)
-	if e.cfg.OnRound != nil {
+	if e.cfg.OnRound != nil && !e.dry {
 		rs := RoundStats{Round: e.round, Emitted: len(e.pending) - before, Kept: len(e.cm.ecache)}
 		for _, ev := range e.pending[before:] {
 			if ev.probed {
@@ -354,10 +366,12 @@ func (e *engine) checkpoint(final bool) (int, error) {
 	pm.evictRetransmits(e.b)
 	e.out = pm.evict(e.b, e.out[:0])
 	n := len(e.out)
-	if e.cfg.OnCheckpoint != nil {
+	if e.cfg.OnCheckpoint != nil && !e.dry {
 		e.cfg.OnCheckpoint(CheckpointStats{Batch: int(e.b), Records: n, Repeated: rep, Final: final})
 	}
-	if n > 0 {
+	if n > 0 && e.dry {
+		e.dryRecords += uint64(n)
+	} else if n > 0 {
 		if err := e.sink.WriteBatch(int(e.b), e.out); err != nil {
 			return n, err
 		}
@@ -374,16 +388,24 @@ func (e *engine) checkpoint(final bool) (int, error) {
 	return n, nil
 }
 
-// finish ends the run. With flush, the events still pending go through the
-// phase matcher (with their checkpoints, one at a time as in the rounds),
-// then every batch up to the last one read is checkpointed.
+// beginDry marks where the original's output ends: the counters so far are
+// the run's, and whatever follows only counts the records left out.
+func (e *engine) beginDry() {
+	e.stats.Unflushed = uint64(len(e.pending)) + uint64(e.pm.isyns.len()+e.pm.rsyns.len()+
+		e.pm.iacked.len()+e.pm.racked.len()+e.pm.tpna.len()+e.pm.tp.len())
+	e.saved = *e.stats
+	e.dryRecords = 0
+	e.dry = true
+	e.nextBatch = int(e.b)
+}
+
+// finish ends the run. The events still pending go through the phase
+// matcher (with their checkpoints, one at a time as in the rounds), then
+// every batch up to the last one read is checkpointed: written with flush,
+// only counted without (the original never gets there).
 func (e *engine) finish(flush bool) error {
-	if !flush {
-		e.stats.Unflushed = uint64(len(e.pending)) + uint64(e.pm.isyns.len()+e.pm.rsyns.len()+
-			e.pm.iacked.len()+e.pm.racked.len()+e.pm.tpna.len()+e.pm.tp.len())
-		e.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, "end of input",
-			slog.Int("next_batch", int(e.b)), slog.Uint64("unflushed", e.stats.Unflushed))
-		return nil
+	if !flush && !e.dry {
+		e.beginDry()
 	}
 	for _, ev := range e.pending {
 		e.pm.addEvent(ev)
@@ -400,7 +422,24 @@ func (e *engine) finish(flush bool) error {
 			return err
 		}
 	}
-	e.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, "end of input, flushed",
-		slog.Int("next_batch", int(e.b)))
+	if !e.dry {
+		e.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, "end of input, flushed",
+			slog.Int("next_batch", int(e.b)))
+		return nil
+	}
+	left := e.dryRecords
+	*e.stats = e.saved
+	e.stats.UnflushedRecords = left
+	if left == 0 {
+		e.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, "end of input",
+			slog.Int("next_batch", e.nextBatch), slog.Uint64("unflushed", e.stats.Unflushed))
+		return nil
+	}
+	// The original's behaviour, copied, loses these records silently; say
+	// so, and how to keep them.
+	e.cfg.Logger.LogAttrs(context.Background(), slog.LevelWarn,
+		"end of input: records left unwritten, as the original assemble leaves them; --flush-at-eof writes them",
+		slog.Uint64("unflushed_records", left), slog.Uint64("written_records", e.stats.Records),
+		slog.Uint64("unflushed_events", e.stats.Unflushed), slog.Int("next_batch", e.nextBatch))
 	return nil
 }

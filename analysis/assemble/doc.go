@@ -27,7 +27,11 @@
 //     exactly what the original writes by then. FlushAtEOF
 //     (--flush-at-eof) then processes the pending events and checkpoints
 //     every remaining batch up to the last one read, so probed events that
-//     are still unconfirmed are dropped. With Follow, the reader polls the
+//     are still unconfirmed are dropped. Without FlushAtEOF, Run goes on
+//     to that flush without writing it, to count the records the
+//     original leaves out (Stats.UnflushedRecords, 366 of 707 for the
+//     example logs), and logs them in a Warn line that names
+//     --flush-at-eof. With Follow, the reader polls the
 //     directory like the original's LiveReader (same 1h05m skip and 1h10m
 //     close times on the wall clock) and Run returns when ctx is done.
 //  2. -o ignored: fixed, FileSink.Dir is honoured. The file name is the
