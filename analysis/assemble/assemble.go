@@ -48,6 +48,10 @@ type Config struct {
 	OnRound func(RoundStats)
 	// OnCheckpoint, if set, is called after every checkpoint.
 	OnCheckpoint func(CheckpointStats)
+	// OnProgress, if set, is called on Run's goroutine after each file is
+	// opened, every ProgressRows rows and once at the end (Done). It must
+	// return quickly; a display throttles it by the clock.
+	OnProgress func(Progress)
 }
 
 // confirmationLoadThreshold: a log is not read further while it is this far
@@ -146,6 +150,12 @@ type engine struct {
 	dryRecords uint64
 	saved      Stats
 	nextBatch  int // e.b where the original stopped
+	// prog is the progress snapshot; bytesRead the readers' byte count,
+	// rawBatch the batch of the last raw row.
+	start     time.Time
+	prog      Progress
+	bytesRead int64
+	rawBatch  int32
 }
 
 // Run assembles the logs of cfg.Dir and writes the batches into sink. It
@@ -193,6 +203,13 @@ func Run(ctx context.Context, cfg Config, sink Sink, stats *Stats) error {
 			follow: cfg.Follow, poll: cfg.Poll, now: now, bufSize: 1 << 20}
 	}
 	e.raw, e.con = mk("raw"), mk("scamper")
+	e.start = start
+	if cfg.OnProgress != nil {
+		for _, r := range []*hourReader{e.raw, e.con} {
+			r.read = &e.bytesRead
+			r.opened = func() { e.prog.FilesOpened++; e.progress(false) }
+		}
+	}
 	e.raw.header = func(h []byte) { e.rawP = newRawParser(h, e.strs) }
 	e.raw.line = e.addRow
 	e.con.header = func(h []byte) { e.conP = newConParser(h, e.strs) }
@@ -206,12 +223,28 @@ func Run(ctx context.Context, cfg Config, sink Sink, stats *Stats) error {
 		if err := e.con.scanLast(); err != nil {
 			return err
 		}
+		e.prog.FilesTotal = e.raw.totalFiles + e.con.totalFiles
+		e.prog.BytesTotal = e.raw.totalBytes + e.con.totalBytes
 	} else if fi, err := os.Stat(cfg.Dir); err != nil {
 		return fmt.Errorf("assemble: log dir: %w", err)
 	} else if !fi.IsDir() {
 		return fmt.Errorf("assemble: log dir %s: not a directory", cfg.Dir)
 	}
-	return e.run(ctx)
+	err := e.run(ctx)
+	e.progress(true)
+	return err
+}
+
+// progress calls OnProgress with the current figures.
+func (e *engine) progress(done bool) {
+	if e.cfg.OnProgress == nil {
+		return
+	}
+	e.prog.Done = done
+	e.prog.BytesRead = e.bytesRead
+	e.prog.Hour = e.start.Add(time.Duration(e.rawBatch) * time.Hour)
+	e.prog.Records = e.stats.Records
+	e.cfg.OnProgress(e.prog)
 }
 
 // slabSize is how many events are allocated at once: one allocation per
@@ -220,6 +253,10 @@ const slabSize = 256
 
 func (e *engine) addRow(line []byte, batch int32) {
 	e.stats.Rows++
+	e.rawBatch = batch
+	if e.prog.Rows++; e.prog.Rows%ProgressRows == 0 {
+		e.progress(false)
+	}
 	if len(e.slab) == cap(e.slab) {
 		e.slab = make([]event, 0, slabSize)
 	}
@@ -237,6 +274,9 @@ func (e *engine) addRow(line []byte, batch int32) {
 
 func (e *engine) addConfirmation(line []byte, batch int32) {
 	e.stats.Confirmations++
+	if e.prog.Rows++; e.prog.Rows%ProgressRows == 0 {
+		e.progress(false)
+	}
 	if len(e.cslab) == cap(e.cslab) {
 		e.cslab = make([]confirmation, 0, slabSize)
 	}
