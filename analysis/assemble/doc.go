@@ -55,7 +55,13 @@
 //     matched, as in the original); a checkpoint without records does not
 //     advance (b stalls, e.g. when --start is before the first file):
 //     copied. Stats counts the drops.
-//  7. Kafka (offset default, batch size) is not implemented; clean's
+//  7. Kafka output (KafkaSink, --kafka): one message per record, the JSON
+//     of the output line, no key, topic cse2.malware.events.TAG as the
+//     original; unlike the original's --kafka|--logs choice, the files are
+//     written too, and a batch counts as written once the brokers
+//     acknowledged all of it (a delivery that fails stops the run). The
+//     original's --kafka-batch-size (producer bytes) is franz-go's
+//     business. Kafka consumption (offset default) is not here; clean's
 //     crashes and the int-or-string port belong to analysis/urls, which
 //     fixes them.
 //
