@@ -32,37 +32,39 @@ type Progress struct {
 }
 
 // Line formats p for a progress line, elapsed being the time since the run
-// began: files, rows and rows/s, the hour, the records written, and, when
-// the input's size is known, the share read and an estimate of the time
-// left (from the bytes read so far).
+// began: when the input's size is known, the share read and an estimate of
+// the time left (from the bytes read so far) first, so that a narrow
+// terminal cuts the least useful part; then the files, rows and rows/s, the
+// hour and the records written.
 func (p Progress) Line(elapsed time.Duration) string {
-	var b strings.Builder
-	b.WriteString("assemble: ")
-	if p.FilesTotal > 0 {
-		fmt.Fprintf(&b, "files %d/%d", p.FilesOpened, p.FilesTotal)
-	} else {
-		fmt.Fprintf(&b, "files %d", p.FilesOpened)
-	}
-	fmt.Fprintf(&b, ", %s rows", humanCount(float64(p.Rows)))
-	if s := elapsed.Seconds(); s > 0 {
-		fmt.Fprintf(&b, " (%s rows/s)", humanCount(float64(p.Rows)/s))
-	}
-	if !p.Hour.IsZero() {
-		fmt.Fprintf(&b, ", hour %s", p.Hour.UTC().Format("2006-01-02T15"))
-	}
-	fmt.Fprintf(&b, ", %d records", p.Records)
+	var parts []string
 	switch {
 	case p.Done:
-		fmt.Fprintf(&b, ", done in %s", roundDuration(elapsed))
+		parts = append(parts, "done in "+roundDuration(elapsed).String())
 	case p.BytesTotal > 0:
 		read := min(p.BytesRead, p.BytesTotal)
-		fmt.Fprintf(&b, ", %d%%", read*100/p.BytesTotal)
+		head := fmt.Sprintf("%d%%", read*100/p.BytesTotal)
 		if read > 0 && elapsed > 0 {
 			left := time.Duration(float64(elapsed) * float64(p.BytesTotal-read) / float64(read))
-			fmt.Fprintf(&b, ", ETA %s", roundDuration(left))
+			head += " ETA " + roundDuration(left).String()
 		}
+		parts = append(parts, head)
 	}
-	return b.String()
+	if p.FilesTotal > 0 {
+		parts = append(parts, fmt.Sprintf("files %d/%d", p.FilesOpened, p.FilesTotal))
+	} else {
+		parts = append(parts, fmt.Sprintf("files %d", p.FilesOpened))
+	}
+	rows := humanCount(float64(p.Rows)) + " rows"
+	if s := elapsed.Seconds(); s > 0 {
+		rows += ", " + humanCount(float64(p.Rows)/s) + "/s"
+	}
+	parts = append(parts, rows)
+	if !p.Hour.IsZero() {
+		parts = append(parts, "hour "+p.Hour.UTC().Format("2006-01-02T15"))
+	}
+	parts = append(parts, humanCount(float64(p.Records))+" records")
+	return strings.Join(parts, " | ")
 }
 
 // humanCount writes n with about three significant figures and a k/M/G

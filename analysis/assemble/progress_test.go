@@ -18,25 +18,25 @@ func TestProgressLine(t *testing.T) {
 		want    string
 	}{
 		{"known input: share and ETA from the bytes",
-			Progress{FilesOpened: 3, FilesTotal: 8, Rows: 1_234_567, BytesRead: 250 << 20, BytesTotal: 1000 << 20, Hour: hour, Records: 341},
+			Progress{FilesOpened: 3, FilesTotal: 8, Rows: 1_234_567, BytesRead: 250 << 20, BytesTotal: 1000 << 20, Hour: hour, Records: 12_345},
 			10 * time.Second,
-			"assemble: files 3/8, 1.23M rows (123k rows/s), hour 2021-10-13T22, 341 records, 25%, ETA 30s"},
+			"25% ETA 30s | files 3/8 | 1.23M rows, 123k/s | hour 2021-10-13T22 | 12.3k records"},
 		{"following: no total, no ETA",
 			Progress{FilesOpened: 5, Rows: 999, Hour: hour},
 			2 * time.Second,
-			"assemble: files 5, 999 rows (500 rows/s), hour 2021-10-13T22, 0 records"},
+			"files 5 | 999 rows, 500/s | hour 2021-10-13T22 | 0 records"},
 		{"nothing read yet: no rate, no ETA",
 			Progress{FilesTotal: 4, BytesTotal: 1 << 20},
 			0,
-			"assemble: files 0/4, 0 rows, 0 records, 0%"},
+			"0% | files 0/4 | 0 rows | 0 records"},
 		{"short ETA in tenths",
 			Progress{FilesOpened: 1, FilesTotal: 2, Rows: 20_000, BytesRead: 3, BytesTotal: 4, Hour: hour},
 			1500 * time.Millisecond,
-			"assemble: files 1/2, 20.0k rows (13.3k rows/s), hour 2021-10-13T22, 0 records, 75%, ETA 500ms"},
+			"75% ETA 500ms | files 1/2 | 20.0k rows, 13.3k/s | hour 2021-10-13T22 | 0 records"},
 		{"done",
 			Progress{FilesOpened: 4, FilesTotal: 4, Rows: 13_847, BytesRead: 10, BytesTotal: 10, Hour: hour, Records: 707, Done: true},
 			123456 * time.Microsecond,
-			"assemble: files 4/4, 13.8k rows (112k rows/s), hour 2021-10-13T22, 707 records, done in 100ms"},
+			"done in 100ms | files 4/4 | 13.8k rows, 112k/s | hour 2021-10-13T22 | 707 records"},
 	} {
 		if got := c.p.Line(c.elapsed); got != c.want {
 			t.Errorf("%s:\n got %q\nwant %q", c.name, got, c.want)
