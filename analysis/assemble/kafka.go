@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -57,6 +58,9 @@ type KafkaSink struct {
 	cl        *kgo.Client
 	topic     string
 	published uint64
+	// handed counts the records given to the client (the tests check
+	// that a failed batch stops early).
+	handed uint64
 }
 
 var _ Sink = (*KafkaSink)(nil)
@@ -109,7 +113,12 @@ func (s *KafkaSink) WriteBatch(_ int, recs []Record) error {
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		firstErr error
+		failed   atomic.Bool
 	)
+	// Cancelled at the first failure, so that a Produce waiting for room
+	// in the buffer gives up at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := func(_ *kgo.Record, err error) {
 		if err != nil {
 			mu.Lock()
@@ -117,14 +126,22 @@ func (s *KafkaSink) WriteBatch(_ int, recs []Record) error {
 				firstErr = err
 			}
 			mu.Unlock()
+			failed.Store(true)
+			cancel()
 		}
 		wg.Done()
 	}
 	for i := range recs {
+		// Once a record failed the batch has failed: the rest would only
+		// wait for the same timeout, KafkaBufferRecords at a time.
+		if failed.Load() {
+			break
+		}
 		// The client keeps the value until it is acknowledged: one
 		// allocation per record.
 		wg.Add(1)
-		s.cl.Produce(context.Background(), &kgo.Record{Topic: s.topic, Value: recs[i].AppendJSON(nil)}, done)
+		s.handed++
+		s.cl.Produce(ctx, &kgo.Record{Topic: s.topic, Value: recs[i].AppendJSON(nil)}, done)
 	}
 	wg.Wait()
 	if firstErr != nil {

@@ -123,8 +123,14 @@ func TestKafkaBrokerDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ks.Close()
+	// More records than the client buffers: the first to time out ends
+	// the batch, the rest are not handed to the client to time out too.
+	recs := make([]Record, 2*KafkaBufferRecords+1)
+	for i := range recs {
+		recs[i] = Record{ts: int64(i), tag: tagISYN}
+	}
 	done := make(chan error, 1)
-	go func() { done <- ks.WriteBatch(0, []Record{{ts: 1, tag: tagISYN}}) }()
+	go func() { done <- ks.WriteBatch(0, recs) }()
 	select {
 	case err := <-done:
 		if err == nil {
@@ -137,6 +143,10 @@ func TestKafkaBrokerDown(t *testing.T) {
 	if ks.Published() != 0 {
 		t.Errorf("published %d", ks.Published())
 	}
+	if ks.handed >= uint64(len(recs)) {
+		t.Errorf("all %d records were handed to the client after the first failed", ks.handed)
+	}
+	t.Logf("%d of %d records handed to the client", ks.handed, len(recs))
 }
 
 func TestKafkaConfig(t *testing.T) {

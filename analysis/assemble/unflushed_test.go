@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestExampleUnflushedWarning: without --flush-at-eof the example logs
@@ -80,5 +81,51 @@ func TestNothingUnflushedNoWarning(t *testing.T) {
 	}
 	if st.UnflushedRecords != 0 || strings.Contains(logBuf.String(), "WARN") {
 		t.Errorf("empty input: unflushed records %d, log %q", st.UnflushedRecords, logBuf.String())
+	}
+}
+
+// TestFollowUnflushedCounted: a followed directory without --flush-at-eof
+// stops at SIGTERM (ctx done) with the open batches unwritten; they are
+// counted as the flush at that moment would write them, which is what the
+// offline flush writes.
+func TestFollowUnflushedCounted(t *testing.T) {
+	src := exampleLogs(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &capture{}
+	var st Stats
+	var logBuf bytes.Buffer
+	now := func() time.Time { return time.Date(2021, 10, 13, 23, 20, 0, 0, time.UTC) }
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Dir: src, Tag: "test", Start: exampleStart, Follow: true, Poll: 5 * time.Millisecond, Now: now,
+			Logger: slog.New(slog.NewTextHandler(&logBuf, nil))}, c, &st)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c.mu.Lock()
+		n := len(c.batches)
+		c.mu.Unlock()
+		if n >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("batch 0 not written while following")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var off Stats
+	if err := Run(context.Background(), Config{Dir: src, Tag: "test", Start: exampleStart, FlushAtEOF: true}, &capture{}, &off); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.batches) != 1 || st.UnflushedRecords == 0 || st.Records+st.UnflushedRecords != off.Records {
+		t.Errorf("followed: %d batches, %d records written, %d unflushed; offline flush writes %d", len(c.batches), st.Records, st.UnflushedRecords, off.Records)
+	}
+	if !strings.Contains(logBuf.String(), "level=WARN") || !strings.Contains(logBuf.String(), "--flush-at-eof") {
+		t.Errorf("no WARN naming --flush-at-eof in\n%s", logBuf.String())
 	}
 }
