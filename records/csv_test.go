@@ -13,17 +13,14 @@ import (
 )
 
 // exampleDirs are where the real Spoki logs of spoki-core §4.5 are looked
-// for: the copy in testdata (shared/data/spoki-example-logs, committed so
-// that the test needs nothing outside the repository).
+// for: the copy in testdata, committed so that the test needs nothing
+// outside the repository.
 var exampleDirs = []string{"testdata/spoki-example-logs"}
 
-// exampleFiles returns the example logs whose names match pattern, skipping
-// the test when none is available.
+// exampleFiles returns the example logs whose names match pattern, failing
+// the test when none is there.
 func exampleFiles(t *testing.T, pattern string) []string {
 	t.Helper()
-	if d := os.Getenv("SPOKI_EXAMPLE_LOGS"); d != "" {
-		exampleDirs = append([]string{d}, exampleDirs...)
-	}
 	for _, dir := range exampleDirs {
 		files, _ := filepath.Glob(filepath.Join(dir, pattern))
 		if len(files) > 0 {
