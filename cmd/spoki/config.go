@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/spoki-telescope/spoki/analysis/twophase"
 	"github.com/spoki-telescope/spoki/handlers/generic"
 	"github.com/spoki-telescope/spoki/tun"
 )
@@ -189,6 +190,10 @@ func (c *configChecker) scalars() {
 		if l, ok := c.line(key); ok && *d <= 0 {
 			c.add(l, "%s: must be positive", key)
 		}
+	}
+	if l, ok := c.line("phase-memory"); ok && (cfg.PhaseMemory < twophase.MinMemory || cfg.PhaseMemory > maxPhaseMemory) {
+		lo, hi := byteSize(twophase.MinMemory), byteSize(maxPhaseMemory)
+		c.add(l, "phase-memory: %s out of range %s-%s", cfg.PhaseMemory.String(), lo.String(), hi.String())
 	}
 	if l, ok := c.line("stats-interval"); ok && cfg.StatsInterval < 0 {
 		c.add(l, "stats-interval: negative (0 turns the stats line off)")
