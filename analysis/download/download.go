@@ -1,6 +1,7 @@
 package download
 
 import (
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -9,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"compress/gzip"
 	"io"
 	"log/slog"
 	"net"

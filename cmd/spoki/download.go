@@ -260,7 +260,7 @@ func downloadKafka(ctx context.Context, f downloadKafkaFlags, log *slog.Logger,
 		// partitions back within the rebalance timeout.
 		MaxPollRecords: max(1, int(downloadRebalanceBudget/f.timeout)),
 		Workers:        f.workers, PerHost: f.perHost, MaxURLsPerPayload: f.maxURLs,
-		Logger:         log,
+		Logger: log,
 	})
 	if err != nil {
 		return download.KafkaStats{}, err
