@@ -149,16 +149,11 @@ func cmpInt64(a, b int64) int {
 // Len returns the number of entries.
 func (t *table) Len() int { return len(t.m) }
 
-// load fills the table from the entries of tried.tsv, oldest expiry
-// first, so that the budget keeps the latest ones.
-func (t *table) load(m map[string]int64, now int64) {
-	recs := make([]qrec, 0, len(m))
-	for u, exp := range m {
-		if exp > now {
-			recs = append(recs, qrec{u, exp})
-		}
-	}
-	slices.SortFunc(recs, func(a, b qrec) int { return cmpInt64(a.exp, b.exp) })
+// load fills the table from the entries of tried.tsv (in file order),
+// oldest expiry first, so that the budget keeps the latest ones.
+func (t *table) load(recs []qrec, now int64) {
+	recs = slices.DeleteFunc(recs, func(r qrec) bool { return r.exp <= now })
+	slices.SortStableFunc(recs, func(a, b qrec) int { return cmpInt64(a.exp, b.exp) })
 	for _, r := range recs {
 		t.set(r.url, entry{exp: r.exp, inFile: true}, now)
 	}

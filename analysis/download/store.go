@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -117,12 +118,14 @@ func (d *Downloader) triedPath() string { return filepath.Join(d.cfg.Dir, "tried
 
 // loadTried reads the rate-limit table: lines "UNIX-expiry TAB url"; the
 // last line of a URL wins, bad lines are ignored (a killed run may leave
-// half a line). The expiries are in Unix nanoseconds.
-func loadTried(path string) (map[string]int64, error) {
-	m := map[string]int64{}
+// half a line). The expiries are in Unix nanoseconds; the records come in
+// the order of their last lines.
+func loadTried(path string) ([]qrec, error) {
+	m := map[string]int{}
+	var recs []qrec
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return m, nil
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("download: open %s: %w", path, err)
@@ -136,12 +139,16 @@ func loadTried(path string) (map[string]int64, error) {
 		if !ok || err != nil || u == "" || len(u) > MaxURLBytes {
 			continue
 		}
-		m[u] = time.Unix(sec, 0).UnixNano()
+		if i, ok := m[u]; ok {
+			recs[i].url = "" // superseded
+		}
+		m[u] = len(recs)
+		recs = append(recs, qrec{u, time.Unix(sec, 0).UnixNano()})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("download: read %s: %w", path, err)
 	}
-	return m, nil
+	return slices.DeleteFunc(recs, func(r qrec) bool { return r.url == "" }), nil
 }
 
 // rewriteTried writes the live entries to a fresh table and returns it

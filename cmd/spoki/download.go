@@ -258,9 +258,11 @@ func downloadKafka(ctx context.Context, f downloadKafkaFlags, log *slog.Logger,
 		Brokers: downloadSplit(f.brokers, ""), Group: f.group, Topics: topics,
 		// Each record may cost a whole fetch; the member must hand its
 		// partitions back within the rebalance timeout.
-		MaxPollRecords: max(1, int(downloadRebalanceBudget/f.timeout)),
-		Workers:        f.workers, PerHost: f.perHost, MaxURLsPerPayload: f.maxURLs,
-		Logger: log,
+		MaxPollRecords:    max(1, int(downloadRebalanceBudget/f.timeout)),
+		Workers:           f.workers,
+		PerHost:           f.perHost,
+		MaxURLsPerPayload: f.maxURLs,
+		Logger:            log,
 	})
 	if err != nil {
 		return download.KafkaStats{}, err
