@@ -294,7 +294,7 @@ func downloadPrintResult(w io.Writer, r download.Result, oncePer time.Duration) 
 	switch r.Kind {
 	case download.KindSkipped:
 		detail = "tried less than " + oncePer.String() + " ago"
-	case download.KindError, download.KindUnsupported:
+	case download.KindError, download.KindUnsupported, download.KindDenied:
 		detail = r.Status
 	}
 	// The URL and the reason carry the attacker's bytes.
