@@ -414,7 +414,7 @@ func (d *Downloader) Handle(ctx context.Context, t Target) (Result, error) {
 		d.mu.Unlock()
 	}
 	rdns := ""
-	if r.Attempted && d.cfg.ReverseDNS {
+	if r.Attempted && r.Kind != KindDenied && d.cfg.ReverseDNS {
 		rdns = reverse(ctx, t.Server)
 	}
 	d.mu.Lock()

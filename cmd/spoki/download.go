@@ -22,7 +22,7 @@ import (
 
 const downloadUsage = `usage: spoki download [--out DIR] [--once-per 1h] [--timeout 10s] [--max-bytes 32MiB]
                       [--max-redirects 5] [--insecure-tls] [--allow CIDR ...] [--deny CIDR ...]
-                      [--prefix CIDR ...] [--workers 4] [--per-host 1] [--max-urls-per-payload 16]
+                      [--prefix CIDR ... | --config FILE] [--workers 4] [--per-host 1] [--max-urls-per-payload 16]
                       [--max-store 10GiB] [--max-state 32MiB] [--rdns] INPUT...
        spoki download --kafka BROKERS --group NAME [--kafka-topic-prefix P] [--tag TAG[,TAG...]]
                       [--kafka-events downloader] [the options above]
@@ -42,7 +42,8 @@ connection (after DNS, and of every redirect) is checked before connect and
 refused ("denied") if it is loopback, unspecified, link-local, private (RFC
 1918), CGNAT, ULA, multicast, reserved, documentation or benchmarking space,
 an IPv4-mapped, NAT64, 6to4 or Teredo form of one of those, a --prefix of
-the telescope, or an address of this host. --allow CIDR opens exactly that
+the telescope (or of spoki run's --config FILE), or an address of this
+host. --allow CIDR opens exactly that
 range; --deny CIDR adds one and wins over --allow.
 A telescope usually wants --insecure-tls: droppers rarely have valid
 certificates, and a sample is known by its hash.
@@ -126,6 +127,7 @@ func downloadMain(ctx context.Context, args []string) error {
 	fs.Var(&allow, "allow", "connect to addresses in this prefix even if the built-in list refuses them (repeatable; exactly this range)")
 	fs.Var(&deny, "deny", "never connect to addresses in this prefix (repeatable; e.g. your own network; wins over --allow)")
 	fs.Var(&prefixes, "prefix", "the telescope's prefix, never connected to (repeatable, as for spoki run)")
+	runConfigPath := fs.String("config", "", "spoki run's config `FILE`: its prefixes are never connected to (as --prefix)")
 	workers := fs.Int("workers", download.DefaultWorkers, "fetches running at once")
 	perHost := fs.Int("per-host", download.DefaultPerHost, "fetches running at once for one server")
 	maxURLs := fs.Int("max-urls-per-payload", download.DefaultMaxURLsPerPayload, "URLs taken from one payload (the rest are counted as cut)")
@@ -160,6 +162,17 @@ func downloadMain(ctx context.Context, args []string) error {
 	}
 	if *workers <= 0 || *perHost <= 0 || *maxURLs <= 0 || maxStore <= 0 || maxState <= 0 {
 		return errors.New("download: --workers, --per-host, --max-urls-per-payload, --max-store and --max-state must be positive")
+	}
+	if *runConfigPath != "" {
+		rc := defaultRunConfig()
+		if err := loadYAML(*runConfigPath, &rc); err != nil {
+			return fmt.Errorf("download: --config: %w", err)
+		}
+		for _, p := range rc.Prefixes {
+			if err := prefixes.Set(p); err != nil {
+				return fmt.Errorf("download: --config %s: prefix %q: %w", *runConfigPath, p, err)
+			}
+		}
 	}
 	lvl, err := parseLevel(*level)
 	if err != nil {
