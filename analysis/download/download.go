@@ -524,6 +524,14 @@ func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
 // read-only, unless that sample is already there; a new sample that does
 // not fit the quota is refused with ErrStoreFull.
 func (d *Downloader) store(tmp *os.File, sum string, size int64) (bool, error) {
+	// Made durable before the lock: the other workers need not wait for
+	// a disk flush.
+	if err := tmp.Chmod(0o444); err != nil {
+		return false, storeError{fmt.Errorf("download: chmod: %w", err)}
+	}
+	if err := tmp.Sync(); err != nil {
+		return false, storeError{fmt.Errorf("download: sync: %w", err)}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	dir := filepath.Join(d.cfg.Dir, "malware", sum)
@@ -536,12 +544,6 @@ func (d *Downloader) store(tmp *os.File, sum string, size int64) (bool, error) {
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return false, storeError{fmt.Errorf("download: create %s: %w", dir, err)}
-	}
-	if err := tmp.Chmod(0o444); err != nil {
-		return false, storeError{fmt.Errorf("download: chmod: %w", err)}
-	}
-	if err := tmp.Sync(); err != nil {
-		return false, storeError{fmt.Errorf("download: sync: %w", err)}
 	}
 	if err := os.Rename(tmp.Name(), bin); err != nil {
 		return false, storeError{fmt.Errorf("download: store %s: %w", bin, err)}
