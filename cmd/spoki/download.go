@@ -22,8 +22,8 @@ import (
 
 const downloadUsage = `usage: spoki download [--out DIR] [--once-per 1h] [--timeout 10s] [--max-bytes 32MiB]
                       [--max-redirects 5] [--insecure-tls] [--allow CIDR ...] [--deny CIDR ...]
-                      [--prefix CIDR ... | --config FILE] [--workers 4] [--per-host 1] [--max-urls-per-payload 16]
-                      [--max-store 10GiB] [--max-state 32MiB] [--rdns] INPUT...
+                      [--prefix CIDR ... | --config FILE] [--workers 4] [--per-host 1]
+                      [--max-urls-per-payload 16] [--max-store 10GiB] [--max-state 32MiB] [--rdns] INPUT...
        spoki download --kafka BROKERS --group NAME [--kafka-topic-prefix P] [--tag TAG[,TAG...]]
                       [--kafka-events downloader] [the options above]
 
@@ -43,8 +43,11 @@ refused ("denied") if it is loopback, unspecified, link-local, private (RFC
 1918), CGNAT, ULA, multicast, reserved, documentation or benchmarking space,
 an IPv4-mapped, NAT64, 6to4 or Teredo form of one of those, a --prefix of
 the telescope (or of spoki run's --config FILE), or an address of this
-host. --allow CIDR opens exactly that
-range; --deny CIDR adds one and wins over --allow.
+host. --allow CIDR opens exactly that range; --deny CIDR adds one and wins
+over --allow. At most --workers fetches run at once, --per-host to one
+server; the rate-limit table is capped at --max-state, the samples at
+--max-store; the last log line counts every URL cut, evicted or refused.
+
 A telescope usually wants --insecure-tls: droppers rarely have valid
 certificates, and a sample is known by its hash.
 
