@@ -499,9 +499,10 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 	}
 
 	// What Linux drops on a listener without a reply (tcp_rcv_state_process,
-	// TCP_LISTEN): RST, SYN+FIN, and a segment with none of SYN, ACK, RST
-	// (here: none of SYN, ACK, RST, FIN; FIN, PSH or URG alone stay
-	// DropStray below). SYN+RST is no one's backscatter: it is invalid.
+	// TCP_LISTEN): SYN+FIN, SYN+RST, and segments with none of SYN, ACK
+	// and RST. Of those, the ones without FIN either (null scans, PSH or URG
+	// alone) count as bad flags here; FIN and Xmas probes stay DropStray
+	// below. SYN+RST is no one's backscatter: it is invalid.
 	switch {
 	case flags&flagsSynAckRst == uint8(header.TCPFlagSyn|header.TCPFlagRst),
 		flags&flagsSynAckRst == uint8(header.TCPFlagSyn) && flags&uint8(header.TCPFlagFin) != 0,

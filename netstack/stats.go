@@ -27,7 +27,7 @@ type Stats struct {
 	// DropRST counts RST backscatter and RSTs for unknown connections.
 	DropRST atomic.Uint64
 	// DropStray counts other TCP segments that belong to no connection
-	// (FIN without ACK, no flags, ...).
+	// (FIN or Xmas probes without ACK, ...).
 	DropStray atomic.Uint64
 	// DropPortZero counts TCP to port 0, which no listener can serve.
 	DropPortZero atomic.Uint64
@@ -38,7 +38,8 @@ type Stats struct {
 	DropMalformed atomic.Uint64
 	// DropBadChecksum counts TCP packets with a wrong checksum.
 	DropBadChecksum atomic.Uint64
-	// DropFragment counts IP fragments (the telescope does not reassemble).
+	// DropFragment counts IP fragments (the telescope does not reassemble);
+	// they are recorded with what they show (records.Packet.Fragment).
 	DropFragment atomic.Uint64
 	// DropConnLimit counts valid-cookie ACKs refused because MaxConns
 	// connections are open.
