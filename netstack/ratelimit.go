@@ -100,6 +100,32 @@ func (l SYNACKLimits) Validate() error {
 	return nil
 }
 
+// String describes the limits as the start-up line prints them.
+func (l SYNACKLimits) String() string {
+	class := func(c SYNACKLimit) string {
+		if c.Rate <= 0 {
+			return "off"
+		}
+		return fmt.Sprintf("%d/s burst %d", c.Rate, c.Burst)
+	}
+	if l.Regular.Rate <= 0 && l.Irregular.Rate <= 0 {
+		return "off"
+	}
+	n := l.entries()
+	return fmt.Sprintf("regular %s, irregular %s, %d sources (%d KiB)",
+		class(l.Regular), class(l.Irregular), n, n*SYNLimitEntryBytes>>10)
+}
+
+// entries is the table's real size: TableEntries (or the default) rounded
+// down to a power of two, so that the index is a mask.
+func (l SYNACKLimits) entries() int {
+	n := l.TableEntries
+	if n <= 0 {
+		n = DefaultSYNTableEntries
+	}
+	return 1 << (bits.Len(uint(n)) - 1)
+}
+
 // gcra is one class's bucket as the generic cell rate algorithm keeps it:
 // a single "theoretical arrival time" per source. A SYN at time t is
 // answered when tat-t is at most tolerance, and then tat becomes
@@ -135,11 +161,7 @@ func newSYNLimiter(l SYNACKLimits) *synLimiter {
 	if cls[0].interval == 0 && cls[1].interval == 0 {
 		return nil
 	}
-	n := l.TableEntries
-	if n <= 0 {
-		n = DefaultSYNTableEntries
-	}
-	n = 1 << (bits.Len(uint(n)) - 1) // a power of two: the index is a mask
+	n := l.entries()
 	return &synLimiter{
 		seed:  maphash.MakeSeed(),
 		mask:  uint64(n - 1),
