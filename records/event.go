@@ -177,7 +177,8 @@ func appendEventOptionName(dst []byte, k uint8) []byte {
 // (names in wire order, NOP and EOL included), options_truncated (only when
 // set), mss and wscale (only when present)}; fragment (true, only for an IP
 // fragment); payload (base64, only when the SYN carried data); irregular and
-// irregular_reasons (Irregular); scanner (Fingerprint). It allocates nothing beyond growing dst.
+// irregular_reasons (Irregular); scanner (Fingerprint). It allocates nothing
+// beyond growing dst.
 func AppendSYNEvent(dst []byte, p *Packet) []byte {
 	dst = appendEventHead(dst, p.Time, EventSYN,
 		netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort))

@@ -91,4 +91,13 @@ func TestSYNACKLimitLab(t *testing.T) {
 	if probed != irregularAnswers || probed+unprobed != n {
 		t.Errorf("raw log: %d SYNs probed and %d not, want %d and %d", probed, unprobed, irregularAnswers, n-irregularAnswers)
 	}
+	events := 0
+	for _, e := range e2eReadEvents(t, tel.logDir) {
+		if e.EventType == "syn" && e.SrcIP == lab.ScannerAddr4 && e.DestIP == target && e.DestPort >= basePort && e.DestPort < basePort+n {
+			events++
+		}
+	}
+	if events != n {
+		t.Errorf("event log: %d syn events for the %d irregular SYNs, want one each, answered or not", events, n)
+	}
 }
