@@ -532,7 +532,8 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 		s.answerSYN(l4, src, dst, v6, rec)
 		return verdictDrop // gVisor never sees a SYN
 	case flags&uint8(header.TCPFlagSyn) != 0:
-		// SYN-ACK (or SYN+RST+ACK): backscatter of someone else's scan.
+		// A SYN-ACK is backscatter of someone else's scan; SYN+RST+ACK is
+		// invalid, as SYN+RST is.
 		if flags&uint8(header.TCPFlagRst) == 0 {
 			s.stats.DropSYNACK.Add(1)
 		} else {

@@ -235,7 +235,7 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	if err := c.synackLimits().Validate(); err != nil {
 		return nil, fmt.Errorf("run: --synack-*: %w", err)
 	}
-	if c.SYNACKTable < netstack.SYNLimitEntryBytes {
+	if (c.SYNACKRate > 0 || c.SYNACKIrregularRate > 0) && c.SYNACKTable < netstack.SYNLimitEntryBytes {
 		return nil, fmt.Errorf("run: --synack-table %v: at least %d bytes", &c.SYNACKTable, netstack.SYNLimitEntryBytes)
 	}
 	if c.Tag == "" || strings.ContainsAny(c.Tag, "/.") {
