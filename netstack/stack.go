@@ -75,6 +75,9 @@ type Config struct {
 	Sink Sink
 	// Logger for lifecycle and errors.
 	Logger *slog.Logger
+	// SYNACKLimits limits the SYN-ACKs per source (ratelimit.go); nil
+	// means DefaultSYNACKLimits.
+	SYNACKLimits *SYNACKLimits
 
 	// clock replaces gVisor's clock in tests (cookie expiry).
 	clock tcpip.Clock
@@ -97,6 +100,7 @@ type Stack struct {
 	conns *connTable
 	stats Stats
 	uid   atomic.Uint32
+	limit *synLimiter // nil: SYN-ACKs are not limited
 
 	lmu       sync.Mutex
 	listeners map[listenKey]*listener
@@ -151,6 +155,13 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	limits := DefaultSYNACKLimits()
+	if cfg.SYNACKLimits != nil {
+		limits = *cfg.SYNACKLimits
+	}
+	if err := limits.Validate(); err != nil {
+		return nil, err
+	}
 	s := &Stack{
 		cfg:       cfg,
 		fds:       cfg.FDs,
@@ -160,6 +171,7 @@ func New(cfg Config) (*Stack, error) {
 		conns:     newConnTable(cfg.MaxConns),
 		listeners: make(map[listenKey]*listener),
 		ready:     make(chan *listener, readyQueue),
+		limit:     newSYNLimiter(limits),
 	}
 	s.stack = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},

@@ -122,6 +122,12 @@ type Packet struct {
 	Payload []byte
 	// PayloadLen is the payload length on the wire, before any cap.
 	PayloadLen int
+	// Fragment is set for an IP fragment (IPv4, or IPv6 with a fragment
+	// header that is not atomic). The first fragment has the transport
+	// columns its bytes hold; a later one has none (ports, flags and
+	// options zero) and its bytes are the Payload. The CSV rows have no
+	// column for it; the `syn` event says "fragment":true.
+	Fragment bool
 
 	// Probed is true when the telescope reacted to the packet (Spoki's
 	// `probed`): a SYN-ACK for a SYN, an accepted connection for an ACK with

@@ -196,6 +196,8 @@ func (c *spokiCollector) Collect(ch chan<- prometheus.Metric) {
 		"icmp": s.DropICMP, "other_proto": s.DropOtherProto, "malformed": s.DropMalformed,
 		"bad_checksum": s.DropBadChecksum, "fragment": s.DropFragment, "conn_limit": s.DropConnLimit,
 		"listener": s.DropListener, "tx_error": s.DropTxError,
+		"syn_rate_regular": s.DropSYNRateRegular, "syn_rate_irregular": s.DropSYNRateIrregular,
+		"bad_flags": s.DropBadFlags, "bad_source": s.DropBadSource, "ext_header": s.DropExtHeader,
 	} {
 		counter("netstack_drops_total", v, cause)
 	}

@@ -72,6 +72,14 @@ type runConfig struct {
 	PhaseTimeout time.Duration `yaml:"phase-timeout"`
 	// PhaseMemory is the fixed budget of the two-phase detector's table.
 	PhaseMemory byteSize `yaml:"phase-memory"`
+	// SYNACK* limit the SYN-ACKs per source (netstack.SYNACKLimits):
+	// regular and irregular SYNs apart, rate 0 turns a class's limit off;
+	// SYNACKTable is the memory of the table of sources.
+	SYNACKRate           int      `yaml:"synack-rate"`
+	SYNACKBurst          int      `yaml:"synack-burst"`
+	SYNACKIrregularRate  int      `yaml:"synack-irregular-rate"`
+	SYNACKIrregularBurst int      `yaml:"synack-irregular-burst"`
+	SYNACKTable          byteSize `yaml:"synack-table"`
 	// Pure is Spoki's own behaviour everywhere: record the first payload,
 	// then reset; PurePrefixes limits it to some prefixes.
 	Pure         bool     `yaml:"pure"`
@@ -105,6 +113,12 @@ func defaultRunConfig() runConfig {
 		PhaseTimeout:     600 * time.Second,
 		PhaseMemory:      twophase.DefaultMemory,
 		Compress:         true,
+
+		SYNACKRate:           netstack.DefaultSYNRegularRate,
+		SYNACKBurst:          netstack.DefaultSYNRegularBurst,
+		SYNACKIrregularRate:  netstack.DefaultSYNIrregularRate,
+		SYNACKIrregularBurst: netstack.DefaultSYNIrregularBurst,
+		SYNACKTable:          byteSize(netstack.DefaultSYNTableEntries * netstack.SYNLimitEntryBytes),
 	}
 }
 
@@ -129,6 +143,11 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "interval of the stats line (0 = none)")
 	fs.DurationVar(&c.PhaseTimeout, "phase-timeout", c.PhaseTimeout, "longest delay between the two phases of a two-phase scan")
 	fs.Var(&c.PhaseMemory, "phase-memory", "memory `SIZE` of the two-phase detector's table (e.g. 32MiB; 32 bytes per phase-one SYN)")
+	fs.IntVar(&c.SYNACKRate, "synack-rate", c.SYNACKRate, "SYN-ACKs per second per source for regular SYNs, after the burst (0 = no limit)")
+	fs.IntVar(&c.SYNACKBurst, "synack-burst", c.SYNACKBurst, "SYN-ACKs a source's regular SYNs may get at once")
+	fs.IntVar(&c.SYNACKIrregularRate, "synack-irregular-rate", c.SYNACKIrregularRate, "SYN-ACKs per second per source for irregular SYNs, after the burst (0 = no limit)")
+	fs.IntVar(&c.SYNACKIrregularBurst, "synack-irregular-burst", c.SYNACKIrregularBurst, "SYN-ACKs a source's irregular SYNs may get at once")
+	fs.Var(&c.SYNACKTable, "synack-table", "memory `SIZE` of the per-source SYN-ACK table (16 bytes a source; colliding sources share a budget)")
 	fs.BoolVar(&c.Pure, "pure", c.Pure, "pure Spoki mode: record the first payload, then reset (no protocol handlers)")
 	fs.Var(purePrefixes, "pure-prefix", "pure Spoki mode for this `CIDR` only (repeatable)")
 	fs.StringVar(&c.User, "user", c.User, "after set-up, run as user `NAME` (as root the default is spoki, else nobody; root keeps uid 0); no capability is kept either way")
@@ -226,6 +245,12 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	if c.MaxConns < 1 {
 		return nil, fmt.Errorf("run: --max-conns %d must be positive", c.MaxConns)
 	}
+	if err := c.synackLimits().Validate(); err != nil {
+		return nil, fmt.Errorf("run: --synack-*: %w", err)
+	}
+	if (c.SYNACKRate > 0 || c.SYNACKIrregularRate > 0) && c.SYNACKTable < netstack.SYNLimitEntryBytes {
+		return nil, fmt.Errorf("run: --synack-table %v: at least %d bytes", &c.SYNACKTable, netstack.SYNLimitEntryBytes)
+	}
 	if c.Tag == "" || strings.ContainsAny(c.Tag, "/.") {
 		return nil, fmt.Errorf("run: --tag %q must be non-empty without '/' or '.'", c.Tag)
 	}
@@ -245,6 +270,15 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 		return nil, fmt.Errorf("run: %w", err)
 	}
 	return out, nil
+}
+
+// synackLimits is the netstack's view of the --synack-* flags.
+func (c *runConfig) synackLimits() netstack.SYNACKLimits {
+	return netstack.SYNACKLimits{
+		Regular:      netstack.SYNACKLimit{Rate: c.SYNACKRate, Burst: c.SYNACKBurst},
+		Irregular:    netstack.SYNACKLimit{Rate: c.SYNACKIrregularRate, Burst: c.SYNACKIrregularBurst},
+		TableEntries: int(min(int64(c.SYNACKTable)/netstack.SYNLimitEntryBytes, netstack.MaxSYNTableEntries+1)),
+	}
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -452,7 +486,9 @@ func runMain(ctx context.Context, args []string) (err error) {
 		return fmt.Errorf("run: %w", err)
 	}
 	muxes.swap(mux)
+	limits := cfg.synackLimits()
 	st, err = netstack.New(netstack.Config{
+		SYNACKLimits: &limits,
 		FDs:          dev.FDs(),
 		MTU:          uint32(dev.MTU()),
 		Prefixes:     prefixes,
@@ -500,6 +536,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 	if cfg.Metrics != "" {
 		ready = append(ready, "metrics", cfg.Metrics)
 	}
+	ready = append(ready, "synack_limit", limits.String())
 	log.Info("ready", ready...)
 
 	stats := &statsTicker{}
@@ -726,6 +763,12 @@ func logStats(log *slog.Logger, st *netstack.Stack, muxes *muxSet, sink *filesin
 		slog.Uint64("drop_outside", s.DropOutside),
 		slog.Uint64("drop_conn_limit", s.DropConnLimit),
 		slog.Uint64("drop_non_tcp", s.DropUDP+s.DropICMP+s.DropOtherProto),
+		slog.Uint64("drop_syn_rate_regular", s.DropSYNRateRegular),
+		slog.Uint64("drop_syn_rate_irregular", s.DropSYNRateIrregular),
+		slog.Uint64("drop_bad_flags", s.DropBadFlags),
+		slog.Uint64("drop_bad_source", s.DropBadSource),
+		slog.Uint64("drop_ext_header", s.DropExtHeader),
+		slog.Uint64("drop_fragment", s.DropFragment),
 		slog.Uint64("records_dropped", w.DropPacketQueueFull+w.DropReplyQueueFull+w.DropEventQueueFull+w.DropClosed+w.DropWriteError),
 		slog.Int("queue_packets", w.PacketQueue),
 		slog.Uint64("bytes_written", w.BytesWritten),
