@@ -231,5 +231,3 @@ func endHasReply(replies []records.Reply, ack records.Packet, m records.Method) 
 	}
 	return false
 }
-
-
