@@ -205,8 +205,15 @@ func TestConnectionEndings(t *testing.T) {
 			tel.stop(t)
 
 			raw, replies := e2eReadRawTCP(t, tel.logDir), e2eReadReplies(t, tel.logDir)
-			endCheckInvariant(t, raw, replies)
+			byUID := endCheckInvariant(t, raw, replies)
 			ack := endAckRow(t, raw, tc.dst, endRegularPort)
+			var methods []string
+			if ack.Probed {
+				for _, r := range byUID[ack.UserID] {
+					methods = append(methods, r.Method.String())
+				}
+			}
+			t.Logf("ACK row: probed=%t method %q; reply rows of its userid: %v", ack.Probed, ack.Method, methods)
 			if ack.Probed != (tc.ackMethod != records.MethodNone) || ack.Method != tc.ackMethod {
 				t.Errorf("ACK row: probed=%t method %q, want %q", ack.Probed, ack.Method, tc.ackMethod)
 			}
