@@ -132,9 +132,12 @@ func (s *Stack) replyOut(pkt *stack.PacketBuffer) bool {
 	if len(th) < header.TCPMinimumSize {
 		return true
 	}
+	// No raw row is probed with these methods (the reaction to each probed
+	// row is written by the front end itself), so none of them can pass for
+	// a confirmation.
 	r := records.Reply{Time: time.Now(), NumProbes: 1, Method: records.MethodSession}
 	if th.Flags()&header.TCPFlagRst != 0 {
-		r.Method = records.MethodRST
+		r.Method = records.MethodSessionRST
 	}
 	var key flowKey
 	if pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber {
@@ -568,6 +571,8 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 	case !s.jar.valid(dst, src, dport, sport, ack-1, seq-1):
 		s.stats.DropBadCookie.Add(1)
 		return verdictDrop
+	case rec.PayloadLen > 0 && s.cfg.Pure != nil && s.cfg.Pure(rec.Dst):
+		return s.resetACK(src, dst, v6, rec)
 	}
 	key := makeFlowKey(rec.Dst, rec.Src, dport, sport)
 	uid, fresh, ok := s.conns.admit(key, s.nextUserID, rec.Time)
@@ -593,14 +598,10 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 		return verdictPass
 	}
 	s.stats.Handshakes.Add(1)
-	// Spoki resets every ACK (method tcp-rst, probe snum = the ACK's ack);
-	// spoki accepts it, and the reset that ends the session is the reply
-	// joined to this row.
-	rec.Probed = true
-	rec.Method = records.MethodRST
-	rec.UserID = uid
-	rec.ProbeSeq = ack
-	rec.NumProbes = 1
+	// Spoki resets every ACK; spoki accepts it, and its reaction, recorded
+	// with this row, is the front end's ACK, written before gVisor sees the
+	// segment.
+	s.ackHandshake(src, dst, v6, rec, uid)
 	return verdictPass
 }
 

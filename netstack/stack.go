@@ -73,6 +73,12 @@ type Config struct {
 	Handle func(net.Conn, records.Flow)
 	// Sink receives packet and reply records; nil records nothing.
 	Sink Sink
+	// Pure reports whether connections to the local address are in pure
+	// Spoki mode: the front end then answers a handshake ACK that carries
+	// data with a RST at once, as Spoki does, and gVisor never sees it. It
+	// is called on the packet path, concurrently, and must be fast and
+	// never block. nil means never.
+	Pure func(local netip.Addr) bool
 	// Logger for lifecycle and errors.
 	Logger *slog.Logger
 	// SYNACKLimits limits the SYN-ACKs per source (ratelimit.go); nil

@@ -4,7 +4,9 @@ import "sync/atomic"
 
 // Stats counts what the front end saw and did. Every packet read from the
 // TUN increments PacketsIn and then exactly one of SYNACKsSent, Handshakes,
-// ToStack or one Drop counter; nothing is discarded without a count.
+// ToStack, PureResets or one Drop counter; nothing is discarded without a
+// count. (A handshake whose front-end ACK the TUN refused counts in
+// Handshakes and DropTxError.)
 type Stats struct {
 	// PacketsIn counts packets read from the TUN.
 	PacketsIn atomic.Uint64
@@ -15,6 +17,9 @@ type Stats struct {
 	Handshakes atomic.Uint64
 	// ToStack counts packets of established connections passed to gVisor.
 	ToStack atomic.Uint64
+	// PureResets counts handshake ACKs with data to pure-mode addresses,
+	// answered with a RST by the front end (never passed to gVisor).
+	PureResets atomic.Uint64
 	// Payloads counts TCP packets carrying data (any verdict).
 	Payloads atomic.Uint64
 
@@ -47,7 +52,8 @@ type Stats struct {
 	// DropListener counts valid-cookie ACKs dropped because no listener
 	// could be created for the port.
 	DropListener atomic.Uint64
-	// DropTxError counts SYN-ACKs the TUN refused to take.
+	// DropTxError counts SYN-ACKs (and the front end's ACKs and RSTs of
+	// handshake ACKs) the TUN refused to take.
 	DropTxError atomic.Uint64
 	// DropSYNRateRegular and DropSYNRateIrregular count SYNs left
 	// unanswered because their source's SYN-ACK budget for that class
@@ -93,6 +99,7 @@ type Snapshot struct {
 	DropSYNRateRegular, DropSYNRateIrregular                                 uint64
 	DropBadFlags, DropBadSource, DropExtHeader                               uint64
 	Accepted, AcceptUnknown, AdmitExpired, RepliesOut, OutDropped            uint64
+	PureResets                                                               uint64
 	Active, Listeners                                                        int64
 }
 
@@ -123,5 +130,6 @@ func (s *Stats) Snapshot() Snapshot {
 		AcceptUnknown: s.AcceptUnknown.Load(), AdmitExpired: s.AdmitExpired.Load(),
 		RepliesOut: s.RepliesOut.Load(), OutDropped: s.OutDropped.Load(),
 		Active: s.Active.Load(), Listeners: s.Listeners.Load(),
+		PureResets: s.PureResets.Load(),
 	}
 }

@@ -116,7 +116,7 @@ type spokiMetric struct {
 // subsystem_name. Counters end in _total.
 var spokiMetrics = []spokiMetric{
 	{"netstack", "packets_received_total", "Packets read from the TUN.", nil},
-	{"netstack", "packets_total", "Packets read from the TUN by verdict: synack (answered with a cookie SYN-ACK), handshake (valid-cookie ACK passed to gVisor), to_stack (segment of an established connection), drop (see spoki_netstack_drops_total).", []string{"verdict"}},
+	{"netstack", "packets_total", "Packets read from the TUN by verdict: synack (answered with a cookie SYN-ACK), handshake (valid-cookie ACK passed to gVisor), to_stack (segment of an established connection), pure_reset (handshake ACK with data reset by the front end in pure mode), drop (see spoki_netstack_drops_total).", []string{"verdict"}},
 	{"netstack", "payload_packets_total", "TCP packets carrying data, any verdict.", nil},
 	{"netstack", "drops_total", "Packets dropped by the front end, by cause.", []string{"cause"}},
 	{"netstack", "connections_accepted_total", "Connections handed to the handlers.", nil},
@@ -188,6 +188,7 @@ func (c *spokiCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("netstack_packets_total", s.SYNACKsSent, "synack")
 	counter("netstack_packets_total", s.Handshakes, "handshake")
 	counter("netstack_packets_total", s.ToStack, "to_stack")
+	counter("netstack_packets_total", s.PureResets, "pure_reset")
 	counter("netstack_packets_total", s.Drops(), "drop")
 	counter("netstack_payload_packets_total", s.Payloads)
 	for cause, v := range map[string]uint64{

@@ -496,6 +496,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 		IdleTimeout:  cfg.IdleTimeout,
 		TotalTimeout: cfg.TotalTimeout,
 		Handle:       muxes.ServeConn,
+		Pure:         muxes.Pure,
 		Sink:         sinkAdapter{sink, tp, pub},
 		Logger:       log.With("component", "netstack"),
 	})
@@ -752,6 +753,7 @@ func logStats(log *slog.Logger, st *netstack.Stack, muxes *muxSet, sink *filesin
 		slog.Uint64("packets_in", s.PacketsIn),
 		slog.Uint64("synacks_out", s.SYNACKsSent),
 		slog.Uint64("handshakes", s.Handshakes),
+		slog.Uint64("pure_resets", s.PureResets),
 		slog.Uint64("payloads", s.Payloads),
 		slog.Uint64("sessions", m.Sessions),
 		slog.Uint64("events", m.Events),
