@@ -21,6 +21,9 @@ demo: build
 # Every test. The lab tests need root (CAP_NET_ADMIN) and the Debian tools
 # .ci/run installs; under CI=true a missing capability fails them.
 test: build
+	@# No test or script may refer to a path outside the repository: a
+	@# fresh clone with nothing beside it must pass (internal/pathcheck).
+	$(GO) test -count=1 ./internal/pathcheck
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -race -count=1 -timeout 20m ./...

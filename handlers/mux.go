@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -126,9 +127,14 @@ func NewMux(cfg MuxConfig) (*Mux, error) {
 // Stats returns the Mux's live counters.
 func (m *Mux) Stats() *Stats { return &m.stats }
 
+// Pure reports whether the Mux's Registry puts connections to the local
+// address a in pure Spoki mode: the netstack's front end then resets a
+// handshake ACK with data itself, as Spoki does (netstack.Config.Pure).
+func (m *Mux) Pure(a netip.Addr) bool { return m.cfg.Registry.IsPure(a) }
+
 // endWithReset ends a connection its handler left open the way Spoki ends
-// every connection, with a RST, so that the reply log holds the tcp-rst
-// that Spoki's assemble expects for the handshake ACK. It first sends a FIN,
+// every connection, with a RST (the handshake ACK's own reaction is already
+// in the reply log: the netstack's front end wrote it). It first sends a FIN,
 // so that a client reading until the end knows it has everything, and gives
 // the client LingerTimeout to read what the handler wrote and close: a RST
 // that overtook unread data would make the client drop it. What the client

@@ -209,6 +209,11 @@ func (r *Registry) portRule(local netip.AddrPort) (portRule, bool) {
 	return portRule{}, false
 }
 
+// IsPure reports whether connections to the local address a are in pure
+// Spoki mode (PureAll, or a prefix of PureFor). It is safe for concurrent
+// use, as Lookup is.
+func (r *Registry) IsPure(a netip.Addr) bool { return r.isPure(a) }
+
 func (r *Registry) isPure(a netip.Addr) bool {
 	if r.pureAll {
 		return true

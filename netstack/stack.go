@@ -101,8 +101,17 @@ type Config struct {
 	Handle func(net.Conn, records.Flow)
 	// Sink receives packet and reply records; nil records nothing.
 	Sink Sink
+	// Pure reports whether connections to the local address are in pure
+	// Spoki mode: the front end then answers a handshake ACK that carries
+	// data with a RST at once, as Spoki does, and gVisor never sees it. It
+	// is called on the packet path, concurrently, and must be fast and
+	// never block. nil means never.
+	Pure func(local netip.Addr) bool
 	// Logger for lifecycle and errors.
 	Logger *slog.Logger
+	// SYNACKLimits limits the SYN-ACKs per source (ratelimit.go); nil
+	// means DefaultSYNACKLimits.
+	SYNACKLimits *SYNACKLimits
 
 	// clock replaces gVisor's clock in tests (cookie expiry).
 	clock tcpip.Clock
@@ -125,6 +134,7 @@ type Stack struct {
 	conns *connTable
 	stats Stats
 	uid   atomic.Uint32
+	limit *synLimiter // nil: SYN-ACKs are not limited
 
 	// lmu serialises listener creation (and with it the nonce injection)
 	// and closing; listeners holds the open ones, most recently used first
@@ -247,6 +257,13 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	limits := DefaultSYNACKLimits()
+	if cfg.SYNACKLimits != nil {
+		limits = *cfg.SYNACKLimits
+	}
+	if err := limits.Validate(); err != nil {
+		return nil, err
+	}
 	s := &Stack{
 		cfg:       cfg,
 		fds:       cfg.FDs,
@@ -256,6 +273,7 @@ func New(cfg Config) (*Stack, error) {
 		conns:     newConnTable(cfg.MaxConns).capSources(cfg.MaxConnsPerIP, cfg.MaxConnsPerNet),
 		listeners: make(map[listenKey]*listener),
 		ready:     make(chan *listener, cfg.MaxListeners),
+		limit:     newSYNLimiter(limits),
 	}
 	s.stack = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},

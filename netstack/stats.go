@@ -4,7 +4,9 @@ import "sync/atomic"
 
 // Stats counts what the front end saw and did. Every packet read from the
 // TUN increments PacketsIn and then exactly one of SYNACKsSent, Handshakes,
-// ToStack or one Drop counter; nothing is discarded without a count.
+// ToStack, PureResets or one Drop counter; nothing is discarded without a
+// count. (A handshake whose front-end ACK the TUN refused counts in
+// Handshakes and DropTxError.)
 type Stats struct {
 	// PacketsIn counts packets read from the TUN.
 	PacketsIn atomic.Uint64
@@ -15,6 +17,9 @@ type Stats struct {
 	Handshakes atomic.Uint64
 	// ToStack counts packets of established connections passed to gVisor.
 	ToStack atomic.Uint64
+	// PureResets counts handshake ACKs with data to pure-mode addresses,
+	// answered with a RST by the front end (never passed to gVisor).
+	PureResets atomic.Uint64
 	// Payloads counts TCP packets carrying data (any verdict).
 	Payloads atomic.Uint64
 
@@ -27,7 +32,7 @@ type Stats struct {
 	// DropRST counts RST backscatter and RSTs for unknown connections.
 	DropRST atomic.Uint64
 	// DropStray counts other TCP segments that belong to no connection
-	// (FIN without ACK, no flags, ...).
+	// (FIN or Xmas probes without ACK, ...).
 	DropStray atomic.Uint64
 	// DropPortZero counts TCP to port 0, which no listener can serve.
 	DropPortZero atomic.Uint64
@@ -38,7 +43,8 @@ type Stats struct {
 	DropMalformed atomic.Uint64
 	// DropBadChecksum counts TCP packets with a wrong checksum.
 	DropBadChecksum atomic.Uint64
-	// DropFragment counts IP fragments (the telescope does not reassemble).
+	// DropFragment counts IP fragments (the telescope does not reassemble);
+	// they are recorded with what they show (records.Packet.Fragment).
 	DropFragment atomic.Uint64
 	// DropConnLimit counts valid-cookie ACKs refused because MaxConns
 	// connections are open.
@@ -53,8 +59,24 @@ type Stats struct {
 	// DropListenerCap counts valid-cookie ACKs dropped because
 	// MaxListeners listeners were open and none was idle.
 	DropListenerCap atomic.Uint64
-	// DropTxError counts SYN-ACKs the TUN refused to take.
+	// DropTxError counts SYN-ACKs (and the front end's ACKs and RSTs of
+	// handshake ACKs) the TUN refused to take.
 	DropTxError atomic.Uint64
+	// DropSYNRateRegular and DropSYNRateIrregular count SYNs left
+	// unanswered because their source's SYN-ACK budget for that class
+	// (records.Irregular) was spent; they are still recorded.
+	DropSYNRateRegular, DropSYNRateIrregular atomic.Uint64
+	// DropBadFlags counts segments with flags a listener drops: SYN+FIN,
+	// SYN+RST, and no flags at all.
+	DropBadFlags atomic.Uint64
+	// DropBadSource counts SYNs from an address no reply may go to
+	// (unspecified, 0/8, loopback, multicast, broadcast, link-local,
+	// IPv4-mapped IPv6).
+	DropBadSource atomic.Uint64
+	// DropExtHeader counts IPv6 TCP packets behind extension headers that
+	// a host would not accept them through (a routing header, an option
+	// it must understand, misplaced hop-by-hop options); they are recorded.
+	DropExtHeader atomic.Uint64
 
 	// Accepted counts connections handed to the handler.
 	Accepted atomic.Uint64
@@ -86,7 +108,10 @@ type Snapshot struct {
 	DropOutside, DropBadCookie, DropSYNACK, DropRST, DropStray, DropPortZero uint64
 	DropUDP, DropICMP, DropOtherProto, DropMalformed, DropBadChecksum        uint64
 	DropFragment, DropConnLimit, DropListener, DropTxError                   uint64
+	DropSYNRateRegular, DropSYNRateIrregular                                 uint64
+	DropBadFlags, DropBadSource, DropExtHeader                               uint64
 	Accepted, AcceptUnknown, AdmitExpired, RepliesOut, OutDropped            uint64
+	PureResets                                                               uint64
 	Active, Listeners                                                        int64
 	DropSourceLimit, DropNetLimit, DropListenerCap, ListenersClosed          uint64
 	AcceptReset                                                              uint64
@@ -97,7 +122,8 @@ func (s Snapshot) Drops() uint64 {
 	return s.DropOutside + s.DropBadCookie + s.DropSYNACK + s.DropRST + s.DropStray +
 		s.DropPortZero + s.DropUDP + s.DropICMP + s.DropOtherProto + s.DropMalformed +
 		s.DropBadChecksum + s.DropFragment + s.DropConnLimit + s.DropListener + s.DropTxError +
-		s.DropSourceLimit + s.DropNetLimit + s.DropListenerCap
+		s.DropSYNRateRegular + s.DropSYNRateIrregular + s.DropBadFlags + s.DropBadSource +
+		s.DropExtHeader + s.DropSourceLimit + s.DropNetLimit + s.DropListenerCap
 }
 
 // Snapshot reads every counter.
@@ -112,9 +138,13 @@ func (s *Stats) Snapshot() Snapshot {
 		DropBadChecksum: s.DropBadChecksum.Load(), DropFragment: s.DropFragment.Load(),
 		DropConnLimit: s.DropConnLimit.Load(), DropListener: s.DropListener.Load(),
 		DropTxError: s.DropTxError.Load(), Accepted: s.Accepted.Load(),
+		DropSYNRateRegular: s.DropSYNRateRegular.Load(), DropSYNRateIrregular: s.DropSYNRateIrregular.Load(),
+		DropBadFlags: s.DropBadFlags.Load(), DropBadSource: s.DropBadSource.Load(),
+		DropExtHeader: s.DropExtHeader.Load(),
 		AcceptUnknown: s.AcceptUnknown.Load(), AdmitExpired: s.AdmitExpired.Load(),
 		RepliesOut: s.RepliesOut.Load(), OutDropped: s.OutDropped.Load(),
 		Active: s.Active.Load(), Listeners: s.Listeners.Load(),
+		PureResets:      s.PureResets.Load(),
 		DropSourceLimit: s.DropSourceLimit.Load(), DropNetLimit: s.DropNetLimit.Load(),
 		DropListenerCap: s.DropListenerCap.Load(), ListenersClosed: s.ListenersClosed.Load(),
 		AcceptReset: s.AcceptReset.Load(),

@@ -317,7 +317,7 @@ func (rp *rowParser) method(i int) Method {
 	if rp.err != nil || rp.cols[i] == "" {
 		return MethodNone
 	}
-	for m := MethodSYNACK; m <= MethodSession; m++ {
+	for m := MethodSYNACK; m <= lastMethod; m++ {
 		if rp.cols[i] == m.String() {
 			return m
 		}

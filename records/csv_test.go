@@ -13,17 +13,14 @@ import (
 )
 
 // exampleDirs are where the real Spoki logs of spoki-core §4.5 are looked
-// for: the copy in testdata (shared/data/spoki-example-logs, committed so
-// that the test needs nothing outside the repository).
+// for: the copy in testdata, committed so that the test needs nothing
+// outside the repository.
 var exampleDirs = []string{"testdata/spoki-example-logs"}
 
-// exampleFiles returns the example logs whose names match pattern, skipping
-// the test when none is available.
+// exampleFiles returns the example logs whose names match pattern, failing
+// the test when none is there.
 func exampleFiles(t *testing.T, pattern string) []string {
 	t.Helper()
-	if d := os.Getenv("SPOKI_EXAMPLE_LOGS"); d != "" {
-		exampleDirs = append([]string{d}, exampleDirs...)
-	}
 	for _, dir := range exampleDirs {
 		files, _ := filepath.Glob(filepath.Join(dir, pattern))
 		if len(files) > 0 {
@@ -254,6 +251,14 @@ func TestReplyRow(t *testing.T) {
 			Reply{Time: time.Unix(1634162136, 0).UTC(), Method: MethodRST, UserID: 134219917, NumProbes: 2,
 				Src: netip.MustParseAddr("141.22.28.17"), Dst: netip.MustParseAddr("178.215.184.154"), SrcPort: 80, DstPort: 32937},
 			"1634162136|0|tcp-rst|134219917|2|141.22.28.17|178.215.184.154|80|32937\n"},
+		{"front end's ack of a handshake ack",
+			Reply{Time: time.Unix(1634162136, 7).UTC(), Method: MethodACK, UserID: 9, NumProbes: 1,
+				Src: netip.MustParseAddr("198.51.100.42"), Dst: netip.MustParseAddr("192.0.2.100"), SrcPort: 42, DstPort: 41725},
+			"1634162136|0|tcp-ack|9|1|198.51.100.42|192.0.2.100|42|41725\n"},
+		{"reset ending a session",
+			Reply{Time: time.Unix(1634162137, 0).UTC(), Method: MethodSessionRST, UserID: 9, NumProbes: 1,
+				Src: netip.MustParseAddr("198.51.100.42"), Dst: netip.MustParseAddr("192.0.2.100"), SrcPort: 42, DstPort: 41725},
+			"1634162137|0|tcp-session-rst|9|1|198.51.100.42|192.0.2.100|42|41725\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

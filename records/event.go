@@ -175,9 +175,10 @@ func appendEventOptionName(dst []byte, k uint8) []byte {
 // AppendSYNEvent appends the `syn` event of p as one JSON line ending in
 // '\n'. Fields after the flow: userid; tcp {seq, window, ttl, ipid, options
 // (names in wire order, NOP and EOL included), options_truncated (only when
-// set), mss and wscale (only when present)}; payload (base64, only when the
-// SYN carried data); irregular and irregular_reasons (Irregular); scanner
-// (Fingerprint). It allocates nothing beyond growing dst.
+// set), mss and wscale (only when present)}; fragment (true, only for an IP
+// fragment); payload (base64, only when the SYN carried data); irregular and
+// irregular_reasons (Irregular); scanner (Fingerprint). It allocates nothing
+// beyond growing dst.
 func AppendSYNEvent(dst []byte, p *Packet) []byte {
 	dst = appendEventHead(dst, p.Time, EventSYN,
 		netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort))
@@ -213,6 +214,9 @@ func AppendSYNEvent(dst []byte, p *Packet) []byte {
 		dst = strconv.AppendInt(dst, int64(p.WScale), 10)
 	}
 	dst = append(dst, '}')
+	if p.Fragment {
+		dst = append(dst, `,"fragment":true`...)
+	}
 	if len(p.Payload) > 0 {
 		dst = append(dst, `,"payload":"`...)
 		dst = base64.StdEncoding.AppendEncode(dst, p.Payload)

@@ -67,6 +67,8 @@ func TestAppendSYNEvent(t *testing.T) {
 	odd := withOptions(syn(), optNOP, 99, optEOL)
 	odd.Time, odd.MSS, odd.WScale, odd.OptionsTruncated, odd.Payload = eventTime, 0, -1, true, []byte{0, 1, 2}
 	odd.Src, odd.Dst = netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
+	frag := syn()
+	frag.Time, frag.Fragment = eventTime, true
 
 	flow := map[string]any{"event_type": "syn", "proto": "TCP", "src_ip": "198.51.100.7", "src_port": 40000,
 		"dest_ip": "192.0.2.10", "dest_port": 80}
@@ -99,6 +101,11 @@ func TestAppendSYNEvent(t *testing.T) {
 			"tcp": map[string]any{"seq": 123456789, "window": 64240, "ttl": 52, "ipid": 4242,
 				"options": []any{"nop", "opt_99", "eol"}, "options_truncated": true},
 			"payload":   "AAEC",
+			"irregular": false, "irregular_reasons": []any{}, "scanner": "unknown"})},
+		{"first fragment", frag, with(map[string]any{
+			"timestamp": "2026-11-25T11:03:32.123456789Z", "userid": 0, "fragment": true,
+			"tcp": map[string]any{"seq": 123456789, "window": 64240, "ttl": 52, "ipid": 4242,
+				"options": []any{"mss", "sack_perm", "timestamp", "nop", "wscale"}, "mss": 1460, "wscale": 7},
 			"irregular": false, "irregular_reasons": []any{}, "scanner": "unknown"})},
 	}
 	for _, tc := range tests {

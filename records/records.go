@@ -56,12 +56,25 @@ const (
 	MethodNone Method = iota
 	// MethodSYNACK is the stateless SYN-ACK answering a SYN.
 	MethodSYNACK
-	// MethodRST is the reset that ends an accepted connection (Spoki resets
-	// every ACK; spoki resets when the handler is done).
+	// MethodRST is Spoki's reaction to a handshake ACK, a reset sent at
+	// once (probe snum = the ACK's ack number). spoki sends it in pure
+	// Spoki mode, to a handshake ACK that carries data.
 	MethodRST
 	// MethodSession is any other segment gVisor wrote on an accepted
-	// connection (ACKs, handler data, FIN). Spoki's assemble ignores it.
+	// connection (ACKs, handler data, FIN). No raw row is probed with it,
+	// so Spoki's assemble never takes it for a confirmation.
 	MethodSession
+	// MethodACK is spoki's reaction to a handshake ACK it accepts: the
+	// front end's own pure ACK of what the handshake ACK carried, written
+	// at once, whatever ends the connection later.
+	MethodACK
+	// MethodSessionRST is a reset gVisor wrote on an accepted connection
+	// (the end of a session). Like MethodSession, no raw row is probed
+	// with it.
+	MethodSessionRST
+
+	// lastMethod is the last valid Method, for the parsers.
+	lastMethod = MethodSessionRST
 )
 
 // String returns the method as written in the CSV logs; empty for MethodNone.
@@ -73,6 +86,10 @@ func (m Method) String() string {
 		return "tcp-rst"
 	case MethodSession:
 		return "tcp-session"
+	case MethodACK:
+		return "tcp-ack"
+	case MethodSessionRST:
+		return "tcp-session-rst"
 	}
 	return ""
 }
@@ -122,6 +139,12 @@ type Packet struct {
 	Payload []byte
 	// PayloadLen is the payload length on the wire, before any cap.
 	PayloadLen int
+	// Fragment is set for an IP fragment (IPv4, or IPv6 with a fragment
+	// header that is not atomic). The first fragment has the transport
+	// columns its bytes hold; a later one has none (ports, flags and
+	// options zero) and its bytes are the Payload. The CSV rows have no
+	// column for it; the `syn` event says "fragment":true.
+	Fragment bool
 
 	// Probed is true when the telescope reacted to the packet (Spoki's
 	// `probed`): a SYN-ACK for a SYN, an accepted connection for an ACK with

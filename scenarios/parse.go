@@ -18,6 +18,10 @@ import (
 // wantFailMarker opens the comment that names a scenario's expected failure.
 const wantFailMarker = "want-fail:"
 
+// telescopeMarker opens the comment that lists the `spoki run` flags a
+// scenario needs.
+const telescopeMarker = "telescope:"
+
 // builtinRefs are the references every packet line may use.
 var builtinRefs = map[string]bool{"dst": true, "dport": true, "sport": true, "isn": true, "seq": true}
 
@@ -143,6 +147,9 @@ func (p *parser) parseFile(name string, src []byte, top bool) error {
 		code = strings.TrimSpace(code)
 		if c := strings.TrimSpace(comment); strings.HasPrefix(c, wantFailMarker) && top {
 			p.s.WantFail = strings.TrimSpace(strings.TrimPrefix(c, wantFailMarker))
+		}
+		if c := strings.TrimSpace(comment); strings.HasPrefix(c, telescopeMarker) && top {
+			p.s.Telescope = strings.Fields(strings.TrimPrefix(c, telescopeMarker))
 		}
 		if code == "" {
 			if inDoc {

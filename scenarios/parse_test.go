@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -62,6 +63,7 @@ func TestParseScript(t *testing.T) {
 	src := `// What it checks.
 // Second line.
 // want-fail: something
+// telescope: --pure --max-conns 1
 include common/lab.inc
 dst [2001:db8:5b0::7]:443
 
@@ -80,8 +82,11 @@ flow a sport 22734 isn $dst ^ 5
 	if err != nil {
 		t.Fatalf("ParseFile: %v", err)
 	}
-	if s.Doc != "What it checks.\nSecond line.\nwant-fail: something" || s.WantFail != "something" {
+	if s.Doc != "What it checks.\nSecond line.\nwant-fail: something\ntelescope: --pure --max-conns 1" || s.WantFail != "something" {
 		t.Errorf("Doc = %q, WantFail = %q", s.Doc, s.WantFail)
+	}
+	if want := []string{"--pure", "--max-conns", "1"}; !slices.Equal(s.Telescope, want) {
+		t.Errorf("Telescope = %q, want %q", s.Telescope, want)
 	}
 	if len(s.Flows) != 1 || s.Flows[0].Sport != 22734 || s.Flows[0].Dst.String() != "[2001:db8:5b0::7]:443" {
 		t.Fatalf("Flows = %+v", s.Flows)
@@ -94,7 +99,7 @@ flow a sport 22734 isn $dst ^ 5
 		t.Errorf("step 1 = %+v", send)
 	}
 	recv := s.Steps[1]
-	if recv.Within.Seconds() != 3 || recv.Capture != "r" || recv.Packet.Flags != FlagSYN|FlagACK || recv.Line != 9 {
+	if recv.Within.Seconds() != 3 || recv.Capture != "r" || recv.Packet.Flags != FlagSYN|FlagACK || recv.Line != 10 {
 		t.Errorf("step 2 = %+v", recv)
 	}
 	data := s.Steps[2]

@@ -52,6 +52,11 @@ type Script struct {
 	// tests the runner). Runner.Run still reports it as a failure; tests
 	// compare the message.
 	WantFail string
+	// Telescope holds the flags of a `// telescope: FLAGS` comment: the
+	// scenario needs a telescope started with them (`spoki run FLAGS`),
+	// e.g. --pure or a short --idle-timeout. Scenarios without it run
+	// against any telescope.
+	Telescope []string
 	// Src holds the scanner-side source address of each family (`src`
 	// directives), IPv4 first; either may be invalid when not declared.
 	Src4, Src6 netip.Addr

@@ -297,7 +297,9 @@ func TestSystemdUnitVerifies(t *testing.T) {
 		t.Errorf("ExecStart=%s, want %s run ...", execStart, installed)
 	}
 	for _, want := range []string{
-		"AmbientCapabilities=CAP_NET_ADMIN\n", "CapabilityBoundingSet=CAP_NET_ADMIN\n",
+		// Set-up only: spoki drops both once the TUN and routes are up
+		// (TestRunUnprivilegedStart starts it the same way).
+		"AmbientCapabilities=CAP_NET_ADMIN CAP_SETPCAP\n", "CapabilityBoundingSet=CAP_NET_ADMIN CAP_SETPCAP\n",
 		"NoNewPrivileges=yes\n", "ProtectSystem=strict\n", "ReadWritePaths=/var/lib/spoki\n",
 		"PrivateTmp=yes\n", "ProtectHome=yes\n",
 	} {

@@ -146,7 +146,17 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 // (max-conns) is logged as not reloaded.
 func TestMetricsReloadOnSIGHUP(t *testing.T) {
 	l := e2eNewLab(t, lab.Config{}, "curl")
-	cfgPath := filepath.Join(t.TempDir(), "spoki.yaml")
+	// SIGHUP reads the file as the user spoki dropped to: the directory
+	// must be open to it, as /etc/spoki is (t.TempDir's parent is not).
+	cfgDir, err := os.MkdirTemp("", "spoki-config-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(cfgDir) })
+	if err := os.Chmod(cfgDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(cfgDir, "spoki.yaml")
 	metWriteFile(t, cfgPath, "max-conns: 1000\nmetrics: 127.0.0.1:9108\n")
 	tel := e2eStartTelescope(t, l, "--config", cfgPath)
 

@@ -27,9 +27,10 @@ const (
 	// enough for idle listeners to close (about a second) and for finished
 	// connections and their lingering entries to go (5 s).
 	portsIdle = 12 * time.Second
-	// portsScavenge is how long the Go scavenger gets, after the GC the
-	// test forces, to return freed memory to the kernel.
-	portsScavenge = 5 * time.Second
+	// portsScavenge bounds how long the Go scavenger gets, after the GC
+	// the test forces, to return freed memory to the kernel: RssAnon is
+	// read until it has stopped falling for 3 s.
+	portsScavenge = 30 * time.Second
 	// portsGrowth bounds the growth from the warm-up to the full scans of
 	// the anonymous RSS (RssAnon: heap, stacks; the binary's pages that
 	// more code paths fault in are left out) and of the live heap.
@@ -98,7 +99,15 @@ func TestFullPortScanMemory(t *testing.T) {
 			"http://"+pprof+"/debug/pprof/heap?gc=1"); code != 0 {
 			t.Fatalf("forcing a GC through --pprof: curl exit %d", code)
 		}
-		time.Sleep(portsScavenge)
+		anon, steady := portsRSSAnon(t, tel.proc.Pid()), 0
+		for deadline := time.Now().Add(portsScavenge); steady < 3 && time.Now().Before(deadline); {
+			time.Sleep(time.Second)
+			if a := portsRSSAnon(t, tel.proc.Pid()); a+256<<10 < anon {
+				anon, steady = a, 0
+			} else {
+				steady++
+			}
+		}
 		return portsLastStats(t, tel.proc.Output()), portsRSSAnon(t, tel.proc.Pid())
 	}
 

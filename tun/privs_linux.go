@@ -16,15 +16,27 @@ import (
 	"kernel.org/pub/linux/libs/security/libcap/psx"
 )
 
-// KeptCapabilities is the capability mask DropPrivileges leaves: only
-// CAP_NET_ADMIN, which Device.Close needs to remove the routes at exit.
-const KeptCapabilities = uint64(1) << unix.CAP_NET_ADMIN
+// Users `spoki run` switches to when started as root without --user.
+const (
+	// DefaultUser is the account an installation makes for spoki.
+	DefaultUser = "spoki"
+	// FallbackUser is taken when there is no DefaultUser account.
+	FallbackUser = "nobody"
+)
 
 // ErrPrivilegesLeft is returned by DropPrivileges when a thread still holds
-// more than KeptCapabilities, or another uid, after the drop (a kernel or
+// a capability, another uid, or no NoNewPrivs after the drop (a kernel or
 // runtime that did not apply a change everywhere). The caller should stop:
 // the process is not in the state it promised.
 var ErrPrivilegesLeft = errors.New("tun: privileges left after drop")
+
+// User is an account the process runs as.
+type User struct {
+	// Name is the account name ("" if the uid has no passwd entry).
+	Name string
+	// UID and GID are the uid and primary gid.
+	UID, GID int
+}
 
 // LookupUser returns the uid and primary gid of the user name (a name or a
 // numeric uid), for DropPrivileges and for handing the log directory over
@@ -49,98 +61,131 @@ func LookupUser(name string) (uid, gid int, err error) {
 	return uid, gid, nil
 }
 
-// DropPrivileges is called once the TUN device and its routes are up: from
-// then on the process keeps no capability but CAP_NET_ADMIN, in every set
-// (bounding, permitted, effective; inheritable and ambient are emptied, as
-// spoki executes nothing), and, if user is not empty, runs as that user with
-// its primary group and no supplementary groups.
+// RunAs returns the user to become once the TUN and routes are up, for
+// the --user value name:
 //
-// Capabilities and credentials belong to each thread, and a Go program has
-// many threads whose number changes behind its back; every change is
-// therefore made on all threads at once through libcap's psx, which works
-// with and without cgo (syscall.AllThreadsSyscall refuses to run under
-// cgo). Already holding less (a systemd unit with a capability bounding set
-// and ambient CAP_NET_ADMIN) is fine: what is gone is not dropped twice.
+//   - name, if given; only root can switch, so an unprivileged process
+//     (file capabilities, systemd's User= with ambient CAP_NET_ADMIN)
+//     accepts only itself;
+//   - started as root without a name, DefaultUser if that account exists,
+//     else FallbackUser: uid 0 is kept only when asked for (name "root");
+//   - started unprivileged without a name, the user it already is.
+//
+// It is called before anything is set up, so that a bad --user leaves
+// nothing behind.
+func RunAs(name string) (User, error) {
+	self := User{UID: os.Geteuid(), GID: os.Getegid()}
+	if u, err := user.LookupId(strconv.Itoa(self.UID)); err == nil {
+		self.Name = u.Username
+	}
+	if name == "" {
+		if self.UID != 0 {
+			return self, nil
+		}
+		name = DefaultUser
+		if _, _, err := LookupUser(name); err != nil {
+			name = FallbackUser
+		}
+	}
+	uid, gid, err := LookupUser(name)
+	if err != nil {
+		return User{}, err
+	}
+	u := User{Name: name, UID: uid, GID: gid}
+	if self.UID != 0 && (u.UID != self.UID || u.GID != self.GID) {
+		return User{}, fmt.Errorf("tun: cannot become user %s (uid %d): spoki runs as uid %d, and only root switches users; start it as root, or drop --user", name, uid, self.UID)
+	}
+	return u, nil
+}
+
+// Dropped says what DropPrivileges left.
+type Dropped struct {
+	// User is who the process runs as now.
+	User User
+	// Bounding is the capability bounding set that could not be emptied:
+	// an unprivileged start without CAP_SETPCAP cannot drop from it. With
+	// no capability in any other set and NoNewPrivs it grants nothing (it
+	// only limits what an exec could gain, and NoNewPrivs forbids gains).
+	Bounding uint64
+}
+
+// DropPrivileges is called once the TUN device and its routes are up: from
+// then on the process runs as u, with u's primary group and no
+// supplementary groups, and holds no capability in any set (effective,
+// permitted, inheritable, ambient, and bounding when it may change it),
+// with NoNewPrivs set, so that neither an exec nor anything else gives one
+// back. Nothing needs a capability later: the routes go with the device
+// when its last queue closes (Device.Close).
+//
+// Capabilities, credentials and NoNewPrivs belong to each thread, and a Go
+// program has many threads whose number changes behind its back; every
+// change is therefore made on all threads at once through libcap's psx,
+// which works with and without cgo (syscall.AllThreadsSyscall refuses to
+// run under cgo). Threads made later inherit the dropped state.
 //
 // On error the process may be part-way; the caller should exit.
-func DropPrivileges(userName string) error {
-	uid, gid := -1, -1
-	if userName != "" {
-		var err error
-		if uid, gid, err = LookupUser(userName); err != nil {
-			return err
-		}
-		if uid == os.Getuid() && gid == os.Getgid() {
-			// Already that user: a setuid would need CAP_SETUID for nothing.
-			uid, gid = -1, -1
-		}
-	}
+func DropPrivileges(u User) (Dropped, error) {
+	d := Dropped{User: u}
+	switchUser := u.UID != os.Geteuid() || u.GID != os.Getegid()
 	lastCap, err := lastCapability()
 	if err != nil {
-		return err
+		return d, err
 	}
-	// Keep the permitted set across setuid: without it the kernel clears
-	// every capability when the uids leave 0, CAP_NET_ADMIN included.
-	if uid >= 0 {
-		if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1, 0); err != nil {
-			return fmt.Errorf("tun: drop privileges: keep capabilities: %w", err)
-		}
+	own, err := ReadCredentials(-1)
+	if err != nil {
+		return d, err
 	}
 	// The bounding set first: dropping from it needs CAP_SETPCAP, which
-	// goes away with the permitted set below.
-	for c := 0; c <= lastCap; c++ {
-		if c == unix.CAP_NET_ADMIN {
-			continue
+	// goes away with the uid and the permitted set below.
+	if own[0].Effective&(1<<unix.CAP_SETPCAP) != 0 {
+		for c := 0; c <= lastCap; c++ {
+			in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0)
+			if err != nil {
+				return d, fmt.Errorf("tun: drop privileges: read bounding capability %d: %w", c, err)
+			}
+			if in == 0 {
+				continue
+			}
+			if err := allThreads(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); err != nil {
+				return d, fmt.Errorf("tun: drop privileges: drop bounding capability %d: %w", c, err)
+			}
 		}
-		in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0)
-		if err != nil {
-			return fmt.Errorf("tun: drop privileges: read bounding capability %d: %w", c, err)
-		}
-		if in == 0 {
-			continue
-		}
-		if err := allThreads(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); err != nil {
-			return fmt.Errorf("tun: drop privileges: drop bounding capability %d: %w", c, err)
-		}
+	} else {
+		d.Bounding = own[0].Bounding
 	}
 	if err := allThreads6(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
 		// EINVAL: a kernel before 4.3 has no ambient set to clear.
-		return fmt.Errorf("tun: drop privileges: clear ambient capabilities: %w", err)
+		return d, fmt.Errorf("tun: drop privileges: clear ambient capabilities: %w", err)
 	}
-	if uid >= 0 {
+	if switchUser {
 		// Groups before the uid: changing them needs CAP_SETGID, which the
-		// setuid below takes away from the effective set.
+		// setuid below takes away. Leaving uid 0 without PR_SET_KEEPCAPS
+		// also empties the permitted and effective sets.
 		if err := allThreads(unix.SYS_SETGROUPS, 0, 0, 0); err != nil {
-			return fmt.Errorf("tun: drop privileges: clear groups: %w", err)
+			return d, fmt.Errorf("tun: drop privileges: clear groups: %w", err)
 		}
-		if err := allThreads(unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)); err != nil {
-			return fmt.Errorf("tun: drop privileges: set gid %d: %w", gid, err)
+		if err := allThreads(unix.SYS_SETRESGID, uintptr(u.GID), uintptr(u.GID), uintptr(u.GID)); err != nil {
+			return d, fmt.Errorf("tun: drop privileges: set gid %d: %w", u.GID, err)
 		}
-		if err := allThreads(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); err != nil {
-			return fmt.Errorf("tun: drop privileges: set uid %d: %w", uid, err)
+		if err := allThreads(unix.SYS_SETRESUID, uintptr(u.UID), uintptr(u.UID), uintptr(u.UID)); err != nil {
+			return d, fmt.Errorf("tun: drop privileges: set uid %d: %w", u.UID, err)
 		}
 	}
-	// Permitted and effective become CAP_NET_ADMIN alone: after a setuid the
-	// effective set is empty and CAP_NET_ADMIN is raised again from the
-	// permitted set that KEEPCAPS preserved.
+	// Every set empty, whoever the process is now: staying uid 0 (--user
+	// root) or an unprivileged start keeps its capabilities otherwise, and
+	// the inheritable set survives a setuid.
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
-	data[0].Permitted = uint32(KeptCapabilities)
-	data[0].Effective = uint32(KeptCapabilities)
 	err = allThreads(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
 	runtime.KeepAlive(&hdr)
 	runtime.KeepAlive(&data)
 	if err != nil {
-		return fmt.Errorf("tun: drop privileges: set capabilities: %w", err)
+		return d, fmt.Errorf("tun: drop privileges: clear capabilities: %w", err)
 	}
-	if uid >= 0 {
-		// Back to the default, so that nothing later keeps capabilities
-		// through a uid change by accident.
-		if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0, 0); err != nil {
-			return fmt.Errorf("tun: drop privileges: reset keep capabilities: %w", err)
-		}
+	if err := allThreads6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return d, fmt.Errorf("tun: drop privileges: no new privileges: %w", err)
 	}
-	return checkThreads(uid)
+	return d, checkThreads(u.UID, d.Bounding)
 }
 
 // allThreads runs a three-argument system call on every thread.
@@ -181,11 +226,22 @@ type ThreadCredentials struct {
 	// Inheritable, Permitted, Effective, Bounding and Ambient are the
 	// capability sets as bit masks (bit n is capability n).
 	Inheritable, Permitted, Effective, Bounding, Ambient uint64
+	// NoNewPrivs is the thread's no_new_privs flag.
+	NoNewPrivs bool
 }
 
 // ReadCredentials reads the credentials of every thread of process pid
-// (0 for this process) from /proc/PID/task/*/status.
+// (0 for this process) from /proc/PID/task/*/status; pid -1 reads the
+// calling thread alone.
 func ReadCredentials(pid int) ([]ThreadCredentials, error) {
+	if pid == -1 {
+		c, err := readStatus("/proc/thread-self/status")
+		if err != nil {
+			return nil, fmt.Errorf("tun: read credentials: %w", err)
+		}
+		c.TID = unix.Gettid()
+		return []ThreadCredentials{c}, nil
+	}
 	dir := "/proc/self/task"
 	if pid != 0 {
 		dir = fmt.Sprintf("/proc/%d/task", pid)
@@ -241,6 +297,9 @@ func readStatus(path string) (ThreadCredentials, error) {
 				}
 			}
 			continue
+		case "NoNewPrivs":
+			c.NoNewPrivs = val == "1"
+			continue
 		case "CapInh":
 			dst = &c.Inheritable
 		case "CapPrm":
@@ -264,20 +323,19 @@ func readStatus(path string) (ThreadCredentials, error) {
 	return c, nil
 }
 
-// checkThreads verifies that every thread holds at most KeptCapabilities,
-// nothing inheritable or ambient, and (uid >= 0) runs as uid.
-func checkThreads(uid int) error {
+// checkThreads verifies that every thread runs as uid, holds no
+// capability (a bounding set of at most bounding), and has NoNewPrivs.
+func checkThreads(uid int, bounding uint64) error {
 	threads, err := ReadCredentials(0)
 	if err != nil {
 		return err
 	}
 	for _, c := range threads {
-		extra := (c.Permitted | c.Effective | c.Bounding) &^ KeptCapabilities
-		if extra != 0 || c.Inheritable != 0 || c.Ambient != 0 {
-			return fmt.Errorf("%w: thread %d: permitted %#x effective %#x bounding %#x inheritable %#x ambient %#x",
-				ErrPrivilegesLeft, c.TID, c.Permitted, c.Effective, c.Bounding, c.Inheritable, c.Ambient)
+		if c.Permitted|c.Effective|c.Inheritable|c.Ambient|(c.Bounding&^bounding) != 0 || !c.NoNewPrivs {
+			return fmt.Errorf("%w: thread %d: permitted %#x effective %#x bounding %#x inheritable %#x ambient %#x no_new_privs %v",
+				ErrPrivilegesLeft, c.TID, c.Permitted, c.Effective, c.Bounding, c.Inheritable, c.Ambient, c.NoNewPrivs)
 		}
-		if uid >= 0 && c.UID != [4]int{uid, uid, uid, uid} {
+		if c.UID != [4]int{uid, uid, uid, uid} {
 			return fmt.Errorf("%w: thread %d: uids %v, want %d", ErrPrivilegesLeft, c.TID, c.UID, uid)
 		}
 	}

@@ -7,11 +7,14 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // privsHelperEnv makes the test binary a helper process: it opens a TUN
@@ -31,8 +34,8 @@ func TestMain(m *testing.M) {
 
 // privsHelper is the helper process's body. It prints "dropped" once the
 // privileges are down, then waits for a line on stdin, closes the device
-// (removing its route, which needs the CAP_NET_ADMIN it kept) and prints
-// "closed".
+// (with no capability left: the kernel removes the device and its route
+// with the last queue), checks that both are gone and prints "closed".
 func privsHelper(userName string) int {
 	if userName == "-" {
 		userName = ""
@@ -45,12 +48,17 @@ func privsHelper(userName string) int {
 			select {}
 		}()
 	}
+	u, err := RunAs(userName)
+	if err != nil {
+		fmt.Println("error: run as:", err)
+		return 1
+	}
 	dev, err := Open(Config{Name: "privs0", Prefixes: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
 	if err != nil {
 		fmt.Println("error: open:", err)
 		return 1
 	}
-	if err := DropPrivileges(userName); err != nil {
+	if _, err := DropPrivileges(u); err != nil {
 		fmt.Println("error: drop:", err)
 		return 1
 	}
@@ -59,6 +67,21 @@ func privsHelper(userName string) int {
 	if err := dev.Close(); err != nil {
 		fmt.Println("error: close:", err)
 		return 1
+	}
+	if _, err := netlink.LinkByName("privs0"); err == nil {
+		fmt.Println("error: privs0 still exists after Close")
+		return 1
+	}
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		fmt.Println("error: list routes:", err)
+		return 1
+	}
+	for _, r := range routes {
+		if r.Dst != nil && r.Dst.String() == "192.0.2.0/24" {
+			fmt.Println("error: route 192.0.2.0/24 still there after Close")
+			return 1
+		}
 	}
 	fmt.Println("closed")
 	return 0
@@ -75,12 +98,17 @@ func TestDropPrivileges(t *testing.T) {
 	if err != nil {
 		t.Skipf("no user nobody: %v", err)
 	}
+	defaultUID := nobodyUID
+	if uid, _, err := LookupUser(DefaultUser); err == nil {
+		defaultUID = uid
+	}
 	tests := []struct {
 		name    string
 		user    string
 		wantUID int
 	}{
-		{"stay root", "", 0},
+		{"default user", "", defaultUID},
+		{"stay root when asked", "root", 0},
 		{"switch to nobody", "nobody", nobodyUID},
 		{"numeric uid", fmt.Sprint(nobodyUID), nobodyUID},
 	}
@@ -133,18 +161,18 @@ func TestDropPrivileges(t *testing.T) {
 			}
 			for _, c := range threads {
 				for _, set := range []struct {
-					name      string
-					got, want uint64
+					name string
+					got  uint64
 				}{
-					{"CapEff", c.Effective, KeptCapabilities},
-					{"CapPrm", c.Permitted, KeptCapabilities},
-					{"CapBnd", c.Bounding, KeptCapabilities},
-					{"CapInh", c.Inheritable, 0},
-					{"CapAmb", c.Ambient, 0},
+					{"CapEff", c.Effective}, {"CapPrm", c.Permitted}, {"CapBnd", c.Bounding},
+					{"CapInh", c.Inheritable}, {"CapAmb", c.Ambient},
 				} {
-					if set.got != set.want {
-						t.Errorf("thread %d: %s = %016x, want %016x (CAP_NET_ADMIN only)", c.TID, set.name, set.got, set.want)
+					if set.got != 0 {
+						t.Errorf("thread %d: %s = %016x, want none", c.TID, set.name, set.got)
 					}
+				}
+				if !c.NoNewPrivs {
+					t.Errorf("thread %d: NoNewPrivs 0, want 1", c.TID)
 				}
 				want := [4]int{tc.wantUID, tc.wantUID, tc.wantUID, tc.wantUID}
 				if c.UID != want {
@@ -152,12 +180,57 @@ func TestDropPrivileges(t *testing.T) {
 				}
 			}
 
-			// The kept CAP_NET_ADMIN is usable: closing removes the route.
+			// No capability is needed at exit: closing the queues removes
+			// the device and its route.
 			io.WriteString(stdin, "close\n")
 			if got := privsNextLine(t, lines); got != "closed" {
 				t.Errorf("helper said %q after close, want closed", got)
 			}
 		})
+	}
+}
+
+// TestRunAsUnprivileged checks that a process that is not root accepts
+// only itself as --user, and stays itself without one.
+func TestRunAsUnprivileged(t *testing.T) {
+	if os.Geteuid() == 0 {
+		// Root switches; the refusal is for everyone else, which this
+		// process is not. The helper below runs as nobody.
+		nobodyUID, nobodyGID, err := LookupUser("nobody")
+		if err != nil {
+			t.Skipf("no user nobody: %v", err)
+		}
+		// The test binary's own directory is private to root: run a copy.
+		dir, err := os.MkdirTemp("", "spoki-tun-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		bin, err := os.ReadFile(os.Args[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		exe := filepath.Join(dir, "tun.test")
+		if err := os.WriteFile(exe, bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(exe, "-test.run=^TestRunAsUnprivileged$", "-test.v")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(nobodyUID), Gid: uint32(nobodyGID)}}
+		cmd.Dir = "/"
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "--- PASS") {
+			t.Errorf("as nobody: %v\n%s", err, out)
+		}
+		return
+	}
+	u, err := RunAs("")
+	if err != nil || u.UID != os.Geteuid() {
+		t.Errorf("RunAs(\"\") = %+v, %v; want uid %d", u, err, os.Geteuid())
+	}
+	if _, err := RunAs("root"); err == nil || !strings.Contains(err.Error(), "only root") {
+		t.Errorf("RunAs(root) as uid %d = %v, want a refusal", os.Geteuid(), err)
 	}
 }
 

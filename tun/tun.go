@@ -186,25 +186,37 @@ func (d *Device) MTU() int { return d.mtu }
 // the Device and are closed by Close.
 func (d *Device) FDs() []int { return d.fds }
 
-// Close removes the routes and closes every queue; the kernel removes the
-// (non-persistent) device with the last fd. It is safe to call more than
-// once.
+// Close closes every queue; the kernel then removes the (non-persistent)
+// device, and with it every route through it. That needs no privilege, so
+// Close works after DropPrivileges. Only if the device outlives its queues
+// (another process attached one) are the routes removed through netlink,
+// which needs CAP_NET_ADMIN. It is safe to call more than once.
 func (d *Device) Close() error {
 	d.closeOnce.Do(func() {
 		var errs []error
-		for _, r := range d.routes {
-			if err := netlink.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) {
-				errs = append(errs, fmt.Errorf("tun: delete route %s: %w", r.Dst, err))
-			}
-		}
 		for _, fd := range d.fds {
 			if err := unix.Close(fd); err != nil {
 				errs = append(errs, fmt.Errorf("tun: close fd %d: %w", fd, err))
 			}
 		}
+		if len(d.routes) > 0 && d.link != nil && d.linkExists() {
+			for _, r := range d.routes {
+				if err := netlink.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
+					errs = append(errs, fmt.Errorf("tun: delete route %s: %w", r.Dst, err))
+				}
+			}
+		}
 		d.closeErr = errors.Join(errs...)
 	})
 	return d.closeErr
+}
+
+// linkExists reports whether the device is still there after its queues
+// closed (the kernel unregisters it on the last close, before close
+// returns).
+func (d *Device) linkExists() bool {
+	l, err := netlink.LinkByIndex(d.link.Attrs().Index)
+	return err == nil && l.Attrs().Name == d.name
 }
 
 // Stats reads the kernel's counters of the device: TX dropped is what the

@@ -48,6 +48,10 @@ type Config struct {
 	OnRound func(RoundStats)
 	// OnCheckpoint, if set, is called after every checkpoint.
 	OnCheckpoint func(CheckpointStats)
+	// OnProgress, if set, is called on Run's goroutine after each file is
+	// opened, every ProgressRows rows and once at the end (Done). It must
+	// return quickly; a display throttles it by the clock.
+	OnProgress func(Progress)
 }
 
 // confirmationLoadThreshold: a log is not read further while it is this far
@@ -103,6 +107,10 @@ type Stats struct {
 	// Unflushed counts the events that were read but never reached an
 	// output batch because the input ended first (without FlushAtEOF).
 	Unflushed uint64
+	// UnflushedRecords counts the records that FlushAtEOF would have
+	// written on top of Records (without FlushAtEOF): the run goes on to
+	// the flush without writing it, then restores every other counter.
+	UnflushedRecords uint64
 }
 
 // Sink receives each batch of records, sorted as the original writes them.
@@ -135,6 +143,19 @@ type engine struct {
 	maxBatch int32
 	out      []Record
 	round    int
+	// dry is set where the original stops (without FlushAtEOF): the run
+	// goes on as FlushAtEOF would, writing nothing, to count the records
+	// left out (dryRecords); saved holds the counters of the real run.
+	dry        bool
+	dryRecords uint64
+	saved      Stats
+	nextBatch  int // e.b where the original stopped
+	// prog is the progress snapshot; bytesRead the readers' byte count,
+	// rawBatch the batch of the last raw row.
+	start     time.Time
+	prog      Progress
+	bytesRead int64
+	rawBatch  int32
 }
 
 // Run assembles the logs of cfg.Dir and writes the batches into sink. It
@@ -182,6 +203,13 @@ func Run(ctx context.Context, cfg Config, sink Sink, stats *Stats) error {
 			follow: cfg.Follow, poll: cfg.Poll, now: now, bufSize: 1 << 20}
 	}
 	e.raw, e.con = mk("raw"), mk("scamper")
+	e.start = start
+	if cfg.OnProgress != nil {
+		for _, r := range []*hourReader{e.raw, e.con} {
+			r.read = &e.bytesRead
+			r.opened = func() { e.prog.FilesOpened++; e.progress(false) }
+		}
+	}
 	e.raw.header = func(h []byte) { e.rawP = newRawParser(h, e.strs) }
 	e.raw.line = e.addRow
 	e.con.header = func(h []byte) { e.conP = newConParser(h, e.strs) }
@@ -195,12 +223,28 @@ func Run(ctx context.Context, cfg Config, sink Sink, stats *Stats) error {
 		if err := e.con.scanLast(); err != nil {
 			return err
 		}
+		e.prog.FilesTotal = e.raw.totalFiles + e.con.totalFiles
+		e.prog.BytesTotal = e.raw.totalBytes + e.con.totalBytes
 	} else if fi, err := os.Stat(cfg.Dir); err != nil {
 		return fmt.Errorf("assemble: log dir: %w", err)
 	} else if !fi.IsDir() {
 		return fmt.Errorf("assemble: log dir %s: not a directory", cfg.Dir)
 	}
-	return e.run(ctx)
+	err := e.run(ctx)
+	e.progress(true)
+	return err
+}
+
+// progress calls OnProgress with the current figures.
+func (e *engine) progress(done bool) {
+	if e.cfg.OnProgress == nil {
+		return
+	}
+	e.prog.Done = done
+	e.prog.BytesRead = e.bytesRead
+	e.prog.Hour = e.start.Add(time.Duration(e.rawBatch) * time.Hour)
+	e.prog.Records = e.stats.Records
+	e.cfg.OnProgress(e.prog)
 }
 
 // slabSize is how many events are allocated at once: one allocation per
@@ -209,6 +253,10 @@ const slabSize = 256
 
 func (e *engine) addRow(line []byte, batch int32) {
 	e.stats.Rows++
+	e.rawBatch = batch
+	if e.prog.Rows++; e.prog.Rows%ProgressRows == 0 {
+		e.progress(false)
+	}
 	if len(e.slab) == cap(e.slab) {
 		e.slab = make([]event, 0, slabSize)
 	}
@@ -226,6 +274,9 @@ func (e *engine) addRow(line []byte, batch int32) {
 
 func (e *engine) addConfirmation(line []byte, batch int32) {
 	e.stats.Confirmations++
+	if e.prog.Rows++; e.prog.Rows%ProgressRows == 0 {
+		e.progress(false)
+	}
 	if len(e.cslab) == cap(e.cslab) {
 		e.cslab = make([]confirmation, 0, slabSize)
 	}
@@ -282,18 +333,19 @@ func (e *engine) run(ctx context.Context) error {
 			err := e.load(ctx, l.r)
 			switch {
 			case errors.Is(err, errEnd):
-				if !e.cfg.FlushAtEOF {
-					// The original blocks here forever.
-					return e.finish(false)
+				if !e.cfg.FlushAtEOF && !e.dry {
+					// The original blocks here forever: what it wrote is
+					// final, the rest is only counted.
+					e.beginDry()
 				}
 				ended++
 			case err != nil && ctx.Err() != nil:
-				return e.finish(e.cfg.FlushAtEOF)
+				return e.finish(e.cfg.FlushAtEOF || e.dry)
 			case err != nil:
 				return err
 			}
 		}
-		if e.cfg.FlushAtEOF && ended > 0 && ended == btoi(loadCon)+btoi(loadEv) {
+		if (e.cfg.FlushAtEOF || e.dry) && ended > 0 && ended == btoi(loadCon)+btoi(loadEv) {
 			return e.finish(true)
 		}
 		if err := e.stageB(); err != nil {
@@ -314,7 +366,7 @@ func btoi(b bool) int {
 func (e *engine) stageB() error {
 	before := len(e.pending)
 	e.pending = e.cm.match(e.pending)
-	if e.cfg.OnRound != nil {
+	if e.cfg.OnRound != nil && !e.dry {
 		rs := RoundStats{Round: e.round, Emitted: len(e.pending) - before, Kept: len(e.cm.ecache)}
 		for _, ev := range e.pending[before:] {
 			if ev.probed {
@@ -354,10 +406,12 @@ func (e *engine) checkpoint(final bool) (int, error) {
 	pm.evictRetransmits(e.b)
 	e.out = pm.evict(e.b, e.out[:0])
 	n := len(e.out)
-	if e.cfg.OnCheckpoint != nil {
+	if e.cfg.OnCheckpoint != nil && !e.dry {
 		e.cfg.OnCheckpoint(CheckpointStats{Batch: int(e.b), Records: n, Repeated: rep, Final: final})
 	}
-	if n > 0 {
+	if n > 0 && e.dry {
+		e.dryRecords += uint64(n)
+	} else if n > 0 {
 		if err := e.sink.WriteBatch(int(e.b), e.out); err != nil {
 			return n, err
 		}
@@ -374,16 +428,24 @@ func (e *engine) checkpoint(final bool) (int, error) {
 	return n, nil
 }
 
-// finish ends the run. With flush, the events still pending go through the
-// phase matcher (with their checkpoints, one at a time as in the rounds),
-// then every batch up to the last one read is checkpointed.
+// beginDry marks where the original's output ends: the counters so far are
+// the run's, and whatever follows only counts the records left out.
+func (e *engine) beginDry() {
+	e.stats.Unflushed = uint64(len(e.pending)) + uint64(e.pm.isyns.len()+e.pm.rsyns.len()+
+		e.pm.iacked.len()+e.pm.racked.len()+e.pm.tpna.len()+e.pm.tp.len())
+	e.saved = *e.stats
+	e.dryRecords = 0
+	e.dry = true
+	e.nextBatch = int(e.b)
+}
+
+// finish ends the run. The events still pending go through the phase
+// matcher (with their checkpoints, one at a time as in the rounds), then
+// every batch up to the last one read is checkpointed: written with flush,
+// only counted without (the original never gets there).
 func (e *engine) finish(flush bool) error {
-	if !flush {
-		e.stats.Unflushed = uint64(len(e.pending)) + uint64(e.pm.isyns.len()+e.pm.rsyns.len()+
-			e.pm.iacked.len()+e.pm.racked.len()+e.pm.tpna.len()+e.pm.tp.len())
-		e.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, "end of input",
-			slog.Int("next_batch", int(e.b)), slog.Uint64("unflushed", e.stats.Unflushed))
-		return nil
+	if !flush && !e.dry {
+		e.beginDry()
 	}
 	for _, ev := range e.pending {
 		e.pm.addEvent(ev)
@@ -400,7 +462,24 @@ func (e *engine) finish(flush bool) error {
 			return err
 		}
 	}
-	e.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, "end of input, flushed",
-		slog.Int("next_batch", int(e.b)))
+	if !e.dry {
+		e.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, "end of input, flushed",
+			slog.Int("next_batch", int(e.b)))
+		return nil
+	}
+	left := e.dryRecords
+	*e.stats = e.saved
+	e.stats.UnflushedRecords = left
+	if left == 0 {
+		e.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, "end of input",
+			slog.Int("next_batch", e.nextBatch), slog.Uint64("unflushed", e.stats.Unflushed))
+		return nil
+	}
+	// The original's behaviour, copied, loses these records silently; say
+	// so, and how to keep them.
+	e.cfg.Logger.LogAttrs(context.Background(), slog.LevelWarn,
+		"end of input: records left unwritten, as the original assemble leaves them; --flush-at-eof writes them",
+		slog.Uint64("unflushed_records", left), slog.Uint64("written_records", e.stats.Records),
+		slog.Uint64("unflushed_events", e.stats.Unflushed), slog.Int("next_batch", e.nextBatch))
 	return nil
 }

@@ -12,8 +12,9 @@ import (
 // BenchmarkAssemble runs assemble over a synthetic log of at least 2
 // million raw rows (24 hours; SPOKI_BENCH_ROWS and SPOKI_BENCH_HOURS
 // override the total and the hours) and reports rows/s and the peak RSS,
-// which follows the rows per hour (the open window), not the total. Run it
-// on one core:
+// which follows the rows per hour (the open window), not the total.
+// SPOKI_BENCH_PROGRESS=1 adds the progress hook of a terminal run (a line
+// formatted at most every 250 ms). Run it on one core:
 //
 //	GOMAXPROCS=1 go test -run '^$' -bench Assemble -benchtime 1x ./analysis/assemble
 func BenchmarkAssemble(b *testing.B) {
@@ -35,11 +36,24 @@ func BenchmarkAssemble(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	var st Stats
+	var onProgress func(Progress)
+	lines := 0
+	if os.Getenv("SPOKI_BENCH_PROGRESS") == "1" {
+		began, last := time.Now(), time.Time{}
+		onProgress = func(p Progress) {
+			if now := time.Now(); p.Done || now.Sub(last) >= 250*time.Millisecond {
+				last = now
+				_ = p.Line(now.Sub(began))
+				lines++
+			}
+		}
+	}
 	t0 := time.Now()
 	for i := 0; i < b.N; i++ {
 		st = Stats{}
 		sink := &FileSink{Dir: out, Tag: "bench"}
-		if err := Run(context.Background(), Config{Dir: dir, Tag: "bench", Start: start, FlushAtEOF: true}, sink, &st); err != nil {
+		cfg := Config{Dir: dir, Tag: "bench", Start: start, FlushAtEOF: true, OnProgress: onProgress}
+		if err := Run(context.Background(), cfg, sink, &st); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -51,6 +65,6 @@ func BenchmarkAssemble(b *testing.B) {
 	b.ReportMetric(float64(rows)*float64(b.N)/el.Seconds(), "rawrows/s")
 	b.ReportMetric(rps, "rows/s")
 	b.ReportMetric(float64(ru.Maxrss)/1024, "peakRSS-MiB")
-	b.Logf("raw rows %d, confirmations %d, records %d in %d batches, %.0f raw rows/s, %.0f rows/s (raw+scamper), peak RSS %d MiB",
-		rows, st.Confirmations, st.Records, st.Batches, float64(rows)*float64(b.N)/el.Seconds(), rps, ru.Maxrss/1024)
+	b.Logf("raw rows %d, confirmations %d, records %d in %d batches, %.0f raw rows/s, %.0f rows/s (raw+scamper), peak RSS %d MiB, %d progress lines",
+		rows, st.Confirmations, st.Records, st.Batches, float64(rows)*float64(b.N)/el.Seconds(), rps, ru.Maxrss/1024, lines)
 }

@@ -27,7 +27,11 @@
 //     exactly what the original writes by then. FlushAtEOF
 //     (--flush-at-eof) then processes the pending events and checkpoints
 //     every remaining batch up to the last one read, so probed events that
-//     are still unconfirmed are dropped. With Follow, the reader polls the
+//     are still unconfirmed are dropped. Without FlushAtEOF, Run goes on
+//     to that flush without writing it, to count the records the
+//     original leaves out (Stats.UnflushedRecords, 366 of 707 for the
+//     example logs), and logs them in a Warn line that names
+//     --flush-at-eof. With Follow, the reader polls the
 //     directory like the original's LiveReader (same 1h05m skip and 1h10m
 //     close times on the wall clock) and Run returns when ctx is done.
 //  2. -o ignored: fixed, FileSink.Dir is honoured. The file name is the
@@ -51,7 +55,13 @@
 //     matched, as in the original); a checkpoint without records does not
 //     advance (b stalls, e.g. when --start is before the first file):
 //     copied. Stats counts the drops.
-//  7. Kafka (offset default, batch size) is not implemented; clean's
+//  7. Kafka output (KafkaSink, --kafka): one message per record, the JSON
+//     of the output line, no key, topic cse2.malware.events.TAG as the
+//     original; unlike the original's --kafka|--logs choice, the files are
+//     written too, and a batch counts as written once the brokers
+//     acknowledged all of it (a delivery that fails stops the run). The
+//     original's --kafka-batch-size (producer bytes) is franz-go's
+//     business. Kafka consumption (offset default) is not here; clean's
 //     crashes and the int-or-string port belong to analysis/urls, which
 //     fixes them.
 //

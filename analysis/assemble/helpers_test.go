@@ -6,34 +6,28 @@ import (
 	"testing"
 )
 
-// exampleLogs returns the directory of the example logs (two hours of a
-// Spoki lab telescope, tag `test`): $SPOKI_EXAMPLE_LOGS, or
-// shared/data/spoki-example-logs in the working directory or one of its
-// parents (CI clones the repo with shared/ beside it). Without it the test
-// is skipped, except under CI=true, where it fails.
+// exampleLogDir is the repository's copy of the example logs (two hours of
+// a Spoki lab telescope, tag `test`), relative to this package's directory,
+// where `go test` runs. records and analysis/report read the same copy.
+var exampleLogDir = filepath.Join("..", "..", "records", "testdata", "spoki-example-logs")
+
+// exampleLogFiles are the files the golden tests read: both hours, both
+// log types.
+var exampleLogFiles = []string{
+	"2021-10-13.21:00:00.test.spoki.tcp.raw.1634158800.csv",
+	"2021-10-13.21:00:00.test.spoki.tcp.scamper.1634158800.csv",
+	"2021-10-13.22:00:00.test.spoki.tcp.raw.1634162400.csv",
+	"2021-10-13.22:00:00.test.spoki.tcp.scamper.1634162400.csv",
+}
+
+// exampleLogs returns exampleLogDir, failing the test (never skipping it)
+// if one of the files is missing: the data is part of the repository.
 func exampleLogs(t testing.TB) string {
 	t.Helper()
-	if d := os.Getenv("SPOKI_EXAMPLE_LOGS"); d != "" {
-		return d
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		c := filepath.Join(dir, "shared", "data", "spoki-example-logs")
-		if fi, err := os.Stat(c); err == nil && fi.IsDir() {
-			return c
+	for _, f := range exampleLogFiles {
+		if _, err := os.Stat(filepath.Join(exampleLogDir, f)); err != nil {
+			t.Fatalf("example logs: %v (they belong to the repository: records/testdata)", err)
 		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("example logs not found: set SPOKI_EXAMPLE_LOGS or put shared/data/spoki-example-logs beside the repo")
-	}
-	t.Skip("example logs not found (shared/data/spoki-example-logs)")
-	return ""
+	return exampleLogDir
 }

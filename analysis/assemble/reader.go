@@ -62,20 +62,57 @@ type hourReader struct {
 	header  func(h []byte)
 	line    func(l []byte, batch int32)
 	bufSize int
+	// read counts the bytes read from the files (compressed bytes for
+	// .gz), opened is called after each file is opened; both for the
+	// progress display. totalFiles and totalBytes are the files from the
+	// start hour on and their sizes (offline, after scanLast).
+	read       *int64
+	opened     func()
+	totalFiles int
+	totalBytes int64
+}
+
+// countingReader counts the bytes read through it into n.
+type countingReader struct {
+	r io.Reader
+	n *int64
+}
+
+// counted returns f, counting into r.read if set.
+func (r *hourReader) counted(f *os.File) io.Reader {
+	if r.read == nil {
+		return f
+	}
+	return countingReader{f, r.read}
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	*c.n += int64(k)
+	return k, err
 }
 
 func fileName(hour time.Time, tag, logType string) string {
 	return fmt.Sprintf("%s.%s.spoki.tcp.%s.%d.csv", hour.UTC().Format("2006-01-02.15:04:05"), tag, logType, hour.Unix())
 }
 
-// scanLast finds the newest hour that has a file of this log type.
+// scanLast finds the newest hour that has a file of this log type, and the
+// files that the reader will open from its start hour on with their sizes.
 func (r *hourReader) scanLast() error {
 	ents, err := os.ReadDir(r.dir)
 	if err != nil {
 		return fmt.Errorf("assemble: read log dir: %w", err)
 	}
 	mid := "." + r.tag + ".spoki.tcp." + r.logType + "."
+	// The size of each hour's file: the .csv where both exist, as open
+	// prefers it.
+	type sized struct {
+		size int64
+		csv  bool
+	}
+	hours := map[int64]sized{}
 	for _, e := range ents {
+		gz := strings.HasSuffix(e.Name(), ".gz")
 		name := strings.TrimSuffix(e.Name(), ".gz")
 		if !strings.HasSuffix(name, ".csv") || !strings.Contains(name, mid) {
 			continue
@@ -92,6 +129,21 @@ func (r *hourReader) scanLast() error {
 		if !r.haveLast || h.After(r.lastHour) {
 			r.lastHour, r.haveLast = h, true
 		}
+		if h.Before(r.next) {
+			continue
+		}
+		if prev, ok := hours[unix]; ok && prev.csv {
+			continue
+		}
+		var size int64
+		if fi, err := e.Info(); err == nil {
+			size = fi.Size()
+		}
+		hours[unix] = sized{size, !gz}
+	}
+	r.totalFiles, r.totalBytes = len(hours), 0
+	for _, s := range hours {
+		r.totalBytes += s.size
 	}
 	return nil
 }
@@ -110,7 +162,7 @@ func (r *hourReader) open() (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("assemble: open %s.gz: %w", base, err)
 		}
-		gz, err := gzip.NewReader(bufio.NewReaderSize(f, 1<<16))
+		gz, err := gzip.NewReader(bufio.NewReaderSize(r.counted(f), 1<<16))
 		if err != nil {
 			f.Close()
 			return false, fmt.Errorf("assemble: open %s.gz: %w", base, err)
@@ -120,11 +172,14 @@ func (r *hourReader) open() (bool, error) {
 	} else if err != nil {
 		return false, fmt.Errorf("assemble: open %s: %w", base, err)
 	} else {
-		lf.br = bufio.NewReaderSize(f, r.bufSize)
+		lf.br = bufio.NewReaderSize(r.counted(f), r.bufSize)
 	}
 	lf.f = f
 	r.files = append(r.files, lf)
 	r.advance()
+	if r.opened != nil {
+		r.opened()
+	}
 	return true, nil
 }
 

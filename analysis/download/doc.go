@@ -28,10 +28,43 @@
 // connect, the TLS handshake, the headers and the whole body, so a server
 // that trickles bytes cannot hold the downloader. The body is capped
 // (Config.MaxBytes, checked against Content-Length first and then while
-// reading); redirects are capped (Config.MaxRedirects); addresses in
-// Config.Deny are refused at dial time, which also covers DNS names and
-// redirect targets. Each URL ends with exactly one Result whose Status
-// says what happened.
+// reading); redirects are capped (Config.MaxRedirects). Each URL ends
+// with exactly one Result whose Status says what happened.
+//
+// # Nothing inside is fetched (Policy)
+//
+// A URL in a payload is the attacker's choice, and a sample is often
+// shared with outside services, so by default the downloader connects to
+// public unicast addresses only. The check runs in the dialer's Control
+// hook, after name resolution and for each connection, so DNS names,
+// rebinding and every redirect hop meet it: loopback, unspecified,
+// link-local (cloud metadata), RFC 1918, CGNAT, ULA, multicast, reserved,
+// documentation and benchmarking ranges (BuiltinDeny), IPv4-mapped
+// addresses as the IPv4 address they are, the NAT64, SIIT, 6to4 and
+// Teredo forms of those, the telescope's prefixes (Config.Telescope) and
+// the host's own addresses are refused. Config.Allow opens exactly the
+// ranges given; Config.Deny adds ranges and wins over Allow. Hosts that
+// are no DNS name are read as wget and curl read them: inet_aton
+// spellings (2130706433, 0x7f000001, 0177.0.0.1, 127.1) are dialled as the
+// IPv4 address they spell, without a DNS query, and localhost as
+// 127.0.0.1; the check then refuses them like any other address. No proxy
+// is used, so the connection goes where the check looked. A refusal is
+// KindDenied, with the address and the range in its status and in the
+// activity log.
+//
+// # Bounds
+//
+// Every piece of state an attacker can grow is bounded and its losses
+// counted (Stats, ScanStats, KafkaStats): the URLs taken from one payload
+// (ScanConfig.MaxURLsPerPayload), the length of a URL (MaxURLBytes), the
+// rate-limit table (Config.MaxState bytes; expired entries leave as the
+// run goes, the oldest live ones are evicted beyond the budget),
+// DIR/tried.tsv (rewritten from the table whenever it holds more than
+// twice the table's lines plus 1024), the sample store (Config.MaxStore),
+// and the fetches at once (Pool: Workers overall, PerHost per server,
+// a queue of QueuePerWorker per worker before the input waits). Besides
+// the samples the store holds the activity logs, one row per URL
+// sighting, which grow with the input.
 //
 // # Deviations from the original (spoki-eval §3.3, §7)
 //
@@ -68,8 +101,11 @@
 //     error names the flag.
 //   - The original's `inet prefix` rule (a server name whose connection
 //     leaves from 141.22.28.0/24, i.e. points into the operator's own
-//     network) becomes Config.Deny: remote addresses in these prefixes are
-//     refused for IP literals, names and redirects alike.
+//     network) becomes the Policy: internal, telescope and host addresses
+//     are refused for IP literals, names and redirects alike, and
+//     Config.Deny adds the operator's networks.
+//   - Fetches run in parallel (Pool), and the lines come in the order the
+//     fetches end.
 //   - rdns (gethostbyaddr of the server) is looked up only with
 //     Config.ReverseDNS (--rdns) and only for IP-literal servers, because it
 //     sends queries about attackers' addresses to the resolver; the column

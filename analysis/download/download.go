@@ -1,6 +1,7 @@
 package download
 
 import (
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -31,6 +33,11 @@ const (
 	DefaultTimeout      = 10 * time.Second
 	DefaultMaxBytes     = 32 << 20
 	DefaultMaxRedirects = 5
+	// DefaultMaxStore is the default quota of the sample store.
+	DefaultMaxStore = 10 << 30
+	// DefaultMaxState is the default budget of the rate-limit table
+	// (about 150,000 URLs of 100 bytes).
+	DefaultMaxState = 32 << 20
 	// DefaultUserAgent is wget's: some droppers serve only to the tools
 	// their own commands use.
 	DefaultUserAgent = "Wget/1.21.3"
@@ -39,9 +46,10 @@ const (
 // rdnsTimeout bounds one reverse lookup, which must not stall the run.
 const rdnsTimeout = 2 * time.Second
 
-// pruneEvery is how many tries pass between removals of expired entries
-// from the rate-limit table (the original's 100,000).
-const pruneEvery = 100_000
+// MaxURLBytes caps the length of a URL that is fetched and tracked; a
+// longer one is refused (counted in Stats.TooLong), so that one entry of
+// the rate-limit table stays small.
+const MaxURLBytes = 4096
 
 // Config holds the settings of a Downloader. Zero values mean the defaults.
 type Config struct {
@@ -59,9 +67,28 @@ type Config struct {
 	MaxRedirects int
 	// InsecureTLS skips the verification of server certificates.
 	InsecureTLS bool
-	// Deny lists prefixes whose addresses are never connected to (the
-	// operator's own networks).
+	// Allow opens exactly these ranges, which BuiltinDeny, Telescope or
+	// the host's addresses would refuse (see Policy for the precedence).
+	Allow []netip.Prefix
+	// Deny adds ranges that are never connected to (the operator's own
+	// networks); they win over Allow.
 	Deny []netip.Prefix
+	// Telescope lists the telescope's own prefixes, refused like the
+	// built-in ranges.
+	Telescope []netip.Prefix
+	// OwnAddrs are the host's own addresses, refused like the built-in
+	// ranges; nil means HostAddrs() at New.
+	OwnAddrs []netip.Addr
+	// MaxStore is the quota of the sample store in bytes (the sum of the
+	// malware.bin sizes, default DefaultMaxStore): a sample that does not
+	// fit is not stored, and no fetch starts while the store is full.
+	MaxStore int64
+	// MaxState is the budget in bytes of the rate-limit table (default
+	// DefaultMaxState), each entry costing its URL's length plus
+	// EntryOverhead. Expired entries leave as the run goes; when the
+	// budget is reached the oldest live entry is evicted (Stats.Evicted),
+	// and its URL may be fetched again before OncePer has passed.
+	MaxState int64
 	// ReverseDNS fills the activity's rdns column for IP-literal servers.
 	ReverseDNS bool
 	// UserAgent is sent with every request (default DefaultUserAgent).
@@ -97,8 +124,12 @@ const (
 	KindError Kind = "error"
 	// KindSkipped: the URL was tried less than OncePer ago.
 	KindSkipped Kind = "skipped"
-	// KindUnsupported: not an http or https URL; nothing was tried.
+	// KindUnsupported: not an http or https URL, or a URL longer than
+	// MaxURLBytes; nothing was tried.
 	KindUnsupported Kind = "unsupported"
+	// KindDenied: the address to connect to (of the URL or of a redirect)
+	// is refused by the Policy; no connection was made to it.
+	KindDenied Kind = "denied"
 )
 
 // Result is the outcome of Handle for one Target.
@@ -119,26 +150,52 @@ type Result struct {
 	// First says that this is the URL's first Result in this Downloader's
 	// life; the command prints one line per URL from it.
 	First bool
-	// Err is the fetch's error (KindError, KindUnsupported), nil otherwise.
+	// Err is the fetch's error (KindError, KindUnsupported, KindDenied),
+	// nil otherwise.
 	Err error
 }
 
-// Stats counts what a Downloader did; read it after the run.
+// Stats counts what a Downloader did; read it after the run (after every
+// Handle has returned).
 type Stats struct {
-	Targets, Fetches, Successes, Failures, Skipped, Unsupported, Stored int
+	// Targets counts the calls of Handle; Fetches the fetches started,
+	// and of those Successes, Failures and Denied (refused by the
+	// Policy, at the URL's address or at a redirect's).
+	Targets, Fetches, Successes, Failures, Denied int
+	// Skipped counts URLs tried less than OncePer ago, Unsupported those
+	// not fetched for their scheme, TooLong those longer than
+	// MaxURLBytes.
+	Skipped, Unsupported, TooLong int
+	// Stored counts the samples added; StoreFull the fetches not started
+	// or samples not stored because of MaxStore.
+	Stored, StoreFull int
+	// Evicted counts live rate-limit entries dropped for MaxState,
+	// Expired those that ran out; Compactions the rewrites of tried.tsv.
+	Evicted, Expired, Compactions int
+	// StoreBytes is the size of the samples in the store.
+	StoreBytes int64
+	// StateEntries and StateBytes are the rate-limit table's entries and
+	// its estimated size (see EntryOverhead).
+	StateEntries int
+	StateBytes   int64
 }
 
-// Downloader fetches URLs into the store. It is not safe for concurrent use:
-// the command feeds it one Target at a time.
+// Downloader fetches URLs into the store. Handle is safe for concurrent
+// use (see Pool); the fetches run in parallel, the table and the files are
+// updated under one lock.
 type Downloader struct {
-	cfg     Config
-	client  *http.Client
-	log     *slog.Logger
-	expires map[string]time.Time
-	seen    map[string]bool
-	tried   *os.File
-	tries   int
-	// Stats is updated by Handle.
+	cfg    Config
+	client *http.Client
+	policy *Policy
+	log    *slog.Logger
+
+	mu         sync.Mutex
+	table      *table
+	tried      *os.File
+	triedLines int
+	storeUsed  int64
+	zw         *gzip.Writer
+	// Stats is updated by Handle; read it with Snapshot while Handle runs.
 	Stats Stats
 }
 
@@ -165,6 +222,19 @@ func New(cfg Config) (*Downloader, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.MaxStore <= 0 {
+		cfg.MaxStore = DefaultMaxStore
+	}
+	if cfg.MaxState <= 0 {
+		cfg.MaxState = DefaultMaxState
+	}
+	own := cfg.OwnAddrs
+	if own == nil {
+		var err error
+		if own, err = HostAddrs(); err != nil {
+			return nil, err
+		}
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -174,35 +244,77 @@ func New(cfg Config) (*Downloader, error) {
 			return nil, fmt.Errorf("download: create store: %w", err)
 		}
 	}
-	d := &Downloader{cfg: cfg, log: log, seen: map[string]bool{}}
-	d.client = newClient(cfg)
-	var err error
-	if d.expires, err = loadTried(d.triedPath(), cfg.Now()); err != nil {
+	d := &Downloader{cfg: cfg, log: log, table: newTable(cfg.MaxState)}
+	d.policy = NewPolicy(cfg.Allow, cfg.Deny, cfg.Telescope, own)
+	d.client = newClient(cfg, d.policy)
+	m, err := loadTried(d.triedPath())
+	if err != nil {
 		return nil, err
 	}
-	if d.tried, err = rewriteTried(d.triedPath(), d.expires); err != nil {
+	d.table.load(m, cfg.Now().UnixNano())
+	recs := d.table.triedEntries()
+	if d.tried, err = rewriteTried(d.triedPath(), recs); err != nil {
+		return nil, err
+	}
+	d.triedLines = len(recs)
+	if d.storeUsed, err = storeSize(filepath.Join(cfg.Dir, "malware")); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
+// Snapshot returns the counters, with the table's and the store's sizes.
+func (d *Downloader) Snapshot() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.Stats
+	s.Evicted, s.Expired = d.table.evicted, d.table.expired
+	s.StateEntries, s.StateBytes = d.table.Len(), d.table.bytes
+	s.StoreBytes = d.storeUsed
+	return s
+}
+
 // Close closes the rate-limit file.
 func (d *Downloader) Close() error {
 	d.client.CloseIdleConnections()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.Stats.Evicted, d.Stats.Expired = d.table.evicted, d.table.expired
+	d.Stats.StateEntries, d.Stats.StateBytes = d.table.Len(), d.table.bytes
+	d.Stats.StoreBytes = d.storeUsed
 	if err := d.tried.Close(); err != nil {
 		return fmt.Errorf("download: close %s: %w", d.triedPath(), err)
 	}
 	return nil
 }
 
-// newClient builds the HTTP client: its own transport (no proxy from the
-// environment, no transparent decompression), the dial-time deny check,
-// and the redirect cap.
-func newClient(cfg Config) *http.Client {
-	dialer := &net.Dialer{Timeout: cfg.Timeout, Control: denyControl(cfg.Deny)}
+// newClient builds the HTTP client: its own transport (no proxy, from the
+// environment or elsewhere: the connection must go where the policy
+// looked; no transparent decompression), the policy check in the dialer's
+// Control hook, and the redirect cap.
+func newClient(cfg Config, p *Policy) *http.Client {
+	dialer := &net.Dialer{
+		Timeout: cfg.Timeout,
+		// Control runs after name resolution, for each address tried and
+		// for every connection (each redirect hop): nothing reaches
+		// connect(2) that the policy did not see.
+		ControlContext: func(_ context.Context, _, address string, _ syscall.RawConn) error {
+			ap, err := netip.ParseAddrPort(address)
+			if err != nil {
+				return fmt.Errorf("%w: %s: %v", ErrDenied, address, err)
+			}
+			return p.Check(ap.Addr(), ap.Port())
+		},
+	}
 	tr := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           dialer.DialContext,
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			return dialer.DialContext(ctx, network, net.JoinHostPort(dialHost(host), port))
+		},
 		TLSClientConfig:       &tls.Config{InsecureSkipVerify: cfg.InsecureTLS}, //nolint:gosec // --insecure-tls, see the package doc
 		TLSHandshakeTimeout:   cfg.Timeout,
 		ResponseHeaderTimeout: cfg.Timeout,
@@ -225,80 +337,103 @@ func newClient(cfg Config) *http.Client {
 	}
 }
 
-// denyControl refuses connections to the denied prefixes. It runs after
-// name resolution, for every connection, redirects included.
-func denyControl(deny []netip.Prefix) func(string, string, syscall.RawConn) error {
-	if len(deny) == 0 {
-		return nil
-	}
-	return func(_, address string, _ syscall.RawConn) error {
-		ap, err := netip.ParseAddrPort(address)
-		if err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrDenied, address, err)
-		}
-		a := ap.Addr().Unmap()
-		for _, p := range deny {
-			if p.Contains(a) {
-				return fmt.Errorf("%w: %s is in %s", ErrDenied, a, p)
-			}
-		}
-		return nil
-	}
-}
-
 // Handle applies the rate limit to t, fetches it if due, and writes the
 // activity row (and, on success, the sample and its downloads row). The
 // error is an error of the store (the caller should stop); what happened
-// to the URL is in the Result.
+// to the URL is in the Result. It may be called concurrently.
 func (d *Downloader) Handle(ctx context.Context, t Target) (Result, error) {
-	d.Stats.Targets++
-	r := Result{Target: t, First: !d.seen[t.URL]}
-	d.seen[t.URL] = true
 	start := d.cfg.Now().UTC()
+	now := start.UnixNano()
+	r := Result{Target: t}
 	scheme, _, _ := cutScheme(t.URL)
+	fetch := false
+	d.mu.Lock()
+	d.Stats.Targets++
+	e, live := d.table.get(t.URL, now)
+	r.First = !live || !e.printed
 	switch {
+	case len(t.URL) > MaxURLBytes:
+		// Not tracked: the table would hold it.
+		r.Kind, r.Err = KindUnsupported, fmt.Errorf("%w (%d bytes, more than %d)", ErrURLTooLong, len(t.URL), MaxURLBytes)
+		r.Status, r.First = r.Err.Error(), true
+		d.Stats.TooLong++
 	case scheme != "http" && scheme != "https":
 		r.Kind, r.Err = KindUnsupported, fmt.Errorf("%w %s", ErrUnsupportedScheme, scheme)
 		r.Status = r.Err.Error()
 		d.Stats.Unsupported++
-	case start.Before(d.expires[t.URL]):
+		if !live {
+			d.table.set(t.URL, entry{exp: start.Add(d.cfg.OncePer).UnixNano()}, now)
+		}
+	case live:
 		r.Kind = KindSkipped
 		d.Stats.Skipped++
+	case d.storeUsed >= d.cfg.MaxStore:
+		r.Kind, r.Err = KindError, d.storeFull()
+		r.Status = r.Err.Error()
+		d.Stats.StoreFull++
+		d.table.set(t.URL, entry{exp: start.Add(d.cfg.OncePer).UnixNano()}, now)
 	default:
-		r.Attempted = true
+		fetch, r.Attempted = true, true
 		d.Stats.Fetches++
-		if err := d.markTried(t.URL, start.Add(d.cfg.OncePer)); err != nil {
+		if err := d.markTried(t.URL, start.Add(d.cfg.OncePer), start); err != nil {
+			d.mu.Unlock()
 			return r, err
 		}
+	}
+	d.table.markPrinted(t.URL)
+	d.mu.Unlock()
+
+	if fetch {
 		var err error
 		r.SHA256, r.Size, r.Stored, err = d.fetch(ctx, t.URL)
-		if err != nil {
-			if isStoreError(err) {
-				return r, err
-			}
-			r.Kind, r.Err, r.Status = KindError, err, statusText(err, d.cfg)
-			d.Stats.Failures++
-		} else {
+		if err != nil && isStoreError(err) {
+			return r, err
+		}
+		var de *DeniedError
+		d.mu.Lock()
+		switch {
+		case err == nil:
 			r.Kind, r.Status = KindSuccess, "success"
 			d.Stats.Successes++
 			if r.Stored {
 				d.Stats.Stored++
 			}
-			if err := d.writeDownloadRow(t, r.SHA256, start); err != nil {
-				return r, err
+		case errors.As(err, &de):
+			r.Kind, r.Err, r.Status = KindDenied, err, de.Error()
+			d.Stats.Denied++
+		case errors.Is(err, ErrDenied):
+			r.Kind, r.Err, r.Status = KindDenied, err, innermost(err)
+			d.Stats.Denied++
+		default:
+			r.Kind, r.Err, r.Status = KindError, err, statusText(err, d.cfg)
+			d.Stats.Failures++
+			if errors.Is(err, ErrStoreFull) {
+				d.Stats.StoreFull++
 			}
 		}
+		d.mu.Unlock()
 	}
 	rdns := ""
-	if r.Attempted && d.cfg.ReverseDNS {
+	if r.Attempted && r.Kind != KindDenied && d.cfg.ReverseDNS {
 		rdns = reverse(ctx, t.Server)
 	}
-	if err := d.writeActivity(t, rdns, r, start); err != nil {
+	d.mu.Lock()
+	err := d.writeActivity(t, rdns, r, start)
+	if err == nil && r.Kind == KindSuccess {
+		err = d.writeDownloadRow(t, r.SHA256, start)
+	}
+	d.mu.Unlock()
+	if err != nil {
 		return r, err
 	}
 	d.log.LogAttrs(ctx, slog.LevelDebug, "download", slog.String("url", t.URL),
 		slog.String("kind", string(r.Kind)), slog.String("status", r.Status), slog.String("sha256", r.SHA256))
 	return r, nil
+}
+
+// storeFull is the status of a sample refused for the quota.
+func (d *Downloader) storeFull() error {
+	return fmt.Errorf("%w (%d of --max-store %d bytes used)", ErrStoreFull, d.storeUsed, d.cfg.MaxStore)
 }
 
 // cutScheme splits "scheme://rest".
@@ -379,33 +514,60 @@ func (d *Downloader) fetch(ctx context.Context, u string) (sum string, size int6
 		return "", 0, false, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, d.cfg.MaxBytes)
 	}
 	sum = hexSum(h)
-	stored, err = d.store(tmp, sum)
+	stored, err = d.store(tmp, sum, size)
 	return sum, size, stored, err
 }
 
 func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
 
 // store moves the complete temporary file to malware/SUM/malware.bin,
-// read-only, unless that sample is already there.
-func (d *Downloader) store(tmp *os.File, sum string) (bool, error) {
-	dir := filepath.Join(d.cfg.Dir, "malware", sum)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return false, storeError{fmt.Errorf("download: create %s: %w", dir, err)}
-	}
-	bin := filepath.Join(dir, "malware.bin")
-	if _, err := os.Lstat(bin); err == nil {
-		return false, nil
-	}
+// read-only, unless that sample is already there; a new sample that does
+// not fit the quota is refused with ErrStoreFull.
+func (d *Downloader) store(tmp *os.File, sum string, size int64) (bool, error) {
+	// Made durable before the lock: the other workers need not wait for
+	// a disk flush.
 	if err := tmp.Chmod(0o444); err != nil {
 		return false, storeError{fmt.Errorf("download: chmod: %w", err)}
 	}
 	if err := tmp.Sync(); err != nil {
 		return false, storeError{fmt.Errorf("download: sync: %w", err)}
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dir := filepath.Join(d.cfg.Dir, "malware", sum)
+	bin := filepath.Join(dir, "malware.bin")
+	if _, err := os.Lstat(bin); err == nil {
+		return false, nil
+	}
+	if d.storeUsed+size > d.cfg.MaxStore {
+		return false, d.storeFull()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return false, storeError{fmt.Errorf("download: create %s: %w", dir, err)}
+	}
 	if err := os.Rename(tmp.Name(), bin); err != nil {
 		return false, storeError{fmt.Errorf("download: store %s: %w", bin, err)}
 	}
+	d.storeUsed += size
 	return true, nil
+}
+
+// storeSize sums the sizes of the samples in dir (DIR/malware).
+func storeSize(dir string) (int64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("download: read store: %w", err)
+	}
+	var n int64
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		if fi, err := os.Lstat(filepath.Join(dir, e.Name(), "malware.bin")); err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+	}
+	return n, nil
 }
 
 // statusText turns a fetch error into the status column: short, and
@@ -420,7 +582,7 @@ func statusText(err error, cfg Config) string {
 	switch {
 	case errors.As(err, &hs):
 		return hs.Error()
-	case errors.Is(err, ErrTooManyRedirects), errors.Is(err, ErrDenied), errors.Is(err, ErrTooLarge):
+	case errors.Is(err, ErrTooManyRedirects), errors.Is(err, ErrDenied), errors.Is(err, ErrTooLarge), errors.Is(err, ErrStoreFull):
 		return innermost(err)
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return "timeout after " + cfg.Timeout.String()

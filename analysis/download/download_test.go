@@ -71,10 +71,17 @@ func readGzip(t *testing.T, path string) string {
 	return string(b)
 }
 
+// allowLoopback opens the loopback address of the tests' servers, which
+// the built-in policy refuses.
+var allowLoopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+
 func newDownloader(t *testing.T, cfg Config) *Downloader {
 	t.Helper()
 	if cfg.Dir == "" {
 		cfg.Dir = t.TempDir()
+	}
+	if cfg.Allow == nil {
+		cfg.Allow = allowLoopback
 	}
 	d, err := New(cfg)
 	if err != nil {
@@ -342,8 +349,10 @@ func TestHostileServers(t *testing.T) {
 		{"not HTTP at all", garbage + "/x", Config{}, KindError, nil, "malformed HTTP"},
 		{"endless headers", headerFlood + "/x", Config{}, KindError, nil, "header"},
 		{"connection refused", closed + "/x", Config{}, KindError, nil, "connection refused"},
-		{"denied prefix", srv.URL + "/exact", Config{Deny: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
-			KindError, ErrDenied, "127.0.0.1 is in 127.0.0.0/8"},
+		{"denied prefix wins over allow", srv.URL + "/exact", Config{Deny: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
+			KindDenied, ErrDenied, "is in 127.0.0.0/8 (--deny)"},
+		{"loopback denied by default", srv.URL + "/exact", Config{Allow: []netip.Prefix{}},
+			KindDenied, ErrDenied, "is in 127.0.0.0/8 (loopback)"},
 		{"ftp not fetched", "ftp://127.0.0.1/bins.sh", Config{}, KindUnsupported, ErrUnsupportedScheme, "unsupported scheme ftp"},
 	}
 	for _, tc := range tests {
@@ -497,7 +506,7 @@ func TestScanInputs(t *testing.T) {
 
 	var got []string
 	var st ScanStats
-	err := Scan(context.Background(), []string{dir}, &st, func(tg Target) error {
+	err := Scan(context.Background(), []string{dir}, ScanConfig{}, &st, func(tg Target) error {
 		got = append(got, fmt.Sprintf("%d %s:%d>%s:%d %s %s", tg.TS, tg.Saddr, tg.Sport, tg.Daddr, tg.Dport, tg.Tag, tg.URL))
 		return nil
 	})

@@ -26,6 +26,19 @@ import (
 // maxLineBytes caps one input line; longer lines are counted and skipped.
 const maxLineBytes = 16 << 20
 
+// DefaultMaxURLsPerPayload caps the URLs taken from one payload: a
+// multi-architecture dropper names about a dozen, while a 4 KiB payload
+// can carry about 90.
+const DefaultMaxURLsPerPayload = 16
+
+// ScanConfig holds the settings of Scan. Zero values mean the defaults.
+type ScanConfig struct {
+	// MaxURLsPerPayload caps the distinct URLs taken from one payload
+	// (default DefaultMaxURLsPerPayload); the rest are counted in
+	// ScanStats.CutURLs.
+	MaxURLsPerPayload int
+}
+
 // ScanStats counts what Scan read.
 type ScanStats struct {
 	// Files is the number of input files opened.
@@ -42,6 +55,8 @@ type ScanStats struct {
 	Payloads int
 	// URLs counts the Targets produced.
 	URLs int
+	// CutURLs counts the URLs dropped for ScanConfig.MaxURLsPerPayload.
+	CutURLs int
 }
 
 // IsInputName says whether a directory entry is read by Scan: event logs
@@ -208,7 +223,7 @@ type slot struct {
 // Scan reads the inputs (files or directories, see ExpandInputs) and calls
 // fn with every downloader URL found, in input order; a URL found twice in
 // one event is passed once. fn's error stops the scan.
-func Scan(ctx context.Context, paths []string, st *ScanStats, fn func(Target) error) error {
+func Scan(ctx context.Context, paths []string, cfg ScanConfig, st *ScanStats, fn func(Target) error) error {
 	files, err := ExpandInputs(paths)
 	if err != nil {
 		return err
@@ -219,7 +234,7 @@ func Scan(ctx context.Context, paths []string, st *ScanStats, fn func(Target) er
 			st.BadLines++
 			return nil
 		}
-		for _, t := range targets(&in, st) {
+		for _, t := range targets(&in, st, cfg.MaxURLsPerPayload) {
 			st.URLs++
 			if err := fn(t); err != nil {
 				return err
@@ -229,8 +244,11 @@ func Scan(ctx context.Context, paths []string, st *ScanStats, fn func(Target) er
 	})
 }
 
-// targets extracts the Targets of one line.
-func targets(in *inputLine, st *ScanStats) []Target {
+// targets extracts the Targets of one line, at most maxURLs per payload.
+func targets(in *inputLine, st *ScanStats, maxURLs int) []Target {
+	if maxURLs <= 0 {
+		maxURLs = DefaultMaxURLsPerPayload
+	}
 	if in.EventType != "" {
 		if in.Payload == "" {
 			return nil
@@ -244,7 +262,7 @@ func targets(in *inputLine, st *ScanStats) []Target {
 		if ts, err := time.Parse(time.RFC3339Nano, in.Timestamp); err == nil {
 			base.TS = ts.UnixMilli()
 		}
-		return expand(base, urls.Extract(p))
+		return expand(base, urls.Extract(p), maxURLs, st)
 	}
 	if in.Tag == "" {
 		return nil
@@ -262,18 +280,23 @@ func targets(in *inputLine, st *ScanStats) []Target {
 		tr := &s.Trigger
 		base := Target{TS: tr.Timestamp, Saddr: tr.Saddr, Daddr: tr.Daddr,
 			Sport: tr.Payload.Sport, Dport: tr.Payload.Dport, Tag: in.Tag}
-		if ts := expand(base, urls.Extract(p)); len(ts) > 0 {
+		if ts := expand(base, urls.Extract(p), maxURLs, st); len(ts) > 0 {
 			return ts
 		}
 	}
 	return nil
 }
 
-// expand makes one Target per distinct URL.
-func expand(base Target, ds []urls.Download) []Target {
+// expand makes one Target per distinct URL, at most maxURLs; the cut ones
+// are counted.
+func expand(base Target, ds []urls.Download, maxURLs int, st *ScanStats) []Target {
 	var out []Target
 	for _, d := range ds {
 		if slices.ContainsFunc(out, func(t Target) bool { return t.URL == d.URL }) {
+			continue
+		}
+		if len(out) >= maxURLs {
+			st.CutURLs++
 			continue
 		}
 		t := base

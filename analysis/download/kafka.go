@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -62,6 +63,15 @@ type KafkaConfig struct {
 	// fetch must stay below the rebalance timeout (60 s by default), or
 	// the member is dropped from the group.
 	MaxPollRecords int
+	// MaxURLsPerPayload caps the URLs taken from one session or syn
+	// event's payload (default DefaultMaxURLsPerPayload; cut ones are
+	// counted in KafkaStats.CutURLs).
+	MaxURLsPerPayload int
+	// Workers and PerHost bound the fetches that run at once, overall
+	// and per server (see NewPool; default 1 and DefaultPerHost). The
+	// Targets of one poll run in parallel; their records are committed
+	// once all of them are done, up to the first that failed.
+	Workers, PerHost int
 	// Logger receives Warn lines for fetch and commit errors.
 	Logger *slog.Logger
 	// Opts are extra franz-go options applied last (TLS, SASL, timeouts).
@@ -76,8 +86,8 @@ type KafkaStats struct {
 	// BadRecords counts records that are not JSON event lines; they are
 	// skipped and committed.
 	BadRecords int
-	// Payloads and URLs count as in ScanStats.
-	Payloads, URLs int
+	// Payloads, URLs and CutURLs count as in ScanStats.
+	Payloads, URLs, CutURLs int
 	// Commits counts successful commits, CommitErrors failed ones (their
 	// records will be handled again by whoever gets the partition).
 	Commits, CommitErrors int
@@ -102,6 +112,9 @@ func NewConsumer(cfg KafkaConfig) (*Consumer, error) {
 	}
 	if cfg.MaxPollRecords <= 0 {
 		cfg.MaxPollRecords = DefaultMaxPollRecords
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 1
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -135,11 +148,14 @@ func (c *Consumer) Close() {
 }
 
 // Run reads records until ctx is done or fn fails, and calls fn with each
-// Target of each record, in partition order. A record's offset is committed
-// only after fn returned nil for all its Targets: when fn fails (an error of
-// the store) Run returns that error without committing the record, which the
-// group hands out again. Run returns ctx's error when ctx is done.
+// Target of each record (on up to KafkaConfig.Workers goroutines). A
+// record's offset is committed only after fn returned nil for all its
+// Targets and for those of the records before it in the poll: when fn
+// fails (an error of the store) Run returns that error without committing
+// that record, which the group hands out again. Run returns ctx's error
+// when ctx is done.
 func (c *Consumer) Run(ctx context.Context, fn func(context.Context, Target) error) error {
+	pool := NewPool(c.cfg.Workers, c.cfg.PerHost, fn)
 	for {
 		fetches := c.cl.PollRecords(ctx, c.cfg.MaxPollRecords)
 		if fetches.IsClientClosed() {
@@ -157,7 +173,7 @@ func (c *Consumer) Run(ctx context.Context, fn func(context.Context, Target) err
 			c.log.LogAttrs(ctx, slog.LevelWarn, "kafka fetch", slog.String("topic", topic),
 				slog.Int("partition", int(p)), slog.String("error", err.Error()))
 		})
-		err := c.handle(ctx, fetches, fn)
+		err := c.handle(ctx, fetches, pool)
 		// Only now may the group move partitions: everything handled in
 		// this batch has been committed (or failed and is left to others).
 		c.cl.AllowRebalance()
@@ -167,31 +183,53 @@ func (c *Consumer) Run(ctx context.Context, fn func(context.Context, Target) err
 	}
 }
 
-// handle runs fn over one batch, committing each record with Targets as
-// soon as they are done (a fetch may take long, and a commit is cheap next
-// to it) and the Target-less rest at the end of the batch.
-func (c *Consumer) handle(ctx context.Context, fetches kgo.Fetches, fn func(context.Context, Target) error) error {
-	var done []*kgo.Record
+// handle runs one batch through the pool and commits the records that
+// are done: all of them, or those before the first whose Targets did not
+// all succeed.
+func (c *Consumer) handle(ctx context.Context, fetches kgo.Fetches, pool *Pool) error {
+	var (
+		recs     []*kgo.Record
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstBad = -1
+		badErr   error
+	)
+	fail := func(i int, err error) {
+		mu.Lock()
+		if firstBad < 0 || i < firstBad {
+			firstBad, badErr = i, err
+		}
+		mu.Unlock()
+	}
+submit:
 	for it := fetches.RecordIter(); !it.Done(); {
 		r := it.Next()
-		ts := c.targets(r.Value)
-		for _, t := range ts {
-			if err := fn(ctx, t); err != nil {
-				// What came before this record is done: commit it so that
-				// it is not fetched again by the next member.
-				return errors.Join(err, c.commit(ctx, done))
+		i := len(recs)
+		recs = append(recs, r)
+		for _, t := range c.targets(r.Value) {
+			wg.Add(1)
+			err := pool.Submit(ctx, t, func(err error) {
+				if err != nil {
+					fail(i, err)
+				}
+				wg.Done()
+			})
+			if err != nil {
+				wg.Done()
+				fail(i, err)
+				break submit
 			}
-		}
-		c.Stats.Records++
-		done = append(done, r)
-		if len(ts) > 0 {
-			if err := c.commit(ctx, done); err != nil {
-				return err
-			}
-			done = done[:0]
 		}
 	}
-	return c.commit(ctx, done)
+	wg.Wait()
+	done := recs
+	if firstBad >= 0 {
+		done = recs[:firstBad]
+	}
+	c.Stats.Records += len(done)
+	// What came before a failed record is done: commit it so that it is
+	// not fetched again by the next member.
+	return errors.Join(badErr, c.commit(ctx, done))
 }
 
 // commitTimeout bounds one commit when ctx is done: the attempt is
@@ -250,8 +288,9 @@ func (c *Consumer) targets(value []byte) []Target {
 		ts = []Target{t}
 	} else {
 		var st ScanStats
-		ts = targets(&in.inputLine, &st)
+		ts = targets(&in.inputLine, &st, c.cfg.MaxURLsPerPayload)
 		c.Stats.Payloads += st.Payloads
+		c.Stats.CutURLs += st.CutURLs
 	}
 	c.Stats.URLs += len(ts)
 	return ts

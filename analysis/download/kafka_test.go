@@ -135,7 +135,7 @@ type member struct {
 func startMember(t *testing.T, ctx context.Context, addrs []string, group, topic string,
 	hook func(n int) error) *member {
 	t.Helper()
-	d, err := New(Config{Dir: t.TempDir(), Timeout: 5 * time.Second})
+	d, err := New(Config{Dir: t.TempDir(), Timeout: 5 * time.Second, Allow: allowLoopback})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,15 +52,21 @@ func csvRow(fields ...string) string {
 // appendGzipRow appends row to the gzip file path as a new gzip member,
 // preceded by header when the file is new, as the original's "at" mode
 // does. The file is closed after each row so that a killed run leaves only
-// complete members behind.
-func appendGzipRow(path, header, row string) error {
+// complete members behind. One gzip.Writer is reused (Reset), as a new
+// one costs a compressor's worth of memory per row. d.mu is held.
+func (d *Downloader) appendGzipRow(path, header, row string) error {
 	_, err := os.Stat(path)
 	fresh := errors.Is(err, fs.ErrNotExist)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return storeError{fmt.Errorf("download: open %s: %w", path, err)}
 	}
-	zw := gzip.NewWriter(f)
+	if d.zw == nil {
+		d.zw = gzip.NewWriter(f)
+	} else {
+		d.zw.Reset(f)
+	}
+	zw := d.zw
 	if fresh {
 		row = header + "\r\n" + row
 	}
@@ -98,25 +105,27 @@ func (d *Downloader) writeActivity(t Target, rdns string, r Result, now time.Tim
 	path := filepath.Join(d.cfg.Dir, "activity", activityName(t)+"."+now.UTC().Format("2006.01")+".csv.gz")
 	row := csvRow(strconv.FormatInt(t.TS, 10), t.Saddr, t.Daddr, itoa(t.Sport), itoa(t.Dport), t.Tag,
 		t.URL, rdns, pyBool(r.Attempted), r.Status, r.SHA256)
-	return appendGzipRow(path, activityHeader, row)
+	return d.appendGzipRow(path, activityHeader, row)
 }
 
 // writeDownloadRow appends the sample's downloads row.
 func (d *Downloader) writeDownloadRow(t Target, sum string, start time.Time) error {
 	path := filepath.Join(d.cfg.Dir, "malware", sum, "downloads.csv.gz")
-	return appendGzipRow(path, downloadsHeader, csvRow(t.Name, t.URL, formatTS(start), t.Server, t.Tag))
+	return d.appendGzipRow(path, downloadsHeader, csvRow(t.Name, t.URL, formatTS(start), t.Server, t.Tag))
 }
 
 func (d *Downloader) triedPath() string { return filepath.Join(d.cfg.Dir, "tried.tsv") }
 
 // loadTried reads the rate-limit table: lines "UNIX-expiry TAB url"; the
-// last line of a URL wins, expired ones are dropped, bad lines ignored (a
-// killed run may leave half a line).
-func loadTried(path string, now time.Time) (map[string]time.Time, error) {
-	m := map[string]time.Time{}
+// last line of a URL wins, bad lines are ignored (a killed run may leave
+// half a line). The expiries are in Unix nanoseconds; the records come in
+// the order of their last lines.
+func loadTried(path string) ([]qrec, error) {
+	m := map[string]int{}
+	var recs []qrec
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return m, nil
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("download: open %s: %w", path, err)
@@ -127,33 +136,32 @@ func loadTried(path string, now time.Time) (map[string]time.Time, error) {
 	for sc.Scan() {
 		exp, u, ok := strings.Cut(sc.Text(), "\t")
 		sec, err := strconv.ParseInt(exp, 10, 64)
-		if !ok || err != nil || u == "" {
+		if !ok || err != nil || u == "" || len(u) > MaxURLBytes {
 			continue
 		}
-		m[u] = time.Unix(sec, 0)
+		if i, ok := m[u]; ok {
+			recs[i].url = "" // superseded
+		}
+		m[u] = len(recs)
+		recs = append(recs, qrec{u, time.Unix(sec, 0).UnixNano()})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("download: read %s: %w", path, err)
 	}
-	for u, t := range m {
-		if !now.Before(t) {
-			delete(m, u)
-		}
-	}
-	return m, nil
+	return slices.DeleteFunc(recs, func(r qrec) bool { return r.url == "" }), nil
 }
 
 // rewriteTried writes the live entries to a fresh table and returns it
 // open for appending, so that the file does not grow without bound.
-func rewriteTried(path string, m map[string]time.Time) (*os.File, error) {
+func rewriteTried(path string, recs []qrec) (*os.File, error) {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("download: create %s: %w", tmp, err)
 	}
 	bw := bufio.NewWriter(f)
-	for u, t := range m {
-		fmt.Fprintf(bw, "%d\t%s\n", t.Unix(), u)
+	for _, r := range recs {
+		fmt.Fprintf(bw, "%d\t%s\n", time.Unix(0, r.exp).Unix(), r.url)
 	}
 	if err := errors.Join(bw.Flush(), f.Close()); err != nil {
 		return nil, fmt.Errorf("download: write %s: %w", tmp, err)
@@ -168,26 +176,37 @@ func rewriteTried(path string, m map[string]time.Time) (*os.File, error) {
 	return f, nil
 }
 
+// compactSlack is how many lines tried.tsv may hold beyond twice its live
+// entries before it is rewritten.
+const compactSlack = 1024
+
 // markTried records a try before the fetch starts, so that a crash during
-// a fetch still counts it.
-func (d *Downloader) markTried(u string, exp time.Time) error {
-	d.expires[u] = exp
-	if strings.ContainsAny(u, "\t\n\r") {
-		// Such a URL cannot be one line of the table; it stays limited in
-		// memory only. urls.Extract never yields one.
+// a fetch still counts it. It rewrites tried.tsv when most of its lines
+// are dead (expired, evicted or superseded), so that the file stays within
+// twice the table plus compactSlack lines. d.mu is held.
+func (d *Downloader) markTried(u string, exp time.Time, now time.Time) error {
+	// Such a URL cannot be one line of the table; it stays limited in
+	// memory only. urls.Extract never yields one.
+	inFile := !strings.ContainsAny(u, "\t\n\r")
+	d.table.set(u, entry{exp: exp.UnixNano(), inFile: inFile}, now.UnixNano())
+	if !inFile {
 		return nil
 	}
 	if _, err := fmt.Fprintf(d.tried, "%d\t%s\n", exp.Unix(), u); err != nil {
 		return storeError{fmt.Errorf("download: write %s: %w", d.triedPath(), err)}
 	}
-	d.tries++
-	if d.tries%pruneEvery == 0 {
-		now := d.cfg.Now()
-		for k, t := range d.expires {
-			if !now.Before(t) {
-				delete(d.expires, k)
-			}
+	d.triedLines++
+	if d.triedLines > 2*d.table.inFile+compactSlack {
+		if err := d.tried.Close(); err != nil {
+			return storeError{fmt.Errorf("download: close %s: %w", d.triedPath(), err)}
 		}
+		recs := d.table.triedEntries()
+		f, err := rewriteTried(d.triedPath(), recs)
+		if err != nil {
+			return storeError{err}
+		}
+		d.tried, d.triedLines = f, len(recs)
+		d.Stats.Compactions++
 	}
 	return nil
 }

@@ -6,10 +6,15 @@
 // phase two may come from one second before phase one's answer to just
 // under the timeout after it, counted in whole seconds.
 //
-// Memory is bounded: at most MaxEntries phase-one SYNs are kept, the oldest
-// evicted first (counted), and entries older than the timeout are dropped
-// as time passes. A Detector is not safe for concurrent use: one goroutine
-// feeds it, off the packet path.
+// Memory is fixed: New allocates a set-associative table of 32-byte slots
+// (and a small table of sources) within Config.Memory, and nothing grows
+// after. When a bucket is full, a new phase one replaces a slot past the
+// timeout first, then the oldest entry of the lowest class; the class of an
+// entry grows with the number of irregular SYNs its source sent, so that a
+// flood of spoofed one-off sources replaces only one-off entries and a
+// phase-one scanner's sweep survives it (see Stats for what is counted). A
+// Detector is not safe for concurrent use: one goroutine feeds it, off the
+// packet path.
 package twophase
 
 import (
@@ -21,8 +26,8 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultTimeout    = 600 * time.Second
-	DefaultMaxEntries = 1 << 18
+	DefaultTimeout = 600 * time.Second
+	DefaultMemory  = 32 << 20
 )
 
 // Config configures a Detector. Zero values mean the defaults.
@@ -30,9 +35,14 @@ type Config struct {
 	// Timeout is the phase timeout: the longest delay from phase one to
 	// phase two.
 	Timeout time.Duration
-	// MaxEntries caps the phase-one SYNs kept.
-	MaxEntries int
+	// Memory is the budget of the table in bytes (at least MinMemory);
+	// Capacity tells how many phase-one SYNs it holds.
+	Memory int64
 }
+
+// windowPeriod is the span of packet time over which Stats' windows are
+// averaged.
+const windowPeriod = 10 * time.Second
 
 // Phase describes one SYN of a pair.
 type Phase struct {
@@ -57,86 +67,122 @@ type Pair struct {
 // Delay is the time from phase one to phase two.
 func (p Pair) Delay() time.Duration { return p.Two.Time.Sub(p.One.Time) }
 
-type key struct {
-	src, dst [16]byte
-	port     uint16
-}
-
-type entry struct {
-	k     key
-	phase Phase
-	seq   uint64 // insertion number; stale queue slots are skipped
-}
-
 // Stats counts what the Detector did.
 type Stats struct {
 	// Pairs is the number of two-phase pairs found.
 	Pairs uint64
-	// Evicted counts phase-one SYNs dropped because MaxEntries were kept.
-	Evicted uint64
+	// EvictedOneOff and EvictedRepeat count entries replaced by a newer
+	// phase one because their bucket was full, by the class of the entry
+	// lost: of a source seen once in its run (one-off) or of a source that
+	// sent more irregular SYNs (repeat).
+	EvictedOneOff, EvictedRepeat uint64
+	// Rejected counts phase-one SYNs not kept: their bucket held only
+	// entries of sources with more SYNs, which a newcomer may not replace.
+	Rejected uint64
+	// Replaced counts phase ones superseded by a newer irregular SYN with
+	// the same source, address and port (not a loss: the newer answer is
+	// the one a second phase follows).
+	Replaced uint64
 	// Expired counts phase-one SYNs dropped after the timeout.
 	Expired uint64
-	// Entries is the number kept now.
-	Entries int
+	// Entries is the number of slots in use now, including some past the
+	// timeout that Expire has not swept yet; Capacity is the number of
+	// slots, Bytes the table's memory.
+	Entries, Capacity int
+	Bytes             int64
+	// WindowOneOff and WindowRepeat are the effective windows: the mean
+	// age (phase one to its eviction) of the entries evicted for space in
+	// the last full 10-second period of packet time, for one-off and
+	// repeat entries. With no such eviction in that period they are the
+	// timeout: nothing was lost before its window closed.
+	WindowOneOff, WindowRepeat time.Duration
 }
+
+// Evicted is the number of phase ones lost before their window closed.
+func (s Stats) Evicted() uint64 { return s.EvictedOneOff + s.EvictedRepeat + s.Rejected }
 
 // Detector matches regular SYNs to earlier irregular ones.
 type Detector struct {
-	cfg   Config
-	m     map[key]entry
-	queue []entry // insertion order, for expiry and eviction
-	head  int
-	next  uint64
-	stats Stats
+	cfg        Config
+	t          table
+	timeoutSec int64
+	srcTimeout int64
+	stats      Stats
+	// The current window period and its evictions' ages, by class group.
+	periodEnd time.Time
+	ageSum    [2]time.Duration
+	ageN      [2]uint64
 }
 
-// New returns a Detector.
+// New returns a Detector; it allocates the whole table now.
 func New(cfg Config) *Detector {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	if cfg.MaxEntries <= 0 {
-		cfg.MaxEntries = DefaultMaxEntries
+	if cfg.Memory <= 0 {
+		cfg.Memory = DefaultMemory
 	}
-	return &Detector{cfg: cfg, m: make(map[key]entry)}
+	d := &Detector{cfg: cfg, t: newTable(cfg.Memory), timeoutSec: int64(cfg.Timeout / time.Second)}
+	d.srcTimeout = min(max(d.timeoutSec, 1), maxSourceTimeout)
+	d.stats.Capacity = len(d.t.buckets) * bucketWays
+	d.stats.Bytes = d.t.bytes()
+	d.stats.WindowOneOff, d.stats.WindowRepeat = cfg.Timeout, cfg.Timeout
+	return d
+}
+
+// Capacity returns the number of phase-one SYNs the table holds and its
+// memory in bytes.
+func Capacity(memory int64) (entries int, bytes int64) {
+	nb, ns := geometry(memory)
+	return int(nb) * bucketWays, nb*bucketWays*EntryBytes + ns*bucketWays*SourceBytes
 }
 
 // Stats returns the counters.
-func (d *Detector) Stats() Stats {
-	s := d.stats
-	s.Entries = len(d.m)
-	return s
-}
+func (d *Detector) Stats() Stats { return d.stats }
 
 // Observe feeds one packet record; only SYNs matter. It returns the pair
-// when p is the regular SYN that completes one.
+// when p is the regular SYN that completes one. It allocates nothing.
 func (d *Detector) Observe(p *records.Packet) (Pair, bool) {
 	if !p.IsSYN() {
 		return Pair{}, false
 	}
-	d.expire(p.Time)
+	d.tick(p.Time)
 	irregular, reasons := records.Irregular(p)
-	k := key{src: p.Src.As16(), dst: p.Dst.As16(), port: p.DstPort}
-	ph := Phase{
-		Time: p.Time, SrcPort: p.SrcPort, Seq: p.Seq, TTL: p.TTL, IPID: p.IPID,
-		Reasons: reasons, Scanner: records.Fingerprint(p), UserID: p.UserID, Irregular: irregular,
-	}
 	if irregular {
 		// Only an answered SYN can be phase one: the scanner came back
 		// because it got a SYN-ACK (assemble requires the confirmation).
-		if !p.Probed {
+		if p.Probed {
+			d.add(p, reasons)
+		}
+		return Pair{}, false
+	}
+	stag, flow, bi := d.t.hashes(p.Src, p.Dst, p.DstPort)
+	b := &d.t.buckets[bi]
+	for i := range b {
+		e := &b[i]
+		if !e.used() || e.src != stag || e.flow != flow {
+			continue
+		}
+		if e.expiredAt(p.Time.Unix(), d.timeoutSec) {
+			*e = entry{}
+			d.stats.Entries--
+			d.stats.Expired++
 			return Pair{}, false
 		}
-		d.add(k, ph)
-		return Pair{}, false
+		if !within(time.Unix(0, e.nanos), p.Time, d.cfg.Timeout) {
+			return Pair{}, false
+		}
+		one := e.phase()
+		*e = entry{}
+		d.stats.Entries--
+		d.stats.Pairs++
+		two := Phase{
+			Time: p.Time, SrcPort: p.SrcPort, Seq: p.Seq, TTL: p.TTL, IPID: p.IPID,
+			Reasons: reasons, Scanner: records.Fingerprint(p), UserID: p.UserID,
+		}
+		return Pair{Src: p.Src, Dst: p.Dst, DstPort: p.DstPort, One: one, Two: two}, true
 	}
-	e, ok := d.m[k]
-	if !ok || !within(e.phase.Time, p.Time, d.cfg.Timeout) {
-		return Pair{}, false
-	}
-	delete(d.m, k)
-	d.stats.Pairs++
-	return Pair{Src: p.Src, Dst: p.Dst, DstPort: p.DstPort, One: e.phase, Two: ph}, true
+	return Pair{}, false
 }
 
 // within is assemble's window on whole seconds: t ∈ [t1−1 s, t1+timeout).
@@ -148,70 +194,100 @@ func within(t1, t time.Time, timeout time.Duration) bool {
 	return a-b <= 1
 }
 
-func (d *Detector) add(k key, ph Phase) {
-	if _, ok := d.m[k]; !ok && len(d.m) >= d.cfg.MaxEntries {
-		d.evictOldest()
+// add keeps an answered irregular SYN as phase one.
+func (d *Detector) add(p *records.Packet, reasons records.Reasons) {
+	stag, flow, bi := d.t.hashes(p.Src, p.Dst, p.DstPort)
+	nowSec := p.Time.Unix()
+	ne := entry{
+		src: stag, flow: flow, nanos: p.Time.UnixNano(), seq: p.Seq, userID: p.UserID,
+		srcPort: p.SrcPort, ipid: p.IPID, ttl: p.TTL, meta: packMeta(reasons, records.Fingerprint(p)),
+		class: d.t.sourceClass(stag, nowSec, d.srcTimeout),
 	}
-	d.next++
-	e := entry{k: k, phase: ph, seq: d.next}
-	// A newer irregular SYN replaces the older one: its answer is the one
-	// the scanner's second phase follows.
-	d.m[k] = e
-	d.queue = append(d.queue, e)
-	d.compact()
-}
-
-// expire drops phase-one SYNs whose window has closed by now.
-func (d *Detector) expire(now time.Time) {
-	for d.head < len(d.queue) {
-		e := d.queue[d.head]
-		cur, ok := d.m[e.k]
-		if !ok || cur.seq != e.seq {
-			d.head++
+	b := &d.t.buckets[bi]
+	free, victim := -1, -1
+	for i := range b {
+		e := &b[i]
+		if !e.used() {
+			if free < 0 {
+				free = i
+			}
 			continue
 		}
-		if now.Unix()-e.phase.Time.Unix() < int64(d.cfg.Timeout/time.Second) {
-			break
-		}
-		delete(d.m, e.k)
-		d.stats.Expired++
-		d.head++
-	}
-	d.compact()
-}
-
-func (d *Detector) evictOldest() {
-	for d.head < len(d.queue) {
-		e := d.queue[d.head]
-		d.head++
-		if cur, ok := d.m[e.k]; ok && cur.seq == e.seq {
-			delete(d.m, e.k)
-			d.stats.Evicted++
+		if e.src == stag && e.flow == flow {
+			// A newer irregular SYN replaces the older one: its answer
+			// is the one the scanner's second phase follows.
+			ne.class = max(ne.class, e.class)
+			*e = ne
+			d.stats.Replaced++
 			return
 		}
-	}
-}
-
-// compact reclaims the consumed front of the queue once it dominates, so
-// the queue stays within a small factor of the map.
-func (d *Detector) compact() {
-	if live := len(d.queue) - d.head; live > 2*d.cfg.MaxEntries+1024 {
-		// Replaced entries pile up behind a live one: rebuild the queue
-		// from the map, in insertion order, so it never exceeds twice the
-		// cap.
-		q := d.queue[:0:0]
-		for _, e := range d.queue[d.head:] {
-			if cur, ok := d.m[e.k]; ok && cur.seq == e.seq {
-				q = append(q, e)
+		if e.expiredAt(nowSec, d.timeoutSec) {
+			*e = entry{}
+			d.stats.Entries--
+			d.stats.Expired++
+			if free < 0 {
+				free = i
 			}
+			continue
 		}
-		d.queue, d.head = q, 0
+		if victim < 0 || e.class < b[victim].class || e.class == b[victim].class && e.nanos < b[victim].nanos {
+			victim = i
+		}
+	}
+	if free >= 0 {
+		b[free] = ne
+		d.stats.Entries++
 		return
 	}
-	if d.head > 1024 && d.head*2 > len(d.queue) {
-		n := copy(d.queue, d.queue[d.head:])
-		clear(d.queue[n:])
-		d.queue = d.queue[:n]
-		d.head = 0
+	v := &b[victim]
+	if v.class > ne.class {
+		d.stats.Rejected++
+		return
+	}
+	g := 0
+	if v.class > 1 {
+		g = 1
+		d.stats.EvictedRepeat++
+	} else {
+		d.stats.EvictedOneOff++
+	}
+	d.ageSum[g] += time.Duration(ne.nanos - v.nanos)
+	d.ageN[g]++
+	*v = ne
+}
+
+// tick closes the window period that now is past.
+func (d *Detector) tick(now time.Time) {
+	if now.Before(d.periodEnd) {
+		return
+	}
+	if !d.periodEnd.IsZero() {
+		w := [2]*time.Duration{&d.stats.WindowOneOff, &d.stats.WindowRepeat}
+		for g := range w {
+			*w[g] = d.cfg.Timeout
+			if d.ageN[g] > 0 {
+				*w[g] = d.ageSum[g] / time.Duration(d.ageN[g])
+			}
+		}
+	}
+	d.ageSum, d.ageN = [2]time.Duration{}, [2]uint64{}
+	d.periodEnd = now.Add(windowPeriod)
+}
+
+// Expire drops every phase one whose window has closed by now (the latest
+// packet time seen), so that Entries counts the live ones. It scans the
+// whole table: call it every few seconds, not per SYN.
+func (d *Detector) Expire(now time.Time) {
+	d.tick(now)
+	nowSec := now.Unix()
+	for bi := range d.t.buckets {
+		b := &d.t.buckets[bi]
+		for i := range b {
+			if e := &b[i]; e.used() && e.expiredAt(nowSec, d.timeoutSec) {
+				*e = entry{}
+				d.stats.Entries--
+				d.stats.Expired++
+			}
+		}
 	}
 }

@@ -60,27 +60,38 @@ func TestObserve(t *testing.T) {
 	}
 }
 
-// TestBounded checks the cap: old phase-one SYNs are evicted and counted,
-// and the queue stays within a small factor of the cap.
+// TestBounded checks the budget: old phase-one SYNs are evicted and
+// counted, the table never holds more than its capacity, and expiry empties
+// it once the window has closed.
 func TestBounded(t *testing.T) {
-	d := New(Config{MaxEntries: 100})
-	for i := range 10000 {
-		p := syn(time.Duration(i)*time.Millisecond, 1, uint16(i%5000+1), true, true)
+	d := New(Config{Memory: MinMemory})
+	capacity := d.Stats().Capacity
+	for i := range 10 * capacity {
+		p := syn(time.Duration(i)*time.Millisecond, 1, uint16(i%60000+1), true, true)
+		p.Dst = netip.AddrFrom4([4]byte{198, 51, 100, byte(i / 60000)})
 		d.Observe(p)
 	}
 	s := d.Stats()
-	if s.Entries > 100 {
-		t.Errorf("entries = %d, want <= 100", s.Entries)
+	if s.Entries > capacity || s.Entries != countUsed(d) {
+		t.Errorf("entries = %d (%d slots used), capacity %d", s.Entries, countUsed(d), capacity)
 	}
-	if s.Evicted == 0 {
+	if s.Evicted() == 0 {
 		t.Errorf("no evictions counted")
 	}
-	if q := len(d.queue) - d.head; q > 2*100+1024 {
-		t.Errorf("queue holds %d entries for a cap of 100", q)
-	}
-	// Expiry: much later, everything is gone.
-	d.Observe(syn(time.Hour, 9, 9, false, true))
-	if s := d.Stats(); s.Entries != 0 || s.Expired == 0 {
+	d.Expire(t0.Add(time.Hour))
+	if s := d.Stats(); s.Entries != 0 || s.Expired == 0 || countUsed(d) != 0 {
 		t.Errorf("after the timeout: entries %d, expired %d", s.Entries, s.Expired)
 	}
+}
+
+func countUsed(d *Detector) int {
+	n := 0
+	for bi := range d.t.buckets {
+		for i := range d.t.buckets[bi] {
+			if d.t.buckets[bi][i].used() {
+				n++
+			}
+		}
+	}
+	return n
 }

@@ -438,7 +438,7 @@ func makeURL(tool, raw, defScheme string) (Download, bool) {
 			host, port = auth[:i], auth[i+1:]
 		}
 	}
-	if !validHost(host) {
+	if !validHost(host, ok) {
 		return Download{}, false
 	}
 	p := defPort
@@ -469,13 +469,23 @@ func makeURL(tool, raw, defScheme string) (Download, bool) {
 
 // validHost accepts an IP address or a DNS name of letters, digits, '-',
 // '_' and '.' with at least one letter or dot (so an option value such as
-// "-" or a bare word is not a host).
-func validHost(h string) bool {
+// "-" or a bare word is not a host). It also accepts `localhost` and,
+// after an explicit scheme, the dotless numeric IPv4 spellings that
+// inet_aton reads and wget and curl connect to (http://2130706433/,
+// http://0x7f000001/): they are the attacker's targets too, and the
+// downloader refuses them by address.
+func validHost(h string, explicitScheme bool) bool {
 	if h == "" || len(h) > 253 {
 		return false
 	}
 	if _, err := netip.ParseAddr(h); err == nil {
 		return !strings.Contains(h, "%")
+	}
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	if explicitScheme && numericHost(h) {
+		return true
 	}
 	dot := false
 	for i := 0; i < len(h); i++ {
@@ -489,4 +499,19 @@ func validHost(h string) bool {
 		}
 	}
 	return dot && h[0] != '.' && h[0] != '-'
+}
+
+// numericHost reports a dotless number as inet_aton reads it: decimal,
+// octal (leading 0) or hex (0x).
+func numericHost(h string) bool {
+	if len(h) > 2 && (h[:2] == "0x" || h[:2] == "0X") {
+		_, err := strconv.ParseUint(h[2:], 16, 32)
+		return err == nil
+	}
+	if h[0] == '0' && len(h) > 1 {
+		_, err := strconv.ParseUint(h[1:], 8, 32)
+		return err == nil
+	}
+	_, err := strconv.ParseUint(h, 10, 32)
+	return err == nil
 }

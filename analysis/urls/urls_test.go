@@ -84,6 +84,16 @@ var vectors = []struct {
 	{"name without query", "wget http://1.2.3.4/dl?f=a.sh", []string{"wget|http://1.2.3.4/dl?f=a.sh|1.2.3.4|80|dl"}},
 	{"empty name", "wget http://1.2.3.4/", []string{"wget|http://1.2.3.4/|1.2.3.4|80|"}},
 	{"unknown scheme", "wget gopher://1.2.3.4/x", nil},
+	// Hosts that wget and curl reach although they are no DNS name: they
+	// become URLs, and the downloader refuses them by address.
+	{"localhost", "wget http://localhost:8080/x", []string{"wget|http://localhost:8080/x|localhost|8080|x"}},
+	{"localhost without scheme", "curl localhost/y", []string{"curl|http://localhost/y|localhost|80|y"}},
+	{"decimal IPv4", "wget http://2130706433/d", []string{"wget|http://2130706433/d|2130706433|80|d"}},
+	{"hex IPv4", "wget http://0x7f000001/h", []string{"wget|http://0x7f000001/h|0x7f000001|80|h"}},
+	{"octal IPv4", "wget http://017700000001/o", []string{"wget|http://017700000001/o|017700000001|80|o"}},
+	{"dotted octal IPv4", "wget http://0177.0.0.1/o", []string{"wget|http://0177.0.0.1/o|0177.0.0.1|80|o"}},
+	{"decimal without scheme is no URL", "wget 2130706433", nil},
+	{"number too large is no host", "wget http://4294967296/x", nil},
 	{"invalid utf-8", "wget http://1.2.3.4/\xff\xfe", []string{"wget|http://1.2.3.4/\ufffd\ufffd|1.2.3.4|80|\ufffd\ufffd"}},
 }
 

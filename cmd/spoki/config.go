@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/spoki-telescope/spoki/analysis/twophase"
 	"github.com/spoki-telescope/spoki/handlers/generic"
 	"github.com/spoki-telescope/spoki/tun"
 )
@@ -190,6 +191,10 @@ func (c *configChecker) scalars() {
 			c.add(l, "%s: must be positive", key)
 		}
 	}
+	if l, ok := c.line("phase-memory"); ok && (cfg.PhaseMemory < twophase.MinMemory || cfg.PhaseMemory > maxPhaseMemory) {
+		lo, hi := byteSize(twophase.MinMemory), byteSize(maxPhaseMemory)
+		c.add(l, "phase-memory: %s out of range %s-%s", cfg.PhaseMemory.String(), lo.String(), hi.String())
+	}
 	if l, ok := c.line("stats-interval"); ok && cfg.StatsInterval < 0 {
 		c.add(l, "stats-interval: negative (0 turns the stats line off)")
 	}
@@ -201,6 +206,11 @@ func (c *configChecker) scalars() {
 		addr := *configFields(cfg)[key].Addr().Interface().(*string)
 		if err := checkListenAddr(addr); err != nil {
 			c.add(l, "%s: %v", key, err)
+		}
+	}
+	if l, ok := c.line("pprof"); ok && checkListenAddr(cfg.Pprof) == nil {
+		if err := checkPprofAddr(cfg.Pprof, cfg.PprofAny); err != nil {
+			c.add(l, "pprof: %v", err)
 		}
 	}
 	if l, ok := c.line("metrics"); ok && cfg.Metrics != "" && cfg.Metrics == cfg.Pprof {

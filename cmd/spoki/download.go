@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,7 +21,9 @@ import (
 )
 
 const downloadUsage = `usage: spoki download [--out DIR] [--once-per 1h] [--timeout 10s] [--max-bytes 32MiB]
-                      [--max-redirects 5] [--insecure-tls] [--deny CIDR ...] [--rdns] INPUT...
+                      [--max-redirects 5] [--insecure-tls] [--allow CIDR ...] [--deny CIDR ...]
+                      [--prefix CIDR ... | --config FILE] [--workers 4] [--per-host 1]
+                      [--max-urls-per-payload 16] [--max-store 10GiB] [--max-state 32MiB] [--rdns] INPUT...
        spoki download --kafka BROKERS --group NAME [--kafka-topic-prefix P] [--tag TAG[,TAG...]]
                       [--kafka-events downloader] [the options above]
 
@@ -31,7 +34,20 @@ per --once-per into DIR/malware/SHA256/malware.bin (read-only, never run),
 logging every sighting in DIR/activity/NAME.YYYY.MM.csv.gz.
 
 It prints one line per URL: STATUS<TAB>URL<TAB>SHA256 or reason, STATUS being
-success, error, skipped (tried less than --once-per ago) or unsupported.
+success, error, denied, skipped (tried less than --once-per ago) or
+unsupported; control bytes in the URL and the reason are escaped (\x1b).
+
+Nothing inside the site is fetched by default: the address of every
+connection (after DNS, and of every redirect) is checked before connect and
+refused ("denied") if it is loopback, unspecified, link-local, private (RFC
+1918), CGNAT, ULA, multicast, reserved, documentation or benchmarking space,
+an IPv4-mapped, NAT64, 6to4 or Teredo form of one of those, a --prefix of
+the telescope (or of spoki run's --config FILE), or an address of this
+host. --allow CIDR opens exactly that range; --deny CIDR adds one and wins
+over --allow. At most --workers fetches run at once, --per-host to one
+server; the rate-limit table is capped at --max-state, the samples at
+--max-store; the last log line counts every URL cut, evicted or refused.
+
 A telescope usually wants --insecure-tls: droppers rarely have valid
 certificates, and a sample is known by its hash.
 
@@ -110,8 +126,18 @@ func downloadMain(ctx context.Context, args []string) error {
 	fs.Var(&maxBytes, "max-bytes", "largest body stored (default 32MiB)")
 	maxRedirects := fs.Int("max-redirects", download.DefaultMaxRedirects, "redirects followed at most (0: none)")
 	insecure := fs.Bool("insecure-tls", false, "do not verify server certificates")
-	var deny downloadPrefixes
-	fs.Var(&deny, "deny", "never connect to addresses in this prefix (repeatable; e.g. your own network)")
+	var allow, deny, prefixes downloadPrefixes
+	fs.Var(&allow, "allow", "connect to addresses in this prefix even if the built-in list refuses them (repeatable; exactly this range)")
+	fs.Var(&deny, "deny", "never connect to addresses in this prefix (repeatable; e.g. your own network; wins over --allow)")
+	fs.Var(&prefixes, "prefix", "the telescope's prefix, never connected to (repeatable, as for spoki run)")
+	runConfigPath := fs.String("config", "", "spoki run's config `FILE`: its prefixes are never connected to (as --prefix)")
+	workers := fs.Int("workers", download.DefaultWorkers, "fetches running at once")
+	perHost := fs.Int("per-host", download.DefaultPerHost, "fetches running at once for one server")
+	maxURLs := fs.Int("max-urls-per-payload", download.DefaultMaxURLsPerPayload, "URLs taken from one payload (the rest are counted as cut)")
+	maxStore := byteSize(download.DefaultMaxStore)
+	fs.Var(&maxStore, "max-store", "quota of the sample store (sum of malware.bin sizes); full: nothing more is fetched (default 10GiB)")
+	maxState := byteSize(download.DefaultMaxState)
+	fs.Var(&maxState, "max-state", "memory budget of the rate-limit table; the oldest entries are evicted beyond it (default 32MiB)")
 	rdns := fs.Bool("rdns", false, "fill the rdns column (sends PTR queries for the servers' addresses)")
 	userAgent := fs.String("user-agent", download.DefaultUserAgent, "User-Agent header")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -137,6 +163,20 @@ func downloadMain(ctx context.Context, args []string) error {
 	if *oncePer <= 0 || *timeout <= 0 || *maxRedirects < 0 {
 		return errors.New("download: --once-per and --timeout must be positive, --max-redirects not negative")
 	}
+	if *workers <= 0 || *perHost <= 0 || *maxURLs <= 0 || maxStore <= 0 || maxState <= 0 {
+		return errors.New("download: --workers, --per-host, --max-urls-per-payload, --max-store and --max-state must be positive")
+	}
+	if *runConfigPath != "" {
+		rc := defaultRunConfig()
+		if err := loadYAML(*runConfigPath, &rc); err != nil {
+			return fmt.Errorf("download: --config: %w", err)
+		}
+		for _, p := range rc.Prefixes {
+			if err := prefixes.Set(p); err != nil {
+				return fmt.Errorf("download: --config %s: prefix %q: %w", *runConfigPath, p, err)
+			}
+		}
+	}
 	lvl, err := parseLevel(*level)
 	if err != nil {
 		return err
@@ -148,8 +188,9 @@ func downloadMain(ctx context.Context, args []string) error {
 	}
 	d, err := download.New(download.Config{
 		Dir: *out, OncePer: *oncePer, Timeout: *timeout, MaxBytes: int64(maxBytes),
-		MaxRedirects: redirects, InsecureTLS: *insecure, Deny: deny, ReverseDNS: *rdns,
-		UserAgent: *userAgent, Logger: log,
+		MaxRedirects: redirects, InsecureTLS: *insecure, Allow: allow, Deny: deny, Telescope: prefixes,
+		ReverseDNS: *rdns, UserAgent: *userAgent, Logger: log,
+		MaxStore: int64(maxStore), MaxState: int64(maxState),
 	})
 	if err != nil {
 		return err
@@ -157,12 +198,15 @@ func downloadMain(ctx context.Context, args []string) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	w := bufio.NewWriter(os.Stdout)
+	var wmu sync.Mutex // the workers print
 	handle := func(ctx context.Context, t download.Target) error {
 		r, err := d.Handle(ctx, t)
 		if err != nil {
 			return err
 		}
 		if r.First {
+			wmu.Lock()
+			defer wmu.Unlock()
 			downloadPrintResult(w, r, *oncePer)
 			// Flushed per URL: a fetch may take --timeout, and the
 			// operator watches the lines come.
@@ -175,21 +219,29 @@ func downloadMain(ctx context.Context, args []string) error {
 		var ks download.KafkaStats
 		ks, err = downloadKafka(ctx, downloadKafkaFlags{
 			brokers: *brokers, group: *group, prefix: *topicPrefix, tags: *tags, events: *events, timeout: *timeout,
+			workers: *workers, perHost: *perHost, maxURLs: *maxURLs,
 		}, log, handle)
 		attrs = []slog.Attr{slog.Int("records", ks.Records), slog.Int("bad_records", ks.BadRecords),
-			slog.Int("payloads", ks.Payloads), slog.Int("urls", ks.URLs), slog.Int("commits", ks.Commits),
-			slog.Int("commit_errors", ks.CommitErrors)}
+			slog.Int("payloads", ks.Payloads), slog.Int("urls", ks.URLs), slog.Int("cut_urls", ks.CutURLs),
+			slog.Int("commits", ks.Commits), slog.Int("commit_errors", ks.CommitErrors)}
 	} else {
 		var st download.ScanStats
-		err = download.Scan(ctx, pos, &st, func(t download.Target) error { return handle(ctx, t) })
+		pool := download.NewPool(*workers, *perHost, handle)
+		err = download.Scan(ctx, pos, download.ScanConfig{MaxURLsPerPayload: *maxURLs}, &st,
+			func(t download.Target) error { return pool.Submit(ctx, t, nil) })
+		err = errors.Join(err, pool.Wait())
 		attrs = []slog.Attr{slog.Int("files", st.Files), slog.Int("lines", st.Lines), slog.Int("bad_lines", st.BadLines),
-			slog.Int("payloads", st.Payloads), slog.Int("urls", st.URLs)}
+			slog.Int("payloads", st.Payloads), slog.Int("urls", st.URLs), slog.Int("cut_urls", st.CutURLs)}
 	}
 	err = errors.Join(err, w.Flush(), d.Close())
 	s := d.Stats
 	log.LogAttrs(context.Background(), slog.LevelInfo, "done", append(attrs,
 		slog.Int("fetches", s.Fetches), slog.Int("successes", s.Successes), slog.Int("failures", s.Failures),
-		slog.Int("skipped", s.Skipped), slog.Int("unsupported", s.Unsupported), slog.Int("stored", s.Stored))...)
+		slog.Int("denied", s.Denied), slog.Int("skipped", s.Skipped), slog.Int("unsupported", s.Unsupported),
+		slog.Int("too_long", s.TooLong), slog.Int("stored", s.Stored), slog.Int("store_full", s.StoreFull),
+		slog.Int64("store_bytes", s.StoreBytes), slog.Int("state_entries", s.StateEntries),
+		slog.Int64("state_bytes", s.StateBytes), slog.Int("evicted", s.Evicted), slog.Int("expired", s.Expired),
+		slog.Int("tried_compactions", s.Compactions))...)
 	if errors.Is(err, context.Canceled) {
 		return nil // SIGINT/SIGTERM: what was done is on disk
 	}
@@ -200,6 +252,7 @@ func downloadMain(ctx context.Context, args []string) error {
 type downloadKafkaFlags struct {
 	brokers, group, prefix, tags, events string
 	timeout                              time.Duration
+	workers, perHost, maxURLs            int
 }
 
 // downloadRebalanceBudget is the part of the group's rebalance timeout
@@ -221,8 +274,11 @@ func downloadKafka(ctx context.Context, f downloadKafkaFlags, log *slog.Logger,
 		Brokers: downloadSplit(f.brokers, ""), Group: f.group, Topics: topics,
 		// Each record may cost a whole fetch; the member must hand its
 		// partitions back within the rebalance timeout.
-		MaxPollRecords: max(1, int(downloadRebalanceBudget/f.timeout)),
-		Logger:         log,
+		MaxPollRecords:    max(1, int(downloadRebalanceBudget/f.timeout)),
+		Workers:           f.workers,
+		PerHost:           f.perHost,
+		MaxURLsPerPayload: f.maxURLs,
+		Logger:            log,
 	})
 	if err != nil {
 		return download.KafkaStats{}, err
@@ -254,8 +310,9 @@ func downloadPrintResult(w io.Writer, r download.Result, oncePer time.Duration) 
 	switch r.Kind {
 	case download.KindSkipped:
 		detail = "tried less than " + oncePer.String() + " ago"
-	case download.KindError, download.KindUnsupported:
+	case download.KindError, download.KindUnsupported, download.KindDenied:
 		detail = r.Status
 	}
-	fmt.Fprintf(w, "%s\t%s\t%s\n", r.Kind, r.Target.URL, detail)
+	// The URL and the reason carry the attacker's bytes.
+	fmt.Fprintf(w, "%s\t%s\t%s\n", r.Kind, termSafe(r.Target.URL), termSafe(detail))
 }

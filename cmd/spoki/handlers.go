@@ -175,3 +175,8 @@ func handlerNames() []string {
 	}
 	return slices.Concat(out, []string{generic.Name})
 }
+
+// Pure reports whether the current Mux puts connections to the local address
+// a in pure Spoki mode; it has the signature netstack.Config.Pure takes, and
+// follows a reload as ServeConn does.
+func (s *muxSet) Pure(a netip.Addr) bool { return s.cur.Load().Pure(a) }

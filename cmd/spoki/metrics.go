@@ -116,7 +116,7 @@ type spokiMetric struct {
 // subsystem_name. Counters end in _total.
 var spokiMetrics = []spokiMetric{
 	{"netstack", "packets_received_total", "Packets read from the TUN.", nil},
-	{"netstack", "packets_total", "Packets read from the TUN by verdict: synack (answered with a cookie SYN-ACK), handshake (valid-cookie ACK passed to gVisor), to_stack (segment of an established connection), drop (see spoki_netstack_drops_total).", []string{"verdict"}},
+	{"netstack", "packets_total", "Packets read from the TUN by verdict: synack (answered with a cookie SYN-ACK), handshake (valid-cookie ACK passed to gVisor), to_stack (segment of an established connection), pure_reset (handshake ACK with data reset by the front end in pure mode), drop (see spoki_netstack_drops_total).", []string{"verdict"}},
 	{"netstack", "payload_packets_total", "TCP packets carrying data, any verdict.", nil},
 	{"netstack", "drops_total", "Packets dropped by the front end, by cause.", []string{"cause"}},
 	{"netstack", "connections_accepted_total", "Connections handed to the handlers.", nil},
@@ -144,8 +144,17 @@ var spokiMetrics = []spokiMetric{
 	{"filesink", "queue_capacity", "Capacity of the writer's queues, by queue.", []string{"queue"}},
 	{"filesink", "files_open", "Log files open now.", nil},
 	{"twophase", "events_total", "two_phase events written.", nil},
-	{"twophase", "dropped_total", "SYNs and sessions the two-phase detector's full queues dropped.", nil},
+	{"twophase", "dropped_total", "SYNs, sessions and pairs the two-phase detector dropped (the sum of spoki_twophase_drops_total).", nil},
 	{"twophase", "errors_total", "two_phase events that failed to encode.", nil},
+	{"twophase", "drops_total", "What the two-phase detector dropped, by cause: syn_queue_full, session_queue_full (records it never saw), pending_full (a pair whose acked event is not written).", []string{"cause"}},
+	{"twophase", "pairs_total", "Two-phase pairs found.", nil},
+	{"twophase", "entries", "Phase-one SYNs held in the detector's table.", nil},
+	{"twophase", "capacity", "Slots of the detector's table (--phase-memory / 32 bytes, less the source table).", nil},
+	{"twophase", "table_bytes", "Memory of the detector's table.", nil},
+	{"twophase", "evictions_total", "Phase ones lost before their window closed, by cause: oneoff and repeat (replaced for space, by the class of the entry lost), rejected (not kept: the bucket held only entries of sources with more SYNs).", []string{"cause"}},
+	{"twophase", "replaced_total", "Phase ones superseded by a newer irregular SYN with the same source, address and port.", nil},
+	{"twophase", "expired_total", "Phase ones dropped after the phase timeout.", nil},
+	{"twophase", "window_seconds", "Effective window: mean age at eviction of the entries evicted for space in the last 10 s of packet time, by class (oneoff, repeat); the phase timeout when none was.", []string{"class"}},
 	{"tun", "packets_total", "Packets through the TUN device by direction, from the kernel's counters.", []string{"direction"}},
 	{"tun", "dropped_total", "Packets the kernel dropped on the TUN device (queue to spoki full).", nil},
 }
@@ -181,6 +190,7 @@ func (c *spokiCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("netstack_packets_total", s.SYNACKsSent, "synack")
 	counter("netstack_packets_total", s.Handshakes, "handshake")
 	counter("netstack_packets_total", s.ToStack, "to_stack")
+	counter("netstack_packets_total", s.PureResets, "pure_reset")
 	counter("netstack_packets_total", s.Drops(), "drop")
 	counter("netstack_payload_packets_total", s.Payloads)
 	for cause, v := range map[string]uint64{
@@ -189,6 +199,8 @@ func (c *spokiCollector) Collect(ch chan<- prometheus.Metric) {
 		"icmp": s.DropICMP, "other_proto": s.DropOtherProto, "malformed": s.DropMalformed,
 		"bad_checksum": s.DropBadChecksum, "fragment": s.DropFragment, "conn_limit": s.DropConnLimit,
 		"listener": s.DropListener, "tx_error": s.DropTxError,
+		"syn_rate_regular": s.DropSYNRateRegular, "syn_rate_irregular": s.DropSYNRateIrregular,
+		"bad_flags": s.DropBadFlags, "bad_source": s.DropBadSource, "ext_header": s.DropExtHeader,
 		"source_limit": s.DropSourceLimit, "net_limit": s.DropNetLimit, "listener_cap": s.DropListenerCap,
 	} {
 		counter("netstack_drops_total", v, cause)
@@ -240,8 +252,23 @@ func (c *spokiCollector) Collect(ch chan<- prometheus.Metric) {
 
 	tp := c.src.TwoPhase
 	counter("twophase_events_total", tp.events.Load())
-	counter("twophase_dropped_total", tp.dropped.Load())
+	counter("twophase_dropped_total", tp.dropped())
 	counter("twophase_errors_total", tp.errors.Load())
+	counter("twophase_drops_total", tp.dropSYNQueue.Load(), "syn_queue_full")
+	counter("twophase_drops_total", tp.dropSessionQueue.Load(), "session_queue_full")
+	counter("twophase_drops_total", tp.dropPending.Load(), "pending_full")
+	ts := tp.Stats()
+	counter("twophase_pairs_total", ts.Pairs)
+	gauge("twophase_entries", float64(ts.Entries))
+	gauge("twophase_capacity", float64(ts.Capacity))
+	gauge("twophase_table_bytes", float64(ts.Bytes))
+	counter("twophase_evictions_total", ts.EvictedOneOff, "oneoff")
+	counter("twophase_evictions_total", ts.EvictedRepeat, "repeat")
+	counter("twophase_evictions_total", ts.Rejected, "rejected")
+	counter("twophase_replaced_total", ts.Replaced)
+	counter("twophase_expired_total", ts.Expired)
+	gauge("twophase_window_seconds", ts.WindowOneOff.Seconds(), "oneoff")
+	gauge("twophase_window_seconds", ts.WindowRepeat.Seconds(), "repeat")
 
 	if c.src.TUN != nil {
 		// A netlink round trip per scrape, not per packet.
@@ -284,7 +311,10 @@ func (m *metricsServer) listen(addr string) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", m.handler)
-		next = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		// Any address may serve metrics (Prometheus scrapes from another
+		// host), so a client gets a bounded time and header to do it in.
+		next = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
 		go func() {
 			if err := next.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				m.log.Error("metrics server", "addr", addr, "err", err)

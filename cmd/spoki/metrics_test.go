@@ -31,6 +31,7 @@ func TestTelemetry(t *testing.T) {
 	})
 	ns.SYNACKsSent.Add(5)
 	ns.DropBadCookie.Add(2)
+	ns.DropSYNRateIrregular.Add(3)
 	tp.events.Add(1)
 	accepted := time.Now()
 	tel.observeSession(&records.Session{AppProto: "http", End: accepted.Add(time.Second),
@@ -63,7 +64,8 @@ func TestTelemetry(t *testing.T) {
 	}{
 		{"spoki_netstack_packets_total{verdict=synack}", 5},
 		{"spoki_netstack_drops_total{cause=bad_cookie}", 2},
-		{"spoki_netstack_packets_total{verdict=drop}", 2},
+		{"spoki_netstack_drops_total{cause=syn_rate_irregular}", 3},
+		{"spoki_netstack_packets_total{verdict=drop}", 5},
 		{"spoki_handlers_sessions_total{app_proto=http}", 2},
 		{"spoki_filesink_bytes_written_total", 42},
 		{"spoki_filesink_records_dropped_total{cause=write_error}", 1},

@@ -59,7 +59,8 @@ func probeHTTP(ctx context.Context, out io.Writer, args []string) error {
 		return fmt.Errorf("probe http: want one URL\n%s", probeUsage)
 	}
 	res, err := lab.ProbeHTTP(ctx, fs.Arg(0), *timeout)
-	fmt.Fprintf(out, "%s: %s\n", fs.Arg(0), res)
+	// The status line is the server's.
+	fmt.Fprintf(out, "%s: %s\n", termSafe(fs.Arg(0)), termSafe(res.String()))
 	return err
 }
 

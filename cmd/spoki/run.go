@@ -26,6 +26,7 @@ import (
 	"github.com/lmittmann/tint"
 	"golang.org/x/sys/unix"
 
+	"github.com/spoki-telescope/spoki/analysis/twophase"
 	"github.com/spoki-telescope/spoki/handlers"
 	"github.com/spoki-telescope/spoki/netstack"
 	"github.com/spoki-telescope/spoki/records"
@@ -54,6 +55,8 @@ type runConfig struct {
 	LogLevel         string        `yaml:"log-level"`
 	StatsInterval    time.Duration `yaml:"stats-interval"`
 	Pprof            string        `yaml:"pprof"`
+	// PprofAny lets --pprof bind to an address that is not loopback.
+	PprofAny bool `yaml:"pprof-any"`
 	// Metrics is the address of the Prometheus endpoint, /metrics; empty
 	// serves none.
 	Metrics string `yaml:"metrics"`
@@ -61,14 +64,25 @@ type runConfig struct {
 	// to, one topic per event type; the files stay the source of truth.
 	Kafka            string `yaml:"kafka"`
 	KafkaTopicPrefix string `yaml:"kafka-topic-prefix"`
-	// User is who spoki runs as once the TUN and routes are up; either
-	// way it keeps no capability but CAP_NET_ADMIN (to remove its routes).
+	// User is who spoki runs as once the TUN and routes are up (root's
+	// default: tun.DefaultUser, else tun.FallbackUser); whoever it is, it
+	// keeps no capability.
 	User string `yaml:"user"`
 	// Keep removes log files older than that (0 keeps all); Compress
 	// gzips hourly files once their hour is closed.
 	Keep         time.Duration `yaml:"keep"`
 	Compress     bool          `yaml:"compress"`
 	PhaseTimeout time.Duration `yaml:"phase-timeout"`
+	// PhaseMemory is the fixed budget of the two-phase detector's table.
+	PhaseMemory byteSize `yaml:"phase-memory"`
+	// SYNACK* limit the SYN-ACKs per source (netstack.SYNACKLimits):
+	// regular and irregular SYNs apart, rate 0 turns a class's limit off;
+	// SYNACKTable is the memory of the table of sources.
+	SYNACKRate           int      `yaml:"synack-rate"`
+	SYNACKBurst          int      `yaml:"synack-burst"`
+	SYNACKIrregularRate  int      `yaml:"synack-irregular-rate"`
+	SYNACKIrregularBurst int      `yaml:"synack-irregular-burst"`
+	SYNACKTable          byteSize `yaml:"synack-table"`
 	// Pure is Spoki's own behaviour everywhere: record the first payload,
 	// then reset; PurePrefixes limits it to some prefixes.
 	Pure         bool     `yaml:"pure"`
@@ -103,7 +117,14 @@ func defaultRunConfig() runConfig {
 		LogLevel:         "info",
 		StatsInterval:    time.Second,
 		PhaseTimeout:     600 * time.Second,
+		PhaseMemory:      twophase.DefaultMemory,
 		Compress:         true,
+
+		SYNACKRate:           netstack.DefaultSYNRegularRate,
+		SYNACKBurst:          netstack.DefaultSYNRegularBurst,
+		SYNACKIrregularRate:  netstack.DefaultSYNIrregularRate,
+		SYNACKIrregularBurst: netstack.DefaultSYNIrregularBurst,
+		SYNACKTable:          byteSize(netstack.DefaultSYNTableEntries * netstack.SYNLimitEntryBytes),
 	}
 }
 
@@ -130,14 +151,21 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "interval of the stats line (0 = none)")
 	fs.DurationVar(&c.PhaseTimeout, "phase-timeout", c.PhaseTimeout, "longest delay between the two phases of a two-phase scan")
+	fs.Var(&c.PhaseMemory, "phase-memory", "memory `SIZE` of the two-phase detector's table (e.g. 32MiB; 32 bytes per phase-one SYN)")
+	fs.IntVar(&c.SYNACKRate, "synack-rate", c.SYNACKRate, "SYN-ACKs per second per source for regular SYNs, after the burst (0 = no limit)")
+	fs.IntVar(&c.SYNACKBurst, "synack-burst", c.SYNACKBurst, "SYN-ACKs a source's regular SYNs may get at once")
+	fs.IntVar(&c.SYNACKIrregularRate, "synack-irregular-rate", c.SYNACKIrregularRate, "SYN-ACKs per second per source for irregular SYNs, after the burst (0 = no limit)")
+	fs.IntVar(&c.SYNACKIrregularBurst, "synack-irregular-burst", c.SYNACKIrregularBurst, "SYN-ACKs a source's irregular SYNs may get at once")
+	fs.Var(&c.SYNACKTable, "synack-table", "memory `SIZE` of the per-source SYN-ACK table (16 bytes a source; colliding sources share a budget)")
 	fs.BoolVar(&c.Pure, "pure", c.Pure, "pure Spoki mode: record the first payload, then reset (no protocol handlers)")
 	fs.Var(purePrefixes, "pure-prefix", "pure Spoki mode for this `CIDR` only (repeatable)")
-	fs.StringVar(&c.User, "user", c.User, "after set-up, run as user `NAME` (keeps only CAP_NET_ADMIN either way)")
+	fs.StringVar(&c.User, "user", c.User, "after set-up, run as user `NAME` (as root the default is spoki, else nobody; root keeps uid 0); no capability is kept either way")
 	fs.DurationVar(&c.Keep, "keep", c.Keep, "remove log files older than `DURATION` (0 = keep all)")
 	fs.BoolVar(&c.Compress, "compress", c.Compress, "gzip hourly files once their hour is closed")
 	fs.StringVar(&c.Kafka, "kafka", c.Kafka, "publish every event to these Kafka `BROKERS` (host:port,...)")
 	fs.StringVar(&c.KafkaTopicPrefix, "kafka-topic-prefix", c.KafkaTopicPrefix, "prefix `P` of the Kafka topic names")
-	fs.StringVar(&c.Pprof, "pprof", c.Pprof, "serve Go's pprof on `ADDR` (e.g. 127.0.0.1:6060; debugging only)")
+	fs.StringVar(&c.Pprof, "pprof", c.Pprof, "serve Go's pprof on `ADDR` (loopback, e.g. 127.0.0.1:6060; debugging only)")
+	fs.BoolVar(&c.PprofAny, "pprof-any", c.PprofAny, "let --pprof bind to an address that is not loopback")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9108)")
 	return fs
 }
@@ -219,6 +247,10 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	if c.Keep < 0 {
 		return nil, fmt.Errorf("run: --keep %v must not be negative", c.Keep)
 	}
+	if c.PhaseMemory < twophase.MinMemory || c.PhaseMemory > maxPhaseMemory {
+		lo, hi := byteSize(twophase.MinMemory), byteSize(maxPhaseMemory)
+		return nil, fmt.Errorf("run: --phase-memory %s out of range %s-%s", c.PhaseMemory.String(), lo.String(), hi.String())
+	}
 	if c.MaxConns < 1 {
 		return nil, fmt.Errorf("run: --max-conns %d must be positive", c.MaxConns)
 	}
@@ -230,6 +262,12 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	}
 	if c.MaxListeners < 1 {
 		return nil, fmt.Errorf("run: --max-listeners %d must be positive", c.MaxListeners)
+	}
+	if err := c.synackLimits().Validate(); err != nil {
+		return nil, fmt.Errorf("run: --synack-*: %w", err)
+	}
+	if (c.SYNACKRate > 0 || c.SYNACKIrregularRate > 0) && c.SYNACKTable < netstack.SYNLimitEntryBytes {
+		return nil, fmt.Errorf("run: --synack-table %v: at least %d bytes", &c.SYNACKTable, netstack.SYNLimitEntryBytes)
 	}
 	if c.Tag == "" || strings.ContainsAny(c.Tag, "/.") {
 		return nil, fmt.Errorf("run: --tag %q must be non-empty without '/' or '.'", c.Tag)
@@ -243,10 +281,22 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	if err := checkListenAddr(c.Pprof); err != nil {
 		return nil, fmt.Errorf("run: --pprof: %w", err)
 	}
+	if err := checkPprofAddr(c.Pprof, c.PprofAny); err != nil {
+		return nil, fmt.Errorf("run: --pprof: %w", err)
+	}
 	if _, err := buildRegistry(*c); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
 	return out, nil
+}
+
+// synackLimits is the netstack's view of the --synack-* flags.
+func (c *runConfig) synackLimits() netstack.SYNACKLimits {
+	return netstack.SYNACKLimits{
+		Regular:      netstack.SYNACKLimit{Rate: c.SYNACKRate, Burst: c.SYNACKBurst},
+		Irregular:    netstack.SYNACKLimit{Rate: c.SYNACKIrregularRate, Burst: c.SYNACKIrregularBurst},
+		TableEntries: int(min(int64(c.SYNACKTable)/netstack.SYNLimitEntryBytes, netstack.MaxSYNTableEntries+1)),
+	}
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -303,10 +353,19 @@ func runMain(ctx context.Context, args []string) (err error) {
 	l, _ := parseLevel(cfg.LogLevel)
 	level.Set(l)
 	log := newLogger(level)
+	// Who spoki becomes once set up, known before anything is set up: a
+	// bad --user leaves nothing behind.
+	runAs, err := tun.RunAs(cfg.User)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
 
 	dev, err := tun.Open(tun.Config{Name: cfg.Tun, Queues: cfg.Queues, Prefixes: prefixes, NoRoute: cfg.NoRoute})
 	if err != nil {
 		if errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission) {
+			if os.Geteuid() != 0 {
+				return fmt.Errorf("run: %w (spoki needs CAP_NET_ADMIN and read-write access to /dev/net/tun: run it as root)", err)
+			}
 			return fmt.Errorf("run: %w (spoki needs CAP_NET_ADMIN: run it as root)", err)
 		}
 		return fmt.Errorf("run: %w", err)
@@ -317,21 +376,51 @@ func runMain(ctx context.Context, args []string) (err error) {
 		}
 	}()
 	// Files close before the TUN and routes go (defers run in reverse).
-	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+	// The log directory is made, handed over and opened while spoki may
+	// still do so: the files outlive this run, and the user must be able
+	// to append to what an earlier run (as root) wrote. The writer works
+	// through the handle, so the path to the directory may be closed to
+	// the user.
+	if err := os.MkdirAll(cfg.LogDir, filesink.DirMode); err != nil {
 		return fmt.Errorf("run: log dir: %w", err)
 	}
-	if cfg.User != "" {
-		// The files outlive this run: the user must be able to append to
-		// what an earlier (root) run wrote.
-		uid, gid, err := tun.LookupUser(cfg.User)
-		if err != nil {
-			return fmt.Errorf("run: %w", err)
-		}
-		if err := filesink.Chown(cfg.LogDir, cfg.Tag, uid, gid); err != nil {
+	if runAs.UID != os.Geteuid() || runAs.GID != os.Getegid() {
+		if err := filesink.Chown(cfg.LogDir, cfg.Tag, runAs.UID, runAs.GID); err != nil {
 			return fmt.Errorf("run: %w", err)
 		}
 	}
-	sink, err := filesink.New(filesink.Config{Dir: cfg.LogDir, Tag: cfg.Tag, Compress: cfg.Compress, Keep: cfg.Keep,
+	logRoot, err := os.OpenRoot(cfg.LogDir)
+	if err != nil {
+		return fmt.Errorf("run: log dir: %w", err)
+	}
+	// Everything privileged is done, and nothing has read a packet or
+	// started a goroutine of its own yet: become runAs and keep no
+	// capability, on every thread. The routes go with the TUN at exit.
+	dropped, err := tun.DropPrivileges(runAs)
+	if err != nil {
+		logRoot.Close()
+		return fmt.Errorf("run: %w", err)
+	}
+	if runAs.UID == 0 {
+		log.Warn("running as root", "user", runAs.Name,
+			"reason", "asked by --user; no capability is kept, but uid 0 owns most of the system's files: prefer an unprivileged user")
+	}
+	privs := []any{"user", runAs.Name, "uid", runAs.UID, "gid", runAs.GID, "capabilities", "none", "no_new_privs", true}
+	if dropped.Bounding != 0 {
+		// An unprivileged start without CAP_SETPCAP: harmless with no
+		// capability anywhere else and no_new_privs.
+		privs = append(privs, "bounding_kept", fmt.Sprintf("%#x", dropped.Bounding))
+	}
+	log.Info("privileges dropped", privs...)
+	if cfg.ConfigFile != "" {
+		// SIGHUP reads the file again, as this user.
+		if f, err := os.Open(cfg.ConfigFile); err != nil {
+			log.Warn("config file unreadable after the drop: SIGHUP will not reload it", "config", cfg.ConfigFile, "user", runAs.Name, "err", err)
+		} else {
+			f.Close()
+		}
+	}
+	sink, err := filesink.New(filesink.Config{Dir: cfg.LogDir, Root: logRoot, Tag: cfg.Tag, Compress: cfg.Compress, Keep: cfg.Keep,
 		Logger: log.With("component", "filesink")})
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
@@ -366,7 +455,8 @@ func runMain(ctx context.Context, args []string) (err error) {
 		sink.Event(t, line)
 	}
 
-	tp := newTwoPhaseFeed(cfg.PhaseTimeout, cfg.FirstDataTimeout+cfg.TotalTimeout+10*time.Second, emitEvent, log.With("component", "twophase"))
+	tp := newTwoPhaseFeedMemory(cfg.PhaseTimeout, cfg.PhaseMemory, cfg.FirstDataTimeout+cfg.TotalTimeout+10*time.Second, emitEvent, log.With("component", "twophase"))
+	tp.logTable(cfg.PhaseTimeout, cfg.PhaseMemory)
 	tpCtx, tpStop := context.WithCancel(context.Background())
 	tpDone := make(chan struct{})
 	go func() { defer close(tpDone); tp.run(tpCtx) }()
@@ -414,7 +504,9 @@ func runMain(ctx context.Context, args []string) (err error) {
 		return fmt.Errorf("run: %w", err)
 	}
 	muxes.swap(mux)
+	limits := cfg.synackLimits()
 	st, err = netstack.New(netstack.Config{
+		SYNACKLimits: &limits,
 		FDs:          dev.FDs(),
 		MTU:          uint32(dev.MTU()),
 		Prefixes:     prefixes,
@@ -422,6 +514,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 		IdleTimeout:  cfg.IdleTimeout,
 		TotalTimeout: cfg.TotalTimeout,
 		Handle:       muxes.ServeConn,
+		Pure:         muxes.Pure,
 		Sink:         sinkAdapter{sink, tp, pub},
 		Logger:       log.With("component", "netstack"),
 
@@ -435,19 +528,21 @@ func runMain(ctx context.Context, args []string) (err error) {
 	// Stop the stack before the device and the files (deferred above, run
 	// after this): no packet is read once files start closing.
 	defer st.Close()
-	// Everything privileged is done: keep only CAP_NET_ADMIN (to remove
-	// the routes at exit) and become --user if given.
-	if err := tun.DropPrivileges(cfg.User); err != nil {
-		return fmt.Errorf("run: %w", err)
-	}
 
 	if cfg.Pprof != "" {
 		ln, err := net.Listen("tcp", cfg.Pprof)
 		if err != nil {
 			return fmt.Errorf("run: pprof: %w", err)
 		}
-		defer ln.Close()
-		go http.Serve(ln, nil)
+		if a, ok := ln.Addr().(*net.TCPAddr); !cfg.PprofAny && (!ok || !a.IP.IsLoopback()) {
+			// A name (localhost) that resolved elsewhere.
+			ln.Close()
+			return fmt.Errorf("run: --pprof %s listens on %s, not loopback (--pprof-any allows it)", cfg.Pprof, ln.Addr())
+		}
+		srv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: pprofWriteTimeout, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
+		defer srv.Close()
+		go srv.Serve(ln)
 	}
 	metrics := &metricsServer{handler: tel.handler(), log: log.With("component", "metrics")}
 	if err := metrics.listen(cfg.Metrics); err != nil {
@@ -464,6 +559,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 	if cfg.Metrics != "" {
 		ready = append(ready, "metrics", cfg.Metrics)
 	}
+	ready = append(ready, "synack_limit", limits.String())
 	log.Info("ready", ready...)
 
 	stats := &statsTicker{}
@@ -486,6 +582,33 @@ func runMain(ctx context.Context, args []string) (err error) {
 			logStats(log, st, muxes, sink, tp, dev, "stats")
 		}
 	}
+}
+
+// pprofWriteTimeout bounds one pprof response. A CPU profile or trace
+// runs for its ?seconds= before it answers; pprof refuses durations of
+// this or more.
+const pprofWriteTimeout = 2 * time.Minute
+
+// checkPprofAddr refuses a --pprof address that is not loopback unless
+// anyAddr is set: pprof shows the process's memory and its profiles can stall
+// it, so it is for the operator on the host alone. addr passed
+// checkListenAddr; a name other than localhost is refused, and what
+// localhost resolves to is checked once listening.
+func checkPprofAddr(addr string, anyAddr bool) error {
+	if addr == "" || anyAddr {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil // checkListenAddr reports it
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%s is not a loopback address (pprof exposes the process's memory): bind to 127.0.0.1 or [::1], or add --pprof-any", addr)
 }
 
 // statsTicker is the stats line's clock; a reload may change its interval.
@@ -652,6 +775,7 @@ func logStats(log *slog.Logger, st *netstack.Stack, muxes *muxSet, sink *filesin
 		slog.Uint64("packets_in", s.PacketsIn),
 		slog.Uint64("synacks_out", s.SYNACKsSent),
 		slog.Uint64("handshakes", s.Handshakes),
+		slog.Uint64("pure_resets", s.PureResets),
 		slog.Uint64("payloads", s.Payloads),
 		slog.Uint64("sessions", m.Sessions),
 		slog.Uint64("events", m.Events),
@@ -668,6 +792,12 @@ func logStats(log *slog.Logger, st *netstack.Stack, muxes *muxSet, sink *filesin
 		slog.Int64("listeners", s.Listeners),
 		slog.Uint64("reset_early", s.AcceptReset),
 		slog.Uint64("drop_non_tcp", s.DropUDP+s.DropICMP+s.DropOtherProto),
+		slog.Uint64("drop_syn_rate_regular", s.DropSYNRateRegular),
+		slog.Uint64("drop_syn_rate_irregular", s.DropSYNRateIrregular),
+		slog.Uint64("drop_bad_flags", s.DropBadFlags),
+		slog.Uint64("drop_bad_source", s.DropBadSource),
+		slog.Uint64("drop_ext_header", s.DropExtHeader),
+		slog.Uint64("drop_fragment", s.DropFragment),
 		slog.Uint64("records_dropped", w.DropPacketQueueFull+w.DropReplyQueueFull+w.DropEventQueueFull+w.DropClosed+w.DropWriteError),
 		slog.Int("queue_packets", w.PacketQueue),
 		slog.Uint64("bytes_written", w.BytesWritten),
@@ -675,7 +805,8 @@ func logStats(log *slog.Logger, st *netstack.Stack, muxes *muxSet, sink *filesin
 	if _, _, txDropped, err := dev.Stats(); err == nil {
 		attrs = append(attrs, slog.Uint64("tun_dropped", txDropped))
 	}
-	attrs = append(attrs, slog.Uint64("two_phase", tp.events.Load()), slog.Uint64("two_phase_dropped", tp.dropped.Load()))
+	attrs = append(attrs, slog.Uint64("two_phase", tp.events.Load()), slog.Uint64("two_phase_dropped", tp.dropped()))
+	attrs = append(attrs, twoPhaseAttrs(tp)...)
 	heap, rss := memStats()
 	attrs = append(attrs, slog.Uint64("heap_live", heap), slog.Uint64("rss", rss))
 	log.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)

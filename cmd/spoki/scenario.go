@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -86,7 +87,7 @@ type telescope struct {
 
 // open builds a lab and starts `spoki run` in it, unless --netns names a
 // running one.
-func (e *scenarioEnv) open(ctx context.Context, out io.Writer) (*telescope, error) {
+func (e *scenarioEnv) open(ctx context.Context, out io.Writer, extra ...string) (*telescope, error) {
 	tel := &telescope{logDir: e.logDir, cleanup: func() error { return nil }}
 	if len(e.prefixes) == 0 {
 		tel.prefixes = []netip.Prefix{lab.Prefix4, lab.Prefix6}
@@ -141,6 +142,7 @@ func (e *scenarioEnv) open(ctx context.Context, out io.Writer) (*telescope, erro
 	for _, p := range tel.prefixes {
 		args = append(args, "--prefix", p.String())
 	}
+	args = append(args, extra...)
 	fmt.Fprintf(out, "# lab %s: telescope in %s (spoki %s), scanner in %s\n", l.Name, l.Telescope, strings.Join(args, " "), l.Scanner)
 	p, err := l.Start(l.Telescope, bin, args...)
 	if err != nil {
@@ -194,6 +196,11 @@ func scenarioRun(ctx context.Context, out io.Writer, args []string) (err error) 
 			if err != nil {
 				return err
 			}
+			if len(s.Telescope) > 0 {
+				// It needs a telescope of its own: run it by name.
+				fmt.Fprintf(out, "# not run: %s needs spoki run %s\n", name, strings.Join(s.Telescope, " "))
+				continue
+			}
 			scripts = append(scripts, s)
 		}
 	}
@@ -204,9 +211,13 @@ func scenarioRun(ctx context.Context, out io.Writer, args []string) (err error) 
 		}
 		scripts = append(scripts, s)
 	}
+	extra, err := scenarioTelescopeFlags(scripts, env.netns != "", out)
+	if err != nil {
+		return err
+	}
 	sources, targets := scenarioAddrs(scripts)
 
-	tel, err := env.open(ctx, out)
+	tel, err := env.open(ctx, out, extra...)
 	if err != nil {
 		return err
 	}
@@ -246,6 +257,30 @@ func scenarioRun(ctx context.Context, out io.Writer, args []string) (err error) 
 	}
 	fmt.Fprintf(out, "PASS: %d scenarios\n", len(scripts))
 	return nil
+}
+
+// scenarioTelescopeFlags returns the `spoki run` flags the scripts need
+// (their `// telescope:` comments): they must agree, since one telescope
+// runs them all. With a running telescope (running), which this command
+// cannot change, it only notes them.
+func scenarioTelescopeFlags(scripts []*scenarios.Script, running bool, out io.Writer) ([]string, error) {
+	var flags []string
+	var from string
+	for _, s := range scripts {
+		switch {
+		case running && len(s.Telescope) > 0:
+			fmt.Fprintf(out, "# %s needs a telescope started with %s\n", s.Name, strings.Join(s.Telescope, " "))
+		case from == "":
+			flags, from = s.Telescope, s.Name
+		case !slices.Equal(flags, s.Telescope):
+			return nil, fmt.Errorf("scenario run: %s and %s need different telescopes (%q, %q): run them separately",
+				from, s.Name, strings.Join(flags, " "), strings.Join(s.Telescope, " "))
+		}
+	}
+	if running {
+		return nil, nil
+	}
+	return flags, nil
 }
 
 // scenarioAddrs collects the source addresses and one target per family

@@ -16,8 +16,8 @@ import (
 const urlsUsage = `usage: spoki urls [--hex] [PAYLOAD ...]
 
 Prints the downloader URLs in each payload, one line per URL:
-tool|url|server|port|name. Without arguments it reads one payload per line
-from stdin.`
+tool|url|server|port|name, with control bytes escaped (\x1b). Without
+arguments it reads one payload per line from stdin.`
 
 // urlsMain is `spoki urls`.
 func urlsMain(_ context.Context, args []string) error {
@@ -73,7 +73,8 @@ func printURLs(w *bufio.Writer, p string, isHex bool) error {
 		}
 	}
 	for _, d := range urls.Extract(b) {
-		if _, err := fmt.Fprintln(w, d.String()); err != nil {
+		// The URL and the name are the attacker's bytes.
+		if _, err := fmt.Fprintln(w, termSafe(d.String())); err != nil {
 			return fmt.Errorf("urls: write: %w", err)
 		}
 	}

@@ -2,6 +2,7 @@ package filesink
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -118,9 +119,15 @@ func (s *stream) open(w *Writer, hour int64) *hourFile {
 	if time.Now().Before(s.openRetryAt) {
 		return nil
 	}
-	path := filepath.Join(w.cfg.Dir, s.name(hour))
+	name := s.name(hour)
+	path := filepath.Join(w.cfg.Dir, name)
 	w.files.opening(path)
-	fd, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	// Through the directory handle opened at start: after the drop of
+	// root the path to the directory may be closed to this user.
+	fd, err := w.root.Load().OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, FileMode)
+	if errors.Is(err, os.ErrNotExist) && w.reopenRoot() {
+		fd, err = w.root.Load().OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, FileMode)
+	}
 	if err != nil {
 		w.files.closed(path)
 		s.openRetryAt = time.Now().Add(w.retry)

@@ -84,7 +84,23 @@ type Config struct {
 	// Keep removes log files whose hour ended longer ago than Keep, at
 	// start and every hour; 0 keeps everything.
 	Keep time.Duration
+	// Root is Dir opened already (os.OpenRoot), or nil for New to open it.
+	// `spoki run` opens it before it drops root: every file is then made
+	// relative to that handle, so the unprivileged writer needs rights on
+	// the directory alone, not on the path to it. The Writer takes Root
+	// over and closes it at Close (or when New fails).
+	Root *os.Root
 }
+
+// Modes of what the Writer creates: the logs say who scanned what, so the
+// telescope's user writes them, its group reads them, and nobody else.
+const (
+	// FileMode is the mode of every log file, plain or gzipped (less the
+	// umask).
+	FileMode os.FileMode = 0o640
+	// DirMode is the mode for a log directory the caller creates.
+	DirMode os.FileMode = 0o750
+)
 
 // Stats is a snapshot of a Writer's counters. By Close, every record handed
 // to the Writer has been written or counted by exactly one Drop counter.
@@ -169,6 +185,10 @@ type Writer struct {
 	quit    chan struct{}
 	done    chan struct{}
 
+	// root is the log directory, opened once; it is replaced only when
+	// the directory vanished and another one took its path (reopenRoot).
+	root atomic.Pointer[os.Root]
+
 	// files keeps the maintenance goroutine off the files the writer has
 	// open; compressQ carries closed files to it.
 	files                      fileLocks
@@ -215,19 +235,35 @@ func (w *Writer) startMaintenance() {
 
 // newWriter builds a Writer without starting its goroutine (tests drive it
 // by hand).
-func newWriter(cfg Config) (*Writer, error) {
-	st, err := os.Stat(cfg.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("filesink: log dir: %w", err)
-	}
-	if !st.IsDir() {
-		return nil, fmt.Errorf("filesink: log dir %s: not a directory", cfg.Dir)
+func newWriter(cfg Config) (_ *Writer, err error) {
+	if cfg.Root != nil {
+		defer func() {
+			if err != nil {
+				cfg.Root.Close()
+			}
+		}()
 	}
 	if cfg.Tag == "" {
 		cfg.Tag = DefaultTag
 	}
 	if strings.ContainsAny(cfg.Tag, "/\x00") {
 		return nil, fmt.Errorf("filesink: tag %q: contains a path separator", cfg.Tag)
+	}
+	if cfg.Keep < 0 {
+		return nil, fmt.Errorf("filesink: keep %v: negative", cfg.Keep)
+	}
+	root := cfg.Root
+	if root == nil {
+		st, err := os.Stat(cfg.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("filesink: log dir: %w", err)
+		}
+		if !st.IsDir() {
+			return nil, fmt.Errorf("filesink: log dir %s: not a directory", cfg.Dir)
+		}
+		if root, err = os.OpenRoot(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("filesink: log dir: %w", err)
+		}
 	}
 	cfg.PacketQueue = orDefault(cfg.PacketQueue, DefaultPacketQueue)
 	cfg.ReplyQueue = orDefault(cfg.ReplyQueue, DefaultReplyQueue)
@@ -257,18 +293,40 @@ func newWriter(cfg Config) (*Writer, error) {
 		maintainQuit: make(chan struct{}),
 		sweepEvery:   sweepInterval,
 	}
-	if cfg.Keep < 0 {
-		return nil, fmt.Errorf("filesink: keep %v: negative", cfg.Keep)
-	}
+	w.cfg.Root = nil // the Writer's own from here: w.root
+	w.root.Store(root)
+	w.initStreams()
+	return w, nil
+}
+
+// initStreams sets up the five logs and their file names.
+func (w *Writer) initStreams() {
+	tag := w.cfg.Tag
 	w.tcpRaw = w.newCSVStream("tcp", "raw", records.RawHeader, &w.c.packetsWritten)
 	w.udpRaw = w.newCSVStream("udp", "raw", records.UDPRawHeader, &w.c.packetsWritten)
 	w.icmpRaw = w.newCSVStream("icmp", "raw", records.ICMPRawHeader, &w.c.packetsWritten)
 	w.replyLog = w.newCSVStream("tcp", "scamper", records.ReplyHeader, &w.c.repliesWritten)
 	w.eventLog = &stream{log: "events", written: &w.c.eventsWritten, name: func(hour int64) string {
-		return cfg.Tag + ".events." + time.Unix(hour, 0).UTC().Format("20060102-15") + ".jsonl"
+		return tag + ".events." + time.Unix(hour, 0).UTC().Format("20060102-15") + ".jsonl"
 	}}
 	w.streams = []*stream{w.tcpRaw, w.udpRaw, w.icmpRaw, w.replyLog, w.eventLog}
-	return w, nil
+}
+
+// reopenRoot opens Dir again by its path after a file could not be
+// created because the directory was removed (an operator cleaning up):
+// writing resumes once a directory is back at that path and reachable. It
+// reports whether a new handle replaced the old one.
+func (w *Writer) reopenRoot() bool {
+	r, err := os.OpenRoot(w.cfg.Dir)
+	if err != nil {
+		return false
+	}
+	if old := w.root.Swap(r); old != nil {
+		// The maintenance goroutine may hold old: its call fails, and the
+		// next sweep runs on the new handle.
+		old.Close()
+	}
+	return true
 }
 
 func orDefault(v, def int) int {
@@ -362,6 +420,7 @@ func (w *Writer) Close() error {
 	if w.maintainDone != nil {
 		<-w.maintainDone
 	}
+	w.root.Load().Close()
 	return w.closeErr
 }
 

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -163,7 +165,7 @@ func (w *Writer) logFile(name string) (hour int64, gz, tmp, ok bool) {
 // the plain files of hours before the previous one, to be compressed. It
 // runs on the maintenance goroutine, so no compression is under way.
 func (w *Writer) sweep(now time.Time) []string {
-	entries, err := os.ReadDir(w.cfg.Dir)
+	entries, err := w.readDir()
 	if err != nil {
 		w.maintainError("sweep", w.cfg.Dir, err)
 		return nil
@@ -200,7 +202,7 @@ func (w *Writer) remove(path string, counted bool) {
 	busy := w.files.open[path] > 0
 	var err error
 	if !busy {
-		err = os.Remove(path)
+		err = w.root.Load().Remove(filepath.Base(path))
 	}
 	w.files.mu.Unlock()
 	switch {
@@ -232,13 +234,18 @@ func (w *Writer) compress(path string) {
 		w.files.compressing = ""
 		w.files.mu.Unlock()
 	}()
-	if _, err := os.Lstat(path + ".gz"); err == nil {
+	// Names relative to the directory handle: the maintenance goroutine
+	// runs as the unprivileged user, who may not reach the directory by
+	// its path.
+	root := w.root.Load()
+	name := filepath.Base(path)
+	if _, err := root.Lstat(name + ".gz"); err == nil {
 		return
 	}
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+tmpSuffix)
-	in, out, err := w.gzipTo(path, tmp)
+	tmp := "." + name + tmpSuffix
+	in, out, err := w.gzipTo(root, name, tmp)
 	if err != nil {
-		os.Remove(tmp)
+		root.Remove(tmp)
 		if errors.Is(err, errCompressAborted) || errors.Is(err, os.ErrNotExist) {
 			return // closing, or removed meanwhile (Keep, an operator)
 		}
@@ -249,20 +256,20 @@ func (w *Writer) compress(path string) {
 	w.files.mu.Lock()
 	if w.files.cancelled {
 		w.files.mu.Unlock()
-		os.Remove(tmp)
+		root.Remove(tmp)
 		return // the writer appends again; it queues the file when done
 	}
-	err = os.Rename(tmp, path+".gz")
+	err = root.Rename(tmp, name+".gz")
 	if err == nil {
 		// The rename must be durable before the only other copy goes.
-		err = syncDir(filepath.Dir(path))
+		err = syncDir(root)
 		if err == nil {
-			err = os.Remove(path)
+			err = root.Remove(name)
 		}
 	}
 	w.files.mu.Unlock()
 	if err != nil {
-		os.Remove(tmp)
+		root.Remove(tmp)
 		w.c.compressErrors.Add(1)
 		w.maintainError("compress", path, err)
 		return
@@ -271,15 +278,16 @@ func (w *Writer) compress(path string) {
 	w.logger.Info("compress", "file", path, "bytes_in", in, "bytes_out", out)
 }
 
-// gzipTo writes the gzip of src to tmp and syncs it, returning the sizes
-// read and written. It stops with errCompressAborted when the Writer closes.
-func (w *Writer) gzipTo(src, tmp string) (in, out int64, err error) {
-	r, err := os.Open(src)
+// gzipTo writes the gzip of src to tmp, both in root, and syncs it,
+// returning the sizes read and written. It stops with errCompressAborted
+// when the Writer closes. The gzip gets FileMode, like the plain file.
+func (w *Writer) gzipTo(root *os.Root, src, tmp string) (in, out int64, err error) {
+	r, err := root.Open(src)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer r.Close()
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, FileMode)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -320,13 +328,23 @@ func (w *Writer) gzipTo(src, tmp string) (in, out int64, err error) {
 }
 
 // syncDir makes the directory's entries (a rename) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+func syncDir(root *os.Root) error {
+	d, err := root.Open(".")
 	if err != nil {
 		return err
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// readDir lists the log directory through its handle.
+func (w *Writer) readDir() ([]os.DirEntry, error) {
+	d, err := w.root.Load().Open(".")
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.ReadDir(-1)
 }
 
 // maintainError counts nothing itself (the caller does) and logs at most
@@ -340,30 +358,81 @@ func (w *Writer) maintainError(op, path string, err error) {
 	}
 }
 
-// Chown hands the log directory and the log files in it to uid and gid, so
-// that the writer can go on after the process switched to that user
-// (tun.DropPrivileges): files of the current hour made by an earlier run as
-// root would otherwise refuse the appends. Other files are left alone.
+// Chown hands the log directory and the log files of tag in it to uid
+// and gid, so that the writer can go on after the process switched to that
+// user (tun.DropPrivileges): files of the current hour made by an earlier
+// run as root would otherwise refuse the appends. It also takes away what
+// FileMode and DirMode do not grant (a directory or files an earlier
+// version made 0755 and 0644).
+//
+// Chown runs as root, in a directory that an unprivileged user owned in
+// an earlier run, so it follows no symbolic link: dir itself must not be
+// one (an error says so), and each file is opened with O_NOFOLLOW and
+// changed through its descriptor, so that a link planted in place of a
+// log file cannot hand over the file it points to. Other files, links,
+// and files with more than one hard link are left alone.
 func Chown(dir, tag string, uid, gid int) error {
-	// A Writer without queues or goroutines: only its file names are used.
-	w, err := newWriter(Config{Dir: dir, Tag: tag, PacketQueue: 1, ReplyQueue: 1, EventQueue: 1})
+	if tag == "" {
+		tag = DefaultTag
+	}
+	// Only the file names of a Writer are used: no queue, no goroutine.
+	w := &Writer{cfg: Config{Dir: dir, Tag: tag}}
+	w.initStreams()
+	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if st, lerr := os.Lstat(dir); err != nil && lerr == nil && st.Mode()&os.ModeSymlink != 0 {
+		// ELOOP, or ENOTDIR with O_DIRECTORY.
+		return fmt.Errorf("filesink: chown: log dir %s is a symbolic link: give the directory it points to", dir)
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("filesink: chown: open %s: %w", dir, err)
 	}
-	if err := os.Chown(dir, uid, gid); err != nil {
-		return fmt.Errorf("filesink: chown: %w", err)
+	d := os.NewFile(uintptr(dfd), dir) // closes dfd
+	defer d.Close()
+	if err := fchown(dfd, uid, gid, uint32(DirMode)); err != nil {
+		return fmt.Errorf("filesink: chown %s: %w", dir, err)
 	}
-	entries, err := os.ReadDir(dir)
+	entries, err := d.ReadDir(-1)
 	if err != nil {
 		return fmt.Errorf("filesink: chown: %w", err)
 	}
 	var errs []error
 	for _, e := range entries {
-		if _, _, _, ok := w.logFile(e.Name()); ok && e.Type().IsRegular() {
-			if err := os.Chown(filepath.Join(dir, e.Name()), uid, gid); err != nil {
-				errs = append(errs, fmt.Errorf("filesink: chown: %w", err))
-			}
+		if _, _, _, ok := w.logFile(e.Name()); !ok || !e.Type().IsRegular() {
+			continue
+		}
+		fd, err := unix.Openat(dfd, e.Name(), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOENT) {
+			continue // replaced by a link, or removed, since the listing
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("filesink: chown: open %s: %w", e.Name(), err))
+			continue
+		}
+		var st unix.Stat_t
+		err = unix.Fstat(fd, &st)
+		if err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1 {
+			err = fchown(fd, uid, gid, uint32(FileMode))
+		}
+		unix.Close(fd)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("filesink: chown %s: %w", filepath.Join(dir, e.Name()), err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// fchown gives the open file fd to uid:gid and clears the mode bits that
+// max does not have.
+func fchown(fd, uid, gid int, max uint32) error {
+	if err := unix.Fchown(fd, uid, gid); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if mode := st.Mode & 0o7777; mode&^max != 0 {
+		return unix.Fchmod(fd, mode&max)
+	}
+	return nil
 }

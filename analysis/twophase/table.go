@@ -1,0 +1,214 @@
+package twophase
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"math/bits"
+	"net/netip"
+	"time"
+
+	"github.com/spoki-telescope/spoki/records"
+)
+
+// The table is set-associative: a key hashes to one bucket of bucketWays
+// slots and may live in any of them. A bucket of 32-byte slots is four
+// cache lines; a lookup reads one bucket, and a full bucket picks its own
+// victim, so that the replacement policy (below) sees a small, local
+// choice instead of a global queue an attacker can push through.
+const (
+	bucketWays = 8
+	// EntryBytes is the size of one phase-one slot.
+	EntryBytes = 32
+	// SourceBytes is the size of one slot of the source table.
+	SourceBytes = 8
+	// entriesPerSource is the ratio of phase-one slots to source slots.
+	entriesPerSource = 4
+	// bytesPerBucket is what one bucket of entries costs with its share of
+	// the source table.
+	bytesPerBucket = bucketWays*EntryBytes + bucketWays/entriesPerSource*SourceBytes
+	// MinMemory is the smallest budget New accepts (smaller ones are
+	// raised to it): a few buckets, so the policy still has choices.
+	MinMemory = 64 << 10
+)
+
+// entry is one phase-one SYN: exactly what the `two_phase` event needs of
+// it, and a key. There is no pointer in it, so the garbage collector never
+// scans the table, and nothing in it is allocated per SYN. The addresses
+// and port are not kept: phase two supplies them, and the raw log (joined
+// by userid) holds the rest of phase one.
+type entry struct {
+	src     uint32 // keyed hash of the source address; also its source-table tag
+	flow    uint32 // keyed hash of (src, dst, dport), other bits than the bucket's
+	nanos   int64  // phase one's time, Unix nanoseconds
+	seq     uint32
+	userID  uint32
+	srcPort uint16
+	ipid    uint16
+	ttl     uint8
+	meta    uint8 // metaUsed | reasons (3 bits) | scanner << 3 (3 bits)
+	class   uint8 // the source's weight when the entry was made (see class)
+	_       uint8
+}
+
+const metaUsed = 0x80
+
+type bucket [bucketWays]entry
+
+// source counts the irregular SYNs one source sent in its current run (a
+// run ends when the source is silent for the timeout).
+type source struct {
+	tag   uint32 // the entry's src hash; 0 marks a free slot
+	count uint16 // saturating
+	last  uint16 // Unix seconds mod 2^16 of its latest SYN
+}
+
+type sourceBucket [bucketWays]source
+
+// table is the fixed-size state of a Detector.
+type table struct {
+	buckets []bucket
+	sources []sourceBucket
+	seed    maphash.Seed
+	// quota is the count above which a source's new entries lose their
+	// protection (they are made as one-offs): one source may not hold more
+	// than its share of the protected entries.
+	quota uint32
+}
+
+// geometry returns the number of entry and source buckets that fit memory.
+func geometry(memory int64) (nb, ns int64) {
+	memory = max(memory, MinMemory)
+	nb = memory / bytesPerBucket
+	ns = max(1, nb/entriesPerSource)
+	return nb, ns
+}
+
+func newTable(memory int64) table {
+	nb, ns := geometry(memory)
+	return table{
+		buckets: make([]bucket, nb),
+		sources: make([]sourceBucket, ns),
+		seed:    maphash.MakeSeed(),
+		quota:   uint32(max(64, nb*bucketWays/64)),
+	}
+}
+
+// bytes is the table's memory.
+func (t *table) bytes() int64 {
+	return int64(len(t.buckets))*bucketWays*EntryBytes + int64(len(t.sources))*bucketWays*SourceBytes
+}
+
+// hashes returns the source tag, the flow hash and the bucket of a key.
+// Both hashes are keyed with the process's random seed, so that an attacker
+// cannot aim SYNs at one bucket. The bucket comes from bits the stored
+// flow hash does not hold: two keys of one source that share a bucket still
+// differ in 32 bits of flow hash (and 32 of source) before they collide.
+func (t *table) hashes(src, dst netip.Addr, dport uint16) (stag, flow uint32, b int) {
+	var buf [16 + 16 + 2]byte
+	s16, d16 := src.As16(), dst.As16()
+	copy(buf[:16], s16[:])
+	stag = uint32(maphash.Bytes(t.seed, buf[:16]))
+	if stag == 0 {
+		stag = 1
+	}
+	copy(buf[16:32], d16[:])
+	binary.BigEndian.PutUint16(buf[32:], dport)
+	h := maphash.Bytes(t.seed, buf[:])
+	flow = uint32(h)
+	b = int((h >> 32) * uint64(len(t.buckets)) >> 32)
+	return stag, flow, b
+}
+
+// sourceClass counts one more irregular SYN of the source and returns the
+// class of the entry it makes: 1 for the first SYN of a run, growing with
+// the logarithm of the count (2-3 SYNs: 2, 4-7: 3, ...), and 1 again once
+// the source is over its quota. A phase-one scanner sweeps many addresses
+// from one source, so its entries get high classes; a spoofed flood from
+// random sources gets class 1 throughout.
+//
+// The source table is replaced by the same rule as the entries: a slot
+// whose run ended goes first, then the slot with the smallest count, the
+// least recently seen of those. A
+// flood of one-off sources so churns only the count-1 slots, and a source
+// with a run survives it.
+func (t *table) sourceClass(stag uint32, now int64, timeout int64) uint8 {
+	sb := &t.sources[int(uint64(stag)*uint64(len(t.sources))>>32)]
+	now16 := uint16(now)
+	victim := -1
+	for i := range sb {
+		s := &sb[i]
+		stale := s.tag == 0 || age16(now16, s.last) >= timeout
+		if s.tag == stag && !stale {
+			if s.count < ^uint16(0) {
+				s.count++
+			}
+			s.last = now16
+			return classOf(uint32(s.count), t.quota)
+		}
+		switch {
+		case stale:
+			if victim < 0 || sb[victim].tag != 0 {
+				victim = i
+			}
+		case victim < 0:
+			victim = i
+		case sb[victim].tag == 0 || age16(now16, sb[victim].last) >= timeout:
+			// A free or stale victim stays the victim.
+		case s.count < sb[victim].count || s.count == sb[victim].count && age16(now16, s.last) > age16(now16, sb[victim].last):
+			victim = i
+		}
+	}
+	sb[victim] = source{tag: stag, count: 1, last: now16}
+	return 1
+}
+
+// age16 is the age in seconds of a time stored mod 2^16; a time slightly
+// in the future (SYNs of several TUN queues interleave) is age 0. Runs are
+// so limited to 2^15 s (about 9 h) of silence, see maxSourceTimeout.
+func age16(now, then uint16) int64 {
+	d := now - then
+	if d >= 1<<15 {
+		return 0
+	}
+	return int64(d)
+}
+
+// maxSourceTimeout caps the silence that ends a source's run, so that
+// age16 can tell it.
+const maxSourceTimeout = 1<<15 - 1
+
+// classOf maps a source's SYN count to the class of its entries.
+func classOf(count, quota uint32) uint8 {
+	if count > quota {
+		return 1
+	}
+	return uint8(bits.Len32(count))
+}
+
+func packMeta(r records.Reasons, s records.Scanner) uint8 {
+	return metaUsed | uint8(r)&7 | (uint8(s)&7)<<3
+}
+
+func (e *entry) phase() Phase {
+	return Phase{
+		Time: time.Unix(0, e.nanos).UTC(), SrcPort: e.srcPort, Seq: e.seq, TTL: e.ttl, IPID: e.ipid,
+		Reasons: records.Reasons(e.meta & 7), Scanner: records.Scanner(e.meta >> 3 & 7),
+		UserID: e.userID, Irregular: true,
+	}
+}
+
+func (e *entry) used() bool { return e.meta&metaUsed != 0 }
+
+// expiredAt is the old detector's expiry on whole seconds: the window of
+// `within` has closed for every phase two at or after now.
+func (e *entry) expiredAt(nowSec, timeoutSec int64) bool {
+	return nowSec-floorDiv(e.nanos, int64(time.Second)) >= timeoutSec
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && (a < 0) {
+		q--
+	}
+	return q
+}

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spoki-telescope/spoki/analysis/twophase"
+	"github.com/spoki-telescope/spoki/handlers"
+	"github.com/spoki-telescope/spoki/netstack"
+	"github.com/spoki-telescope/spoki/records"
+	"github.com/spoki-telescope/spoki/records/filesink"
+)
+
+// TestPhaseMemoryFlag checks --phase-memory: its default, the flag and the
+// config key, and the range validate accepts.
+func TestPhaseMemoryFlag(t *testing.T) {
+	cfg, err := parseRunFlags([]string{"--prefix", "192.0.2.0/24"})
+	if err != nil || cfg.PhaseMemory != 32<<20 {
+		t.Fatalf("default phase-memory %v, %v; want 32MiB", cfg.PhaseMemory, err)
+	}
+	cfg, err = parseRunFlags([]string{"--prefix", "192.0.2.0/24", "--phase-memory", "8MiB"})
+	if err != nil || cfg.PhaseMemory != 8<<20 {
+		t.Errorf("--phase-memory 8MiB: %v, %v", cfg.PhaseMemory, err)
+	}
+	if _, err := cfg.validate(); err != nil {
+		t.Errorf("validate 8MiB: %v", err)
+	}
+	cfg, err = parseRunFlags([]string{"--config", writeConfig(t, "prefix: [192.0.2.0/24]\nphase-memory: 4MiB\n")})
+	if err != nil || cfg.PhaseMemory != 4<<20 {
+		t.Errorf("phase-memory: 4MiB in the file: %v, %v", cfg.PhaseMemory, err)
+	}
+	if _, err := parseRunFlags([]string{"--phase-memory", "lots"}); err == nil {
+		t.Error("--phase-memory lots parsed")
+	}
+	for _, bad := range []string{"1KiB", "0", "17GiB"} {
+		cfg, err := parseRunFlags([]string{"--prefix", "192.0.2.0/24", "--phase-memory", bad})
+		if err == nil {
+			_, err = cfg.validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), "phase-memory") {
+			t.Errorf("--phase-memory %s: %v, want a range error", bad, err)
+		}
+	}
+}
+
+// TestTwoPhaseFeedDrops checks that every loss of the feed is counted by
+// its cause: full SYN and session queues (nothing reads them here), and a
+// full pending map, which still writes the phase_two event.
+func TestTwoPhaseFeedDrops(t *testing.T) {
+	events := 0
+	f := newTwoPhaseFeedMemory(time.Minute, 1<<20, time.Minute, func(time.Time, []byte) { events++ }, slog.New(slog.DiscardHandler))
+	var p records.Packet
+	for range twoPhaseQueue + 3 {
+		f.SYN(&p)
+	}
+	var s records.Session
+	for range twoPhaseSessionQueue + 2 {
+		f.Session(&s)
+	}
+	now := time.Now()
+	src := netip.MustParseAddr("203.0.113.7")
+	pairs := twoPhasePending + 5
+	for i := range pairs {
+		dst := netip.AddrFrom4([4]byte{198, 51, 100, byte(i)})
+		port := uint16(1000 + i/256)
+		one := records.Packet{Time: now, Src: src, Dst: dst, Proto: records.ProtoTCP, SrcPort: 40000, DstPort: port,
+			Flags: records.FlagSYN, TTL: 250, IPID: 54321, Probed: true, WScale: -1}
+		two := one
+		two.TTL, two.IPID, two.SrcPort, two.NumOptions, two.MSS = 64, 1, 50000, 1, 1460
+		two.Options[0] = 2
+		f.observe(&one)
+		f.observe(&two)
+	}
+	f.publish()
+	if got := f.dropSYNQueue.Load(); got != 3 {
+		t.Errorf("SYN queue drops %d, want 3", got)
+	}
+	if got := f.dropSessionQueue.Load(); got != 2 {
+		t.Errorf("session queue drops %d, want 2", got)
+	}
+	if got := f.dropPending.Load(); got != 5 || len(f.pending) != twoPhasePending {
+		t.Errorf("pending drops %d with %d pending, want 5 and %d", got, len(f.pending), twoPhasePending)
+	}
+	if events != pairs || f.Stats().Pairs != uint64(pairs) {
+		t.Errorf("%d phase_two events, %d pairs; want %d", events, f.Stats().Pairs, pairs)
+	}
+	if f.dropped() != 10 {
+		t.Errorf("dropped() = %d, want 10", f.dropped())
+	}
+	attrs := map[string]string{}
+	for _, a := range twoPhaseAttrs(f) {
+		attrs[a.Key] = a.Value.String()
+	}
+	for k, want := range map[string]string{"two_phase_drop_syn_queue": "3", "two_phase_drop_session_queue": "2",
+		"two_phase_drop_pending": "5", "two_phase_window_s": "60"} {
+		if attrs[k] != want {
+			t.Errorf("stats line %s=%s, want %s", k, attrs[k], want)
+		}
+	}
+
+	var ns netstack.Stats
+	tel := newTelemetry(metricsSources{
+		Netstack: ns.Snapshot,
+		Mux:      func() handlers.StatsSnapshot { return handlers.StatsSnapshot{} },
+		Sink:     func() filesink.Stats { return filesink.Stats{} },
+		TwoPhase: f,
+	})
+	got := gatherAll(t, tel)
+	n, _ := twophase.Capacity(1 << 20)
+	for k, want := range map[string]float64{
+		"spoki_twophase_dropped_total":                         10,
+		"spoki_twophase_drops_total{cause=syn_queue_full}":     3,
+		"spoki_twophase_drops_total{cause=session_queue_full}": 2,
+		"spoki_twophase_drops_total{cause=pending_full}":       5,
+		"spoki_twophase_pairs_total":                           float64(pairs),
+		"spoki_twophase_entries":                               0,
+		"spoki_twophase_capacity":                              float64(n),
+		"spoki_twophase_evictions_total{cause=oneoff}":         0,
+		"spoki_twophase_window_seconds{class=repeat}":          60,
+	} {
+		if v, ok := got[k]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", k, v, ok, want)
+		}
+	}
+}
+
+// gatherAll scrapes tel into name{label=value} → value.
+func gatherAll(t *testing.T, tel *telemetry) map[string]float64 {
+	t.Helper()
+	fams, err := tel.reg.Gather()
+	if err != nil {
+		t.Fatalf("Gather: %v", err)
+	}
+	got := map[string]float64{}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				key += "{" + l.GetName() + "=" + l.GetValue() + "}"
+			}
+			switch {
+			case m.GetCounter() != nil:
+				got[key] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				got[key] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	return got
+}
+
+// TestTwoPhaseFeedRun checks the feed's goroutine end to end: a pair fed
+// through the queues is written, and its stats reach readers on other
+// goroutines (the stats line, the collector) by the next tick.
+func TestTwoPhaseFeedRun(t *testing.T) {
+	lines := make(chan []byte, 4)
+	f := newTwoPhaseFeedMemory(time.Minute, 1<<20, time.Minute, func(_ time.Time, l []byte) { lines <- l }, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); f.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	now := time.Now()
+	one := records.Packet{Time: now, Src: netip.MustParseAddr("203.0.113.7"), Dst: netip.MustParseAddr("198.51.100.80"),
+		Proto: records.ProtoTCP, SrcPort: 40000, DstPort: 80, Flags: records.FlagSYN, TTL: 250, IPID: 54321, Probed: true, WScale: -1}
+	two := one
+	two.Time, two.TTL, two.IPID, two.SrcPort, two.NumOptions, two.MSS = now.Add(time.Second), 64, 1, 50000, 1, 1460
+	two.Options[0] = 2
+	f.SYN(&one)
+	f.SYN(&two)
+	select {
+	case l := <-lines:
+		if !strings.Contains(string(l), `"stage":"phase_two"`) {
+			t.Errorf("event %s", l)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no two_phase event")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.Stats().Pairs != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats never published: %+v", f.Stats())
+		}
+		_ = twoPhaseAttrs(f)
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,204 @@
+package netstack
+
+import (
+	"fmt"
+	"hash/maphash"
+	"math/bits"
+	"sync/atomic"
+	"time"
+)
+
+// The SYN-ACK limiter keeps the telescope from being a reflector: a flood of
+// SYNs spoofed from a victim's address would otherwise make spoki send the
+// victim one SYN-ACK per SYN. Each source gets a token bucket per class of
+// SYN (regular and irregular, records.Irregular), so that a scanner whose
+// irregular phase one is capped still has its phase-two (regular) SYNs
+// answered.
+//
+// The buckets live in one fixed, preallocated table of int64s indexed by a
+// keyed hash of the source: IPv4 sources by their /32, IPv6 sources by
+// their /64 (one host can use every address of its /64, and a reply to any
+// of them reaches the same network). The table holds no pointers and the
+// packet path neither allocates nor locks: each bucket is one atomic word
+// updated by compare-and-swap, so the fdbased readers (one per TUN queue)
+// contend only when they hit the same bucket at the same time.
+//
+// Sources whose hashes collide share a bucket. That only makes the limit
+// stricter for them, never looser: a flood cannot buy any source more
+// replies than its own bucket allows. With the default 65,536 entries, a
+// flood from random sources must exceed the bucket rate times the table
+// size (tens of millions of SYNs per second) before it steals a meaningful
+// share of an unrelated source's budget. The hash key is random per process,
+// so which sources collide cannot be predicted from outside.
+
+// SYNACKLimit is one class's token bucket: Burst SYN-ACKs at once, refilled
+// at Rate per second. Rate 0 disables the limit for the class.
+type SYNACKLimit struct {
+	Rate, Burst int
+}
+
+// SYNACKLimits configures the per-source SYN-ACK limiter.
+type SYNACKLimits struct {
+	// Regular limits answers to regular SYNs (what real TCP stacks send:
+	// options, ordinary TTL and IP ID), Irregular to irregular ones.
+	Regular, Irregular SYNACKLimit
+	// TableEntries is the number of sources tracked, rounded down to a
+	// power of two; each entry costs SYNLimitEntryBytes. 0 means
+	// DefaultSYNTableEntries.
+	TableEntries int
+}
+
+// Defaults of the SYN-ACK limiter. A normal scanner never reaches them: a
+// sweep of a /24 on eight ports from one source (2,048 SYNs) fits the
+// bursts whatever its rate, and a source that keeps sending gets 500
+// irregular and 1,000 regular answers per second. A reflection flood spoofed
+// from one victim is capped at the same figures: at most 4,096 + 500/s
+// SYN-ACKs for irregular SYNs plus 4,096 + 1,000/s for regular ones, about
+// 66 KB/s of 44-byte IPv4 SYN-ACKs (IPv6: per /64, 64-byte SYN-ACKs).
+const (
+	DefaultSYNRegularRate    = 1000
+	DefaultSYNRegularBurst   = 4096
+	DefaultSYNIrregularRate  = 500
+	DefaultSYNIrregularBurst = 4096
+	DefaultSYNTableEntries   = 1 << 16
+	// MaxSYNTableEntries bounds the table (256 MiB).
+	MaxSYNTableEntries = 1 << 24
+	// SYNLimitEntryBytes is the memory of one table entry: one int64
+	// bucket per class.
+	SYNLimitEntryBytes = 16
+)
+
+// DefaultSYNACKLimits returns the defaults above.
+func DefaultSYNACKLimits() SYNACKLimits {
+	return SYNACKLimits{
+		Regular:      SYNACKLimit{Rate: DefaultSYNRegularRate, Burst: DefaultSYNRegularBurst},
+		Irregular:    SYNACKLimit{Rate: DefaultSYNIrregularRate, Burst: DefaultSYNIrregularBurst},
+		TableEntries: DefaultSYNTableEntries,
+	}
+}
+
+// Validate checks the limits: a class that is on needs a burst of at least
+// one, and the table size must be in range.
+func (l SYNACKLimits) Validate() error {
+	for _, c := range []struct {
+		name string
+		lim  SYNACKLimit
+	}{{"regular", l.Regular}, {"irregular", l.Irregular}} {
+		if c.lim.Rate < 0 || c.lim.Burst < 0 {
+			return fmt.Errorf("%w: %s SYN-ACK limit %d/s burst %d: negative", ErrConfig, c.name, c.lim.Rate, c.lim.Burst)
+		}
+		if c.lim.Rate > int(time.Second) {
+			return fmt.Errorf("%w: %s SYN-ACK rate %d/s above 1e9", ErrConfig, c.name, c.lim.Rate)
+		}
+		if c.lim.Rate > 0 && (c.lim.Burst < 1 || c.lim.Burst > 1<<30) {
+			return fmt.Errorf("%w: %s SYN-ACK burst %d out of range 1-%d", ErrConfig, c.name, c.lim.Burst, 1<<30)
+		}
+	}
+	if l.TableEntries < 0 || l.TableEntries > MaxSYNTableEntries {
+		return fmt.Errorf("%w: SYN limit table of %d entries out of range 0-%d", ErrConfig, l.TableEntries, MaxSYNTableEntries)
+	}
+	return nil
+}
+
+// String describes the limits as the start-up line prints them.
+func (l SYNACKLimits) String() string {
+	class := func(c SYNACKLimit) string {
+		if c.Rate <= 0 {
+			return "off"
+		}
+		return fmt.Sprintf("%d/s burst %d", c.Rate, c.Burst)
+	}
+	if l.Regular.Rate <= 0 && l.Irregular.Rate <= 0 {
+		return "off"
+	}
+	n := l.entries()
+	return fmt.Sprintf("regular %s, irregular %s, %d sources (%d KiB)",
+		class(l.Regular), class(l.Irregular), n, n*SYNLimitEntryBytes>>10)
+}
+
+// entries is the table's real size: TableEntries (or the default) rounded
+// down to a power of two, so that the index is a mask.
+func (l SYNACKLimits) entries() int {
+	n := l.TableEntries
+	if n <= 0 {
+		n = DefaultSYNTableEntries
+	}
+	return 1 << (bits.Len(uint(n)) - 1)
+}
+
+// gcra is one class's bucket as the generic cell rate algorithm keeps it:
+// a single "theoretical arrival time" per source. A SYN at time t is
+// answered when tat-t is at most tolerance, and then tat becomes
+// max(tat, t)+interval. That is a token bucket of Burst tokens refilled
+// every interval, in one word.
+type gcra struct {
+	interval  int64 // ns per token; 0 = the class is not limited
+	tolerance int64 // (burst-1) * interval
+}
+
+func newGCRA(l SYNACKLimit) gcra {
+	if l.Rate <= 0 {
+		return gcra{}
+	}
+	iv := int64(time.Second) / int64(l.Rate)
+	return gcra{interval: iv, tolerance: int64(l.Burst-1) * iv}
+}
+
+// synLimiter is the table of buckets.
+type synLimiter struct {
+	seed  maphash.Seed
+	mask  uint64
+	cls   [2]gcra // regular, irregular
+	epoch time.Time
+	// tat holds two buckets per entry, [regular, irregular], each the
+	// theoretical arrival time in ns since epoch. Zero is a full bucket.
+	tat []int64
+}
+
+// newSYNLimiter builds the table; nil when both classes are off.
+func newSYNLimiter(l SYNACKLimits) *synLimiter {
+	cls := [2]gcra{newGCRA(l.Regular), newGCRA(l.Irregular)}
+	if cls[0].interval == 0 && cls[1].interval == 0 {
+		return nil
+	}
+	n := l.entries()
+	return &synLimiter{
+		seed:  maphash.MakeSeed(),
+		mask:  uint64(n - 1),
+		cls:   cls,
+		epoch: time.Now(),
+		tat:   make([]int64, 2*n),
+	}
+}
+
+// allow takes one token from src's bucket of the class and reports whether
+// there was one. src is the 4- or 16-byte source address as on the wire.
+// A nil limiter allows everything.
+func (l *synLimiter) allow(src []byte, irregular bool, now time.Time) bool {
+	if l == nil {
+		return true
+	}
+	c := 0
+	if irregular {
+		c = 1
+	}
+	g := l.cls[c]
+	if g.interval == 0 {
+		return true
+	}
+	if len(src) == 16 {
+		src = src[:8]
+	}
+	p := &l.tat[2*(maphash.Bytes(l.seed, src)&l.mask)+uint64(c)]
+	t := int64(now.Sub(l.epoch))
+	for {
+		old := atomic.LoadInt64(p)
+		tat := max(old, t)
+		if tat-t > g.tolerance {
+			return false
+		}
+		if atomic.CompareAndSwapInt64(p, old, tat+g.interval) {
+			return true
+		}
+	}
+}
