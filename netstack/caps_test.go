@@ -173,3 +173,59 @@ func TestConnTableSourceCaps(t *testing.T) {
 		t.Errorf("remoteNet(v4-mapped) = %s, want %s", got, want)
 	}
 }
+
+// TestConnTableDoneBounded checks that finished entries, kept for late
+// replies, are bounded by doneFactor × max however fast connections end:
+// the oldest are forgotten first (and counted), the newest keep their user
+// ids, and a four-tuple admitted again is not forgotten for its old entry.
+func TestConnTableDoneBounded(t *testing.T) {
+	tel := netip.MustParseAddr("198.51.100.1")
+	src := netip.MustParseAddr("192.0.2.1")
+	now := time.Unix(1000, 0)
+	id := uint32(0)
+	newID := func() uint32 { id++; return id }
+	const max = 2
+	tb := newConnTable(max)
+	key := func(port uint16) flowKey { return makeFlowKey(tel, src, 80, port) }
+	const n = 20
+	evicted := 0
+	for p := uint16(1); p <= n; p++ {
+		if _, _, res := tb.admit(key(p), src, 0, newID, now); res != admitOK {
+			t.Fatalf("admit %d = %d", p, res)
+		}
+		tb.accepted(key(p))
+		now = now.Add(time.Millisecond)
+		if tb.finish(key(p), now) {
+			evicted++
+		}
+	}
+	if want := n - doneFactor*max; evicted != want {
+		t.Errorf("evicted %d, want %d", evicted, want)
+	}
+	tb.mu.Lock()
+	size := len(tb.m)
+	tb.mu.Unlock()
+	if size > doneFactor*max {
+		t.Errorf("%d entries kept, want <= %d", size, doneFactor*max)
+	}
+	for p := uint16(1); p <= n; p++ {
+		kept := tb.userID(key(p)) != 0
+		if want := p > n-doneFactor*max; kept != want {
+			t.Errorf("port %d: user id kept %t, want %t", p, kept, want)
+		}
+	}
+	// Port 20 connects again; pushing its old entry out of the ring must
+	// not forget the new one.
+	uid, _, _ := tb.admit(key(n), src, 0, newID, now)
+	for p := uint16(100); p < 100+doneFactor*max; p++ {
+		tb.admit(key(p), src, 0, newID, now)
+		tb.accepted(key(p))
+		tb.finish(key(p), now)
+		if p == 100 {
+			tb.accepted(key(n)) // still open: two slots in use at most
+		}
+	}
+	if got := tb.userID(key(n)); got != uid {
+		t.Errorf("re-admitted port %d: user id %d, want %d", n, got, uid)
+	}
+}

@@ -38,9 +38,10 @@ type connEntry struct {
 // connTable bounds concurrent connections, in total and per remote address
 // and network, and keeps the user id of each admitted handshake so that
 // gVisor's replies on it (the final reset above all) join the ACK's raw
-// row. It only grows with completed handshakes, and at most to max open
-// entries plus those finished within doneLinger; the per-source counts hold
-// open connections only, so at most max entries each.
+// row. It holds at most max open entries plus doneFactor × max finished
+// ones (those finished within doneLinger, the oldest first out); the
+// per-source counts hold open connections only, so at most max entries
+// each.
 type connTable struct {
 	mu     sync.Mutex
 	m      map[flowKey]*connEntry
@@ -50,6 +51,17 @@ type connTable struct {
 	max    int
 	maxIP  int
 	maxNet int
+	// done is a ring of the finished entries in the order they finished,
+	// at most doneFactor × max; doneHead is its oldest.
+	done     []doneKey
+	doneHead int
+}
+
+// doneKey names a finished entry in connTable.done; at tells it from a later
+// entry of the same four-tuple.
+type doneKey struct {
+	k  flowKey
+	at time.Time
 }
 
 // admitResult says whether admit reserved a slot, and which cap refused it.
@@ -72,6 +84,10 @@ const (
 	// doneLinger keeps a finished connection's user id for the last
 	// segments gVisor sends after the handler returns (the RST, a FIN).
 	doneLinger = 5 * time.Second
+	// doneFactor × max bounds the finished entries kept for doneLinger:
+	// beyond 4 × 4096 / 5 s ≈ 3,300 connections ending per second at the
+	// defaults, the oldest lose their user id early (connTable.finish).
+	doneFactor = 4
 	// netBits4 and netBits6 are the remote networks capped together.
 	netBits4 = 24
 	netBits6 = 48
@@ -213,14 +229,31 @@ func (t *connTable) clientReset(k flowKey, seq uint32) bool {
 	return true
 }
 
-// finish releases the slot; the user id lingers for late replies.
-func (t *connTable) finish(k flowKey, now time.Time) {
+// finish releases the slot; the user id lingers for late replies, unless
+// doneFactor × max entries finished since: then the oldest finished entry
+// is forgotten early, and evicted says so.
+func (t *connTable) finish(k flowKey, now time.Time) (evicted bool) {
 	t.mu.Lock()
-	if e, ok := t.m[k]; ok && e.done.IsZero() {
-		e.done = now
-		t.release(e)
+	defer t.mu.Unlock()
+	e, ok := t.m[k]
+	if !ok || !e.done.IsZero() {
+		return false
 	}
-	t.mu.Unlock()
+	e.done = now
+	t.release(e)
+	if len(t.done) < doneFactor*t.max {
+		t.done = append(t.done, doneKey{k, now})
+		return false
+	}
+	old := t.done[t.doneHead]
+	t.done[t.doneHead] = doneKey{k, now}
+	t.doneHead = (t.doneHead + 1) % len(t.done)
+	// The ring still holds entries sweep removed, and keys admitted again.
+	if o, ok := t.m[old.k]; ok && o.done.Equal(old.at) {
+		delete(t.m, old.k)
+		return true
+	}
+	return false
 }
 
 // userID returns the id of the connection, 0 if unknown.

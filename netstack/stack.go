@@ -600,7 +600,11 @@ func (s *Stack) serve(ep tcpip.Endpoint, wq *waiter.Queue) {
 	go func() {
 		defer s.served.Done()
 		defer s.stats.Active.Add(-1)
-		defer s.conns.finish(key, time.Now())
+		defer func() {
+			if s.conns.finish(key, time.Now()) {
+				s.stats.LingerEvicted.Add(1)
+			}
+		}()
 		defer c.Close()
 		s.cfg.Handle(c, flow)
 	}()

@@ -95,6 +95,10 @@ type Stats struct {
 	// AcceptReset counts connections ended at once when accepted because
 	// the client's reset had overtaken the handshake's ACK into gVisor.
 	AcceptReset atomic.Uint64
+	// LingerEvicted counts finished connections whose user id was
+	// forgotten before doneLinger because 4 × MaxConns finished since: a
+	// late reply of theirs is logged with user id 0.
+	LingerEvicted atomic.Uint64
 
 	// RepliesOut counts packets gVisor wrote on connections; OutDropped
 	// counts what gVisor tried to send that the front end filtered (non-TCP,
@@ -114,7 +118,7 @@ type Snapshot struct {
 	PureResets                                                               uint64
 	Active, Listeners                                                        int64
 	DropSourceLimit, DropNetLimit, DropListenerCap, ListenersClosed          uint64
-	AcceptReset                                                              uint64
+	AcceptReset, LingerEvicted                                               uint64
 }
 
 // Drops is the sum of every drop counter.
@@ -147,6 +151,6 @@ func (s *Stats) Snapshot() Snapshot {
 		PureResets:      s.PureResets.Load(),
 		DropSourceLimit: s.DropSourceLimit.Load(), DropNetLimit: s.DropNetLimit.Load(),
 		DropListenerCap: s.DropListenerCap.Load(), ListenersClosed: s.ListenersClosed.Load(),
-		AcceptReset: s.AcceptReset.Load(),
+		AcceptReset: s.AcceptReset.Load(), LingerEvicted: s.LingerEvicted.Load(),
 	}
 }

@@ -128,6 +128,7 @@ var spokiMetrics = []spokiMetric{
 	{"netstack", "listeners", "Lazily created listeners open now (at most --max-listeners).", nil},
 	{"netstack", "listeners_closed_total", "Listeners closed once idle.", nil},
 	{"netstack", "connections_reset_early_total", "Connections ended when accepted because the client had reset them before.", nil},
+	{"netstack", "linger_evicted_total", "Finished connections whose user id was forgotten early (more than 4 x --max-conns finished within 5 s).", nil},
 	{"handlers", "sessions_total", "Session events emitted, by app_proto (the handler that served them).", []string{"app_proto"}},
 	{"handlers", "first_data_total", "Connections dispatched without client data, by outcome: timeout (nothing within the first-data wait) or closed (EOF or reset first).", []string{"outcome"}},
 	{"handlers", "errors_total", "Handlers that returned an error (panics excluded).", nil},
@@ -214,6 +215,7 @@ func (c *spokiCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge("netstack_listeners", float64(s.Listeners))
 	counter("netstack_listeners_closed_total", s.ListenersClosed)
 	counter("netstack_connections_reset_early_total", s.AcceptReset)
+	counter("netstack_linger_evicted_total", s.LingerEvicted)
 
 	m := c.src.Mux()
 	for name, v := range m.ByHandler {

@@ -791,6 +791,7 @@ func logStats(log *slog.Logger, st *netstack.Stack, muxes *muxSet, sink *filesin
 		slog.Uint64("drop_listener", s.DropListener+s.DropListenerCap),
 		slog.Int64("listeners", s.Listeners),
 		slog.Uint64("reset_early", s.AcceptReset),
+		slog.Uint64("linger_evicted", s.LingerEvicted),
 		slog.Uint64("drop_non_tcp", s.DropUDP+s.DropICMP+s.DropOtherProto),
 		slog.Uint64("drop_syn_rate_regular", s.DropSYNRateRegular),
 		slog.Uint64("drop_syn_rate_irregular", s.DropSYNRateIrregular),
