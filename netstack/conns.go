@@ -251,7 +251,8 @@ func (t *connTable) finish(k flowKey, now time.Time) (evicted bool) {
 	// The ring still holds entries sweep removed, and keys admitted again.
 	if o, ok := t.m[old.k]; ok && o.done.Equal(old.at) {
 		delete(t.m, old.k)
-		return true
+		// Past doneLinger, sweep would have removed it anyway.
+		return now.Sub(old.at) <= doneLinger
 	}
 	return false
 }
