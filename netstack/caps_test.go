@@ -228,4 +228,11 @@ func TestConnTableDoneBounded(t *testing.T) {
 	if got := tb.userID(key(n)); got != uid {
 		t.Errorf("re-admitted port %d: user id %d, want %d", n, got, uid)
 	}
+	// An entry pushed out after doneLinger is not an early eviction.
+	later := now.Add(doneLinger + time.Second)
+	tb.admit(key(200), src, 0, newID, later)
+	tb.accepted(key(200))
+	if tb.finish(key(200), later) {
+		t.Errorf("pushing out an entry older than doneLinger counted as an eviction")
+	}
 }
