@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/spoki-telescope/spoki/handlers"
 	"github.com/spoki-telescope/spoki/handlers/generic"
+	"github.com/spoki-telescope/spoki/handlers/telnet"
+	"github.com/spoki-telescope/spoki/handlers/tls"
 	"github.com/spoki-telescope/spoki/records"
 )
 
@@ -56,4 +60,99 @@ func Example() {
 	// Output:
 	// hello 192.0.2.1, you sent "hi" to port 2323
 	// session app_proto=banner payload="hi" to_server=2 to_client=44 banner=map[greeted:1]
+}
+
+// The banner handler below is the one handlers/README.md walks through; the
+// README shows this code as it is here, and TestReadmeSnippets keeps the two
+// the same. In a package of its own (handlers/banner) the names would drop
+// the prefix: banner.Name, banner.Config, banner.New.
+
+// BannerName is the banner handler's app_proto and detail key.
+const BannerName = "banner"
+
+// BannerConfig configures the banner handler; the zero value is usable.
+type BannerConfig struct {
+	// Text is the greeting; empty means "220 ready\r\n".
+	Text string
+}
+
+// BannerDetail is the "banner" object of the session event.
+type BannerDetail struct {
+	FirstLen int `json:"first_len"`
+}
+
+// Banner greets the client and records how much it sent first. It is safe
+// for concurrent use.
+type Banner struct{ text string }
+
+var _ handlers.Handler = (*Banner)(nil)
+
+// NewBanner returns a banner handler.
+func NewBanner(cfg BannerConfig) *Banner {
+	if cfg.Text == "" {
+		cfg.Text = "220 ready\r\n"
+	}
+	return &Banner{text: cfg.Text}
+}
+
+// Name implements handlers.Handler.
+func (h *Banner) Name() string { return BannerName }
+
+// Serve implements handlers.Handler.
+func (h *Banner) Serve(ctx context.Context, c *handlers.Conn) (any, error) {
+	if _, err := io.WriteString(c, h.text); err != nil {
+		return nil, err
+	}
+	_ = c.Reset() // end like Spoki, with a RST
+	return BannerDetail{FirstLen: len(c.First())}, nil
+}
+
+// ExampleRegistry builds a Registry as cmd/spoki does (content matchers in
+// registration order, then ports, then the fallback), with a speak-first
+// handler limited to one half of a prefix and pure Spoki mode on the other
+// half, and serves one connection through the Mux.
+func ExampleRegistry() {
+	reg := handlers.NewRegistry(generic.New(generic.Config{})) // the fallback
+	reg.Register(NewBanner(BannerConfig{}), handlers.Matcher{Ports: []uint16{21, 2121}})
+	reg.Register(tls.New(tls.Config{}), handlers.Matcher{Content: tls.Match, Ports: tls.Ports})
+	reg.Register(telnet.New(telnet.Config{}), handlers.Matcher{
+		Content: telnet.Match, Ports: telnet.Ports, SpeakFirst: time.Second,
+		Prefixes: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/25")},
+	})
+	reg.PureFor(netip.MustParsePrefix("198.51.100.128/25")) // this half acts like Spoki
+
+	sessions := make(chan *records.Session, 1)
+	mux, err := handlers.NewMux(handlers.MuxConfig{
+		Registry: reg,
+		Emit:     func(s *records.Session) { sessions <- s }, // cmd/spoki passes the event sink
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		panic(err)
+	}
+	// The netstack takes mux.ServeConn, a func(net.Conn, records.Flow), at
+	// construction and calls it on a goroutine per accepted connection.
+
+	hello := []byte("\x16\x03\x01\x00\x05hello") // a TLS record
+	for _, to := range []string{"198.51.100.7:21", "198.51.100.7:80", "198.51.100.7:23", "198.51.100.200:23"} {
+		local := netip.MustParseAddrPort(to)
+		fmt.Printf("%s: TLS %s, silent %s (waits %v)\n", to,
+			reg.LookupAddr(hello, local).Name(), reg.LookupAddr(nil, local).Name(), reg.SpeakFirst(local))
+	}
+
+	server, client := net.Pipe()
+	go mux.ServeConn(server, records.Flow{
+		Remote: netip.MustParseAddrPort("192.0.2.1:40000"),
+		Local:  netip.MustParseAddrPort("198.51.100.7:21"),
+	})
+	client.Write([]byte("USER root\r\n"))
+	reply, _ := io.ReadAll(client)
+	s := <-sessions
+	fmt.Printf("%q; session app_proto=%s %s=%+v\n", reply, s.AppProto, s.AppProto, s.Detail)
+	// Output:
+	// 198.51.100.7:21: TLS tls, silent banner (waits 0s)
+	// 198.51.100.7:80: TLS tls, silent generic (waits 0s)
+	// 198.51.100.7:23: TLS tls, silent telnet (waits 1s)
+	// 198.51.100.200:23: TLS generic, silent generic (waits 0s)
+	// "220 ready\r\n"; session app_proto=banner banner={FirstLen:11}
 }
