@@ -4,9 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
 	"time"
 
 	"github.com/spoki-telescope/spoki/handlers"
@@ -155,4 +161,104 @@ func ExampleRegistry() {
 	// 198.51.100.7:23: TLS tls, silent telnet (waits 1s)
 	// 198.51.100.200:23: TLS generic, silent generic (waits 0s)
 	// "220 ready\r\n"; session app_proto=banner banner={FirstLen:11}
+}
+
+// TestReadmeSnippets keeps handlers/README.md true: every Go block in it
+// must be code that compiles, that is, a run of lines (compared without
+// their indentation) of some Go file of the repository. The banner handler
+// and the Registry set-up are this file's; the knownHandlers entry is
+// cmd/spoki's; the mqtt code is handlers/mqtt's.
+func TestReadmeSnippets(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := readmeGoBlocks(string(readme))
+	if len(blocks) == 0 {
+		t.Fatal("README.md has no Go blocks")
+	}
+	var sources [][]string
+	err = filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && d.Name() == ".git" {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		sources = append(sources, trimmedLines(string(b)))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, blk := range blocks {
+		want := trimmedLines(blk.code)
+		found := false
+		for _, src := range sources {
+			if containsRun(src, want) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("README.md line %d: Go block is not code of the repository (copy it from the Go file it shows):\n%s", blk.line, blk.code)
+		}
+	}
+}
+
+// readmeBlock is one fenced Go block and the line its fence opens on.
+type readmeBlock struct {
+	line int
+	code string
+}
+
+// readmeGoBlocks returns the ```go blocks of a Markdown text, indented
+// (list item) fences included.
+func readmeGoBlocks(md string) []readmeBlock {
+	var out []readmeBlock
+	var cur *strings.Builder
+	start := 0
+	for i, l := range strings.Split(md, "\n") {
+		fence := strings.TrimSpace(l)
+		switch {
+		case cur == nil && fence == "```go":
+			cur, start = &strings.Builder{}, i+1
+		case cur != nil && fence == "```":
+			out = append(out, readmeBlock{start, cur.String()})
+			cur = nil
+		case cur != nil:
+			cur.WriteString(l)
+			cur.WriteByte('\n')
+		}
+	}
+	return out
+}
+
+// trimmedLines splits s into lines without leading and trailing blanks,
+// dropping empty lines.
+func trimmedLines(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// containsRun reports whether want occurs in src as consecutive lines.
+func containsRun(src, want []string) bool {
+	for i := 0; i+len(want) <= len(src); i++ {
+		if slices.Equal(src[i:i+len(want)], want) {
+			return true
+		}
+	}
+	return false
 }
