@@ -27,10 +27,11 @@ var e2eForeignDoc = regexp.MustCompile(`(gvisor|bench)-` + `notes|spoki-` + `(ev
 // once fixed: each entry fails the test as soon as its file is clean, so
 // that the list only shrinks. The docs/ references they should cite:
 //
-//	netstack/stack.go "gvisor-notes §2"     → docs/frontend.md#why-processorsperchannel-is-1
-//	netstack/stack.go "gvisor-notes §1.1"   → docs/frontend.md#why-not-stock-gvisor
-//	test/bench_test.go "bench-notes.md ..." → docs/benchmarks.md#the-set-up, docs/benchmarks.md#placements
-//	scenarios/twophase/test-spoki.pkt       → docs/spoki-compat.md#the-evaluation-tool-chain
+//	netstack/stack.go, ProcessorsPerChannel   → docs/frontend.md#why-processorsperchannel-is-1
+//	netstack/stack.go, promiscuous, spoofing  → docs/frontend.md#why-not-stock-gvisor
+//	test/bench_test.go, the set-up            → docs/benchmarks.md#the-set-up
+//	test/bench_test.go, benchPlacement        → docs/benchmarks.md#placements
+//	scenarios/twophase/test-spoki.pkt, line 1 → docs/spoki-compat.md#the-evaluation-tool-chain
 var e2eForeignDocAllowed = []string{
 	"netstack/stack.go",
 	"scenarios/twophase/test-spoki.pkt",
