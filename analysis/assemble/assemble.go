@@ -1,6 +1,6 @@
 package assemble
 
-// Stage B (spoki-eval §2.2): the round loop of the original's
+// Stage B (see doc.go): the round loop of the original's
 // EventMatcher.match, which feeds the confirmed events to the phase
 // matcher and runs one checkpoint per round.
 

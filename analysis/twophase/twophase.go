@@ -2,8 +2,8 @@
 // irregular SYN (the paper's rules: IP ID 54321, TTL > 200 or no TCP
 // options) followed, from the same source to the same address and port and
 // within the phase timeout, by a regular SYN. It is the live counterpart of
-// assemble's rsyn_to_isyn rule (spoki-eval §2.3), with the same window:
-// phase two may come from one second before phase one's answer to just
+// assemble's rsyn_to_isyn rule (analysis/assemble/phase.go), with the same
+// window: phase two may come from one second before phase one's answer to just
 // under the timeout after it, counted in whole seconds.
 //
 // Memory is fixed: New allocates a set-associative table of 32-byte slots

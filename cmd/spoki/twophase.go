@@ -219,7 +219,8 @@ func (f *twoPhaseFeed) session(s *records.Session) {
 	f.write(pp.pair, "acked", s)
 }
 
-// twoPhaseFields is the body of a `two_phase` event (contract addition).
+// twoPhaseFields is the body of a `two_phase` event (spoki's own type,
+// README.md#events).
 type twoPhaseFields struct {
 	Stage    string         `json:"stage"`
 	PhaseOne twoPhaseOne    `json:"phase_one"`
