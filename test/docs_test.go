@@ -31,10 +31,8 @@ var e2eForeignDoc = regexp.MustCompile(`(gvisor|bench)-` + `notes|spoki-` + `(ev
 //	netstack/stack.go, promiscuous, spoofing  → docs/frontend.md#why-not-stock-gvisor
 //	test/bench_test.go, the set-up            → docs/benchmarks.md#the-set-up
 //	test/bench_test.go, benchPlacement        → docs/benchmarks.md#placements
-//	scenarios/twophase/test-spoki.pkt, line 1 → docs/spoki-compat.md#the-evaluation-tool-chain
 var e2eForeignDocAllowed = []string{
 	"netstack/stack.go",
-	"scenarios/twophase/test-spoki.pkt",
 	"test/bench_test.go",
 }
 

@@ -56,6 +56,7 @@ var e2eImportTable = []e2eImportRule{
 	{"analysis/urls", nil},
 	{"analysis/...", []string{"analysis", "analysis/...", "records"}},
 	{"lab", []string{"records"}},
+	{"internal/pathcheck", nil},
 	{"cmd/spoki", []string{"*"}},
 	{"test", []string{"*"}},
 }
