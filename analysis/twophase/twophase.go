@@ -140,6 +140,9 @@ func Capacity(memory int64) (entries int, bytes int64) {
 // Stats returns the counters.
 func (d *Detector) Stats() Stats { return d.stats }
 
+// Config returns the configuration in use, defaults filled in.
+func (d *Detector) Config() Config { return d.cfg }
+
 // Observe feeds one packet record; only SYNs matter. It returns the pair
 // when p is the regular SYN that completes one. It allocates nothing.
 func (d *Detector) Observe(p *records.Packet) (Pair, bool) {

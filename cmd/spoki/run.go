@@ -404,7 +404,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 	}
 
 	tp := newTwoPhaseFeedMemory(cfg.PhaseTimeout, cfg.PhaseMemory, cfg.FirstDataTimeout+cfg.TotalTimeout+10*time.Second, emitEvent, log.With("component", "twophase"))
-	tp.logTable(cfg.PhaseTimeout, cfg.PhaseMemory)
+	tp.logTable()
 	tpCtx, tpStop := context.WithCancel(context.Background())
 	tpDone := make(chan struct{})
 	go func() { defer close(tpDone); tp.run(tpCtx) }()

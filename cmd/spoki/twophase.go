@@ -99,10 +99,13 @@ func newTwoPhaseFeedMemory(timeout time.Duration, memory byteSize, linger time.D
 // logTable writes the start-up line of the detector's table: its size,
 // the irregular SYN rate up to which it holds every phase one for the whole
 // timeout, and the window a flood of one-off sources at 100k SYN/s leaves
-// their entries (a repeat source's entries are not replaced by those).
-func (f *twoPhaseFeed) logTable(timeout time.Duration, memory byteSize) {
+// their entries (a repeat source's entries are not replaced by those). The
+// figures are the detector's own, defaults applied.
+func (f *twoPhaseFeed) logTable() {
 	s := f.Stats()
-	secs := timeout.Seconds()
+	cfg := f.det.Config()
+	secs := cfg.Timeout.Seconds()
+	memory := byteSize(cfg.Memory)
 	f.log.Info("two-phase table", "entries", s.Capacity, "bytes", s.Bytes, "phase_memory", memory.String(),
 		"window_s", secs, "at_irregular_syn_per_s", int(float64(s.Capacity)/secs),
 		"window_s_at_100k_syn_per_s", math.Round(float64(s.Capacity)/1e4)/10)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -187,5 +188,33 @@ func TestTwoPhaseFeedRun(t *testing.T) {
 		}
 		_ = twoPhaseAttrs(f)
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestTwoPhaseTableLine checks the start-up line against the detector it
+// describes: with --phase-timeout 0 (which validate lets through and the
+// detector takes as its 600 s default) the window and the rate it holds
+// are the detector's, not a division by zero.
+func TestTwoPhaseTableLine(t *testing.T) {
+	cfg, err := parseRunFlags([]string{"--prefix", "192.0.2.0/24", "--phase-timeout", "0"})
+	if err == nil {
+		_, err = cfg.validate()
+	}
+	if err != nil {
+		t.Fatalf("--phase-timeout 0: %v", err)
+	}
+	var buf strings.Builder
+	f := newTwoPhaseFeedMemory(cfg.PhaseTimeout, cfg.PhaseMemory, time.Minute, nil, slog.New(slog.NewTextHandler(&buf, nil)))
+	f.logTable()
+	n := f.Stats().Capacity
+	for _, want := range []string{
+		" window_s=600 ",
+		fmt.Sprintf(" entries=%d ", n),
+		fmt.Sprintf(" at_irregular_syn_per_s=%d ", n/600),
+		" phase_memory=32MiB ",
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("start-up line lacks %q:\n%s", want, buf.String())
+		}
 	}
 }
