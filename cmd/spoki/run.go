@@ -219,9 +219,8 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	if c.Keep < 0 {
 		return nil, fmt.Errorf("run: --keep %v must not be negative", c.Keep)
 	}
-	if c.PhaseMemory < twophase.MinMemory || c.PhaseMemory > maxPhaseMemory {
-		lo, hi := byteSize(twophase.MinMemory), byteSize(maxPhaseMemory)
-		return nil, fmt.Errorf("run: --phase-memory %s out of range %s-%s", c.PhaseMemory.String(), lo.String(), hi.String())
+	if err := checkPhaseMemory(c.PhaseMemory); err != nil {
+		return nil, fmt.Errorf("run: --phase-memory %w", err)
 	}
 	if c.MaxConns < 1 {
 		return nil, fmt.Errorf("run: --max-conns %d must be positive", c.MaxConns)
