@@ -129,31 +129,6 @@ func TestTwoPhaseFeedDrops(t *testing.T) {
 	}
 }
 
-// gatherAll scrapes tel into name{label=value} → value.
-func gatherAll(t *testing.T, tel *telemetry) map[string]float64 {
-	t.Helper()
-	fams, err := tel.reg.Gather()
-	if err != nil {
-		t.Fatalf("Gather: %v", err)
-	}
-	got := map[string]float64{}
-	for _, f := range fams {
-		for _, m := range f.GetMetric() {
-			key := f.GetName()
-			for _, l := range m.GetLabel() {
-				key += "{" + l.GetName() + "=" + l.GetValue() + "}"
-			}
-			switch {
-			case m.GetCounter() != nil:
-				got[key] = m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				got[key] = m.GetGauge().GetValue()
-			}
-		}
-	}
-	return got
-}
-
 // TestTwoPhaseFeedRun checks the feed's goroutine end to end: a pair fed
 // through the queues is written, and its stats reach readers on other
 // goroutines (the stats line, the collector) by the next tick.
