@@ -181,16 +181,36 @@ func (f *twoPhaseFeed) run(ctx context.Context) {
 	}
 }
 
+// twoPhaseSweepStep is how many buckets (of 256 bytes) the sweep scans
+// between two looks at the queues: some 20 µs, so that a table of any
+// --phase-memory is swept without a pause that fills the SYN queue.
+const twoPhaseSweepStep = 1 << 11
+
 // sweep drops the table's expired phase ones (by packet time) and the
 // pending pairs whose session never came (by wall time, as sessions end).
+// Between steps of the table's sweep it handles what the queues hold.
 func (f *twoPhaseFeed) sweep(now time.Time) {
 	if !f.latest.IsZero() {
-		f.det.Expire(f.latest)
+		for !f.det.ExpireSome(f.latest, twoPhaseSweepStep) {
+			f.drain()
+		}
 	}
 	for k, v := range f.pending {
 		if now.Sub(v.seen) > f.linger {
 			delete(f.pending, k)
 		}
+	}
+}
+
+// drain handles what the queues hold now, and no more.
+func (f *twoPhaseFeed) drain() {
+	for range len(f.syns) {
+		p := <-f.syns
+		f.observe(&p)
+	}
+	for range len(f.sessions) {
+		s := <-f.sessions
+		f.session(&s)
 	}
 }
 

@@ -193,3 +193,30 @@ func TestTwoPhaseTableLine(t *testing.T) {
 		}
 	}
 }
+
+// TestTwoPhaseSweepServesQueue: the table's sweep runs in steps and
+// handles the queued SYNs between them, so that a large table's scan
+// does not leave the SYN queue to fill (and drop) for its whole length.
+// A full queue at the start of a sweep is empty at its end, every SYN in
+// it observed.
+func TestTwoPhaseSweepServesQueue(t *testing.T) {
+	f := newTwoPhaseFeedMemory(time.Minute, 4<<20, time.Minute, func(time.Time, []byte) {}, slog.New(slog.DiscardHandler))
+	if nb := f.Stats().Capacity / 8; nb <= twoPhaseSweepStep {
+		t.Fatalf("%d buckets: the sweep must take more than one step", nb)
+	}
+	now := time.Now()
+	f.latest = now
+	for i := range twoPhaseQueue {
+		p := records.Packet{Time: now, Src: netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), Dst: netip.MustParseAddr("198.51.100.80"),
+			Proto: records.ProtoTCP, SrcPort: 40000, DstPort: uint16(1000 + i), Flags: records.FlagSYN, TTL: 250, IPID: 54321, Probed: true, WScale: -1}
+		f.SYN(&p)
+	}
+	f.sweep(now)
+	f.publish()
+	if n := len(f.syns); n != 0 {
+		t.Errorf("%d SYNs still queued after the sweep", n)
+	}
+	if s := f.Stats(); s.Entries != twoPhaseQueue {
+		t.Errorf("%d phase ones kept, want the %d queued", s.Entries, twoPhaseQueue)
+	}
+}
