@@ -370,7 +370,9 @@ func (w *Writer) maintainError(op, path string, err error) {
 // one (an error says so), and each file is opened with O_NOFOLLOW and
 // changed through its descriptor, so that a link planted in place of a
 // log file cannot hand over the file it points to. Other files, links,
-// and files with more than one hard link are left alone.
+// and files with more than one hard link are left alone, and so is a
+// shared directory (sticky or writable by all, as /tmp): only its log
+// files are handed over.
 func Chown(dir, tag string, uid, gid int) error {
 	if tag == "" {
 		tag = DefaultTag
@@ -388,8 +390,17 @@ func Chown(dir, tag string, uid, gid int) error {
 	}
 	d := os.NewFile(uintptr(dfd), dir) // closes dfd
 	defer d.Close()
-	if err := fchown(dfd, uid, gid, uint32(DirMode)); err != nil {
-		return fmt.Errorf("filesink: chown %s: %w", dir, err)
+	var dst unix.Stat_t
+	if err := unix.Fstat(dfd, &dst); err != nil {
+		return fmt.Errorf("filesink: chown: stat %s: %w", dir, err)
+	}
+	// A shared directory (sticky or writable by all, as /tmp) is not
+	// spoki's to take: the user can make its files there already, and
+	// taking it would lock everybody else out.
+	if dst.Mode&(unix.S_ISVTX|0o002) == 0 {
+		if err := fchown(dfd, uid, gid, uint32(DirMode)); err != nil {
+			return fmt.Errorf("filesink: chown %s: %w", dir, err)
+		}
 	}
 	entries, err := d.ReadDir(-1)
 	if err != nil {
