@@ -69,6 +69,18 @@ func TestChownFollowsNoLink(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Root's directory holding other things is not given away.
+	if err := Chown(dir, "t", uid, gid); err == nil || !strings.Contains(err.Error(), "notes.txt") {
+		t.Fatalf("Chown of a directory with notes.txt = %v, want a refusal naming it", err)
+	}
+	if u, _, m := owner(t, dir); u != 0 || m != 0o755 {
+		t.Fatalf("refused dir changed: owner %d mode %o", u, m)
+	}
+	// An earlier run handed it over: the links planted since must not be
+	// followed.
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
 	if err := Chown(dir, "t", uid, gid); err != nil {
 		t.Fatalf("Chown: %v", err)
 	}
