@@ -1,6 +1,6 @@
 // Package analysis is the root of spoki's analyses of its own logs: the
-// offline re-implementation of Spoki's evaluation tool chain and, later,
-// the live two-phase matching that shares its rules. It sits at the end of
+// offline re-implementation of Spoki's evaluation tool chain and the live
+// two-phase matching that shares its rules. It sits at the end of
 // the data flow (records → analysis) and imports nothing of spoki but
 // records.
 //
@@ -10,4 +10,8 @@
 //	analysis/urls      Spoki's `clean`: downloader URLs in payloads
 //	analysis/download  Spoki's `download`: fetch and store what the URLs serve
 //	analysis/report    Spoki's `topports` and `contact-types`, as text and HTML
+//	analysis/twophase  two-phase scans as they happen, with assemble's window
+//
+// docs/spoki-compat.md#the-evaluation-tool-chain says where each package
+// documents what it copies from the original and what it fixes.
 package analysis

@@ -6,9 +6,13 @@
 // would, and a scanner host joined to it by a veth pair. With Config.Sink a
 // third namespace receives, and drops, the SYN-ACKs that the telescope sends
 // to the spoofed sources of a flood, so that the flooder never pays for them
-// (bench-notes.md, "A fair set-up"). Every name carries a unique prefix and
+// (docs/benchmarks.md#the-set-up). Every name carries a unique prefix and
 // Close removes everything, so a lab never collides with another one or
 // outlives its user.
+//
+// Demo and Up are `spoki lab demo` and `spoki lab up`: a lab with spoki
+// running in it, probed and checked, or left up for manual use. ReadEvents
+// reads the telescope's event log back.
 //
 // The probes (ProbeHTTP, ProbeLine, ProbeSYN, Flood) are the project's own
 // clients. They run inside the scanner namespace, normally as

@@ -19,7 +19,7 @@ var ErrTimeout = errors.New("lab: timeout")
 var ErrExited = errors.New("lab: process exited")
 
 // ErrKilled is returned by Process.Stop when the process ignored SIGTERM and
-// had to be killed: it did not flush and exit as the contract requires.
+// had to be killed: it did not flush and exit as spoki run must on SIGTERM.
 var ErrKilled = errors.New("lab: process killed after stop timeout")
 
 // ErrSYNMismatch is returned by the syn probe's CLI when a target did not get

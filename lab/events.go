@@ -14,8 +14,8 @@ import (
 	"time"
 )
 
-// Event is the part of an event-log line (contract.md, "Files in the log
-// directory", 3) that the lab checks and prints. Unknown fields are
+// Event is the part of an event-log line (docs/formats.md#event-log) that
+// the lab checks and prints. Unknown fields are
 // ignored, so later event types and fields do not break it.
 type Event struct {
 	// Timestamp is the packet or connection-end time.

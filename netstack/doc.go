@@ -7,8 +7,9 @@
 // pass-through link endpoint, decides for every packet:
 //
 //   - a SYN to any address of the prefixes and any port 1-65535 gets one
-//     SYN-ACK carrying a cookie, written straight to the TUN; gVisor never
-//     sees it, no state is created and nothing is retransmitted;
+//     SYN-ACK carrying a cookie, written straight to the TUN, within its
+//     source's SYN-ACK budget (Config.SYNACKLimits); gVisor never sees it,
+//     no state is created and nothing is retransmitted;
 //   - an ACK whose cookie is valid (and fresh) is passed to gVisor, whose
 //     lazily created wildcard listener for that port validates the cookie
 //     again and builds a real established endpoint (data on the ACK is
@@ -18,8 +19,10 @@
 //     most MaxListeners are open (see listener);
 //   - segments of established connections go to gVisor;
 //   - everything else (bad-cookie ACKs, SYN-ACK and RST backscatter, port
-//     0, addresses outside the prefixes, UDP, ICMP, fragments, bad
-//     checksums) is recorded and dropped without a reply.
+//     0, addresses outside the prefixes, invalid flag combinations, SYNs
+//     from sources no reply may go to or over their budget, UDP, ICMP,
+//     fragments, IPv6 routing headers, bad checksums) is recorded and
+//     dropped without a reply.
 //
 // Each of these increments one counter of Stats. Every packet read is handed
 // to Config.Sink as a records.Packet, every packet written as a
@@ -33,4 +36,6 @@
 // gVisor resetting what is in a listener's accept queue when it closes,
 // releasing the port at once, and leaving accepted connections alone;
 // TestGVisorListenerCloseResets and TestConnSurvivesListenerClose pin that.
+// docs/frontend.md explains the design, the cookie format and why fdbased
+// runs one processor per fd.
 package netstack

@@ -30,8 +30,8 @@ const irregularTTL = 200
 // computing it allocates nothing.
 type Reasons uint8
 
-// The irregular rules of the paper (spoki-core §3.1), in the order Names
-// lists them.
+// The irregular rules of the paper (docs/spoki-compat.md#the-telescope), in
+// the order Names lists them.
 const (
 	// ReasonIPID54321: the IP ID is ZMap's static 54321.
 	ReasonIPID54321 Reasons = 1 << iota
@@ -82,8 +82,8 @@ func (r Reasons) AppendJSON(dst []byte) []byte {
 	return append(dst, ']')
 }
 
-// Irregular applies the paper's rule (spoki-core §3.1, Spoki's
-// `vis_key_builder`): a packet is irregular when its IP ID is 54321, its TTL
+// Irregular applies the paper's rule (Spoki's `vis_key_builder`, kept as
+// is: docs/spoki-compat.md#the-telescope): a packet is irregular when its IP ID is 54321, its TTL
 // is above 200, or, for TCP, it carries no option other than NOP/EOL. The
 // rule is meant for SYNs; UDP and ICMP use only the first two tests. IPv6
 // packets have IPID 0, so only the TTL (hop limit) and option tests apply.

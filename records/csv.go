@@ -1,6 +1,6 @@
 package records
 
-// This file holds the Spoki-compatible CSV logs (spoki-core §4.2, §4.3):
+// This file holds the Spoki-compatible CSV logs (docs/formats.md):
 // append-style encoders for the writer goroutine, which must not allocate,
 // and parsers for the offline tools and the tests.
 
@@ -21,7 +21,7 @@ const (
 	// `defaults::raw_csv_header`, byte for byte.
 	RawHeader = "ts|saddr|daddr|ipid|ttl|proto|sport|dport|anum|snum|options|payload|syn|ack|rst|fin|window size|probed|method|userid|probe anum|probe snum|num probes"
 	// UDPRawHeader is the header of the raw UDP log. Spoki writes UDP rows
-	// under the TCP header with a missing delimiter (spoki-core §4.2); spoki
+	// under the TCP header with a missing delimiter; spoki
 	// gives UDP its own file and only the columns that mean something:
 	// ts (ms), saddr, daddr, ipid, ttl, proto (`udp`), sport, dport, payload
 	// (lowercase hex), probed, method, userid, num probes.

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// exampleDirs are where the real Spoki logs of spoki-core §4.5 are looked
+// exampleDirs are where the real Spoki logs (Spoki's logs/example) are looked
 // for: the copy in testdata, committed so that the test needs nothing
 // outside the repository.
 var exampleDirs = []string{"testdata/spoki-example-logs"}
@@ -93,7 +93,7 @@ func TestReplyExampleRoundTrip(t *testing.T) {
 	}
 }
 
-// ms is 2021-10-13T22:35:31.122Z, the time of the spoki-core §4.5 examples.
+// ms is 2021-10-13T22:35:31.122Z, the time of the rows of Spoki's example logs.
 var ms = time.UnixMilli(1634162131122).UTC()
 
 // withOptions sets p's options to kinds in wire order.
@@ -127,7 +127,7 @@ func TestAppendRawRow(t *testing.T) {
 		p    Packet
 		want string
 	}{
-		{"irregular SYN, probed (spoki-core 4.5)", probed,
+		{"irregular SYN, probed (Spoki's example)", probed,
 			"1634162131122|178.215.184.154|141.22.28.17|59277|246|tcp|17355|80|0|1040324928|||1|0|0|0|14600|true|tcp-synack|134219915|1040324929|0|1\n"},
 		{"unprobed", synBase,
 			"1634162131122|178.215.184.154|141.22.28.17|59277|246|tcp|17355|80|0|1040324928|||1|0|0|0|14600|false|||||\n"},
@@ -243,7 +243,7 @@ func TestReplyRow(t *testing.T) {
 		r    Reply
 		want string
 	}{
-		{"usec not zero-padded (spoki-core 4.3)",
+		{"usec not zero-padded (as Spoki)",
 			Reply{Time: time.Unix(1634165865, 5883999).UTC(), Method: MethodSYNACK, UserID: 134219915, NumProbes: 1,
 				Src: netip.MustParseAddr("141.22.28.17"), Dst: netip.MustParseAddr("178.215.184.154"), SrcPort: 80, DstPort: 17355},
 			"1634165865|5883|tcp-synack|134219915|1|141.22.28.17|178.215.184.154|80|17355\n"},

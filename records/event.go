@@ -1,7 +1,7 @@
 package records
 
-// This file holds the JSON-lines event log (contract "Files" §3), field names
-// in the style of Suricata's EVE JSON. The `syn` encoder runs once per SYN
+// This file holds the JSON-lines event log (docs/formats.md#event-log),
+// field names in the style of Suricata's EVE JSON. The `syn` encoder runs once per SYN
 // and is written by hand so that it allocates nothing; rarer events may use
 // encoding/json for their type-specific parts.
 

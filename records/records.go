@@ -3,6 +3,7 @@
 // log, the Flow handed to handlers, and the pure functions that classify SYNs
 // (the paper's irregular rules and scanner fingerprints). Both the live
 // telescope and the offline analysis use it, so it imports nothing of spoki.
+// docs/formats.md describes the formats column by column.
 package records
 
 import (

@@ -6,8 +6,7 @@
 // wire: it crafts IPv4 and IPv6 TCP packets with gopacket's layers, sends
 // them through an AF_PACKET socket on the scanner host, captures the
 // telescope's answers on the same socket, and reads the telescope's event
-// log to check what it recorded. It imports nothing of spoki but records'
-// constants; entering the scanner's network namespace is the caller's job
+// log to check what it recorded. It imports nothing of spoki; entering the scanner's network namespace is the caller's job
 // (cmd/spoki does it with lab.InNetns), so that this package needs no lab.
 //
 // The pieces:

@@ -371,8 +371,9 @@ const (
 	e2eEvents
 )
 
-// e2eLogFilePattern names the files of each kind (contract.md, "Files in
-// the log directory"), with an optional .gz for rotated files.
+// e2eLogFilePattern names the files of each kind
+// (docs/formats.md#file-names-and-hours), with an optional .gz for rotated
+// files.
 var e2eLogFilePattern = map[e2eLogKind]*regexp.Regexp{
 	e2eRawTCP:  regexp.MustCompile(`^\d{4}-\d{2}-\d{2}\.\d{2}:00:00\.` + e2eTag + `\.spoki\.tcp\.raw\.\d+\.csv(\.gz)?$`),
 	e2eRawUDP:  regexp.MustCompile(`^\d{4}-\d{2}-\d{2}\.\d{2}:00:00\.` + e2eTag + `\.spoki\.udp\.raw\.\d+\.csv(\.gz)?$`),

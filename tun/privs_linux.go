@@ -157,13 +157,17 @@ func DropPrivileges(u User) (Dropped, error) {
 		// EINVAL: a kernel before 4.3 has no ambient set to clear.
 		return d, fmt.Errorf("tun: drop privileges: clear ambient capabilities: %w", err)
 	}
-	if switchUser {
+	if switchUser || own[0].Effective&(1<<unix.CAP_SETGID) != 0 {
 		// Groups before the uid: changing them needs CAP_SETGID, which the
-		// setuid below takes away. Leaving uid 0 without PR_SET_KEEPCAPS
-		// also empties the permitted and effective sets.
+		// setuid below takes away. Staying uid 0 (--user root) clears
+		// them too: a root shell's groups are not the telescope's.
 		if err := allThreads(unix.SYS_SETGROUPS, 0, 0, 0); err != nil {
 			return d, fmt.Errorf("tun: drop privileges: clear groups: %w", err)
 		}
+	}
+	if switchUser {
+		// Leaving uid 0 without PR_SET_KEEPCAPS also empties the
+		// permitted and effective sets.
 		if err := allThreads(unix.SYS_SETRESGID, uintptr(u.GID), uintptr(u.GID), uintptr(u.GID)); err != nil {
 			return d, fmt.Errorf("tun: drop privileges: set gid %d: %w", u.GID, err)
 		}

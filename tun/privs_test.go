@@ -121,8 +121,10 @@ func TestDropPrivileges(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
 			cmd.Env = append(os.Environ(), privsHelperEnv+"="+env)
 			// A network namespace of its own: the helper's device and route
-			// never touch the host.
-			cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+			// never touch the host. It starts with supplementary groups, as
+			// from a root shell, which the drop must clear.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET,
+				Credential: &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{4, 100}}}
 			stdin, err := cmd.StdinPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -178,6 +180,9 @@ func TestDropPrivileges(t *testing.T) {
 				if c.UID != want {
 					t.Errorf("thread %d: Uid = %v, want %v", c.TID, c.UID, want)
 				}
+				if g := privsGroups(t, cmd.Process.Pid, c.TID); g != "" {
+					t.Errorf("thread %d: Groups = %q, want none", c.TID, g)
+				}
 			}
 
 			// No capability is needed at exit: closing the queues removes
@@ -232,6 +237,23 @@ func TestRunAsUnprivileged(t *testing.T) {
 	if _, err := RunAs("root"); err == nil || !strings.Contains(err.Error(), "only root") {
 		t.Errorf("RunAs(root) as uid %d = %v, want a refusal", os.Geteuid(), err)
 	}
+}
+
+// privsGroups returns the supplementary groups of thread tid of pid, as
+// /proc shows them.
+func privsGroups(t *testing.T, pid, tid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Groups:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no Groups line for thread %d", tid)
+	return ""
 }
 
 // privsNextLine returns the helper's next output line, failing after 10 s.

@@ -1,6 +1,8 @@
 // Package tun opens the TUN device the telescope prefixes are routed to, and
 // adds and removes those routes. It is the only package that talks to the
 // kernel's network configuration: the netstack gets plain file descriptors.
+// It also drops the process's privileges once the device and the routes
+// are up (DropPrivileges, privs_linux.go).
 package tun
 
 import (

@@ -1,6 +1,6 @@
 package assemble
 
-// Stage B (spoki-eval §2.2): the round loop of the original's
+// Stage B (see doc.go): the round loop of the original's
 // EventMatcher.match, which feeds the confirmed events to the phase
 // matcher and runs one checkpoint per round.
 
@@ -109,7 +109,10 @@ type Stats struct {
 	Unflushed uint64
 	// UnflushedRecords counts the records that FlushAtEOF would have
 	// written on top of Records (without FlushAtEOF): the run goes on to
-	// the flush without writing it, then restores every other counter.
+	// the flush without writing it, then restores every other counter. It
+	// is a lower bound when input after where the original stops could
+	// not be read (the WARN line says so; the run still succeeds, as the
+	// original's output is complete).
 	UnflushedRecords uint64
 }
 
@@ -341,6 +344,10 @@ func (e *engine) run(ctx context.Context) error {
 				ended++
 			case err != nil && ctx.Err() != nil:
 				return e.finish(e.cfg.FlushAtEOF || e.dry)
+			case err != nil && e.dry:
+				// Past the original's end: its output is complete, and
+				// it never reads this far. Only the count is cut short.
+				return e.endDry(err)
 			case err != nil:
 				return err
 			}
@@ -467,9 +474,25 @@ func (e *engine) finish(flush bool) error {
 			slog.Int("next_batch", int(e.b)))
 		return nil
 	}
+	return e.endDry(nil)
+}
+
+// endDry ends the count of the records left out: the run's counters are
+// those of where the original stopped, plus UnflushedRecords. readErr is
+// the error that cut the count short (input past the original's end that
+// could not be read), or nil.
+func (e *engine) endDry(readErr error) error {
 	left := e.dryRecords
 	*e.stats = e.saved
 	e.stats.UnflushedRecords = left
+	if readErr != nil {
+		e.cfg.Logger.LogAttrs(context.Background(), slog.LevelWarn,
+			"end of input: records left unwritten, as the original assemble leaves them, at least this many (the input after where the original stops could not be read); --flush-at-eof writes them",
+			slog.Uint64("unflushed_records", left), slog.Uint64("written_records", e.stats.Records),
+			slog.Uint64("unflushed_events", e.stats.Unflushed), slog.Int("next_batch", e.nextBatch),
+			slog.String("err", readErr.Error()))
+		return nil
+	}
 	if left == 0 {
 		e.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, "end of input",
 			slog.Int("next_batch", e.nextBatch), slog.Uint64("unflushed", e.stats.Unflushed))

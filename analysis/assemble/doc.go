@@ -3,7 +3,7 @@
 // spoki write, matches probe requests to their confirmations, combines the
 // packets of one source into two-phase events, and writes one gzip file of
 // JSON lines per hourly batch, byte for byte as the original Python tool
-// (spoki-eval §1-2) writes them. It works on files only and sits at the end
+// writes them. It works on files only and sits at the end
 // of the data flow: it imports nothing of spoki but records.
 //
 // The run has the original's three stages: stage A (match.go) matches
@@ -16,7 +16,7 @@
 // empty) so that the stable sort by second reproduces the original's order
 // of ties.
 //
-// # Quirks of the original (spoki-eval §7): copied or fixed
+// # Quirks of the original: copied or fixed
 //
 // The rule: copy wherever fixing would change the output; fix what only
 // crashes, hangs or misplaces files.
@@ -38,8 +38,8 @@
 //     UTC second of the batch's first (earliest) record, not the hour:
 //     copied. Files are appended to as the original's "at" does (each
 //     write adds a gzip member; the decompressed content is the same). The
-//     gzip level is BestSpeed, not 9: the compressed bytes are not part of
-//     the contract and level 9 would dominate the run time.
+//     gzip level is BestSpeed, not 9: only the decompressed content must
+//     match the original's, and level 9 would dominate the run time.
 //  3. Packet times truncated to seconds, phase window [tc-1, tc+P) around
 //     the confirmation second of the irregular SYN's probe: copied. An
 //     unconfirmed irregular SYN is never phase one: copied.

@@ -1,7 +1,7 @@
 package assemble
 
 // The output records, encoded byte for byte as Python's json.dumps writes
-// the original's dicts (spoki-eval §2.5): separators ", " and ": ",
+// the original's dicts: separators ", " and ": ",
 // ensure_ascii, and the key orders of the original's to_dict methods.
 
 import (

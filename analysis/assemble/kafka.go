@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/spoki-telescope/spoki/records/kafkasink"
 )
 
 // DefaultKafkaTimeout bounds the delivery of each record: a broker that is
@@ -24,9 +26,6 @@ const DefaultKafkaTimeout = 30 * time.Second
 // WriteBatch waits when it is reached, so a batch of any size costs bounded
 // memory.
 const KafkaBufferRecords = 10_000
-
-// maxTopicBytes is Kafka's limit on topic names.
-const maxTopicBytes = 249
 
 // ErrKafkaTopic is returned by NewKafkaSink for a topic name Kafka does not
 // allow (empty, too long, or with bytes other than ASCII letters, digits,
@@ -71,7 +70,7 @@ func NewKafkaSink(cfg KafkaConfig) (*KafkaSink, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("assemble: no Kafka brokers")
 	}
-	if !legalTopic(cfg.Topic) {
+	if !kafkasink.ValidTopic(cfg.Topic) {
 		return nil, fmt.Errorf("%w: %q", ErrKafkaTopic, cfg.Topic)
 	}
 	if cfg.Timeout <= 0 {
@@ -92,19 +91,6 @@ func NewKafkaSink(cfg KafkaConfig) (*KafkaSink, error) {
 		return nil, fmt.Errorf("assemble: kafka client: %w", err)
 	}
 	return &KafkaSink{cl: cl, topic: cfg.Topic}, nil
-}
-
-func legalTopic(s string) bool {
-	if s == "" || len(s) > maxTopicBytes || s == "." || s == ".." {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // WriteBatch implements Sink.

@@ -1,6 +1,6 @@
 package assemble
 
-// Stage A (spoki-eval §2.1): probe requests are matched to the scamper
+// Stage A (see doc.go): probe requests are matched to the scamper
 // confirmations, in rounds, with the original's eviction of old batches.
 
 import "net/netip"

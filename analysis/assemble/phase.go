@@ -1,6 +1,6 @@
 package assemble
 
-// Stage C (spoki-eval §2.3-2.4): the original's PhaseMatcher. Packets are
+// Stage C (see doc.go): the original's PhaseMatcher. Packets are
 // sorted into seven insertion-ordered maps keyed by (saddr, daddr, dport)
 // and combined by the seven match functions; a checkpoint re-tries the
 // matches, drops repeated connections and evicts one batch.

@@ -1,6 +1,6 @@
 package assemble
 
-// The original's LiveReader (spoki-eval §1.6): one reader per log type walks
+// The original's LiveReader: one reader per log type walks
 // the hourly files from the start hour on. Every prepared or skipped hour
 // takes the next batch id. nextBatch returns all complete lines that the
 // open files have, opening the next hour's file only when the open ones gave

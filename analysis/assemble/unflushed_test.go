@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -127,5 +130,52 @@ func TestFollowUnflushedCounted(t *testing.T) {
 	}
 	if !strings.Contains(logBuf.String(), "level=WARN") || !strings.Contains(logBuf.String(), "--flush-at-eof") {
 		t.Errorf("no WARN naming --flush-at-eof in\n%s", logBuf.String())
+	}
+}
+
+// TestUnflushedCountReadError: without --flush-at-eof, input that the
+// original never reads (an hour after the scamper log ended, here a .gz
+// that is not gzip) must not fail the run or change its output: the
+// count of the records left out stops there, and the WARN line says it
+// is a lower bound.
+func TestUnflushedCountReadError(t *testing.T) {
+	src := exampleLogs(t)
+	dir := t.TempDir()
+	for _, f := range exampleLogFiles {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var clean Stats
+	want := &capture{}
+	if err := Run(context.Background(), Config{Dir: dir, Tag: "test", Start: exampleStart}, want, &clean); err != nil {
+		t.Fatal(err)
+	}
+	bad := fileName(exampleStart.Add(2*time.Hour), "test", "raw") + ".gz"
+	if err := os.WriteFile(filepath.Join(dir, bad), []byte("not gzip\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logBuf bytes.Buffer
+	var st Stats
+	got := &capture{}
+	err := Run(context.Background(), Config{Dir: dir, Tag: "test", Start: exampleStart,
+		Logger: slog.New(slog.NewTextHandler(&logBuf, nil))}, got, &st)
+	if err != nil {
+		t.Fatalf("Run: %v; the original stops before %s", err, bad)
+	}
+	if !reflect.DeepEqual(got.batches, want.batches) {
+		t.Errorf("output changed: %d batches, want %d", len(got.batches), len(want.batches))
+	}
+	cut := st
+	cut.UnflushedRecords = clean.UnflushedRecords
+	if cut != clean || st.UnflushedRecords > clean.UnflushedRecords {
+		t.Errorf("stats %+v, want those of the clean input %+v (unflushed records at most)", st, clean)
+	}
+	if !strings.Contains(logBuf.String(), "level=WARN") || !strings.Contains(logBuf.String(), "at least") || !strings.Contains(logBuf.String(), bad) {
+		t.Errorf("no WARN naming the lower bound and %s in\n%s", bad, logBuf.String())
 	}
 }

@@ -1,6 +1,6 @@
 package assemble
 
-// The output files (spoki-eval §2.5): one gzip file per batch, named after
+// The output files: one gzip file per batch, named after
 // the first record's second, appended to as the original does ("at").
 
 import (
@@ -28,7 +28,8 @@ type FileSink struct {
 	// Tag is the datasource tag of the file names.
 	Tag string
 	// Level is the gzip level (0 means gzip.BestSpeed: the compressed bytes
-	// are not part of the contract, and compression dominates the cost).
+	// are not what must match the original, the decompressed content is;
+	// compression dominates the cost).
 	Level int
 	// Written lists the files written, in order, without repeats.
 	Written []string

@@ -1,4 +1,4 @@
-// Package download is Spoki's malware `download` step (spoki-eval §3.3)
+// Package download is Spoki's malware `download` step
 // run offline: it reads the payloads of spoki's event log or of the
 // assemble output, finds the downloader URLs in them with urls.Extract, and
 // fetches each URL at most once per interval into a sample store. It sits at
@@ -66,7 +66,7 @@
 // the samples the store holds the activity logs, one row per URL
 // sighting, which grow with the input.
 //
-// # Deviations from the original (spoki-eval §3.3, §7)
+// # Deviations from the original
 //
 //   - Input: files, or Kafka (Consumer, `spoki download --kafka`): the
 //     `downloader` events that spoki run publishes, one per URL, read as a

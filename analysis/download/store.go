@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// Headers of the CSV logs (spoki-eval §3.3).
+// Headers of the CSV logs, as the original's download writes them.
 const (
 	activityHeader  = "ts|saddr|daddr|sport|dport|tag|url|rdns|attempted|status|hash"
 	downloadsHeader = "name|url|timestamp|server|tag"

@@ -1,7 +1,7 @@
 // Package report computes spoki's summary of a telescope's traffic: the top
-// ports per category with the known scanners set apart (Spoki's topports,
-// spoki-eval §4.1), the contact types of the two-phase events (Spoki's
-// contact-types and aggregate-ct, §4.2), and the delay between the two
+// ports per category with the known scanners set apart (Spoki's topports),
+// the contact types of the two-phase events (Spoki's contact-types and
+// aggregate-ct), and the delay between the two
 // phases. It reads the assemble output or spoki's live event log and
 // writes a text table and a self-contained HTML page with the same numbers.
 // It sits at the end of the data flow and imports nothing of spoki but

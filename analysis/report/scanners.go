@@ -13,7 +13,7 @@ import (
 )
 
 // builtinScanners are topports' hard-coded prefixes, checked first and in
-// this order (spoki-eval §4.1).
+// this order.
 var builtinScanners = []struct {
 	name     string
 	prefixes []string

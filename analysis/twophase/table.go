@@ -58,11 +58,14 @@ type bucket [bucketWays]entry
 // run ends when the source is silent for the timeout).
 type source struct {
 	tag   uint32 // the entry's src hash; 0 marks a free slot
-	count uint16 // saturating
+	count uint16 // saturating at maxSourceCount
 	last  uint16 // Unix seconds mod 2^16 of its latest SYN
 }
 
 type sourceBucket [bucketWays]source
+
+// maxSourceCount is where a source's count saturates.
+const maxSourceCount = 1<<16 - 1
 
 // table is the fixed-size state of a Detector.
 type table struct {
@@ -71,7 +74,8 @@ type table struct {
 	seed    maphash.Seed
 	// quota is the count above which a source's new entries lose their
 	// protection (they are made as one-offs): one source may not hold more
-	// than its share of the protected entries.
+	// than its share of the protected entries. It stays below the count's
+	// saturation (maxSourceCount), which it could not pass otherwise.
 	quota uint32
 }
 
@@ -89,7 +93,7 @@ func newTable(memory int64) table {
 		buckets: make([]bucket, nb),
 		sources: make([]sourceBucket, ns),
 		seed:    maphash.MakeSeed(),
-		quota:   uint32(max(64, nb*bucketWays/64)),
+		quota:   uint32(min(max(64, nb*bucketWays/64), maxSourceCount-1)),
 	}
 }
 
@@ -139,7 +143,7 @@ func (t *table) sourceClass(stag uint32, now int64, timeout int64) uint8 {
 		s := &sb[i]
 		stale := s.tag == 0 || age16(now16, s.last) >= timeout
 		if s.tag == stag && !stale {
-			if s.count < ^uint16(0) {
+			if s.count < maxSourceCount {
 				s.count++
 			}
 			s.last = now16

@@ -233,6 +233,16 @@ func TestSourceClass(t *testing.T) {
 	if classOf(tb.quota, tb.quota) < 2 || classOf(tb.quota+1, tb.quota) != 1 {
 		t.Errorf("quota %d not applied", tb.quota)
 	}
+	// In a table large enough that 1/64 of it is more than the count can
+	// hold, a source's count saturates first: the quota must still apply.
+	big := newTable(160 << 20)
+	var c uint8
+	for i := range 70_000 {
+		c = big.sourceClass(42, int64(1000+i/1000), timeout)
+	}
+	if c != 1 {
+		t.Errorf("a source's 70000th SYN in a %d-entry table: class %d, want 1 (over its quota %d)", len(big.buckets)*bucketWays, c, big.quota)
+	}
 	tb.sourceClass(7, 2000, timeout)
 	tb.sourceClass(7, 2000, timeout)
 	r := rand.New(rand.NewPCG(5, 6))

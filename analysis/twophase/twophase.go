@@ -2,8 +2,8 @@
 // irregular SYN (the paper's rules: IP ID 54321, TTL > 200 or no TCP
 // options) followed, from the same source to the same address and port and
 // within the phase timeout, by a regular SYN. It is the live counterpart of
-// assemble's rsyn_to_isyn rule (spoki-eval §2.3), with the same window:
-// phase two may come from one second before phase one's answer to just
+// assemble's rsyn_to_isyn rule (analysis/assemble/phase.go), with the same
+// window: phase two may come from one second before phase one's answer to just
 // under the timeout after it, counted in whole seconds.
 //
 // Memory is fixed: New allocates a set-associative table of 32-byte slots
@@ -108,6 +108,8 @@ type Detector struct {
 	timeoutSec int64
 	srcTimeout int64
 	stats      Stats
+	// sweepNext is the next bucket ExpireSome sweeps.
+	sweepNext int
 	// The current window period and its evictions' ages, by class group.
 	periodEnd time.Time
 	ageSum    [2]time.Duration
@@ -139,6 +141,9 @@ func Capacity(memory int64) (entries int, bytes int64) {
 
 // Stats returns the counters.
 func (d *Detector) Stats() Stats { return d.stats }
+
+// Config returns the configuration in use, defaults filled in.
+func (d *Detector) Config() Config { return d.cfg }
 
 // Observe feeds one packet record; only SYNs matter. It returns the pair
 // when p is the regular SYN that completes one. It allocates nothing.
@@ -278,9 +283,20 @@ func (d *Detector) tick(now time.Time) {
 // packet time seen), so that Entries counts the live ones. It scans the
 // whole table: call it every few seconds, not per SYN.
 func (d *Detector) Expire(now time.Time) {
+	d.sweepNext = 0
+	for !d.ExpireSome(now, len(d.t.buckets)) {
+	}
+}
+
+// ExpireSome is Expire in steps: it sweeps the next n buckets (of 8
+// entries, 256 bytes) and reports whether that ended a pass over the whole table, so
+// that a caller can serve its queue between steps instead of pausing for
+// a large table's full scan.
+func (d *Detector) ExpireSome(now time.Time, n int) (passDone bool) {
 	d.tick(now)
 	nowSec := now.Unix()
-	for bi := range d.t.buckets {
+	end := min(d.sweepNext+max(n, 1), len(d.t.buckets))
+	for bi := d.sweepNext; bi < end; bi++ {
 		b := &d.t.buckets[bi]
 		for i := range b {
 			if e := &b[i]; e.used() && e.expiredAt(nowSec, d.timeoutSec) {
@@ -290,4 +306,10 @@ func (d *Detector) Expire(now time.Time) {
 			}
 		}
 	}
+	if end == len(d.t.buckets) {
+		d.sweepNext = 0
+		return true
+	}
+	d.sweepNext = end
+	return false
 }

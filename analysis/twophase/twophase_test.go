@@ -95,3 +95,37 @@ func countUsed(d *Detector) int {
 	}
 	return n
 }
+
+// TestExpireSome checks the stepwise sweep: steps of a few buckets end a
+// pass exactly at the table's end, expire what one Expire would, and the
+// next pass starts over.
+func TestExpireSome(t *testing.T) {
+	d := New(Config{Memory: MinMemory})
+	for i := range d.Stats().Capacity {
+		p := syn(time.Duration(i)*time.Millisecond, 1, uint16(i%60000+1), true, true)
+		p.Dst = netip.AddrFrom4([4]byte{198, 51, 100, byte(i / 60000)})
+		d.Observe(p)
+	}
+	live := d.Stats().Entries
+	if live == 0 {
+		t.Fatal("nothing kept")
+	}
+	const step = 7
+	nb := len(d.t.buckets)
+	steps := 0
+	for !d.ExpireSome(t0.Add(time.Hour), step) {
+		steps++
+		if steps > nb {
+			t.Fatal("the pass never ended")
+		}
+	}
+	if want := (nb+step-1)/step - 1; steps != want {
+		t.Errorf("pass took %d steps before its last, want %d", steps, want)
+	}
+	if s := d.Stats(); s.Entries != 0 || s.Expired != uint64(live) || countUsed(d) != 0 {
+		t.Errorf("after a stepwise pass: entries %d, expired %d of %d", s.Entries, s.Expired, live)
+	}
+	if d.ExpireSome(t0.Add(time.Hour), step) {
+		t.Error("the next pass ended after one step")
+	}
+}

@@ -1,5 +1,5 @@
 // Package urls finds the downloader commands in scanner payloads and the
-// URLs they fetch: the rules of Spoki's `clean` (spoki-eval §3.2) with its
+// URLs they fetch: the rules of Spoki's `clean` (described below) with its
 // bugs fixed, plus the downloader forms seen in the wild. It is a pure
 // function of the payload, used offline by `spoki urls` and later by the
 // live telescope; it imports nothing of spoki.

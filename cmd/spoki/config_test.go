@@ -108,6 +108,14 @@ prefix: [198.51.100.0/24]
 			},
 		},
 		{
+			name: "phase-memory and pprof at their lines",
+			yaml: "prefix: [192.0.2.0/24]\nphase-memory: 1KiB\npprof: 0.0.0.0:6060\n",
+			want: []string{
+				"2: phase-memory: 1KiB out of range 64KiB-16GiB",
+				"3: pprof: 0.0.0.0:6060 is not a loopback address",
+			},
+		},
+		{
 			name: "port conflict at the moved handler's port",
 			yaml: "prefix: [192.0.2.0/24]\nhandlers:\n  ssh:\n    ports:\n      - 2222\n      - 80\n",
 			want: []string{"6: port 80 claimed by both http and ssh"},

@@ -2,11 +2,19 @@
 // sent to the address space routed to it, statelessly, completes the
 // handshakes that scanners come back for, and records what they send.
 //
-//	spoki run --prefix CIDR ...    the telescope
-//	spoki lab [up|demo]            a two-namespace lab with the telescope in it
-//	spoki probe ...                the lab's clients (http, line, syn, flood)
+//	spoki run --prefix CIDR ...        the telescope
+//	spoki lab [up|demo]                a lab of network namespaces with the telescope in it
+//	spoki probe http|line|syn|flood    the lab's clients
+//	spoki echo --prefix CIDR           a raw TUN SYN echo without a stack (the benchmark's baseline)
+//	spoki scenario run|replay|list     packetdrill-like scenarios against the lab's telescope
+//	spoki assemble ... LOGDIR          Spoki's event assembly over raw and reply logs, offline
+//	spoki urls [PAYLOAD ...]           downloader URLs in payloads
+//	spoki download ...                 fetch the files behind downloader URLs (never run them)
+//	spoki report ...                   top ports, contact types and phase delays, as text and HTML
+//	spoki config check FILE            check a run config file
 //
-// See README.md for the files it writes and how to route a prefix to it.
+// `spoki COMMAND -h` shows a command's flags. See README.md for the files it
+// writes and how to route a prefix to it, and docs/ for the design notes.
 package main
 
 import (

@@ -16,27 +16,10 @@ import (
 	"github.com/spoki-telescope/spoki/records/filesink"
 )
 
-// TestTelemetry checks that the collector reads the components' counters
-// at scrape time, with the names and labels operators query.
-func TestTelemetry(t *testing.T) {
-	var ns netstack.Stats
-	tp := newTwoPhaseFeed(time.Minute, time.Minute, func(time.Time, []byte) {}, slog.New(slog.DiscardHandler))
-	tel := newTelemetry(metricsSources{
-		Netstack: ns.Snapshot,
-		Mux: func() handlers.StatsSnapshot {
-			return handlers.StatsSnapshot{Sessions: 3, ByHandler: map[string]uint64{"http": 2, "generic": 1}}
-		},
-		Sink:     func() filesink.Stats { return filesink.Stats{BytesWritten: 42, DropWriteError: 1} },
-		TwoPhase: tp,
-	})
-	ns.SYNACKsSent.Add(5)
-	ns.DropBadCookie.Add(2)
-	ns.DropSYNRateIrregular.Add(3)
-	tp.events.Add(1)
-	accepted := time.Now()
-	tel.observeSession(&records.Session{AppProto: "http", End: accepted.Add(time.Second),
-		Flow: records.Flow{Accepted: accepted, Local: netip.MustParseAddrPort("192.0.2.1:80")}})
-
+// gatherAll scrapes tel into name{label=value} → value (a histogram
+// as name{...}_count → its sample count).
+func gatherAll(t *testing.T, tel *telemetry) map[string]float64 {
+	t.Helper()
 	fams, err := tel.reg.Gather()
 	if err != nil {
 		t.Fatalf("Gather: %v", err)
@@ -58,6 +41,31 @@ func TestTelemetry(t *testing.T) {
 			}
 		}
 	}
+	return got
+}
+
+// TestTelemetry checks that the collector reads the components' counters
+// at scrape time, with the names and labels operators query.
+func TestTelemetry(t *testing.T) {
+	var ns netstack.Stats
+	tp := newTwoPhaseFeed(time.Minute, time.Minute, func(time.Time, []byte) {}, slog.New(slog.DiscardHandler))
+	tel := newTelemetry(metricsSources{
+		Netstack: ns.Snapshot,
+		Mux: func() handlers.StatsSnapshot {
+			return handlers.StatsSnapshot{Sessions: 3, ByHandler: map[string]uint64{"http": 2, "generic": 1}}
+		},
+		Sink:     func() filesink.Stats { return filesink.Stats{BytesWritten: 42, DropWriteError: 1} },
+		TwoPhase: tp,
+	})
+	ns.SYNACKsSent.Add(5)
+	ns.DropBadCookie.Add(2)
+	ns.DropSYNRateIrregular.Add(3)
+	tp.events.Add(1)
+	accepted := time.Now()
+	tel.observeSession(&records.Session{AppProto: "http", End: accepted.Add(time.Second),
+		Flow: records.Flow{Accepted: accepted, Local: netip.MustParseAddrPort("192.0.2.1:80")}})
+
+	got := gatherAll(t, tel)
 	for _, tc := range []struct {
 		name string
 		want float64

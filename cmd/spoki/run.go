@@ -247,9 +247,8 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	if c.Keep < 0 {
 		return nil, fmt.Errorf("run: --keep %v must not be negative", c.Keep)
 	}
-	if c.PhaseMemory < twophase.MinMemory || c.PhaseMemory > maxPhaseMemory {
-		lo, hi := byteSize(twophase.MinMemory), byteSize(maxPhaseMemory)
-		return nil, fmt.Errorf("run: --phase-memory %s out of range %s-%s", c.PhaseMemory.String(), lo.String(), hi.String())
+	if err := checkPhaseMemory(c.PhaseMemory); err != nil {
+		return nil, fmt.Errorf("run: --phase-memory %w", err)
 	}
 	if c.MaxConns < 1 {
 		return nil, fmt.Errorf("run: --max-conns %d must be positive", c.MaxConns)
@@ -456,7 +455,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 	}
 
 	tp := newTwoPhaseFeedMemory(cfg.PhaseTimeout, cfg.PhaseMemory, cfg.FirstDataTimeout+cfg.TotalTimeout+10*time.Second, emitEvent, log.With("component", "twophase"))
-	tp.logTable(cfg.PhaseTimeout, cfg.PhaseMemory)
+	tp.logTable()
 	tpCtx, tpStop := context.WithCancel(context.Background())
 	tpDone := make(chan struct{})
 	go func() { defer close(tpDone); tp.run(tpCtx) }()

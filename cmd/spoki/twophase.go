@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math"
 	"net/netip"
@@ -99,10 +100,13 @@ func newTwoPhaseFeedMemory(timeout time.Duration, memory byteSize, linger time.D
 // logTable writes the start-up line of the detector's table: its size,
 // the irregular SYN rate up to which it holds every phase one for the whole
 // timeout, and the window a flood of one-off sources at 100k SYN/s leaves
-// their entries (a repeat source's entries are not replaced by those).
-func (f *twoPhaseFeed) logTable(timeout time.Duration, memory byteSize) {
+// their entries (a repeat source's entries are not replaced by those). The
+// figures are the detector's own, defaults applied.
+func (f *twoPhaseFeed) logTable() {
 	s := f.Stats()
-	secs := timeout.Seconds()
+	cfg := f.det.Config()
+	secs := cfg.Timeout.Seconds()
+	memory := byteSize(cfg.Memory)
 	f.log.Info("two-phase table", "entries", s.Capacity, "bytes", s.Bytes, "phase_memory", memory.String(),
 		"window_s", secs, "at_irregular_syn_per_s", int(float64(s.Capacity)/secs),
 		"window_s_at_100k_syn_per_s", math.Round(float64(s.Capacity)/1e4)/10)
@@ -177,16 +181,36 @@ func (f *twoPhaseFeed) run(ctx context.Context) {
 	}
 }
 
+// twoPhaseSweepStep is how many buckets (of 256 bytes) the sweep scans
+// between two looks at the queues: some 20 µs, so that a table of any
+// --phase-memory is swept without a pause that fills the SYN queue.
+const twoPhaseSweepStep = 1 << 11
+
 // sweep drops the table's expired phase ones (by packet time) and the
 // pending pairs whose session never came (by wall time, as sessions end).
+// Between steps of the table's sweep it handles what the queues hold.
 func (f *twoPhaseFeed) sweep(now time.Time) {
 	if !f.latest.IsZero() {
-		f.det.Expire(f.latest)
+		for !f.det.ExpireSome(f.latest, twoPhaseSweepStep) {
+			f.drain()
+		}
 	}
 	for k, v := range f.pending {
 		if now.Sub(v.seen) > f.linger {
 			delete(f.pending, k)
 		}
+	}
+}
+
+// drain handles what the queues hold now, and no more.
+func (f *twoPhaseFeed) drain() {
+	for range len(f.syns) {
+		p := <-f.syns
+		f.observe(&p)
+	}
+	for range len(f.sessions) {
+		s := <-f.sessions
+		f.session(&s)
 	}
 }
 
@@ -219,7 +243,8 @@ func (f *twoPhaseFeed) session(s *records.Session) {
 	f.write(pp.pair, "acked", s)
 }
 
-// twoPhaseFields is the body of a `two_phase` event (contract addition).
+// twoPhaseFields is the body of a `two_phase` event (spoki's own type,
+// README.md#events).
 type twoPhaseFields struct {
 	Stage    string         `json:"stage"`
 	PhaseOne twoPhaseOne    `json:"phase_one"`
@@ -285,6 +310,16 @@ func (f *twoPhaseFeed) write(pair twophase.Pair, stage string, s *records.Sessio
 // maxPhaseMemory caps --phase-memory: the table is allocated at start, so
 // a typo must not ask for the machine's memory.
 const maxPhaseMemory = 16 << 30
+
+// checkPhaseMemory is the range of --phase-memory, for validate and the
+// config check alike.
+func checkPhaseMemory(m byteSize) error {
+	if m < twophase.MinMemory || m > maxPhaseMemory {
+		lo, hi := byteSize(twophase.MinMemory), byteSize(maxPhaseMemory)
+		return fmt.Errorf("%s out of range %s-%s", m.String(), lo.String(), hi.String())
+	}
+	return nil
+}
 
 // twoPhaseAttrs are the detector's figures in the stats line.
 func twoPhaseAttrs(tp *twoPhaseFeed) []slog.Attr {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -128,31 +129,6 @@ func TestTwoPhaseFeedDrops(t *testing.T) {
 	}
 }
 
-// gatherAll scrapes tel into name{label=value} → value.
-func gatherAll(t *testing.T, tel *telemetry) map[string]float64 {
-	t.Helper()
-	fams, err := tel.reg.Gather()
-	if err != nil {
-		t.Fatalf("Gather: %v", err)
-	}
-	got := map[string]float64{}
-	for _, f := range fams {
-		for _, m := range f.GetMetric() {
-			key := f.GetName()
-			for _, l := range m.GetLabel() {
-				key += "{" + l.GetName() + "=" + l.GetValue() + "}"
-			}
-			switch {
-			case m.GetCounter() != nil:
-				got[key] = m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				got[key] = m.GetGauge().GetValue()
-			}
-		}
-	}
-	return got
-}
-
 // TestTwoPhaseFeedRun checks the feed's goroutine end to end: a pair fed
 // through the queues is written, and its stats reach readers on other
 // goroutines (the stats line, the collector) by the next tick.
@@ -187,5 +163,60 @@ func TestTwoPhaseFeedRun(t *testing.T) {
 		}
 		_ = twoPhaseAttrs(f)
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestTwoPhaseTableLine checks the start-up line against the detector it
+// describes: with --phase-timeout 0 (which validate lets through and the
+// detector takes as its 600 s default) the window and the rate it holds
+// are the detector's, not a division by zero.
+func TestTwoPhaseTableLine(t *testing.T) {
+	cfg, err := parseRunFlags([]string{"--prefix", "192.0.2.0/24", "--phase-timeout", "0"})
+	if err == nil {
+		_, err = cfg.validate()
+	}
+	if err != nil {
+		t.Fatalf("--phase-timeout 0: %v", err)
+	}
+	var buf strings.Builder
+	f := newTwoPhaseFeedMemory(cfg.PhaseTimeout, cfg.PhaseMemory, time.Minute, nil, slog.New(slog.NewTextHandler(&buf, nil)))
+	f.logTable()
+	n := f.Stats().Capacity
+	for _, want := range []string{
+		" window_s=600 ",
+		fmt.Sprintf(" entries=%d ", n),
+		fmt.Sprintf(" at_irregular_syn_per_s=%d ", n/600),
+		" phase_memory=32MiB ",
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("start-up line lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
+
+// TestTwoPhaseSweepServesQueue: the table's sweep runs in steps and
+// handles the queued SYNs between them, so that a large table's scan
+// does not leave the SYN queue to fill (and drop) for its whole length.
+// A full queue at the start of a sweep is empty at its end, every SYN in
+// it observed.
+func TestTwoPhaseSweepServesQueue(t *testing.T) {
+	f := newTwoPhaseFeedMemory(time.Minute, 4<<20, time.Minute, func(time.Time, []byte) {}, slog.New(slog.DiscardHandler))
+	if nb := f.Stats().Capacity / 8; nb <= twoPhaseSweepStep {
+		t.Fatalf("%d buckets: the sweep must take more than one step", nb)
+	}
+	now := time.Now()
+	f.latest = now
+	for i := range twoPhaseQueue {
+		p := records.Packet{Time: now, Src: netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), Dst: netip.MustParseAddr("198.51.100.80"),
+			Proto: records.ProtoTCP, SrcPort: 40000, DstPort: uint16(1000 + i), Flags: records.FlagSYN, TTL: 250, IPID: 54321, Probed: true, WScale: -1}
+		f.SYN(&p)
+	}
+	f.sweep(now)
+	f.publish()
+	if n := len(f.syns); n != 0 {
+		t.Errorf("%d SYNs still queued after the sweep", n)
+	}
+	if s := f.Stats(); s.Entries != twoPhaseQueue {
+		t.Errorf("%d phase ones kept, want the %d queued", s.Entries, twoPhaseQueue)
 	}
 }

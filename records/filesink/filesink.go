@@ -1,6 +1,6 @@
 // Package filesink writes spoki's records to hourly files: the
 // Spoki-compatible raw CSV logs (TCP, UDP, ICMP), the reply (scamper) log and
-// the JSON-lines event log (contract "Files"). It sits at the end of the
+// the JSON-lines event log (docs/formats.md). It sits at the end of the
 // flow, off the hot path: the packet path hands records to non-blocking
 // enqueue methods, and a single writer goroutine encodes and writes them.
 //
@@ -337,7 +337,7 @@ func orDefault(v, def int) int {
 }
 
 // newCSVStream returns the stream of one Spoki CSV log, named as Spoki names
-// it (spoki-core §4.1) but in UTC:
+// it but in UTC (docs/formats.md#file-names-and-hours):
 // YYYY-MM-DD.HH:00:00.TAG.spoki.PROTO.COMPONENT.EPOCH.csv.
 func (w *Writer) newCSVStream(proto, component, header string, written *atomic.Uint64) *stream {
 	tag := w.cfg.Tag

@@ -370,7 +370,11 @@ func (w *Writer) maintainError(op, path string, err error) {
 // one (an error says so), and each file is opened with O_NOFOLLOW and
 // changed through its descriptor, so that a link planted in place of a
 // log file cannot hand over the file it points to. Other files, links,
-// and files with more than one hard link are left alone.
+// and files with more than one hard link are left alone, and so is a
+// shared directory (sticky or writable by all, as /tmp): only its log
+// files are handed over. A directory the user does not own yet is
+// handed over only if it holds nothing but log files of tag: Chown
+// refuses to give away a directory root keeps other things in.
 func Chown(dir, tag string, uid, gid int) error {
 	if tag == "" {
 		tag = DefaultTag
@@ -388,12 +392,32 @@ func Chown(dir, tag string, uid, gid int) error {
 	}
 	d := os.NewFile(uintptr(dfd), dir) // closes dfd
 	defer d.Close()
-	if err := fchown(dfd, uid, gid, uint32(DirMode)); err != nil {
-		return fmt.Errorf("filesink: chown %s: %w", dir, err)
+	var dst unix.Stat_t
+	if err := unix.Fstat(dfd, &dst); err != nil {
+		return fmt.Errorf("filesink: chown: stat %s: %w", dir, err)
 	}
 	entries, err := d.ReadDir(-1)
 	if err != nil {
 		return fmt.Errorf("filesink: chown: %w", err)
+	}
+	// A shared directory (sticky or writable by all, as /tmp) is not
+	// spoki's to take: the user can make its files there already, and
+	// taking it would lock everybody else out.
+	if dst.Mode&(unix.S_ISVTX|0o002) == 0 {
+		// Nor is a directory that holds anything but this tag's logs
+		// (--log-dir . in root's home, /var/log): its new owner could
+		// replace what root trusts there. One the user already owns was
+		// handed over by an earlier run.
+		if int(dst.Uid) != uid {
+			for _, e := range entries {
+				if _, _, _, ok := w.logFile(e.Name()); !ok || !e.Type().IsRegular() {
+					return fmt.Errorf("filesink: log dir %s holds %q, which is not a log file of tag %s: give spoki a directory of its own (or chown it to uid %d yourself)", dir, e.Name(), tag, uid)
+				}
+			}
+		}
+		if err := fchown(dfd, uid, gid, uint32(DirMode)); err != nil {
+			return fmt.Errorf("filesink: chown %s: %w", dir, err)
+		}
 	}
 	var errs []error
 	for _, e := range entries {

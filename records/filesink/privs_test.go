@@ -69,6 +69,18 @@ func TestChownFollowsNoLink(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Root's directory holding other things is not given away.
+	if err := Chown(dir, "t", uid, gid); err == nil || !strings.Contains(err.Error(), "notes.txt") {
+		t.Fatalf("Chown of a directory with notes.txt = %v, want a refusal naming it", err)
+	}
+	if u, _, m := owner(t, dir); u != 0 || m != 0o755 {
+		t.Fatalf("refused dir changed: owner %d mode %o", u, m)
+	}
+	// An earlier run handed it over: the links planted since must not be
+	// followed.
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
 	if err := Chown(dir, "t", uid, gid); err != nil {
 		t.Fatalf("Chown: %v", err)
 	}
@@ -168,5 +180,36 @@ func TestWritesThroughDirHandle(t *testing.T) {
 	if entries, err := os.ReadDir(moved); err != nil || len(entries) != 6 {
 		n := len(entries)
 		t.Errorf("%d files in the directory behind the handle, want 6", n)
+	}
+}
+
+// TestChownLeavesSharedDir: a log directory that is shared, sticky and
+// writable by all as /tmp is, keeps its owner and mode (taking it would
+// lock every other user out of it); the log files in it are handed over.
+func TestChownLeavesSharedDir(t *testing.T) {
+	requireRoot(t)
+	const uid, gid = 65534, 65534
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	w := &Writer{cfg: Config{Dir: dir, Tag: "t"}}
+	w.initStreams()
+	log := filepath.Join(dir, w.tcpRaw.name(at(10, 0, 0, 0).Unix()))
+	if err := os.WriteFile(log, []byte("rows\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Chown(dir, "t", uid, gid); err != nil {
+		t.Fatalf("Chown: %v", err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, g, _ := owner(t, dir); u != 0 || g != 0 || st.Mode()&(os.ModeSticky|0o777) != os.ModeSticky|0o777 {
+		t.Errorf("shared dir: owner %d:%d mode %v, want 0:0 and drwxrwxrwt as it was", u, g, st.Mode())
+	}
+	if u, g, m := owner(t, log); u != uid || g != gid || m != FileMode {
+		t.Errorf("log file in the shared dir: owner %d:%d mode %o, want %d:%d %o", u, g, m, uid, gid, FileMode)
 	}
 }

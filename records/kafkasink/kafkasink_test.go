@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -138,6 +139,14 @@ func TestTopic(t *testing.T) {
 	}
 	if _, err := New(Config{}); !errors.Is(err, ErrNoBrokers) {
 		t.Errorf("New without brokers: %v, want ErrNoBrokers", err)
+	}
+	for name, want := range map[string]bool{
+		"cse2.malware.events.ucsd": true, "a-b_C.9": true, strings.Repeat("a", 249): true,
+		"": false, ".": false, "..": false, "a/b": false, "événements": false, strings.Repeat("a", 250): false,
+	} {
+		if got := ValidTopic(name); got != want {
+			t.Errorf("ValidTopic(%.20q) = %v, want %v", name, got, want)
+		}
 	}
 }
 

@@ -25,6 +25,13 @@ func legalTopicPart(s string) bool {
 	return len(s) <= maxTopicBytes
 }
 
+// ValidTopic reports whether Kafka accepts name as a whole topic name:
+// 1 to 249 bytes of ASCII letters, digits, '.', '_' and '-', other than
+// "." and "..".
+func ValidTopic(name string) bool {
+	return name != "" && name != "." && name != ".." && legalTopicPart(name)
+}
+
 // sanitize replaces the bytes Kafka does not allow in a topic name by '_'.
 // Only event types can hold them (New checks prefix and tag), and those are
 // constants of spoki's code, so this is a safety net, not a feature.
