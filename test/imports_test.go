@@ -54,7 +54,7 @@ var e2eImportTable = []e2eImportRule{
 	{"scenarios/...", []string{"scenarios", "records"}},
 	{"analysis", []string{"records"}},
 	{"analysis/urls", nil},
-	{"analysis/...", []string{"analysis", "analysis/...", "records"}},
+	{"analysis/...", []string{"analysis", "analysis/...", "records", "records/kafkasink"}},
 	{"lab", []string{"records"}},
 	{"internal/pathcheck", nil},
 	{"cmd/spoki", []string{"*"}},
