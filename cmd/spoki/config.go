@@ -184,6 +184,7 @@ func (c *configChecker) scalars() {
 		"first-data-timeout": (*int64)(&cfg.FirstDataTimeout),
 		"idle-timeout":       (*int64)(&cfg.IdleTimeout),
 		"total-timeout":      (*int64)(&cfg.TotalTimeout),
+		"request-timeout":    (*int64)(&cfg.RequestTimeout),
 		"phase-timeout":      (*int64)(&cfg.PhaseTimeout),
 	} {
 		if l, ok := c.line(key); ok && *d <= 0 {

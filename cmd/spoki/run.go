@@ -48,6 +48,7 @@ type runConfig struct {
 	FirstDataTimeout time.Duration `yaml:"first-data-timeout"`
 	IdleTimeout      time.Duration `yaml:"idle-timeout"`
 	TotalTimeout     time.Duration `yaml:"total-timeout"`
+	RequestTimeout   time.Duration `yaml:"request-timeout"`
 	LogLevel         string        `yaml:"log-level"`
 	StatsInterval    time.Duration `yaml:"stats-interval"`
 	Pprof            string        `yaml:"pprof"`
@@ -94,6 +95,7 @@ func defaultRunConfig() runConfig {
 		FirstDataTimeout: handlers.DefaultFirstDataTimeout,
 		IdleTimeout:      netstack.DefaultIdleTimeout,
 		TotalTimeout:     netstack.DefaultTotalTimeout,
+		RequestTimeout:   handlers.DefaultRequestTimeout,
 		LogLevel:         "info",
 		StatsInterval:    time.Second,
 		PhaseTimeout:     600 * time.Second,
@@ -118,6 +120,7 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.DurationVar(&c.FirstDataTimeout, "first-data-timeout", c.FirstDataTimeout, "wait this long for the client's first data")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "end a connection idle this long")
 	fs.DurationVar(&c.TotalTimeout, "total-timeout", c.TotalTimeout, "end any connection after this long")
+	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "end a connection whose first request is not complete this long after accept (slowloris)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "interval of the stats line (0 = none)")
 	fs.DurationVar(&c.PhaseTimeout, "phase-timeout", c.PhaseTimeout, "longest delay between the two phases of a two-phase scan")
@@ -212,6 +215,9 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	}
 	if c.MaxConns < 1 {
 		return nil, fmt.Errorf("run: --max-conns %d must be positive", c.MaxConns)
+	}
+	if c.RequestTimeout <= 0 {
+		return nil, fmt.Errorf("run: --request-timeout %v must be positive", c.RequestTimeout)
 	}
 	if c.Tag == "" || strings.ContainsAny(c.Tag, "/.") {
 		return nil, fmt.Errorf("run: --tag %q must be non-empty without '/' or '.'", c.Tag)
@@ -385,6 +391,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 			FirstDataTimeout: cfg.FirstDataTimeout,
 			IdleTimeout:      cfg.IdleTimeout,
 			TotalTimeout:     cfg.TotalTimeout,
+			RequestTimeout:   cfg.RequestTimeout,
 		})
 	}
 	reg, err := buildRegistry(cfg)
@@ -522,6 +529,10 @@ func (s *muxSet) snapshot() handlers.StatsSnapshot {
 		sum.FirstDataClosed += x.FirstDataClosed
 		sum.Errors += x.Errors
 		sum.BudgetExceeded += x.BudgetExceeded
+		sum.BudgetRequest += x.BudgetRequest
+		sum.BudgetIdle += x.BudgetIdle
+		sum.BudgetTotal += x.BudgetTotal
+		sum.BudgetBytes += x.BudgetBytes
 		sum.Panics += x.Panics
 		sum.Events += x.Events
 		sum.EventsDropped += x.EventsDropped
@@ -640,6 +651,10 @@ func logStats(log *slog.Logger, st *netstack.Stack, muxes *muxSet, sink *filesin
 		slog.Uint64("drop_backscatter", s.DropSYNACK+s.DropRST),
 		slog.Uint64("drop_outside", s.DropOutside),
 		slog.Uint64("drop_conn_limit", s.DropConnLimit),
+		slog.Uint64("budget_request", m.BudgetRequest),
+		slog.Uint64("budget_idle", m.BudgetIdle),
+		slog.Uint64("budget_total", m.BudgetTotal),
+		slog.Uint64("budget_bytes", m.BudgetBytes),
 		slog.Uint64("drop_non_tcp", s.DropUDP+s.DropICMP+s.DropOtherProto),
 		slog.Uint64("records_dropped", w.DropPacketQueueFull+w.DropReplyQueueFull+w.DropEventQueueFull+w.DropClosed+w.DropWriteError),
 		slog.Int("queue_packets", w.PacketQueue),
