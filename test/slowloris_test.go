@@ -215,5 +215,8 @@ func TestSlowlorisSecondHostServed(t *testing.T) {
 		t.Errorf("no http session event from %s to %s", secondHostAddr4, target)
 	}
 	stats := e2eStats(t, output, "final")
+	if n := e2eStatsValue(t, stats, "budget_request"); n == 0 {
+		t.Errorf("final stats: budget_request = 0, want the slowloris connections cut by the request budget")
+	}
 	t.Logf("final stats: drop_conn_limit=%d budget_request=%d", stats["drop_conn_limit"], stats["budget_request"])
 }
