@@ -223,3 +223,42 @@ type timeoutOnly struct{}
 func (timeoutOnly) Error() string   { return "i/o timeout" }
 func (timeoutOnly) Timeout() bool   { return true }
 func (timeoutOnly) Temporary() bool { return true }
+
+// TestListenerBurst checks that a burst of handshakes to one port, all
+// arriving at once (as the retransmissions of connections that waited for
+// a free slot do), is accepted whole: gVisor bounds a listener's queue by
+// its receive buffer, and a queue of ConnBuffer bytes would keep only a
+// few of them, every time.
+func TestListenerBurst(t *testing.T) {
+	const n = 64
+	accepted := make(chan struct{}, n)
+	h := newHarness(t, func(c *Config) {
+		c.Handle = func(c net.Conn, f records.Flow) {
+			accepted <- struct{}{}
+			c.(*Conn).Reset()
+		}
+	})
+	dst := netip.MustParseAddr("198.51.100.9")
+	payload := bytes.Repeat([]byte("G"), 1000)
+	var acks [][]byte
+	for i := range n {
+		sport := uint16(20000 + i)
+		cookie := h.synAck(scanner4, dst, sport, 80, uint32(1000*i))
+		acks = append(acks, seg{src: scanner4, dst: dst, sport: sport, dport: 80, seq: uint32(1000*i) + 1,
+			ack: cookie + 1, flags: header.TCPFlagAck | header.TCPFlagPsh, payload: payload}.build())
+	}
+	// One listener exists from the first ACK on; then the burst.
+	h.inject(acks[0])
+	<-accepted
+	for _, b := range acks[1:] {
+		h.inject(b)
+	}
+	for i := 1; i < n; i++ {
+		select {
+		case <-accepted:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of %d connections of the burst accepted; gVisor dropped %d packets", i-1, n-1,
+				h.st.GVisorStats().DroppedPackets.Value())
+		}
+	}
+}

@@ -26,6 +26,15 @@ const (
 	MaxConnBuffer = 64 << 10
 )
 
+// listenQueueBuffer bounds a listener's queue of handshake segments, which
+// gVisor limits by the listener's receive buffer. Its connections take the
+// buffer the listener had at Listen (ConnBuffer); the queue gets this
+// after, so that a burst of handshakes to one port (retransmissions that
+// arrive together once slots free up, a scanner's wave) is not dropped
+// but for the few segments that fit in ConnBuffer. Only admitted
+// handshakes reach a listener, so MaxConns bounds what all queues hold.
+const listenQueueBuffer = 256 << 10
+
 // ConnBufferBudget is what maxConns connections with buffers of buf bytes
 // each way can hold in gVisor at most: the worst case the start-up line
 // reports.

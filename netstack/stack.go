@@ -311,6 +311,8 @@ func (s *Stack) ensureListener(netProto tcpip.NetworkProtocolNumber, port uint16
 		s.log.Error("listener", "dest_port", port, "err", err)
 		return err
 	}
+	// After Listen: the connections keep ConnBuffer, the queue grows.
+	ep.SocketOptions().SetReceiveBufferSize(listenQueueBuffer, false)
 	l.ep = ep
 	l.entry = waiter.NewFunctionEntry(waiter.ReadableEvents, func(waiter.EventMask) {
 		if l.queued.CompareAndSwap(false, true) {

@@ -49,6 +49,8 @@ type runConfig struct {
 	IdleTimeout      time.Duration `yaml:"idle-timeout"`
 	TotalTimeout     time.Duration `yaml:"total-timeout"`
 	RequestTimeout   time.Duration `yaml:"request-timeout"`
+	ConnBuffer       byteSize      `yaml:"conn-buffer"`
+	MemoryLimit      byteSize      `yaml:"memory-limit"`
 	LogLevel         string        `yaml:"log-level"`
 	StatsInterval    time.Duration `yaml:"stats-interval"`
 	Pprof            string        `yaml:"pprof"`
@@ -96,6 +98,8 @@ func defaultRunConfig() runConfig {
 		IdleTimeout:      netstack.DefaultIdleTimeout,
 		TotalTimeout:     netstack.DefaultTotalTimeout,
 		RequestTimeout:   handlers.DefaultRequestTimeout,
+		ConnBuffer:       netstack.DefaultConnBuffer,
+		MemoryLimit:      defaultMemoryLimit,
 		LogLevel:         "info",
 		StatsInterval:    time.Second,
 		PhaseTimeout:     600 * time.Second,
@@ -121,6 +125,8 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "end a connection idle this long")
 	fs.DurationVar(&c.TotalTimeout, "total-timeout", c.TotalTimeout, "end any connection after this long")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "end a connection whose first request is not complete this long after accept (slowloris)")
+	fs.Var(&c.ConnBuffer, "conn-buffer", "receive and send buffer of each connection, each (`SIZE`, 4KiB-64KiB)")
+	fs.Var(&c.MemoryLimit, "memory-limit", "Go's soft memory limit (`SIZE`; the GOMEMLIMIT environment variable wins if set)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "interval of the stats line (0 = none)")
 	fs.DurationVar(&c.PhaseTimeout, "phase-timeout", c.PhaseTimeout, "longest delay between the two phases of a two-phase scan")
@@ -216,6 +222,12 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	if c.MaxConns < 1 {
 		return nil, fmt.Errorf("run: --max-conns %d must be positive", c.MaxConns)
 	}
+	if c.ConnBuffer < netstack.MinConnBuffer || c.ConnBuffer > netstack.MaxConnBuffer {
+		return nil, fmt.Errorf("run: --conn-buffer %s outside 4KiB-64KiB", &c.ConnBuffer)
+	}
+	if c.MemoryLimit < minMemoryLimit {
+		return nil, fmt.Errorf("run: --memory-limit %s below %s", &c.MemoryLimit, byteSizeOf(minMemoryLimit))
+	}
 	if c.RequestTimeout <= 0 {
 		return nil, fmt.Errorf("run: --request-timeout %v must be positive", c.RequestTimeout)
 	}
@@ -291,6 +303,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 	l, _ := parseLevel(cfg.LogLevel)
 	level.Set(l)
 	log := newLogger(level)
+	setMemoryLimit(cfg, log)
 
 	dev, err := tun.Open(tun.Config{Name: cfg.Tun, Queues: cfg.Queues, Prefixes: prefixes, NoRoute: cfg.NoRoute})
 	if err != nil {
@@ -410,6 +423,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 		MaxConns:     cfg.MaxConns,
 		IdleTimeout:  cfg.IdleTimeout,
 		TotalTimeout: cfg.TotalTimeout,
+		ConnBuffer:   int(cfg.ConnBuffer),
 		Handle:       muxes.ServeConn,
 		Sink:         sinkAdapter{sink, tp, pub},
 		Logger:       log.With("component", "netstack"),
@@ -612,6 +626,40 @@ func (lc *liveConfig) reload() {
 	}
 	lc.cfg = applyReloadable(lc.cfg, next)
 	lc.log.Info("reloaded", "config", lc.cfg.ConfigFile, "applied", applied, "not_applied", len(plan.Restart))
+}
+
+// Memory limit: GOMEMLIMIT's default in spoki, and the least that makes
+// sense (the queues and tables preallocated at start take tens of MiB).
+const (
+	defaultMemoryLimit = 256 << 20
+	minMemoryLimit     = 32 << 20
+)
+
+func byteSizeOf(n int64) *byteSize { b := byteSize(n); return &b }
+
+// setMemoryLimit sets Go's soft memory limit from --memory-limit, unless
+// the GOMEMLIMIT environment variable is set: then the runtime already
+// applied it, and it wins (it is Go's own knob, and an operator who set it
+// meant it). Either way the start-up line says which limit holds, and what
+// the connections' buffers can hold at most next to it.
+func setMemoryLimit(cfg runConfig, log *slog.Logger) {
+	source := "memory-limit"
+	if env := os.Getenv("GOMEMLIMIT"); env != "" {
+		source = "GOMEMLIMIT=" + env
+	} else {
+		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
+	}
+	limit := debug.SetMemoryLimit(-1)
+	buffers := netstack.ConnBufferBudget(cfg.MaxConns, int(cfg.ConnBuffer))
+	attrs := []any{"limit", byteSizeOf(limit).String(), "source", source,
+		"conn_buffers", fmt.Sprintf("%d × 2 × %s = %s", cfg.MaxConns, &cfg.ConnBuffer, byteSizeOf(buffers))}
+	if buffers > limit/2 {
+		// A soft limit below what connections may hold makes the GC run
+		// flat out under a slowloris instead of failing: say so once.
+		log.Warn("memory", append(attrs, "problem", "connection buffers can take more than half the memory limit: lower --max-conns or --conn-buffer")...)
+		return
+	}
+	log.Info("memory", attrs...)
 }
 
 // memStats returns the live heap at the last GC and the resident set size,
