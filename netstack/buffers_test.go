@@ -262,3 +262,39 @@ func TestListenerBurst(t *testing.T) {
 		}
 	}
 }
+
+// TestListenerLeak pins gVisor's listener accounting (see
+// listenQueueBuffer): many handshakes whose ACK carries data, one after
+// the other to one port, must all be accepted. gVisor charges each such
+// segment to the listener for good, so a listener with a bounded receive
+// buffer stops accepting anything after a few of them.
+func TestListenerLeak(t *testing.T) {
+	const n = 400 // ≈ 400 × 1.6 KiB charged: more than 256 KiB
+	accepted := make(chan struct{}, n) // a handler never blocks Close
+	h := newHarness(t, func(c *Config) {
+		c.Handle = func(c net.Conn, f records.Flow) {
+			buf := make([]byte, 2048)
+			_, _ = c.Read(buf)
+			accepted <- struct{}{}
+			c.(*Conn).Reset()
+		}
+	})
+	dst := netip.MustParseAddr("198.51.100.11")
+	payload := bytes.Repeat([]byte("P"), 1000)
+	for i := range n {
+		sport := uint16(30000 + i)
+		cookie := h.synAck(scanner4, dst, sport, 80, uint32(7000*i))
+		h.inject(seg{src: scanner4, dst: dst, sport: sport, dport: 80, seq: uint32(7000*i) + 1,
+			ack: cookie + 1, flags: header.TCPFlagAck | header.TCPFlagPsh, payload: payload}.build())
+		select {
+		case <-accepted:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("handshake %d of %d with data not accepted: the listener stopped (gVisor dropped %d packets)",
+				i+1, n, h.st.GVisorStats().DroppedPackets.Value())
+		}
+		// Drain the replies (SYN-ACK read above; ACK, RST) so the link's
+		// queue does not fill.
+		for h.read(time.Millisecond) != nil {
+		}
+	}
+}

@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"errors"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -26,14 +27,20 @@ const (
 	MaxConnBuffer = 64 << 10
 )
 
-// listenQueueBuffer bounds a listener's queue of handshake segments, which
-// gVisor limits by the listener's receive buffer. Its connections take the
-// buffer the listener had at Listen (ConnBuffer); the queue gets this
-// after, so that a burst of handshakes to one port (retransmissions that
-// arrive together once slots free up, a scanner's wave) is not dropped
-// but for the few segments that fit in ConnBuffer. Only admitted
-// handshakes reach a listener, so MaxConns bounds what all queues hold.
-const listenQueueBuffer = 256 << 10
+// listenQueueBuffer is the receive buffer of listeners, which gVisor uses
+// only to bound a listener's queue of handshake segments; connections take
+// the buffer the listener had at Listen (ConnBuffer). It is the largest
+// value gVisor's int32 accounting holds, because that accounting leaks:
+// a segment queued on a listener is charged to it, and when the listener
+// hands the segment on to the connection it built (a handshake ACK with
+// data, or data racing its ACK), the charge moves to the connection and is
+// never taken off the listener. With any smaller bound each port's listener
+// drops every segment, silently and for good, after bound/2 KiB such
+// handshakes (3 with an 8 KiB buffer, 28 with 64 KiB); TestListenerLeak
+// pins it. The queue's real memory stays bounded: only admitted handshakes
+// (--max-conns at once) reach a listener, and each segment leaves the queue
+// as soon as a gVisor processor handles it.
+const listenQueueBuffer = math.MaxInt32
 
 // ConnBufferBudget is what maxConns connections with buffers of buf bytes
 // each way can hold in gVisor at most: the worst case the start-up line
