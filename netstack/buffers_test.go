@@ -269,7 +269,7 @@ func TestListenerBurst(t *testing.T) {
 // segment to the listener for good, so a listener with a bounded receive
 // buffer stops accepting anything after a few of them.
 func TestListenerLeak(t *testing.T) {
-	const n = 400 // ≈ 400 × 1.6 KiB charged: more than 256 KiB
+	const n = 400                      // ≈ 400 × 1.6 KiB charged: more than 256 KiB
 	accepted := make(chan struct{}, n) // a handler never blocks Close
 	h := newHarness(t, func(c *Config) {
 		c.Handle = func(c net.Conn, f records.Flow) {
