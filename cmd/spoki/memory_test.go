@@ -18,7 +18,7 @@ func TestSetMemoryLimit(t *testing.T) {
 		var buf bytes.Buffer
 		cfg := defaultRunConfig()
 		cfg.MemoryLimit = 100 << 20
-		setMemoryLimit(cfg, slog.New(slog.NewTextHandler(&buf, nil)))
+		setMemoryLimit(cfg)(slog.New(slog.NewTextHandler(&buf, nil)))
 		return buf.String()
 	}
 

@@ -303,7 +303,9 @@ func runMain(ctx context.Context, args []string) (err error) {
 	l, _ := parseLevel(cfg.LogLevel)
 	level.Set(l)
 	log := newLogger(level)
-	setMemoryLimit(cfg, log)
+	// Set before anything is allocated; said once spoki is up, so that a
+	// failed start prints only its error.
+	logMemory := setMemoryLimit(cfg)
 
 	dev, err := tun.Open(tun.Config{Name: cfg.Tun, Queues: cfg.Queues, Prefixes: prefixes, NoRoute: cfg.NoRoute})
 	if err != nil {
@@ -459,6 +461,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 	// Start from a collected heap, so that heap_live in the stats lines
 	// measures growth from here (the queues were just allocated).
 	debug.FreeOSMemory()
+	logMemory(log)
 	ready := []any{"tun", dev.Name(), "queues", len(dev.FDs()), "prefixes", cfg.Prefixes, "log_dir", cfg.LogDir, "tag", cfg.Tag}
 	if cfg.Metrics != "" {
 		ready = append(ready, "metrics", cfg.Metrics)
@@ -640,9 +643,9 @@ func byteSizeOf(n int64) *byteSize { b := byteSize(n); return &b }
 // setMemoryLimit sets Go's soft memory limit from --memory-limit, unless
 // the GOMEMLIMIT environment variable is set: then the runtime already
 // applied it, and it wins (it is Go's own knob, and an operator who set it
-// meant it). Either way the start-up line says which limit holds, and what
-// the connections' buffers can hold at most next to it.
-func setMemoryLimit(cfg runConfig, log *slog.Logger) {
+// meant it). Either way the start-up line it returns says which limit
+// holds, and what the connections' buffers can hold at most next to it.
+func setMemoryLimit(cfg runConfig) (logLine func(*slog.Logger)) {
 	source := "memory-limit"
 	if env := os.Getenv("GOMEMLIMIT"); env != "" {
 		source = "GOMEMLIMIT=" + env
@@ -653,13 +656,15 @@ func setMemoryLimit(cfg runConfig, log *slog.Logger) {
 	buffers := netstack.ConnBufferBudget(cfg.MaxConns, int(cfg.ConnBuffer))
 	attrs := []any{"limit", byteSizeOf(limit).String(), "source", source,
 		"conn_buffers", fmt.Sprintf("%d × 2 × %s = %s", cfg.MaxConns, &cfg.ConnBuffer, byteSizeOf(buffers))}
-	if buffers > limit/2 {
-		// A soft limit below what connections may hold makes the GC run
-		// flat out under a slowloris instead of failing: say so once.
-		log.Warn("memory", append(attrs, "problem", "connection buffers can take more than half the memory limit: lower --max-conns or --conn-buffer")...)
-		return
+	return func(log *slog.Logger) {
+		if buffers > limit/2 {
+			// A soft limit below what connections may hold makes the GC
+			// run flat out under a slowloris instead of failing: say so.
+			log.Warn("memory", append(attrs, "problem", "connection buffers can take more than half the memory limit: lower --max-conns or --conn-buffer")...)
+			return
+		}
+		log.Info("memory", attrs...)
 	}
-	log.Info("memory", attrs...)
 }
 
 // memStats returns the live heap at the last GC and the resident set size,
