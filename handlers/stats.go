@@ -21,7 +21,7 @@ type Stats struct {
 	// Errors counts handlers that returned a non-nil error (panics excluded).
 	Errors atomic.Uint64
 	// BudgetExceeded counts the Errors that wrap ErrBudgetExceeded: the
-	// Mux's idle, total or byte budget cut the exchange short.
+	// Mux's request, idle, total or byte budget cut the exchange short.
 	BudgetExceeded atomic.Uint64
 	// BudgetRequest, BudgetIdle, BudgetTotal and BudgetBytes count the
 	// connections on which that Mux budget ended a read or write (the first
