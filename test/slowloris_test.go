@@ -59,10 +59,9 @@ type slowloris struct {
 
 // startSlowloris dials n connections from src to dst inside namespace ns,
 // sequentially (each dial needs the namespace's thread), and starts
-// trickling. Dials that fail within dialTimeout are counted, not fatal: a
-// telescope at its connection cap may never complete some of them. Close
-// ends every connection; so does the end of every, since the trickle stops
-// after lifetime.
+// trickling a byte on each connection every interval. Dials that fail
+// within 3 s are counted, not fatal. The trickle stops by itself after
+// lifetime; close resets every connection.
 func startSlowloris(ns string, src netip.Addr, dst netip.AddrPort, n int, every, lifetime time.Duration) (*slowloris, error) {
 	s := &slowloris{stop: make(chan struct{})}
 	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), Timeout: 3 * time.Second}
