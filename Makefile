@@ -29,10 +29,13 @@ test: build
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 # Benchmarks that print figures: the front end's per-SYN cost, the writers,
-# and the 10 s spoofed flood against spoki and the raw TUN echo side by side.
+# the 10 s spoofed flood against spoki and the raw TUN echo side by side, and
+# the attack mix (irregular flood, port sweep, slowloris, two-phase needle,
+# a second host) with its memory and service targets.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./netstack ./records/...
 	$(GO) test -run '^$$' -bench Flood -benchtime 1x -timeout 10m -v ./test
+	$(GO) test -run '^$$' -bench AttackMix -benchtime 1x -timeout 5m -v ./test
 
 vet:
 	$(GO) vet ./...

@@ -29,6 +29,9 @@ type Conn struct {
 	// Budgets set by the Mux; zero means none (a Conn built by NewConn).
 	idle               time.Duration
 	end                time.Time
+	requestEnd         time.Time // until answered: the request budget's deadline
+	answered           atomic.Bool
+	cut                atomic.Uint32 // the first budget that ended a read or write
 	maxToServer        int64
 	maxToClient        int64
 	toServer, toClient atomic.Int64
@@ -77,6 +80,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if c.maxToServer > 0 {
 		left := c.maxToServer - c.toServer.Load()
 		if left <= 0 {
+			c.cut.CompareAndSwap(0, uint32(budgetBytes))
 			return 0, fmt.Errorf("read: bytes to server cap: %w", ErrBudgetExceeded)
 		}
 		if int64(len(p)) > left {
@@ -88,7 +92,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	n, err := c.raw.Read(p)
 	c.toServer.Add(int64(n))
-	return n, budgetErr("read", why, err)
+	return n, c.budgetErr("read", why, err)
 }
 
 // Write implements net.Conn. Past the bytes-to-client cap it writes what
@@ -102,6 +106,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		left := max(c.maxToClient-c.toClient.Load(), 0)
 		if int64(len(p)) > left {
 			p = p[:left]
+			c.cut.CompareAndSwap(0, uint32(budgetBytes))
 			capErr = fmt.Errorf("write: bytes to client cap: %w", ErrBudgetExceeded)
 		}
 	}
@@ -110,8 +115,12 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	n, err := c.raw.Write(p)
 	c.toClient.Add(int64(n))
+	if n > 0 && c.toServer.Load() > 0 {
+		// The client spoke and got an answer: its request is complete.
+		c.answered.Store(true)
+	}
 	if err != nil {
-		return n, budgetErr("write", why, err)
+		return n, c.budgetErr("write", why, err)
 	}
 	return n, capErr
 }
@@ -131,17 +140,46 @@ func (c *Conn) deadline(hd time.Time) (time.Time, string) {
 		earlier(time.Now().Add(c.idle), "idle timeout")
 	}
 	earlier(c.end, "total timeout")
+	if !c.answered.Load() {
+		earlier(c.requestEnd, "request timeout")
+	}
 	return dl, why
 }
 
 // budgetErr wraps a deadline error caused by the Mux's budget why with
 // ErrBudgetExceeded, so that handlers and the Mux can tell it from the
-// handler's own deadlines.
-func budgetErr(op, why string, err error) error {
+// handler's own deadlines, and notes the budget for the Mux's counters
+// (which count it whether or not the handler returns the error).
+func (c *Conn) budgetErr(op, why string, err error) error {
 	if err == nil || why == "" || !errors.Is(err, os.ErrDeadlineExceeded) {
 		return err
 	}
+	c.cut.CompareAndSwap(0, uint32(budgetOf(why)))
 	return fmt.Errorf("%s: %s: %w: %w", op, why, ErrBudgetExceeded, err)
+}
+
+// budget names the Mux budget that cut a connection short.
+type budget uint32
+
+const (
+	budgetNone budget = iota
+	budgetRequest
+	budgetIdle
+	budgetTotal
+	budgetBytes
+)
+
+// budgetOf maps a deadline's name, as deadline returns it, to its budget.
+func budgetOf(why string) budget {
+	switch why {
+	case "request timeout":
+		return budgetRequest
+	case "idle timeout":
+		return budgetIdle
+	case "total timeout":
+		return budgetTotal
+	}
+	return budgetNone
 }
 
 // SetDeadline implements net.Conn. Deadlines only shorten the Mux's budgets.

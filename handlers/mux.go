@@ -20,6 +20,10 @@ import (
 const (
 	DefaultFirstDataTimeout = 5 * time.Second
 	DefaultIdleTimeout      = 30 * time.Second
+	// DefaultRequestTimeout gives a client 10 s to send its request: bots
+	// send theirs in one segment, and a slowloris that trickles a header a
+	// byte at a time holds its slot for 10 s instead of TotalTimeout.
+	DefaultRequestTimeout   = 10 * time.Second
 	DefaultTotalTimeout     = 120 * time.Second
 	DefaultMaxFirstBytes    = 4096
 	DefaultMaxBytesToServer = 1 << 20
@@ -57,6 +61,15 @@ type MuxConfig struct {
 	// TotalTimeout bounds the whole connection, first-data wait included;
 	// Serve's context is cancelled at that deadline.
 	TotalTimeout time.Duration
+	// RequestTimeout is the minimum-progress rule: until the handler has
+	// answered data the client sent (written to a client that has sent
+	// something), no read waits past RequestTimeout after the connection
+	// started, so that a client trickling its first request a byte at a
+	// time, within IdleTimeout and the handler's own per-read timeouts,
+	// still gives up its slot after RequestTimeout rather than
+	// TotalTimeout. A banner written before the client spoke does not
+	// count as an answer. Cuts are counted in Stats.BudgetRequest.
+	RequestTimeout time.Duration
 	// MaxFirstBytes caps the first segment, as read and recorded.
 	MaxFirstBytes int
 	// MaxBytesToServer and MaxBytesToClient cap the bytes a handler may
@@ -87,7 +100,7 @@ func NewMux(cfg MuxConfig) (*Mux, error) {
 		return nil, errors.New("handlers: new mux: no Registry")
 	case cfg.Emit == nil:
 		return nil, errors.New("handlers: new mux: no Emit")
-	case cfg.FirstDataTimeout < 0, cfg.IdleTimeout < 0, cfg.TotalTimeout < 0,
+	case cfg.FirstDataTimeout < 0, cfg.IdleTimeout < 0, cfg.TotalTimeout < 0, cfg.RequestTimeout < 0,
 		cfg.MaxFirstBytes < 0, cfg.MaxBytesToServer < 0, cfg.MaxBytesToClient < 0,
 		cfg.MaxEventsPerConn < 0:
 		return nil, errors.New("handlers: new mux: negative timeout or size")
@@ -100,6 +113,7 @@ func NewMux(cfg MuxConfig) (*Mux, error) {
 	def(&cfg.FirstDataTimeout, DefaultFirstDataTimeout)
 	def(&cfg.IdleTimeout, DefaultIdleTimeout)
 	def(&cfg.TotalTimeout, DefaultTotalTimeout)
+	def(&cfg.RequestTimeout, DefaultRequestTimeout)
 	if cfg.MaxFirstBytes == 0 {
 		cfg.MaxFirstBytes = DefaultMaxFirstBytes
 	}
@@ -165,7 +179,7 @@ func (m *Mux) ServeConn(c net.Conn, f records.Flow) {
 
 	conn := &Conn{
 		raw: c, flow: f,
-		idle: m.cfg.IdleTimeout, end: end,
+		idle: m.cfg.IdleTimeout, end: end, requestEnd: start.Add(m.cfg.RequestTimeout),
 		maxToServer: m.cfg.MaxBytesToServer, maxToClient: m.cfg.MaxBytesToClient,
 		mux: m,
 	}
@@ -195,6 +209,7 @@ func (m *Mux) ServeConn(c net.Conn, f records.Flow) {
 		s.Error = err.Error()
 	}
 	m.stats.session(s.AppProto)
+	m.stats.cut(budget(conn.cut.Load()))
 	if m.log.Enabled(ctx, slog.LevelDebug) {
 		m.log.LogAttrs(ctx, slog.LevelDebug, "session", flowAttrs(f,
 			slog.String("app_proto", s.AppProto),

@@ -210,6 +210,8 @@ func TestMuxBudgets(t *testing.T) {
 		h       handlers.HandlerFunc
 		client  func(c net.Conn)
 		wantErr string
+		// cause returns the per-budget counter that must be 1 (the others 0).
+		cause func(handlers.StatsSnapshot) uint64
 	}{
 		{
 			name: "idle timeout",
@@ -220,6 +222,7 @@ func TestMuxBudgets(t *testing.T) {
 			},
 			client:  func(c net.Conn) { c.Write([]byte("x")) },
 			wantErr: "idle timeout",
+			cause:   func(s handlers.StatsSnapshot) uint64 { return s.BudgetIdle },
 		},
 		{
 			name: "total timeout",
@@ -237,6 +240,51 @@ func TestMuxBudgets(t *testing.T) {
 				}
 			},
 			wantErr: "total timeout",
+			cause:   func(s handlers.StatsSnapshot) uint64 { return s.BudgetTotal },
+		},
+		{
+			// A slowloris: a byte every 20 ms never lets the idle budget
+			// fire, and the request never completes.
+			name: "request timeout",
+			cfg:  handlers.MuxConfig{IdleTimeout: time.Second, RequestTimeout: 150 * time.Millisecond},
+			h: func(_ context.Context, c *handlers.Conn) (any, error) {
+				_, err := io.Copy(io.Discard, c)
+				return nil, err
+			},
+			client: func(c net.Conn) {
+				for range 50 {
+					if _, err := c.Write([]byte("x")); err != nil {
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			},
+			wantErr: "request timeout",
+			cause:   func(s handlers.StatsSnapshot) uint64 { return s.BudgetRequest },
+		},
+		{
+			// A banner is no answer: a speak-first handler's client gets
+			// the request budget too.
+			name: "request timeout after a banner",
+			cfg:  handlers.MuxConfig{IdleTimeout: time.Second, RequestTimeout: 150 * time.Millisecond, FirstDataTimeout: 10 * time.Millisecond},
+			h: func(_ context.Context, c *handlers.Conn) (any, error) {
+				if _, err := c.Write([]byte("220 banner\r\n")); err != nil {
+					return nil, err
+				}
+				_, err := io.Copy(io.Discard, c)
+				return nil, err
+			},
+			client: func(c net.Conn) {
+				time.Sleep(30 * time.Millisecond)
+				for range 50 {
+					if _, err := c.Write([]byte("x")); err != nil {
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			},
+			wantErr: "request timeout",
+			cause:   func(s handlers.StatsSnapshot) uint64 { return s.BudgetRequest },
 		},
 		{
 			name: "bytes to client",
@@ -247,6 +295,7 @@ func TestMuxBudgets(t *testing.T) {
 			},
 			client:  func(c net.Conn) { c.Write([]byte("x")) },
 			wantErr: "bytes to client cap",
+			cause:   func(s handlers.StatsSnapshot) uint64 { return s.BudgetBytes },
 		},
 		{
 			name: "bytes to server",
@@ -257,6 +306,7 @@ func TestMuxBudgets(t *testing.T) {
 			},
 			client:  func(c net.Conn) { c.Write(make([]byte, 100)) },
 			wantErr: "bytes to server cap",
+			cause:   func(s handlers.StatsSnapshot) uint64 { return s.BudgetBytes },
 		},
 	}
 	for _, tc := range tests {
@@ -269,8 +319,13 @@ func TestMuxBudgets(t *testing.T) {
 			if !strings.Contains(s.Error, tc.wantErr) || !strings.Contains(s.Error, handlers.ErrBudgetExceeded.Error()) {
 				t.Errorf("session error = %q, want %q and %q", s.Error, tc.wantErr, handlers.ErrBudgetExceeded)
 			}
-			if got := m.Stats().Snapshot(); got.Errors != 1 || got.BudgetExceeded != 1 {
+			got := m.Stats().Snapshot()
+			if got.Errors != 1 || got.BudgetExceeded != 1 {
 				t.Errorf("Stats = %+v, want 1 error, 1 budget exceeded", got)
+			}
+			if tc.cause(got) != 1 || got.BudgetRequest+got.BudgetIdle+got.BudgetTotal+got.BudgetBytes != 1 {
+				t.Errorf("Stats budgets request/idle/total/bytes = %d/%d/%d/%d, want 1 for %s only",
+					got.BudgetRequest, got.BudgetIdle, got.BudgetTotal, got.BudgetBytes, tc.wantErr)
 			}
 			if tc.cfg.MaxBytesToClient != 0 && s.BytesToClient != tc.cfg.MaxBytesToClient {
 				t.Errorf("BytesToClient = %d, want %d", s.BytesToClient, tc.cfg.MaxBytesToClient)
@@ -280,6 +335,60 @@ func TestMuxBudgets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMuxRequestBudgetAnswered checks the two sides of the request budget:
+// once the handler has answered what the client sent, a slow client is no
+// longer cut by it (the total budget ends the connection); and a handler
+// that swallows the budget's error still has the cut counted.
+func TestMuxRequestBudgetAnswered(t *testing.T) {
+	trickle := func(c net.Conn) {
+		for range 50 {
+			if _, err := c.Write([]byte("x")); err != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	t.Run("answered", func(t *testing.T) {
+		reg := handlers.NewRegistry(handlers.Func("chatty", func(_ context.Context, c *handlers.Conn) (any, error) {
+			b := make([]byte, 64)
+			if _, err := c.Read(b); err != nil {
+				return nil, err
+			}
+			if _, err := c.Write([]byte("ok\r\n")); err != nil {
+				return nil, err
+			}
+			_, err := io.Copy(io.Discard, c)
+			return nil, err
+		}))
+		m, rec := handlerstest.NewMux(t, handlers.MuxConfig{Registry: reg, IdleTimeout: time.Second,
+			RequestTimeout: 100 * time.Millisecond, TotalTimeout: 400 * time.Millisecond})
+		go trickle(dial(t, m, 7))
+		s := rec.Wait(t, 1)[0]
+		if !strings.Contains(s.Error, "total timeout") {
+			t.Errorf("session error = %q, want the total timeout (the request was answered)", s.Error)
+		}
+		if got := m.Stats().Snapshot(); got.BudgetRequest != 0 || got.BudgetTotal != 1 {
+			t.Errorf("budgets request/total = %d/%d, want 0/1", got.BudgetRequest, got.BudgetTotal)
+		}
+	})
+	t.Run("swallowed", func(t *testing.T) {
+		reg := handlers.NewRegistry(handlers.Func("quiet", func(_ context.Context, c *handlers.Conn) (any, error) {
+			_, _ = io.Copy(io.Discard, c)
+			return nil, nil
+		}))
+		m, rec := handlerstest.NewMux(t, handlers.MuxConfig{Registry: reg, IdleTimeout: time.Second,
+			RequestTimeout: 100 * time.Millisecond})
+		go trickle(dial(t, m, 7))
+		s := rec.Wait(t, 1)[0]
+		if s.Error != "" {
+			t.Errorf("session error = %q, want none (the handler swallowed it)", s.Error)
+		}
+		if got := m.Stats().Snapshot(); got.BudgetRequest != 1 || got.Errors != 0 {
+			t.Errorf("budget request = %d, errors = %d, want 1, 0", got.BudgetRequest, got.Errors)
+		}
+	})
 }
 
 // TestConnHandlerDeadline checks that a handler's own, shorter deadline is

@@ -21,8 +21,14 @@ type Stats struct {
 	// Errors counts handlers that returned a non-nil error (panics excluded).
 	Errors atomic.Uint64
 	// BudgetExceeded counts the Errors that wrap ErrBudgetExceeded: the
-	// Mux's idle, total or byte budget cut the exchange short.
+	// Mux's request, idle, total or byte budget cut the exchange short.
 	BudgetExceeded atomic.Uint64
+	// BudgetRequest, BudgetIdle, BudgetTotal and BudgetBytes count the
+	// connections on which that Mux budget ended a read or write (the first
+	// one to do so), whether or not the handler returned the error:
+	// RequestTimeout (a request that never completed: slowloris),
+	// IdleTimeout, TotalTimeout, and the bytes-to-server or -client caps.
+	BudgetRequest, BudgetIdle, BudgetTotal, BudgetBytes atomic.Uint64
 	// Panics counts handler (or content matcher) panics; each was logged
 	// once with its stack and its connection reset.
 	Panics atomic.Uint64
@@ -43,6 +49,8 @@ type StatsSnapshot struct {
 	// The fields below are the values of the Stats counters of the same name.
 	Sessions, FirstDataTimeouts, FirstDataClosed uint64
 	Errors, BudgetExceeded, Panics               uint64
+	BudgetRequest, BudgetIdle                    uint64
+	BudgetTotal, BudgetBytes                     uint64
 	Events, EventsDropped                        uint64
 	// ByHandler counts sessions by app_proto (handler name); the empty name
 	// counts content matchers that panicked before a handler was chosen.
@@ -64,6 +72,10 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		FirstDataClosed:   s.FirstDataClosed.Load(),
 		Errors:            s.Errors.Load(),
 		BudgetExceeded:    s.BudgetExceeded.Load(),
+		BudgetRequest:     s.BudgetRequest.Load(),
+		BudgetIdle:        s.BudgetIdle.Load(),
+		BudgetTotal:       s.BudgetTotal.Load(),
+		BudgetBytes:       s.BudgetBytes.Load(),
 		Panics:            s.Panics.Load(),
 		Events:            s.Events.Load(),
 		EventsDropped:     s.EventsDropped.Load(),
@@ -81,4 +93,18 @@ func (s *Stats) session(name string) {
 	}
 	s.byHandler[name]++
 	s.mu.Unlock()
+}
+
+// cut counts one connection that budget b cut short (none: nothing).
+func (s *Stats) cut(b budget) {
+	switch b {
+	case budgetRequest:
+		s.BudgetRequest.Add(1)
+	case budgetIdle:
+		s.BudgetIdle.Add(1)
+	case budgetTotal:
+		s.BudgetTotal.Add(1)
+	case budgetBytes:
+		s.BudgetBytes.Add(1)
+	}
 }

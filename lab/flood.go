@@ -77,6 +77,14 @@ type FloodConfig struct {
 	Src netip.Prefix
 	// Kind is the segment sent.
 	Kind FloodKind
+	// Irregular makes SYNs look like ZMap's and Masscan's, the paper's
+	// irregular SYNs: no TCP options, TTL (hop limit) 255 and, on IPv4,
+	// the fixed IP ID 54321. Without it SYNs carry an MSS option, TTL 64
+	// and random IP IDs, which the two-phase detector ignores.
+	Irregular bool
+	// Port, when not 0, is every frame's destination port (a scan of one
+	// service); 0 draws ports 1 to 65535 at random.
+	Port uint16
 	// Rate is the target rate in packets per second; 0 sends as fast as
 	// possible.
 	Rate int
@@ -121,6 +129,15 @@ func (r FloodResult) String() string {
 	return fmt.Sprintf("sent %d packets in %.2fs (%.0f pps), %d refused", r.Sent, r.Elapsed.Seconds(), r.Rate(), r.Refused)
 }
 
+// Irregular SYN header values (ZMap's and Masscan's), used with
+// FloodConfig.Irregular.
+const (
+	// IrregularTTL is the TTL (IPv6: hop limit) of irregular SYNs.
+	IrregularTTL = 255
+	// IrregularIPID is the IPv4 identification of irregular SYNs.
+	IrregularIPID = 54321
+)
+
 // Frame layout offsets.
 const (
 	ethLen  = 14
@@ -143,6 +160,8 @@ type frameGen struct {
 	dstOff    int // destination address
 	addrLen   int
 	hasAck    bool
+	fixedID   bool   // the template holds the IPv4 id: don't patch it
+	port      uint16 // fixed destination port, or 0
 	ipSum     uint64 // template IPv4 header sum (checksum field zero)
 	tcpSum    uint64 // template TCP sum plus the pseudo-header's fixed part
 	src, dst  addrRange
@@ -200,6 +219,14 @@ func newFrameGen(cfg FloodConfig, srcMAC, dstMAC net.HardwareAddr, seed uint64) 
 		dst:    newAddrRange(dst),
 		rng:    seed,
 		hasAck: cfg.Kind != FloodSYN,
+		port:   cfg.Port,
+	}
+	if cfg.Irregular && cfg.Kind != FloodSYN {
+		return nil, fmt.Errorf("lab: flood: irregular is a kind of SYN, not of %v", cfg.Kind)
+	}
+	ttl, ipid := uint8(64), uint16(0)
+	if cfg.Irregular {
+		ttl, ipid, g.fixedID = IrregularTTL, IrregularIPID, true
 	}
 	tcp := &layers.TCP{Window: 64240}
 	switch cfg.Kind {
@@ -210,7 +237,9 @@ func newFrameGen(cfg FloodConfig, srcMAC, dstMAC net.HardwareAddr, seed uint64) 
 		if !g.v4 {
 			mss = []byte{0x05, 0xa0} // 1440
 		}
-		tcp.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: mss}}
+		if !cfg.Irregular {
+			tcp.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: mss}}
+		}
 	case FloodACK:
 		tcp.ACK = true
 		tcp.Window = 502
@@ -225,12 +254,12 @@ func newFrameGen(cfg FloodConfig, srcMAC, dstMAC net.HardwareAddr, seed uint64) 
 	var ip gopacket.SerializableLayer
 	if g.v4 {
 		eth.EthernetType = layers.EthernetTypeIPv4
-		ip = &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP,
+		ip = &layers.IPv4{Version: 4, IHL: 5, TTL: ttl, Id: ipid, Protocol: layers.IPProtocolTCP,
 			SrcIP: net.IPv4zero.To4(), DstIP: net.IPv4zero.To4()}
 		g.tcpOff, g.srcOff, g.dstOff, g.addrLen = ethLen+ipv4Len, ethLen+12, ethLen+16, 4
 	} else {
 		eth.EthernetType = layers.EthernetTypeIPv6
-		ip = &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP,
+		ip = &layers.IPv6{Version: 6, HopLimit: ttl, NextHeader: layers.IPProtocolTCP,
 			SrcIP: net.IPv6zero, DstIP: net.IPv6zero}
 		g.tcpOff, g.srcOff, g.dstOff, g.addrLen = ethLen+ipv6Len, ethLen+8, ethLen+24, 16
 	}
@@ -292,6 +321,9 @@ func (g *frameGen) fill(f []byte) {
 	r := g.next()
 	sport := uint16(r%65535) + 1
 	dport := uint16((r>>16)%65535) + 1
+	if g.port != 0 {
+		dport = g.port
+	}
 	ipid := uint16(r >> 32)
 	t := f[g.tcpOff:]
 	binary.BigEndian.PutUint16(t[0:], sport)
@@ -309,7 +341,12 @@ func (g *frameGen) fill(f []byte) {
 
 	if g.v4 {
 		ip := f[g.ipOff:]
-		binary.BigEndian.PutUint16(ip[4:], ipid)
+		if g.fixedID {
+			// The template's id (copied above) is in g.ipSum already.
+			ipid = 0
+		} else {
+			binary.BigEndian.PutUint16(ip[4:], ipid)
+		}
 		// The IPv4 header sum covers its addresses: addrSum is exactly
 		// their words.
 		binary.BigEndian.PutUint16(ip[10:], fold(g.ipSum+uint64(ipid)+addrSum))

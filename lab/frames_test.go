@@ -63,19 +63,29 @@ func TestFloodFrames(t *testing.T) {
 		src        netip.Prefix
 		wantFlags  [4]bool // SYN, ACK, RST, FIN
 		wantOption bool    // MSS
+		irregular  bool
+		port       uint16
 	}{
-		{"syn v4", FloodSYN, Prefix4, netip.Prefix{}, [4]bool{true, false, false, false}, true},
-		{"ack v4", FloodACK, Prefix4, netip.Prefix{}, [4]bool{false, true, false, false}, false},
-		{"synack v4", FloodSYNACK, Prefix4, netip.Prefix{}, [4]bool{true, true, false, false}, true},
-		{"rst v4", FloodRST, Prefix4, netip.Prefix{}, [4]bool{false, true, true, false}, false},
-		{"syn v4 single source", FloodSYN, netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("203.0.113.9/32"), [4]bool{true, false, false, false}, true},
-		{"syn v6", FloodSYN, Prefix6, netip.Prefix{}, [4]bool{true, false, false, false}, true},
-		{"ack v6", FloodACK, Prefix6, netip.Prefix{}, [4]bool{false, true, false, false}, false},
-		{"rst v6 /72 source", FloodRST, Prefix6, netip.MustParsePrefix("2001:db8:3:0:ab00::/72"), [4]bool{false, true, true, false}, false},
+		{"syn v4", FloodSYN, Prefix4, netip.Prefix{}, [4]bool{true, false, false, false}, true, false, 0},
+		{"ack v4", FloodACK, Prefix4, netip.Prefix{}, [4]bool{false, true, false, false}, false, false, 0},
+		{"synack v4", FloodSYNACK, Prefix4, netip.Prefix{}, [4]bool{true, true, false, false}, true, false, 0},
+		{"rst v4", FloodRST, Prefix4, netip.Prefix{}, [4]bool{false, true, true, false}, false, false, 0},
+		{"syn v4 single source", FloodSYN, netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("203.0.113.9/32"), [4]bool{true, false, false, false}, true, false, 0},
+		{"syn v6", FloodSYN, Prefix6, netip.Prefix{}, [4]bool{true, false, false, false}, true, false, 0},
+		{"ack v6", FloodACK, Prefix6, netip.Prefix{}, [4]bool{false, true, false, false}, false, false, 0},
+		{"rst v6 /72 source", FloodRST, Prefix6, netip.MustParsePrefix("2001:db8:3:0:ab00::/72"), [4]bool{false, true, true, false}, false, false, 0},
+		{"irregular syn v4", FloodSYN, Prefix4, netip.Prefix{}, [4]bool{true, false, false, false}, false, true, 0},
+		{"irregular syn v4 one port", FloodSYN, Prefix4, netip.Prefix{}, [4]bool{true, false, false, false}, false, true, 80},
+		{"irregular syn v6", FloodSYN, Prefix6, netip.Prefix{}, [4]bool{true, false, false, false}, false, true, 0},
+		{"syn v6 one port", FloodSYN, Prefix6, netip.Prefix{}, [4]bool{true, false, false, false}, true, false, 443},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := FloodConfig{Prefix: tc.prefix, Src: tc.src, Kind: tc.kind}
+			cfg := FloodConfig{Prefix: tc.prefix, Src: tc.src, Kind: tc.kind, Irregular: tc.irregular, Port: tc.port}
+			wantTTL := uint8(64)
+			if tc.irregular {
+				wantTTL = IrregularTTL
+			}
 			g, err := newFrameGen(cfg, srcMAC, dstMAC, 42)
 			if err != nil {
 				t.Fatalf("newFrameGen: %v", err)
@@ -113,13 +123,19 @@ func TestFloodFrames(t *testing.T) {
 					if got := checksum(hdr); got != 0 {
 						t.Errorf("frame %d: IPv4 header checksum %#04x does not verify", i, ip4.Checksum)
 					}
-					if len(f) < 60 || int(ip4.Length) > len(f)-ethLen || ip4.TTL != 64 {
-						t.Errorf("frame %d: %d bytes, IPv4 length %d TTL %d, want at least 60 bytes, TTL 64", i, len(f), ip4.Length, ip4.TTL)
+					if len(f) < 60 || int(ip4.Length) > len(f)-ethLen || ip4.TTL != wantTTL {
+						t.Errorf("frame %d: %d bytes, IPv4 length %d TTL %d, want at least 60 bytes, TTL %d", i, len(f), ip4.Length, ip4.TTL, wantTTL)
+					}
+					if tc.irregular && ip4.Id != IrregularIPID {
+						t.Errorf("frame %d: IP ID %d, want %d", i, ip4.Id, IrregularIPID)
 					}
 					l4 = f[ethLen+ipv4Len : ethLen+int(ip4.Length)]
 				} else if ip6, ok := pkt.Layer(layers.LayerTypeIPv6).(*layers.IPv6); ok {
 					s, _ = netip.AddrFromSlice(ip6.SrcIP)
 					d, _ = netip.AddrFromSlice(ip6.DstIP)
+					if ip6.HopLimit != wantTTL {
+						t.Errorf("frame %d: hop limit %d, want %d", i, ip6.HopLimit, wantTTL)
+					}
 					if int(ip6.Length) != len(f)-ethLen-ipv6Len {
 						t.Errorf("frame %d: IPv6 payload length %d, want %d", i, ip6.Length, len(f)-ethLen-ipv6Len)
 					}
@@ -135,6 +151,12 @@ func TestFloodFrames(t *testing.T) {
 				}
 				if tcp.SrcPort == 0 || tcp.DstPort == 0 {
 					t.Errorf("frame %d: ports %d -> %d, want non-zero", i, tcp.SrcPort, tcp.DstPort)
+				}
+				if tc.port != 0 && uint16(tcp.DstPort) != tc.port {
+					t.Errorf("frame %d: destination port %d, want %d", i, tcp.DstPort, tc.port)
+				}
+				if tc.irregular && len(tcp.Options) != 0 {
+					t.Errorf("frame %d: options %v, want none", i, optionKinds(tcp))
 				}
 				if got := [4]bool{tcp.SYN, tcp.ACK, tcp.RST, tcp.FIN}; got != tc.wantFlags {
 					t.Errorf("frame %d: flags SYN,ACK,RST,FIN = %v, want %v", i, got, tc.wantFlags)
@@ -161,6 +183,7 @@ func TestFloodFramesBadConfig(t *testing.T) {
 		{"no prefix", FloodConfig{}},
 		{"mixed families", FloodConfig{Prefix: Prefix4, Src: FloodSrc6}},
 		{"bad kind", FloodConfig{Prefix: Prefix4, Kind: FloodKind(9)}},
+		{"irregular ack", FloodConfig{Prefix: Prefix4, Kind: FloodACK, Irregular: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,10 @@
 package netstack
 
 import (
+	"errors"
+	"math"
+	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -8,6 +12,40 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
+
+// Per-connection buffer sizes (Config.ConnBuffer): the receive and the send
+// buffer each. Requests to a telescope fit in a few segments; a larger
+// request still arrives, the window just opens as the handler reads.
+const (
+	// DefaultConnBuffer is 8 KiB: DefaultMaxConns connections hold at most
+	// 4096 × 2 × 8 KiB = 64 MiB in gVisor buffers.
+	DefaultConnBuffer = 8 << 10
+	// MinConnBuffer is gVisor's own floor for a useful buffer.
+	MinConnBuffer = 4 << 10
+	// MaxConnBuffer is the 64 KiB that the front end's SYN-ACK announces as
+	// its window (no window scaling): more could never be used.
+	MaxConnBuffer = 64 << 10
+)
+
+// listenQueueBuffer is the receive buffer of listeners, which gVisor uses
+// only to bound a listener's queue of handshake segments; connections take
+// the buffer the listener had at Listen (ConnBuffer). It is the largest
+// value gVisor's int32 accounting holds, because that accounting leaks:
+// a segment queued on a listener is charged to it, and when the listener
+// hands the segment on to the connection it built (a handshake ACK with
+// data, or data racing its ACK), the charge moves to the connection and is
+// never taken off the listener. With any smaller bound each port's listener
+// drops every segment, silently and for good, after bound/2 KiB such
+// handshakes (3 with an 8 KiB buffer, 28 with 64 KiB); TestListenerLeak
+// pins it. The queue's real memory stays bounded: only admitted handshakes
+// (--max-conns at once) reach a listener, and each segment leaves the queue
+// as soon as a gVisor processor handles it.
+const listenQueueBuffer = math.MaxInt32
+
+// ConnBufferBudget is what maxConns connections with buffers of buf bytes
+// each way can hold in gVisor at most: the worst case the start-up line
+// reports.
+func ConnBufferBudget(maxConns, buf int) int64 { return int64(maxConns) * 2 * int64(buf) }
 
 // Conn is an accepted connection as handlers see it: a net.Conn with
 // Reset, under the netstack's idle and total budgets, which hold whatever
@@ -46,23 +84,48 @@ func (c *Conn) bound(user time.Time) time.Time {
 	return d
 }
 
-// Read implements net.Conn.
+// Read implements net.Conn. A read past its deadline fails with an error
+// that wraps os.ErrDeadlineExceeded, as net.Conn promises.
 func (c *Conn) Read(b []byte) (int, error) {
 	c.mu.Lock()
 	d := c.bound(c.readDeadline)
 	c.mu.Unlock()
 	c.TCPConn.SetReadDeadline(d)
-	return c.TCPConn.Read(b)
+	n, err := c.TCPConn.Read(b)
+	return n, deadlineErr(err)
 }
 
-// Write implements net.Conn.
+// Write implements net.Conn; like Read, past its deadline it fails with an
+// error that wraps os.ErrDeadlineExceeded.
 func (c *Conn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	d := c.bound(c.writeDeadline)
 	c.mu.Unlock()
 	c.TCPConn.SetWriteDeadline(d)
-	return c.TCPConn.Write(b)
+	n, err := c.TCPConn.Write(b)
+	return n, deadlineErr(err)
 }
+
+// deadlineErr makes gonet's timeout errors, which are net.Errors with
+// Timeout() but do not wrap os.ErrDeadlineExceeded, wrap it: the handlers
+// tell their budgets from other errors with errors.Is, as they do on the
+// kernel's sockets.
+func deadlineErr(err error) error {
+	var ne net.Error
+	if err == nil || !errors.As(err, &ne) || !ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	return timeoutErr{err}
+}
+
+// timeoutErr is a gonet timeout that also wraps os.ErrDeadlineExceeded; it
+// reads as the original error (and still unwraps to its *net.OpError).
+type timeoutErr struct{ err error }
+
+func (e timeoutErr) Error() string   { return e.err.Error() }
+func (e timeoutErr) Unwrap() []error { return []error{e.err, os.ErrDeadlineExceeded} }
+func (e timeoutErr) Timeout() bool   { return true }
+func (e timeoutErr) Temporary() bool { return true }
 
 // SetDeadline implements net.Conn.
 func (c *Conn) SetDeadline(t time.Time) error {

@@ -96,6 +96,11 @@ type Config struct {
 	IdleTimeout, TotalTimeout time.Duration
 	// MaxPayloadBytes caps the payload copied into a packet record.
 	MaxPayloadBytes int
+	// ConnBuffer is the receive and the send buffer of each connection
+	// (each, in bytes, segment overhead included): MaxConns × 2 ×
+	// ConnBuffer bounds what connections hold in gVisor. 0 means
+	// DefaultConnBuffer; it must be within MinConnBuffer and MaxConnBuffer.
+	ConnBuffer int
 	// Handle serves one accepted connection in its own goroutine. The conn
 	// is closed when Handle returns.
 	Handle func(net.Conn, records.Flow)
@@ -254,6 +259,12 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.MaxPayloadBytes <= 0 {
 		cfg.MaxPayloadBytes = DefaultMaxPayloadBytes
 	}
+	if cfg.ConnBuffer == 0 {
+		cfg.ConnBuffer = DefaultConnBuffer
+	}
+	if cfg.ConnBuffer < MinConnBuffer || cfg.ConnBuffer > MaxConnBuffer {
+		return nil, fmt.Errorf("%w: connection buffer %d bytes outside %d to %d", ErrConfig, cfg.ConnBuffer, MinConnBuffer, MaxConnBuffer)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -355,14 +366,22 @@ func (s *Stack) configure() error {
 		return gvErr("sack", e)
 	}
 	// A telescope reads a few KiB per connection: small buffers keep the
-	// memory of MaxConns connections small.
-	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 64 << 10, Max: 64 << 10}
+	// memory of MaxConns connections small, and Max = Default with
+	// auto-tuning off means no connection grows past ConnBuffer, whatever
+	// the client sends or leaves unread. gVisor counts segment overhead
+	// against the receive buffer, so it bounds memory, not just payload.
+	b := s.cfg.ConnBuffer
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: MinConnBuffer, Default: b, Max: b}
 	if e := s.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &rcv); e != nil {
 		return gvErr("receive buffer", e)
 	}
-	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 64 << 10, Max: 64 << 10}
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: MinConnBuffer, Default: b, Max: b}
 	if e := s.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &snd); e != nil {
 		return gvErr("send buffer", e)
+	}
+	tune := tcpip.TCPModerateReceiveBufferOption(false)
+	if e := s.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &tune); e != nil {
+		return gvErr("receive buffer auto-tuning", e)
 	}
 	// Don't hold finished connections for a minute: scanners reuse ports.
 	tw := tcpip.TCPTimeWaitTimeoutOption(5 * time.Second)
@@ -442,6 +461,8 @@ func (s *Stack) newListenerLocked(k listenKey, now time.Time) (*listener, error)
 		s.log.Error("listener", "dest_port", k.port, "err", err)
 		return nil, err
 	}
+	// After Listen: the connections keep ConnBuffer, the queue grows.
+	ep.SocketOptions().SetReceiveBufferSize(listenQueueBuffer, false)
 	l.ep = ep
 	l.entry = waiter.NewFunctionEntry(waiter.ReadableEvents, func(waiter.EventMask) {
 		if l.queued.CompareAndSwap(false, true) {

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/spoki-telescope/spoki/handlers/generic"
+	"github.com/spoki-telescope/spoki/netstack"
 	"github.com/spoki-telescope/spoki/tun"
 )
 
@@ -166,6 +167,12 @@ func (c *configChecker) scalars() {
 	if l, ok := c.line("max-conns"); ok && cfg.MaxConns < 1 {
 		c.add(l, "max-conns: %d must be positive", cfg.MaxConns)
 	}
+	if l, ok := c.line("conn-buffer"); ok && (cfg.ConnBuffer < netstack.MinConnBuffer || cfg.ConnBuffer > netstack.MaxConnBuffer) {
+		c.add(l, "conn-buffer: %s outside 4KiB-64KiB", &cfg.ConnBuffer)
+	}
+	if l, ok := c.line("memory-limit"); ok && cfg.MemoryLimit < minMemoryLimit {
+		c.add(l, "memory-limit: %s below %s", &cfg.MemoryLimit, byteSizeOf(minMemoryLimit))
+	}
 	if l, ok := c.line("tag"); ok && (cfg.Tag == "" || strings.ContainsAny(cfg.Tag, "/.")) {
 		c.add(l, "tag: %q must be non-empty without '/' or '.'", cfg.Tag)
 	}
@@ -184,6 +191,7 @@ func (c *configChecker) scalars() {
 		"first-data-timeout": (*int64)(&cfg.FirstDataTimeout),
 		"idle-timeout":       (*int64)(&cfg.IdleTimeout),
 		"total-timeout":      (*int64)(&cfg.TotalTimeout),
+		"request-timeout":    (*int64)(&cfg.RequestTimeout),
 		"phase-timeout":      (*int64)(&cfg.PhaseTimeout),
 	} {
 		if l, ok := c.line(key); ok && *d <= 0 {

@@ -132,7 +132,8 @@ var spokiMetrics = []spokiMetric{
 	{"handlers", "sessions_total", "Session events emitted, by app_proto (the handler that served them).", []string{"app_proto"}},
 	{"handlers", "first_data_total", "Connections dispatched without client data, by outcome: timeout (nothing within the first-data wait) or closed (EOF or reset first).", []string{"outcome"}},
 	{"handlers", "errors_total", "Handlers that returned an error (panics excluded).", nil},
-	{"handlers", "budget_exceeded_total", "Handler errors caused by the Mux's idle, total or byte budget.", nil},
+	{"handlers", "budget_exceeded_total", "Handler errors caused by the Mux's request, idle, total or byte budget.", nil},
+	{"handlers", "budget_cuts_total", "Connections a Mux budget cut short, by budget: request (first request not complete within --request-timeout: slowloris), idle, total, bytes.", []string{"budget"}},
 	{"handlers", "panics_total", "Handler or content-matcher panics, each logged and its connection reset.", nil},
 	{"handlers", "events_total", "Extra events handlers raised (downloader, ...).", nil},
 	{"handlers", "events_dropped_total", "Extra events not written: no sink, per-connection cap, or encoding failure.", nil},
@@ -225,6 +226,11 @@ func (c *spokiCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("handlers_first_data_total", m.FirstDataClosed, "closed")
 	counter("handlers_errors_total", m.Errors)
 	counter("handlers_budget_exceeded_total", m.BudgetExceeded)
+	for budget, v := range map[string]uint64{
+		"request": m.BudgetRequest, "idle": m.BudgetIdle, "total": m.BudgetTotal, "bytes": m.BudgetBytes,
+	} {
+		counter("handlers_budget_cuts_total", v, budget)
+	}
 	counter("handlers_panics_total", m.Panics)
 	counter("handlers_events_total", m.Events)
 	counter("handlers_events_dropped_total", m.EventsDropped)

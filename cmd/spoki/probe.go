@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spoki-telescope/spoki/lab"
@@ -19,7 +20,7 @@ const probeUsage = `usage: spoki probe http URL
        spoki probe line ADDR:PORT TEXT
        spoki probe syn (--prefix CIDR ... --count N | --target ADDR:PORT ...) [--wait 5s] [--seed S]
        spoki probe flood --iface IF --prefix CIDR [--src CIDR] [--kind syn|ack|synack|rst]
-                         [--rate PPS] [--duration 10s] [--count N] [--dst-mac MAC]
+                         [--irregular] [--port P] [--rate PPS] [--duration 10s] [--count N] [--dst-mac MAC]
 The probes are the project's own clients; run them inside the lab's scanner
 namespace: ip netns exec NS spoki probe ...`
 
@@ -145,6 +146,15 @@ func probeFlood(ctx context.Context, out io.Writer, args []string) error {
 		cfg.DstMAC, err = net.ParseMAC(s)
 		return err
 	})
+	fs.BoolVar(&cfg.Irregular, "irregular", false, "irregular SYNs as ZMap sends them: no options, TTL 255, IP ID 54321 (kind syn only)")
+	fs.Func("port", "every frame's destination port (default: random 1-65535)", func(s string) error {
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil || n == 0 {
+			return fmt.Errorf("bad port %q", s)
+		}
+		cfg.Port = uint16(n)
+		return nil
+	})
 	fs.IntVar(&cfg.Rate, "rate", 0, "packets per second (0: as fast as possible)")
 	fs.DurationVar(&cfg.Duration, "duration", lab.DefaultFloodDuration, "flood length (at most 60s)")
 	fs.Uint64Var(&cfg.Count, "count", 0, "stop after this many packets (0: no limit)")
@@ -159,8 +169,12 @@ func probeFlood(ctx context.Context, out io.Writer, args []string) error {
 	if cfg.Duration > lab.MaxFloodDuration {
 		fmt.Fprintf(os.Stderr, "probe flood: duration cut to %v\n", lab.MaxFloodDuration)
 	}
+	kind := cfg.Kind.String()
+	if cfg.Irregular {
+		kind = "irregular " + kind
+	}
 	fmt.Fprintf(out, "flooding %s with %s from %s on %s for at most %v\n",
-		cfg.Prefix, cfg.Kind, floodSrc(cfg), cfg.Iface, min(cfg.Duration, lab.MaxFloodDuration))
+		cfg.Prefix, kind, floodSrc(cfg), cfg.Iface, min(cfg.Duration, lab.MaxFloodDuration))
 	res, err := lab.Flood(ctx, cfg)
 	fmt.Fprintln(out, res)
 	if errors.Is(err, context.Canceled) {

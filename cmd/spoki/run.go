@@ -52,6 +52,9 @@ type runConfig struct {
 	FirstDataTimeout time.Duration `yaml:"first-data-timeout"`
 	IdleTimeout      time.Duration `yaml:"idle-timeout"`
 	TotalTimeout     time.Duration `yaml:"total-timeout"`
+	RequestTimeout   time.Duration `yaml:"request-timeout"`
+	ConnBuffer       byteSize      `yaml:"conn-buffer"`
+	MemoryLimit      byteSize      `yaml:"memory-limit"`
 	LogLevel         string        `yaml:"log-level"`
 	StatsInterval    time.Duration `yaml:"stats-interval"`
 	Pprof            string        `yaml:"pprof"`
@@ -114,6 +117,9 @@ func defaultRunConfig() runConfig {
 		FirstDataTimeout: handlers.DefaultFirstDataTimeout,
 		IdleTimeout:      netstack.DefaultIdleTimeout,
 		TotalTimeout:     netstack.DefaultTotalTimeout,
+		RequestTimeout:   handlers.DefaultRequestTimeout,
+		ConnBuffer:       netstack.DefaultConnBuffer,
+		MemoryLimit:      defaultMemoryLimit,
 		LogLevel:         "info",
 		StatsInterval:    time.Second,
 		PhaseTimeout:     600 * time.Second,
@@ -148,6 +154,9 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.DurationVar(&c.FirstDataTimeout, "first-data-timeout", c.FirstDataTimeout, "wait this long for the client's first data")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "end a connection idle this long")
 	fs.DurationVar(&c.TotalTimeout, "total-timeout", c.TotalTimeout, "end any connection after this long")
+	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "end a connection whose first request is not complete this long after accept (slowloris)")
+	fs.Var(&c.ConnBuffer, "conn-buffer", "receive and send buffer of each connection, each (`SIZE`, 4KiB-64KiB)")
+	fs.Var(&c.MemoryLimit, "memory-limit", "Go's soft memory limit (`SIZE`; the GOMEMLIMIT environment variable wins if set)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "interval of the stats line (0 = none)")
 	fs.DurationVar(&c.PhaseTimeout, "phase-timeout", c.PhaseTimeout, "longest delay between the two phases of a two-phase scan")
@@ -268,6 +277,15 @@ func (c *runConfig) validate() ([]netip.Prefix, error) {
 	if (c.SYNACKRate > 0 || c.SYNACKIrregularRate > 0) && c.SYNACKTable < netstack.SYNLimitEntryBytes {
 		return nil, fmt.Errorf("run: --synack-table %v: at least %d bytes", &c.SYNACKTable, netstack.SYNLimitEntryBytes)
 	}
+	if c.ConnBuffer < netstack.MinConnBuffer || c.ConnBuffer > netstack.MaxConnBuffer {
+		return nil, fmt.Errorf("run: --conn-buffer %s outside 4KiB-64KiB", &c.ConnBuffer)
+	}
+	if c.MemoryLimit < minMemoryLimit {
+		return nil, fmt.Errorf("run: --memory-limit %s below %s", &c.MemoryLimit, byteSizeOf(minMemoryLimit))
+	}
+	if c.RequestTimeout <= 0 {
+		return nil, fmt.Errorf("run: --request-timeout %v must be positive", c.RequestTimeout)
+	}
 	if c.Tag == "" || strings.ContainsAny(c.Tag, "/.") {
 		return nil, fmt.Errorf("run: --tag %q must be non-empty without '/' or '.'", c.Tag)
 	}
@@ -358,6 +376,9 @@ func runMain(ctx context.Context, args []string) (err error) {
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
+	// Set before anything is allocated; said once spoki is up, so that a
+	// failed start prints only its error.
+	logMemory := setMemoryLimit(cfg)
 
 	dev, err := tun.Open(tun.Config{Name: cfg.Tun, Queues: cfg.Queues, Prefixes: prefixes, NoRoute: cfg.NoRoute})
 	if err != nil {
@@ -492,6 +513,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 			FirstDataTimeout: cfg.FirstDataTimeout,
 			IdleTimeout:      cfg.IdleTimeout,
 			TotalTimeout:     cfg.TotalTimeout,
+			RequestTimeout:   cfg.RequestTimeout,
 		})
 	}
 	reg, err := buildRegistry(cfg)
@@ -512,6 +534,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 		MaxConns:     cfg.MaxConns,
 		IdleTimeout:  cfg.IdleTimeout,
 		TotalTimeout: cfg.TotalTimeout,
+		ConnBuffer:   int(cfg.ConnBuffer),
 		Handle:       muxes.ServeConn,
 		Pure:         muxes.Pure,
 		Sink:         sinkAdapter{sink, tp, pub},
@@ -554,6 +577,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 	// Start from a collected heap, so that heap_live in the stats lines
 	// measures growth from here (the queues were just allocated).
 	debug.FreeOSMemory()
+	logMemory(log)
 	ready := []any{"tun", dev.Name(), "queues", len(dev.FDs()), "prefixes", cfg.Prefixes, "log_dir", cfg.LogDir, "tag", cfg.Tag}
 	if cfg.Metrics != "" {
 		ready = append(ready, "metrics", cfg.Metrics)
@@ -666,6 +690,10 @@ func (s *muxSet) snapshot() handlers.StatsSnapshot {
 		sum.FirstDataClosed += x.FirstDataClosed
 		sum.Errors += x.Errors
 		sum.BudgetExceeded += x.BudgetExceeded
+		sum.BudgetRequest += x.BudgetRequest
+		sum.BudgetIdle += x.BudgetIdle
+		sum.BudgetTotal += x.BudgetTotal
+		sum.BudgetBytes += x.BudgetBytes
 		sum.Panics += x.Panics
 		sum.Events += x.Events
 		sum.EventsDropped += x.EventsDropped
@@ -747,6 +775,42 @@ func (lc *liveConfig) reload() {
 	lc.log.Info("reloaded", "config", lc.cfg.ConfigFile, "applied", applied, "not_applied", len(plan.Restart))
 }
 
+// Memory limit: GOMEMLIMIT's default in spoki, and the least that makes
+// sense (the queues and tables preallocated at start take tens of MiB).
+const (
+	defaultMemoryLimit = 256 << 20
+	minMemoryLimit     = 32 << 20
+)
+
+func byteSizeOf(n int64) *byteSize { b := byteSize(n); return &b }
+
+// setMemoryLimit sets Go's soft memory limit from --memory-limit, unless
+// the GOMEMLIMIT environment variable is set: then the runtime already
+// applied it, and it wins (it is Go's own knob, and an operator who set it
+// meant it). Either way the start-up line it returns says which limit
+// holds, and what the connections' buffers can hold at most next to it.
+func setMemoryLimit(cfg runConfig) (logLine func(*slog.Logger)) {
+	source := "memory-limit"
+	if env := os.Getenv("GOMEMLIMIT"); env != "" {
+		source = "GOMEMLIMIT=" + env
+	} else {
+		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
+	}
+	limit := debug.SetMemoryLimit(-1)
+	buffers := netstack.ConnBufferBudget(cfg.MaxConns, int(cfg.ConnBuffer))
+	attrs := []any{"limit", byteSizeOf(limit).String(), "source", source,
+		"conn_buffers", fmt.Sprintf("%d × 2 × %s = %s", cfg.MaxConns, &cfg.ConnBuffer, byteSizeOf(buffers))}
+	return func(log *slog.Logger) {
+		if buffers > limit/2 {
+			// A soft limit below what connections may hold makes the GC
+			// run flat out under a slowloris instead of failing: say so.
+			log.Warn("memory", append(attrs, "problem", "connection buffers can take more than half the memory limit: lower --max-conns or --conn-buffer")...)
+			return
+		}
+		log.Info("memory", attrs...)
+	}
+}
+
 // memStats returns the live heap at the last GC and the resident set size,
 // in bytes: the two figures that show whether memory stays flat.
 func memStats() (heapLive, rss uint64) {
@@ -791,6 +855,10 @@ func logStats(log *slog.Logger, st *netstack.Stack, muxes *muxSet, sink *filesin
 		slog.Int64("listeners", s.Listeners),
 		slog.Uint64("reset_early", s.AcceptReset),
 		slog.Uint64("linger_evicted", s.LingerEvicted),
+		slog.Uint64("budget_request", m.BudgetRequest),
+		slog.Uint64("budget_idle", m.BudgetIdle),
+		slog.Uint64("budget_total", m.BudgetTotal),
+		slog.Uint64("budget_bytes", m.BudgetBytes),
 		slog.Uint64("drop_non_tcp", s.DropUDP+s.DropICMP+s.DropOtherProto),
 		slog.Uint64("drop_syn_rate_regular", s.DropSYNRateRegular),
 		slog.Uint64("drop_syn_rate_irregular", s.DropSYNRateIrregular),
