@@ -310,7 +310,7 @@ func New(cfg Config) (*Stack, error) {
 			MTU: cfg.MTU,
 			// One processor per fd delivers inline in the reader goroutine:
 			// more would put an unbounded queue between the TUN and the
-			// front end (gvisor-notes §2).
+			// front end (docs/frontend.md#why-processorsperchannel-is-1).
 			ProcessorsPerChannel: 1,
 			// The kernel checksums what it hands a TUN; the front end
 			// checks TCP itself before anything reaches gVisor.
@@ -328,7 +328,7 @@ func New(cfg Config) (*Stack, error) {
 		return nil, gvErr("create nic", e)
 	}
 	// Any address of the prefixes is ours (promiscuous) and may be the
-	// source of replies (spoofing); gvisor-notes §1.1.
+	// source of replies (spoofing); docs/frontend.md#why-not-stock-gvisor.
 	if e := s.stack.SetPromiscuousMode(nicID, true); e != nil {
 		s.Close()
 		return nil, gvErr("promiscuous", e)

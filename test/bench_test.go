@@ -4,7 +4,7 @@ package test
 
 // BenchmarkFlood measures spoki against the raw TUN echo (`spoki echo`, the
 // ceiling of any one-packet-per-syscall TUN design) under the same bounded,
-// spoofed SYN flood, as bench-notes.md ("A fair set-up") asks:
+// spoofed SYN flood, as docs/benchmarks.md#the-set-up describes:
 //
 //	scanner --veth--> telescope host (prefix routed to the TUN) --veth--> sink
 //
@@ -91,7 +91,7 @@ const (
 )
 
 // benchPlacement says where the flooder, the receive work and the
-// responder run (bench-notes.md: measure both, neither is fair alone).
+// responder run (docs/benchmarks.md#placements: measure both, neither is fair alone).
 type benchPlacement string
 
 const (

@@ -22,19 +22,10 @@ const e2eDocsRoot = ".."
 // are split so that this file does not match itself.
 var e2eForeignDoc = regexp.MustCompile(`(gvisor|bench)-` + `notes|spoki-` + `(eval|core)|style\.` + `md|contract\.` + `md|shared/` + `spec`)
 
-// e2eForeignDocAllowed lists the files that still cite such documents
-// because other branches were changing them when docs/ was written. Remove
-// once fixed: each entry fails the test as soon as its file is clean, so
-// that the list only shrinks. The docs/ references they should cite:
-//
-//	netstack/stack.go, ProcessorsPerChannel   → docs/frontend.md#why-processorsperchannel-is-1
-//	netstack/stack.go, promiscuous, spoofing  → docs/frontend.md#why-not-stock-gvisor
-//	test/bench_test.go, the set-up            → docs/benchmarks.md#the-set-up
-//	test/bench_test.go, benchPlacement        → docs/benchmarks.md#placements
-var e2eForeignDocAllowed = []string{
-	"netstack/stack.go",
-	"test/bench_test.go",
-}
+// e2eForeignDocAllowed lists files allowed to cite such documents while
+// they are being moved into docs/: none now. An entry fails the test as soon
+// as its file is clean, so that the list only shrinks.
+var e2eForeignDocAllowed []string
 
 // e2eDocLink matches a mention of a file under docs/, with an optional
 // #anchor: `docs/frontend.md#the-cookie`.
