@@ -44,17 +44,26 @@ type Stats struct {
 	byHandler map[string]uint64 // +checklocks:mu; sessions by app_proto
 }
 
-// StatsSnapshot is a copy of Stats for the stats line and metrics.
+// StatsSnapshot is a copy of Stats. Its fields are the values of the
+// Stats counters of the same name; their tags describe them for the stats
+// line and the metrics (package stats).
 type StatsSnapshot struct {
-	// The fields below are the values of the Stats counters of the same name.
-	Sessions, FirstDataTimeouts, FirstDataClosed uint64
-	Errors, BudgetExceeded, Panics               uint64
-	BudgetRequest, BudgetIdle                    uint64
-	BudgetTotal, BudgetBytes                     uint64
-	Events, EventsDropped                        uint64
+	// Sessions is the sum of ByHandler, which the metrics carry.
+	Sessions          uint64 `line:"sessions" metric:"-"`
+	FirstDataTimeouts uint64 `line:"first_data_timeouts" metric:"handlers_first_data_total{outcome=timeout}" help:"Connections dispatched without client data, by outcome: timeout (nothing within the first-data wait) or closed (EOF or reset first)."`
+	FirstDataClosed   uint64 `line:"first_data_closed" metric:"handlers_first_data_total{outcome=closed}"`
+	Errors            uint64 `line:"handler_errors" metric:"handlers_errors_total" help:"Handlers that returned an error (panics excluded)."`
+	BudgetExceeded    uint64 `line:"budget_exceeded" metric:"handlers_budget_exceeded_total" help:"Handler errors caused by the Mux's request, idle, total or byte budget."`
+	Panics            uint64 `line:"panics" metric:"handlers_panics_total" help:"Handler or content-matcher panics, each logged and its connection reset."`
+	BudgetRequest     uint64 `line:"budget_request" metric:"handlers_budget_cuts_total{budget=request}" help:"Connections a Mux budget cut short, by budget: request (first request not complete within --request-timeout: slowloris), idle, total, bytes."`
+	BudgetIdle        uint64 `line:"budget_idle" metric:"handlers_budget_cuts_total{budget=idle}"`
+	BudgetTotal       uint64 `line:"budget_total" metric:"handlers_budget_cuts_total{budget=total}"`
+	BudgetBytes       uint64 `line:"budget_bytes" metric:"handlers_budget_cuts_total{budget=bytes}"`
+	Events            uint64 `line:"events" metric:"handlers_events_total" help:"Extra events handlers raised (downloader, ...)."`
+	EventsDropped     uint64 `line:"events_dropped" metric:"handlers_events_dropped_total" help:"Extra events not written: no sink, per-connection cap, or encoding failure."`
 	// ByHandler counts sessions by app_proto (handler name); the empty name
 	// counts content matchers that panicked before a handler was chosen.
-	ByHandler map[string]uint64
+	ByHandler map[string]uint64 `line:"sessions_by" metric:"handlers_sessions_total{app_proto}" help:"Session events emitted, by app_proto (the handler that served them)."`
 }
 
 // Snapshot returns the current counts. Counters are read one by one, not

@@ -106,19 +106,51 @@ type Stats struct {
 	RepliesOut, OutDropped atomic.Uint64
 }
 
-// Snapshot is a plain copy of Stats for the stats line and metrics.
+// Snapshot is a plain copy of Stats. Its tags describe each counter for
+// the stats line and the metrics (package stats): every drop adds to the
+// line's drops and to spoki_netstack_packets_total{verdict="drop"}.
 type Snapshot struct {
-	PacketsIn, SYNACKsSent, Handshakes, ToStack, Payloads                    uint64
-	DropOutside, DropBadCookie, DropSYNACK, DropRST, DropStray, DropPortZero uint64
-	DropUDP, DropICMP, DropOtherProto, DropMalformed, DropBadChecksum        uint64
-	DropFragment, DropConnLimit, DropListener, DropTxError                   uint64
-	DropSYNRateRegular, DropSYNRateIrregular                                 uint64
-	DropBadFlags, DropBadSource, DropExtHeader                               uint64
-	Accepted, AcceptUnknown, AdmitExpired, RepliesOut, OutDropped            uint64
-	PureResets                                                               uint64
-	Active, Listeners                                                        int64
-	DropSourceLimit, DropNetLimit, DropListenerCap, ListenersClosed          uint64
-	AcceptReset, LingerEvicted                                               uint64
+	PacketsIn   uint64 `line:"packets_in" metric:"netstack_packets_received_total" help:"Packets read from the TUN."`
+	SYNACKsSent uint64 `line:"synacks_out" metric:"netstack_packets_total{verdict=synack}" help:"Packets read from the TUN by verdict: synack (answered with a cookie SYN-ACK), handshake (valid-cookie ACK passed to gVisor), to_stack (segment of an established connection), pure_reset (handshake ACK with data reset by the front end in pure mode), drop (see spoki_netstack_drops_total)."`
+	Handshakes  uint64 `line:"handshakes" metric:"netstack_packets_total{verdict=handshake}"`
+	ToStack     uint64 `line:"to_stack" metric:"netstack_packets_total{verdict=to_stack}"`
+	PureResets  uint64 `line:"pure_resets" metric:"netstack_packets_total{verdict=pure_reset}"`
+	Payloads    uint64 `line:"payloads" metric:"netstack_payload_packets_total" help:"TCP packets carrying data, any verdict."`
+
+	DropOutside          uint64 `line:"drop_outside drops" metric:"netstack_drops_total{cause=outside} netstack_packets_total{verdict=drop}" help:"Packets dropped by the front end, by cause."`
+	DropBadCookie        uint64 `line:"drop_bad_cookie drops" metric:"netstack_drops_total{cause=bad_cookie} netstack_packets_total{verdict=drop}"`
+	DropSYNACK           uint64 `line:"drop_backscatter drops" metric:"netstack_drops_total{cause=synack} netstack_packets_total{verdict=drop}"`
+	DropRST              uint64 `line:"drop_backscatter drops" metric:"netstack_drops_total{cause=rst} netstack_packets_total{verdict=drop}"`
+	DropStray            uint64 `line:"drop_stray drops" metric:"netstack_drops_total{cause=stray} netstack_packets_total{verdict=drop}"`
+	DropPortZero         uint64 `line:"drop_port_zero drops" metric:"netstack_drops_total{cause=port_zero} netstack_packets_total{verdict=drop}"`
+	DropUDP              uint64 `line:"drop_non_tcp drops" metric:"netstack_drops_total{cause=udp} netstack_packets_total{verdict=drop}"`
+	DropICMP             uint64 `line:"drop_non_tcp drops" metric:"netstack_drops_total{cause=icmp} netstack_packets_total{verdict=drop}"`
+	DropOtherProto       uint64 `line:"drop_non_tcp drops" metric:"netstack_drops_total{cause=other_proto} netstack_packets_total{verdict=drop}"`
+	DropMalformed        uint64 `line:"drop_malformed drops" metric:"netstack_drops_total{cause=malformed} netstack_packets_total{verdict=drop}"`
+	DropBadChecksum      uint64 `line:"drop_bad_checksum drops" metric:"netstack_drops_total{cause=bad_checksum} netstack_packets_total{verdict=drop}"`
+	DropFragment         uint64 `line:"drop_fragment drops" metric:"netstack_drops_total{cause=fragment} netstack_packets_total{verdict=drop}"`
+	DropConnLimit        uint64 `line:"drop_conn_limit drops" metric:"netstack_drops_total{cause=conn_limit} netstack_packets_total{verdict=drop}"`
+	DropSourceLimit      uint64 `line:"drop_source_limit drops" metric:"netstack_drops_total{cause=source_limit} netstack_packets_total{verdict=drop}"`
+	DropNetLimit         uint64 `line:"drop_net_limit drops" metric:"netstack_drops_total{cause=net_limit} netstack_packets_total{verdict=drop}"`
+	DropListener         uint64 `line:"drop_listener drops" metric:"netstack_drops_total{cause=listener} netstack_packets_total{verdict=drop}"`
+	DropListenerCap      uint64 `line:"drop_listener drops" metric:"netstack_drops_total{cause=listener_cap} netstack_packets_total{verdict=drop}"`
+	DropTxError          uint64 `line:"drop_tx_error drops" metric:"netstack_drops_total{cause=tx_error} netstack_packets_total{verdict=drop}"`
+	DropSYNRateRegular   uint64 `line:"drop_syn_rate_regular drops" metric:"netstack_drops_total{cause=syn_rate_regular} netstack_packets_total{verdict=drop}"`
+	DropSYNRateIrregular uint64 `line:"drop_syn_rate_irregular drops" metric:"netstack_drops_total{cause=syn_rate_irregular} netstack_packets_total{verdict=drop}"`
+	DropBadFlags         uint64 `line:"drop_bad_flags drops" metric:"netstack_drops_total{cause=bad_flags} netstack_packets_total{verdict=drop}"`
+	DropBadSource        uint64 `line:"drop_bad_source drops" metric:"netstack_drops_total{cause=bad_source} netstack_packets_total{verdict=drop}"`
+	DropExtHeader        uint64 `line:"drop_ext_header drops" metric:"netstack_drops_total{cause=ext_header} netstack_packets_total{verdict=drop}"`
+
+	Accepted        uint64 `line:"accepted" metric:"netstack_connections_accepted_total" help:"Connections handed to the handlers."`
+	AcceptUnknown   uint64 `line:"accept_unknown" metric:"netstack_connections_unknown_total" help:"Accepted connections the front end had not admitted."`
+	AdmitExpired    uint64 `line:"admit_expired" metric:"netstack_admissions_expired_total" help:"Admitted handshakes gVisor never turned into a connection."`
+	RepliesOut      uint64 `line:"replies_out" metric:"netstack_replies_total" help:"Packets gVisor wrote on connections."`
+	OutDropped      uint64 `line:"replies_dropped" metric:"netstack_replies_dropped_total" help:"Packets gVisor tried to send that the front end filtered."`
+	Active          int64  `line:"active" metric:"netstack_connections_active" help:"Connections being served now."`
+	Listeners       int64  `line:"listeners" metric:"netstack_listeners" help:"Lazily created listeners open now (at most --max-listeners)."`
+	ListenersClosed uint64 `line:"listeners_closed" metric:"netstack_listeners_closed_total" help:"Listeners closed once idle."`
+	AcceptReset     uint64 `line:"reset_early" metric:"netstack_connections_reset_early_total" help:"Connections ended when accepted because the client had reset them before."`
+	LingerEvicted   uint64 `line:"linger_evicted" metric:"netstack_linger_evicted_total" help:"Finished connections whose user id was forgotten early (more than 4 x --max-conns finished within 5 s)."`
 }
 
 // Drops is the sum of every drop counter.

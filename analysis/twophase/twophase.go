@@ -67,35 +67,39 @@ type Pair struct {
 // Delay is the time from phase one to phase two.
 func (p Pair) Delay() time.Duration { return p.Two.Time.Sub(p.One.Time) }
 
-// Stats counts what the Detector did.
+// Stats counts what the Detector did. The tags describe each field for
+// spoki's stats line and metrics (package stats).
 type Stats struct {
 	// Pairs is the number of two-phase pairs found.
-	Pairs uint64
+	Pairs uint64 `line:"two_phase_pairs" metric:"twophase_pairs_total" help:"Two-phase pairs found."`
 	// EvictedOneOff and EvictedRepeat count entries replaced by a newer
 	// phase one because their bucket was full, by the class of the entry
 	// lost: of a source seen once in its run (one-off) or of a source that
 	// sent more irregular SYNs (repeat).
-	EvictedOneOff, EvictedRepeat uint64
+	EvictedOneOff uint64 `line:"two_phase_evicted_oneoff" metric:"twophase_evictions_total{cause=oneoff}" help:"Phase ones lost before their window closed, by cause: oneoff and repeat (replaced for space, by the class of the entry lost), rejected (not kept: the bucket held only entries of sources with more SYNs)."`
+	EvictedRepeat uint64 `line:"two_phase_evicted_repeat" metric:"twophase_evictions_total{cause=repeat}"`
 	// Rejected counts phase-one SYNs not kept: their bucket held only
 	// entries of sources with more SYNs, which a newcomer may not replace.
-	Rejected uint64
+	Rejected uint64 `line:"two_phase_rejected" metric:"twophase_evictions_total{cause=rejected}"`
 	// Replaced counts phase ones superseded by a newer irregular SYN with
 	// the same source, address and port (not a loss: the newer answer is
 	// the one a second phase follows).
-	Replaced uint64
+	Replaced uint64 `line:"two_phase_replaced" metric:"twophase_replaced_total" help:"Phase ones superseded by a newer irregular SYN with the same source, address and port."`
 	// Expired counts phase-one SYNs dropped after the timeout.
-	Expired uint64
+	Expired uint64 `line:"two_phase_expired" metric:"twophase_expired_total" help:"Phase ones dropped after the phase timeout."`
 	// Entries is the number of slots in use now, including some past the
 	// timeout that Expire has not swept yet; Capacity is the number of
 	// slots, Bytes the table's memory.
-	Entries, Capacity int
-	Bytes             int64
+	Entries  int   `line:"two_phase_entries" metric:"twophase_entries" help:"Phase-one SYNs held in the detector's table."`
+	Capacity int   `line:"two_phase_capacity" metric:"twophase_capacity" help:"Slots of the detector's table (--phase-memory / 32 bytes, less the source table)."`
+	Bytes    int64 `line:"two_phase_table_bytes" metric:"twophase_table_bytes" help:"Memory of the detector's table."`
 	// WindowOneOff and WindowRepeat are the effective windows: the mean
 	// age (phase one to its eviction) of the entries evicted for space in
 	// the last full 10-second period of packet time, for one-off and
 	// repeat entries. With no such eviction in that period they are the
 	// timeout: nothing was lost before its window closed.
-	WindowOneOff, WindowRepeat time.Duration
+	WindowOneOff time.Duration `line:"two_phase_window_s" metric:"twophase_window_seconds{class=oneoff}" help:"Effective window: mean age at eviction of the entries evicted for space in the last 10 s of packet time, by class (oneoff, repeat); the phase timeout when none was."`
+	WindowRepeat time.Duration `line:"two_phase_window_repeat_s" metric:"twophase_window_seconds{class=repeat}"`
 }
 
 // Evicted is the number of phase ones lost before their window closed.

@@ -104,45 +104,53 @@ const (
 
 // Stats is a snapshot of a Writer's counters. By Close, every record handed
 // to the Writer has been written or counted by exactly one Drop counter.
+// The tags describe each field for spoki's stats line and metrics (package
+// stats).
 type Stats struct {
 	// PacketsWritten, RepliesWritten and EventsWritten count rows and lines
 	// that reached the kernel (SYN events count as events).
-	PacketsWritten, RepliesWritten, EventsWritten uint64
+	PacketsWritten uint64 `line:"sink_packets_written" metric:"filesink_records_written_total{kind=packet}" help:"Rows and lines that reached the kernel, by kind (packet, reply, event)."`
+	RepliesWritten uint64 `line:"sink_replies_written" metric:"filesink_records_written_total{kind=reply}"`
+	EventsWritten  uint64 `line:"sink_events_written" metric:"filesink_records_written_total{kind=event}"`
 	// BytesWritten counts bytes that reached the kernel, headers included.
-	BytesWritten uint64
+	BytesWritten uint64 `line:"bytes_written" metric:"filesink_bytes_written_total" help:"Bytes that reached the kernel, headers included."`
 	// DropPacketQueueFull, DropReplyQueueFull and DropEventQueueFull count
 	// records refused because their queue was full (the newest is dropped).
-	DropPacketQueueFull, DropReplyQueueFull, DropEventQueueFull uint64
+	DropPacketQueueFull uint64 `line:"records_dropped" metric:"filesink_records_dropped_total{cause=packet_queue_full}" help:"Records not written, by cause."`
+	DropReplyQueueFull  uint64 `line:"records_dropped" metric:"filesink_records_dropped_total{cause=reply_queue_full}"`
+	DropEventQueueFull  uint64 `line:"records_dropped" metric:"filesink_records_dropped_total{cause=event_queue_full}"`
 	// DropClosed counts records handed in after Close.
-	DropClosed uint64
+	DropClosed uint64 `line:"records_dropped" metric:"filesink_records_dropped_total{cause=closed}"`
 	// DropWriteError counts rows lost because their file could not be
 	// opened or written (for a packet: its row and its SYN event each).
-	DropWriteError uint64
+	DropWriteError uint64 `line:"records_dropped" metric:"filesink_records_dropped_total{cause=write_error}"`
 	// DropUnknownProto counts packets of a protocol with no raw log.
-	DropUnknownProto uint64
+	DropUnknownProto uint64 `line:"sink_drop_unknown_proto" metric:"filesink_records_dropped_total{cause=unknown_proto}"`
 	// EncodeErrors counts session events whose Detail failed to encode; the
 	// line is still written, with detail_error.
-	EncodeErrors uint64
+	EncodeErrors uint64 `line:"sink_encode_errors" metric:"filesink_encode_errors_total" help:"Session events whose detail failed to encode (written with detail_error)."`
 	// WriteErrors counts failed open, write and close calls.
-	WriteErrors uint64
+	WriteErrors uint64 `line:"sink_write_errors" metric:"filesink_write_errors_total" help:"Failed open, write and close calls."`
 	// PacketQueue, ReplyQueue and EventQueue are the queue depths now.
-	PacketQueue, ReplyQueue, EventQueue int
+	PacketQueue int `line:"queue_packets" metric:"filesink_queue_depth{queue=packet}" help:"Records waiting in the writer's queues, by queue."`
+	ReplyQueue  int `line:"queue_replies" metric:"filesink_queue_depth{queue=reply}"`
+	EventQueue  int `line:"queue_events" metric:"filesink_queue_depth{queue=event}"`
 	// FilesOpen is the number of log files open now.
-	FilesOpen int64
+	FilesOpen int64 `line:"files_open" metric:"filesink_files_open" help:"Log files open now."`
 	// FilesCompressed counts hourly files replaced by their gzip.
-	FilesCompressed uint64
+	FilesCompressed uint64 `line:"files_compressed" metric:"filesink_files_compressed_total" help:"Hourly files replaced by their gzip."`
 	// CompressErrors counts failed compressions; nothing is lost, the
 	// plain file stays and the next sweep tries again.
-	CompressErrors uint64
+	CompressErrors uint64 `line:"compress_errors" metric:"filesink_compress_errors_total" help:"Failed compressions (the plain file stays; the next sweep retries)."`
 	// CompressQueueFull counts closed files not queued for compression
 	// because the queue was full; they stay plain until the next sweep.
-	CompressQueueFull uint64
+	CompressQueueFull uint64 `line:"compress_queue_full" metric:"filesink_compress_queue_full_total" help:"Closed files not queued for compression because the queue was full (compressed by the next sweep)."`
 	// FilesRemoved counts files removed because they were older than Keep.
-	FilesRemoved uint64
+	FilesRemoved uint64 `line:"files_removed" metric:"filesink_files_removed_total" help:"Log files removed because they were older than --keep."`
 	// RemoveErrors counts failed removals of expired files.
-	RemoveErrors uint64
+	RemoveErrors uint64 `line:"remove_errors" metric:"filesink_remove_errors_total" help:"Failed removals of expired log files."`
 	// CompressQueue is the number of files waiting for the compressor now.
-	CompressQueue int
+	CompressQueue int `line:"queue_compress" metric:"filesink_compress_queue_depth" help:"Closed files waiting for the compressor."`
 }
 
 // counters are the atomic counters behind Stats.

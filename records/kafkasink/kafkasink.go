@@ -83,33 +83,34 @@ type Config struct {
 
 // Stats is a snapshot of a Publisher's counters. Once Close has returned,
 // every event handed to the Publisher is counted in exactly one of
-// Published and the Drop counters.
+// Published and the Drop counters. The tags describe each field for
+// spoki's stats line and metrics (package stats).
 type Stats struct {
 	// Published counts events acknowledged by the brokers.
-	Published uint64
+	Published uint64 `line:"kafka_published" metric:"kafkasink_published_total" help:"Events the Kafka brokers acknowledged."`
 	// DropBufferFull counts events refused because BufferRecords or
 	// BufferBytes were reached (the newest event is dropped), typically
 	// while the brokers are unreachable.
-	DropBufferFull uint64
+	DropBufferFull uint64 `line:"kafka_dropped kafka_drop_buffer_full" metric:"kafkasink_drops_total{cause=buffer_full}" help:"Events not published to Kafka, by cause: buffer_full (the producer's buffer was full: brokers slow or down), broker_error (refused for good), unflushed (still buffered when the close's flush timed out), closed (handed in after close), malformed (not an event line)."`
 	// DropBrokerError counts events the client gave up on: the topic does
 	// not exist and cannot be created, the record is too large, or the
 	// brokers refused it for good.
-	DropBrokerError uint64
+	DropBrokerError uint64 `line:"kafka_dropped kafka_drop_broker_error" metric:"kafkasink_drops_total{cause=broker_error}"`
 	// DropUnflushed counts events still buffered when Close's flush timed
 	// out.
-	DropUnflushed uint64
+	DropUnflushed uint64 `line:"kafka_dropped kafka_drop_unflushed" metric:"kafkasink_drops_total{cause=unflushed}"`
 	// DropClosed counts events handed in after Close.
-	DropClosed uint64
+	DropClosed uint64 `line:"kafka_dropped kafka_drop_closed" metric:"kafkasink_drops_total{cause=closed}"`
 	// DropMalformed counts lines given to PublishLine whose head is not
 	// that of an event line.
-	DropMalformed uint64
+	DropMalformed uint64 `line:"kafka_dropped kafka_drop_malformed" metric:"kafkasink_drops_total{cause=malformed}"`
 	// EncodeErrors counts session events whose Detail failed to encode;
 	// the line is still published, with detail_error.
-	EncodeErrors uint64
+	EncodeErrors uint64 `line:"kafka_encode_errors" metric:"kafkasink_encode_errors_total" help:"Session events whose detail failed to encode (published with detail_error)."`
 	// InFlight and InFlightBytes are the events (and their bytes) accepted
 	// but not yet acknowledged or dropped, now.
-	InFlight      int64
-	InFlightBytes int64
+	InFlight      int64 `line:"kafka_in_flight" metric:"kafkasink_in_flight" help:"Events accepted but not yet acknowledged or dropped."`
+	InFlightBytes int64 `line:"kafka_in_flight_bytes" metric:"kafkasink_in_flight_bytes" help:"Bytes of the events in flight."`
 }
 
 // Publisher sends events to Kafka. Its methods never block and may be
