@@ -13,7 +13,8 @@
 //
 //	line:"KEY ..."    stats-line keys; values with the same key are summed
 //	                  (drops, drop_backscatter). A map field's entries
-//	                  appear as KEY.MAPKEY.
+//	                  appear as KEY.MAPKEY. "-" is not on the line (a
+//	                  constant of the run).
 //	metric:"M ..."    metrics, each NAME or NAME{LABEL=VALUE}, NAME being
 //	                  subsystem_name (the caller adds the namespace); values
 //	                  of the same metric and label are summed. A map field
@@ -187,7 +188,9 @@ func describe(t reflect.Type) ([]Field, error) {
 		if line == "" || metric == "" {
 			return nil, fmt.Errorf("stats: %v.%s: needs line and metric tags", t, sf.Name)
 		}
-		f.Line = strings.Fields(line)
+		if line != "-" {
+			f.Line = strings.Fields(line)
+		}
 		if metric != "-" {
 			for _, m := range strings.Fields(metric) {
 				pm, err := parseMetric(m)

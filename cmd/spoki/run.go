@@ -32,6 +32,7 @@ import (
 	"github.com/spoki-telescope/spoki/records"
 	"github.com/spoki-telescope/spoki/records/filesink"
 	"github.com/spoki-telescope/spoki/records/kafkasink"
+	"github.com/spoki-telescope/spoki/stats"
 	"github.com/spoki-telescope/spoki/tun"
 )
 
@@ -488,14 +489,18 @@ func runMain(ctx context.Context, args []string) (err error) {
 	// scrape time only, once the server is up.
 	var st *netstack.Stack
 	muxes := &muxSet{}
-	tel := newTelemetry(metricsSources{
+	src := metricsSources{
 		Netstack:     func() netstack.Snapshot { return st.Stats().Snapshot() },
 		Mux:          muxes.snapshot,
 		Sink:         sink.Stats,
 		SinkCapacity: [3]int{filesink.DefaultPacketQueue, filesink.DefaultReplyQueue, filesink.DefaultEventQueue},
 		TwoPhase:     tp,
 		TUN:          dev.Stats,
-	})
+	}
+	if pub != nil {
+		src.Kafka = pub.Stats
+	}
+	tel := newTelemetry(src)
 	// newMux builds a Mux over reg; a reload builds another with the same
 	// budgets and sinks, and swaps it in.
 	newMux := func(reg *handlers.Registry) (*handlers.Mux, error) {
@@ -597,12 +602,12 @@ func runMain(ctx context.Context, args []string) (err error) {
 		case <-ctx.Done():
 			log.Info("stopping")
 			st.Close()
-			logStats(log, st, muxes, sink, tp, dev, "final")
+			logStats(log, src, "final")
 			return nil
 		case <-hup:
 			live.reload()
 		case <-stats.c:
-			logStats(log, st, muxes, sink, tp, dev, "stats")
+			logStats(log, src, "stats")
 		}
 	}
 }
@@ -684,22 +689,7 @@ func (s *muxSet) snapshot() handlers.StatsSnapshot {
 	s.mu.Unlock()
 	sum := handlers.StatsSnapshot{ByHandler: map[string]uint64{}}
 	for _, m := range all {
-		x := m.Stats().Snapshot()
-		sum.Sessions += x.Sessions
-		sum.FirstDataTimeouts += x.FirstDataTimeouts
-		sum.FirstDataClosed += x.FirstDataClosed
-		sum.Errors += x.Errors
-		sum.BudgetExceeded += x.BudgetExceeded
-		sum.BudgetRequest += x.BudgetRequest
-		sum.BudgetIdle += x.BudgetIdle
-		sum.BudgetTotal += x.BudgetTotal
-		sum.BudgetBytes += x.BudgetBytes
-		sum.Panics += x.Panics
-		sum.Events += x.Events
-		sum.EventsDropped += x.EventsDropped
-		for k, v := range x.ByHandler {
-			sum.ByHandler[k] += v
-		}
+		stats.Sum(&sum, m.Stats().Snapshot())
 	}
 	return sum
 }
@@ -826,56 +816,4 @@ func memStats() (heapLive, rss uint64) {
 		}
 	}
 	return heapLive, rss
-}
-
-// logStats writes the stats line: what came in, what went out, what was
-// dropped, and whether the writers keep up.
-func logStats(log *slog.Logger, st *netstack.Stack, muxes *muxSet, sink *filesink.Writer, tp *twoPhaseFeed, dev *tun.Device, msg string) {
-	s := st.Stats().Snapshot()
-	m := muxes.snapshot()
-	w := sink.Stats()
-	attrs := []slog.Attr{
-		slog.Uint64("packets_in", s.PacketsIn),
-		slog.Uint64("synacks_out", s.SYNACKsSent),
-		slog.Uint64("handshakes", s.Handshakes),
-		slog.Uint64("pure_resets", s.PureResets),
-		slog.Uint64("payloads", s.Payloads),
-		slog.Uint64("sessions", m.Sessions),
-		slog.Uint64("events", m.Events),
-		slog.Uint64("events_dropped", m.EventsDropped),
-		slog.Int64("active", s.Active),
-		slog.Uint64("drops", s.Drops()),
-		slog.Uint64("drop_bad_cookie", s.DropBadCookie),
-		slog.Uint64("drop_backscatter", s.DropSYNACK+s.DropRST),
-		slog.Uint64("drop_outside", s.DropOutside),
-		slog.Uint64("drop_conn_limit", s.DropConnLimit),
-		slog.Uint64("drop_source_limit", s.DropSourceLimit),
-		slog.Uint64("drop_net_limit", s.DropNetLimit),
-		slog.Uint64("drop_listener", s.DropListener+s.DropListenerCap),
-		slog.Int64("listeners", s.Listeners),
-		slog.Uint64("reset_early", s.AcceptReset),
-		slog.Uint64("linger_evicted", s.LingerEvicted),
-		slog.Uint64("budget_request", m.BudgetRequest),
-		slog.Uint64("budget_idle", m.BudgetIdle),
-		slog.Uint64("budget_total", m.BudgetTotal),
-		slog.Uint64("budget_bytes", m.BudgetBytes),
-		slog.Uint64("drop_non_tcp", s.DropUDP+s.DropICMP+s.DropOtherProto),
-		slog.Uint64("drop_syn_rate_regular", s.DropSYNRateRegular),
-		slog.Uint64("drop_syn_rate_irregular", s.DropSYNRateIrregular),
-		slog.Uint64("drop_bad_flags", s.DropBadFlags),
-		slog.Uint64("drop_bad_source", s.DropBadSource),
-		slog.Uint64("drop_ext_header", s.DropExtHeader),
-		slog.Uint64("drop_fragment", s.DropFragment),
-		slog.Uint64("records_dropped", w.DropPacketQueueFull+w.DropReplyQueueFull+w.DropEventQueueFull+w.DropClosed+w.DropWriteError),
-		slog.Int("queue_packets", w.PacketQueue),
-		slog.Uint64("bytes_written", w.BytesWritten),
-	}
-	if _, _, txDropped, err := dev.Stats(); err == nil {
-		attrs = append(attrs, slog.Uint64("tun_dropped", txDropped))
-	}
-	attrs = append(attrs, slog.Uint64("two_phase", tp.events.Load()), slog.Uint64("two_phase_dropped", tp.dropped()))
-	attrs = append(attrs, twoPhaseAttrs(tp)...)
-	heap, rss := memStats()
-	attrs = append(attrs, slog.Uint64("heap_live", heap), slog.Uint64("rss", rss))
-	log.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
 }
