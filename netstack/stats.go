@@ -117,29 +117,29 @@ type Snapshot struct {
 	PureResets  uint64 `line:"pure_resets" metric:"netstack_packets_total{verdict=pure_reset}"`
 	Payloads    uint64 `line:"payloads" metric:"netstack_payload_packets_total" help:"TCP packets carrying data, any verdict."`
 
-	DropOutside          uint64 `line:"drop_outside drops" metric:"netstack_drops_total{cause=outside} netstack_packets_total{verdict=drop}" help:"Packets dropped by the front end, by cause."`
-	DropBadCookie        uint64 `line:"drop_bad_cookie drops" metric:"netstack_drops_total{cause=bad_cookie} netstack_packets_total{verdict=drop}"`
-	DropSYNACK           uint64 `line:"drop_backscatter drops" metric:"netstack_drops_total{cause=synack} netstack_packets_total{verdict=drop}"`
-	DropRST              uint64 `line:"drop_backscatter drops" metric:"netstack_drops_total{cause=rst} netstack_packets_total{verdict=drop}"`
-	DropStray            uint64 `line:"drop_stray drops" metric:"netstack_drops_total{cause=stray} netstack_packets_total{verdict=drop}"`
-	DropPortZero         uint64 `line:"drop_port_zero drops" metric:"netstack_drops_total{cause=port_zero} netstack_packets_total{verdict=drop}"`
-	DropUDP              uint64 `line:"drop_non_tcp drops" metric:"netstack_drops_total{cause=udp} netstack_packets_total{verdict=drop}"`
-	DropICMP             uint64 `line:"drop_non_tcp drops" metric:"netstack_drops_total{cause=icmp} netstack_packets_total{verdict=drop}"`
-	DropOtherProto       uint64 `line:"drop_non_tcp drops" metric:"netstack_drops_total{cause=other_proto} netstack_packets_total{verdict=drop}"`
-	DropMalformed        uint64 `line:"drop_malformed drops" metric:"netstack_drops_total{cause=malformed} netstack_packets_total{verdict=drop}"`
-	DropBadChecksum      uint64 `line:"drop_bad_checksum drops" metric:"netstack_drops_total{cause=bad_checksum} netstack_packets_total{verdict=drop}"`
-	DropFragment         uint64 `line:"drop_fragment drops" metric:"netstack_drops_total{cause=fragment} netstack_packets_total{verdict=drop}"`
-	DropConnLimit        uint64 `line:"drop_conn_limit drops" metric:"netstack_drops_total{cause=conn_limit} netstack_packets_total{verdict=drop}"`
-	DropSourceLimit      uint64 `line:"drop_source_limit drops" metric:"netstack_drops_total{cause=source_limit} netstack_packets_total{verdict=drop}"`
-	DropNetLimit         uint64 `line:"drop_net_limit drops" metric:"netstack_drops_total{cause=net_limit} netstack_packets_total{verdict=drop}"`
-	DropListener         uint64 `line:"drop_listener drops" metric:"netstack_drops_total{cause=listener} netstack_packets_total{verdict=drop}"`
-	DropListenerCap      uint64 `line:"drop_listener drops" metric:"netstack_drops_total{cause=listener_cap} netstack_packets_total{verdict=drop}"`
-	DropTxError          uint64 `line:"drop_tx_error drops" metric:"netstack_drops_total{cause=tx_error} netstack_packets_total{verdict=drop}"`
-	DropSYNRateRegular   uint64 `line:"drop_syn_rate_regular drops" metric:"netstack_drops_total{cause=syn_rate_regular} netstack_packets_total{verdict=drop}"`
-	DropSYNRateIrregular uint64 `line:"drop_syn_rate_irregular drops" metric:"netstack_drops_total{cause=syn_rate_irregular} netstack_packets_total{verdict=drop}"`
-	DropBadFlags         uint64 `line:"drop_bad_flags drops" metric:"netstack_drops_total{cause=bad_flags} netstack_packets_total{verdict=drop}"`
-	DropBadSource        uint64 `line:"drop_bad_source drops" metric:"netstack_drops_total{cause=bad_source} netstack_packets_total{verdict=drop}"`
-	DropExtHeader        uint64 `line:"drop_ext_header drops" metric:"netstack_drops_total{cause=ext_header} netstack_packets_total{verdict=drop}"`
+	DropOutside          uint64 `line:"drops drop_outside" metric:"netstack_drops_total{cause=outside} netstack_packets_total{verdict=drop}" help:"Packets dropped by the front end, by cause."`
+	DropBadCookie        uint64 `line:"drops drop_bad_cookie" metric:"netstack_drops_total{cause=bad_cookie} netstack_packets_total{verdict=drop}"`
+	DropSYNACK           uint64 `line:"drops drop_backscatter" metric:"netstack_drops_total{cause=synack} netstack_packets_total{verdict=drop}"`
+	DropRST              uint64 `line:"drops drop_backscatter" metric:"netstack_drops_total{cause=rst} netstack_packets_total{verdict=drop}"`
+	DropStray            uint64 `line:"drops drop_stray" metric:"netstack_drops_total{cause=stray} netstack_packets_total{verdict=drop}"`
+	DropPortZero         uint64 `line:"drops drop_port_zero" metric:"netstack_drops_total{cause=port_zero} netstack_packets_total{verdict=drop}"`
+	DropUDP              uint64 `line:"drops drop_non_tcp" metric:"netstack_drops_total{cause=udp} netstack_packets_total{verdict=drop}"`
+	DropICMP             uint64 `line:"drops drop_non_tcp" metric:"netstack_drops_total{cause=icmp} netstack_packets_total{verdict=drop}"`
+	DropOtherProto       uint64 `line:"drops drop_non_tcp" metric:"netstack_drops_total{cause=other_proto} netstack_packets_total{verdict=drop}"`
+	DropMalformed        uint64 `line:"drops drop_malformed" metric:"netstack_drops_total{cause=malformed} netstack_packets_total{verdict=drop}"`
+	DropBadChecksum      uint64 `line:"drops drop_bad_checksum" metric:"netstack_drops_total{cause=bad_checksum} netstack_packets_total{verdict=drop}"`
+	DropFragment         uint64 `line:"drops drop_fragment" metric:"netstack_drops_total{cause=fragment} netstack_packets_total{verdict=drop}"`
+	DropConnLimit        uint64 `line:"drops drop_conn_limit" metric:"netstack_drops_total{cause=conn_limit} netstack_packets_total{verdict=drop}"`
+	DropSourceLimit      uint64 `line:"drops drop_source_limit" metric:"netstack_drops_total{cause=source_limit} netstack_packets_total{verdict=drop}"`
+	DropNetLimit         uint64 `line:"drops drop_net_limit" metric:"netstack_drops_total{cause=net_limit} netstack_packets_total{verdict=drop}"`
+	DropListener         uint64 `line:"drops drop_listener" metric:"netstack_drops_total{cause=listener} netstack_packets_total{verdict=drop}"`
+	DropListenerCap      uint64 `line:"drops drop_listener" metric:"netstack_drops_total{cause=listener_cap} netstack_packets_total{verdict=drop}"`
+	DropTxError          uint64 `line:"drops drop_tx_error" metric:"netstack_drops_total{cause=tx_error} netstack_packets_total{verdict=drop}"`
+	DropSYNRateRegular   uint64 `line:"drops drop_syn_rate_regular" metric:"netstack_drops_total{cause=syn_rate_regular} netstack_packets_total{verdict=drop}"`
+	DropSYNRateIrregular uint64 `line:"drops drop_syn_rate_irregular" metric:"netstack_drops_total{cause=syn_rate_irregular} netstack_packets_total{verdict=drop}"`
+	DropBadFlags         uint64 `line:"drops drop_bad_flags" metric:"netstack_drops_total{cause=bad_flags} netstack_packets_total{verdict=drop}"`
+	DropBadSource        uint64 `line:"drops drop_bad_source" metric:"netstack_drops_total{cause=bad_source} netstack_packets_total{verdict=drop}"`
+	DropExtHeader        uint64 `line:"drops drop_ext_header" metric:"netstack_drops_total{cause=ext_header} netstack_packets_total{verdict=drop}"`
 
 	Accepted        uint64 `line:"accepted" metric:"netstack_connections_accepted_total" help:"Connections handed to the handlers."`
 	AcceptUnknown   uint64 `line:"accept_unknown" metric:"netstack_connections_unknown_total" help:"Accepted connections the front end had not admitted."`
