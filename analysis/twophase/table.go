@@ -87,14 +87,18 @@ func geometry(memory int64) (nb, ns int64) {
 	return nb, ns
 }
 
-func newTable(memory int64) table {
+// newTable allocates the table outside the Go heap (offHeap); free unmaps
+// it.
+func newTable(memory int64) (t table, free func()) {
 	nb, ns := geometry(memory)
+	buckets, freeB := offHeap[bucket](int(nb))
+	sources, freeS := offHeap[sourceBucket](int(ns))
 	return table{
-		buckets: make([]bucket, nb),
-		sources: make([]sourceBucket, ns),
+		buckets: buckets,
+		sources: sources,
 		seed:    maphash.MakeSeed(),
 		quota:   uint32(min(max(64, nb*bucketWays/64), maxSourceCount-1)),
-	}
+	}, func() { freeB(); freeS() }
 }
 
 // bytes is the table's memory.

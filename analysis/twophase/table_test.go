@@ -218,7 +218,8 @@ func TestEvictionPolicy(t *testing.T) {
 // the timeout, and a source with a run survives a flood of one-off sources
 // in its source bucket.
 func TestSourceClass(t *testing.T) {
-	tb := newTable(MinMemory)
+	tb, free := newTable(MinMemory)
+	defer free()
 	const timeout = 600
 	var got []uint8
 	for i := range 8 {
@@ -235,7 +236,8 @@ func TestSourceClass(t *testing.T) {
 	}
 	// In a table large enough that 1/64 of it is more than the count can
 	// hold, a source's count saturates first: the quota must still apply.
-	big := newTable(160 << 20)
+	big, freeBig := newTable(160 << 20)
+	defer freeBig()
 	var c uint8
 	for i := range 70_000 {
 		c = big.sourceClass(42, int64(1000+i/1000), timeout)

@@ -128,7 +128,9 @@ func New(cfg Config) *Detector {
 	if cfg.Memory <= 0 {
 		cfg.Memory = DefaultMemory
 	}
-	d := &Detector{cfg: cfg, t: newTable(cfg.Memory), timeoutSec: int64(cfg.Timeout / time.Second)}
+	t, free := newTable(cfg.Memory)
+	d := &Detector{cfg: cfg, t: t, timeoutSec: int64(cfg.Timeout / time.Second)}
+	releaseWith(d, free)
 	d.srcTimeout = min(max(d.timeoutSec, 1), maxSourceTimeout)
 	d.stats.Capacity = len(d.t.buckets) * bucketWays
 	d.stats.Bytes = d.t.bytes()
