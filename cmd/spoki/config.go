@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/spoki-telescope/spoki/handlers"
 	"github.com/spoki-telescope/spoki/handlers/generic"
 	"github.com/spoki-telescope/spoki/netstack"
 	"github.com/spoki-telescope/spoki/tun"
@@ -359,7 +360,7 @@ func (c *configChecker) handlers() {
 		for _, port := range ports {
 			claim := portClaim{h.name, prefixes, lines[h.name][port]}
 			for _, o := range claims[port] {
-				if !overlapAny(o.prefixes, prefixes) {
+				if !handlers.Overlaps(o.prefixes, prefixes) {
 					continue
 				}
 				line := claim.line
@@ -461,20 +462,6 @@ func (c *configChecker) handler(name string, v *yaml.Node) (hc handlerConfig, po
 		}
 	}
 	return hc, portLines, ok
-}
-
-func overlapAny(a, b []netip.Prefix) bool {
-	if len(a) == 0 || len(b) == 0 {
-		return true
-	}
-	for _, p := range a {
-		for _, q := range b {
-			if p.Overlaps(q) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // configurableHandlers lists the names the handlers map accepts.
