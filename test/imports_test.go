@@ -57,6 +57,10 @@ var e2eImportTable = []e2eImportRule{
 	{"analysis/...", []string{"analysis", "analysis/...", "records", "records/kafkasink"}},
 	{"lab", []string{"records"}},
 	{"internal/pathcheck", nil},
+	// config is the configuration of `spoki run`: its defaults come from
+	// the stages it configures, and the handlers map is checked by
+	// building the registry from the handler packages.
+	{"config", []string{"tun", "netstack", "handlers", "handlers/...", "analysis/twophase"}},
 	{"cmd/spoki", []string{"*"}},
 	{"test", []string{"*"}},
 }

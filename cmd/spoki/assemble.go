@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/spoki-telescope/spoki/analysis/assemble"
+	"github.com/spoki-telescope/spoki/config"
 )
 
 const assembleUsage = `usage: spoki assemble --start 2021-10-13T21 --tag TAG [--phase-timeout 600s]
@@ -66,7 +67,7 @@ func assembleMain(ctx context.Context, args []string) error {
 	if *phase <= 0 || *probe < 0 {
 		return errors.New("assemble: timeouts must be positive")
 	}
-	lvl, err := parseLevel(*level)
+	lvl, err := config.ParseLevel(*level)
 	if err != nil {
 		return err
 	}

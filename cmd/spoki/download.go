@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spoki-telescope/spoki/analysis/download"
+	"github.com/spoki-telescope/spoki/config"
 )
 
 const downloadUsage = `usage: spoki download [--out DIR] [--once-per 1h] [--timeout 10s] [--max-bytes 32MiB]
@@ -168,7 +169,7 @@ func downloadMain(ctx context.Context, args []string) error {
 	}
 	if *runConfigPath != "" {
 		rc := defaultRunConfig()
-		if err := loadYAML(*runConfigPath, &rc); err != nil {
+		if err := config.Load(*runConfigPath, &rc); err != nil {
 			return fmt.Errorf("download: --config: %w", err)
 		}
 		for _, p := range rc.Prefixes {
@@ -177,7 +178,7 @@ func downloadMain(ctx context.Context, args []string) error {
 			}
 		}
 	}
-	lvl, err := parseLevel(*level)
+	lvl, err := config.ParseLevel(*level)
 	if err != nil {
 		return err
 	}

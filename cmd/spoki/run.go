@@ -10,10 +10,8 @@ import (
 	"net"
 	"net/http"
 	_ "net/http/pprof"
-	"net/netip"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"slices"
@@ -26,7 +24,7 @@ import (
 	"github.com/lmittmann/tint"
 	"golang.org/x/sys/unix"
 
-	"github.com/spoki-telescope/spoki/analysis/twophase"
+	"github.com/spoki-telescope/spoki/config"
 	"github.com/spoki-telescope/spoki/handlers"
 	"github.com/spoki-telescope/spoki/netstack"
 	"github.com/spoki-telescope/spoki/records"
@@ -35,104 +33,11 @@ import (
 	"github.com/spoki-telescope/spoki/tun"
 )
 
-// runConfig holds every setting of `spoki run`. The YAML keys of --config
-// are the flag names (TestConfigCoversFlags holds them in step); the
-// config file alone also sets handlers.
-type runConfig struct {
-	Prefixes         []string      `yaml:"prefix"`
-	Tun              string        `yaml:"tun"`
-	Queues           int           `yaml:"queues"`
-	NoRoute          bool          `yaml:"no-route"`
-	LogDir           string        `yaml:"log-dir"`
-	Tag              string        `yaml:"tag"`
-	MaxConns         int           `yaml:"max-conns"`
-	MaxConnsPerIP    int           `yaml:"max-conns-per-ip"`
-	MaxConnsPerNet   int           `yaml:"max-conns-per-net"`
-	MaxListeners     int           `yaml:"max-listeners"`
-	FirstDataTimeout time.Duration `yaml:"first-data-timeout"`
-	IdleTimeout      time.Duration `yaml:"idle-timeout"`
-	TotalTimeout     time.Duration `yaml:"total-timeout"`
-	RequestTimeout   time.Duration `yaml:"request-timeout"`
-	ConnBuffer       byteSize      `yaml:"conn-buffer"`
-	MemoryLimit      byteSize      `yaml:"memory-limit"`
-	LogLevel         string        `yaml:"log-level"`
-	StatsInterval    time.Duration `yaml:"stats-interval"`
-	Pprof            string        `yaml:"pprof"`
-	// PprofAny lets --pprof bind to an address that is not loopback.
-	PprofAny bool `yaml:"pprof-any"`
-	// Metrics is the address of the Prometheus endpoint, /metrics; empty
-	// serves none.
-	Metrics string `yaml:"metrics"`
-	// Kafka lists brokers (host:port,...) that every event is published
-	// to, one topic per event type; the files stay the source of truth.
-	Kafka            string `yaml:"kafka"`
-	KafkaTopicPrefix string `yaml:"kafka-topic-prefix"`
-	// User is who spoki runs as once the TUN and routes are up (root's
-	// default: tun.DefaultUser, else tun.FallbackUser); whoever it is, it
-	// keeps no capability.
-	User string `yaml:"user"`
-	// Keep removes log files older than that (0 keeps all); Compress
-	// gzips hourly files once their hour is closed.
-	Keep         time.Duration `yaml:"keep"`
-	Compress     bool          `yaml:"compress"`
-	PhaseTimeout time.Duration `yaml:"phase-timeout"`
-	// PhaseMemory is the fixed budget of the two-phase detector's table.
-	PhaseMemory byteSize `yaml:"phase-memory"`
-	// SYNACK* limit the SYN-ACKs per source (netstack.SYNACKLimits):
-	// regular and irregular SYNs apart, rate 0 turns a class's limit off;
-	// SYNACKTable is the memory of the table of sources.
-	SYNACKRate           int      `yaml:"synack-rate"`
-	SYNACKBurst          int      `yaml:"synack-burst"`
-	SYNACKIrregularRate  int      `yaml:"synack-irregular-rate"`
-	SYNACKIrregularBurst int      `yaml:"synack-irregular-burst"`
-	SYNACKTable          byteSize `yaml:"synack-table"`
-	// Pure is Spoki's own behaviour everywhere: record the first payload,
-	// then reset; PurePrefixes limits it to some prefixes.
-	Pure         bool     `yaml:"pure"`
-	PurePrefixes []string `yaml:"pure-prefix"`
-	// Handlers moves, limits or disables protocol handlers (config file
-	// only): name → {ports, prefixes, disabled}.
-	Handlers map[string]handlerConfig `yaml:"handlers"`
-
-	// ConfigFile is --config, which SIGHUP reads again; it is no YAML key.
-	ConfigFile string `yaml:"-"`
-}
-
 // prefixList is a repeatable --prefix flag.
 type prefixList []string
 
 func (p *prefixList) String() string     { return strings.Join(*p, ",") }
 func (p *prefixList) Set(s string) error { *p = append(*p, s); return nil }
-
-func defaultRunConfig() runConfig {
-	return runConfig{
-		Tun:              tun.DefaultName,
-		Queues:           runtime.NumCPU(),
-		LogDir:           "./logs",
-		Tag:              "spoki",
-		MaxConns:         netstack.DefaultMaxConns,
-		MaxConnsPerIP:    netstack.DefaultMaxConnsPerIP,
-		MaxConnsPerNet:   netstack.DefaultMaxConnsPerNet,
-		MaxListeners:     netstack.DefaultMaxListeners,
-		FirstDataTimeout: handlers.DefaultFirstDataTimeout,
-		IdleTimeout:      netstack.DefaultIdleTimeout,
-		TotalTimeout:     netstack.DefaultTotalTimeout,
-		RequestTimeout:   handlers.DefaultRequestTimeout,
-		ConnBuffer:       netstack.DefaultConnBuffer,
-		MemoryLimit:      defaultMemoryLimit,
-		LogLevel:         "info",
-		StatsInterval:    time.Second,
-		PhaseTimeout:     600 * time.Second,
-		PhaseMemory:      twophase.DefaultMemory,
-		Compress:         true,
-
-		SYNACKRate:           netstack.DefaultSYNRegularRate,
-		SYNACKBurst:          netstack.DefaultSYNRegularBurst,
-		SYNACKIrregularRate:  netstack.DefaultSYNIrregularRate,
-		SYNACKIrregularBurst: netstack.DefaultSYNIrregularBurst,
-		SYNACKTable:          byteSize(netstack.DefaultSYNTableEntries * netstack.SYNLimitEntryBytes),
-	}
-}
 
 // runFlags defines the flags of `spoki run` on c, each defaulting to c's
 // current value: parsing the arguments onto a config read from a file
@@ -194,7 +99,7 @@ func parseRunFlags(args []string) (runConfig, error) {
 	}
 	if cfg.ConfigFile != "" {
 		fileCfg := defaultRunConfig()
-		if err := loadYAML(cfg.ConfigFile, &fileCfg); err != nil {
+		if err := config.Load(cfg.ConfigFile, &fileCfg); err != nil {
 			return cfg, err
 		}
 		// The same arguments again, onto the file's values: they parsed
@@ -231,99 +136,6 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// validate checks everything that can be checked before touching the
-// system, so that a bad invocation leaves nothing behind.
-func (c *runConfig) validate() ([]netip.Prefix, error) {
-	if len(c.Prefixes) == 0 {
-		return nil, errors.New("run: at least one --prefix is required")
-	}
-	var out []netip.Prefix
-	for _, s := range c.Prefixes {
-		p, err := tun.ParsePrefix(s)
-		if err != nil {
-			return nil, fmt.Errorf("run: %w", err)
-		}
-		for _, q := range out {
-			if q.Overlaps(p) {
-				return nil, fmt.Errorf("run: prefixes %s and %s overlap", q, p)
-			}
-		}
-		out = append(out, p)
-	}
-	if c.Queues < 1 || c.Queues > 64 {
-		return nil, fmt.Errorf("run: --queues %d out of range 1-64", c.Queues)
-	}
-	if c.Keep < 0 {
-		return nil, fmt.Errorf("run: --keep %v must not be negative", c.Keep)
-	}
-	if err := checkPhaseMemory(c.PhaseMemory); err != nil {
-		return nil, fmt.Errorf("run: --phase-memory %w", err)
-	}
-	if c.MaxConns < 1 {
-		return nil, fmt.Errorf("run: --max-conns %d must be positive", c.MaxConns)
-	}
-	if c.MaxConnsPerIP < 1 {
-		return nil, fmt.Errorf("run: --max-conns-per-ip %d must be positive (>= --max-conns turns the cap off)", c.MaxConnsPerIP)
-	}
-	if c.MaxConnsPerNet < 1 {
-		return nil, fmt.Errorf("run: --max-conns-per-net %d must be positive (>= --max-conns turns the cap off)", c.MaxConnsPerNet)
-	}
-	if c.MaxListeners < 1 {
-		return nil, fmt.Errorf("run: --max-listeners %d must be positive", c.MaxListeners)
-	}
-	if err := c.synackLimits().Validate(); err != nil {
-		return nil, fmt.Errorf("run: --synack-*: %w", err)
-	}
-	if (c.SYNACKRate > 0 || c.SYNACKIrregularRate > 0) && c.SYNACKTable < netstack.SYNLimitEntryBytes {
-		return nil, fmt.Errorf("run: --synack-table %v: at least %d bytes", &c.SYNACKTable, netstack.SYNLimitEntryBytes)
-	}
-	if c.ConnBuffer < netstack.MinConnBuffer || c.ConnBuffer > netstack.MaxConnBuffer {
-		return nil, fmt.Errorf("run: --conn-buffer %s outside 4KiB-64KiB", &c.ConnBuffer)
-	}
-	if c.MemoryLimit < minMemoryLimit {
-		return nil, fmt.Errorf("run: --memory-limit %s below %s", &c.MemoryLimit, byteSizeOf(minMemoryLimit))
-	}
-	if c.RequestTimeout <= 0 {
-		return nil, fmt.Errorf("run: --request-timeout %v must be positive", c.RequestTimeout)
-	}
-	if c.Tag == "" || strings.ContainsAny(c.Tag, "/.") {
-		return nil, fmt.Errorf("run: --tag %q must be non-empty without '/' or '.'", c.Tag)
-	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
-		return nil, err
-	}
-	if err := checkListenAddr(c.Metrics); err != nil {
-		return nil, fmt.Errorf("run: --metrics: %w", err)
-	}
-	if err := checkListenAddr(c.Pprof); err != nil {
-		return nil, fmt.Errorf("run: --pprof: %w", err)
-	}
-	if err := checkPprofAddr(c.Pprof, c.PprofAny); err != nil {
-		return nil, fmt.Errorf("run: --pprof: %w", err)
-	}
-	if _, err := buildRegistry(*c); err != nil {
-		return nil, fmt.Errorf("run: %w", err)
-	}
-	return out, nil
-}
-
-// synackLimits is the netstack's view of the --synack-* flags.
-func (c *runConfig) synackLimits() netstack.SYNACKLimits {
-	return netstack.SYNACKLimits{
-		Regular:      netstack.SYNACKLimit{Rate: c.SYNACKRate, Burst: c.SYNACKBurst},
-		Irregular:    netstack.SYNACKLimit{Rate: c.SYNACKIrregularRate, Burst: c.SYNACKIrregularBurst},
-		TableEntries: int(min(int64(c.SYNACKTable)/netstack.SYNLimitEntryBytes, netstack.MaxSYNTableEntries+1)),
-	}
-}
-
-func parseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return 0, fmt.Errorf("bad log level %q (debug, info, warn, error)", s)
-	}
-	return l, nil
-}
-
 // newLogger writes colour through tint on a terminal and plain slog text
 // otherwise (files, pipes, journald). level is a *slog.LevelVar in
 // runMain, so that SIGHUP can change it.
@@ -357,7 +169,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 	if err != nil {
 		return err
 	}
-	prefixes, err := cfg.validate()
+	prefixes, err := cfg.Validate()
 	if err != nil {
 		return err
 	}
@@ -367,7 +179,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	level := new(slog.LevelVar)
-	l, _ := parseLevel(cfg.LogLevel)
+	l, _ := config.ParseLevel(cfg.LogLevel)
 	level.Set(l)
 	log := newLogger(level)
 	// Who spoki becomes once set up, known before anything is set up: a
@@ -516,7 +328,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 			RequestTimeout:   cfg.RequestTimeout,
 		})
 	}
-	reg, err := buildRegistry(cfg)
+	reg, err := config.BuildRegistry(cfg)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
@@ -525,7 +337,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 		return fmt.Errorf("run: %w", err)
 	}
 	muxes.swap(mux)
-	limits := cfg.synackLimits()
+	limits := cfg.SYNACKLimits()
 	st, err = netstack.New(netstack.Config{
 		SYNACKLimits: &limits,
 		FDs:          dev.FDs(),
@@ -611,28 +423,6 @@ func runMain(ctx context.Context, args []string) (err error) {
 // runs for its ?seconds= before it answers; pprof refuses durations of
 // this or more.
 const pprofWriteTimeout = 2 * time.Minute
-
-// checkPprofAddr refuses a --pprof address that is not loopback unless
-// anyAddr is set: pprof shows the process's memory and its profiles can stall
-// it, so it is for the operator on the host alone. addr passed
-// checkListenAddr; a name other than localhost is refused, and what
-// localhost resolves to is checked once listening.
-func checkPprofAddr(addr string, anyAddr bool) error {
-	if addr == "" || anyAddr {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil // checkListenAddr reports it
-	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("%s is not a loopback address (pprof exposes the process's memory): bind to 127.0.0.1 or [::1], or add --pprof-any", addr)
-}
 
 // statsTicker is the stats line's clock; a reload may change its interval.
 type statsTicker struct {
@@ -727,18 +517,18 @@ func (lc *liveConfig) reload() {
 	}
 	next, err := parseRunFlags(lc.args)
 	if err == nil {
-		_, err = next.validate()
+		_, err = next.Validate()
 	}
 	if err != nil {
 		lc.log.Warn("reload failed", "config", lc.cfg.ConfigFile, "err", err)
 		return
 	}
-	plan := planReload(lc.cfg, next)
+	plan := config.PlanReload(lc.cfg, next)
 	for _, c := range plan.Restart {
 		lc.log.Warn("not reloaded", "key", c.Key, "running", c.Old, "file", c.New, "reason", "needs a restart")
 	}
 	var applied []string
-	if plan.has("metrics") {
+	if plan.Has("metrics") {
 		if err := lc.metrics.listen(next.Metrics); err != nil {
 			lc.log.Warn("not reloaded", "key", "metrics", "running", lc.cfg.Metrics, "file", next.Metrics, "reason", err)
 			next.Metrics = lc.cfg.Metrics
@@ -746,10 +536,10 @@ func (lc *liveConfig) reload() {
 			applied = append(applied, "metrics")
 		}
 	}
-	if plan.has("handlers", "pure", "pure-prefix") {
+	if plan.Has("handlers", "pure", "pure-prefix") {
 		// validate built this registry once already: it cannot fail here
 		// short of a bug, and then the old Mux stays.
-		reg, err := buildRegistry(next)
+		reg, err := config.BuildRegistry(next)
 		var mux *handlers.Mux
 		if err == nil {
 			mux, err = lc.newMux(reg)
@@ -762,27 +552,18 @@ func (lc *liveConfig) reload() {
 			applied = append(applied, "handlers")
 		}
 	}
-	if plan.has("log-level") {
-		l, _ := parseLevel(next.LogLevel) // validated
+	if plan.Has("log-level") {
+		l, _ := config.ParseLevel(next.LogLevel) // validated
 		lc.level.Set(l)
 		applied = append(applied, "log-level")
 	}
-	if plan.has("stats-interval") {
+	if plan.Has("stats-interval") {
 		lc.stats.set(next.StatsInterval)
 		applied = append(applied, "stats-interval")
 	}
-	lc.cfg = applyReloadable(lc.cfg, next)
+	lc.cfg = config.ApplyReloadable(lc.cfg, next)
 	lc.log.Info("reloaded", "config", lc.cfg.ConfigFile, "applied", applied, "not_applied", len(plan.Restart))
 }
-
-// Memory limit: GOMEMLIMIT's default in spoki, and the least that makes
-// sense (the queues and tables preallocated at start take tens of MiB).
-const (
-	defaultMemoryLimit = 256 << 20
-	minMemoryLimit     = 32 << 20
-)
-
-func byteSizeOf(n int64) *byteSize { b := byteSize(n); return &b }
 
 // setMemoryLimit sets Go's soft memory limit from --memory-limit, unless
 // the GOMEMLIMIT environment variable is set: then the runtime already

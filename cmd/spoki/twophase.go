@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"math"
 	"sync/atomic"
@@ -56,20 +55,6 @@ func (f *twoPhaseFeed) dropped() uint64 { return f.Counters().Dropped() }
 
 // run detects until ctx ends, then handles what is queued.
 func (f *twoPhaseFeed) run(ctx context.Context) { f.Run(ctx) }
-
-// maxPhaseMemory caps --phase-memory: the table is allocated at start, so
-// a typo must not ask for the machine's memory.
-const maxPhaseMemory = 16 << 30
-
-// checkPhaseMemory is the range of --phase-memory, for validate and the
-// config check alike.
-func checkPhaseMemory(m byteSize) error {
-	if m < twophase.MinMemory || m > maxPhaseMemory {
-		lo, hi := byteSize(twophase.MinMemory), byteSize(maxPhaseMemory)
-		return fmt.Errorf("%s out of range %s-%s", m.String(), lo.String(), hi.String())
-	}
-	return nil
-}
 
 // twoPhaseAttrs are the detector's figures in the stats line.
 func twoPhaseAttrs(tp *twoPhaseFeed) []slog.Attr {

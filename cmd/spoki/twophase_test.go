@@ -27,7 +27,7 @@ func TestPhaseMemoryFlag(t *testing.T) {
 	if err != nil || cfg.PhaseMemory != 8<<20 {
 		t.Errorf("--phase-memory 8MiB: %v, %v", cfg.PhaseMemory, err)
 	}
-	if _, err := cfg.validate(); err != nil {
+	if _, err := cfg.Validate(); err != nil {
 		t.Errorf("validate 8MiB: %v", err)
 	}
 	cfg, err = parseRunFlags([]string{"--config", writeConfig(t, "prefix: [192.0.2.0/24]\nphase-memory: 4MiB\n")})
@@ -40,7 +40,7 @@ func TestPhaseMemoryFlag(t *testing.T) {
 	for _, bad := range []string{"1KiB", "0", "17GiB"} {
 		cfg, err := parseRunFlags([]string{"--prefix", "192.0.2.0/24", "--phase-memory", bad})
 		if err == nil {
-			_, err = cfg.validate()
+			_, err = cfg.Validate()
 		}
 		if err == nil || !strings.Contains(err.Error(), "phase-memory") {
 			t.Errorf("--phase-memory %s: %v, want a range error", bad, err)
@@ -147,7 +147,7 @@ func TestTwoPhaseFeedRun(t *testing.T) {
 func TestTwoPhaseTableLine(t *testing.T) {
 	cfg, err := parseRunFlags([]string{"--prefix", "192.0.2.0/24", "--phase-timeout", "0"})
 	if err == nil {
-		_, err = cfg.validate()
+		_, err = cfg.Validate()
 	}
 	if err != nil {
 		t.Fatalf("--phase-timeout 0: %v", err)
