@@ -16,7 +16,6 @@ import (
 
 	"github.com/spoki-telescope/spoki/handlers"
 	"github.com/spoki-telescope/spoki/handlers/generic"
-	"github.com/spoki-telescope/spoki/netstack"
 	"github.com/spoki-telescope/spoki/tun"
 )
 
@@ -157,72 +156,19 @@ func (c *configChecker) line(key string) (int, bool) {
 	return n.Line, true
 }
 
-// scalars checks the single values against the same rules as
-// Run.validate, and a few more that only the file can break.
+// scalars applies the rules of the file (rules.go) to each key the file
+// sets, at the key's line.
 func (c *configChecker) scalars() {
-	cfg := c.cfg
-	if l, ok := c.line("queues"); ok && (cfg.Queues < 1 || cfg.Queues > 64) {
-		c.add(l, "queues: %d out of range 1-64", cfg.Queues)
-	}
-	if l, ok := c.line("max-conns"); ok && cfg.MaxConns < 1 {
-		c.add(l, "max-conns: %d must be positive", cfg.MaxConns)
-	}
-	if l, ok := c.line("conn-buffer"); ok && (cfg.ConnBuffer < netstack.MinConnBuffer || cfg.ConnBuffer > netstack.MaxConnBuffer) {
-		c.add(l, "conn-buffer: %s outside 4KiB-64KiB", &cfg.ConnBuffer)
-	}
-	if l, ok := c.line("memory-limit"); ok && cfg.MemoryLimit < MinMemoryLimit {
-		c.add(l, "memory-limit: %s below %s", &cfg.MemoryLimit, sizeOf(MinMemoryLimit))
-	}
-	if l, ok := c.line("tag"); ok && (cfg.Tag == "" || strings.ContainsAny(cfg.Tag, "/.")) {
-		c.add(l, "tag: %q must be non-empty without '/' or '.'", cfg.Tag)
-	}
-	if l, ok := c.line("tun"); ok && (cfg.Tun == "" || len(cfg.Tun) > 15 || strings.ContainsAny(cfg.Tun, "/ ")) {
-		c.add(l, "tun: %q is not an interface name (1-15 characters, no '/' or space)", cfg.Tun)
-	}
-	if l, ok := c.line("log-dir"); ok && cfg.LogDir == "" {
-		c.add(l, "log-dir: empty")
-	}
-	if l, ok := c.line("log-level"); ok {
-		if _, err := ParseLevel(cfg.LogLevel); err != nil {
-			c.add(l, "log-level: %v", err)
-		}
-	}
-	for key, d := range map[string]*int64{
-		"first-data-timeout": (*int64)(&cfg.FirstDataTimeout),
-		"idle-timeout":       (*int64)(&cfg.IdleTimeout),
-		"total-timeout":      (*int64)(&cfg.TotalTimeout),
-		"request-timeout":    (*int64)(&cfg.RequestTimeout),
-		"phase-timeout":      (*int64)(&cfg.PhaseTimeout),
-	} {
-		if l, ok := c.line(key); ok && *d <= 0 {
-			c.add(l, "%s: must be positive", key)
-		}
-	}
-	if l, ok := c.line("phase-memory"); ok {
-		if err := CheckPhaseMemory(cfg.PhaseMemory); err != nil {
-			c.add(l, "phase-memory: %v", err)
-		}
-	}
-	if l, ok := c.line("stats-interval"); ok && cfg.StatsInterval < 0 {
-		c.add(l, "stats-interval: negative (0 turns the stats line off)")
-	}
-	for _, key := range []string{"metrics", "pprof"} {
-		l, ok := c.line(key)
-		if !ok {
+	for i := range rules {
+		r := &rules[i]
+		if r.scope&inFile == 0 {
 			continue
 		}
-		addr := *configFields(cfg)[key].Addr().Interface().(*string)
-		if err := CheckListenAddr(addr); err != nil {
-			c.add(l, "%s: %v", key, err)
+		if l, ok := c.line(r.key); ok {
+			if err := r.check(c.cfg); err != nil {
+				c.add(l, "%s: %v", r.key, err)
+			}
 		}
-	}
-	if l, ok := c.line("pprof"); ok && CheckListenAddr(cfg.Pprof) == nil {
-		if err := CheckPprofAddr(cfg.Pprof, cfg.PprofAny); err != nil {
-			c.add(l, "pprof: %v", err)
-		}
-	}
-	if l, ok := c.line("metrics"); ok && cfg.Metrics != "" && cfg.Metrics == cfg.Pprof {
-		c.add(l, "metrics: %s is also the pprof address", cfg.Metrics)
 	}
 }
 
@@ -252,10 +198,8 @@ func (c *configChecker) prefixes(required bool) {
 				c.add(l, "prefix: %v", err)
 				continue
 			}
-			for _, q := range c.telescope {
-				if q.Overlaps(p) {
-					c.add(l, "prefix: %s overlaps %s", p, q)
-				}
+			for _, q := range overlapping(p, c.telescope) {
+				c.add(l, "prefix: %s overlaps %s", p, q)
 			}
 			c.telescope = append(c.telescope, p)
 		}

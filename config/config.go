@@ -5,13 +5,11 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/spoki-telescope/spoki/analysis/twophase"
@@ -114,75 +112,23 @@ func Default() Run {
 	}
 }
 
-// validate checks everything that can be checked before touching the
-// system, so that a bad invocation leaves nothing behind.
+// Validate checks everything that can be checked before touching the
+// system, so that a bad invocation leaves nothing behind, and returns the
+// telescope prefixes. It applies the rules of the flags (rules.go) to the
+// settings as they are after the flags and the file.
 func (c *Run) Validate() ([]netip.Prefix, error) {
-	if len(c.Prefixes) == 0 {
-		return nil, errors.New("run: at least one --prefix is required")
-	}
-	var out []netip.Prefix
-	for _, s := range c.Prefixes {
-		p, err := tun.ParsePrefix(s)
-		if err != nil {
-			return nil, fmt.Errorf("run: %w", err)
-		}
-		for _, q := range out {
-			if q.Overlaps(p) {
-				return nil, fmt.Errorf("run: prefixes %s and %s overlap", q, p)
-			}
-		}
-		out = append(out, p)
-	}
-	if c.Queues < 1 || c.Queues > 64 {
-		return nil, fmt.Errorf("run: --queues %d out of range 1-64", c.Queues)
-	}
-	if c.Keep < 0 {
-		return nil, fmt.Errorf("run: --keep %v must not be negative", c.Keep)
-	}
-	if err := CheckPhaseMemory(c.PhaseMemory); err != nil {
-		return nil, fmt.Errorf("run: --phase-memory %w", err)
-	}
-	if c.MaxConns < 1 {
-		return nil, fmt.Errorf("run: --max-conns %d must be positive", c.MaxConns)
-	}
-	if c.MaxConnsPerIP < 1 {
-		return nil, fmt.Errorf("run: --max-conns-per-ip %d must be positive (>= --max-conns turns the cap off)", c.MaxConnsPerIP)
-	}
-	if c.MaxConnsPerNet < 1 {
-		return nil, fmt.Errorf("run: --max-conns-per-net %d must be positive (>= --max-conns turns the cap off)", c.MaxConnsPerNet)
-	}
-	if c.MaxListeners < 1 {
-		return nil, fmt.Errorf("run: --max-listeners %d must be positive", c.MaxListeners)
-	}
-	if err := c.SYNACKLimits().Validate(); err != nil {
-		return nil, fmt.Errorf("run: --synack-*: %w", err)
-	}
-	if (c.SYNACKRate > 0 || c.SYNACKIrregularRate > 0) && c.SYNACKTable < netstack.SYNLimitEntryBytes {
-		return nil, fmt.Errorf("run: --synack-table %v: at least %d bytes", &c.SYNACKTable, netstack.SYNLimitEntryBytes)
-	}
-	if c.ConnBuffer < netstack.MinConnBuffer || c.ConnBuffer > netstack.MaxConnBuffer {
-		return nil, fmt.Errorf("run: --conn-buffer %s outside 4KiB-64KiB", &c.ConnBuffer)
-	}
-	if c.MemoryLimit < MinMemoryLimit {
-		return nil, fmt.Errorf("run: --memory-limit %s below %s", &c.MemoryLimit, sizeOf(MinMemoryLimit))
-	}
-	if c.RequestTimeout <= 0 {
-		return nil, fmt.Errorf("run: --request-timeout %v must be positive", c.RequestTimeout)
-	}
-	if c.Tag == "" || strings.ContainsAny(c.Tag, "/.") {
-		return nil, fmt.Errorf("run: --tag %q must be non-empty without '/' or '.'", c.Tag)
-	}
-	if _, err := ParseLevel(c.LogLevel); err != nil {
+	out, err := telescopePrefixes(c.Prefixes)
+	if err != nil {
 		return nil, err
 	}
-	if err := CheckListenAddr(c.Metrics); err != nil {
-		return nil, fmt.Errorf("run: --metrics: %w", err)
-	}
-	if err := CheckListenAddr(c.Pprof); err != nil {
-		return nil, fmt.Errorf("run: --pprof: %w", err)
-	}
-	if err := CheckPprofAddr(c.Pprof, c.PprofAny); err != nil {
-		return nil, fmt.Errorf("run: --pprof: %w", err)
+	for i := range rules {
+		r := &rules[i]
+		if r.scope&onFlags == 0 {
+			continue
+		}
+		if err := r.check(c); err != nil {
+			return nil, r.flagError(c, err)
+		}
 	}
 	if _, err := BuildRegistry(*c); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
