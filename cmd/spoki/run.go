@@ -31,6 +31,7 @@ import (
 	"github.com/spoki-telescope/spoki/records/filesink"
 	"github.com/spoki-telescope/spoki/records/kafkasink"
 	"github.com/spoki-telescope/spoki/tun"
+	"net/netip"
 )
 
 // prefixList is a repeatable --prefix flag.
@@ -163,35 +164,109 @@ func (a sinkAdapter) Packet(p records.Packet) {
 }
 func (a sinkAdapter) Reply(r records.Reply) { a.w.Reply(&r) }
 
-// runMain is `spoki run`.
+// runMain is `spoki run`: set up, serve until a signal ends it, close.
 func runMain(ctx context.Context, args []string) (err error) {
-	cfg, err := parseRunFlags(args)
+	t, err := setUp(args)
+	if t != nil {
+		defer func() {
+			if cerr := t.close(); err == nil {
+				err = cerr
+			}
+		}()
+	}
 	if err != nil {
 		return err
+	}
+	return t.serve(ctx)
+}
+
+// running is what `spoki run` runs: built by setUp, served by serve,
+// and taken down by close in the reverse order of its set-up.
+type running struct {
+	args  []string
+	cfg   runConfig
+	log   *slog.Logger
+	level *slog.LevelVar
+	// hup is caught from the start: SIGHUP's default action would end the
+	// telescope; one during start-up is handled once ready.
+	hup       chan os.Signal
+	logMemory func(*slog.Logger)
+	dev       *tun.Device
+	sink      *filesink.Writer
+	pub       *kafkasink.Publisher
+	emitEvent func(time.Time, []byte)
+	tp        *twoPhaseFeed
+	tel       *telemetry
+	muxes     *muxSet
+	newMux    func(*handlers.Registry) (*handlers.Mux, error)
+	st        *netstack.Stack
+	limits    netstack.SYNACKLimits
+	metrics   *metricsServer
+	// closers undo the set-up, run last first; the first error is kept.
+	closers []func() error
+}
+
+// onClose adds a step of the take-down.
+func (t *running) onClose(f func() error) { t.closers = append(t.closers, f) }
+
+// close runs the take-down: the stack stops before the detector, the
+// detector before the files, the files before the TUN and its routes.
+func (t *running) close() error {
+	var err error
+	for i := len(t.closers) - 1; i >= 0; i-- {
+		if cerr := t.closers[i](); err == nil {
+			err = cerr
+		}
+	}
+	t.closers = nil
+	return err
+}
+
+// setUp builds the telescope from the arguments. On an error it returns
+// what it built so far, for the caller to close.
+func setUp(args []string) (*running, error) {
+	cfg, err := parseRunFlags(args)
+	if err != nil {
+		return nil, err
 	}
 	prefixes, err := cfg.Validate()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	// Caught from here on: SIGHUP's default action would end the
-	// telescope; one during start-up is handled once ready.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	level := new(slog.LevelVar)
+	t := &running{args: args, cfg: cfg, level: new(slog.LevelVar), hup: make(chan os.Signal, 1)}
+	signal.Notify(t.hup, syscall.SIGHUP)
+	t.onClose(func() error { signal.Stop(t.hup); return nil })
 	l, _ := config.ParseLevel(cfg.LogLevel)
-	level.Set(l)
-	log := newLogger(level)
+	t.level.Set(l)
+	t.log = newLogger(t.level)
 	// Who spoki becomes once set up, known before anything is set up: a
 	// bad --user leaves nothing behind.
 	runAs, err := tun.RunAs(cfg.User)
 	if err != nil {
-		return fmt.Errorf("run: %w", err)
+		return t, fmt.Errorf("run: %w", err)
 	}
 	// Set before anything is allocated; said once spoki is up, so that a
 	// failed start prints only its error.
-	logMemory := setMemoryLimit(cfg)
+	t.logMemory = setMemoryLimit(cfg)
+	if err := t.openTUN(prefixes); err != nil {
+		return t, err
+	}
+	if err := t.openLogs(runAs); err != nil {
+		return t, err
+	}
+	if err := t.startDetector(); err != nil {
+		return t, err
+	}
+	if err := t.startStack(prefixes); err != nil {
+		return t, err
+	}
+	return t, t.startServers()
+}
 
+// openTUN opens the TUN device and adds the routes, which go with it at
+// close.
+func (t *running) openTUN(prefixes []netip.Prefix) error {
+	cfg := t.cfg
 	dev, err := tun.Open(tun.Config{Name: cfg.Tun, Queues: cfg.Queues, Prefixes: prefixes, NoRoute: cfg.NoRoute})
 	if err != nil {
 		if errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission) {
@@ -202,12 +277,20 @@ func runMain(ctx context.Context, args []string) (err error) {
 		}
 		return fmt.Errorf("run: %w", err)
 	}
-	defer func() {
-		if cerr := dev.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("run: %w", cerr)
+	t.dev = dev
+	t.onClose(func() error {
+		if cerr := dev.Close(); cerr != nil {
+			return fmt.Errorf("run: %w", cerr)
 		}
-	}()
-	// Files close before the TUN and routes go (defers run in reverse).
+		return nil
+	})
+	return nil
+}
+
+// openLogs makes and opens the log directory, drops privileges and opens
+// the file sink. The files close before the TUN and routes go.
+func (t *running) openLogs(runAs tun.User) error {
+	cfg, log := t.cfg, t.log
 	// The log directory is made, handed over and opened while spoki may
 	// still do so: the files outlive this run, and the user must be able
 	// to append to what an earlier run (as root) wrote. The writer works
@@ -225,12 +308,32 @@ func runMain(ctx context.Context, args []string) (err error) {
 	if err != nil {
 		return fmt.Errorf("run: log dir: %w", err)
 	}
-	// Everything privileged is done, and nothing has read a packet or
-	// started a goroutine of its own yet: become runAs and keep no
-	// capability, on every thread. The routes go with the TUN at exit.
+	if err := t.dropPrivileges(runAs); err != nil {
+		logRoot.Close()
+		return err
+	}
+	sink, err := filesink.New(filesink.Config{Dir: cfg.LogDir, Root: logRoot, Tag: cfg.Tag, Compress: cfg.Compress, Keep: cfg.Keep,
+		Logger: log.With("component", "filesink")})
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	t.sink = sink
+	t.onClose(func() error {
+		if cerr := sink.Close(); cerr != nil {
+			return fmt.Errorf("run: close logs: %w", cerr)
+		}
+		return nil
+	})
+	return nil
+}
+
+// dropPrivileges becomes runAs and keeps no capability, on every thread:
+// everything privileged is done, and nothing has read a packet or started
+// a goroutine of its own yet. The routes go with the TUN at exit.
+func (t *running) dropPrivileges(runAs tun.User) error {
+	cfg, log := t.cfg, t.log
 	dropped, err := tun.DropPrivileges(runAs)
 	if err != nil {
-		logRoot.Close()
 		return fmt.Errorf("run: %w", err)
 	}
 	if runAs.UID == 0 {
@@ -252,94 +355,79 @@ func runMain(ctx context.Context, args []string) (err error) {
 			f.Close()
 		}
 	}
-	sink, err := filesink.New(filesink.Config{Dir: cfg.LogDir, Root: logRoot, Tag: cfg.Tag, Compress: cfg.Compress, Keep: cfg.Keep,
-		Logger: log.With("component", "filesink")})
-	if err != nil {
-		return fmt.Errorf("run: %w", err)
-	}
-	defer func() {
-		if cerr := sink.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("run: close logs: %w", cerr)
-		}
-	}()
+	return nil
+}
 
+// startDetector connects Kafka (if asked) and starts the two-phase
+// detector, whose events go to Kafka and the files.
+func (t *running) startDetector() error {
+	cfg, log := t.cfg, t.log
 	// Kafka: nil without --kafka, and every method of a nil Publisher is a
 	// no-op. Closed after the stack and the detector stop, before the
-	// files close (defers run in reverse).
-	var pub *kafkasink.Publisher
+	// files close.
 	if cfg.Kafka != "" {
-		pub, err = kafkasink.New(kafkasink.Config{Brokers: strings.Split(cfg.Kafka, ","),
+		pub, err := kafkasink.New(kafkasink.Config{Brokers: strings.Split(cfg.Kafka, ","),
 			TopicPrefix: cfg.KafkaTopicPrefix, Tag: cfg.Tag, Logger: log.With("component", "kafkasink")})
 		if err != nil {
 			return fmt.Errorf("run: %w", err)
 		}
-		defer func() {
+		t.pub = pub
+		t.onClose(func() error {
 			if cerr := pub.Close(); cerr != nil {
 				// The files hold everything: a broker that is down loses
 				// only the copy, and says so.
 				log.Warn("kafka close", "error", cerr)
 			}
-		}()
+			return nil
+		})
 	}
+	pub, sink := t.pub, t.sink
 	// Publish first: the file sink takes the line over.
-	emitEvent := func(t time.Time, line []byte) {
+	t.emitEvent = func(at time.Time, line []byte) {
 		pub.PublishLine(line)
-		sink.Event(t, line)
+		sink.Event(at, line)
 	}
-
-	tp := newTwoPhaseFeedMemory(cfg.PhaseTimeout, cfg.PhaseMemory, cfg.FirstDataTimeout+cfg.TotalTimeout+10*time.Second, emitEvent, log.With("component", "twophase"))
+	tp := newTwoPhaseFeedMemory(cfg.PhaseTimeout, cfg.PhaseMemory, cfg.FirstDataTimeout+cfg.TotalTimeout+10*time.Second, t.emitEvent, log.With("component", "twophase"))
 	tp.logTable()
+	t.tp = tp
 	tpCtx, tpStop := context.WithCancel(context.Background())
 	tpDone := make(chan struct{})
 	go func() { defer close(tpDone); tp.run(tpCtx) }()
-	// Runs after the stack stopped (deferred later) and before the files
-	// close (deferred earlier): the detector's last events are written.
-	defer func() { tpStop(); <-tpDone }()
+	// Runs after the stack stopped and before the files close: the
+	// detector's last events are written.
+	t.onClose(func() error { tpStop(); <-tpDone; return nil })
+	return nil
+}
 
+// startStack builds the Mux over the configured handlers and the netstack
+// that hands it connections, and the collector that reads them.
+func (t *running) startStack(prefixes []netip.Prefix) error {
+	cfg, log, dev, sink, tp, pub := t.cfg, t.log, t.dev, t.sink, t.tp, t.pub
 	// The stack is built after the Mux but the collector reads it at
 	// scrape time only, once the server is up.
-	var st *netstack.Stack
-	muxes := &muxSet{}
-	tel := newTelemetry(metricsSources{
-		Netstack:     func() netstack.Snapshot { return st.Stats().Snapshot() },
-		Mux:          muxes.snapshot,
+	t.muxes = &muxSet{}
+	t.tel = newTelemetry(metricsSources{
+		Netstack:     func() netstack.Snapshot { return t.st.Stats().Snapshot() },
+		Mux:          t.muxes.snapshot,
 		Sink:         sink.Stats,
 		SinkCapacity: [3]int{filesink.DefaultPacketQueue, filesink.DefaultReplyQueue, filesink.DefaultEventQueue},
 		TwoPhase:     tp,
 		TUN:          dev.Stats,
 	})
-	// newMux builds a Mux over reg; a reload builds another with the same
-	// budgets and sinks, and swaps it in.
-	newMux := func(reg *handlers.Registry) (*handlers.Mux, error) {
-		return handlers.NewMux(handlers.MuxConfig{
-			Registry: reg,
-			Emit: func(se *records.Session) {
-				// Read before the sink takes ownership of se.
-				tel.observeSession(se)
-				pub.PublishSession(se)
-				sink.Session(se)
-				tp.Session(se)
-			},
-			EmitEvent:        emitEvent,
-			Logger:           log.With("component", "handlers"),
-			FirstDataTimeout: cfg.FirstDataTimeout,
-			IdleTimeout:      cfg.IdleTimeout,
-			TotalTimeout:     cfg.TotalTimeout,
-			RequestTimeout:   cfg.RequestTimeout,
-		})
-	}
+	t.newMux = t.muxFor
 	reg, err := config.BuildRegistry(cfg)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	mux, err := newMux(reg)
+	mux, err := t.newMux(reg)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	muxes.swap(mux)
-	limits := cfg.SYNACKLimits()
-	st, err = netstack.New(netstack.Config{
-		SYNACKLimits: &limits,
+	t.muxes.swap(mux)
+	t.limits = cfg.SYNACKLimits()
+	muxes := t.muxes
+	st, err := netstack.New(netstack.Config{
+		SYNACKLimits: &t.limits,
 		FDs:          dev.FDs(),
 		MTU:          uint32(dev.MTU()),
 		Prefixes:     prefixes,
@@ -359,10 +447,38 @@ func runMain(ctx context.Context, args []string) (err error) {
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	// Stop the stack before the device and the files (deferred above, run
-	// after this): no packet is read once files start closing.
-	defer st.Close()
+	t.st = st
+	// Stop the stack before the detector, the device and the files: no
+	// packet is read once files start closing.
+	t.onClose(func() error { st.Close(); return nil })
+	return nil
+}
 
+// muxFor builds a Mux over reg; a reload builds another with the same
+// budgets and sinks, and swaps it in.
+func (t *running) muxFor(reg *handlers.Registry) (*handlers.Mux, error) {
+	cfg, tel, pub, sink, tp := t.cfg, t.tel, t.pub, t.sink, t.tp
+	return handlers.NewMux(handlers.MuxConfig{
+		Registry: reg,
+		Emit: func(se *records.Session) {
+			// Read before the sink takes ownership of se.
+			tel.observeSession(se)
+			pub.PublishSession(se)
+			sink.Session(se)
+			tp.Session(se)
+		},
+		EmitEvent:        t.emitEvent,
+		Logger:           t.log.With("component", "handlers"),
+		FirstDataTimeout: cfg.FirstDataTimeout,
+		IdleTimeout:      cfg.IdleTimeout,
+		TotalTimeout:     cfg.TotalTimeout,
+		RequestTimeout:   cfg.RequestTimeout,
+	})
+}
+
+// startServers starts the pprof server (if asked) and the metrics server.
+func (t *running) startServers() error {
+	cfg := t.cfg
 	if cfg.Pprof != "" {
 		ln, err := net.Listen("tcp", cfg.Pprof)
 		if err != nil {
@@ -375,46 +491,52 @@ func runMain(ctx context.Context, args []string) (err error) {
 		}
 		srv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 			WriteTimeout: pprofWriteTimeout, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
-		defer srv.Close()
+		t.onClose(func() error { srv.Close(); return nil })
 		go srv.Serve(ln)
 	}
-	metrics := &metricsServer{handler: tel.handler(), log: log.With("component", "metrics")}
-	if err := metrics.listen(cfg.Metrics); err != nil {
+	t.metrics = &metricsServer{handler: t.tel.handler(), log: t.log.With("component", "metrics")}
+	if err := t.metrics.listen(cfg.Metrics); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	defer metrics.close()
+	t.onClose(func() error { t.metrics.close(); return nil })
+	return nil
+}
 
+// serve says the telescope is ready and runs until ctx ends or SIGINT or
+// SIGTERM comes: it writes the stats line and reloads the config on SIGHUP.
+func (t *running) serve(ctx context.Context) error {
+	cfg, log, dev := t.cfg, t.log, t.dev
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// Start from a collected heap, so that heap_live in the stats lines
 	// measures growth from here (the queues were just allocated).
 	debug.FreeOSMemory()
-	logMemory(log)
+	t.logMemory(log)
 	ready := []any{"tun", dev.Name(), "queues", len(dev.FDs()), "prefixes", cfg.Prefixes, "log_dir", cfg.LogDir, "tag", cfg.Tag}
 	if cfg.Metrics != "" {
 		ready = append(ready, "metrics", cfg.Metrics)
 	}
-	ready = append(ready, "synack_limit", limits.String())
+	ready = append(ready, "synack_limit", t.limits.String())
 	log.Info("ready", ready...)
 
 	stats := &statsTicker{}
 	stats.set(cfg.StatsInterval)
 	defer stats.set(0)
 	live := &liveConfig{
-		args: args, cfg: cfg, log: log, level: level,
-		muxes: muxes, newMux: newMux, metrics: metrics, stats: stats,
+		args: t.args, cfg: cfg, log: log, level: t.level,
+		muxes: t.muxes, newMux: t.newMux, metrics: t.metrics, stats: stats,
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			log.Info("stopping")
-			st.Close()
-			logStats(log, st, muxes, sink, tp, dev, "final")
+			t.st.Close()
+			logStats(log, t.st, t.muxes, t.sink, t.tp, dev, "final")
 			return nil
-		case <-hup:
+		case <-t.hup:
 			live.reload()
 		case <-stats.c:
-			logStats(log, st, muxes, sink, tp, dev, "stats")
+			logStats(log, t.st, t.muxes, t.sink, t.tp, dev, "stats")
 		}
 	}
 }
