@@ -279,11 +279,22 @@ func (c *configChecker) handlers() {
 		c.cfg.Handlers[name] = hc
 		lines[name] = portLines
 	}
-	if !ok {
+	if !ok || !c.portConflicts(n, lines) {
 		return
 	}
-	// Replay the registration order of BuildRegistry, so that a conflict
-	// names the handler the file moved.
+	// The registry is the authority: anything the replay above misses
+	// still shows, at the handlers key.
+	if _, err := BuildRegistry(*c.cfg); err != nil {
+		c.add(n.Line, "handlers: %v", err)
+	}
+}
+
+// portConflicts replays the registration order of BuildRegistry over the
+// decoded handlers map n (lines: handler → port → line), so that a port
+// claimed twice for overlapping prefixes is reported at the line of the
+// handler the file moved; it reports whether there was none.
+func (c *configChecker) portConflicts(n *yaml.Node, lines map[string]map[uint16]int) bool {
+	ok := true
 	var claims = map[uint16][]portClaim{}
 	for _, h := range knownHandlers {
 		ports, prefixes := h.ports, []netip.Prefix(nil)
@@ -319,14 +330,7 @@ func (c *configChecker) handlers() {
 			claims[port] = append(claims[port], claim)
 		}
 	}
-	if !ok {
-		return
-	}
-	// The registry is the authority: anything the replay above misses
-	// still shows, at the handlers key.
-	if _, err := BuildRegistry(*c.cfg); err != nil {
-		c.add(n.Line, "handlers: %v", err)
-	}
+	return ok
 }
 
 // handler checks one entry of the handlers map and returns it decoded,
@@ -352,40 +356,9 @@ func (c *configChecker) handler(name string, v *yaml.Node) (hc Handler, portLine
 		seen[k.Value] = true
 		switch k.Value {
 		case "ports":
-			if err := val.Decode(&hc.Ports); err != nil {
-				c.add(val.Line, "handlers: %s: ports: %s", name, decodeErrorText(err))
-				ok = false
-				continue
-			}
-			if hc.Ports == nil {
-				hc.Ports = []uint16{} // `ports: []` turns the ports off
-			}
-			for j, p := range hc.Ports {
-				l := itemLine(val, j)
-				if p == 0 {
-					c.add(l, "handlers: %s: port 0 cannot be served", name)
-					ok = false
-				}
-				if first, dup := portLines[p]; dup {
-					c.add(l, "handlers: %s: port %d repeated (first on line %d)", name, p, first)
-					ok = false
-					continue
-				}
-				portLines[p] = l
-			}
+			ok = c.handlerPorts(name, val, &hc, portLines) && ok
 		case "prefixes":
-			if err := val.Decode(&hc.Prefixes); err != nil {
-				c.add(val.Line, "handlers: %s: prefixes: %s", name, decodeErrorText(err))
-				ok = false
-				continue
-			}
-			before := len(c.probs)
-			for j, s := range hc.Prefixes {
-				c.innerPrefix("handlers: "+name+": prefixes", s, itemLine(val, j))
-			}
-			if len(c.probs) != before {
-				ok = false
-			}
+			ok = c.handlerPrefixes(name, val, &hc) && ok
 		case "disabled":
 			if err := val.Decode(&hc.Disabled); err != nil {
 				c.add(val.Line, "handlers: %s: disabled: %s", name, decodeErrorText(err))
@@ -405,6 +378,46 @@ func (c *configChecker) handler(name string, v *yaml.Node) (hc Handler, portLine
 		}
 	}
 	return hc, portLines, ok
+}
+
+// handlerPorts decodes a handler's ports into hc and checks them: no port
+// 0, none named twice; portLines gets the line of each.
+func (c *configChecker) handlerPorts(name string, val *yaml.Node, hc *Handler, portLines map[uint16]int) bool {
+	if err := val.Decode(&hc.Ports); err != nil {
+		c.add(val.Line, "handlers: %s: ports: %s", name, decodeErrorText(err))
+		return false
+	}
+	if hc.Ports == nil {
+		hc.Ports = []uint16{} // `ports: []` turns the ports off
+	}
+	ok := true
+	for j, p := range hc.Ports {
+		l := itemLine(val, j)
+		if p == 0 {
+			c.add(l, "handlers: %s: port 0 cannot be served", name)
+			ok = false
+		}
+		if first, dup := portLines[p]; dup {
+			c.add(l, "handlers: %s: port %d repeated (first on line %d)", name, p, first)
+			ok = false
+			continue
+		}
+		portLines[p] = l
+	}
+	return ok
+}
+
+// handlerPrefixes decodes a handler's prefixes into hc and checks each.
+func (c *configChecker) handlerPrefixes(name string, val *yaml.Node, hc *Handler) bool {
+	if err := val.Decode(&hc.Prefixes); err != nil {
+		c.add(val.Line, "handlers: %s: prefixes: %s", name, decodeErrorText(err))
+		return false
+	}
+	before := len(c.probs)
+	for j, s := range hc.Prefixes {
+		c.innerPrefix("handlers: "+name+": prefixes", s, itemLine(val, j))
+	}
+	return len(c.probs) == before
 }
 
 // configurableHandlers lists the names the handlers map accepts.
