@@ -19,7 +19,7 @@ import (
 )
 
 // Run holds every setting of `spoki run`. The YAML keys of --config
-// are the flag names (TestConfigCoversFlags holds them in step); the
+// are the flag names (cmd/spoki's TestConfigCoversFlags holds them in step); the
 // config file alone also sets handlers.
 type Run struct {
 	Prefixes         []string      `yaml:"prefix"`
@@ -145,6 +145,7 @@ func (c *Run) SYNACKLimits() netstack.SYNACKLimits {
 	}
 }
 
+// ParseLevel reads a --log-level: debug, info, warn or error.
 func ParseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(s)); err != nil {
@@ -182,14 +183,14 @@ const (
 	MinMemoryLimit     = 32 << 20
 )
 
+// sizeOf is n as a Size, for messages.
 func sizeOf(n int64) *Size { b := Size(n); return &b }
 
 // MaxPhaseMemory caps --phase-memory: the table is allocated at start, so
 // a typo must not ask for the machine's memory.
 const MaxPhaseMemory = 16 << 30
 
-// CheckPhaseMemory is the range of --phase-memory, for validate and the
-// config check alike.
+// CheckPhaseMemory is the range of --phase-memory (a rule of rules.go).
 func CheckPhaseMemory(m Size) error {
 	if m < twophase.MinMemory || m > MaxPhaseMemory {
 		lo, hi := Size(twophase.MinMemory), Size(MaxPhaseMemory)

@@ -168,6 +168,7 @@ func register(reg *handlers.Registry, h handlers.Handler, m handlers.Matcher) (e
 	return nil
 }
 
+// HandlerNames lists the handlers spoki knows, the fallback (generic) last.
 func HandlerNames() []string {
 	var out []string
 	for _, h := range knownHandlers {

@@ -659,7 +659,7 @@ func (lc *liveConfig) reload() {
 		}
 	}
 	if plan.Has("handlers", "pure", "pure-prefix") {
-		// validate built this registry once already: it cannot fail here
+		// Validate built this registry once already: it cannot fail here
 		// short of a bug, and then the old Mux stays.
 		reg, err := config.BuildRegistry(next)
 		var mux *handlers.Mux
