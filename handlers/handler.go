@@ -9,7 +9,7 @@
 // the sinks: it reads and writes its Conn and returns what it parsed.
 //
 // A protocol is one package under handlers/ implementing Handler, plus one
-// entry in knownHandlers (cmd/spoki/handlers.go), which spoki run turns into
+// entry in knownHandlers (config/handlers.go), which spoki run turns into
 // a Registry.Register call; see README.md.
 package handlers
 

@@ -113,7 +113,7 @@ func (r *Registry) Register(h Handler, m Matcher) {
 	}
 	for _, p := range m.Ports {
 		for _, o := range r.ports[p] {
-			if overlaps(o.prefixes, prefixes) {
+			if Overlaps(o.prefixes, prefixes) {
 				panic(fmt.Sprintf("handlers: register %q: port %d already served by %q", h.Name(), p, o.h.Name()))
 			}
 		}
@@ -242,9 +242,10 @@ func contains(prefixes []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
-// overlaps reports whether two prefix lists share an address; an empty
-// list is every address.
-func overlaps(a, b []netip.Prefix) bool {
+// Overlaps reports whether two prefix lists share an address; an empty
+// list is every address. It is the rule by which Register refuses a port
+// served twice, for checkers that report the conflict before registering.
+func Overlaps(a, b []netip.Prefix) bool {
 	if len(a) == 0 || len(b) == 0 {
 		return true
 	}

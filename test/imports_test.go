@@ -61,6 +61,10 @@ var e2eImportTable = []e2eImportRule{
 	// (the packages need not import it); it imports nothing of spoki.
 	{"stats", nil},
 	{"stats/...", []string{"stats"}},
+	// config is the configuration of `spoki run`: its defaults come from
+	// the stages it configures, and the handlers map is checked by
+	// building the registry from the handler packages.
+	{"config", []string{"tun", "netstack", "handlers", "handlers/...", "analysis/twophase"}},
 	{"cmd/spoki", []string{"*"}},
 	{"test", []string{"*"}},
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/spoki-telescope/spoki/analysis/assemble"
+	"github.com/spoki-telescope/spoki/config"
 )
 
 const assembleUsage = `usage: spoki assemble --start 2021-10-13T21 --tag TAG [--phase-timeout 600s]
@@ -28,79 +29,107 @@ assemble does, into TAG-events-YYYYMMDD-HHMMSS.json.gz files in --out, and
 with --kafka also one message per record to Kafka. On a terminal a progress
 line shows the files, rows/s, the hour being read and the time left.`
 
-// assembleMain is `spoki assemble`.
-func assembleMain(ctx context.Context, args []string) error {
+// assembleOpts are the flags of `spoki assemble`.
+type assembleOpts struct {
+	start, tag, out, level, kafka, kafkaTopic string
+	phase, probe, poll, kafkaTimeout          time.Duration
+	flush, follow                             bool
+}
+
+// assembleFlags defines the flags of `spoki assemble` on o.
+func assembleFlags(o *assembleOpts) *flag.FlagSet {
 	fs := flag.NewFlagSet("assemble", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), assembleUsage)
 		fs.PrintDefaults()
 	}
-	start := fs.String("start", "", "first hour, UTC: YYYY-MM-DDTHH or YYYY-MM-DD (required)")
-	tag := fs.String("tag", "", "datasource tag of the log file names (required)")
-	phase := fs.Duration("phase-timeout", 600*time.Second, "largest delay between the two phases")
-	probe := fs.Duration("probe-timeout", 5*time.Minute, "largest delay between a packet and its probe's confirmation")
-	out := fs.String("out", ".", "output directory")
-	flush := fs.Bool("flush-at-eof", false, "also write the batches that Spoki's assemble never writes")
-	follow := fs.Bool("follow", false, "tail a live log directory until SIGINT/SIGTERM")
-	poll := fs.Duration("poll", 5*time.Second, "poll interval with --follow")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	kafka := fs.String("kafka", "", "also publish every record to these Kafka brokers (host:port,...)")
-	kafkaTopic := fs.String("kafka-topic", "", "topic of --kafka (default cse2.malware.events.TAG, as the original)")
-	kafkaTimeout := fs.Duration("kafka-timeout", assemble.DefaultKafkaTimeout, "longest wait for the brokers to take a record before the run fails (at least 1s)")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
+	fs.StringVar(&o.start, "start", "", "first hour, UTC: YYYY-MM-DDTHH or YYYY-MM-DD (required)")
+	fs.StringVar(&o.tag, "tag", "", "datasource tag of the log file names (required)")
+	fs.DurationVar(&o.phase, "phase-timeout", 600*time.Second, "largest delay between the two phases")
+	fs.DurationVar(&o.probe, "probe-timeout", 5*time.Minute, "largest delay between a packet and its probe's confirmation")
+	fs.StringVar(&o.out, "out", ".", "output directory")
+	fs.BoolVar(&o.flush, "flush-at-eof", false, "also write the batches that Spoki's assemble never writes")
+	fs.BoolVar(&o.follow, "follow", false, "tail a live log directory until SIGINT/SIGTERM")
+	fs.DurationVar(&o.poll, "poll", 5*time.Second, "poll interval with --follow")
+	fs.StringVar(&o.level, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.kafka, "kafka", "", "also publish every record to these Kafka brokers (host:port,...)")
+	fs.StringVar(&o.kafkaTopic, "kafka-topic", "", "topic of --kafka (default cse2.malware.events.TAG, as the original)")
+	fs.DurationVar(&o.kafkaTimeout, "kafka-timeout", assemble.DefaultKafkaTimeout, "longest wait for the brokers to take a record before the run fails (at least 1s)")
+	return fs
+}
+
+// check checks the flags and the LOGDIR, and returns the first hour and
+// the log level.
+func (o *assembleOpts) check(fs *flag.FlagSet, pos []string) (time.Time, slog.Level, error) {
 	if len(pos) != 1 {
 		fs.Usage()
-		return errors.New("assemble: want exactly one LOGDIR")
+		return time.Time{}, 0, errors.New("assemble: want exactly one LOGDIR")
 	}
-	if *tag == "" || *start == "" {
+	if o.tag == "" || o.start == "" {
 		fs.Usage()
-		return errors.New("assemble: --start and --tag are required")
+		return time.Time{}, 0, errors.New("assemble: --start and --tag are required")
 	}
-	st, err := parseStartHour(*start)
+	st, err := parseStartHour(o.start)
 	if err != nil {
-		return err
+		return time.Time{}, 0, err
 	}
-	if *phase <= 0 || *probe < 0 {
-		return errors.New("assemble: timeouts must be positive")
+	if o.phase <= 0 || o.probe < 0 {
+		return time.Time{}, 0, errors.New("assemble: timeouts must be positive")
 	}
-	lvl, err := parseLevel(*level)
+	lvl, err := config.ParseLevel(o.level)
 	if err != nil {
-		return err
+		return time.Time{}, 0, err
 	}
-	if *kafkaTopic != "" && *kafka == "" {
-		return errors.New("assemble: --kafka-topic needs --kafka")
+	if o.kafkaTopic != "" && o.kafka == "" {
+		return time.Time{}, 0, errors.New("assemble: --kafka-topic needs --kafka")
 	}
-	if *kafkaTimeout < time.Second {
-		return errors.New("assemble: --kafka-timeout must be at least 1s")
+	if o.kafkaTimeout < time.Second {
+		return time.Time{}, 0, errors.New("assemble: --kafka-timeout must be at least 1s")
 	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		return fmt.Errorf("assemble: output dir: %w", err)
-	}
+	return st, lvl, nil
+}
+
+// assembleLogger logs through a status line on a terminal (nil otherwise):
+// the log lines clear it for each and draw it again below.
+func assembleLogger(lvl slog.Level) (*slog.Logger, *statusLine) {
 	var status *statusLine
 	var log *slog.Logger
 	if width, ok := terminalWidth(os.Stderr); ok {
-		// The log lines go through the status line, which clears itself
-		// for each and draws itself again below it.
 		status = &statusLine{w: os.Stderr, width: width}
 		log = slog.New(tint.NewHandler(status, &tint.Options{Level: lvl, TimeFormat: time.TimeOnly}))
 	} else {
 		log = newLogger(lvl)
 	}
-	log = log.With("component", "assemble")
+	return log.With("component", "assemble"), status
+}
+
+// assembleMain is `spoki assemble`.
+func assembleMain(ctx context.Context, args []string) error {
+	var o assembleOpts
+	fs := assembleFlags(&o)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	st, lvl, err := o.check(fs, pos)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return fmt.Errorf("assemble: output dir: %w", err)
+	}
+	log, status := assembleLogger(lvl)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	files := &assemble.FileSink{Dir: *out, Tag: *tag}
+	files := &assemble.FileSink{Dir: o.out, Tag: o.tag}
 	var sink assemble.Sink = files
 	var ks *assemble.KafkaSink
-	if *kafka != "" {
-		topic := *kafkaTopic
+	if o.kafka != "" {
+		topic := o.kafkaTopic
 		if topic == "" {
-			topic = assemble.KafkaTopic(*tag)
+			topic = assemble.KafkaTopic(o.tag)
 		}
-		ks, err = assemble.NewKafkaSink(assemble.KafkaConfig{Brokers: downloadSplit(*kafka, ""), Topic: topic, Timeout: *kafkaTimeout})
+		ks, err = assemble.NewKafkaSink(assemble.KafkaConfig{Brokers: downloadSplit(o.kafka, ""), Topic: topic, Timeout: o.kafkaTimeout})
 		if err != nil {
 			return err
 		}
@@ -109,24 +138,11 @@ func assembleMain(ctx context.Context, args []string) error {
 		sink = assemble.Sinks{files, ks}
 	}
 	cfg := assemble.Config{
-		Dir: pos[0], Tag: *tag, Start: st, PhaseTimeout: *phase, ProbeTimeout: *probe,
-		FlushAtEOF: *flush, Follow: *follow, Poll: *poll, Logger: log,
-	}
-	if status != nil {
-		began := time.Now()
-		var last time.Time
-		cfg.OnProgress = func(p assemble.Progress) {
-			if now := time.Now(); p.Done || now.Sub(last) >= progressEvery {
-				last = now
-				status.Set(p.Line(now.Sub(began)))
-			}
-		}
+		Dir: pos[0], Tag: o.tag, Start: st, PhaseTimeout: o.phase, ProbeTimeout: o.probe,
+		FlushAtEOF: o.flush, Follow: o.follow, Poll: o.poll, Logger: log,
 	}
 	var stats assemble.Stats
-	err = assemble.Run(ctx, cfg, sink, &stats)
-	if status != nil {
-		status.Done()
-	}
+	err = assembleRun(ctx, cfg, sink, &stats, status)
 	attrs := []slog.Attr{slog.Uint64("rows", stats.Rows), slog.Uint64("confirmations", stats.Confirmations),
 		slog.Uint64("records", stats.Records), slog.Uint64("batches", stats.Batches),
 		slog.Uint64("skipped_rows", stats.RowsMissingColumn+stats.RowsBadValue),
@@ -138,6 +154,26 @@ func assembleMain(ctx context.Context, args []string) error {
 	log.LogAttrs(context.Background(), slog.LevelInfo, "done", attrs...)
 	for _, f := range files.Written {
 		fmt.Println(f)
+	}
+	return err
+}
+
+// assembleRun runs the assembly, drawing its progress on status if there
+// is one.
+func assembleRun(ctx context.Context, cfg assemble.Config, sink assemble.Sink, stats *assemble.Stats, status *statusLine) error {
+	if status != nil {
+		began := time.Now()
+		var last time.Time
+		cfg.OnProgress = func(p assemble.Progress) {
+			if now := time.Now(); p.Done || now.Sub(last) >= progressEvery {
+				last = now
+				status.Set(p.Line(now.Sub(began)))
+			}
+		}
+	}
+	err := assemble.Run(ctx, cfg, sink, stats)
+	if status != nil {
+		status.Done()
 	}
 	return err
 }

@@ -31,7 +31,7 @@ func TestSourceCapFlags(t *testing.T) {
 	if cfg.MaxConnsPerIP != 5 || cfg.MaxConnsPerNet != 11 || cfg.MaxListeners != 77 {
 		t.Errorf("file and flags = %d %d %d, want 5 11 77", cfg.MaxConnsPerIP, cfg.MaxConnsPerNet, cfg.MaxListeners)
 	}
-	if _, err := cfg.validate(); err != nil {
+	if _, err := cfg.Validate(); err != nil {
 		t.Errorf("validate: %v", err)
 	}
 	for _, flag := range []string{"--max-conns-per-ip", "--max-conns-per-net", "--max-listeners"} {
@@ -39,7 +39,7 @@ func TestSourceCapFlags(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := cfg.validate(); err == nil || !strings.Contains(err.Error(), flag) {
+		if _, err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), flag) {
 			t.Errorf("%s 0: validate = %v, want an error naming the flag", flag, err)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spoki-telescope/spoki/analysis/download"
+	"github.com/spoki-telescope/spoki/config"
 )
 
 const downloadUsage = `usage: spoki download [--out DIR] [--once-per 1h] [--timeout 10s] [--max-bytes 32MiB]
@@ -112,85 +113,115 @@ func (b *downloadBytes) Set(s string) error {
 	return nil
 }
 
-// downloadMain is `spoki download`.
-func downloadMain(ctx context.Context, args []string) error {
+// downloadOpts are the flags of `spoki download`.
+type downloadOpts struct {
+	out                                       string
+	oncePer, timeout                          time.Duration
+	maxBytes                                  downloadBytes
+	maxRedirects                              int
+	insecure, rdns                            bool
+	allow, deny, prefixes                     downloadPrefixes
+	runConfigPath                             string
+	workers, perHost, maxURLs                 int
+	maxStore, maxState                        byteSize
+	userAgent, level                          string
+	brokers, group, topicPrefix, tags, events string
+}
+
+// downloadFlags defines the flags of `spoki download` on o.
+func downloadFlags(o *downloadOpts) *flag.FlagSet {
 	fs := flag.NewFlagSet("download", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), downloadUsage)
 		fs.PrintDefaults()
 	}
-	out := fs.String("out", ".", "store directory (malware/, activity/, tried.tsv)")
-	oncePer := fs.Duration("once-per", download.DefaultOncePer, "fetch each URL at most once per this interval (failures count)")
-	timeout := fs.Duration("timeout", download.DefaultTimeout, "bound of one whole fetch: connect, TLS, headers, redirects, body")
-	maxBytes := downloadBytes(download.DefaultMaxBytes)
-	fs.Var(&maxBytes, "max-bytes", "largest body stored (default 32MiB)")
-	maxRedirects := fs.Int("max-redirects", download.DefaultMaxRedirects, "redirects followed at most (0: none)")
-	insecure := fs.Bool("insecure-tls", false, "do not verify server certificates")
-	var allow, deny, prefixes downloadPrefixes
-	fs.Var(&allow, "allow", "connect to addresses in this prefix even if the built-in list refuses them (repeatable; exactly this range)")
-	fs.Var(&deny, "deny", "never connect to addresses in this prefix (repeatable; e.g. your own network; wins over --allow)")
-	fs.Var(&prefixes, "prefix", "the telescope's prefix, never connected to (repeatable, as for spoki run)")
-	runConfigPath := fs.String("config", "", "spoki run's config `FILE`: its prefixes are never connected to (as --prefix)")
-	workers := fs.Int("workers", download.DefaultWorkers, "fetches running at once")
-	perHost := fs.Int("per-host", download.DefaultPerHost, "fetches running at once for one server")
-	maxURLs := fs.Int("max-urls-per-payload", download.DefaultMaxURLsPerPayload, "URLs taken from one payload (the rest are counted as cut)")
-	maxStore := byteSize(download.DefaultMaxStore)
-	fs.Var(&maxStore, "max-store", "quota of the sample store (sum of malware.bin sizes); full: nothing more is fetched (default 10GiB)")
-	maxState := byteSize(download.DefaultMaxState)
-	fs.Var(&maxState, "max-state", "memory budget of the rate-limit table; the oldest entries are evicted beyond it (default 32MiB)")
-	rdns := fs.Bool("rdns", false, "fill the rdns column (sends PTR queries for the servers' addresses)")
-	userAgent := fs.String("user-agent", download.DefaultUserAgent, "User-Agent header")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	brokers := fs.String("kafka", "", "read events from these Kafka `BROKERS` (host:port,...) instead of files")
-	group := fs.String("group", "", "Kafka consumer group `NAME` shared by the fetchers (with --kafka)")
-	topicPrefix := fs.String("kafka-topic-prefix", "", "prefix of the topic names, as given to spoki run")
-	tags := fs.String("tag", "", "telescope `TAG`s whose topics are read, comma-separated (default untagged)")
-	events := fs.String("kafka-events", download.DefaultKafkaEventType, "event `TYPES` read, comma-separated (downloader, session, syn)")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	kafka := *brokers != ""
+	fs.StringVar(&o.out, "out", ".", "store directory (malware/, activity/, tried.tsv)")
+	fs.DurationVar(&o.oncePer, "once-per", download.DefaultOncePer, "fetch each URL at most once per this interval (failures count)")
+	fs.DurationVar(&o.timeout, "timeout", download.DefaultTimeout, "bound of one whole fetch: connect, TLS, headers, redirects, body")
+	o.maxBytes = downloadBytes(download.DefaultMaxBytes)
+	fs.Var(&o.maxBytes, "max-bytes", "largest body stored (default 32MiB)")
+	fs.IntVar(&o.maxRedirects, "max-redirects", download.DefaultMaxRedirects, "redirects followed at most (0: none)")
+	fs.BoolVar(&o.insecure, "insecure-tls", false, "do not verify server certificates")
+	fs.Var(&o.allow, "allow", "connect to addresses in this prefix even if the built-in list refuses them (repeatable; exactly this range)")
+	fs.Var(&o.deny, "deny", "never connect to addresses in this prefix (repeatable; e.g. your own network; wins over --allow)")
+	fs.Var(&o.prefixes, "prefix", "the telescope's prefix, never connected to (repeatable, as for spoki run)")
+	fs.StringVar(&o.runConfigPath, "config", "", "spoki run's config `FILE`: its prefixes are never connected to (as --prefix)")
+	fs.IntVar(&o.workers, "workers", download.DefaultWorkers, "fetches running at once")
+	fs.IntVar(&o.perHost, "per-host", download.DefaultPerHost, "fetches running at once for one server")
+	fs.IntVar(&o.maxURLs, "max-urls-per-payload", download.DefaultMaxURLsPerPayload, "URLs taken from one payload (the rest are counted as cut)")
+	o.maxStore = byteSize(download.DefaultMaxStore)
+	fs.Var(&o.maxStore, "max-store", "quota of the sample store (sum of malware.bin sizes); full: nothing more is fetched (default 10GiB)")
+	o.maxState = byteSize(download.DefaultMaxState)
+	fs.Var(&o.maxState, "max-state", "memory budget of the rate-limit table; the oldest entries are evicted beyond it (default 32MiB)")
+	fs.BoolVar(&o.rdns, "rdns", false, "fill the rdns column (sends PTR queries for the servers' addresses)")
+	fs.StringVar(&o.userAgent, "user-agent", download.DefaultUserAgent, "User-Agent header")
+	fs.StringVar(&o.level, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.brokers, "kafka", "", "read events from these Kafka `BROKERS` (host:port,...) instead of files")
+	fs.StringVar(&o.group, "group", "", "Kafka consumer group `NAME` shared by the fetchers (with --kafka)")
+	fs.StringVar(&o.topicPrefix, "kafka-topic-prefix", "", "prefix of the topic names, as given to spoki run")
+	fs.StringVar(&o.tags, "tag", "", "telescope `TAG`s whose topics are read, comma-separated (default untagged)")
+	fs.StringVar(&o.events, "kafka-events", download.DefaultKafkaEventType, "event `TYPES` read, comma-separated (downloader, session, syn)")
+	return fs
+}
+
+// check checks the flags against each other and the INPUTs, and adds the
+// prefixes of spoki run's --config to the telescope's.
+func (o *downloadOpts) check(fs *flag.FlagSet, pos []string) error {
+	kafka := o.brokers != ""
 	switch {
 	case kafka && len(pos) > 0:
 		return errors.New("download: --kafka reads no INPUT files")
-	case kafka && *group == "":
+	case kafka && o.group == "":
 		return errors.New("download: --kafka needs --group")
 	case !kafka && len(pos) == 0:
 		fs.Usage()
 		return errors.New("download: want at least one INPUT")
 	}
-	if *oncePer <= 0 || *timeout <= 0 || *maxRedirects < 0 {
+	if o.oncePer <= 0 || o.timeout <= 0 || o.maxRedirects < 0 {
 		return errors.New("download: --once-per and --timeout must be positive, --max-redirects not negative")
 	}
-	if *workers <= 0 || *perHost <= 0 || *maxURLs <= 0 || maxStore <= 0 || maxState <= 0 {
+	if o.workers <= 0 || o.perHost <= 0 || o.maxURLs <= 0 || o.maxStore <= 0 || o.maxState <= 0 {
 		return errors.New("download: --workers, --per-host, --max-urls-per-payload, --max-store and --max-state must be positive")
 	}
-	if *runConfigPath != "" {
+	if o.runConfigPath != "" {
 		rc := defaultRunConfig()
-		if err := loadYAML(*runConfigPath, &rc); err != nil {
+		if err := config.Load(o.runConfigPath, &rc); err != nil {
 			return fmt.Errorf("download: --config: %w", err)
 		}
 		for _, p := range rc.Prefixes {
-			if err := prefixes.Set(p); err != nil {
-				return fmt.Errorf("download: --config %s: prefix %q: %w", *runConfigPath, p, err)
+			if err := o.prefixes.Set(p); err != nil {
+				return fmt.Errorf("download: --config %s: prefix %q: %w", o.runConfigPath, p, err)
 			}
 		}
 	}
-	lvl, err := parseLevel(*level)
+	return nil
+}
+
+// downloadMain is `spoki download`.
+func downloadMain(ctx context.Context, args []string) error {
+	var o downloadOpts
+	fs := downloadFlags(&o)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := o.check(fs, pos); err != nil {
+		return err
+	}
+	lvl, err := config.ParseLevel(o.level)
 	if err != nil {
 		return err
 	}
 	log := newLogger(lvl).With("component", "download")
-	redirects := *maxRedirects
+	redirects := o.maxRedirects
 	if redirects == 0 {
 		redirects = -1 // Config's zero means the default
 	}
 	d, err := download.New(download.Config{
-		Dir: *out, OncePer: *oncePer, Timeout: *timeout, MaxBytes: int64(maxBytes),
-		MaxRedirects: redirects, InsecureTLS: *insecure, Allow: allow, Deny: deny, Telescope: prefixes,
-		ReverseDNS: *rdns, UserAgent: *userAgent, Logger: log,
-		MaxStore: int64(maxStore), MaxState: int64(maxState),
+		Dir: o.out, OncePer: o.oncePer, Timeout: o.timeout, MaxBytes: int64(o.maxBytes),
+		MaxRedirects: redirects, InsecureTLS: o.insecure, Allow: o.allow, Deny: o.deny, Telescope: o.prefixes,
+		ReverseDNS: o.rdns, UserAgent: o.userAgent, Logger: log,
+		MaxStore: int64(o.maxStore), MaxState: int64(o.maxState),
 	})
 	if err != nil {
 		return err
@@ -198,41 +229,7 @@ func downloadMain(ctx context.Context, args []string) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	w := bufio.NewWriter(os.Stdout)
-	var wmu sync.Mutex // the workers print
-	handle := func(ctx context.Context, t download.Target) error {
-		r, err := d.Handle(ctx, t)
-		if err != nil {
-			return err
-		}
-		if r.First {
-			wmu.Lock()
-			defer wmu.Unlock()
-			downloadPrintResult(w, r, *oncePer)
-			// Flushed per URL: a fetch may take --timeout, and the
-			// operator watches the lines come.
-			return w.Flush()
-		}
-		return nil
-	}
-	var attrs []slog.Attr
-	if kafka {
-		var ks download.KafkaStats
-		ks, err = downloadKafka(ctx, downloadKafkaFlags{
-			brokers: *brokers, group: *group, prefix: *topicPrefix, tags: *tags, events: *events, timeout: *timeout,
-			workers: *workers, perHost: *perHost, maxURLs: *maxURLs,
-		}, log, handle)
-		attrs = []slog.Attr{slog.Int("records", ks.Records), slog.Int("bad_records", ks.BadRecords),
-			slog.Int("payloads", ks.Payloads), slog.Int("urls", ks.URLs), slog.Int("cut_urls", ks.CutURLs),
-			slog.Int("commits", ks.Commits), slog.Int("commit_errors", ks.CommitErrors)}
-	} else {
-		var st download.ScanStats
-		pool := download.NewPool(*workers, *perHost, handle)
-		err = download.Scan(ctx, pos, download.ScanConfig{MaxURLsPerPayload: *maxURLs}, &st,
-			func(t download.Target) error { return pool.Submit(ctx, t, nil) })
-		err = errors.Join(err, pool.Wait())
-		attrs = []slog.Attr{slog.Int("files", st.Files), slog.Int("lines", st.Lines), slog.Int("bad_lines", st.BadLines),
-			slog.Int("payloads", st.Payloads), slog.Int("urls", st.URLs), slog.Int("cut_urls", st.CutURLs)}
-	}
+	attrs, err := o.fetch(ctx, pos, log, downloadPrinter(d, w, o.oncePer))
 	err = errors.Join(err, w.Flush(), d.Close())
 	s := d.Stats
 	log.LogAttrs(context.Background(), slog.LevelInfo, "done", append(attrs,
@@ -246,6 +243,49 @@ func downloadMain(ctx context.Context, args []string) error {
 		return nil // SIGINT/SIGTERM: what was done is on disk
 	}
 	return err
+}
+
+// downloadPrinter handles each Target with d and prints the first result
+// of each URL on w.
+func downloadPrinter(d *download.Downloader, w *bufio.Writer, oncePer time.Duration) func(context.Context, download.Target) error {
+	var wmu sync.Mutex // the workers print
+	return func(ctx context.Context, t download.Target) error {
+		r, err := d.Handle(ctx, t)
+		if err != nil {
+			return err
+		}
+		if r.First {
+			wmu.Lock()
+			defer wmu.Unlock()
+			downloadPrintResult(w, r, oncePer)
+			// Flushed per URL: a fetch may take --timeout, and the
+			// operator watches the lines come.
+			return w.Flush()
+		}
+		return nil
+	}
+}
+
+// fetch reads the targets from Kafka or from the INPUT files and hands
+// them to handle; it returns the reader's counters for the last line.
+func (o *downloadOpts) fetch(ctx context.Context, pos []string, log *slog.Logger,
+	handle func(context.Context, download.Target) error) ([]slog.Attr, error) {
+	if o.brokers != "" {
+		ks, err := downloadKafka(ctx, downloadKafkaFlags{
+			brokers: o.brokers, group: o.group, prefix: o.topicPrefix, tags: o.tags, events: o.events, timeout: o.timeout,
+			workers: o.workers, perHost: o.perHost, maxURLs: o.maxURLs,
+		}, log, handle)
+		return []slog.Attr{slog.Int("records", ks.Records), slog.Int("bad_records", ks.BadRecords),
+			slog.Int("payloads", ks.Payloads), slog.Int("urls", ks.URLs), slog.Int("cut_urls", ks.CutURLs),
+			slog.Int("commits", ks.Commits), slog.Int("commit_errors", ks.CommitErrors)}, err
+	}
+	var st download.ScanStats
+	pool := download.NewPool(o.workers, o.perHost, handle)
+	err := download.Scan(ctx, pos, download.ScanConfig{MaxURLsPerPayload: o.maxURLs}, &st,
+		func(t download.Target) error { return pool.Submit(ctx, t, nil) })
+	err = errors.Join(err, pool.Wait())
+	return []slog.Attr{slog.Int("files", st.Files), slog.Int("lines", st.Lines), slog.Int("bad_lines", st.BadLines),
+		slog.Int("payloads", st.Payloads), slog.Int("urls", st.URLs), slog.Int("cut_urls", st.CutURLs)}, err
 }
 
 // downloadKafkaFlags are the --kafka settings of spoki download.

@@ -52,7 +52,7 @@ func TestValidateMemoryFlags(t *testing.T) {
 	} {
 		cfg, err := parseRunFlags(append([]string{"--prefix", "192.0.2.0/24"}, args...))
 		if err == nil {
-			_, err = cfg.validate()
+			_, err = cfg.Validate()
 		}
 		if err == nil {
 			t.Errorf("spoki run %v: no error, want one", args)
@@ -62,7 +62,7 @@ func TestValidateMemoryFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cfg.validate(); err != nil || cfg.ConnBuffer != 16<<10 || cfg.MemoryLimit != 1<<30 {
+	if _, err := cfg.Validate(); err != nil || cfg.ConnBuffer != 16<<10 || cfg.MemoryLimit != 1<<30 {
 		t.Errorf("validate = %v, conn buffer %d, limit %d", err, cfg.ConnBuffer, cfg.MemoryLimit)
 	}
 }

@@ -35,7 +35,7 @@ func TestPprofLoopbackOnly(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v: %v", args, err)
 		}
-		_, err = cfg.validate()
+		_, err = cfg.Validate()
 		if refused := err != nil && strings.Contains(err.Error(), "--pprof-any"); refused != tc.refused {
 			t.Errorf("--pprof %s (any %v): validate() = %v, want refused %v", tc.addr, tc.any, err, tc.refused)
 		}

@@ -10,10 +10,8 @@ import (
 	"net"
 	"net/http"
 	_ "net/http/pprof"
-	"net/netip"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"slices"
@@ -26,7 +24,7 @@ import (
 	"github.com/lmittmann/tint"
 	"golang.org/x/sys/unix"
 
-	"github.com/spoki-telescope/spoki/analysis/twophase"
+	"github.com/spoki-telescope/spoki/config"
 	"github.com/spoki-telescope/spoki/handlers"
 	"github.com/spoki-telescope/spoki/netstack"
 	"github.com/spoki-telescope/spoki/records"
@@ -34,106 +32,14 @@ import (
 	"github.com/spoki-telescope/spoki/records/kafkasink"
 	"github.com/spoki-telescope/spoki/stats"
 	"github.com/spoki-telescope/spoki/tun"
+	"net/netip"
 )
-
-// runConfig holds every setting of `spoki run`. The YAML keys of --config
-// are the flag names (TestConfigCoversFlags holds them in step); the
-// config file alone also sets handlers.
-type runConfig struct {
-	Prefixes         []string      `yaml:"prefix"`
-	Tun              string        `yaml:"tun"`
-	Queues           int           `yaml:"queues"`
-	NoRoute          bool          `yaml:"no-route"`
-	LogDir           string        `yaml:"log-dir"`
-	Tag              string        `yaml:"tag"`
-	MaxConns         int           `yaml:"max-conns"`
-	MaxConnsPerIP    int           `yaml:"max-conns-per-ip"`
-	MaxConnsPerNet   int           `yaml:"max-conns-per-net"`
-	MaxListeners     int           `yaml:"max-listeners"`
-	FirstDataTimeout time.Duration `yaml:"first-data-timeout"`
-	IdleTimeout      time.Duration `yaml:"idle-timeout"`
-	TotalTimeout     time.Duration `yaml:"total-timeout"`
-	RequestTimeout   time.Duration `yaml:"request-timeout"`
-	ConnBuffer       byteSize      `yaml:"conn-buffer"`
-	MemoryLimit      byteSize      `yaml:"memory-limit"`
-	LogLevel         string        `yaml:"log-level"`
-	StatsInterval    time.Duration `yaml:"stats-interval"`
-	Pprof            string        `yaml:"pprof"`
-	// PprofAny lets --pprof bind to an address that is not loopback.
-	PprofAny bool `yaml:"pprof-any"`
-	// Metrics is the address of the Prometheus endpoint, /metrics; empty
-	// serves none.
-	Metrics string `yaml:"metrics"`
-	// Kafka lists brokers (host:port,...) that every event is published
-	// to, one topic per event type; the files stay the source of truth.
-	Kafka            string `yaml:"kafka"`
-	KafkaTopicPrefix string `yaml:"kafka-topic-prefix"`
-	// User is who spoki runs as once the TUN and routes are up (root's
-	// default: tun.DefaultUser, else tun.FallbackUser); whoever it is, it
-	// keeps no capability.
-	User string `yaml:"user"`
-	// Keep removes log files older than that (0 keeps all); Compress
-	// gzips hourly files once their hour is closed.
-	Keep         time.Duration `yaml:"keep"`
-	Compress     bool          `yaml:"compress"`
-	PhaseTimeout time.Duration `yaml:"phase-timeout"`
-	// PhaseMemory is the fixed budget of the two-phase detector's table.
-	PhaseMemory byteSize `yaml:"phase-memory"`
-	// SYNACK* limit the SYN-ACKs per source (netstack.SYNACKLimits):
-	// regular and irregular SYNs apart, rate 0 turns a class's limit off;
-	// SYNACKTable is the memory of the table of sources.
-	SYNACKRate           int      `yaml:"synack-rate"`
-	SYNACKBurst          int      `yaml:"synack-burst"`
-	SYNACKIrregularRate  int      `yaml:"synack-irregular-rate"`
-	SYNACKIrregularBurst int      `yaml:"synack-irregular-burst"`
-	SYNACKTable          byteSize `yaml:"synack-table"`
-	// Pure is Spoki's own behaviour everywhere: record the first payload,
-	// then reset; PurePrefixes limits it to some prefixes.
-	Pure         bool     `yaml:"pure"`
-	PurePrefixes []string `yaml:"pure-prefix"`
-	// Handlers moves, limits or disables protocol handlers (config file
-	// only): name → {ports, prefixes, disabled}.
-	Handlers map[string]handlerConfig `yaml:"handlers"`
-
-	// ConfigFile is --config, which SIGHUP reads again; it is no YAML key.
-	ConfigFile string `yaml:"-"`
-}
 
 // prefixList is a repeatable --prefix flag.
 type prefixList []string
 
 func (p *prefixList) String() string     { return strings.Join(*p, ",") }
 func (p *prefixList) Set(s string) error { *p = append(*p, s); return nil }
-
-func defaultRunConfig() runConfig {
-	return runConfig{
-		Tun:              tun.DefaultName,
-		Queues:           runtime.NumCPU(),
-		LogDir:           "./logs",
-		Tag:              "spoki",
-		MaxConns:         netstack.DefaultMaxConns,
-		MaxConnsPerIP:    netstack.DefaultMaxConnsPerIP,
-		MaxConnsPerNet:   netstack.DefaultMaxConnsPerNet,
-		MaxListeners:     netstack.DefaultMaxListeners,
-		FirstDataTimeout: handlers.DefaultFirstDataTimeout,
-		IdleTimeout:      netstack.DefaultIdleTimeout,
-		TotalTimeout:     netstack.DefaultTotalTimeout,
-		RequestTimeout:   handlers.DefaultRequestTimeout,
-		ConnBuffer:       netstack.DefaultConnBuffer,
-		MemoryLimit:      defaultMemoryLimit,
-		LogLevel:         "info",
-		StatsInterval:    time.Second,
-		PhaseTimeout:     600 * time.Second,
-		PhaseMemory:      twophase.DefaultMemory,
-		Compress:         true,
-
-		SYNACKRate:           netstack.DefaultSYNRegularRate,
-		SYNACKBurst:          netstack.DefaultSYNRegularBurst,
-		SYNACKIrregularRate:  netstack.DefaultSYNIrregularRate,
-		SYNACKIrregularBurst: netstack.DefaultSYNIrregularBurst,
-		SYNACKTable:          byteSize(netstack.DefaultSYNTableEntries * netstack.SYNLimitEntryBytes),
-	}
-}
 
 // runFlags defines the flags of `spoki run` on c, each defaulting to c's
 // current value: parsing the arguments onto a config read from a file
@@ -195,7 +101,7 @@ func parseRunFlags(args []string) (runConfig, error) {
 	}
 	if cfg.ConfigFile != "" {
 		fileCfg := defaultRunConfig()
-		if err := loadYAML(cfg.ConfigFile, &fileCfg); err != nil {
+		if err := config.Load(cfg.ConfigFile, &fileCfg); err != nil {
 			return cfg, err
 		}
 		// The same arguments again, onto the file's values: they parsed
@@ -232,99 +138,6 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// validate checks everything that can be checked before touching the
-// system, so that a bad invocation leaves nothing behind.
-func (c *runConfig) validate() ([]netip.Prefix, error) {
-	if len(c.Prefixes) == 0 {
-		return nil, errors.New("run: at least one --prefix is required")
-	}
-	var out []netip.Prefix
-	for _, s := range c.Prefixes {
-		p, err := tun.ParsePrefix(s)
-		if err != nil {
-			return nil, fmt.Errorf("run: %w", err)
-		}
-		for _, q := range out {
-			if q.Overlaps(p) {
-				return nil, fmt.Errorf("run: prefixes %s and %s overlap", q, p)
-			}
-		}
-		out = append(out, p)
-	}
-	if c.Queues < 1 || c.Queues > 64 {
-		return nil, fmt.Errorf("run: --queues %d out of range 1-64", c.Queues)
-	}
-	if c.Keep < 0 {
-		return nil, fmt.Errorf("run: --keep %v must not be negative", c.Keep)
-	}
-	if err := checkPhaseMemory(c.PhaseMemory); err != nil {
-		return nil, fmt.Errorf("run: --phase-memory %w", err)
-	}
-	if c.MaxConns < 1 {
-		return nil, fmt.Errorf("run: --max-conns %d must be positive", c.MaxConns)
-	}
-	if c.MaxConnsPerIP < 1 {
-		return nil, fmt.Errorf("run: --max-conns-per-ip %d must be positive (>= --max-conns turns the cap off)", c.MaxConnsPerIP)
-	}
-	if c.MaxConnsPerNet < 1 {
-		return nil, fmt.Errorf("run: --max-conns-per-net %d must be positive (>= --max-conns turns the cap off)", c.MaxConnsPerNet)
-	}
-	if c.MaxListeners < 1 {
-		return nil, fmt.Errorf("run: --max-listeners %d must be positive", c.MaxListeners)
-	}
-	if err := c.synackLimits().Validate(); err != nil {
-		return nil, fmt.Errorf("run: --synack-*: %w", err)
-	}
-	if (c.SYNACKRate > 0 || c.SYNACKIrregularRate > 0) && c.SYNACKTable < netstack.SYNLimitEntryBytes {
-		return nil, fmt.Errorf("run: --synack-table %v: at least %d bytes", &c.SYNACKTable, netstack.SYNLimitEntryBytes)
-	}
-	if c.ConnBuffer < netstack.MinConnBuffer || c.ConnBuffer > netstack.MaxConnBuffer {
-		return nil, fmt.Errorf("run: --conn-buffer %s outside 4KiB-64KiB", &c.ConnBuffer)
-	}
-	if c.MemoryLimit < minMemoryLimit {
-		return nil, fmt.Errorf("run: --memory-limit %s below %s", &c.MemoryLimit, byteSizeOf(minMemoryLimit))
-	}
-	if c.RequestTimeout <= 0 {
-		return nil, fmt.Errorf("run: --request-timeout %v must be positive", c.RequestTimeout)
-	}
-	if c.Tag == "" || strings.ContainsAny(c.Tag, "/.") {
-		return nil, fmt.Errorf("run: --tag %q must be non-empty without '/' or '.'", c.Tag)
-	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
-		return nil, err
-	}
-	if err := checkListenAddr(c.Metrics); err != nil {
-		return nil, fmt.Errorf("run: --metrics: %w", err)
-	}
-	if err := checkListenAddr(c.Pprof); err != nil {
-		return nil, fmt.Errorf("run: --pprof: %w", err)
-	}
-	if err := checkPprofAddr(c.Pprof, c.PprofAny); err != nil {
-		return nil, fmt.Errorf("run: --pprof: %w", err)
-	}
-	if _, err := buildRegistry(*c); err != nil {
-		return nil, fmt.Errorf("run: %w", err)
-	}
-	return out, nil
-}
-
-// synackLimits is the netstack's view of the --synack-* flags.
-func (c *runConfig) synackLimits() netstack.SYNACKLimits {
-	return netstack.SYNACKLimits{
-		Regular:      netstack.SYNACKLimit{Rate: c.SYNACKRate, Burst: c.SYNACKBurst},
-		Irregular:    netstack.SYNACKLimit{Rate: c.SYNACKIrregularRate, Burst: c.SYNACKIrregularBurst},
-		TableEntries: int(min(int64(c.SYNACKTable)/netstack.SYNLimitEntryBytes, netstack.MaxSYNTableEntries+1)),
-	}
-}
-
-func parseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return 0, fmt.Errorf("bad log level %q (debug, info, warn, error)", s)
-	}
-	return l, nil
-}
-
 // newLogger writes colour through tint on a terminal and plain slog text
 // otherwise (files, pipes, journald). level is a *slog.LevelVar in
 // runMain, so that SIGHUP can change it.
@@ -352,35 +165,110 @@ func (a sinkAdapter) Packet(p records.Packet) {
 }
 func (a sinkAdapter) Reply(r records.Reply) { a.w.Reply(&r) }
 
-// runMain is `spoki run`.
+// runMain is `spoki run`: set up, serve until a signal ends it, close.
 func runMain(ctx context.Context, args []string) (err error) {
+	t, err := setUp(args)
+	if t != nil {
+		defer func() {
+			if cerr := t.close(); err == nil {
+				err = cerr
+			}
+		}()
+	}
+	if err != nil {
+		return err
+	}
+	return t.serve(ctx)
+}
+
+// running is what `spoki run` runs: built by setUp, served by serve,
+// and taken down by close in the reverse order of its set-up.
+type running struct {
+	args  []string
+	cfg   runConfig
+	log   *slog.Logger
+	level *slog.LevelVar
+	// hup is caught from the start: SIGHUP's default action would end the
+	// telescope; one during start-up is handled once ready.
+	hup       chan os.Signal
+	logMemory func(*slog.Logger)
+	dev       *tun.Device
+	sink      *filesink.Writer
+	pub       *kafkasink.Publisher
+	emitEvent func(time.Time, []byte)
+	tp        *twoPhaseFeed
+	tel       *telemetry
+	src       metricsSources
+	muxes     *muxSet
+	newMux    func(*handlers.Registry) (*handlers.Mux, error)
+	st        *netstack.Stack
+	limits    netstack.SYNACKLimits
+	metrics   *metricsServer
+	// closers undo the set-up, run last first; the first error is kept.
+	closers []func() error
+}
+
+// onClose adds a step of the take-down.
+func (t *running) onClose(f func() error) { t.closers = append(t.closers, f) }
+
+// close runs the take-down: the stack stops before the detector, the
+// detector before the files, the files before the TUN and its routes.
+func (t *running) close() error {
+	var err error
+	for i := len(t.closers) - 1; i >= 0; i-- {
+		if cerr := t.closers[i](); err == nil {
+			err = cerr
+		}
+	}
+	t.closers = nil
+	return err
+}
+
+// setUp builds the telescope from the arguments. On an error it returns
+// what it built so far, for the caller to close.
+func setUp(args []string) (*running, error) {
 	cfg, err := parseRunFlags(args)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	prefixes, err := cfg.validate()
+	prefixes, err := cfg.Validate()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	// Caught from here on: SIGHUP's default action would end the
-	// telescope; one during start-up is handled once ready.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	level := new(slog.LevelVar)
-	l, _ := parseLevel(cfg.LogLevel)
-	level.Set(l)
-	log := newLogger(level)
+	t := &running{args: args, cfg: cfg, level: new(slog.LevelVar), hup: make(chan os.Signal, 1)}
+	signal.Notify(t.hup, syscall.SIGHUP)
+	t.onClose(func() error { signal.Stop(t.hup); return nil })
+	l, _ := config.ParseLevel(cfg.LogLevel)
+	t.level.Set(l)
+	t.log = newLogger(t.level)
 	// Who spoki becomes once set up, known before anything is set up: a
 	// bad --user leaves nothing behind.
 	runAs, err := tun.RunAs(cfg.User)
 	if err != nil {
-		return fmt.Errorf("run: %w", err)
+		return t, fmt.Errorf("run: %w", err)
 	}
 	// Set before anything is allocated; said once spoki is up, so that a
 	// failed start prints only its error.
-	logMemory := setMemoryLimit(cfg)
+	t.logMemory = setMemoryLimit(cfg)
+	if err := t.openTUN(prefixes); err != nil {
+		return t, err
+	}
+	if err := t.openLogs(runAs); err != nil {
+		return t, err
+	}
+	if err := t.startDetector(); err != nil {
+		return t, err
+	}
+	if err := t.startStack(prefixes); err != nil {
+		return t, err
+	}
+	return t, t.startServers()
+}
 
+// openTUN opens the TUN device and adds the routes, which go with it at
+// close.
+func (t *running) openTUN(prefixes []netip.Prefix) error {
+	cfg := t.cfg
 	dev, err := tun.Open(tun.Config{Name: cfg.Tun, Queues: cfg.Queues, Prefixes: prefixes, NoRoute: cfg.NoRoute})
 	if err != nil {
 		if errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission) {
@@ -391,12 +279,20 @@ func runMain(ctx context.Context, args []string) (err error) {
 		}
 		return fmt.Errorf("run: %w", err)
 	}
-	defer func() {
-		if cerr := dev.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("run: %w", cerr)
+	t.dev = dev
+	t.onClose(func() error {
+		if cerr := dev.Close(); cerr != nil {
+			return fmt.Errorf("run: %w", cerr)
 		}
-	}()
-	// Files close before the TUN and routes go (defers run in reverse).
+		return nil
+	})
+	return nil
+}
+
+// openLogs makes and opens the log directory, drops privileges and opens
+// the file sink. The files close before the TUN and routes go.
+func (t *running) openLogs(runAs tun.User) error {
+	cfg, log := t.cfg, t.log
 	// The log directory is made, handed over and opened while spoki may
 	// still do so: the files outlive this run, and the user must be able
 	// to append to what an earlier run (as root) wrote. The writer works
@@ -414,12 +310,32 @@ func runMain(ctx context.Context, args []string) (err error) {
 	if err != nil {
 		return fmt.Errorf("run: log dir: %w", err)
 	}
-	// Everything privileged is done, and nothing has read a packet or
-	// started a goroutine of its own yet: become runAs and keep no
-	// capability, on every thread. The routes go with the TUN at exit.
+	if err := t.dropPrivileges(runAs); err != nil {
+		logRoot.Close()
+		return err
+	}
+	sink, err := filesink.New(filesink.Config{Dir: cfg.LogDir, Root: logRoot, Tag: cfg.Tag, Compress: cfg.Compress, Keep: cfg.Keep,
+		Logger: log.With("component", "filesink")})
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	t.sink = sink
+	t.onClose(func() error {
+		if cerr := sink.Close(); cerr != nil {
+			return fmt.Errorf("run: close logs: %w", cerr)
+		}
+		return nil
+	})
+	return nil
+}
+
+// dropPrivileges becomes runAs and keeps no capability, on every thread:
+// everything privileged is done, and nothing has read a packet or started
+// a goroutine of its own yet. The routes go with the TUN at exit.
+func (t *running) dropPrivileges(runAs tun.User) error {
+	cfg, log := t.cfg, t.log
 	dropped, err := tun.DropPrivileges(runAs)
 	if err != nil {
-		logRoot.Close()
 		return fmt.Errorf("run: %w", err)
 	}
 	if runAs.UID == 0 {
@@ -441,98 +357,83 @@ func runMain(ctx context.Context, args []string) (err error) {
 			f.Close()
 		}
 	}
-	sink, err := filesink.New(filesink.Config{Dir: cfg.LogDir, Root: logRoot, Tag: cfg.Tag, Compress: cfg.Compress, Keep: cfg.Keep,
-		Logger: log.With("component", "filesink")})
-	if err != nil {
-		return fmt.Errorf("run: %w", err)
-	}
-	defer func() {
-		if cerr := sink.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("run: close logs: %w", cerr)
-		}
-	}()
+	return nil
+}
 
+// startDetector connects Kafka (if asked) and starts the two-phase
+// detector, whose events go to Kafka and the files.
+func (t *running) startDetector() error {
+	cfg, log := t.cfg, t.log
 	// Kafka: nil without --kafka, and every method of a nil Publisher is a
 	// no-op. Closed after the stack and the detector stop, before the
-	// files close (defers run in reverse).
-	var pub *kafkasink.Publisher
+	// files close.
 	if cfg.Kafka != "" {
-		pub, err = kafkasink.New(kafkasink.Config{Brokers: strings.Split(cfg.Kafka, ","),
+		pub, err := kafkasink.New(kafkasink.Config{Brokers: strings.Split(cfg.Kafka, ","),
 			TopicPrefix: cfg.KafkaTopicPrefix, Tag: cfg.Tag, Logger: log.With("component", "kafkasink")})
 		if err != nil {
 			return fmt.Errorf("run: %w", err)
 		}
-		defer func() {
+		t.pub = pub
+		t.onClose(func() error {
 			if cerr := pub.Close(); cerr != nil {
 				// The files hold everything: a broker that is down loses
 				// only the copy, and says so.
 				log.Warn("kafka close", "error", cerr)
 			}
-		}()
+			return nil
+		})
 	}
+	pub, sink := t.pub, t.sink
 	// Publish first: the file sink takes the line over.
-	emitEvent := func(t time.Time, line []byte) {
+	t.emitEvent = func(at time.Time, line []byte) {
 		pub.PublishLine(line)
-		sink.Event(t, line)
+		sink.Event(at, line)
 	}
-
-	tp := newTwoPhaseFeedMemory(cfg.PhaseTimeout, cfg.PhaseMemory, cfg.FirstDataTimeout+cfg.TotalTimeout+10*time.Second, emitEvent, log.With("component", "twophase"))
+	tp := newTwoPhaseFeedMemory(cfg.PhaseTimeout, cfg.PhaseMemory, cfg.FirstDataTimeout+cfg.TotalTimeout+10*time.Second, t.emitEvent, log.With("component", "twophase"))
 	tp.logTable()
+	t.tp = tp
 	tpCtx, tpStop := context.WithCancel(context.Background())
 	tpDone := make(chan struct{})
 	go func() { defer close(tpDone); tp.run(tpCtx) }()
-	// Runs after the stack stopped (deferred later) and before the files
-	// close (deferred earlier): the detector's last events are written.
-	defer func() { tpStop(); <-tpDone }()
+	// Runs after the stack stopped and before the files close: the
+	// detector's last events are written.
+	t.onClose(func() error { tpStop(); <-tpDone; return nil })
+	return nil
+}
 
+// startStack builds the Mux over the configured handlers and the netstack
+// that hands it connections, and the collector that reads them.
+func (t *running) startStack(prefixes []netip.Prefix) error {
+	cfg, log, dev, sink, tp, pub := t.cfg, t.log, t.dev, t.sink, t.tp, t.pub
 	// The stack is built after the Mux but the collector reads it at
 	// scrape time only, once the server is up.
-	var st *netstack.Stack
-	muxes := &muxSet{}
-	src := metricsSources{
-		Netstack:     func() netstack.Snapshot { return st.Stats().Snapshot() },
-		Mux:          muxes.snapshot,
+	t.muxes = &muxSet{}
+	t.src = metricsSources{
+		Netstack:     func() netstack.Snapshot { return t.st.Stats().Snapshot() },
+		Mux:          t.muxes.snapshot,
 		Sink:         sink.Stats,
 		SinkCapacity: [3]int{filesink.DefaultPacketQueue, filesink.DefaultReplyQueue, filesink.DefaultEventQueue},
 		TwoPhase:     tp,
 		TUN:          dev.Stats,
 	}
 	if pub != nil {
-		src.Kafka = pub.Stats
+		t.src.Kafka = pub.Stats
 	}
-	tel := newTelemetry(src)
-	// newMux builds a Mux over reg; a reload builds another with the same
-	// budgets and sinks, and swaps it in.
-	newMux := func(reg *handlers.Registry) (*handlers.Mux, error) {
-		return handlers.NewMux(handlers.MuxConfig{
-			Registry: reg,
-			Emit: func(se *records.Session) {
-				// Read before the sink takes ownership of se.
-				tel.observeSession(se)
-				pub.PublishSession(se)
-				sink.Session(se)
-				tp.Session(se)
-			},
-			EmitEvent:        emitEvent,
-			Logger:           log.With("component", "handlers"),
-			FirstDataTimeout: cfg.FirstDataTimeout,
-			IdleTimeout:      cfg.IdleTimeout,
-			TotalTimeout:     cfg.TotalTimeout,
-			RequestTimeout:   cfg.RequestTimeout,
-		})
-	}
-	reg, err := buildRegistry(cfg)
+	t.tel = newTelemetry(t.src)
+	t.newMux = t.muxFor
+	reg, err := config.BuildRegistry(cfg)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	mux, err := newMux(reg)
+	mux, err := t.newMux(reg)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	muxes.swap(mux)
-	limits := cfg.synackLimits()
-	st, err = netstack.New(netstack.Config{
-		SYNACKLimits: &limits,
+	t.muxes.swap(mux)
+	t.limits = cfg.SYNACKLimits()
+	muxes := t.muxes
+	st, err := netstack.New(netstack.Config{
+		SYNACKLimits: &t.limits,
 		FDs:          dev.FDs(),
 		MTU:          uint32(dev.MTU()),
 		Prefixes:     prefixes,
@@ -552,10 +453,38 @@ func runMain(ctx context.Context, args []string) (err error) {
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	// Stop the stack before the device and the files (deferred above, run
-	// after this): no packet is read once files start closing.
-	defer st.Close()
+	t.st = st
+	// Stop the stack before the detector, the device and the files: no
+	// packet is read once files start closing.
+	t.onClose(func() error { st.Close(); return nil })
+	return nil
+}
 
+// muxFor builds a Mux over reg; a reload builds another with the same
+// budgets and sinks, and swaps it in.
+func (t *running) muxFor(reg *handlers.Registry) (*handlers.Mux, error) {
+	cfg, tel, pub, sink, tp := t.cfg, t.tel, t.pub, t.sink, t.tp
+	return handlers.NewMux(handlers.MuxConfig{
+		Registry: reg,
+		Emit: func(se *records.Session) {
+			// Read before the sink takes ownership of se.
+			tel.observeSession(se)
+			pub.PublishSession(se)
+			sink.Session(se)
+			tp.Session(se)
+		},
+		EmitEvent:        t.emitEvent,
+		Logger:           t.log.With("component", "handlers"),
+		FirstDataTimeout: cfg.FirstDataTimeout,
+		IdleTimeout:      cfg.IdleTimeout,
+		TotalTimeout:     cfg.TotalTimeout,
+		RequestTimeout:   cfg.RequestTimeout,
+	})
+}
+
+// startServers starts the pprof server (if asked) and the metrics server.
+func (t *running) startServers() error {
+	cfg := t.cfg
 	if cfg.Pprof != "" {
 		ln, err := net.Listen("tcp", cfg.Pprof)
 		if err != nil {
@@ -568,46 +497,52 @@ func runMain(ctx context.Context, args []string) (err error) {
 		}
 		srv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 			WriteTimeout: pprofWriteTimeout, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
-		defer srv.Close()
+		t.onClose(func() error { srv.Close(); return nil })
 		go srv.Serve(ln)
 	}
-	metrics := &metricsServer{handler: tel.handler(), log: log.With("component", "metrics")}
-	if err := metrics.listen(cfg.Metrics); err != nil {
+	t.metrics = &metricsServer{handler: t.tel.handler(), log: t.log.With("component", "metrics")}
+	if err := t.metrics.listen(cfg.Metrics); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	defer metrics.close()
+	t.onClose(func() error { t.metrics.close(); return nil })
+	return nil
+}
 
+// serve says the telescope is ready and runs until ctx ends or SIGINT or
+// SIGTERM comes: it writes the stats line and reloads the config on SIGHUP.
+func (t *running) serve(ctx context.Context) error {
+	cfg, log, dev := t.cfg, t.log, t.dev
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// Start from a collected heap, so that heap_live in the stats lines
 	// measures growth from here (the queues were just allocated).
 	debug.FreeOSMemory()
-	logMemory(log)
+	t.logMemory(log)
 	ready := []any{"tun", dev.Name(), "queues", len(dev.FDs()), "prefixes", cfg.Prefixes, "log_dir", cfg.LogDir, "tag", cfg.Tag}
 	if cfg.Metrics != "" {
 		ready = append(ready, "metrics", cfg.Metrics)
 	}
-	ready = append(ready, "synack_limit", limits.String())
+	ready = append(ready, "synack_limit", t.limits.String())
 	log.Info("ready", ready...)
 
 	stats := &statsTicker{}
 	stats.set(cfg.StatsInterval)
 	defer stats.set(0)
 	live := &liveConfig{
-		args: args, cfg: cfg, log: log, level: level,
-		muxes: muxes, newMux: newMux, metrics: metrics, stats: stats,
+		args: t.args, cfg: cfg, log: log, level: t.level,
+		muxes: t.muxes, newMux: t.newMux, metrics: t.metrics, stats: stats,
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			log.Info("stopping")
-			st.Close()
-			logStats(log, src, "final")
+			t.st.Close()
+			logStats(log, t.src, "final")
 			return nil
-		case <-hup:
+		case <-t.hup:
 			live.reload()
 		case <-stats.c:
-			logStats(log, src, "stats")
+			logStats(log, t.src, "stats")
 		}
 	}
 }
@@ -616,28 +551,6 @@ func runMain(ctx context.Context, args []string) (err error) {
 // runs for its ?seconds= before it answers; pprof refuses durations of
 // this or more.
 const pprofWriteTimeout = 2 * time.Minute
-
-// checkPprofAddr refuses a --pprof address that is not loopback unless
-// anyAddr is set: pprof shows the process's memory and its profiles can stall
-// it, so it is for the operator on the host alone. addr passed
-// checkListenAddr; a name other than localhost is refused, and what
-// localhost resolves to is checked once listening.
-func checkPprofAddr(addr string, anyAddr bool) error {
-	if addr == "" || anyAddr {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil // checkListenAddr reports it
-	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("%s is not a loopback address (pprof exposes the process's memory): bind to 127.0.0.1 or [::1], or add --pprof-any", addr)
-}
 
 // statsTicker is the stats line's clock; a reload may change its interval.
 type statsTicker struct {
@@ -717,18 +630,18 @@ func (lc *liveConfig) reload() {
 	}
 	next, err := parseRunFlags(lc.args)
 	if err == nil {
-		_, err = next.validate()
+		_, err = next.Validate()
 	}
 	if err != nil {
 		lc.log.Warn("reload failed", "config", lc.cfg.ConfigFile, "err", err)
 		return
 	}
-	plan := planReload(lc.cfg, next)
+	plan := config.PlanReload(lc.cfg, next)
 	for _, c := range plan.Restart {
 		lc.log.Warn("not reloaded", "key", c.Key, "running", c.Old, "file", c.New, "reason", "needs a restart")
 	}
 	var applied []string
-	if plan.has("metrics") {
+	if plan.Has("metrics") {
 		if err := lc.metrics.listen(next.Metrics); err != nil {
 			lc.log.Warn("not reloaded", "key", "metrics", "running", lc.cfg.Metrics, "file", next.Metrics, "reason", err)
 			next.Metrics = lc.cfg.Metrics
@@ -736,10 +649,10 @@ func (lc *liveConfig) reload() {
 			applied = append(applied, "metrics")
 		}
 	}
-	if plan.has("handlers", "pure", "pure-prefix") {
-		// validate built this registry once already: it cannot fail here
+	if plan.Has("handlers", "pure", "pure-prefix") {
+		// Validate built this registry once already: it cannot fail here
 		// short of a bug, and then the old Mux stays.
-		reg, err := buildRegistry(next)
+		reg, err := config.BuildRegistry(next)
 		var mux *handlers.Mux
 		if err == nil {
 			mux, err = lc.newMux(reg)
@@ -752,27 +665,18 @@ func (lc *liveConfig) reload() {
 			applied = append(applied, "handlers")
 		}
 	}
-	if plan.has("log-level") {
-		l, _ := parseLevel(next.LogLevel) // validated
+	if plan.Has("log-level") {
+		l, _ := config.ParseLevel(next.LogLevel) // validated
 		lc.level.Set(l)
 		applied = append(applied, "log-level")
 	}
-	if plan.has("stats-interval") {
+	if plan.Has("stats-interval") {
 		lc.stats.set(next.StatsInterval)
 		applied = append(applied, "stats-interval")
 	}
-	lc.cfg = applyReloadable(lc.cfg, next)
+	lc.cfg = config.ApplyReloadable(lc.cfg, next)
 	lc.log.Info("reloaded", "config", lc.cfg.ConfigFile, "applied", applied, "not_applied", len(plan.Restart))
 }
-
-// Memory limit: GOMEMLIMIT's default in spoki, and the least that makes
-// sense (the queues and tables preallocated at start take tens of MiB).
-const (
-	defaultMemoryLimit = 256 << 20
-	minMemoryLimit     = 32 << 20
-)
-
-func byteSizeOf(n int64) *byteSize { b := byteSize(n); return &b }
 
 // setMemoryLimit sets Go's soft memory limit from --memory-limit, unless
 // the GOMEMLIMIT environment variable is set: then the runtime already

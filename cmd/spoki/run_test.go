@@ -47,7 +47,7 @@ handlers:
 	if len(cfg.Prefixes) != 2 || len(cfg.PurePrefixes) != 1 || !cfg.Handlers["telnet"].Disabled {
 		t.Errorf("lists not applied: %+v", cfg)
 	}
-	if _, err := cfg.validate(); err != nil {
+	if _, err := cfg.Validate(); err != nil {
 		t.Errorf("validate: %v", err)
 	}
 }
@@ -69,7 +69,7 @@ func TestConfigErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := parseRunFlags([]string{"--config", writeConfig(t, tc.yaml)})
 			if err == nil {
-				_, err = cfg.validate()
+				_, err = cfg.Validate()
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error = %v, want one containing %q", err, tc.want)

@@ -111,6 +111,15 @@ func (e *scenarioEnv) open(ctx context.Context, out io.Writer, extra ...string) 
 		}
 		bin = exe
 	}
+	if err := tel.start(ctx, e, bin, out, extra); err != nil {
+		return nil, errors.Join(err, tel.cleanup())
+	}
+	return tel, nil
+}
+
+// start makes the log directory, builds the lab and starts bin's `spoki
+// run` in it with the extra flags; tel.cleanup undoes what it did.
+func (tel *telescope) start(ctx context.Context, e *scenarioEnv, bin string, out io.Writer, extra []string) error {
 	var undo []func() error
 	tel.cleanup = func() error {
 		var errs []error
@@ -122,12 +131,12 @@ func (e *scenarioEnv) open(ctx context.Context, out io.Writer, extra ...string) 
 	if tel.logDir == "" {
 		dir, err := os.MkdirTemp("", "spoki-scenario-")
 		if err != nil {
-			return nil, fmt.Errorf("scenario: log dir: %w", err)
+			return fmt.Errorf("scenario: log dir: %w", err)
 		}
 		tel.logDir = dir
 		undo = append(undo, func() error { return os.RemoveAll(dir) })
 	} else if err := os.MkdirAll(tel.logDir, 0o755); err != nil {
-		return nil, fmt.Errorf("scenario: log dir: %w", err)
+		return fmt.Errorf("scenario: log dir: %w", err)
 	}
 	cfg := lab.Config{}
 	if e.verbose {
@@ -135,7 +144,7 @@ func (e *scenarioEnv) open(ctx context.Context, out io.Writer, extra ...string) 
 	}
 	l, err := lab.New(ctx, cfg)
 	if err != nil {
-		return nil, errors.Join(err, tel.cleanup())
+		return err
 	}
 	undo = append(undo, l.Close)
 	args := []string{"run", "--tun", l.TUN, "--log-dir", tel.logDir, "--tag", e.tag, "--stats-interval", "0"}
@@ -146,7 +155,7 @@ func (e *scenarioEnv) open(ctx context.Context, out io.Writer, extra ...string) 
 	fmt.Fprintf(out, "# lab %s: telescope in %s (spoki %s), scanner in %s\n", l.Name, l.Telescope, strings.Join(args, " "), l.Scanner)
 	p, err := l.Start(l.Telescope, bin, args...)
 	if err != nil {
-		return nil, errors.Join(err, tel.cleanup())
+		return err
 	}
 	undo = append(undo, func() error {
 		if err := p.Stop(); err != nil {
@@ -155,10 +164,10 @@ func (e *scenarioEnv) open(ctx context.Context, out io.Writer, extra ...string) 
 		return nil
 	})
 	if err := p.WaitForLine(lab.IsReadyLine, "ready", scenarioReadyTimeout); err != nil {
-		return nil, errors.Join(err, tel.cleanup())
+		return err
 	}
 	tel.scannerNS = l.Scanner
-	return tel, nil
+	return nil
 }
 
 // openWire prepares the scanner namespace for the sources and returns a
@@ -189,27 +198,9 @@ func scenarioRun(ctx context.Context, out io.Writer, args []string) (err error) 
 		return fmt.Errorf("scenario run: no scenario file\n%s", scenarioUsage)
 	}
 	// Parse everything first: a syntax error runs nothing.
-	var scripts []*scenarios.Script
-	if *builtin {
-		for _, name := range scenarios.BuiltinNames() {
-			s, err := scenarios.ParseFile(scenarios.Builtin(), name)
-			if err != nil {
-				return err
-			}
-			if len(s.Telescope) > 0 {
-				// It needs a telescope of its own: run it by name.
-				fmt.Fprintf(out, "# not run: %s needs spoki run %s\n", name, strings.Join(s.Telescope, " "))
-				continue
-			}
-			scripts = append(scripts, s)
-		}
-	}
-	for _, name := range fs.Args() {
-		s, err := scenarios.ParsePath(name)
-		if err != nil {
-			return err
-		}
-		scripts = append(scripts, s)
+	scripts, err := scenarioScripts(*builtin, fs.Args(), out)
+	if err != nil {
+		return err
 	}
 	extra, err := scenarioTelescopeFlags(scripts, env.netns != "", out)
 	if err != nil {
@@ -232,6 +223,40 @@ func scenarioRun(ctx context.Context, out io.Writer, args []string) (err error) 
 	}
 	defer func() { err = errors.Join(err, r.Close()) }()
 
+	return scenarioRunAll(ctx, r, scripts, out)
+}
+
+// scenarioScripts parses the built-in scenarios (with builtin; those that
+// need a telescope of their own are noted, not run) and the named files.
+func scenarioScripts(builtin bool, names []string, out io.Writer) ([]*scenarios.Script, error) {
+	var scripts []*scenarios.Script
+	if builtin {
+		for _, name := range scenarios.BuiltinNames() {
+			s, err := scenarios.ParseFile(scenarios.Builtin(), name)
+			if err != nil {
+				return nil, err
+			}
+			if len(s.Telescope) > 0 {
+				// It needs a telescope of its own: run it by name.
+				fmt.Fprintf(out, "# not run: %s needs spoki run %s\n", name, strings.Join(s.Telescope, " "))
+				continue
+			}
+			scripts = append(scripts, s)
+		}
+	}
+	for _, name := range names {
+		s, err := scenarios.ParsePath(name)
+		if err != nil {
+			return nil, err
+		}
+		scripts = append(scripts, s)
+	}
+	return scripts, nil
+}
+
+// scenarioRunAll runs the scripts on r and says which failed, counting a
+// script that must fail and does (with its text) as passed.
+func scenarioRunAll(ctx context.Context, r *scenarios.Runner, scripts []*scenarios.Script, out io.Writer) error {
 	var failed []string
 	for _, s := range scripts {
 		rerr := r.Run(ctx, s)

@@ -23,6 +23,8 @@ type metricsSources struct {
 	// gauges' ceiling.
 	SinkCapacity [3]int
 	TwoPhase     *twoPhaseFeed
+	// TwoPhaseStats reads the detector's counters; nil reads TwoPhase's.
+	TwoPhaseStats func() twophase.Stats
 	// Kafka reads the Kafka publisher's counters; nil (no --kafka) leaves
 	// them out.
 	Kafka func() kafkasink.Stats
@@ -51,7 +53,11 @@ func (s metricsSources) snapshots() []any {
 			out = append(out, tunStats{RxPackets: rx, TxPackets: tx, TxDropped: dropped})
 		}
 	}
-	return append(out, s.TwoPhase.feedStats(), s.TwoPhase.Stats())
+	det := s.TwoPhaseStats
+	if det == nil {
+		det = s.TwoPhase.Stats
+	}
+	return append(out, s.TwoPhase.feedStats(), det())
 }
 
 // sinkCapacity is the filesink queues' capacities: constants of the run,

@@ -48,14 +48,14 @@ func (f *fakeSources) sources() metricsSources {
 	tp.dropSYNQueue.Store(f.feed.DropSYNQueue)
 	tp.dropSessionQueue.Store(f.feed.DropSessionQueue)
 	tp.dropPending.Store(f.feed.DropPending)
-	tp.detStats = f.det
 	return metricsSources{
-		Netstack:     func() netstack.Snapshot { return f.ns },
-		Mux:          func() handlers.StatsSnapshot { return f.mux },
-		Sink:         func() filesink.Stats { return f.sink },
-		SinkCapacity: [3]int{f.cap.Packet, f.cap.Reply, f.cap.Event},
-		TwoPhase:     tp,
-		Kafka:        func() kafkasink.Stats { return f.kafk },
+		Netstack:      func() netstack.Snapshot { return f.ns },
+		Mux:           func() handlers.StatsSnapshot { return f.mux },
+		Sink:          func() filesink.Stats { return f.sink },
+		SinkCapacity:  [3]int{f.cap.Packet, f.cap.Reply, f.cap.Event},
+		TwoPhase:      tp,
+		TwoPhaseStats: func() twophase.Stats { return f.det },
+		Kafka:         func() kafkasink.Stats { return f.kafk },
 		TUN: func() (uint64, uint64, uint64, error) {
 			return f.tun.RxPackets, f.tun.TxPackets, f.tun.TxDropped, nil
 		},

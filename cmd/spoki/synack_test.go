@@ -15,7 +15,7 @@ func TestSYNACKFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := cfg.synackLimits(), netstack.DefaultSYNACKLimits(); got != want {
+	if got, want := cfg.SYNACKLimits(), netstack.DefaultSYNACKLimits(); got != want {
 		t.Errorf("default limits = %+v, want %+v", got, want)
 	}
 	cfg, err = parseRunFlags([]string{"--config", writeConfig(t, "prefix: [192.0.2.0/24]\nsynack-irregular-rate: 7\nsynack-table: 64KiB\n"),
@@ -23,7 +23,7 @@ func TestSYNACKFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l := cfg.synackLimits(); l.Irregular.Rate != 7 || l.Regular.Burst != 9 || l.TableEntries != 4096 {
+	if l := cfg.SYNACKLimits(); l.Irregular.Rate != 7 || l.Regular.Burst != 9 || l.TableEntries != 4096 {
 		t.Errorf("limits from file and flags = %+v, want irregular rate 7, regular burst 9, 4096 entries", l)
 	}
 	for _, tc := range []struct {
@@ -40,7 +40,7 @@ func TestSYNACKFlags(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := parseRunFlags(append([]string{"--prefix", "192.0.2.0/24"}, tc.args...))
 			if err == nil {
-				_, err = cfg.validate()
+				_, err = cfg.Validate()
 			}
 			switch {
 			case tc.want == "" && err != nil:

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"fmt"
@@ -8,11 +8,11 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// byteSize is a flag and YAML value in bytes, written as a number with an
+// Size is a flag and YAML value in bytes, written as a number with an
 // optional binary unit: 32MiB, 512KiB, 1GiB, 64M, or plain bytes. Memory
 // budgets are set in these units, so that an operator reads the same figure
 // in the flag, the config file and the start-up line.
-type byteSize int64
+type Size int64
 
 // sizeUnits maps each accepted suffix to its multiplier; K, M and G mean
 // KiB, MiB and GiB (as GOMEMLIMIT and systemd's MemoryMax do).
@@ -26,8 +26,8 @@ var sizeUnits = []struct {
 	{"B", 1},
 }
 
-// parseSize reads a byteSize; negative sizes and overflows are errors.
-func parseSize(s string) (byteSize, error) {
+// ParseSize reads a Size; negative sizes and overflows are errors.
+func ParseSize(s string) (Size, error) {
 	t := strings.TrimSpace(s)
 	mult := int64(1)
 	for _, u := range sizeUnits {
@@ -43,11 +43,11 @@ func parseSize(s string) (byteSize, error) {
 	if n > (1<<62)/mult {
 		return 0, fmt.Errorf("size %q too large", s)
 	}
-	return byteSize(n * mult), nil
+	return Size(n * mult), nil
 }
 
 // String implements flag.Value, in the largest unit that divides the size.
-func (b *byteSize) String() string {
+func (b *Size) String() string {
 	if b == nil {
 		return "0"
 	}
@@ -64,8 +64,8 @@ func (b *byteSize) String() string {
 }
 
 // Set implements flag.Value.
-func (b *byteSize) Set(s string) error {
-	v, err := parseSize(s)
+func (b *Size) Set(s string) error {
+	v, err := ParseSize(s)
 	if err != nil {
 		return err
 	}
@@ -74,7 +74,7 @@ func (b *byteSize) Set(s string) error {
 }
 
 // UnmarshalYAML implements yaml.Unmarshaler: "32MiB" or a plain integer.
-func (b *byteSize) UnmarshalYAML(n *yaml.Node) error {
+func (b *Size) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
 		return fmt.Errorf("a size must be a scalar such as 32MiB")
 	}
@@ -82,4 +82,4 @@ func (b *byteSize) UnmarshalYAML(n *yaml.Node) error {
 }
 
 // MarshalYAML implements yaml.Marshaler, so that a reload diff prints units.
-func (b byteSize) MarshalYAML() (any, error) { return b.String(), nil }
+func (b Size) MarshalYAML() (any, error) { return b.String(), nil }

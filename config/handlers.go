@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"bytes"
@@ -51,9 +51,9 @@ var knownHandlers = []handlerSpec{
 	{name: mqtt.Name, build: with(mqtt.New), content: mqtt.Match, ports: mqtt.Ports},
 }
 
-// handlerConfig is one entry of the config file's `handlers` map: it moves
+// Handler is one entry of the config file's `handlers` map: it moves
 // a handler to other ports, limits it to some prefixes, or turns it off.
-type handlerConfig struct {
+type Handler struct {
 	Ports    []uint16 `yaml:"ports"`
 	Prefixes []string `yaml:"prefixes"`
 	Disabled bool     `yaml:"disabled"`
@@ -93,10 +93,10 @@ func lookupSpec(name string) (handlerSpec, bool) {
 	return handlerSpec{}, false
 }
 
-// buildRegistry registers the known handlers with the config's changes, and
+// BuildRegistry registers the known handlers with the config's changes, and
 // generic as the fallback. Pure Spoki mode (everywhere or per prefix) sends
 // connections to generic only: the first payload, then a reset.
-func buildRegistry(cfg runConfig) (*handlers.Registry, error) {
+func BuildRegistry(cfg Run) (*handlers.Registry, error) {
 	reg := handlers.NewRegistry(generic.New(generic.Config{}))
 	known := map[string]bool{generic.Name: true}
 	for _, h := range knownHandlers {
@@ -109,7 +109,7 @@ func buildRegistry(cfg runConfig) (*handlers.Registry, error) {
 	sort.Strings(names)
 	for _, name := range names {
 		if !known[name] || name == generic.Name {
-			return nil, fmt.Errorf("config: unknown handler %q (known: %v)", name, handlerNames())
+			return nil, fmt.Errorf("config: unknown handler %q (known: %v)", name, HandlerNames())
 		}
 	}
 	for _, h := range knownHandlers {
@@ -168,15 +168,11 @@ func register(reg *handlers.Registry, h handlers.Handler, m handlers.Matcher) (e
 	return nil
 }
 
-func handlerNames() []string {
+// HandlerNames lists the handlers spoki knows, the fallback (generic) last.
+func HandlerNames() []string {
 	var out []string
 	for _, h := range knownHandlers {
 		out = append(out, h.name)
 	}
 	return slices.Concat(out, []string{generic.Name})
 }
-
-// Pure reports whether the current Mux puts connections to the local address
-// a in pure Spoki mode; it has the signature netstack.Config.Pure takes, and
-// follows a reload as ServeConn does.
-func (s *muxSet) Pure(a netip.Addr) bool { return s.cur.Load().Pure(a) }

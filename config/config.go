@@ -1,0 +1,200 @@
+// Package config is the configuration of `spoki run`: its settings (Run),
+// their defaults, the rules they obey (written once, in rules.go, for the
+// flags and the YAML file alike), loading and checking a YAML file with the
+// line of each problem, and planning what a reload applies.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"time"
+
+	"github.com/spoki-telescope/spoki/analysis/twophase"
+	"github.com/spoki-telescope/spoki/handlers"
+	"github.com/spoki-telescope/spoki/netstack"
+	"github.com/spoki-telescope/spoki/tun"
+)
+
+// Run holds every setting of `spoki run`. The YAML keys of --config
+// are the flag names (cmd/spoki's TestConfigCoversFlags holds them in step); the
+// config file alone also sets handlers.
+type Run struct {
+	Prefixes         []string      `yaml:"prefix"`
+	Tun              string        `yaml:"tun"`
+	Queues           int           `yaml:"queues"`
+	NoRoute          bool          `yaml:"no-route"`
+	LogDir           string        `yaml:"log-dir"`
+	Tag              string        `yaml:"tag"`
+	MaxConns         int           `yaml:"max-conns"`
+	MaxConnsPerIP    int           `yaml:"max-conns-per-ip"`
+	MaxConnsPerNet   int           `yaml:"max-conns-per-net"`
+	MaxListeners     int           `yaml:"max-listeners"`
+	FirstDataTimeout time.Duration `yaml:"first-data-timeout"`
+	IdleTimeout      time.Duration `yaml:"idle-timeout"`
+	TotalTimeout     time.Duration `yaml:"total-timeout"`
+	RequestTimeout   time.Duration `yaml:"request-timeout"`
+	ConnBuffer       Size          `yaml:"conn-buffer"`
+	MemoryLimit      Size          `yaml:"memory-limit"`
+	LogLevel         string        `yaml:"log-level"`
+	StatsInterval    time.Duration `yaml:"stats-interval"`
+	Pprof            string        `yaml:"pprof"`
+	// PprofAny lets --pprof bind to an address that is not loopback.
+	PprofAny bool `yaml:"pprof-any"`
+	// Metrics is the address of the Prometheus endpoint, /metrics; empty
+	// serves none.
+	Metrics string `yaml:"metrics"`
+	// Kafka lists brokers (host:port,...) that every event is published
+	// to, one topic per event type; the files stay the source of truth.
+	Kafka            string `yaml:"kafka"`
+	KafkaTopicPrefix string `yaml:"kafka-topic-prefix"`
+	// User is who spoki runs as once the TUN and routes are up (root's
+	// default: tun.DefaultUser, else tun.FallbackUser); whoever it is, it
+	// keeps no capability.
+	User string `yaml:"user"`
+	// Keep removes log files older than that (0 keeps all); Compress
+	// gzips hourly files once their hour is closed.
+	Keep         time.Duration `yaml:"keep"`
+	Compress     bool          `yaml:"compress"`
+	PhaseTimeout time.Duration `yaml:"phase-timeout"`
+	// PhaseMemory is the fixed budget of the two-phase detector's table.
+	PhaseMemory Size `yaml:"phase-memory"`
+	// SYNACK* limit the SYN-ACKs per source (netstack.SYNACKLimits):
+	// regular and irregular SYNs apart, rate 0 turns a class's limit off;
+	// SYNACKTable is the memory of the table of sources.
+	SYNACKRate           int  `yaml:"synack-rate"`
+	SYNACKBurst          int  `yaml:"synack-burst"`
+	SYNACKIrregularRate  int  `yaml:"synack-irregular-rate"`
+	SYNACKIrregularBurst int  `yaml:"synack-irregular-burst"`
+	SYNACKTable          Size `yaml:"synack-table"`
+	// Pure is Spoki's own behaviour everywhere: record the first payload,
+	// then reset; PurePrefixes limits it to some prefixes.
+	Pure         bool     `yaml:"pure"`
+	PurePrefixes []string `yaml:"pure-prefix"`
+	// Handlers moves, limits or disables protocol handlers (config file
+	// only): name → {ports, prefixes, disabled}.
+	Handlers map[string]Handler `yaml:"handlers"`
+
+	// ConfigFile is --config, which SIGHUP reads again; it is no YAML key.
+	ConfigFile string `yaml:"-"`
+}
+
+// Default returns the defaults of every setting.
+func Default() Run {
+	return Run{
+		Tun:              tun.DefaultName,
+		Queues:           runtime.NumCPU(),
+		LogDir:           "./logs",
+		Tag:              "spoki",
+		MaxConns:         netstack.DefaultMaxConns,
+		MaxConnsPerIP:    netstack.DefaultMaxConnsPerIP,
+		MaxConnsPerNet:   netstack.DefaultMaxConnsPerNet,
+		MaxListeners:     netstack.DefaultMaxListeners,
+		FirstDataTimeout: handlers.DefaultFirstDataTimeout,
+		IdleTimeout:      netstack.DefaultIdleTimeout,
+		TotalTimeout:     netstack.DefaultTotalTimeout,
+		RequestTimeout:   handlers.DefaultRequestTimeout,
+		ConnBuffer:       netstack.DefaultConnBuffer,
+		MemoryLimit:      DefaultMemoryLimit,
+		LogLevel:         "info",
+		StatsInterval:    time.Second,
+		PhaseTimeout:     600 * time.Second,
+		PhaseMemory:      twophase.DefaultMemory,
+		Compress:         true,
+
+		SYNACKRate:           netstack.DefaultSYNRegularRate,
+		SYNACKBurst:          netstack.DefaultSYNRegularBurst,
+		SYNACKIrregularRate:  netstack.DefaultSYNIrregularRate,
+		SYNACKIrregularBurst: netstack.DefaultSYNIrregularBurst,
+		SYNACKTable:          Size(netstack.DefaultSYNTableEntries * netstack.SYNLimitEntryBytes),
+	}
+}
+
+// Validate checks everything that can be checked before touching the
+// system, so that a bad invocation leaves nothing behind, and returns the
+// telescope prefixes. It applies the rules of the flags (rules.go) to the
+// settings as they are after the flags and the file.
+func (c *Run) Validate() ([]netip.Prefix, error) {
+	out, err := telescopePrefixes(c.Prefixes)
+	if err != nil {
+		return nil, err
+	}
+	for i := range rules {
+		r := &rules[i]
+		if r.scope&onFlags == 0 {
+			continue
+		}
+		if err := r.check(c); err != nil {
+			return nil, r.flagError(c, err)
+		}
+	}
+	if _, err := BuildRegistry(*c); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	return out, nil
+}
+
+// SYNACKLimits is the netstack's view of the --synack-* flags.
+func (c *Run) SYNACKLimits() netstack.SYNACKLimits {
+	return netstack.SYNACKLimits{
+		Regular:      netstack.SYNACKLimit{Rate: c.SYNACKRate, Burst: c.SYNACKBurst},
+		Irregular:    netstack.SYNACKLimit{Rate: c.SYNACKIrregularRate, Burst: c.SYNACKIrregularBurst},
+		TableEntries: int(min(int64(c.SYNACKTable)/netstack.SYNLimitEntryBytes, netstack.MaxSYNTableEntries+1)),
+	}
+}
+
+// ParseLevel reads a --log-level: debug, info, warn or error.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("bad log level %q (debug, info, warn, error)", s)
+	}
+	return l, nil
+}
+
+// CheckPprofAddr refuses a --pprof address that is not loopback unless
+// anyAddr is set: pprof shows the process's memory and its profiles can stall
+// it, so it is for the operator on the host alone. addr passed
+// CheckListenAddr; a name other than localhost is refused, and what
+// localhost resolves to is checked once listening.
+func CheckPprofAddr(addr string, anyAddr bool) error {
+	if addr == "" || anyAddr {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil // CheckListenAddr reports it
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%s is not a loopback address (pprof exposes the process's memory): bind to 127.0.0.1 or [::1], or add --pprof-any", addr)
+}
+
+// Memory limit: GOMEMLIMIT's default in spoki, and the least that makes
+// sense (the queues and tables preallocated at start take tens of MiB).
+const (
+	DefaultMemoryLimit = 256 << 20
+	MinMemoryLimit     = 32 << 20
+)
+
+// sizeOf is n as a Size, for messages.
+func sizeOf(n int64) *Size { b := Size(n); return &b }
+
+// MaxPhaseMemory caps --phase-memory: the table is allocated at start, so
+// a typo must not ask for the machine's memory.
+const MaxPhaseMemory = 16 << 30
+
+// CheckPhaseMemory is the range of --phase-memory (a rule of rules.go).
+func CheckPhaseMemory(m Size) error {
+	if m < twophase.MinMemory || m > MaxPhaseMemory {
+		lo, hi := Size(twophase.MinMemory), Size(MaxPhaseMemory)
+		return fmt.Errorf("%s out of range %s-%s", m.String(), lo.String(), hi.String())
+	}
+	return nil
+}
