@@ -55,21 +55,3 @@ func (f *twoPhaseFeed) dropped() uint64 { return f.Counters().Dropped() }
 
 // run detects until ctx ends, then handles what is queued.
 func (f *twoPhaseFeed) run(ctx context.Context) { f.Run(ctx) }
-
-// twoPhaseAttrs are the detector's figures in the stats line.
-func twoPhaseAttrs(tp *twoPhaseFeed) []slog.Attr {
-	s := tp.Stats()
-	return []slog.Attr{
-		slog.Uint64("two_phase_pairs", s.Pairs),
-		slog.Int("two_phase_entries", s.Entries),
-		slog.Uint64("two_phase_evicted_oneoff", s.EvictedOneOff),
-		slog.Uint64("two_phase_evicted_repeat", s.EvictedRepeat),
-		slog.Uint64("two_phase_rejected", s.Rejected),
-		slog.Uint64("two_phase_expired", s.Expired),
-		slog.Float64("two_phase_window_s", s.WindowOneOff.Seconds()),
-		slog.Float64("two_phase_window_repeat_s", s.WindowRepeat.Seconds()),
-		slog.Uint64("two_phase_drop_syn_queue", tp.dropSYNQueue.Load()),
-		slog.Uint64("two_phase_drop_session_queue", tp.dropSessionQueue.Load()),
-		slog.Uint64("two_phase_drop_pending", tp.dropPending.Load()),
-	}
-}

@@ -66,24 +66,21 @@ func TestTwoPhaseFeedDrops(t *testing.T) {
 	if f.dropped() != 10 {
 		t.Errorf("dropped() = %d, want 10", f.dropped())
 	}
-	attrs := map[string]string{}
-	for _, a := range twoPhaseAttrs(f) {
-		attrs[a.Key] = a.Value.String()
-	}
-	for k, want := range map[string]string{"two_phase_drop_syn_queue": "3", "two_phase_drop_session_queue": "2",
-		"two_phase_drop_pending": "5", "two_phase_window_s": "60"} {
-		if attrs[k] != want {
-			t.Errorf("stats line %s=%s, want %s", k, attrs[k], want)
-		}
-	}
-
 	var ns netstack.Stats
-	tel := newTelemetry(metricsSources{
+	src := metricsSources{
 		Netstack: ns.Snapshot,
 		Mux:      func() handlers.StatsSnapshot { return handlers.StatsSnapshot{} },
 		Sink:     func() filesink.Stats { return filesink.Stats{} },
 		TwoPhase: f,
-	})
+	}
+	attrs := lineValues(t, src, "stats")
+	for k, want := range map[string]string{"two_phase_drop_syn_queue": "3", "two_phase_drop_session_queue": "2",
+		"two_phase_drop_pending": "5", "two_phase_dropped": "10", "two_phase_window_s": "60"} {
+		if attrs[k] != want {
+			t.Errorf("stats line %s=%s, want %s", k, attrs[k], want)
+		}
+	}
+	tel := newTelemetry(src)
 	got := gatherAll(t, tel)
 	n, _ := twophase.Capacity(1 << 20)
 	for k, want := range map[string]float64{
@@ -135,7 +132,6 @@ func TestTwoPhaseFeedRun(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("stats never published: %+v", f.Stats())
 		}
-		_ = twoPhaseAttrs(f)
 		time.Sleep(50 * time.Millisecond)
 	}
 }
