@@ -1,21 +1,18 @@
 package scenarios
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spoki-telescope/spoki/records"
 )
 
 // LogDir is an EventSource that reads the telescope's event log files,
@@ -29,13 +26,9 @@ var _ EventSource = LogDir{}
 // Events implements EventSource. A last line without its newline (being
 // written) is skipped; any other line that does not parse is an error.
 func (l LogDir) Events(since time.Time) ([]Event, error) {
-	var files []string
-	for _, pat := range []string{l.Tag + ".events.*.jsonl", l.Tag + ".events.*.jsonl.gz"} {
-		m, err := filepath.Glob(filepath.Join(l.Dir, pat))
-		if err != nil {
-			return nil, fmt.Errorf("scenarios: events: %w", err)
-		}
-		files = append(files, m...)
+	files, err := records.EventLogFiles(l.Dir, l.Tag)
+	if err != nil {
+		return nil, fmt.Errorf("scenarios: events: %w", err)
 	}
 	sort.Strings(files)
 	var out []Event
@@ -51,46 +44,40 @@ func (l LogDir) Events(since time.Time) ([]Event, error) {
 
 // readEventFile reads one event file, keeping events from since on.
 func readEventFile(name string, since time.Time) ([]Event, error) {
-	f, err := os.Open(name)
+	rc, err := records.OpenLog(name)
 	if err != nil {
 		return nil, fmt.Errorf("scenarios: events: %w", err)
 	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(name, ".gz") {
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			return nil, fmt.Errorf("scenarios: events %s: %w", name, err)
-		}
-		defer zr.Close()
-		r = zr
-	}
-	br := bufio.NewReader(r)
+	defer rc.Close()
 	var out []Event
-	for n := 1; ; n++ {
-		line, err := br.ReadBytes('\n')
-		if err == io.EOF {
-			return out, nil // a partial last line is still being written
-		}
-		if err != nil {
-			return nil, fmt.Errorf("scenarios: events %s: %w", name, err)
-		}
+	var bad error // a line that does not parse
+	// A partial last line is still being written.
+	err = records.ReadLines(rc, records.LineOptions{DropPartial: true}, func(n int, line []byte) error {
 		if len(bytes.TrimSpace(line)) == 0 {
-			continue
+			return nil
 		}
 		dec := json.NewDecoder(bytes.NewReader(line))
 		dec.UseNumber()
 		var e Event
 		if err := dec.Decode(&e); err != nil {
-			return nil, fmt.Errorf("scenarios: events %s:%d: %w", name, n, err)
+			bad = fmt.Errorf("scenarios: events %s:%d: %w", name, n, err)
+			return bad
 		}
 		if ts, ok := e["timestamp"].(string); ok {
 			if t, err := time.Parse(time.RFC3339Nano, ts); err == nil && t.Before(since) {
-				continue
+				return nil
 			}
 		}
 		out = append(out, e)
+		return nil
+	})
+	if bad != nil {
+		return nil, bad
 	}
+	if err != nil {
+		return nil, fmt.Errorf("scenarios: events %s: %w", name, err)
+	}
+	return out, nil
 }
 
 // value returns the field at a dotted path, decoding a base64 field named
