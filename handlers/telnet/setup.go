@@ -3,8 +3,8 @@
 // answers the probes of IoT bots (Mirai and kin), recording every
 // credential and command. It speaks first.
 //
-// Ports: 23, 2323 (Ports). Register them with Matcher.SpeakFirst (e.g.
-// 1 s): telnet clients wait for the server. Content: Match accepts a first
+// Ports: 23, 2323 (Ports). Register them with Matcher.SpeakFirst set to
+// SpeakFirst (1 s): telnet clients wait for the server. Content: Match accepts a first
 // segment starting with IAC (0xff) followed by a negotiation verb.
 //
 // Session fields: app_proto "telnet"; the "telnet" object is Detail:
@@ -32,6 +32,11 @@ const Name = "telnet"
 
 // Ports are the ports the handler usually serves.
 var Ports = []uint16{23, 2323}
+
+// SpeakFirst is how long the Mux waits on Ports for the client's first
+// segment (Matcher.SpeakFirst) before the handler opens the negotiation:
+// telnet clients wait for the server.
+const SpeakFirst = time.Second
 
 // Defaults of Config's zero values.
 const (
