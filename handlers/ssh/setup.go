@@ -81,9 +81,7 @@ func New(cfg Config) *Handler {
 	if h.banner == "" {
 		h.banner = DefaultBanner
 	}
-	if h.readTimeout <= 0 {
-		h.readTimeout = DefaultReadTimeout
-	}
+	h.readTimeout = handlers.OrDefault(h.readTimeout, DefaultReadTimeout)
 	if !cfg.NoKEXINIT {
 		h.kexinit = serverKEXINIT()
 	}

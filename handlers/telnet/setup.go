@@ -73,16 +73,11 @@ type Limits struct {
 }
 
 func (l Limits) withDefaults() Limits {
-	def := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	def(&l.MaxCredentials, DefaultMaxCredentials)
-	def(&l.MaxCommands, DefaultMaxCommands)
-	def(&l.MaxLineBytes, DefaultMaxLineBytes)
-	def(&l.MaxOptions, DefaultMaxOptions)
-	def(&l.MaxInputBytes, DefaultMaxInputBytes)
+	l.MaxCredentials = handlers.OrDefault(l.MaxCredentials, DefaultMaxCredentials)
+	l.MaxCommands = handlers.OrDefault(l.MaxCommands, DefaultMaxCommands)
+	l.MaxLineBytes = handlers.OrDefault(l.MaxLineBytes, DefaultMaxLineBytes)
+	l.MaxOptions = handlers.OrDefault(l.MaxOptions, DefaultMaxOptions)
+	l.MaxInputBytes = handlers.OrDefault(l.MaxInputBytes, DefaultMaxInputBytes)
 	return l
 }
 
@@ -100,18 +95,14 @@ var _ handlers.Handler = (*Handler)(nil)
 func New(cfg Config) *Handler {
 	h := &Handler{loginAttempt: cfg.LoginAttempt, hostname: cfg.Hostname, banner: cfg.Banner,
 		readTimeout: cfg.ReadTimeout, lim: cfg.Limits.withDefaults()}
-	if h.loginAttempt <= 0 {
-		h.loginAttempt = DefaultLoginAttempt
-	}
+	h.loginAttempt = handlers.OrDefault(h.loginAttempt, DefaultLoginAttempt)
 	if h.hostname == "" {
 		h.hostname = DefaultHostname
 	}
 	if h.banner == "" {
 		h.banner = DefaultBanner
 	}
-	if h.readTimeout <= 0 {
-		h.readTimeout = DefaultReadTimeout
-	}
+	h.readTimeout = handlers.OrDefault(h.readTimeout, DefaultReadTimeout)
 	return h
 }
 
