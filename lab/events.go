@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -69,30 +68,17 @@ const maxEventLine = 16 << 20
 // readEventFile reads one event-log file. A last line without its newline
 // is read too (and is an error unless it parses).
 func readEventFile(name string) ([]Event, error) {
-	rc, err := records.OpenLog(name)
-	if err != nil {
-		return nil, fmt.Errorf("lab: read events: %w", err)
-	}
-	defer rc.Close()
 	var events []Event
-	var bad error // a line that does not parse
-	err = records.ReadLines(rc, records.LineOptions{Max: maxEventLine}, func(n int, line []byte) error {
-		if len(bytes.TrimSpace(line)) == 0 {
-			return nil
-		}
+	err := records.ReadLogLines(name, records.LineOptions{Max: maxEventLine}, func(line []byte) error {
 		var e Event
 		if err := json.Unmarshal(line, &e); err != nil {
-			bad = fmt.Errorf("lab: read events %s:%d: %w", name, n, err)
-			return bad
+			return err
 		}
 		events = append(events, e)
 		return nil
 	})
-	if bad != nil {
-		return nil, bad
-	}
 	if err != nil {
-		return nil, fmt.Errorf("lab: read events %s: %w", name, err)
+		return nil, fmt.Errorf("lab: read events: %w", err)
 	}
 	return events, nil
 }

@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -90,70 +89,31 @@ type logFile struct {
 
 func (l logFile) Close() error { return l.f.Close() }
 
-// LineOptions say how ReadLines treats the lines besides complete ones of
-// bounded length.
-type LineOptions struct {
-	// Max caps a line, its newline included, in bytes; 0 is no cap.
-	Max int
-	// Long, if set, is called with the number of each line longer than
-	// Max, which is then skipped; if nil, such a line ends the read with
-	// bufio.ErrTooLong. Long's error ends the read and is returned.
-	Long func(n int) error
-	// DropPartial drops a last line without its newline (in a live log, a
-	// line still being written) instead of passing it on.
-	DropPartial bool
-}
-
-// ReadLines calls fn with every line of r, blank ones too, and its number
-// (from 1), without its "\n"; line is valid only until fn returns. At the end
-// of r, or at a read error, a last line without its newline is passed unless
-// o.DropPartial, and then the error is returned (nil at the end). fn's error
-// ends the read and is returned as it is.
-func ReadLines(r io.Reader, o LineOptions, fn func(n int, line []byte) error) error {
-	br := bufio.NewReaderSize(r, logBuffer)
-	var buf []byte // a line longer than br's buffer, gathered
-	long := false  // the line is longer than o.Max: skipped
-	for n := 1; ; {
-		chunk, err := br.ReadSlice('\n')
-		if o.Max > 0 && !long && len(buf)+len(chunk) > o.Max {
-			if o.Long == nil {
-				return bufio.ErrTooLong
-			}
-			long, buf = true, buf[:0]
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			if !long {
-				buf = append(buf, chunk...)
-			}
-			continue
-		}
-		line := chunk
-		if len(buf) > 0 {
-			buf = append(buf, chunk...)
-			line = buf
-		}
-		if err != nil && (o.DropPartial || (len(line) == 0 && !long)) {
-			return ignoreEOF(err)
-		}
-		if long {
-			if lerr := o.Long(n); lerr != nil {
-				return lerr
-			}
-		} else if ferr := fn(n, bytes.TrimSuffix(line, []byte{'\n'})); ferr != nil {
-			return ferr
-		}
-		if err != nil {
-			return ignoreEOF(err)
-		}
-		n++
-		long, buf = false, buf[:0]
+// ReadLogLines reads the log file at path (OpenLog) and calls fn with each
+// line that is not blank, without its line end. An error of fn is returned
+// naming the file and the line (PATH:N: err), a read error naming the file.
+func ReadLogLines(path string, o LineOptions, fn func(line []byte) error) error {
+	rc, err := OpenLog(path)
+	if err != nil {
+		return err
 	}
-}
-
-// ignoreEOF returns err, or nil for io.EOF.
-func ignoreEOF(err error) error {
-	if err == io.EOF {
+	defer rc.Close()
+	var bad error // fn's, with its place
+	err = ReadLines(rc, o, func(n int, line []byte) error {
+		if len(bytes.TrimSpace(line)) == 0 {
+			return nil
+		}
+		if err := fn(line); err != nil {
+			bad = fmt.Errorf("%s:%d: %w", path, n, err)
+			return bad
+		}
 		return nil
+	})
+	if bad != nil {
+		return bad
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
 }

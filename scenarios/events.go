@@ -42,26 +42,16 @@ func (l LogDir) Events(since time.Time) ([]Event, error) {
 	return out, nil
 }
 
-// readEventFile reads one event file, keeping events from since on.
+// readEventFile reads one event file, keeping events from since on. A
+// partial last line is still being written: it is left for the next read.
 func readEventFile(name string, since time.Time) ([]Event, error) {
-	rc, err := records.OpenLog(name)
-	if err != nil {
-		return nil, fmt.Errorf("scenarios: events: %w", err)
-	}
-	defer rc.Close()
 	var out []Event
-	var bad error // a line that does not parse
-	// A partial last line is still being written.
-	err = records.ReadLines(rc, records.LineOptions{DropPartial: true}, func(n int, line []byte) error {
-		if len(bytes.TrimSpace(line)) == 0 {
-			return nil
-		}
+	err := records.ReadLogLines(name, records.LineOptions{DropPartial: true}, func(line []byte) error {
 		dec := json.NewDecoder(bytes.NewReader(line))
 		dec.UseNumber()
 		var e Event
 		if err := dec.Decode(&e); err != nil {
-			bad = fmt.Errorf("scenarios: events %s:%d: %w", name, n, err)
-			return bad
+			return err
 		}
 		if ts, ok := e["timestamp"].(string); ok {
 			if t, err := time.Parse(time.RFC3339Nano, ts); err == nil && t.Before(since) {
@@ -71,11 +61,8 @@ func readEventFile(name string, since time.Time) ([]Event, error) {
 		out = append(out, e)
 		return nil
 	})
-	if bad != nil {
-		return nil, bad
-	}
 	if err != nil {
-		return nil, fmt.Errorf("scenarios: events %s: %w", name, err)
+		return nil, fmt.Errorf("scenarios: events: %w", err)
 	}
 	return out, nil
 }
@@ -181,10 +168,7 @@ func ofFlow(e Event, src, dst netip.AddrPort) bool {
 // expectEvent polls the event source until an event of the step's type on
 // the step's flow satisfies every condition, or the window ends.
 func (ru *run) expectEvent(ctx context.Context, fs *flowState, st *Step) (string, time.Time, error) {
-	within := st.Within
-	if within == 0 {
-		within = DefaultEventWithin
-	}
+	within := st.window(DefaultEventWithin)
 	if ru.r.cfg.Events == nil {
 		return "", time.Now(), fmt.Errorf("no event log to read (give the telescope's --log-dir)")
 	}
