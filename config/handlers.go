@@ -33,7 +33,8 @@ type handlerSpec struct {
 	build   func(settings *yaml.Node) (handlers.Handler, error)
 	content func([]byte) bool
 	ports   []uint16
-	// speakFirst is set for protocols whose clients wait for the server.
+	// speakFirst is set for protocols whose clients wait for the server:
+	// the handler package's own SpeakFirst.
 	speakFirst time.Duration
 }
 
@@ -42,8 +43,8 @@ type handlerSpec struct {
 var knownHandlers = []handlerSpec{
 	{name: tlsh.Name, build: with(tlsh.New), content: tlsh.Match, ports: tlsh.Ports},
 	{name: httph.Name, build: with(httph.New), content: httph.Match, ports: httph.Ports},
-	{name: ssh.Name, build: with(ssh.New), content: ssh.Match, ports: ssh.Ports, speakFirst: time.Second},
-	{name: telnet.Name, build: with(telnet.New), content: telnet.Match, ports: telnet.Ports, speakFirst: time.Second},
+	{name: ssh.Name, build: with(ssh.New), content: ssh.Match, ports: ssh.Ports, speakFirst: ssh.SpeakFirst},
+	{name: telnet.Name, build: with(telnet.New), content: telnet.Match, ports: telnet.Ports, speakFirst: telnet.SpeakFirst},
 	{name: adb.Name, build: with(adb.New), content: adb.Match, ports: adb.Ports},
 	{name: tds.Name, build: with(tds.New), content: tds.Match, ports: tds.Ports},
 	{name: smb.Name, build: with(smb.New), content: smb.Match, ports: smb.Ports},

@@ -36,8 +36,8 @@ type Conn struct {
 	maxToClient        int64
 	toServer, toClient atomic.Int64
 	mu                 sync.Mutex
-	unread             []byte    // +checklocks:mu; rest of first not yet returned by Read
-	readDL, writeDL    time.Time // +checklocks:mu; the handler's own deadlines
+	unread             []byte            // +checklocks:mu; rest of first not yet returned by Read
+	dl                 records.Deadlines // the handler's own deadlines
 
 	mux    *Mux         // nil for a Conn built by NewConn: Emit drops
 	events atomic.Int64 // events raised with Emit, for the per-conn cap
@@ -75,8 +75,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 		c.mu.Unlock()
 		return n, nil
 	}
-	dl, why := c.deadline(c.readDL)
 	c.mu.Unlock()
+	dl, why := c.deadline(c.dl.Read())
 	if c.maxToServer > 0 {
 		left := c.maxToServer - c.toServer.Load()
 		if left <= 0 {
@@ -98,9 +98,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 // Write implements net.Conn. Past the bytes-to-client cap it writes what
 // fits and returns an error wrapping ErrBudgetExceeded.
 func (c *Conn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	dl, why := c.deadline(c.writeDL)
-	c.mu.Unlock()
+	dl, why := c.deadline(c.dl.Write())
 	var capErr error
 	if c.maxToClient > 0 {
 		left := max(c.maxToClient-c.toClient.Load(), 0)
@@ -128,22 +126,20 @@ func (c *Conn) Write(p []byte) (int, error) {
 // deadline returns the earliest of the handler's deadline hd and the Mux's
 // idle and total deadlines, and which budget it is ("" if the handler's or
 // none). Deadlines are set on every call, as idle time restarts with each
-// read or write. c.mu must be held.
+// read or write.
 func (c *Conn) deadline(hd time.Time) (time.Time, string) {
-	dl, why := hd, ""
-	earlier := func(t time.Time, name string) {
-		if !t.IsZero() && (dl.IsZero() || t.Before(dl)) {
-			dl, why = t, name
-		}
-	}
+	var idle, request time.Time
 	if c.idle > 0 {
-		earlier(time.Now().Add(c.idle), "idle timeout")
+		idle = time.Now().Add(c.idle)
 	}
-	earlier(c.end, "total timeout")
 	if !c.answered.Load() {
-		earlier(c.requestEnd, "request timeout")
+		request = c.requestEnd
 	}
-	return dl, why
+	dl, i := records.EarliestDeadline(hd, idle, c.end, request)
+	if i < 0 {
+		return dl, ""
+	}
+	return dl, [...]string{"idle timeout", "total timeout", "request timeout"}[i]
 }
 
 // budgetErr wraps a deadline error caused by the Mux's budget why with
@@ -183,28 +179,13 @@ func budgetOf(why string) budget {
 }
 
 // SetDeadline implements net.Conn. Deadlines only shorten the Mux's budgets.
-func (c *Conn) SetDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.readDL, c.writeDL = t, t
-	c.mu.Unlock()
-	return nil
-}
+func (c *Conn) SetDeadline(t time.Time) error { c.dl.Set(t); return nil }
 
 // SetReadDeadline implements net.Conn; it applies from the next Read on.
-func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.readDL = t
-	c.mu.Unlock()
-	return nil
-}
+func (c *Conn) SetReadDeadline(t time.Time) error { c.dl.SetRead(t); return nil }
 
 // SetWriteDeadline implements net.Conn; it applies from the next Write on.
-func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.writeDL = t
-	c.mu.Unlock()
-	return nil
-}
+func (c *Conn) SetWriteDeadline(t time.Time) error { c.dl.SetWrite(t); return nil }
 
 // LingerTimeout is how long Linger waits for the client to hang up.
 const LingerTimeout = time.Second

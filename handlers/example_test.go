@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/spoki-telescope/spoki/handlers"
 	"github.com/spoki-telescope/spoki/handlers/generic"
@@ -122,7 +121,7 @@ func ExampleRegistry() {
 	reg.Register(NewBanner(BannerConfig{}), handlers.Matcher{Ports: []uint16{21, 2121}})
 	reg.Register(tls.New(tls.Config{}), handlers.Matcher{Content: tls.Match, Ports: tls.Ports})
 	reg.Register(telnet.New(telnet.Config{}), handlers.Matcher{
-		Content: telnet.Match, Ports: telnet.Ports, SpeakFirst: time.Second,
+		Content: telnet.Match, Ports: telnet.Ports, SpeakFirst: telnet.SpeakFirst,
 		Prefixes: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/25")},
 	})
 	reg.PureFor(netip.MustParsePrefix("198.51.100.128/25")) // this half acts like Spoki

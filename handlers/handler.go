@@ -74,3 +74,12 @@ var _ Handler = funcHandler{}
 
 // Name implements Handler.
 func (h funcHandler) Name() string { return h.name }
+
+// OrDefault returns v, or def if v is not positive: in a handler's Config
+// a zero (or negative) cap or timeout means the handler's default.
+func OrDefault[T ~int | ~int64](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}

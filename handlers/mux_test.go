@@ -203,6 +203,26 @@ func TestMuxByteCounters(t *testing.T) {
 	}
 }
 
+// discardAll is a handler that reads until a budget (or the client) ends
+// the connection.
+func discardAll(_ context.Context, c *handlers.Conn) (any, error) {
+	_, err := io.Copy(io.Discard, c)
+	return nil, err
+}
+
+// trickle returns a client that sends a byte every 20 ms, n times, or until
+// the connection fails.
+func trickle(n int) func(net.Conn) {
+	return func(c net.Conn) {
+		for range n {
+			if _, err := c.Write([]byte("x")); err != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
 func TestMuxBudgets(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -214,51 +234,28 @@ func TestMuxBudgets(t *testing.T) {
 		cause func(handlers.StatsSnapshot) uint64
 	}{
 		{
-			name: "idle timeout",
-			cfg:  handlers.MuxConfig{IdleTimeout: 50 * time.Millisecond},
-			h: func(_ context.Context, c *handlers.Conn) (any, error) {
-				_, err := io.Copy(io.Discard, c)
-				return nil, err
-			},
+			name:    "idle timeout",
+			cfg:     handlers.MuxConfig{IdleTimeout: 50 * time.Millisecond},
+			h:       discardAll,
 			client:  func(c net.Conn) { c.Write([]byte("x")) },
 			wantErr: "idle timeout",
 			cause:   func(s handlers.StatsSnapshot) uint64 { return s.BudgetIdle },
 		},
 		{
-			name: "total timeout",
-			cfg:  handlers.MuxConfig{IdleTimeout: time.Second, TotalTimeout: 150 * time.Millisecond},
-			h: func(_ context.Context, c *handlers.Conn) (any, error) {
-				_, err := io.Copy(io.Discard, c)
-				return nil, err
-			},
-			client: func(c net.Conn) {
-				for range 20 {
-					if _, err := c.Write([]byte("x")); err != nil {
-						return
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
-			},
+			name:    "total timeout",
+			cfg:     handlers.MuxConfig{IdleTimeout: time.Second, TotalTimeout: 150 * time.Millisecond},
+			h:       discardAll,
+			client:  trickle(20),
 			wantErr: "total timeout",
 			cause:   func(s handlers.StatsSnapshot) uint64 { return s.BudgetTotal },
 		},
 		{
 			// A slowloris: a byte every 20 ms never lets the idle budget
 			// fire, and the request never completes.
-			name: "request timeout",
-			cfg:  handlers.MuxConfig{IdleTimeout: time.Second, RequestTimeout: 150 * time.Millisecond},
-			h: func(_ context.Context, c *handlers.Conn) (any, error) {
-				_, err := io.Copy(io.Discard, c)
-				return nil, err
-			},
-			client: func(c net.Conn) {
-				for range 50 {
-					if _, err := c.Write([]byte("x")); err != nil {
-						return
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
-			},
+			name:    "request timeout",
+			cfg:     handlers.MuxConfig{IdleTimeout: time.Second, RequestTimeout: 150 * time.Millisecond},
+			h:       discardAll,
+			client:  trickle(50),
 			wantErr: "request timeout",
 			cause:   func(s handlers.StatsSnapshot) uint64 { return s.BudgetRequest },
 		},
@@ -276,12 +273,7 @@ func TestMuxBudgets(t *testing.T) {
 			},
 			client: func(c net.Conn) {
 				time.Sleep(30 * time.Millisecond)
-				for range 50 {
-					if _, err := c.Write([]byte("x")); err != nil {
-						return
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
+				trickle(50)(c)
 			},
 			wantErr: "request timeout",
 			cause:   func(s handlers.StatsSnapshot) uint64 { return s.BudgetRequest },
@@ -298,12 +290,9 @@ func TestMuxBudgets(t *testing.T) {
 			cause:   func(s handlers.StatsSnapshot) uint64 { return s.BudgetBytes },
 		},
 		{
-			name: "bytes to server",
-			cfg:  handlers.MuxConfig{MaxFirstBytes: 8, MaxBytesToServer: 16},
-			h: func(_ context.Context, c *handlers.Conn) (any, error) {
-				_, err := io.Copy(io.Discard, c)
-				return nil, err
-			},
+			name:    "bytes to server",
+			cfg:     handlers.MuxConfig{MaxFirstBytes: 8, MaxBytesToServer: 16},
+			h:       discardAll,
 			client:  func(c net.Conn) { c.Write(make([]byte, 100)) },
 			wantErr: "bytes to server cap",
 			cause:   func(s handlers.StatsSnapshot) uint64 { return s.BudgetBytes },
@@ -342,14 +331,6 @@ func TestMuxBudgets(t *testing.T) {
 // longer cut by it (the total budget ends the connection); and a handler
 // that swallows the budget's error still has the cut counted.
 func TestMuxRequestBudgetAnswered(t *testing.T) {
-	trickle := func(c net.Conn) {
-		for range 50 {
-			if _, err := c.Write([]byte("x")); err != nil {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 	t.Run("answered", func(t *testing.T) {
 		reg := handlers.NewRegistry(handlers.Func("chatty", func(_ context.Context, c *handlers.Conn) (any, error) {
 			b := make([]byte, 64)
@@ -364,7 +345,7 @@ func TestMuxRequestBudgetAnswered(t *testing.T) {
 		}))
 		m, rec := handlerstest.NewMux(t, handlers.MuxConfig{Registry: reg, IdleTimeout: time.Second,
 			RequestTimeout: 100 * time.Millisecond, TotalTimeout: 400 * time.Millisecond})
-		go trickle(dial(t, m, 7))
+		go trickle(50)(dial(t, m, 7))
 		s := rec.Wait(t, 1)[0]
 		if !strings.Contains(s.Error, "total timeout") {
 			t.Errorf("session error = %q, want the total timeout (the request was answered)", s.Error)
@@ -380,7 +361,7 @@ func TestMuxRequestBudgetAnswered(t *testing.T) {
 		}))
 		m, rec := handlerstest.NewMux(t, handlers.MuxConfig{Registry: reg, IdleTimeout: time.Second,
 			RequestTimeout: 100 * time.Millisecond})
-		go trickle(dial(t, m, 7))
+		go trickle(50)(dial(t, m, 7))
 		s := rec.Wait(t, 1)[0]
 		if s.Error != "" {
 			t.Errorf("session error = %q, want none (the handler swallowed it)", s.Error)

@@ -1,17 +1,15 @@
 package lab
 
 import (
-	"bufio"
-	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/spoki-telescope/spoki/records"
 )
 
 // Event is the part of an event-log line (docs/formats.md#event-log) that
@@ -48,13 +46,9 @@ func (e Event) Dest() netip.AddrPort { return netip.AddrPortFrom(e.DestIP, e.Des
 // time order. A line that does not parse is an error: spoki must never
 // write half a line, even when stopped.
 func ReadEvents(dir, tag string) ([]Event, error) {
-	var files []string
-	for _, pat := range []string{tag + ".events.*.jsonl", tag + ".events.*.jsonl.gz"} {
-		m, err := filepath.Glob(filepath.Join(dir, pat))
-		if err != nil {
-			return nil, fmt.Errorf("lab: read events: %w", err)
-		}
-		files = append(files, m...)
+	files, err := records.EventLogFiles(dir, tag)
+	if err != nil {
+		return nil, fmt.Errorf("lab: read events: %w", err)
 	}
 	var events []Event
 	for _, f := range files {
@@ -68,37 +62,23 @@ func ReadEvents(dir, tag string) ([]Event, error) {
 	return events, nil
 }
 
-// readEventFile reads one event-log file.
+// maxEventLine caps an event-log line; a longer one is an error.
+const maxEventLine = 16 << 20
+
+// readEventFile reads one event-log file. A last line without its newline
+// is read too (and is an error unless it parses).
 func readEventFile(name string) ([]Event, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, fmt.Errorf("lab: read events: %w", err)
-	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(name, ".gz") {
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			return nil, fmt.Errorf("lab: read events %s: %w", name, err)
-		}
-		defer zr.Close()
-		r = zr
-	}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	var events []Event
-	for n := 1; sc.Scan(); n++ {
-		if len(strings.TrimSpace(sc.Text())) == 0 {
-			continue
-		}
+	err := records.ReadLogLines(name, records.LineOptions{Max: maxEventLine}, func(line []byte) error {
 		var e Event
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			return nil, fmt.Errorf("lab: read events %s:%d: %w", name, n, err)
+		if err := json.Unmarshal(line, &e); err != nil {
+			return err
 		}
 		events = append(events, e)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("lab: read events %s: %w", name, err)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lab: read events: %w", err)
 	}
 	return events, nil
 }

@@ -11,6 +11,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/spoki-telescope/spoki/records"
 )
 
 // Per-connection buffer sizes (Config.ConnBuffer): the receive and the send
@@ -57,10 +59,8 @@ type Conn struct {
 	end   time.Time
 	timer *time.Timer
 
-	mu            sync.Mutex
-	readDeadline  time.Time
-	writeDeadline time.Time
-	closeOnce     sync.Once
+	dl        records.Deadlines // the handler's own
+	closeOnce sync.Once
 }
 
 func newConn(wq *waiter.Queue, ep tcpip.Endpoint, idle, total time.Duration) *Conn {
@@ -74,22 +74,14 @@ func newConn(wq *waiter.Queue, ep tcpip.Endpoint, idle, total time.Duration) *Co
 // bound returns the earliest of the handler's deadline, the idle budget from
 // now and the total budget.
 func (c *Conn) bound(user time.Time) time.Time {
-	d := time.Now().Add(c.idle)
-	if c.end.Before(d) {
-		d = c.end
-	}
-	if !user.IsZero() && user.Before(d) {
-		d = user
-	}
+	d, _ := records.EarliestDeadline(user, time.Now().Add(c.idle), c.end)
 	return d
 }
 
 // Read implements net.Conn. A read past its deadline fails with an error
 // that wraps os.ErrDeadlineExceeded, as net.Conn promises.
 func (c *Conn) Read(b []byte) (int, error) {
-	c.mu.Lock()
-	d := c.bound(c.readDeadline)
-	c.mu.Unlock()
+	d := c.bound(c.dl.Read())
 	c.TCPConn.SetReadDeadline(d)
 	n, err := c.TCPConn.Read(b)
 	return n, deadlineErr(err)
@@ -98,9 +90,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 // Write implements net.Conn; like Read, past its deadline it fails with an
 // error that wraps os.ErrDeadlineExceeded.
 func (c *Conn) Write(b []byte) (int, error) {
-	c.mu.Lock()
-	d := c.bound(c.writeDeadline)
-	c.mu.Unlock()
+	d := c.bound(c.dl.Write())
 	c.TCPConn.SetWriteDeadline(d)
 	n, err := c.TCPConn.Write(b)
 	return n, deadlineErr(err)
@@ -128,28 +118,13 @@ func (e timeoutErr) Timeout() bool   { return true }
 func (e timeoutErr) Temporary() bool { return true }
 
 // SetDeadline implements net.Conn.
-func (c *Conn) SetDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.readDeadline, c.writeDeadline = t, t
-	c.mu.Unlock()
-	return nil
-}
+func (c *Conn) SetDeadline(t time.Time) error { c.dl.Set(t); return nil }
 
 // SetReadDeadline implements net.Conn.
-func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.readDeadline = t
-	c.mu.Unlock()
-	return nil
-}
+func (c *Conn) SetReadDeadline(t time.Time) error { c.dl.SetRead(t); return nil }
 
 // SetWriteDeadline implements net.Conn.
-func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.writeDeadline = t
-	c.mu.Unlock()
-	return nil
-}
+func (c *Conn) SetWriteDeadline(t time.Time) error { c.dl.SetWrite(t); return nil }
 
 // Reset aborts the connection with a TCP RST, as Spoki ends every
 // connection. The conn must still be closed.

@@ -5,12 +5,20 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 )
+
+// merged returns a new map with base's fields and extra's, extra's winning.
+func merged(base, extra map[string]any) map[string]any {
+	m := maps.Clone(base)
+	maps.Copy(m, extra)
+	return m
+}
 
 // decodeLine checks that line is one JSON object ending in '\n' and decodes it.
 func decodeLine(t *testing.T, line []byte) map[string]any {
@@ -72,16 +80,7 @@ func TestAppendSYNEvent(t *testing.T) {
 
 	flow := map[string]any{"event_type": "syn", "proto": "TCP", "src_ip": "198.51.100.7", "src_port": 40000,
 		"dest_ip": "192.0.2.10", "dest_port": 80}
-	with := func(extra map[string]any) map[string]any {
-		m := map[string]any{}
-		for k, v := range flow {
-			m[k] = v
-		}
-		for k, v := range extra {
-			m[k] = v
-		}
-		return m
-	}
+	with := func(extra map[string]any) map[string]any { return merged(flow, extra) }
 	tests := []struct {
 		name string
 		p    Packet
@@ -140,16 +139,7 @@ func TestAppendSessionEvent(t *testing.T) {
 	payload := []byte("GET /x HTTP/1.1\r\nUser-Agent: \"q\\\x00\xff\r\n")
 	head := map[string]any{"timestamp": "2026-11-25T11:03:32.123456789Z", "event_type": "session",
 		"src_ip": "198.51.100.7", "src_port": 40000, "dest_ip": "192.0.2.10", "dest_port": 80, "proto": "TCP", "userid": 7}
-	with := func(extra map[string]any) map[string]any {
-		m := map[string]any{}
-		for k, v := range head {
-			m[k] = v
-		}
-		for k, v := range extra {
-			m[k] = v
-		}
-		return m
-	}
+	with := func(extra map[string]any) map[string]any { return merged(head, extra) }
 	tests := []struct {
 		name    string
 		s       Session

@@ -1,8 +1,12 @@
 // Package records holds what spoki knows about the traffic it sees: the
 // packet and reply records of Spoki's CSV logs, the JSON events of the event
 // log, the Flow handed to handlers, and the pure functions that classify SYNs
-// (the paper's irregular rules and scanner fingerprints). Both the live
-// telescope and the offline analysis use it, so it imports nothing of spoki.
+// (the paper's irregular rules and scanner fingerprints). It also reads the
+// logs back (OpenLog, ReadLines: gzip or plain, line by line) for the lab,
+// the scenarios and the analyses, and clamps a conn's deadlines by its
+// budgets (Deadlines, EarliestDeadline) for both the netstack's conns and the
+// handlers'. Both the live telescope and the offline analysis use it, so it
+// imports nothing of spoki.
 // docs/formats.md describes the formats column by column.
 package records
 

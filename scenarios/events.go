@@ -1,21 +1,18 @@
 package scenarios
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spoki-telescope/spoki/records"
 )
 
 // LogDir is an EventSource that reads the telescope's event log files,
@@ -29,13 +26,9 @@ var _ EventSource = LogDir{}
 // Events implements EventSource. A last line without its newline (being
 // written) is skipped; any other line that does not parse is an error.
 func (l LogDir) Events(since time.Time) ([]Event, error) {
-	var files []string
-	for _, pat := range []string{l.Tag + ".events.*.jsonl", l.Tag + ".events.*.jsonl.gz"} {
-		m, err := filepath.Glob(filepath.Join(l.Dir, pat))
-		if err != nil {
-			return nil, fmt.Errorf("scenarios: events: %w", err)
-		}
-		files = append(files, m...)
+	files, err := records.EventLogFiles(l.Dir, l.Tag)
+	if err != nil {
+		return nil, fmt.Errorf("scenarios: events: %w", err)
 	}
 	sort.Strings(files)
 	var out []Event
@@ -49,48 +42,29 @@ func (l LogDir) Events(since time.Time) ([]Event, error) {
 	return out, nil
 }
 
-// readEventFile reads one event file, keeping events from since on.
+// readEventFile reads one event file, keeping events from since on. A
+// partial last line is still being written: it is left for the next read.
 func readEventFile(name string, since time.Time) ([]Event, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, fmt.Errorf("scenarios: events: %w", err)
-	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(name, ".gz") {
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			return nil, fmt.Errorf("scenarios: events %s: %w", name, err)
-		}
-		defer zr.Close()
-		r = zr
-	}
-	br := bufio.NewReader(r)
 	var out []Event
-	for n := 1; ; n++ {
-		line, err := br.ReadBytes('\n')
-		if err == io.EOF {
-			return out, nil // a partial last line is still being written
-		}
-		if err != nil {
-			return nil, fmt.Errorf("scenarios: events %s: %w", name, err)
-		}
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
+	err := records.ReadLogLines(name, records.LineOptions{DropPartial: true}, func(line []byte) error {
 		dec := json.NewDecoder(bytes.NewReader(line))
 		dec.UseNumber()
 		var e Event
 		if err := dec.Decode(&e); err != nil {
-			return nil, fmt.Errorf("scenarios: events %s:%d: %w", name, n, err)
+			return err
 		}
 		if ts, ok := e["timestamp"].(string); ok {
 			if t, err := time.Parse(time.RFC3339Nano, ts); err == nil && t.Before(since) {
-				continue
+				return nil
 			}
 		}
 		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scenarios: events: %w", err)
 	}
+	return out, nil
 }
 
 // value returns the field at a dotted path, decoding a base64 field named
@@ -194,10 +168,7 @@ func ofFlow(e Event, src, dst netip.AddrPort) bool {
 // expectEvent polls the event source until an event of the step's type on
 // the step's flow satisfies every condition, or the window ends.
 func (ru *run) expectEvent(ctx context.Context, fs *flowState, st *Step) (string, time.Time, error) {
-	within := st.Within
-	if within == 0 {
-		within = DefaultEventWithin
-	}
+	within := st.window(DefaultEventWithin)
 	if ru.r.cfg.Events == nil {
 		return "", time.Now(), fmt.Errorf("no event log to read (give the telescope's --log-dir)")
 	}

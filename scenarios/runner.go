@@ -529,10 +529,7 @@ func (ru *run) waitChange(ctx context.Context, changed <-chan struct{}, deadline
 // telescope's stack may send a bare ACK before its data, or retransmit)
 // and named in the failure message.
 func (ru *run) expectPacket(ctx context.Context, fs *flowState, st *Step) (string, time.Time, error) {
-	within := st.Within
-	if within == 0 {
-		within = DefaultWithin
-	}
+	within := st.window(DefaultWithin)
 	deadline := time.Now().Add(within)
 	for {
 		ru.r.mu.Lock()
@@ -701,10 +698,7 @@ func matchOptions(want []Option, got []RawOption, lookup func(string) (uint64, e
 // retransmit` (no packet that repeats one received before) over the
 // window that starts at the previous step's end.
 func (ru *run) expectQuiet(ctx context.Context, fs *flowState, st *Step, since time.Time) (string, time.Time, error) {
-	within := st.Within
-	if within == 0 {
-		within = DefaultWithin
-	}
+	within := st.window(DefaultWithin)
 	deadline := time.Now().Add(within)
 	for {
 		ru.r.mu.Lock()

@@ -135,6 +135,14 @@ type Step struct {
 	Event *EventSpec
 }
 
+// window returns how long the step waits: Within, or def where it is 0.
+func (st *Step) window(def time.Duration) time.Duration {
+	if st.Within == 0 {
+		return def
+	}
+	return st.Within
+}
+
 // PacketSpec is a packet line's fields. Nil expressions are unset: a `>`
 // line takes defaults, a `<` line does not check them.
 type PacketSpec struct {

@@ -9,7 +9,6 @@ package assemble
 
 import (
 	"bufio"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spoki-telescope/spoki/records"
 )
 
 // Timeouts of the original's live reader.
@@ -36,7 +37,7 @@ type logFile struct {
 	hour   time.Time
 	batch  int32
 	f      *os.File
-	gz     *gzip.Reader
+	gz     bool // read through gzip
 	br     *bufio.Reader
 	header bool   // the header line has been read
 	buf    []byte // partial line carried over to the next read
@@ -162,12 +163,12 @@ func (r *hourReader) open() (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("assemble: open %s.gz: %w", base, err)
 		}
-		gz, err := gzip.NewReader(bufio.NewReaderSize(r.counted(f), 1<<16))
+		gz, err := records.NewLogReader(bufio.NewReaderSize(r.counted(f), 1<<16), true)
 		if err != nil {
 			f.Close()
 			return false, fmt.Errorf("assemble: open %s.gz: %w", base, err)
 		}
-		lf.gz = gz
+		lf.gz = true
 		lf.br = bufio.NewReaderSize(gz, r.bufSize)
 	} else if err != nil {
 		return false, fmt.Errorf("assemble: open %s: %w", base, err)
@@ -190,9 +191,6 @@ func (r *hourReader) advance() {
 }
 
 func (lf *logFile) close() {
-	if lf.gz != nil {
-		lf.gz.Close()
-	}
 	lf.f.Close()
 }
 
@@ -222,7 +220,7 @@ func (r *hourReader) consume(lf *logFile) (int, error) {
 			line = lf.buf
 		}
 		if err != nil { // io.EOF: keep the partial line for later
-			if lf.gz != nil {
+			if lf.gz {
 				lf.eof = true
 			}
 			if len(lf.buf) == 0 && len(chunk) > 0 {

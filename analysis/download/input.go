@@ -4,9 +4,7 @@ package download
 // assemble output (TAG-events-YYYYMMDD-HHMMSS.json.gz), told apart per line.
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -21,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spoki-telescope/spoki/analysis/urls"
+	"github.com/spoki-telescope/spoki/records"
 )
 
 // maxLineBytes caps one input line; longer lines are counted and skipped.
@@ -97,30 +96,7 @@ func ExpandInputs(paths []string) ([]string, error) {
 
 // OpenInput opens a file, decompressing it when it starts with the gzip
 // magic (names are not trusted: rotation may compress a file later).
-func OpenInput(path string) (io.ReadCloser, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	br := bufio.NewReaderSize(f, 64<<10)
-	magic, _ := br.Peek(2)
-	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			f.Close()
-			return nil, err
-		}
-		return readCloser{zr, f}, nil
-	}
-	return readCloser{br, f}, nil
-}
-
-type readCloser struct {
-	io.Reader
-	c io.Closer
-}
-
-func (r readCloser) Close() error { return r.c.Close() }
+func OpenInput(path string) (io.ReadCloser, error) { return records.OpenLogSniffed(path) }
 
 // ForEachLine calls fn with every line (without its line end) of the
 // input files; lines longer than maxLineBytes are counted as bad and
@@ -156,37 +132,20 @@ type callbackError struct{ err error }
 func (e callbackError) Error() string { return e.err.Error() }
 
 func eachLine(r io.Reader, st *ScanStats, fn func([]byte) error) error {
-	br := bufio.NewReaderSize(r, 256<<10)
-	var long bool
-	var buf []byte
-	for {
-		chunk, err := br.ReadSlice('\n')
-		if len(buf)+len(chunk) > maxLineBytes {
-			long, buf = true, buf[:0]
-		} else if !long {
-			buf = append(buf, chunk...)
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			continue
-		}
-		if len(buf) > 0 || long {
-			st.Lines++
-			if long {
-				st.BadLines++
-			} else if line := bytes.TrimRight(buf, "\r\n"); len(line) > 0 {
-				if ferr := fn(line); ferr != nil {
-					return callbackError{ferr}
-				}
+	long := func(int) error {
+		st.Lines++
+		st.BadLines++
+		return nil
+	}
+	return records.ReadLines(r, records.LineOptions{Max: maxLineBytes, Long: long}, func(_ int, line []byte) error {
+		st.Lines++
+		if line = bytes.TrimRight(line, "\r\n"); len(line) > 0 {
+			if ferr := fn(line); ferr != nil {
+				return callbackError{ferr}
 			}
 		}
-		long, buf = false, buf[:0]
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
+		return nil
+	})
 }
 
 // inputLine holds the fields of both input formats that Scan uses.

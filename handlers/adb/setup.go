@@ -93,18 +93,10 @@ func New(cfg Config) *Handler {
 	if len(h.banner) == 0 {
 		h.banner = []byte(DefaultBanner)
 	}
-	if h.maxMessages <= 0 {
-		h.maxMessages = DefaultMaxMessages
-	}
-	if h.maxServices <= 0 {
-		h.maxServices = DefaultMaxServices
-	}
-	if h.maxRecordBytes <= 0 {
-		h.maxRecordBytes = DefaultMaxRecordBytes
-	}
-	if h.readTimeout <= 0 {
-		h.readTimeout = DefaultReadTimeout
-	}
+	h.maxMessages = handlers.OrDefault(h.maxMessages, DefaultMaxMessages)
+	h.maxServices = handlers.OrDefault(h.maxServices, DefaultMaxServices)
+	h.maxRecordBytes = handlers.OrDefault(h.maxRecordBytes, DefaultMaxRecordBytes)
+	h.readTimeout = handlers.OrDefault(h.readTimeout, DefaultReadTimeout)
 	return h
 }
 

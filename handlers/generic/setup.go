@@ -55,12 +55,8 @@ var _ handlers.Handler = (*Handler)(nil)
 // zero.
 func New(cfg Config) *Handler {
 	h := &Handler{maxBytes: cfg.MaxBytes, readWindow: cfg.ReadWindow}
-	if h.maxBytes <= 0 {
-		h.maxBytes = DefaultMaxBytes
-	}
-	if h.readWindow <= 0 {
-		h.readWindow = DefaultReadWindow
-	}
+	h.maxBytes = handlers.OrDefault(h.maxBytes, DefaultMaxBytes)
+	h.readWindow = handlers.OrDefault(h.readWindow, DefaultReadWindow)
 	return h
 }
 

@@ -70,15 +70,10 @@ type Limits struct {
 }
 
 func (l Limits) withDefaults() Limits {
-	def := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	def(&l.MaxHeadBytes, DefaultMaxHeadBytes)
-	def(&l.MaxHeaders, DefaultMaxHeaders)
-	def(&l.MaxValueBytes, DefaultMaxValueBytes)
-	def(&l.MaxBodyBytes, DefaultMaxBodyBytes)
+	l.MaxHeadBytes = handlers.OrDefault(l.MaxHeadBytes, DefaultMaxHeadBytes)
+	l.MaxHeaders = handlers.OrDefault(l.MaxHeaders, DefaultMaxHeaders)
+	l.MaxValueBytes = handlers.OrDefault(l.MaxValueBytes, DefaultMaxValueBytes)
+	l.MaxBodyBytes = handlers.OrDefault(l.MaxBodyBytes, DefaultMaxBodyBytes)
 	return l
 }
 
@@ -100,9 +95,7 @@ func New(cfg Config) *Handler {
 	if h.body == "" {
 		h.body = DefaultBody
 	}
-	if h.readTimeout <= 0 {
-		h.readTimeout = DefaultReadTimeout
-	}
+	h.readTimeout = handlers.OrDefault(h.readTimeout, DefaultReadTimeout)
 	return h
 }
 

@@ -62,15 +62,9 @@ var _ handlers.Handler = (*Handler)(nil)
 // zero.
 func New(cfg Config) *Handler {
 	h := &Handler{maxPacketBytes: cfg.MaxPacketBytes, maxPackets: cfg.MaxPackets, readTimeout: cfg.ReadTimeout}
-	if h.maxPacketBytes <= 0 {
-		h.maxPacketBytes = DefaultMaxPacketBytes
-	}
-	if h.maxPackets <= 0 {
-		h.maxPackets = DefaultMaxPackets
-	}
-	if h.readTimeout <= 0 {
-		h.readTimeout = DefaultReadTimeout
-	}
+	h.maxPacketBytes = handlers.OrDefault(h.maxPacketBytes, DefaultMaxPacketBytes)
+	h.maxPackets = handlers.OrDefault(h.maxPackets, DefaultMaxPackets)
+	h.readTimeout = handlers.OrDefault(h.readTimeout, DefaultReadTimeout)
 	return h
 }
 

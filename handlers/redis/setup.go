@@ -79,18 +79,10 @@ func New(cfg Config) *Handler {
 		maxCommands: cfg.MaxCommands, maxArgs: cfg.MaxArgs,
 		maxArgBytes: cfg.MaxArgBytes, readTimeout: cfg.ReadTimeout,
 	}
-	if h.maxCommands <= 0 {
-		h.maxCommands = DefaultMaxCommands
-	}
-	if h.maxArgs <= 0 {
-		h.maxArgs = DefaultMaxArgs
-	}
-	if h.maxArgBytes <= 0 {
-		h.maxArgBytes = DefaultMaxArgBytes
-	}
-	if h.readTimeout <= 0 {
-		h.readTimeout = DefaultReadTimeout
-	}
+	h.maxCommands = handlers.OrDefault(h.maxCommands, DefaultMaxCommands)
+	h.maxArgs = handlers.OrDefault(h.maxArgs, DefaultMaxArgs)
+	h.maxArgBytes = handlers.OrDefault(h.maxArgBytes, DefaultMaxArgBytes)
+	h.readTimeout = handlers.OrDefault(h.readTimeout, DefaultReadTimeout)
 	return h
 }
 

@@ -78,12 +78,8 @@ var _ handlers.Handler = (*Handler)(nil)
 // zero.
 func New(cfg Config) *Handler {
 	h := &Handler{maxFrameBytes: cfg.MaxFrameBytes, readTimeout: cfg.ReadTimeout, started: time.Now()}
-	if h.maxFrameBytes <= 0 {
-		h.maxFrameBytes = DefaultMaxFrameBytes
-	}
-	if h.readTimeout <= 0 {
-		h.readTimeout = DefaultReadTimeout
-	}
+	h.maxFrameBytes = handlers.OrDefault(h.maxFrameBytes, DefaultMaxFrameBytes)
+	h.readTimeout = handlers.OrDefault(h.readTimeout, DefaultReadTimeout)
 	_, _ = rand.Read(h.serverGUID[:]) // never fails (crypto/rand's documented contract)
 	return h
 }

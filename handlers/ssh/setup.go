@@ -3,9 +3,9 @@
 // and KEXINIT, records the client's algorithm lists and HASSH fingerprint,
 // and closes before any key exchange. It speaks first.
 //
-// Ports: 22, 2222 (Ports). Register them with Matcher.SpeakFirst (e.g.
-// 1 s): most clients wait for the server's banner, though RFC 4253 lets
-// both sides send at once. Content: Match accepts a first segment starting
+// Ports: 22, 2222 (Ports). Register them with Matcher.SpeakFirst set to
+// SpeakFirst (1 s): most clients wait for the server's banner, though
+// RFC 4253 lets both sides send at once. Content: Match accepts a first segment starting
 // with "SSH-".
 //
 // Session fields: app_proto "ssh"; the "ssh" object is Detail: banner
@@ -33,6 +33,12 @@ const Name = "ssh"
 
 // Ports are the ports the handler usually serves.
 var Ports = []uint16{22, 2222}
+
+// SpeakFirst is how long the Mux waits on Ports for the client's first
+// segment (Matcher.SpeakFirst) before the handler sends its banner: most
+// clients wait for the server's, which Spoki's own (silent) default would
+// never send.
+const SpeakFirst = time.Second
 
 // Defaults of Config's zero values, and caps.
 const (
@@ -75,9 +81,7 @@ func New(cfg Config) *Handler {
 	if h.banner == "" {
 		h.banner = DefaultBanner
 	}
-	if h.readTimeout <= 0 {
-		h.readTimeout = DefaultReadTimeout
-	}
+	h.readTimeout = handlers.OrDefault(h.readTimeout, DefaultReadTimeout)
 	if !cfg.NoKEXINIT {
 		h.kexinit = serverKEXINIT()
 	}

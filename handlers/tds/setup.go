@@ -62,12 +62,8 @@ var _ handlers.Handler = (*Handler)(nil)
 // zero.
 func New(cfg Config) *Handler {
 	h := &Handler{maxMessageBytes: cfg.MaxMessageBytes, readTimeout: cfg.ReadTimeout}
-	if h.maxMessageBytes <= 0 {
-		h.maxMessageBytes = DefaultMaxMessageBytes
-	}
-	if h.readTimeout <= 0 {
-		h.readTimeout = DefaultReadTimeout
-	}
+	h.maxMessageBytes = handlers.OrDefault(h.maxMessageBytes, DefaultMaxMessageBytes)
+	h.readTimeout = handlers.OrDefault(h.readTimeout, DefaultReadTimeout)
 	return h
 }
 

@@ -3,8 +3,8 @@
 // answers the probes of IoT bots (Mirai and kin), recording every
 // credential and command. It speaks first.
 //
-// Ports: 23, 2323 (Ports). Register them with Matcher.SpeakFirst (e.g.
-// 1 s): telnet clients wait for the server. Content: Match accepts a first
+// Ports: 23, 2323 (Ports). Register them with Matcher.SpeakFirst set to
+// SpeakFirst (1 s): telnet clients wait for the server. Content: Match accepts a first
 // segment starting with IAC (0xff) followed by a negotiation verb.
 //
 // Session fields: app_proto "telnet"; the "telnet" object is Detail:
@@ -32,6 +32,11 @@ const Name = "telnet"
 
 // Ports are the ports the handler usually serves.
 var Ports = []uint16{23, 2323}
+
+// SpeakFirst is how long the Mux waits on Ports for the client's first
+// segment (Matcher.SpeakFirst) before the handler opens the negotiation:
+// telnet clients wait for the server.
+const SpeakFirst = time.Second
 
 // Defaults of Config's zero values.
 const (
@@ -68,16 +73,11 @@ type Limits struct {
 }
 
 func (l Limits) withDefaults() Limits {
-	def := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	def(&l.MaxCredentials, DefaultMaxCredentials)
-	def(&l.MaxCommands, DefaultMaxCommands)
-	def(&l.MaxLineBytes, DefaultMaxLineBytes)
-	def(&l.MaxOptions, DefaultMaxOptions)
-	def(&l.MaxInputBytes, DefaultMaxInputBytes)
+	l.MaxCredentials = handlers.OrDefault(l.MaxCredentials, DefaultMaxCredentials)
+	l.MaxCommands = handlers.OrDefault(l.MaxCommands, DefaultMaxCommands)
+	l.MaxLineBytes = handlers.OrDefault(l.MaxLineBytes, DefaultMaxLineBytes)
+	l.MaxOptions = handlers.OrDefault(l.MaxOptions, DefaultMaxOptions)
+	l.MaxInputBytes = handlers.OrDefault(l.MaxInputBytes, DefaultMaxInputBytes)
 	return l
 }
 
@@ -95,18 +95,14 @@ var _ handlers.Handler = (*Handler)(nil)
 func New(cfg Config) *Handler {
 	h := &Handler{loginAttempt: cfg.LoginAttempt, hostname: cfg.Hostname, banner: cfg.Banner,
 		readTimeout: cfg.ReadTimeout, lim: cfg.Limits.withDefaults()}
-	if h.loginAttempt <= 0 {
-		h.loginAttempt = DefaultLoginAttempt
-	}
+	h.loginAttempt = handlers.OrDefault(h.loginAttempt, DefaultLoginAttempt)
 	if h.hostname == "" {
 		h.hostname = DefaultHostname
 	}
 	if h.banner == "" {
 		h.banner = DefaultBanner
 	}
-	if h.readTimeout <= 0 {
-		h.readTimeout = DefaultReadTimeout
-	}
+	h.readTimeout = handlers.OrDefault(h.readTimeout, DefaultReadTimeout)
 	return h
 }
 

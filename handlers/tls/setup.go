@@ -61,9 +61,7 @@ var _ handlers.Handler = (*Handler)(nil)
 // New returns a tls Handler configured by cfg.
 func New(cfg Config) *Handler {
 	h := &Handler{readTimeout: cfg.ReadTimeout, noAlert: cfg.NoAlert}
-	if h.readTimeout <= 0 {
-		h.readTimeout = DefaultReadTimeout
-	}
+	h.readTimeout = handlers.OrDefault(h.readTimeout, DefaultReadTimeout)
 	return h
 }
 
