@@ -1,8 +1,8 @@
 // Package tun opens the TUN device the telescope prefixes are routed to, and
 // adds and removes those routes. It is the only package that talks to the
 // kernel's network configuration: the netstack gets plain file descriptors.
-// It also drops the process's privileges once the device and the routes
-// are up (DropPrivileges, privs_linux.go).
+// Dropping privileges once the device and routes are up is package privs's
+// job.
 package tun
 
 import (
@@ -190,7 +190,7 @@ func (d *Device) FDs() []int { return d.fds }
 
 // Close closes every queue; the kernel then removes the (non-persistent)
 // device, and with it every route through it. That needs no privilege, so
-// Close works after DropPrivileges. Only if the device outlives its queues
+// Close works after privs.Drop. Only if the device outlives its queues
 // (another process attached one) are the routes removed through netlink,
 // which needs CAP_NET_ADMIN. It is safe to call more than once.
 func (d *Device) Close() error {

@@ -29,6 +29,7 @@ import (
 	"github.com/spoki-telescope/spoki/analysis/twophase"
 	"github.com/spoki-telescope/spoki/handlers"
 	"github.com/spoki-telescope/spoki/netstack"
+	"github.com/spoki-telescope/spoki/privs"
 	"github.com/spoki-telescope/spoki/records"
 	"github.com/spoki-telescope/spoki/records/filesink"
 	"github.com/spoki-telescope/spoki/records/kafkasink"
@@ -68,7 +69,7 @@ type runConfig struct {
 	Kafka            string `yaml:"kafka"`
 	KafkaTopicPrefix string `yaml:"kafka-topic-prefix"`
 	// User is who spoki runs as once the TUN and routes are up (root's
-	// default: tun.DefaultUser, else tun.FallbackUser); whoever it is, it
+	// default: privs.DefaultUser, else privs.FallbackUser); whoever it is, it
 	// keeps no capability.
 	User string `yaml:"user"`
 	// Keep removes log files older than that (0 keeps all); Compress
@@ -372,7 +373,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 	log := newLogger(level)
 	// Who spoki becomes once set up, known before anything is set up: a
 	// bad --user leaves nothing behind.
-	runAs, err := tun.RunAs(cfg.User)
+	runAs, err := privs.RunAs(cfg.User)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
@@ -416,7 +417,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 	// Everything privileged is done, and nothing has read a packet or
 	// started a goroutine of its own yet: become runAs and keep no
 	// capability, on every thread. The routes go with the TUN at exit.
-	dropped, err := tun.DropPrivileges(runAs)
+	dropped, err := privs.Drop(runAs)
 	if err != nil {
 		logRoot.Close()
 		return fmt.Errorf("run: %w", err)
