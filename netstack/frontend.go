@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -19,12 +18,12 @@ import (
 	"github.com/spoki-telescope/spoki/records"
 )
 
-// frontEnd is a pass-through link endpoint between the TUN (fdbased) and
+// frontEnd is a pass-through link endpoint between the TUN (tunLink) and
 // gVisor. It answers SYNs itself, statelessly, with gVisor-compatible
 // cookies, and lets only valid-cookie ACKs and packets of established
 // connections reach gVisor. Everything it reads or writes is recorded.
-// It runs inline in the fdbased reader goroutines (one per TUN queue), so it
-// must never block.
+// It runs inline in the tunLink reader goroutines (one per TUN queue), so
+// it must never block.
 type frontEnd struct {
 	nested.Endpoint
 	st *Stack
@@ -778,11 +777,15 @@ func encodeSegment(pkt []byte, seg *segment) int {
 	return ipLen + tcpLen
 }
 
-// txBuf is the buffer one segment is encoded into. gVisor's IPv4 and IPv6
-// Encode hand the buffer to their option serializers (interfaces), so a
-// buffer on the stack would move to the heap on every SYN: the buffers are
-// pooled instead.
-type txBuf [maxSegmentLen]byte
+// txBuf is the buffer one segment is encoded into, with the batch of one
+// that hands it to the Device. gVisor's IPv4 and IPv6 Encode hand the
+// buffer to their option serializers (interfaces), and the Device is an
+// interface too, so a buffer on the stack would move to the heap on every
+// SYN: the buffers are pooled instead.
+type txBuf struct {
+	pkt  [maxSegmentLen]byte
+	bufs [1][]byte
+}
 
 var txBufs = sync.Pool{New: func() any { return new(txBuf) }}
 
@@ -790,8 +793,8 @@ var txBufs = sync.Pool{New: func() any { return new(txBuf) }}
 // queues by the peer's port.
 func (s *Stack) writeSegment(seg *segment) error {
 	b := txBufs.Get().(*txBuf)
-	n := encodeSegment(b[:], seg)
-	err := s.writeRaw(b[:n], seg.dport)
+	n := encodeSegment(b.pkt[:], seg)
+	err := s.writeRaw(b, n, seg.dport)
 	txBufs.Put(b)
 	return err
 }
@@ -839,18 +842,17 @@ func (s *Stack) mss(v6 bool) uint16 {
 	return uint16(s.cfg.MTU) - header.IPv4MinimumSize - header.TCPMinimumSize
 }
 
-// writeRaw writes one IP packet to the TUN, bypassing gVisor: the SYN-ACK
-// path is two syscalls and a hash, nothing more. Without TUN fds (tests) it
-// goes through the link endpoint.
-func (s *Stack) writeRaw(b []byte, spread uint16) error {
-	if len(s.fds) > 0 {
-		fd := s.fds[int(spread)%len(s.fds)]
-		_, err := unix.Write(fd, b)
-		return err
+// writeRaw writes the n bytes of b, one IP packet, to the TUN, bypassing
+// gVisor: the SYN-ACK path is a hash, an encoding and one write, nothing
+// more. Over a link endpoint of a test (Config.Link) it goes through the
+// endpoint.
+func (s *Stack) writeRaw(b *txBuf, n int, spread uint16) error {
+	if s.tun != nil {
+		return s.tun.write(b, n, spread)
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(append([]byte(nil), b...))})
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(append([]byte(nil), b.pkt[:n]...))})
 	defer pkt.DecRef()
-	if b[0]>>4 == 6 {
+	if b.pkt[0]>>4 == 6 {
 		pkt.NetworkProtocolNumber = header.IPv6ProtocolNumber
 	} else {
 		pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber

@@ -529,7 +529,7 @@ func runMain(ctx context.Context, args []string) (err error) {
 	limits := cfg.synackLimits()
 	st, err = netstack.New(netstack.Config{
 		SYNACKLimits: &limits,
-		FDs:          dev.FDs(),
+		Device:       dev,
 		MTU:          uint32(dev.MTU()),
 		Prefixes:     prefixes,
 		MaxConns:     cfg.MaxConns,
@@ -831,7 +831,7 @@ func memStats() (heapLive, rss uint64) {
 
 // logStats writes the stats line: what came in, what went out, what was
 // dropped, and whether the writers keep up.
-func logStats(log *slog.Logger, st *netstack.Stack, muxes *muxSet, sink *filesink.Writer, tp *twoPhaseFeed, dev *tun.Device, msg string) {
+func logStats(log *slog.Logger, st *netstack.Stack, muxes *muxSet, sink *filesink.Writer, tp *twoPhaseFeed, dev tun.Device, msg string) {
 	s := st.Stats().Snapshot()
 	m := muxes.snapshot()
 	w := sink.Stats()
