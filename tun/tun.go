@@ -66,8 +66,8 @@ const (
 	// packets that crossed one.
 	DefaultMTU = 1500
 	// DefaultTxQueueLen is the kernel queue in front of each TUN queue. It is
-	// the only buffer between the kernel and the netstack (fdbased runs one
-	// inline processor per fd), so it sets how much of a burst is absorbed
+	// the only buffer between the kernel and the netstack (one reader per
+	// queue delivers inline), so it sets how much of a burst is absorbed
 	// before the kernel drops; the kernel default of 500 is far too short for
 	// a flood.
 	DefaultTxQueueLen = 10000
