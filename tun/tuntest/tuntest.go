@@ -125,6 +125,7 @@ type queue struct {
 	// timer fires the deadline: it sends on deadline, which a blocked
 	// Read selects on.
 	timer    *time.Timer
+	gen      uint64 // of the deadline set last: an older timer is void
 	expired  atomic.Bool
 	deadline chan struct{}
 }
@@ -194,10 +195,15 @@ func (q *queue) SetReadDeadline(t time.Time) error {
 	default:
 	}
 	q.expired.Store(false)
+	q.gen++
 	if t.IsZero() {
 		return nil
 	}
+	gen := q.gen
 	expire := func() {
+		if gen != q.gen {
+			return
+		}
 		q.expired.Store(true)
 		select {
 		case q.deadline <- struct{}{}:
@@ -205,7 +211,11 @@ func (q *queue) SetReadDeadline(t time.Time) error {
 		}
 	}
 	if d := time.Until(t); d > 0 {
-		q.timer = time.AfterFunc(d, expire)
+		q.timer = time.AfterFunc(d, func() {
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			expire()
+		})
 	} else {
 		expire()
 	}
