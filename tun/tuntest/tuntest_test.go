@@ -50,6 +50,10 @@ func TestDevice(t *testing.T) {
 	if err := <-errc; !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("Read past the deadline = %v", err)
 	}
+	q.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := q.Read(bufs, sizes, 0); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("Read with a deadline 20ms ahead = %v", err)
+	}
 	q.SetReadDeadline(time.Time{})
 	d.Inject(1, []byte{0x45})
 	if n, err := q.Read(bufs, sizes, 0); n != 1 || err != nil {
