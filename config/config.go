@@ -51,7 +51,7 @@ type Run struct {
 	Kafka            string `yaml:"kafka"`
 	KafkaTopicPrefix string `yaml:"kafka-topic-prefix"`
 	// User is who spoki runs as once the TUN and routes are up (root's
-	// default: tun.DefaultUser, else tun.FallbackUser); whoever it is, it
+	// default: privs.DefaultUser, else privs.FallbackUser); whoever it is, it
 	// keeps no capability.
 	User string `yaml:"user"`
 	// Keep removes log files older than that (0 keeps all); Compress

@@ -1,7 +1,7 @@
 // Package netstack is the telescope's TCP/IP stack: a stateless SYN-cookie
-// front end in front of a gVisor netstack, on the TUN's file descriptors.
+// front end in front of a gVisor netstack, on a tun.Device.
 //
-// Packets flow TUN → fdbased (one inline reader per TUN queue, so the
+// Packets flow TUN → tunLink (one inline reader per TUN queue, so the
 // kernel's bounded TUN queue is the only buffer) → the front end → gVisor →
 // the connection handler (Config.Handle), and back. The front end, a
 // pass-through link endpoint, decides for every packet:
@@ -36,6 +36,6 @@
 // gVisor resetting what is in a listener's accept queue when it closes,
 // releasing the port at once, and leaving accepted connections alone;
 // TestGVisorListenerCloseResets and TestConnSurvivesListenerClose pin that.
-// docs/frontend.md explains the design, the cookie format and why fdbased
-// runs one processor per fd.
+// docs/frontend.md explains the design, the cookie format and why each
+// TUN queue's reader delivers inline.
 package netstack

@@ -4,9 +4,9 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
+	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -18,12 +18,12 @@ import (
 	"github.com/spoki-telescope/spoki/records"
 )
 
-// frontEnd is a pass-through link endpoint between the TUN (fdbased) and
+// frontEnd is a pass-through link endpoint between the TUN (tunLink) and
 // gVisor. It answers SYNs itself, statelessly, with gVisor-compatible
 // cookies, and lets only valid-cookie ACKs and packets of established
 // connections reach gVisor. Everything it reads or writes is recorded.
-// It runs inline in the fdbased reader goroutines (one per TUN queue), so it
-// must never block.
+// It runs inline in the tunLink reader goroutines (one per TUN queue), so
+// it must never block.
 type frontEnd struct {
 	nested.Endpoint
 	st *Stack
@@ -585,7 +585,7 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 		s.stats.DropBadCookie.Add(1)
 		return verdictDrop
 	case rec.PayloadLen > 0 && s.cfg.Pure != nil && s.cfg.Pure(rec.Dst):
-		return s.resetACK(src, dst, v6, rec)
+		return s.resetACK(src, dst, rec)
 	}
 	key := makeFlowKey(rec.Dst, rec.Src, dport, sport)
 	uid, fresh, res := s.conns.admit(key, rec.Src, seq+uint32(rec.PayloadLen), s.nextUserID, rec.Time)
@@ -629,7 +629,7 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 	// Spoki resets every ACK; spoki accepts it, and its reaction, recorded
 	// with this row, is the front end's ACK, written before gVisor sees the
 	// segment.
-	s.ackHandshake(src, dst, v6, rec, uid)
+	s.ackHandshake(src, dst, rec, uid)
 	return verdictPass
 }
 
@@ -684,19 +684,120 @@ func replyableSource(a netip.Addr) bool {
 
 // tcpChecksumValid verifies the TCP checksum over the pseudo-header.
 func tcpChecksumValid(l4, src, dst []byte) bool {
-	xsum := checksum.Checksum(src, 0)
-	xsum = checksum.Checksum(dst, xsum)
-	var tail [4]byte
-	binary.BigEndian.PutUint16(tail[0:], uint16(header.TCPProtocolNumber))
-	binary.BigEndian.PutUint16(tail[2:], uint16(len(l4)))
-	// The IPv6 pseudo-header's 32-bit length and next-header fields sum
-	// to the same as IPv4's protocol and 16-bit length.
-	xsum = checksum.Checksum(tail[:], xsum)
-	return checksum.Checksum(l4, xsum) == 0xffff
+	return checksum.Checksum(l4, pseudoChecksum(wireAddr(src), wireAddr(dst), len(l4))) == 0xffff
+}
+
+// pseudoChecksum is the checksum of the TCP pseudo-header of a segment of
+// tcpLen bytes between src and dst. The IPv6 pseudo-header's 32-bit length
+// and next-header fields sum to the same as IPv4's protocol and 16-bit
+// length, so one helper serves both.
+func pseudoChecksum(src, dst tcpip.Address, tcpLen int) uint16 {
+	return header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(tcpLen))
+}
+
+// wireAddr is the address of 4 or 16 bytes b as on the wire.
+// tcpip.AddrFromSlice does the same at three times the cost (it is not
+// inlined), which shows on the SYN path.
+func wireAddr(b []byte) tcpip.Address {
+	if len(b) == header.IPv4AddressSize {
+		return tcpip.AddrFrom4([4]byte(b))
+	}
+	return tcpip.AddrFrom16([16]byte(b))
 }
 
 // synAckLen is the SYN-ACK's TCP header: 20 bytes plus the MSS option.
-const synAckLen = header.TCPMinimumSize + 4
+const synAckLen = header.TCPMinimumSize + header.TCPOptionMSSLength
+
+// maxSegmentLen is the longest packet the front end writes itself: an IPv6
+// SYN-ACK.
+const maxSegmentLen = header.IPv6MinimumSize + synAckLen
+
+// segment is a packet the front end writes itself, bypassing gVisor: the
+// SYN-ACK, and the ACK or RST of a handshake ACK. It carries no payload.
+type segment struct {
+	// local is the telescope's address (the source), remote the peer's;
+	// both 4 bytes (IPv4) or both 16 (IPv6).
+	local, remote []byte
+	sport, dport  uint16
+	seq, ack      uint32
+	flags         header.TCPFlags
+	// mss, if not 0, is announced in an MSS option (the SYN-ACK's only).
+	mss uint16
+	// id is the IPv4 identification (unused in IPv6).
+	id uint16
+}
+
+// encodeSegment writes seg with gVisor's header encoders into pkt, which
+// holds at least maxSegmentLen bytes, and returns the packet's length. The
+// IP header is Linux's for a reply of a listener: DF, TTL (hop limit)
+// defaultTTL, no options; the window is reactWindow.
+func encodeSegment(pkt []byte, seg *segment) int {
+	tcpLen := header.TCPMinimumSize
+	if seg.mss != 0 {
+		tcpLen += header.TCPOptionMSSLength
+	}
+	local, remote := wireAddr(seg.local), wireAddr(seg.remote)
+	ipLen := header.IPv4MinimumSize
+	if len(seg.local) == header.IPv6AddressSize {
+		ipLen = header.IPv6MinimumSize
+		header.IPv6(pkt).Encode(&header.IPv6Fields{
+			PayloadLength:     uint16(tcpLen),
+			TransportProtocol: header.TCPProtocolNumber,
+			HopLimit:          defaultTTL,
+			SrcAddr:           local,
+			DstAddr:           remote,
+		})
+	} else {
+		ip := header.IPv4(pkt)
+		ip.Encode(&header.IPv4Fields{
+			TotalLength: uint16(ipLen + tcpLen),
+			ID:          seg.id,
+			Flags:       header.IPv4FlagDontFragment,
+			TTL:         defaultTTL,
+			Protocol:    uint8(header.TCPProtocolNumber),
+			SrcAddr:     local,
+			DstAddr:     remote,
+		})
+		ip.SetChecksum(^ip.CalculateChecksum())
+	}
+	t := header.TCP(pkt[ipLen : ipLen+tcpLen])
+	t.Encode(&header.TCPFields{
+		SrcPort:    seg.sport,
+		DstPort:    seg.dport,
+		SeqNum:     seg.seq,
+		AckNum:     seg.ack,
+		DataOffset: uint8(tcpLen),
+		Flags:      seg.flags,
+		WindowSize: reactWindow,
+	})
+	if seg.mss != 0 {
+		header.EncodeMSSOption(uint32(seg.mss), t[header.TCPMinimumSize:])
+	}
+	t.SetChecksum(^t.CalculateChecksum(pseudoChecksum(local, remote, tcpLen)))
+	return ipLen + tcpLen
+}
+
+// txBuf is the buffer one segment is encoded into, with the batch of one
+// that hands it to the Device. gVisor's IPv4 and IPv6 Encode hand the
+// buffer to their option serializers (interfaces), and the Device is an
+// interface too, so a buffer on the stack would move to the heap on every
+// SYN: the buffers are pooled instead.
+type txBuf struct {
+	pkt  [maxSegmentLen]byte
+	bufs [1][]byte
+}
+
+var txBufs = sync.Pool{New: func() any { return new(txBuf) }}
+
+// writeSegment encodes seg and writes it to the TUN, spreading over the
+// queues by the peer's port.
+func (s *Stack) writeSegment(seg *segment) error {
+	b := txBufs.Get().(*txBuf)
+	n := encodeSegment(b.pkt[:], seg)
+	err := s.writeRaw(b, n, seg.dport)
+	txBufs.Put(b)
+	return err
+}
 
 // answerSYN writes one SYN-ACK carrying a cookie, records it, and fills the
 // SYN's probe columns. No state is kept and nothing is retransmitted.
@@ -704,51 +805,15 @@ func (s *Stack) answerSYN(l4, src, dst []byte, v6 bool, rec *records.Packet) {
 	sport := rec.SrcPort
 	dport := rec.DstPort
 	cookie := s.jar.create(dst, src, dport, sport, rec.Seq, encodeMSS(rec.MSS))
-	var pkt [header.IPv6MinimumSize + synAckLen]byte
-	var n int
-	var ipHdr int
-	if v6 {
-		ipHdr = header.IPv6MinimumSize
-		n = ipHdr + synAckLen
-		pkt[0] = 0x60
-		binary.BigEndian.PutUint16(pkt[4:], synAckLen)
-		pkt[6] = uint8(header.TCPProtocolNumber)
-		pkt[7] = defaultTTL
-		copy(pkt[8:24], dst)
-		copy(pkt[24:40], src)
-	} else {
-		ipHdr = header.IPv4MinimumSize
-		n = ipHdr + synAckLen
-		pkt[0] = 0x45
-		binary.BigEndian.PutUint16(pkt[2:], uint16(n))
-		binary.BigEndian.PutUint16(pkt[4:], uint16(rand.Uint32()))
-		pkt[6] = 0x40 // DF
-		pkt[8] = defaultTTL
-		pkt[9] = uint8(header.TCPProtocolNumber)
-		copy(pkt[12:16], dst)
-		copy(pkt[16:20], src)
-		binary.BigEndian.PutUint16(pkt[10:], ^checksum.Checksum(pkt[:ipHdr], 0))
+	// The MSS option: what our MTU allows, as gVisor's cookie path
+	// announces.
+	seg := segment{
+		local: dst, remote: src, sport: dport, dport: sport,
+		seq: cookie, ack: rec.Seq + 1,
+		flags: header.TCPFlagSyn | header.TCPFlagAck,
+		mss:   s.mss(v6), id: uint16(rand.Uint32()),
 	}
-	t := pkt[ipHdr:n]
-	binary.BigEndian.PutUint16(t[0:], dport)
-	binary.BigEndian.PutUint16(t[2:], sport)
-	binary.BigEndian.PutUint32(t[4:], cookie)
-	binary.BigEndian.PutUint32(t[8:], rec.Seq+1)
-	t[12] = byte(synAckLen/4) << 4
-	t[13] = uint8(header.TCPFlagSyn | header.TCPFlagAck)
-	binary.BigEndian.PutUint16(t[14:], 0xffff)
-	// MSS option: what our MTU allows, as gVisor's cookie path announces.
-	t[20], t[21] = header.TCPOptionMSS, 4
-	binary.BigEndian.PutUint16(t[22:], s.mss(v6))
-	xsum := checksum.Checksum(dst, 0)
-	xsum = checksum.Checksum(src, xsum)
-	var tail [4]byte
-	binary.BigEndian.PutUint16(tail[0:], uint16(header.TCPProtocolNumber))
-	binary.BigEndian.PutUint16(tail[2:], synAckLen)
-	xsum = checksum.Checksum(tail[:], xsum)
-	binary.BigEndian.PutUint16(t[16:], ^checksum.Checksum(t, xsum))
-
-	if err := s.writeRaw(pkt[:n], sport); err != nil {
+	if err := s.writeSegment(&seg); err != nil {
 		s.stats.DropTxError.Add(1)
 		return
 	}
@@ -777,18 +842,17 @@ func (s *Stack) mss(v6 bool) uint16 {
 	return uint16(s.cfg.MTU) - header.IPv4MinimumSize - header.TCPMinimumSize
 }
 
-// writeRaw writes one IP packet to the TUN, bypassing gVisor: the SYN-ACK
-// path is two syscalls and a hash, nothing more. Without TUN fds (tests) it
-// goes through the link endpoint.
-func (s *Stack) writeRaw(b []byte, spread uint16) error {
-	if len(s.fds) > 0 {
-		fd := s.fds[int(spread)%len(s.fds)]
-		_, err := unix.Write(fd, b)
-		return err
+// writeRaw writes the n bytes of b, one IP packet, to the TUN, bypassing
+// gVisor: the SYN-ACK path is a hash, an encoding and one write, nothing
+// more. Over a link endpoint of a test (Config.Link) it goes through the
+// endpoint.
+func (s *Stack) writeRaw(b *txBuf, n int, spread uint16) error {
+	if s.tun != nil {
+		return s.tun.write(b, n, spread)
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(append([]byte(nil), b...))})
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(append([]byte(nil), b.pkt[:n]...))})
 	defer pkt.DecRef()
-	if b[0]>>4 == 6 {
+	if b.pkt[0]>>4 == 6 {
 		pkt.NetworkProtocolNumber = header.IPv6ProtocolNumber
 	} else {
 		pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber

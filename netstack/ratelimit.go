@@ -20,7 +20,7 @@ import (
 // their /64 (one host can use every address of its /64, and a reply to any
 // of them reaches the same network). The table holds no pointers and the
 // packet path neither allocates nor locks: each bucket is one atomic word
-// updated by compare-and-swap, so the fdbased readers (one per TUN queue)
+// updated by compare-and-swap, so the TUN readers (one per TUN queue)
 // contend only when they hit the same bucket at the same time.
 //
 // Sources whose hashes collide share a bucket. That only makes the limit

@@ -1,10 +1,8 @@
 package netstack
 
 import (
-	"encoding/binary"
 	"math/rand/v2"
 
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/spoki-telescope/spoki/records"
@@ -17,9 +15,6 @@ import (
 // by the front end at the moment the ACK arrives, instead of being left to
 // whatever gVisor or the handler happens to send later (nothing at all when
 // the client resets first).
-
-// reactLen is the TCP header of the front end's ACK or RST: no options.
-const reactLen = header.TCPMinimumSize
 
 // reactWindow is the window of the front end's ACK and RST: the SYN-ACK's,
 // so the ACK tells the client nothing it did not already know but the
@@ -34,9 +29,13 @@ const reactWindow = 0xffff
 // must then retransmit it) and records it as the reaction of rec (method
 // tcp-ack). To the client it is a duplicate ACK, which changes nothing. If
 // the TUN refuses the segment, rec stays unprobed: spoki did not react.
-func (s *Stack) ackHandshake(src, dst []byte, v6 bool, rec *records.Packet, uid uint32) {
+func (s *Stack) ackHandshake(src, dst []byte, rec *records.Packet, uid uint32) {
 	ack := rec.Seq
-	if err := s.writeSegment(src, dst, v6, rec.DstPort, rec.SrcPort, rec.Ack, ack, uint8(header.TCPFlagAck)); err != nil {
+	seg := segment{
+		local: dst, remote: src, sport: rec.DstPort, dport: rec.SrcPort,
+		seq: rec.Ack, ack: ack, flags: header.TCPFlagAck, id: uint16(rand.Uint32()),
+	}
+	if err := s.writeSegment(&seg); err != nil {
 		s.stats.DropTxError.Add(1)
 		return
 	}
@@ -47,8 +46,12 @@ func (s *Stack) ackHandshake(src, dst []byte, v6 bool, rec *records.Packet, uid 
 // RST at once (seq = the ACK's ack, ack 0), recorded as the reaction of rec
 // (method tcp-rst, probe snum = the ACK's ack). The ACK never reaches
 // gVisor: there is no connection, and no slot of MaxConns is taken.
-func (s *Stack) resetACK(src, dst []byte, v6 bool, rec *records.Packet) verdict {
-	if err := s.writeSegment(src, dst, v6, rec.DstPort, rec.SrcPort, rec.Ack, 0, uint8(header.TCPFlagRst)); err != nil {
+func (s *Stack) resetACK(src, dst []byte, rec *records.Packet) verdict {
+	seg := segment{
+		local: dst, remote: src, sport: rec.DstPort, dport: rec.SrcPort,
+		seq: rec.Ack, flags: header.TCPFlagRst, id: uint16(rand.Uint32()),
+	}
+	if err := s.writeSegment(&seg); err != nil {
 		s.stats.DropTxError.Add(1)
 		return verdictDrop
 	}
@@ -72,49 +75,4 @@ func (s *Stack) probed(rec *records.Packet, m records.Method, uid, probeAck, pro
 			Src: rec.Dst, Dst: rec.Src, SrcPort: rec.DstPort, DstPort: rec.SrcPort,
 		})
 	}
-}
-
-// writeSegment writes one TCP segment without options or payload from
-// local (the telescope's address) to remote, bypassing gVisor as the
-// SYN-ACK does.
-func (s *Stack) writeSegment(remote, local []byte, v6 bool, sport, dport uint16, seq, ack uint32, flags uint8) error {
-	var pkt [header.IPv6MinimumSize + reactLen]byte
-	var ipHdr int
-	if v6 {
-		ipHdr = header.IPv6MinimumSize
-		pkt[0] = 0x60
-		binary.BigEndian.PutUint16(pkt[4:], reactLen)
-		pkt[6] = uint8(header.TCPProtocolNumber)
-		pkt[7] = defaultTTL
-		copy(pkt[8:24], local)
-		copy(pkt[24:40], remote)
-	} else {
-		ipHdr = header.IPv4MinimumSize
-		pkt[0] = 0x45
-		binary.BigEndian.PutUint16(pkt[2:], uint16(ipHdr+reactLen))
-		binary.BigEndian.PutUint16(pkt[4:], uint16(rand.Uint32()))
-		pkt[6] = 0x40 // DF
-		pkt[8] = defaultTTL
-		pkt[9] = uint8(header.TCPProtocolNumber)
-		copy(pkt[12:16], local)
-		copy(pkt[16:20], remote)
-		binary.BigEndian.PutUint16(pkt[10:], ^checksum.Checksum(pkt[:ipHdr], 0))
-	}
-	n := ipHdr + reactLen
-	t := pkt[ipHdr:n]
-	binary.BigEndian.PutUint16(t[0:], sport)
-	binary.BigEndian.PutUint16(t[2:], dport)
-	binary.BigEndian.PutUint32(t[4:], seq)
-	binary.BigEndian.PutUint32(t[8:], ack)
-	t[12] = byte(reactLen/4) << 4
-	t[13] = flags
-	binary.BigEndian.PutUint16(t[14:], reactWindow)
-	xsum := checksum.Checksum(local, 0)
-	xsum = checksum.Checksum(remote, xsum)
-	var tail [4]byte
-	binary.BigEndian.PutUint16(tail[0:], uint16(header.TCPProtocolNumber))
-	binary.BigEndian.PutUint16(tail[2:], reactLen)
-	xsum = checksum.Checksum(tail[:], xsum)
-	binary.BigEndian.PutUint16(t[16:], ^checksum.Checksum(t, xsum))
-	return s.writeRaw(pkt[:n], dport)
 }

@@ -13,7 +13,6 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -21,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/spoki-telescope/spoki/records"
+	"github.com/spoki-telescope/spoki/tun"
 )
 
 const nicID tcpip.NICID = 1
@@ -68,11 +68,12 @@ type Sink interface {
 
 // Config configures a Stack. Zero values mean the defaults.
 type Config struct {
-	// FDs are the TUN queue file descriptors, one fdbased reader each.
-	FDs []int
-	// Link replaces FDs with a link endpoint (in-memory tests).
+	// Device is the TUN, one reader goroutine per queue. It stays the
+	// caller's: Close stops reading it, and the caller closes it.
+	Device tun.Device
+	// Link replaces Device with a gVisor link endpoint (in-memory tests).
 	Link stack.LinkEndpoint
-	// MTU of the link.
+	// MTU of the link; the Device's if zero.
 	MTU uint32
 	// Prefixes are the telescope's address space; packets to other
 	// addresses are recorded and dropped.
@@ -131,7 +132,7 @@ type Stack struct {
 	cfg   Config
 	stack *stack.Stack
 	fe    *frontEnd
-	fds   []int
+	tun   *tunLink // nil over Config.Link
 	sink  Sink
 	log   *slog.Logger
 	jar   *cookieJar
@@ -226,14 +227,17 @@ func (ll *listenerList) pushFront(l *listener) {
 
 // New builds the stack and starts reading the link.
 func New(cfg Config) (*Stack, error) {
-	if len(cfg.FDs) == 0 && cfg.Link == nil {
-		return nil, fmt.Errorf("%w: no TUN fds and no link", ErrConfig)
+	if (cfg.Device == nil || len(cfg.Device.Queues()) == 0) && cfg.Link == nil {
+		return nil, fmt.Errorf("%w: no TUN device and no link", ErrConfig)
 	}
 	if len(cfg.Prefixes) == 0 {
 		return nil, fmt.Errorf("%w: no prefixes", ErrConfig)
 	}
 	if cfg.Handle == nil {
 		return nil, fmt.Errorf("%w: no connection handler", ErrConfig)
+	}
+	if cfg.MTU == 0 && cfg.Link == nil {
+		cfg.MTU = uint32(cfg.Device.MTU())
 	}
 	if cfg.MTU == 0 {
 		cfg.MTU = DefaultMTU
@@ -277,7 +281,6 @@ func New(cfg Config) (*Stack, error) {
 	}
 	s := &Stack{
 		cfg:       cfg,
-		fds:       cfg.FDs,
 		sink:      cfg.Sink,
 		log:       cfg.Logger,
 		rng:       &nonceRNG{},
@@ -305,21 +308,10 @@ func New(cfg Config) (*Stack, error) {
 
 	link := cfg.Link
 	if link == nil {
-		link, err = fdbased.New(&fdbased.Options{
-			FDs: cfg.FDs,
-			MTU: cfg.MTU,
-			// One processor per fd delivers inline in the reader goroutine:
-			// more would put an unbounded queue between the TUN and the
-			// front end (docs/frontend.md#why-processorsperchannel-is-1).
-			ProcessorsPerChannel: 1,
-			// The kernel checksums what it hands a TUN; the front end
-			// checks TCP itself before anything reaches gVisor.
-			RXChecksumOffload: true,
+		s.tun = newTUNLink(cfg.Device, cfg.MTU, func(q int, err error) {
+			s.log.Error("TUN queue stopped", "queue", q, "err", err)
 		})
-		if err != nil {
-			s.stack.Close()
-			return nil, fmt.Errorf("netstack: fdbased: %w", err)
-		}
+		link = s.tun
 	}
 	s.fe = &frontEnd{st: s}
 	s.fe.Endpoint.Init(link, s.fe)
@@ -665,7 +657,7 @@ func (s *Stack) Close() {
 			s.cancel()
 		}
 		s.wg.Wait()
-		// Removing the NIC stops the fdbased readers and waits for them.
+		// Removing the NIC stops the TUN readers and waits for them.
 		s.stack.RemoveNIC(nicID)
 		s.stack.Close()
 		s.served.Wait()

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/spoki-telescope/spoki/lab"
-	"github.com/spoki-telescope/spoki/tun"
+	"github.com/spoki-telescope/spoki/privs"
 )
 
 // privsUser is an account the telescope is expected to run as.
@@ -82,7 +82,7 @@ func privsCheckProcess(t *testing.T, pid int, want privsUser) {
 		t.Errorf("Groups = %q, want none", fields["Groups"])
 	}
 	// Every thread: capabilities and credentials are per thread.
-	threads, err := tun.ReadCredentials(pid)
+	threads, err := privs.ReadCredentials(pid)
 	if err != nil {
 		t.Fatal(err)
 	}

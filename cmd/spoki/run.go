@@ -27,6 +27,7 @@ import (
 	"github.com/spoki-telescope/spoki/config"
 	"github.com/spoki-telescope/spoki/handlers"
 	"github.com/spoki-telescope/spoki/netstack"
+	"github.com/spoki-telescope/spoki/privs"
 	"github.com/spoki-telescope/spoki/records"
 	"github.com/spoki-telescope/spoki/records/filesink"
 	"github.com/spoki-telescope/spoki/records/kafkasink"
@@ -192,7 +193,7 @@ type running struct {
 	// telescope; one during start-up is handled once ready.
 	hup       chan os.Signal
 	logMemory func(*slog.Logger)
-	dev       *tun.Device
+	dev       tun.Device
 	sink      *filesink.Writer
 	pub       *kafkasink.Publisher
 	emitEvent func(time.Time, []byte)
@@ -243,7 +244,7 @@ func setUp(args []string) (*running, error) {
 	t.log = newLogger(t.level)
 	// Who spoki becomes once set up, known before anything is set up: a
 	// bad --user leaves nothing behind.
-	runAs, err := tun.RunAs(cfg.User)
+	runAs, err := privs.RunAs(cfg.User)
 	if err != nil {
 		return t, fmt.Errorf("run: %w", err)
 	}
@@ -291,7 +292,7 @@ func (t *running) openTUN(prefixes []netip.Prefix) error {
 
 // openLogs makes and opens the log directory, drops privileges and opens
 // the file sink. The files close before the TUN and routes go.
-func (t *running) openLogs(runAs tun.User) error {
+func (t *running) openLogs(runAs privs.User) error {
 	cfg, log := t.cfg, t.log
 	// The log directory is made, handed over and opened while spoki may
 	// still do so: the files outlive this run, and the user must be able
@@ -332,9 +333,9 @@ func (t *running) openLogs(runAs tun.User) error {
 // dropPrivileges becomes runAs and keeps no capability, on every thread:
 // everything privileged is done, and nothing has read a packet or started
 // a goroutine of its own yet. The routes go with the TUN at exit.
-func (t *running) dropPrivileges(runAs tun.User) error {
+func (t *running) dropPrivileges(runAs privs.User) error {
 	cfg, log := t.cfg, t.log
-	dropped, err := tun.DropPrivileges(runAs)
+	dropped, err := privs.Drop(runAs)
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
@@ -434,7 +435,7 @@ func (t *running) startStack(prefixes []netip.Prefix) error {
 	muxes := t.muxes
 	st, err := netstack.New(netstack.Config{
 		SYNACKLimits: &t.limits,
-		FDs:          dev.FDs(),
+		Device:       dev,
 		MTU:          uint32(dev.MTU()),
 		Prefixes:     prefixes,
 		MaxConns:     cfg.MaxConns,
@@ -518,7 +519,7 @@ func (t *running) serve(ctx context.Context) error {
 	// measures growth from here (the queues were just allocated).
 	debug.FreeOSMemory()
 	t.logMemory(log)
-	ready := []any{"tun", dev.Name(), "queues", len(dev.FDs()), "prefixes", cfg.Prefixes, "log_dir", cfg.LogDir, "tag", cfg.Tag}
+	ready := []any{"tun", dev.Name(), "queues", len(dev.Queues()), "prefixes", cfg.Prefixes, "log_dir", cfg.LogDir, "tag", cfg.Tag}
 	if cfg.Metrics != "" {
 		ready = append(ready, "metrics", cfg.Metrics)
 	}

@@ -360,7 +360,7 @@ func (w *Writer) maintainError(op, path string, err error) {
 
 // Chown hands the log directory and the log files of tag in it to uid
 // and gid, so that the writer can go on after the process switched to that
-// user (tun.DropPrivileges): files of the current hour made by an earlier
+// user (privs.Drop): files of the current hour made by an earlier
 // run as root would otherwise refuse the appends. It also takes away what
 // FileMode and DirMode do not grant (a directory or files an earlier
 // version made 0755 and 0644).

@@ -1,4 +1,4 @@
-package tun
+package privs
 
 import (
 	"bufio"
@@ -24,11 +24,11 @@ const (
 	FallbackUser = "nobody"
 )
 
-// ErrPrivilegesLeft is returned by DropPrivileges when a thread still holds
+// ErrPrivilegesLeft is returned by Drop when a thread still holds
 // a capability, another uid, or no NoNewPrivs after the drop (a kernel or
 // runtime that did not apply a change everywhere). The caller should stop:
 // the process is not in the state it promised.
-var ErrPrivilegesLeft = errors.New("tun: privileges left after drop")
+var ErrPrivilegesLeft = errors.New("privs: privileges left after drop")
 
 // User is an account the process runs as.
 type User struct {
@@ -39,24 +39,24 @@ type User struct {
 }
 
 // LookupUser returns the uid and primary gid of the user name (a name or a
-// numeric uid), for DropPrivileges and for handing the log directory over
+// numeric uid), for Drop and for handing the log directory over
 // before the switch.
 func LookupUser(name string) (uid, gid int, err error) {
 	u, err := user.Lookup(name)
 	if err != nil {
 		var unknown user.UnknownUserError
 		if !errors.As(err, &unknown) {
-			return 0, 0, fmt.Errorf("tun: look up user %s: %w", name, err)
+			return 0, 0, fmt.Errorf("privs: look up user %s: %w", name, err)
 		}
 		if u, err = user.LookupId(name); err != nil {
-			return 0, 0, fmt.Errorf("tun: look up user %s: %w", name, err)
+			return 0, 0, fmt.Errorf("privs: look up user %s: %w", name, err)
 		}
 	}
 	if uid, err = strconv.Atoi(u.Uid); err != nil {
-		return 0, 0, fmt.Errorf("tun: user %s: uid %q: %w", name, u.Uid, err)
+		return 0, 0, fmt.Errorf("privs: user %s: uid %q: %w", name, u.Uid, err)
 	}
 	if gid, err = strconv.Atoi(u.Gid); err != nil {
-		return 0, 0, fmt.Errorf("tun: user %s: gid %q: %w", name, u.Gid, err)
+		return 0, 0, fmt.Errorf("privs: user %s: gid %q: %w", name, u.Gid, err)
 	}
 	return uid, gid, nil
 }
@@ -93,12 +93,12 @@ func RunAs(name string) (User, error) {
 	}
 	u := User{Name: name, UID: uid, GID: gid}
 	if self.UID != 0 && (u.UID != self.UID || u.GID != self.GID) {
-		return User{}, fmt.Errorf("tun: cannot become user %s (uid %d): spoki runs as uid %d, and only root switches users; start it as root, or drop --user", name, uid, self.UID)
+		return User{}, fmt.Errorf("privs: cannot become user %s (uid %d): spoki runs as uid %d, and only root switches users; start it as root, or drop --user", name, uid, self.UID)
 	}
 	return u, nil
 }
 
-// Dropped says what DropPrivileges left.
+// Dropped says what Drop left.
 type Dropped struct {
 	// User is who the process runs as now.
 	User User
@@ -109,7 +109,7 @@ type Dropped struct {
 	Bounding uint64
 }
 
-// DropPrivileges is called once the TUN device and its routes are up: from
+// Drop is called once the TUN device and its routes are up: from
 // then on the process runs as u, with u's primary group and no
 // supplementary groups, and holds no capability in any set (effective,
 // permitted, inheritable, ambient, and bounding when it may change it),
@@ -124,7 +124,7 @@ type Dropped struct {
 // run under cgo). Threads made later inherit the dropped state.
 //
 // On error the process may be part-way; the caller should exit.
-func DropPrivileges(u User) (Dropped, error) {
+func Drop(u User) (Dropped, error) {
 	d := Dropped{User: u}
 	switchUser := u.UID != os.Geteuid() || u.GID != os.Getegid()
 	lastCap, err := lastCapability()
@@ -141,13 +141,13 @@ func DropPrivileges(u User) (Dropped, error) {
 		for c := 0; c <= lastCap; c++ {
 			in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0)
 			if err != nil {
-				return d, fmt.Errorf("tun: drop privileges: read bounding capability %d: %w", c, err)
+				return d, fmt.Errorf("privs: drop privileges: read bounding capability %d: %w", c, err)
 			}
 			if in == 0 {
 				continue
 			}
 			if err := allThreads(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); err != nil {
-				return d, fmt.Errorf("tun: drop privileges: drop bounding capability %d: %w", c, err)
+				return d, fmt.Errorf("privs: drop privileges: drop bounding capability %d: %w", c, err)
 			}
 		}
 	} else {
@@ -155,24 +155,24 @@ func DropPrivileges(u User) (Dropped, error) {
 	}
 	if err := allThreads6(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
 		// EINVAL: a kernel before 4.3 has no ambient set to clear.
-		return d, fmt.Errorf("tun: drop privileges: clear ambient capabilities: %w", err)
+		return d, fmt.Errorf("privs: drop privileges: clear ambient capabilities: %w", err)
 	}
 	if switchUser || own[0].Effective&(1<<unix.CAP_SETGID) != 0 {
 		// Groups before the uid: changing them needs CAP_SETGID, which the
 		// setuid below takes away. Staying uid 0 (--user root) clears
 		// them too: a root shell's groups are not the telescope's.
 		if err := allThreads(unix.SYS_SETGROUPS, 0, 0, 0); err != nil {
-			return d, fmt.Errorf("tun: drop privileges: clear groups: %w", err)
+			return d, fmt.Errorf("privs: drop privileges: clear groups: %w", err)
 		}
 	}
 	if switchUser {
 		// Leaving uid 0 without PR_SET_KEEPCAPS also empties the
 		// permitted and effective sets.
 		if err := allThreads(unix.SYS_SETRESGID, uintptr(u.GID), uintptr(u.GID), uintptr(u.GID)); err != nil {
-			return d, fmt.Errorf("tun: drop privileges: set gid %d: %w", u.GID, err)
+			return d, fmt.Errorf("privs: drop privileges: set gid %d: %w", u.GID, err)
 		}
 		if err := allThreads(unix.SYS_SETRESUID, uintptr(u.UID), uintptr(u.UID), uintptr(u.UID)); err != nil {
-			return d, fmt.Errorf("tun: drop privileges: set uid %d: %w", u.UID, err)
+			return d, fmt.Errorf("privs: drop privileges: set uid %d: %w", u.UID, err)
 		}
 	}
 	// Every set empty, whoever the process is now: staying uid 0 (--user
@@ -184,10 +184,10 @@ func DropPrivileges(u User) (Dropped, error) {
 	runtime.KeepAlive(&hdr)
 	runtime.KeepAlive(&data)
 	if err != nil {
-		return d, fmt.Errorf("tun: drop privileges: clear capabilities: %w", err)
+		return d, fmt.Errorf("privs: drop privileges: clear capabilities: %w", err)
 	}
 	if err := allThreads6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return d, fmt.Errorf("tun: drop privileges: no new privileges: %w", err)
+		return d, fmt.Errorf("privs: drop privileges: no new privileges: %w", err)
 	}
 	return d, checkThreads(u.UID, d.Bounding)
 }
@@ -212,11 +212,11 @@ func allThreads6(trap, a1, a2, a3, a4, a5 uintptr) error {
 func lastCapability() (int, error) {
 	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
 	if err != nil {
-		return 0, fmt.Errorf("tun: drop privileges: %w", err)
+		return 0, fmt.Errorf("privs: drop privileges: %w", err)
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {
-		return 0, fmt.Errorf("tun: drop privileges: cap_last_cap %q: %w", b, err)
+		return 0, fmt.Errorf("privs: drop privileges: cap_last_cap %q: %w", b, err)
 	}
 	return n, nil
 }
@@ -241,7 +241,7 @@ func ReadCredentials(pid int) ([]ThreadCredentials, error) {
 	if pid == -1 {
 		c, err := readStatus("/proc/thread-self/status")
 		if err != nil {
-			return nil, fmt.Errorf("tun: read credentials: %w", err)
+			return nil, fmt.Errorf("privs: read credentials: %w", err)
 		}
 		c.TID = unix.Gettid()
 		return []ThreadCredentials{c}, nil
@@ -252,7 +252,7 @@ func ReadCredentials(pid int) ([]ThreadCredentials, error) {
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("tun: read credentials: %w", err)
+		return nil, fmt.Errorf("privs: read credentials: %w", err)
 	}
 	var out []ThreadCredentials
 	for _, e := range entries {
@@ -318,11 +318,11 @@ func readStatus(path string) (ThreadCredentials, error) {
 			continue
 		}
 		if *dst, err = strconv.ParseUint(val, 16, 64); err != nil {
-			return c, fmt.Errorf("tun: read credentials: %s: %s %q: %w", path, key, val, err)
+			return c, fmt.Errorf("privs: read credentials: %s: %s %q: %w", path, key, val, err)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return c, fmt.Errorf("tun: read credentials: %s: %w", path, err)
+		return c, fmt.Errorf("privs: read credentials: %s: %w", path, err)
 	}
 	return c, nil
 }

@@ -1,4 +1,4 @@
-package tun
+package privs
 
 import (
 	"bufio"
@@ -15,12 +15,14 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/spoki-telescope/spoki/tun"
 )
 
 // privsHelperEnv makes the test binary a helper process: it opens a TUN
 // device with a route, drops privileges to the user named by the variable
 // ("-" for none), reports, and closes the device when its stdin says so.
-const privsHelperEnv = "SPOKI_TUN_PRIVS_HELPER"
+const privsHelperEnv = "SPOKI_PRIVS_HELPER"
 
 // TestMain runs the privilege helper when the test binary is re-executed as
 // one: capabilities and uids are process-wide, so dropping them inside the
@@ -53,12 +55,12 @@ func privsHelper(userName string) int {
 		fmt.Println("error: run as:", err)
 		return 1
 	}
-	dev, err := Open(Config{Name: "privs0", Prefixes: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
+	dev, err := tun.Open(tun.Config{Name: "privs0", Prefixes: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
 	if err != nil {
 		fmt.Println("error: open:", err)
 		return 1
 	}
-	if _, err := DropPrivileges(u); err != nil {
+	if _, err := Drop(u); err != nil {
 		fmt.Println("error: drop:", err)
 		return 1
 	}
@@ -206,7 +208,7 @@ func TestRunAsUnprivileged(t *testing.T) {
 			t.Skipf("no user nobody: %v", err)
 		}
 		// The test binary's own directory is private to root: run a copy.
-		dir, err := os.MkdirTemp("", "spoki-tun-test-")
+		dir, err := os.MkdirTemp("", "spoki-privs-test-")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,7 +217,7 @@ func TestRunAsUnprivileged(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		exe := filepath.Join(dir, "tun.test")
+		exe := filepath.Join(dir, "privs.test")
 		if err := os.WriteFile(exe, bin, 0o755); err != nil {
 			t.Fatal(err)
 		}

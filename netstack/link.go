@@ -1,0 +1,198 @@
+package netstack
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/spoki-telescope/spoki/tun"
+)
+
+// tunLink is gVisor's link endpoint over a tun.Device: one reader
+// goroutine per queue calls Read and delivers each packet inline to the
+// dispatcher (the front end), as fdbased with one processor per fd does:
+// no queue lies between the TUN and the front end
+// (docs/frontend.md#why-processorsperchannel-is-1), so the kernel's queue
+// in front of each TUN queue is the only buffer, and its drops are
+// counted by the kernel. gVisor's packets leave through Write on the queue
+// of their hash.
+type tunLink struct {
+	dev    tun.Device
+	queues []tun.Queue
+	mtu    uint32
+	// onError is told why a reader stopped when the link was not being
+	// detached.
+	onError func(queue int, err error)
+
+	mu         sync.Mutex
+	dispatcher stack.NetworkDispatcher
+	stopping   bool
+	wg         sync.WaitGroup
+}
+
+var _ stack.LinkEndpoint = (*tunLink)(nil)
+
+// maxPacket is the reader's buffer: any IP packet fits, whatever the MTU
+// says.
+const maxPacket = 1 << 16
+
+func newTUNLink(dev tun.Device, mtu uint32, onError func(int, error)) *tunLink {
+	return &tunLink{dev: dev, queues: dev.Queues(), mtu: mtu, onError: onError}
+}
+
+// Attach starts one reader per queue; a nil dispatcher (the NIC is being
+// removed) stops them and waits for them. The device stays open.
+func (l *tunLink) Attach(d stack.NetworkDispatcher) {
+	l.mu.Lock()
+	if d == nil {
+		if l.dispatcher == nil {
+			l.mu.Unlock()
+			return
+		}
+		l.dispatcher = nil
+		l.stopping = true
+		l.mu.Unlock()
+		for _, q := range l.queues {
+			q.SetReadDeadline(time.Unix(1, 0))
+		}
+		l.wg.Wait()
+		return
+	}
+	if l.dispatcher != nil || l.stopping {
+		l.mu.Unlock()
+		return
+	}
+	l.dispatcher = d
+	l.mu.Unlock()
+	for i, q := range l.queues {
+		l.wg.Add(1)
+		go l.read(i, q, d)
+	}
+}
+
+// read is the reader of queue q: it delivers every packet inline and
+// stops at the first error (the deadline set by Attach(nil), or a closed
+// device).
+func (l *tunLink) read(i int, q tun.Queue, d stack.NetworkDispatcher) {
+	defer l.wg.Done()
+	n := max(l.dev.BatchSize(), 1)
+	bufs := make([][]byte, n)
+	sizes := make([]int, n)
+	for j := range bufs {
+		bufs[j] = make([]byte, maxPacket)
+	}
+	for {
+		k, err := q.Read(bufs, sizes, 0)
+		for j := 0; j < k; j++ {
+			deliver(d, bufs[j][:sizes[j]])
+		}
+		if err != nil {
+			l.mu.Lock()
+			stopping := l.stopping
+			l.mu.Unlock()
+			if !stopping && !errors.Is(err, os.ErrClosed) && l.onError != nil {
+				l.onError(i, err)
+			}
+			return
+		}
+	}
+}
+
+// deliver hands one packet read from the TUN to d. The protocol is the IP
+// version's; the front end counts anything else as malformed.
+func deliver(d stack.NetworkDispatcher, b []byte) {
+	var proto tcpip.NetworkProtocolNumber
+	if len(b) > 0 {
+		switch header.IPVersion(b) {
+		case header.IPv4Version:
+			proto = header.IPv4ProtocolNumber
+		case header.IPv6Version:
+			proto = header.IPv6ProtocolNumber
+		}
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	pkt.NetworkProtocolNumber = proto
+	d.DeliverNetworkPacket(proto, pkt)
+	pkt.DecRef()
+}
+
+// WritePackets writes each of gVisor's packets to the queue of its hash.
+func (l *tunLink) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		v := pkt.ToView()
+		bufs := [][]byte{v.AsSlice()}
+		_, err := l.queues[pkt.Hash%uint32(len(l.queues))].Write(bufs, 0)
+		v.Release()
+		if err != nil {
+			if n == 0 {
+				return 0, &tcpip.ErrAborted{}
+			}
+			return n, nil
+		}
+		n++
+	}
+	return n, nil
+}
+
+// write writes one packet of the front end to the queue spread picks.
+func (l *tunLink) write(b *txBuf, n int, spread uint16) error {
+	b.bufs[0] = b.pkt[:n]
+	_, err := l.queues[int(spread)%len(l.queues)].Write(b.bufs[:], 0)
+	b.bufs[0] = nil
+	return err
+}
+
+// MTU implements stack.LinkEndpoint.
+func (l *tunLink) MTU() uint32 { return l.mtu }
+
+// SetMTU implements stack.LinkEndpoint; the TUN's MTU is fixed.
+func (l *tunLink) SetMTU(uint32) {}
+
+// MaxHeaderLength implements stack.LinkEndpoint: a TUN has no link header.
+func (l *tunLink) MaxHeaderLength() uint16 { return 0 }
+
+// LinkAddress implements stack.LinkEndpoint: a TUN has no link address.
+func (l *tunLink) LinkAddress() tcpip.LinkAddress { return "" }
+
+// SetLinkAddress implements stack.LinkEndpoint.
+func (l *tunLink) SetLinkAddress(tcpip.LinkAddress) {}
+
+// Capabilities implements stack.LinkEndpoint: the kernel checksums what it
+// hands a TUN, and the front end checks TCP itself before anything
+// reaches gVisor.
+func (l *tunLink) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityRXChecksumOffload
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (l *tunLink) IsAttached() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dispatcher != nil
+}
+
+// Wait implements stack.LinkEndpoint: it waits for the readers.
+func (l *tunLink) Wait() { l.wg.Wait() }
+
+// ARPHardwareType implements stack.LinkEndpoint.
+func (l *tunLink) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
+
+// AddHeader implements stack.LinkEndpoint: there is no link header.
+func (l *tunLink) AddHeader(*stack.PacketBuffer) {}
+
+// ParseHeader implements stack.LinkEndpoint: there is no link header.
+func (l *tunLink) ParseHeader(*stack.PacketBuffer) bool { return true }
+
+// Close implements stack.LinkEndpoint. The Device is the caller's: it is
+// read after the stack stops (its counters) and closed by its owner.
+func (l *tunLink) Close() {}
+
+// SetOnCloseAction implements stack.LinkEndpoint.
+func (l *tunLink) SetOnCloseAction(func()) {}

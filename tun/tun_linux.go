@@ -1,0 +1,270 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/songgao/water"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+var _ Device = (*Linux)(nil)
+
+// Linux is an open multi-queue TUN device with its routes: the Device
+// Open returns.
+type Linux struct {
+	name   string
+	mtu    int
+	fds    []int
+	queues []Queue
+	link   netlink.Link
+	routes []*netlink.Route
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open creates the device, raises its transmit queue, silences IPv6 router
+// solicitations, brings it up and adds a route for every prefix. On any
+// error everything done so far is undone.
+func Open(cfg Config) (_ *Linux, err error) {
+	if cfg.Name == "" {
+		cfg.Name = DefaultName
+	}
+	if cfg.Queues <= 0 {
+		cfg.Queues = 1
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
+	}
+	if cfg.TxQueueLen == 0 {
+		cfg.TxQueueLen = DefaultTxQueueLen
+	}
+	if len(cfg.Name) >= unix.IFNAMSIZ {
+		return nil, fmt.Errorf("tun: name %q longer than %d bytes", cfg.Name, unix.IFNAMSIZ-1)
+	}
+	if _, lerr := netlink.LinkByName(cfg.Name); lerr == nil {
+		return nil, fmt.Errorf("%w: %s", ErrExists, cfg.Name)
+	}
+
+	d := &Linux{name: cfg.Name, mtu: cfg.MTU}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	for i := 0; i < cfg.Queues; i++ {
+		fd, err := openQueue(cfg.Name)
+		if err != nil {
+			return nil, fmt.Errorf("tun: open %s queue %d: %w", cfg.Name, i, err)
+		}
+		// Non-blocking, the file is read through Go's poller: a blocked
+		// Read parks its goroutine, and a read deadline wakes it.
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("tun: open %s queue %d: %w", cfg.Name, i, err)
+		}
+		d.fds = append(d.fds, fd)
+		d.queues = append(d.queues, &linuxQueue{f: os.NewFile(uintptr(fd), fmt.Sprintf("%s/%d", cfg.Name, i))})
+	}
+	link, err := netlink.LinkByName(cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("tun: find %s: %w", cfg.Name, err)
+	}
+	d.link = link
+	// Before the link is up: no link-local address means no router
+	// solicitations, DAD or MLD reports leaking into the telescope's logs.
+	for _, kv := range [][2]string{{"addr_gen_mode", "1"}, {"router_solicitations", "0"}, {"accept_ra", "0"}} {
+		if err := writeSysctl("/proc/sys/net/ipv6/conf/"+cfg.Name+"/"+kv[0], kv[1]); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("tun: ipv6 %s on %s: %w", kv[0], cfg.Name, err)
+		}
+	}
+	if err := netlink.LinkSetMTU(link, cfg.MTU); err != nil {
+		return nil, fmt.Errorf("tun: set mtu %d on %s: %w", cfg.MTU, cfg.Name, err)
+	}
+	if err := netlink.LinkSetTxQLen(link, cfg.TxQueueLen); err != nil {
+		return nil, fmt.Errorf("tun: set txqueuelen %d on %s: %w", cfg.TxQueueLen, cfg.Name, err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("tun: set %s up: %w", cfg.Name, err)
+	}
+	if cfg.NoRoute {
+		return d, nil
+	}
+	for _, p := range cfg.Prefixes {
+		r := &netlink.Route{
+			LinkIndex: link.Attrs().Index,
+			Dst:       prefixToIPNet(p.Masked()),
+			Scope:     netlink.SCOPE_LINK,
+		}
+		if err := netlink.RouteAdd(r); err != nil {
+			return nil, fmt.Errorf("tun: add route %s dev %s: %w", p, cfg.Name, err)
+		}
+		d.routes = append(d.routes, r)
+	}
+	return d, nil
+}
+
+// openQueue opens one queue of the multi-queue device and returns a raw fd
+// that the caller owns. water wraps the fd in an *os.File registered with
+// Go's poller; Fd() would switch it to blocking mode, so the fd is
+// duplicated through SyscallConn and the original closed (the duplicate
+// keeps the queue attached).
+func openQueue(name string) (int, error) {
+	ifce, err := water.New(water.Config{
+		DeviceType:             water.TUN,
+		PlatformSpecificParams: water.PlatformSpecificParams{Name: name, MultiQueue: true},
+	})
+	if err != nil {
+		return -1, err
+	}
+	f, ok := ifce.ReadWriteCloser.(*os.File)
+	if !ok {
+		ifce.Close()
+		return -1, fmt.Errorf("unexpected water device type %T", ifce.ReadWriteCloser)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return -1, err
+	}
+	dup := -1
+	var dupErr error
+	if err := rc.Control(func(fd uintptr) { dup, dupErr = unix.Dup(int(fd)) }); err != nil {
+		f.Close()
+		return -1, err
+	}
+	f.Close()
+	if dupErr != nil {
+		return -1, fmt.Errorf("dup: %w", dupErr)
+	}
+	unix.CloseOnExec(dup)
+	return dup, nil
+}
+
+// linuxQueue is one queue of a Linux device: one packet per read or
+// write system call (a TUN file has no batch call without a virtio-net
+// header).
+type linuxQueue struct {
+	f *os.File
+}
+
+func (q *linuxQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	n, err := q.f.Read(bufs[0][offset:])
+	if err != nil {
+		return 0, err
+	}
+	sizes[0] = n
+	return 1, nil
+}
+
+func (q *linuxQueue) Write(bufs [][]byte, offset int) (int, error) {
+	for i, b := range bufs {
+		if _, err := q.f.Write(b[offset:]); err != nil {
+			return i, err
+		}
+	}
+	return len(bufs), nil
+}
+
+func (q *linuxQueue) SetReadDeadline(t time.Time) error { return q.f.SetReadDeadline(t) }
+
+// Queues returns one Queue per multi-queue file.
+func (d *Linux) Queues() []Queue { return d.queues }
+
+// Name returns the device name.
+func (d *Linux) Name() string { return d.name }
+
+// MTU returns the device MTU.
+func (d *Linux) MTU() int { return d.mtu }
+
+// BatchSize is 1: a TUN file reads and writes one packet per call.
+func (d *Linux) BatchSize() int { return 1 }
+
+// FDs returns the queue file descriptors, one per queue, for code that
+// bypasses the Device (the echo baseline of the benchmarks). They stay
+// owned by the Device, are non-blocking, and are closed by Close.
+func (d *Linux) FDs() []int { return d.fds }
+
+// Close closes every queue; the kernel then removes the (non-persistent)
+// device, and with it every route through it. That needs no privilege, so
+// Close works after privs.Drop. Only if the device outlives its queues
+// (another process attached one) are the routes removed through netlink,
+// which needs CAP_NET_ADMIN. It is safe to call more than once.
+func (d *Linux) Close() error {
+	d.closeOnce.Do(func() {
+		var errs []error
+		for i, fd := range d.fds {
+			var err error
+			if i < len(d.queues) {
+				err = d.queues[i].(*linuxQueue).f.Close()
+			} else {
+				err = unix.Close(fd)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("tun: close fd %d: %w", fd, err))
+			}
+		}
+		if len(d.routes) > 0 && d.link != nil && d.linkExists() {
+			for _, r := range d.routes {
+				if err := netlink.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
+					errs = append(errs, fmt.Errorf("tun: delete route %s: %w", r.Dst, err))
+				}
+			}
+		}
+		d.closeErr = errors.Join(errs...)
+	})
+	return d.closeErr
+}
+
+// linkExists reports whether the device is still there after its queues
+// closed (the kernel unregisters it on the last close, before close
+// returns).
+func (d *Linux) linkExists() bool {
+	l, err := netlink.LinkByIndex(d.link.Attrs().Index)
+	return err == nil && l.Attrs().Name == d.name
+}
+
+// Stats reads the kernel's counters of the device: TX dropped is what the
+// kernel could not queue for the netstack (the overload signal).
+func (d *Linux) Stats() (rxPackets, txPackets, txDropped uint64, err error) {
+	l, err := netlink.LinkByName(d.name)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("tun: stats %s: %w", d.name, err)
+	}
+	s := l.Attrs().Statistics
+	if s == nil {
+		return 0, 0, 0, nil
+	}
+	return s.RxPackets, s.TxPackets, s.TxDropped, nil
+}
+
+func writeSysctl(path, value string) error {
+	return os.WriteFile(path, []byte(value), 0)
+}
+
+func prefixToIPNet(p netip.Prefix) *net.IPNet {
+	addr := p.Addr()
+	bits := 32
+	if addr.Is6() {
+		bits = 128
+	}
+	return &net.IPNet{IP: addr.AsSlice(), Mask: netMask(p.Bits(), bits)}
+}
+
+func netMask(ones, bits int) []byte {
+	m := make([]byte, bits/8)
+	for i := 0; i < ones; i++ {
+		m[i/8] |= 0x80 >> (i % 8)
+	}
+	return m
+}
