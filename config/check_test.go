@@ -88,6 +88,17 @@ prefix: [198.51.100.0/24]
 			},
 		},
 		{
+			name: "caps, listeners, keep and the SYN-ACK table at their lines",
+			yaml: "prefix: [192.0.2.0/24]\nkeep: -1h\nmax-conns-per-ip: 0\nmax-conns-per-net: 0\nmax-listeners: 0\nsynack-table: 1B\n",
+			want: []string{
+				"2: keep: -1h0m0s must not be negative",
+				"3: max-conns-per-ip: 0 must be positive (>= --max-conns turns the cap off)",
+				"4: max-conns-per-net: 0 must be positive (>= --max-conns turns the cap off)",
+				"5: max-listeners: 0 must be positive",
+				"6: synack-table: 1: at least 16 bytes",
+			},
+		},
+		{
 			name: "port conflict at the moved handler's port",
 			yaml: "prefix: [192.0.2.0/24]\nhandlers:\n  ssh:\n    ports:\n      - 2222\n      - 80\n",
 			want: []string{"6: port 80 claimed by both http and ssh"},

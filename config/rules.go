@@ -55,24 +55,24 @@ var rules = []rule{
 	{"queues", both, flagSpace, func(c *Run) error {
 		return failIf(c.Queues < 1 || c.Queues > 64, "%d out of range 1-64", c.Queues)
 	}},
-	{"keep", onFlags, flagSpace, func(c *Run) error {
+	{"keep", both, flagSpace, func(c *Run) error {
 		return failIf(c.Keep < 0, "%v must not be negative", c.Keep)
 	}},
 	{"phase-memory", both, flagSpace, func(c *Run) error { return CheckPhaseMemory(c.PhaseMemory) }},
 	{"max-conns", both, flagSpace, func(c *Run) error {
 		return failIf(c.MaxConns < 1, "%d must be positive", c.MaxConns)
 	}},
-	{"max-conns-per-ip", onFlags, flagSpace, func(c *Run) error {
+	{"max-conns-per-ip", both, flagSpace, func(c *Run) error {
 		return failIf(c.MaxConnsPerIP < 1, "%d must be positive (>= --max-conns turns the cap off)", c.MaxConnsPerIP)
 	}},
-	{"max-conns-per-net", onFlags, flagSpace, func(c *Run) error {
+	{"max-conns-per-net", both, flagSpace, func(c *Run) error {
 		return failIf(c.MaxConnsPerNet < 1, "%d must be positive (>= --max-conns turns the cap off)", c.MaxConnsPerNet)
 	}},
-	{"max-listeners", onFlags, flagSpace, func(c *Run) error {
+	{"max-listeners", both, flagSpace, func(c *Run) error {
 		return failIf(c.MaxListeners < 1, "%d must be positive", c.MaxListeners)
 	}},
 	{"synack-*", onFlags, flagColon, func(c *Run) error { return c.SYNACKLimits().Validate() }},
-	{"synack-table", onFlags, flagSpace, func(c *Run) error {
+	{"synack-table", both, flagSpace, func(c *Run) error {
 		return failIf((c.SYNACKRate > 0 || c.SYNACKIrregularRate > 0) && c.SYNACKTable < netstack.SYNLimitEntryBytes,
 			"%v: at least %d bytes", &c.SYNACKTable, netstack.SYNLimitEntryBytes)
 	}},
