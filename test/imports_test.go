@@ -52,6 +52,8 @@ var e2eImportTable = []e2eImportRule{
 	// spoki (row below), so handlers may use it without reaching upstream.
 	{"handlers/...", []string{"handlers", "records", "analysis/urls"}},
 	{"scenarios", []string{"records"}},
+	// scenarios/labrun runs the scenarios against a telescope in a lab.
+	{"scenarios/labrun", []string{"scenarios", "records", "lab"}},
 	{"scenarios/...", []string{"scenarios", "records"}},
 	{"analysis", []string{"records"}},
 	{"analysis/urls", nil},
