@@ -38,4 +38,3 @@ func TestFit(t *testing.T) {
 		}
 	}
 }
-
