@@ -14,6 +14,7 @@ import (
 	"github.com/lmittmann/tint"
 
 	"github.com/spoki-telescope/spoki/analysis/assemble"
+	"github.com/spoki-telescope/spoki/analysis/download"
 	"github.com/spoki-telescope/spoki/config"
 )
 
@@ -126,7 +127,7 @@ func assembleMain(ctx context.Context, args []string) error {
 		if topic == "" {
 			topic = assemble.KafkaTopic(o.tag)
 		}
-		ks, err = assemble.NewKafkaSink(assemble.KafkaConfig{Brokers: downloadSplit(o.kafka, ""), Topic: topic, Timeout: o.kafkaTimeout})
+		ks, err = assemble.NewKafkaSink(assemble.KafkaConfig{Brokers: download.SplitList(o.kafka, ""), Topic: topic, Timeout: o.kafkaTimeout})
 		if err != nil {
 			return err
 		}
