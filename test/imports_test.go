@@ -63,6 +63,9 @@ var e2eImportTable = []e2eImportRule{
 	// stats reads the counters every package describes in struct tags
 	// (the packages need not import it); it imports nothing of spoki.
 	{"stats", nil},
+	// stats/promstats serves them to Prometheus, with the session
+	// duration histogram over the records' sessions.
+	{"stats/promstats", []string{"stats", "records"}},
 	{"stats/...", []string{"stats"}},
 	// config is the configuration of `spoki run`: its defaults come from
 	// the stages it configures, and the handlers map is checked by

@@ -61,7 +61,7 @@ func TestTelemetrySourceCaps(t *testing.T) {
 	ns.DropListenerCap.Add(5)
 	ns.ListenersClosed.Add(6)
 	ns.Listeners.Add(7)
-	fams, err := tel.reg.Gather()
+	fams, err := tel.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/spoki-telescope/spoki/records/filesink"
 	"github.com/spoki-telescope/spoki/records/kafkasink"
 	"github.com/spoki-telescope/spoki/stats"
+	"github.com/spoki-telescope/spoki/stats/promstats"
 	"github.com/spoki-telescope/spoki/tun"
 	"net/netip"
 )
@@ -198,13 +199,13 @@ type running struct {
 	pub       *kafkasink.Publisher
 	emitEvent func(time.Time, []byte)
 	tp        *twoPhaseFeed
-	tel       *telemetry
+	tel       *promstats.Telemetry
 	src       metricsSources
 	muxes     *muxSet
 	newMux    func(*handlers.Registry) (*handlers.Mux, error)
 	st        *netstack.Stack
 	limits    netstack.SYNACKLimits
-	metrics   *metricsServer
+	metrics   *promstats.Server
 	// closers undo the set-up, run last first; the first error is kept.
 	closers []func() error
 }
@@ -469,7 +470,7 @@ func (t *running) muxFor(reg *handlers.Registry) (*handlers.Mux, error) {
 		Registry: reg,
 		Emit: func(se *records.Session) {
 			// Read before the sink takes ownership of se.
-			tel.observeSession(se)
+			tel.ObserveSession(se)
 			pub.PublishSession(se)
 			sink.Session(se)
 			tp.Session(se)
@@ -501,11 +502,11 @@ func (t *running) startServers() error {
 		t.onClose(func() error { srv.Close(); return nil })
 		go srv.Serve(ln)
 	}
-	t.metrics = &metricsServer{handler: t.tel.handler(), log: t.log.With("component", "metrics")}
-	if err := t.metrics.listen(cfg.Metrics); err != nil {
+	t.metrics = promstats.NewServer(t.tel.Handler(), t.log.With("component", "metrics"))
+	if err := t.metrics.Listen(cfg.Metrics); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	t.onClose(func() error { t.metrics.close(); return nil })
+	t.onClose(func() error { t.metrics.Close(); return nil })
 	return nil
 }
 
@@ -617,7 +618,7 @@ type liveConfig struct {
 	level   *slog.LevelVar
 	muxes   *muxSet
 	newMux  func(*handlers.Registry) (*handlers.Mux, error)
-	metrics *metricsServer
+	metrics *promstats.Server
 	stats   *statsTicker
 }
 
@@ -643,7 +644,7 @@ func (lc *liveConfig) reload() {
 	}
 	var applied []string
 	if plan.Has("metrics") {
-		if err := lc.metrics.listen(next.Metrics); err != nil {
+		if err := lc.metrics.Listen(next.Metrics); err != nil {
 			lc.log.Warn("not reloaded", "key", "metrics", "running", lc.cfg.Metrics, "file", next.Metrics, "reason", err)
 			next.Metrics = lc.cfg.Metrics
 		} else {

@@ -282,7 +282,7 @@ func BenchmarkStatsLine(b *testing.B) {
 func BenchmarkScrape(b *testing.B) {
 	var fake fakeSources
 	fake.mux.ByHandler = map[string]uint64{"http": 1, "ssh": 1}
-	reg := newTelemetry(fake.sources()).reg
+	reg := newTelemetry(fake.sources()).Registry()
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := reg.Gather(); err != nil {
