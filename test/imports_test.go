@@ -71,6 +71,10 @@ var e2eImportTable = []e2eImportRule{
 	// the stages it configures, and the handlers map is checked by
 	// building the registry from the handler packages.
 	{"config", []string{"tun", "netstack", "handlers", "handlers/...", "analysis/twophase"}},
+	// telescope is `spoki run` once its flags are parsed: it sets up the
+	// stages of the flow and serves; only the commands import it.
+	{"telescope", []string{"tun", "privs", "netstack", "handlers", "records", "records/filesink", "records/kafkasink",
+		"analysis/twophase", "config", "stats", "stats/promstats"}},
 	{"cmd/spoki", []string{"*"}},
 	{"test", []string{"*"}},
 }

@@ -1,4 +1,4 @@
-package main
+package telescope
 
 import (
 	"log/slog"

@@ -1,8 +1,9 @@
-package main
+package telescope
 
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 
 	"github.com/spoki-telescope/spoki/analysis/twophase"
 	"github.com/spoki-telescope/spoki/handlers"
@@ -10,6 +11,7 @@ import (
 	"github.com/spoki-telescope/spoki/records/filesink"
 	"github.com/spoki-telescope/spoki/records/kafkasink"
 	"github.com/spoki-telescope/spoki/stats"
+	"github.com/spoki-telescope/spoki/stats/promstats"
 )
 
 // metricsSources are the live counters the stats line and the collector
@@ -105,3 +107,16 @@ func logStats(log *slog.Logger, src metricsSources, msg string) {
 	attrs = append(attrs, slog.Uint64("heap_live", heap), slog.Uint64("rss", rss))
 	log.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
 }
+
+// newTelemetry registers the spoki collector over src, the session
+// duration histogram, and Go's runtime and process collectors.
+// A new source is a stats struct (package stats) added to metricsSources
+// and statsTypes: the stats line and the collector follow.
+func newTelemetry(src metricsSources) *promstats.Telemetry {
+	return promstats.New(src.snapshots, statsTypes...)
+}
+
+// Pure reports whether the current Mux puts connections to the local address
+// a in pure Spoki mode; it has the signature netstack.Config.Pure takes, and
+// follows a reload as ServeConn does.
+func (s *muxSet) Pure(a netip.Addr) bool { return s.cur.Load().Pure(a) }

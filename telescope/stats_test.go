@@ -1,4 +1,4 @@
-package main
+package telescope
 
 import (
 	"bytes"
@@ -117,7 +117,7 @@ func TestStatsEverywhere(t *testing.T) {
 	for _, typ := range statsTypes {
 		for _, f := range stats.Describe(typ) {
 			n++
-			name := strings.TrimPrefix(reflect.TypeOf(typ).String(), "main.") + "." + f.Name
+			name := strings.TrimPrefix(reflect.TypeOf(typ).String(), "telescope.") + "." + f.Name
 			if (len(f.Line) == 0) != noLine[name] {
 				t.Errorf("%s: line keys %v", name, f.Line)
 			}
