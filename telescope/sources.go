@@ -3,7 +3,6 @@ package telescope
 import (
 	"context"
 	"log/slog"
-	"net/netip"
 
 	"github.com/spoki-telescope/spoki/analysis/twophase"
 	"github.com/spoki-telescope/spoki/handlers"
@@ -115,8 +114,3 @@ func logStats(log *slog.Logger, src metricsSources, msg string) {
 func newTelemetry(src metricsSources) *promstats.Telemetry {
 	return promstats.New(src.snapshots, statsTypes...)
 }
-
-// Pure reports whether the current Mux puts connections to the local address
-// a in pure Spoki mode; it has the signature netstack.Config.Pure takes, and
-// follows a reload as ServeConn does.
-func (s *muxSet) Pure(a netip.Addr) bool { return s.cur.Load().Pure(a) }

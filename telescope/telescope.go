@@ -489,6 +489,11 @@ type muxSet struct {
 // netstack.Config.Handle takes.
 func (s *muxSet) ServeConn(c net.Conn, f records.Flow) { s.cur.Load().ServeConn(c, f) }
 
+// Pure reports whether the current Mux puts connections to the local address
+// a in pure Spoki mode; it has the signature netstack.Config.Pure takes, and
+// follows a reload as ServeConn does.
+func (s *muxSet) Pure(a netip.Addr) bool { return s.cur.Load().Pure(a) }
+
 // swap makes m the Mux for new connections.
 func (s *muxSet) swap(m *handlers.Mux) {
 	s.mu.Lock()
