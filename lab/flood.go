@@ -196,19 +196,37 @@ func newAddrRange(p netip.Prefix) addrRange {
 	return r
 }
 
+// Source is the prefix the flood's sources are spoofed from: Src, or by
+// default FloodSrc4 or FloodSrc6 by Prefix's family.
+func (cfg FloodConfig) Source() netip.Prefix {
+	switch {
+	case cfg.Src.IsValid():
+		return cfg.Src
+	case cfg.Prefix.Addr().Is4():
+		return FloodSrc4
+	}
+	return FloodSrc6
+}
+
+// String says what the flood sends, as the CLI's start line does: the
+// prefix, the kind, the sources, the interface and the longest duration
+// (Duration, cut to MaxFloodDuration).
+func (cfg FloodConfig) String() string {
+	kind := cfg.Kind.String()
+	if cfg.Irregular {
+		kind = "irregular " + kind
+	}
+	return fmt.Sprintf("%s with %s from %s on %s for at most %v",
+		cfg.Prefix, kind, cfg.Source(), cfg.Iface, min(cfg.Duration, MaxFloodDuration))
+}
+
 // newFrameGen builds the template for cfg's kind and families.
 func newFrameGen(cfg FloodConfig, srcMAC, dstMAC net.HardwareAddr, seed uint64) (*frameGen, error) {
 	dst := cfg.Prefix
 	if !dst.IsValid() {
 		return nil, fmt.Errorf("lab: flood: no destination prefix")
 	}
-	src := cfg.Src
-	if !src.IsValid() {
-		src = FloodSrc4
-		if !dst.Addr().Is4() {
-			src = FloodSrc6
-		}
-	}
+	src := cfg.Source()
 	if src.Addr().Is4() != dst.Addr().Is4() {
 		return nil, fmt.Errorf("lab: flood: source %s and destination %s differ in family", src, dst)
 	}

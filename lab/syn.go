@@ -64,6 +64,10 @@ func (r SYNResult) String() string {
 	return fmt.Sprintf("%s synacks=%d ack_ok=%t seq=%d sport=%d", r.Target, r.SYNACKs, r.AckOK, r.ReplySeq, r.Source.Port())
 }
 
+// OK reports whether the target got exactly one SYN-ACK that acknowledged
+// the SYN.
+func (r SYNResult) OK() bool { return r.SYNACKs == 1 && r.AckOK }
+
 // SYNTargets draws count distinct random targets from prefixes, spread
 // evenly over them. The same seed gives the same targets, which is how the
 // demo knows which syn events to expect.

@@ -52,6 +52,8 @@ var e2eImportTable = []e2eImportRule{
 	// spoki (row below), so handlers may use it without reaching upstream.
 	{"handlers/...", []string{"handlers", "records", "analysis/urls"}},
 	{"scenarios", []string{"records"}},
+	// scenarios/labrun runs the scenarios against a telescope in a lab.
+	{"scenarios/labrun", []string{"scenarios", "records", "lab"}},
 	{"scenarios/...", []string{"scenarios", "records"}},
 	{"analysis", []string{"records"}},
 	{"analysis/urls", nil},
@@ -61,11 +63,18 @@ var e2eImportTable = []e2eImportRule{
 	// stats reads the counters every package describes in struct tags
 	// (the packages need not import it); it imports nothing of spoki.
 	{"stats", nil},
+	// stats/promstats serves them to Prometheus, with the session
+	// duration histogram over the records' sessions.
+	{"stats/promstats", []string{"stats", "records"}},
 	{"stats/...", []string{"stats"}},
 	// config is the configuration of `spoki run`: its defaults come from
 	// the stages it configures, and the handlers map is checked by
 	// building the registry from the handler packages.
 	{"config", []string{"tun", "netstack", "handlers", "handlers/...", "analysis/twophase"}},
+	// telescope is `spoki run` once its flags are parsed: it sets up the
+	// stages of the flow and serves; only the commands import it.
+	{"telescope", []string{"tun", "privs", "netstack", "handlers", "records", "records/filesink", "records/kafkasink",
+		"analysis/twophase", "config", "stats", "stats/promstats"}},
 	{"cmd/spoki", []string{"*"}},
 	{"test", []string{"*"}},
 }

@@ -5,18 +5,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/lmittmann/tint"
-	"golang.org/x/sys/unix"
 
 	"github.com/spoki-telescope/spoki/analysis/assemble"
+	"github.com/spoki-telescope/spoki/analysis/download"
 	"github.com/spoki-telescope/spoki/config"
 )
 
@@ -69,7 +67,7 @@ func (o *assembleOpts) check(fs *flag.FlagSet, pos []string) (time.Time, slog.Le
 		fs.Usage()
 		return time.Time{}, 0, errors.New("assemble: --start and --tag are required")
 	}
-	st, err := parseStartHour(o.start)
+	st, err := assemble.ParseStartHour(o.start)
 	if err != nil {
 		return time.Time{}, 0, err
 	}
@@ -91,11 +89,11 @@ func (o *assembleOpts) check(fs *flag.FlagSet, pos []string) (time.Time, slog.Le
 
 // assembleLogger logs through a status line on a terminal (nil otherwise):
 // the log lines clear it for each and draw it again below.
-func assembleLogger(lvl slog.Level) (*slog.Logger, *statusLine) {
-	var status *statusLine
+func assembleLogger(lvl slog.Level) (*slog.Logger, *assemble.StatusLine) {
+	var status *assemble.StatusLine
 	var log *slog.Logger
-	if width, ok := terminalWidth(os.Stderr); ok {
-		status = &statusLine{w: os.Stderr, width: width}
+	if width, ok := assemble.TerminalWidth(os.Stderr); ok {
+		status = assemble.NewStatusLine(os.Stderr, width)
 		log = slog.New(tint.NewHandler(status, &tint.Options{Level: lvl, TimeFormat: time.TimeOnly}))
 	} else {
 		log = newLogger(lvl)
@@ -129,7 +127,7 @@ func assembleMain(ctx context.Context, args []string) error {
 		if topic == "" {
 			topic = assemble.KafkaTopic(o.tag)
 		}
-		ks, err = assemble.NewKafkaSink(assemble.KafkaConfig{Brokers: downloadSplit(o.kafka, ""), Topic: topic, Timeout: o.kafkaTimeout})
+		ks, err = assemble.NewKafkaSink(assemble.KafkaConfig{Brokers: download.SplitList(o.kafka, ""), Topic: topic, Timeout: o.kafkaTimeout})
 		if err != nil {
 			return err
 		}
@@ -142,128 +140,12 @@ func assembleMain(ctx context.Context, args []string) error {
 		FlushAtEOF: o.flush, Follow: o.follow, Poll: o.poll, Logger: log,
 	}
 	var stats assemble.Stats
-	err = assembleRun(ctx, cfg, sink, &stats, status)
-	attrs := []slog.Attr{slog.Uint64("rows", stats.Rows), slog.Uint64("confirmations", stats.Confirmations),
-		slog.Uint64("records", stats.Records), slog.Uint64("batches", stats.Batches),
-		slog.Uint64("skipped_rows", stats.RowsMissingColumn+stats.RowsBadValue),
-		slog.Uint64("unflushed", stats.Unflushed), slog.Uint64("unflushed_records", stats.UnflushedRecords),
-		slog.Int("files", len(files.Written))}
-	if ks != nil {
-		attrs = append(attrs, slog.Uint64("kafka_published", ks.Published()), slog.String("kafka_topic", ks.Topic()))
-	}
-	log.LogAttrs(context.Background(), slog.LevelInfo, "done", attrs...)
+	err = assemble.RunWithStatus(ctx, cfg, sink, &stats, status)
+	log.LogAttrs(context.Background(), slog.LevelInfo, "done", assemble.DoneAttrs(&stats, files, ks)...)
 	for _, f := range files.Written {
 		fmt.Println(f)
 	}
 	return err
-}
-
-// assembleRun runs the assembly, drawing its progress on status if there
-// is one.
-func assembleRun(ctx context.Context, cfg assemble.Config, sink assemble.Sink, stats *assemble.Stats, status *statusLine) error {
-	if status != nil {
-		began := time.Now()
-		var last time.Time
-		cfg.OnProgress = func(p assemble.Progress) {
-			if now := time.Now(); p.Done || now.Sub(last) >= progressEvery {
-				last = now
-				status.Set(p.Line(now.Sub(began)))
-			}
-		}
-	}
-	err := assemble.Run(ctx, cfg, sink, stats)
-	if status != nil {
-		status.Done()
-	}
-	return err
-}
-
-// progressEvery is how often the progress line is redrawn.
-const progressEvery = 250 * time.Millisecond
-
-// terminalWidth reports whether f is a terminal, and its width.
-func terminalWidth(f *os.File) (int, bool) {
-	fd := int(f.Fd())
-	if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
-		return 0, false
-	}
-	ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ)
-	if err != nil || ws.Col == 0 {
-		return 80, true
-	}
-	return int(ws.Col), true
-}
-
-// statusLine is a line at the bottom of a terminal that is redrawn in
-// place; other output written through it (the log lines) appears above it.
-type statusLine struct {
-	mu    sync.Mutex
-	w     io.Writer
-	width int
-	line  string
-	buf   []byte
-}
-
-// clearLine returns the cursor to the line's start and erases the line.
-const clearLine = "\r\x1b[K"
-
-// fit cuts line to one row of width columns (less one, so that the cursor
-// stays on the row): a wrapped line could not be redrawn in place.
-func fit(line string, width int) string {
-	if width <= 1 {
-		return ""
-	}
-	if r := []rune(line); len(r) > width-1 {
-		return string(r[:width-1])
-	}
-	return line
-}
-
-// Set replaces the status line.
-func (s *statusLine) Set(line string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.line = fit(line, s.width)
-	s.buf = append(append(s.buf[:0], clearLine...), s.line...)
-	s.w.Write(s.buf)
-}
-
-// Write writes p above the status line.
-func (s *statusLine) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.line == "" {
-		return s.w.Write(p)
-	}
-	s.buf = append(append(append(s.buf[:0], clearLine...), p...), s.line...)
-	if _, err := s.w.Write(s.buf); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// Done erases the status line: the summary follows as a log line.
-func (s *statusLine) Done() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.line != "" {
-		io.WriteString(s.w, clearLine)
-		s.line = ""
-	}
-}
-
-// parseStartHour accepts YYYY-MM-DDTHH, YYYY-MM-DD (hour 0) and RFC 3339
-// on the hour, all in UTC unless an offset is given.
-func parseStartHour(s string) (time.Time, error) {
-	for _, layout := range []string{"2006-01-02T15", "2006-01-02", time.RFC3339} {
-		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
-			if !t.Truncate(time.Hour).Equal(t) {
-				return time.Time{}, fmt.Errorf("assemble: --start %q is not on the hour", s)
-			}
-			return t.UTC(), nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("assemble: --start %q: want YYYY-MM-DDTHH", s)
 }
 
 // parseInterleaved parses flags that may follow the positional arguments,

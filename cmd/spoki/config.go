@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/netip"
 	"os"
 
 	"github.com/spoki-telescope/spoki/config"
@@ -56,10 +55,3 @@ func configMain(args []string) error {
 	fmt.Printf("%s: ok\n", path)
 	return nil
 }
-
-// Pure reports whether the current Mux puts connections to the local address
-// a in pure Spoki mode; it has the signature netstack.Config.Pure takes, and
-// follows a reload as ServeConn does.
-func (s *muxSet) Pure(a netip.Addr) bool { return s.cur.Load().Pure(a) }
-
-func byteSizeOf(n int64) *byteSize { b := byteSize(n); return &b }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"path/filepath"
 	"slices"
@@ -9,8 +8,6 @@ import (
 	"testing"
 
 	"github.com/spoki-telescope/spoki/config"
-	"github.com/spoki-telescope/spoki/handlers"
-	"github.com/spoki-telescope/spoki/records"
 )
 
 // TestConfigCoversFlags checks that every flag of `spoki run` has its YAML
@@ -74,28 +71,5 @@ func TestParseRunFlagsMetrics(t *testing.T) {
 	}
 	if _, err := (&runConfig{Prefixes: []string{"192.0.2.0/24"}, Queues: 1, MaxConns: 1, Tag: "x", LogLevel: "info", Metrics: "nonsense"}).Validate(); err == nil {
 		t.Errorf("validate(--metrics nonsense) = nil, want an error")
-	}
-}
-
-// TestMuxSet checks that a swapped-in Mux serves new connections and that
-// the counters of every Mux add up.
-func TestMuxSet(t *testing.T) {
-	var s muxSet
-	for range 2 {
-		m, err := handlers.NewMux(handlers.MuxConfig{
-			Registry: handlers.NewRegistry(handlers.Func("generic", func(context.Context, *handlers.Conn) (any, error) { return nil, nil })),
-			Emit:     func(*records.Session) {},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.swap(m)
-		m.Stats().Errors.Add(1)
-	}
-	if got := s.snapshot().Errors; got != 2 {
-		t.Errorf("snapshot().Errors = %d, want 2 (one per Mux)", got)
-	}
-	if s.cur.Load() != s.all[1] {
-		t.Errorf("current Mux is not the last swapped in")
 	}
 }

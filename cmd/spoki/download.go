@@ -229,16 +229,12 @@ func downloadMain(ctx context.Context, args []string) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	w := bufio.NewWriter(os.Stdout)
-	attrs, err := o.fetch(ctx, pos, log, downloadPrinter(d, w, o.oncePer))
+	attrs, err := download.Feed(ctx, download.FeedConfig{
+		Inputs: pos, Brokers: o.brokers, Group: o.group, TopicPrefix: o.topicPrefix, Tags: o.tags, Events: o.events,
+		Timeout: o.timeout, Workers: o.workers, PerHost: o.perHost, MaxURLsPerPayload: o.maxURLs, Logger: log,
+	}, downloadPrinter(d, w, o.oncePer))
 	err = errors.Join(err, w.Flush(), d.Close())
-	s := d.Stats
-	log.LogAttrs(context.Background(), slog.LevelInfo, "done", append(attrs,
-		slog.Int("fetches", s.Fetches), slog.Int("successes", s.Successes), slog.Int("failures", s.Failures),
-		slog.Int("denied", s.Denied), slog.Int("skipped", s.Skipped), slog.Int("unsupported", s.Unsupported),
-		slog.Int("too_long", s.TooLong), slog.Int("stored", s.Stored), slog.Int("store_full", s.StoreFull),
-		slog.Int64("store_bytes", s.StoreBytes), slog.Int("state_entries", s.StateEntries),
-		slog.Int64("state_bytes", s.StateBytes), slog.Int("evicted", s.Evicted), slog.Int("expired", s.Expired),
-		slog.Int("tried_compactions", s.Compactions))...)
+	log.LogAttrs(context.Background(), slog.LevelInfo, "done", append(attrs, d.Stats.Attrs()...)...)
 	if errors.Is(err, context.Canceled) {
 		return nil // SIGINT/SIGTERM: what was done is on disk
 	}
@@ -264,84 +260,6 @@ func downloadPrinter(d *download.Downloader, w *bufio.Writer, oncePer time.Durat
 		}
 		return nil
 	}
-}
-
-// fetch reads the targets from Kafka or from the INPUT files and hands
-// them to handle; it returns the reader's counters for the last line.
-func (o *downloadOpts) fetch(ctx context.Context, pos []string, log *slog.Logger,
-	handle func(context.Context, download.Target) error) ([]slog.Attr, error) {
-	if o.brokers != "" {
-		ks, err := downloadKafka(ctx, downloadKafkaFlags{
-			brokers: o.brokers, group: o.group, prefix: o.topicPrefix, tags: o.tags, events: o.events, timeout: o.timeout,
-			workers: o.workers, perHost: o.perHost, maxURLs: o.maxURLs,
-		}, log, handle)
-		return []slog.Attr{slog.Int("records", ks.Records), slog.Int("bad_records", ks.BadRecords),
-			slog.Int("payloads", ks.Payloads), slog.Int("urls", ks.URLs), slog.Int("cut_urls", ks.CutURLs),
-			slog.Int("commits", ks.Commits), slog.Int("commit_errors", ks.CommitErrors)}, err
-	}
-	var st download.ScanStats
-	pool := download.NewPool(o.workers, o.perHost, handle)
-	err := download.Scan(ctx, pos, download.ScanConfig{MaxURLsPerPayload: o.maxURLs}, &st,
-		func(t download.Target) error { return pool.Submit(ctx, t, nil) })
-	err = errors.Join(err, pool.Wait())
-	return []slog.Attr{slog.Int("files", st.Files), slog.Int("lines", st.Lines), slog.Int("bad_lines", st.BadLines),
-		slog.Int("payloads", st.Payloads), slog.Int("urls", st.URLs), slog.Int("cut_urls", st.CutURLs)}, err
-}
-
-// downloadKafkaFlags are the --kafka settings of spoki download.
-type downloadKafkaFlags struct {
-	brokers, group, prefix, tags, events string
-	timeout                              time.Duration
-	workers, perHost, maxURLs            int
-}
-
-// downloadRebalanceBudget is the part of the group's rebalance timeout
-// (franz-go's default, 60 s) that one poll's fetches may take; the rest is
-// margin for the commits and the rdns lookups.
-const downloadRebalanceBudget = 45 * time.Second
-
-// downloadKafka consumes the topics of f as a member of f.group until ctx
-// is done, calling handle with each Target.
-func downloadKafka(ctx context.Context, f downloadKafkaFlags, log *slog.Logger,
-	handle func(context.Context, download.Target) error) (download.KafkaStats, error) {
-	var topics []string
-	for _, tag := range downloadSplit(f.tags, download.DefaultKafkaTag) {
-		for _, ev := range downloadSplit(f.events, download.DefaultKafkaEventType) {
-			topics = append(topics, download.KafkaTopic(f.prefix, tag, ev))
-		}
-	}
-	c, err := download.NewConsumer(download.KafkaConfig{
-		Brokers: downloadSplit(f.brokers, ""), Group: f.group, Topics: topics,
-		// Each record may cost a whole fetch; the member must hand its
-		// partitions back within the rebalance timeout.
-		MaxPollRecords:    max(1, int(downloadRebalanceBudget/f.timeout)),
-		Workers:           f.workers,
-		PerHost:           f.perHost,
-		MaxURLsPerPayload: f.maxURLs,
-		Logger:            log,
-	})
-	if err != nil {
-		return download.KafkaStats{}, err
-	}
-	defer c.Close()
-	log.LogAttrs(ctx, slog.LevelInfo, "ready", slog.String("group", f.group), slog.Any("topics", topics))
-	err = c.Run(ctx, handle)
-	return c.Stats, err
-}
-
-// downloadSplit splits a comma-separated list, dropping empty items; an
-// empty list gives def (none if def is empty).
-func downloadSplit(s, def string) []string {
-	var out []string
-	for _, x := range strings.Split(s, ",") {
-		if x = strings.TrimSpace(x); x != "" {
-			out = append(out, x)
-		}
-	}
-	if len(out) == 0 && def != "" {
-		out = []string{def}
-	}
-	return out
 }
 
 // downloadPrintResult prints the line of one URL.

@@ -2,28 +2,20 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/signal"
-	"runtime"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/spoki-telescope/spoki/tun"
+	"github.com/spoki-telescope/spoki/tun/tunecho"
 )
 
-// echoMain is `spoki echo`: the benchmark's ceiling. It reads SYNs from the
-// TUN and writes SYN-ACKs back with no stack, no cookie, no records: what
-// any TUN design pays for two syscalls per packet. It reads the way fdbased
-// does (non-blocking read, poll only when the queue is empty).
+// echoMain is `spoki echo`: the benchmark's ceiling (package tunecho).
 func echoMain(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("spoki echo", flag.ContinueOnError)
 	var prefixes prefixList
@@ -51,92 +43,11 @@ func echoMain(ctx context.Context, args []string) error {
 	defer dev.Close()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var sent, other atomic.Uint64
-	var done atomic.Bool
-	var wg sync.WaitGroup
-	for _, fd := range dev.FDs() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			runtime.LockOSThread()
-			echoLoop(fd, &done, &sent, &other)
-		}()
-	}
+	e := tunecho.Start(dev.FDs())
 	fmt.Fprintln(os.Stderr, "echo ready")
 	start := time.Now()
 	<-ctx.Done()
-	done.Store(true)
-	wg.Wait()
-	fmt.Printf("echo: synacks=%d other=%d seconds=%.1f\n", sent.Load(), other.Load(), time.Since(start).Seconds())
+	sent, other := e.Stop()
+	fmt.Printf("echo: synacks=%d other=%d seconds=%.1f\n", sent, other, time.Since(start).Seconds())
 	return nil
-}
-
-func echoLoop(fd int, done *atomic.Bool, sent, other *atomic.Uint64) {
-	buf := make([]byte, 65536)
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for !done.Load() {
-		n, err := unix.Read(fd, buf)
-		if err == unix.EAGAIN || err == unix.EINTR {
-			unix.Poll(pfd, 100)
-			continue
-		}
-		if err != nil {
-			return
-		}
-		if synAckInPlace(buf[:n]) {
-			if _, err := unix.Write(fd, buf[:n]); err == nil {
-				sent.Add(1)
-				continue
-			}
-		}
-		other.Add(1)
-	}
-}
-
-// synAckInPlace turns an IPv4 SYN into a SYN-ACK by swapping addresses and
-// ports, with incremental-free full checksums; false for anything else.
-func synAckInPlace(b []byte) bool {
-	if len(b) < 40 || b[0]>>4 != 4 || b[9] != 6 {
-		return false
-	}
-	ihl := int(b[0]&0xf) * 4
-	t := b[ihl:]
-	if len(t) < 20 || t[13]&0x17 != 0x02 {
-		return false
-	}
-	var a [4]byte
-	copy(a[:], b[12:16])
-	copy(b[12:16], b[16:20])
-	copy(b[16:20], a[:])
-	b[8] = 64
-	sp := binary.BigEndian.Uint16(t[0:])
-	copy(t[0:2], t[2:4])
-	binary.BigEndian.PutUint16(t[2:], sp)
-	seq := binary.BigEndian.Uint32(t[4:])
-	binary.BigEndian.PutUint32(t[8:], seq+1)
-	binary.BigEndian.PutUint32(t[4:], seq*2654435761)
-	t[13] = 0x12
-	binary.BigEndian.PutUint16(b[10:], 0)
-	binary.BigEndian.PutUint16(b[10:], ^sum16(b[:ihl], 0))
-	binary.BigEndian.PutUint16(t[16:], 0)
-	var ph [12]byte
-	copy(ph[0:8], b[12:20])
-	ph[9] = 6
-	binary.BigEndian.PutUint16(ph[10:], uint16(len(t)))
-	binary.BigEndian.PutUint16(t[16:], ^sum16(t, sum16(ph[:], 0)))
-	return true
-}
-
-func sum16(b []byte, initial uint16) uint16 {
-	s := uint32(initial)
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s > 0xffff {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
 }

@@ -111,7 +111,7 @@ func probeSYN(ctx context.Context, out io.Writer, args []string) error {
 	bad := 0
 	for _, r := range results {
 		fmt.Fprintln(out, r)
-		if r.SYNACKs != 1 || !r.AckOK {
+		if !r.OK() {
 			bad++
 		}
 	}
@@ -169,27 +169,11 @@ func probeFlood(ctx context.Context, out io.Writer, args []string) error {
 	if cfg.Duration > lab.MaxFloodDuration {
 		fmt.Fprintf(os.Stderr, "probe flood: duration cut to %v\n", lab.MaxFloodDuration)
 	}
-	kind := cfg.Kind.String()
-	if cfg.Irregular {
-		kind = "irregular " + kind
-	}
-	fmt.Fprintf(out, "flooding %s with %s from %s on %s for at most %v\n",
-		cfg.Prefix, kind, floodSrc(cfg), cfg.Iface, min(cfg.Duration, lab.MaxFloodDuration))
+	fmt.Fprintf(out, "flooding %s\n", cfg)
 	res, err := lab.Flood(ctx, cfg)
 	fmt.Fprintln(out, res)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
-}
-
-// floodSrc names the flood's source prefix for the start line.
-func floodSrc(cfg lab.FloodConfig) netip.Prefix {
-	switch {
-	case cfg.Src.IsValid():
-		return cfg.Src
-	case cfg.Prefix.Addr().Is4():
-		return lab.FloodSrc4
-	}
-	return lab.FloodSrc6
 }

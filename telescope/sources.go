@@ -1,4 +1,4 @@
-package main
+package telescope
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/spoki-telescope/spoki/records/filesink"
 	"github.com/spoki-telescope/spoki/records/kafkasink"
 	"github.com/spoki-telescope/spoki/stats"
+	"github.com/spoki-telescope/spoki/stats/promstats"
 )
 
 // metricsSources are the live counters the stats line and the collector
@@ -104,4 +105,12 @@ func logStats(log *slog.Logger, src metricsSources, msg string) {
 	heap, rss := memStats()
 	attrs = append(attrs, slog.Uint64("heap_live", heap), slog.Uint64("rss", rss))
 	log.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
+}
+
+// newTelemetry registers the spoki collector over src, the session
+// duration histogram, and Go's runtime and process collectors.
+// A new source is a stats struct (package stats) added to metricsSources
+// and statsTypes: the stats line and the collector follow.
+func newTelemetry(src metricsSources) *promstats.Telemetry {
+	return promstats.New(src.snapshots, statsTypes...)
 }

@@ -1,4 +1,4 @@
-package main
+package labrun
 
 import (
 	"io"
@@ -8,7 +8,7 @@ import (
 	"github.com/spoki-telescope/spoki/scenarios"
 )
 
-// TestScenarioTelescopeFlags checks how `spoki scenario run` picks the
+// TestScenarioTelescopeFlags checks how a run (`spoki scenario run`) picks the
 // flags of the telescope it starts from the scripts' `telescope:` comments.
 func TestScenarioTelescopeFlags(t *testing.T) {
 	plain := &scenarios.Script{Name: "a.pkt"}
@@ -27,9 +27,9 @@ func TestScenarioTelescopeFlags(t *testing.T) {
 		{"running telescope: only noted", []*scenarios.Script{plain, pure}, true, nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := scenarioTelescopeFlags(tc.scripts, tc.running, io.Discard)
+			got, err := TelescopeFlags(tc.scripts, tc.running, io.Discard)
 			if (err != nil) != tc.wantErr || !slices.Equal(got, tc.want) {
-				t.Errorf("scenarioTelescopeFlags = %q, %v; want %q, error %v", got, err, tc.want, tc.wantErr)
+				t.Errorf("TelescopeFlags = %q, %v; want %q, error %v", got, err, tc.want, tc.wantErr)
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package main
+package telescope
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spoki-telescope/spoki/analysis/twophase"
+	"github.com/spoki-telescope/spoki/config"
 )
 
 // twoPhaseFeed is the live two-phase stage (twophase.Feed) as run wires
@@ -28,7 +29,7 @@ func newTwoPhaseFeed(timeout, linger time.Duration, emit func(time.Time, []byte)
 
 // newTwoPhaseFeedMemory returns a feed whose detector table takes memory
 // bytes (--phase-memory), allocated now.
-func newTwoPhaseFeedMemory(timeout time.Duration, memory byteSize, linger time.Duration, emit func(time.Time, []byte), log *slog.Logger) *twoPhaseFeed {
+func newTwoPhaseFeedMemory(timeout time.Duration, memory config.Size, linger time.Duration, emit func(time.Time, []byte), log *slog.Logger) *twoPhaseFeed {
 	f := twophase.NewFeed(twophase.Config{Timeout: timeout, Memory: int64(memory)}, linger, emit)
 	c := f.Counters()
 	return &twoPhaseFeed{Feed: f, log: log, events: &c.Events, errors: &c.Errors,
@@ -44,7 +45,7 @@ func (f *twoPhaseFeed) logTable() {
 	s := f.Stats()
 	cfg := f.Config()
 	secs := cfg.Timeout.Seconds()
-	memory := byteSize(cfg.Memory)
+	memory := config.Size(cfg.Memory)
 	f.log.Info("two-phase table", "entries", s.Capacity, "bytes", s.Bytes, "phase_memory", memory.String(),
 		"window_s", secs, "at_irregular_syn_per_s", int(float64(s.Capacity)/secs),
 		"window_s_at_100k_syn_per_s", math.Round(float64(s.Capacity)/1e4)/10)

@@ -1,4 +1,4 @@
-package main
+package telescope
 
 import (
 	"bytes"
@@ -117,7 +117,7 @@ func TestStatsEverywhere(t *testing.T) {
 	for _, typ := range statsTypes {
 		for _, f := range stats.Describe(typ) {
 			n++
-			name := strings.TrimPrefix(reflect.TypeOf(typ).String(), "main.") + "." + f.Name
+			name := strings.TrimPrefix(reflect.TypeOf(typ).String(), "telescope.") + "." + f.Name
 			if (len(f.Line) == 0) != noLine[name] {
 				t.Errorf("%s: line keys %v", name, f.Line)
 			}
@@ -282,7 +282,7 @@ func BenchmarkStatsLine(b *testing.B) {
 func BenchmarkScrape(b *testing.B) {
 	var fake fakeSources
 	fake.mux.ByHandler = map[string]uint64{"http": 1, "ssh": 1}
-	reg := newTelemetry(fake.sources()).reg
+	reg := newTelemetry(fake.sources()).Registry()
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := reg.Gather(); err != nil {

@@ -1,4 +1,9 @@
-package main
+// Package promstats serves spoki's counters to Prometheus: a registry of
+// its own with a collector that turns the components' stats snapshots
+// (package stats) into metrics at scrape time, the session duration
+// histogram, and an HTTP server for /metrics whose address a reload may
+// change.
+package promstats
 
 import (
 	"context"
@@ -18,40 +23,39 @@ import (
 	"github.com/spoki-telescope/spoki/stats"
 )
 
-// metricsNamespace prefixes every spoki metric; the subsystem is the
-// package that owns the counter (netstack, handlers, filesink, twophase,
-// tun), as in CoreDNS's plugin metrics.
-const metricsNamespace = "spoki"
+// Namespace prefixes every spoki metric; the subsystem is the package that
+// owns the counter (netstack, handlers, filesink, twophase, tun), as in
+// CoreDNS's plugin metrics.
+const Namespace = "spoki"
 
 // sessionDurationBuckets spans a scanner's reset right after the first
 // payload (milliseconds) to the Mux's total budget (120 s by default).
 var sessionDurationBuckets = []float64{.005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
 
-// telemetry is spoki's Prometheus registry: its own, never the global
+// Telemetry is spoki's Prometheus registry: its own, never the global
 // default, so that nothing a library registers on import shows up and
 // tests can build as many as they like.
-type telemetry struct {
+type Telemetry struct {
 	reg      *prometheus.Registry
 	duration *prometheus.HistogramVec
 }
 
-// newTelemetry registers the spoki collector over src, the session
-// duration histogram, and Go's runtime and process collectors.
-// A new source is a stats struct (package stats) added to metricsSources
-// and statsTypes: the stats line and the collector follow.
-func newTelemetry(src metricsSources) *telemetry {
-	t := &telemetry{
+// New registers a Collector over snapshots (values of the stats structs
+// types only), the session duration histogram, and Go's runtime and
+// process collectors.
+func New(snapshots func() []any, types ...any) *Telemetry {
+	t := &Telemetry{
 		reg: prometheus.NewRegistry(),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: metricsNamespace,
+			Namespace: Namespace,
 			Subsystem: "handlers",
 			Name:      "session_duration_seconds",
 			Help:      "Time from the valid-cookie ACK to the end of the session, by app_proto.",
 			Buckets:   sessionDurationBuckets,
 		}, []string{"app_proto"}),
 	}
-	t.register(
-		newSpokiCollector(src),
+	t.Register(
+		NewCollector(snapshots, types...),
 		t.duration,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -59,51 +63,54 @@ func newTelemetry(src metricsSources) *telemetry {
 	return t
 }
 
-// register adds collectors; a duplicate metric is a programmer error found
+// Register adds collectors; a duplicate metric is a programmer error found
 // at start-up, so it panics.
-func (t *telemetry) register(cs ...prometheus.Collector) { t.reg.MustRegister(cs...) }
+func (t *Telemetry) Register(cs ...prometheus.Collector) { t.reg.MustRegister(cs...) }
 
-// observeSession adds a finished session to the duration histogram. It runs
+// Registry is the registry the metrics are in.
+func (t *Telemetry) Registry() *prometheus.Registry { return t.reg }
+
+// ObserveSession adds a finished session to the duration histogram. It runs
 // once per connection on the Mux's Emit path, never per packet.
-func (t *telemetry) observeSession(s *records.Session) {
+func (t *Telemetry) ObserveSession(s *records.Session) {
 	if s.Flow.Accepted.IsZero() || s.End.IsZero() {
 		return
 	}
 	t.duration.WithLabelValues(s.AppProto).Observe(s.End.Sub(s.Flow.Accepted).Seconds())
 }
 
-// handler serves the registry in Prometheus's text and protobuf formats.
-func (t *telemetry) handler() http.Handler {
+// Handler serves the registry in Prometheus's text and protobuf formats.
+func (t *Telemetry) Handler() http.Handler {
 	return promhttp.HandlerFor(t.reg, promhttp.HandlerOpts{Registry: t.reg})
 }
 
-// spokiCollector turns the components' stats snapshots into metrics at
-// scrape time: the packet path only increments its atomics, as it does
-// for the stats line, and pays nothing for Prometheus. The metrics are
-// those the snapshots' fields describe (package stats).
-type spokiCollector struct {
-	src   metricsSources
-	descs map[string]*prometheus.Desc
-	kinds map[string]prometheus.ValueType
+// Collector turns the components' stats snapshots into metrics at scrape
+// time: the packet path only increments its atomics, as it does for the
+// stats line, and pays nothing for Prometheus. The metrics are those the
+// snapshots' fields describe (package stats).
+type Collector struct {
+	snapshots func() []any
+	descs     map[string]*prometheus.Desc
+	kinds     map[string]prometheus.ValueType
 }
 
-var _ prometheus.Collector = (*spokiCollector)(nil)
+var _ prometheus.Collector = (*Collector)(nil)
 
-// newSpokiCollector describes every metric of statsTypes; a description
-// that does not hold together is a programmer error found at start-up, so
-// it panics.
-func newSpokiCollector(src metricsSources) *spokiCollector {
-	ms, err := stats.Metrics(statsTypes...)
+// NewCollector describes every metric of types; a description that does
+// not hold together is a programmer error found at start-up, so it
+// panics. snapshots must return values of these types only.
+func NewCollector(snapshots func() []any, types ...any) *Collector {
+	ms, err := stats.Metrics(types...)
 	if err != nil {
 		panic(err)
 	}
-	c := &spokiCollector{src: src, descs: map[string]*prometheus.Desc{}, kinds: map[string]prometheus.ValueType{}}
+	c := &Collector{snapshots: snapshots, descs: map[string]*prometheus.Desc{}, kinds: map[string]prometheus.ValueType{}}
 	for _, m := range ms {
 		var labels []string
 		if m.Label != "" {
 			labels = []string{m.Label}
 		}
-		c.descs[m.Name] = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, "", m.Name), m.Help, labels, nil)
+		c.descs[m.Name] = prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", m.Name), m.Help, labels, nil)
 		c.kinds[m.Name] = prometheus.GaugeValue
 		if m.Counter {
 			c.kinds[m.Name] = prometheus.CounterValue
@@ -113,7 +120,7 @@ func newSpokiCollector(src metricsSources) *spokiCollector {
 }
 
 // Describe implements prometheus.Collector.
-func (c *spokiCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range c.descs {
 		ch <- d
 	}
@@ -121,9 +128,9 @@ func (c *spokiCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector. It reads each component's
 // snapshot once per scrape.
-func (c *spokiCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	var series stats.Series
-	for _, s := range c.src.snapshots() {
+	for _, s := range c.snapshots() {
 		series.Add(s)
 	}
 	series.Each(func(m stats.Metric, x stats.Value) {
@@ -135,13 +142,12 @@ func (c *spokiCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 }
 
-// metricsShutdownTimeout bounds the wait for a scrape in progress when the
+// ShutdownTimeout bounds the wait for a scrape in progress when the
 // metrics server moves or stops.
-const metricsShutdownTimeout = 2 * time.Second
+const ShutdownTimeout = 2 * time.Second
 
-// metricsServer serves /metrics on an address that a reload may change.
-// Its methods are called from runMain's goroutine only.
-type metricsServer struct {
+// Server serves /metrics on an address that a reload may change.
+type Server struct {
 	handler http.Handler
 	log     *slog.Logger
 
@@ -150,9 +156,15 @@ type metricsServer struct {
 	srv  *http.Server
 }
 
-// listen moves the server to addr ("" stops it). On error the server keeps
+// NewServer returns a server of handler at /metrics that listens nowhere
+// yet (Listen); log gets its serve errors.
+func NewServer(handler http.Handler, log *slog.Logger) *Server {
+	return &Server{handler: handler, log: log}
+}
+
+// Listen moves the server to addr ("" stops it). On error the server keeps
 // its old address: a reload with a busy port must not lose the metrics.
-func (m *metricsServer) listen(addr string) error {
+func (m *Server) Listen(addr string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if addr == m.addr {
@@ -179,12 +191,12 @@ func (m *metricsServer) listen(addr string) error {
 	old := m.srv
 	m.srv, m.addr = next, addr
 	if old != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 		defer cancel()
 		_ = old.Shutdown(ctx) // a scrape cut short is retried by Prometheus
 	}
 	return nil
 }
 
-// close stops the server.
-func (m *metricsServer) close() { _ = m.listen("") }
+// Close stops the server.
+func (m *Server) Close() { _ = m.Listen("") }
