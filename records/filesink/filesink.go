@@ -561,12 +561,22 @@ func (w *Writer) writePacket(p *records.Packet) {
 		return
 	}
 	hour := hourOf(p.Time)
+	w.writeRaw(s, hour, p)
+	if p.IsSYN() {
+		w.writeSYNEvent(hour, p)
+	}
+}
+
+// writeRaw writes p's raw row to s.
+func (w *Writer) writeRaw(s *stream, hour int64, p *records.Packet) {
 	w.enc = records.AppendRawRow(w.enc[:0], p)
 	s.write(w, hour, w.enc)
-	if p.IsSYN() {
-		w.enc = records.AppendSYNEvent(w.enc[:0], p)
-		w.eventLog.write(w, hour, w.enc)
-	}
+}
+
+// writeSYNEvent writes the `syn` event of p.
+func (w *Writer) writeSYNEvent(hour int64, p *records.Packet) {
+	w.enc = records.AppendSYNEvent(w.enc[:0], p)
+	w.eventLog.write(w, hour, w.enc)
 }
 
 func (w *Writer) writeReply(r *records.Reply) {
