@@ -2,6 +2,7 @@ package filesink
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/spoki-telescope/spoki/records"
@@ -36,19 +37,24 @@ func BenchmarkRecordsPerSYN(b *testing.B) {
 	cases := []struct {
 		name  string
 		bytes int
+		omit  bool // Config.OmitSYNEvents
 		write func(w *Writer, p *records.Packet, r *records.Reply)
 	}{
-		{"raw", rawB, func(w *Writer, p *records.Packet, _ *records.Reply) { w.writeRaw(w.tcpRaw, hour, p) }},
-		{"reply", replyB, func(w *Writer, _ *records.Packet, r *records.Reply) { w.writeReply(r) }},
-		{"syn-event", eventB, func(w *Writer, p *records.Packet, _ *records.Reply) { w.writeSYNEvent(hour, p) }},
-		{"all", rawB + replyB + eventB, func(w *Writer, p *records.Packet, r *records.Reply) {
+		{"raw", rawB, false, func(w *Writer, p *records.Packet, _ *records.Reply) { w.writeRaw(w.tcpRaw, hour, p) }},
+		{"reply", replyB, false, func(w *Writer, _ *records.Packet, r *records.Reply) { w.writeReply(r) }},
+		{"syn-event", eventB, false, func(w *Writer, p *records.Packet, _ *records.Reply) { w.writeSYNEvent(hour, p) }},
+		{"all", rawB + replyB + eventB, false, func(w *Writer, p *records.Packet, r *records.Reply) {
+			w.writePacket(p)
+			w.writeReply(r)
+		}},
+		{"all-omit-syn-events", rawB + replyB, true, func(w *Writer, p *records.Packet, r *records.Reply) {
 			w.writePacket(p)
 			w.writeReply(r)
 		}},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
-			w, err := newWriter(Config{Dir: b.TempDir()})
+			w, err := newWriter(Config{Dir: b.TempDir(), OmitSYNEvents: tc.omit})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -95,5 +101,49 @@ func TestRecordsPerSYNNoAllocs(t *testing.T) {
 	}
 	if st := w.Stats(); st.PacketsWritten != 1002 || st.RepliesWritten != 1002 || st.EventsWritten != 1002 {
 		t.Errorf("written packets %d, replies %d, events %d; want 1002 each", st.PacketsWritten, st.RepliesWritten, st.EventsWritten)
+	}
+}
+
+// TestOmitSYNEvents checks that Config.OmitSYNEvents leaves out the `syn`
+// events and nothing else: the raw rows, the reply rows and other events
+// are written.
+func TestOmitSYNEvents(t *testing.T) {
+	for _, omit := range []bool{false, true} {
+		dir := t.TempDir()
+		w, err := New(Config{Dir: dir, OmitSYNEvents: omit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, r := costSYN()
+		w.Packet(&p)
+		w.Reply(&r)
+		ack := pkt(p.Time, 40001, false)
+		w.Packet(&ack)
+		w.Event(p.Time, []byte(`{"event_type":"stats"}`))
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wantEvents := uint64(2)
+		if omit {
+			wantEvents = 1
+		}
+		st := w.Stats()
+		if st.PacketsWritten != 2 || st.RepliesWritten != 1 || st.EventsWritten != wantEvents {
+			t.Errorf("omit %v: written packets %d, replies %d, events %d; want 2, 1, %d",
+				omit, st.PacketsWritten, st.RepliesWritten, st.EventsWritten, wantEvents)
+		}
+		var synLines int
+		for name, lines := range readDir(t, dir) {
+			if strings.HasSuffix(name, ".jsonl") {
+				for _, l := range lines {
+					if strings.Contains(l, `"event_type":"syn"`) {
+						synLines++
+					}
+				}
+			}
+		}
+		if want := int(wantEvents) - 1; synLines != want {
+			t.Errorf("omit %v: %d syn event lines, want %d", omit, synLines, want)
+		}
 	}
 }
