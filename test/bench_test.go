@@ -3,8 +3,10 @@
 package test
 
 // BenchmarkFlood measures spoki against the raw TUN echo (`spoki echo`, the
-// ceiling of any one-packet-per-syscall TUN design) under the same bounded,
-// spoofed SYN flood, as docs/benchmarks.md#the-set-up describes:
+// ceiling of any one-packet-per-syscall TUN design) and against the Linux
+// kernel's own SYN-cookie responder (bench_kernel_test.go) under the same
+// bounded, spoofed SYN floods, regular and irregular (ZMap-like), as
+// docs/benchmarks.md#the-set-up describes:
 //
 //	scanner --veth--> telescope host (prefix routed to the TUN) --veth--> sink
 //
@@ -12,8 +14,8 @@ package test
 // to the sink, so every design pays the same egress for its SYN-ACKs and the
 // flooder never sees them. Designs and rates are interleaved within one run
 // (ABBA order over the rounds) and the table reports medians, because the
-// machine varies by 20-40 % from run to run: the ratio spoki/echo is the
-// figure to compare across runs.
+// machine varies by 20-40 % from run to run: the ratios (spoki/echo,
+// spoki/kernel, echo/kernel) are the figures to compare across runs.
 //
 // Everything is counted on the responder's side: the TUN's RX packets are
 // the packets the program wrote (SYN-ACKs), its TX packets what the kernel
@@ -24,9 +26,11 @@ package test
 //
 //	make build && SPOKI_BIN=$PWD/bin/spoki go test -run '^$' -bench Flood -benchtime 1x -v ./test
 //
-// Knobs (environment): SPOKI_BENCH_ROUNDS (rounds per design and rate,
+// Knobs (environment): SPOKI_BENCH_ROUNDS (rounds per design and flood,
 // default 2), SPOKI_BENCH_PLACEMENTS ("shared,pinned" by default; "shared"
-// alone halves the time), SPOKI_BENCH_PROFILE=DIR (one extra spoki run at
+// alone halves the time), SPOKI_BENCH_KINDS ("regular,irregular" by
+// default), SPOKI_BENCH_DESIGNS ("echo,spoki,kernel" by default),
+// SPOKI_BENCH_DURATION (each flood, 5s by default, 1s to 10s), SPOKI_BENCH_PROFILE=DIR (one extra spoki run at
 // the maximum rate with a Go CPU profile and, if perf is installed, a perf
 // record of the spoki process, written to DIR).
 
