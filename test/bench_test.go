@@ -28,7 +28,7 @@ package test
 //
 // Knobs (environment): SPOKI_BENCH_ROUNDS (rounds per design and flood,
 // default 2), SPOKI_BENCH_PLACEMENTS ("shared,pinned" by default; "shared"
-// alone halves the time), SPOKI_BENCH_KINDS ("regular,irregular" by
+// alone halves the time; "spread" is a third, opt-in one), SPOKI_BENCH_KINDS ("regular,irregular" by
 // default), SPOKI_BENCH_DESIGNS ("echo,spoki,kernel" by default),
 // SPOKI_BENCH_DURATION (each flood, 5s by default, 1s to 10s), SPOKI_BENCH_PROFILE=DIR (one extra spoki run at
 // the maximum rate with a Go CPU profile and, if perf is installed, a perf
@@ -145,6 +145,13 @@ const (
 	// benchPinned is "one receive core": the flooder on CPU0, RPS moving
 	// the telescope host's receive work to CPU1, the responder on CPU1.
 	benchPinned benchPlacement = "pinned"
+	// benchSpread leaves the processes to the scheduler but spreads the
+	// telescope host's receive work over every CPU with RPS. Without it,
+	// the veth runs the host's whole receive path, the kernel responder's
+	// SYN cookies included, in the flooder's own send, on the flooder's
+	// core, so the flooder can never outrun the kernel. Not in the
+	// defaults (time): SPOKI_BENCH_PLACEMENTS=spread.
+	benchSpread benchPlacement = "spread"
 )
 
 // benchSample is one reading taken during a run.
@@ -221,10 +228,10 @@ func BenchmarkFlood(b *testing.B) {
 		placements = nil
 		for _, p := range strings.Split(s, ",") {
 			switch benchPlacement(p) {
-			case benchShared, benchPinned:
+			case benchShared, benchPinned, benchSpread:
 				placements = append(placements, benchPlacement(p))
 			default:
-				b.Fatalf("SPOKI_BENCH_PLACEMENTS: unknown placement %q (shared, pinned)", p)
+				b.Fatalf("SPOKI_BENCH_PLACEMENTS: unknown placement %q (shared, pinned, spread)", p)
 			}
 		}
 	}
@@ -742,11 +749,15 @@ func benchPeak(s []benchSample) float64 {
 }
 
 // benchSetRPS sets the receive-packet steering of the telescope host's
-// scanner-side veth: CPU1 for the pinned placement, off for shared.
+// scanner-side veth: CPU1 for the pinned placement, every CPU for spread,
+// off for shared.
 func benchSetRPS(ctx context.Context, l *lab.Lab, pl benchPlacement) error {
 	mask := "0"
-	if pl == benchPinned {
+	switch pl {
+	case benchPinned:
 		mask = "2"
+	case benchSpread:
+		mask = strconv.FormatUint(1<<min(benchNumCPU(), 32)-1, 16)
 	}
 	path := fmt.Sprintf("/sys/class/net/%s/queues/rx-0/rps_cpus", l.TelescopeIface)
 	cmd := l.Command(ctx, l.Telescope, "sh", "-c", fmt.Sprintf("echo %s > %s", mask, path))
@@ -996,8 +1007,11 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 }
 
 func benchPlacementDoc(pl benchPlacement) string {
-	if pl == benchPinned {
+	switch pl {
+	case benchPinned:
 		return "flooder on CPU0, RPS of the telescope's veth to CPU1, responder on CPU1"
+	case benchSpread:
+		return "nothing pinned, RPS of the telescope's veth over every CPU"
 	}
 	return "kernel defaults, nothing pinned"
 }
