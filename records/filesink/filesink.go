@@ -85,9 +85,9 @@ type Config struct {
 	// start and every hour; 0 keeps everything.
 	Keep time.Duration
 	// OmitSYNEvents leaves out the `syn` event of every SYN (the raw row
-	// stays): of the about 560 bytes a SYN costs in the logs, the event is
-	// about 370, and writing them is most of the writer's work. Off (the
-	// events are written) if false.
+	// stays): of the about 560 bytes a SYN costs in the logs the event is
+	// about 370, and the dearest of its three records to encode and write
+	// (BenchmarkRecordsPerSYN). Off (the events are written) if false.
 	OmitSYNEvents bool
 	// Root is Dir opened already (os.OpenRoot), or nil for New to open it.
 	// `spoki run` opens it before it drops root: every file is then made
@@ -361,8 +361,8 @@ func (w *Writer) newCSVStream(proto, component, header string, written *atomic.U
 }
 
 // Packet queues a copy of p for the raw log of its protocol and, for a SYN
-// (p.IsSYN), a `syn` event (unless Config.OmitSYNEvents). It never blocks: when the queue is full the
-// packet is dropped and counted. p.Payload is kept, not copied: the caller
+// (p.IsSYN), a `syn` event (unless Config.OmitSYNEvents). It never blocks:
+// when the queue is full the packet is dropped and counted. p.Payload is kept, not copied: the caller
 // must not modify it afterwards.
 func (w *Writer) Packet(p *records.Packet) {
 	enqueue(w, w.packets, p, &w.c.dropPacketQueueFull)
@@ -574,9 +574,8 @@ func (w *Writer) writePacket(p *records.Packet) {
 }
 
 // writeRaw, writeSYNEvent and writeReply encode their row straight into
-// the file's buffer, without a copy through w.enc: at a SYN's three rows
-// the copies were a measurable part of the writer's work
-// (BenchmarkRecordsPerSYN).
+// the file's buffer, without a copy through w.enc: a SYN's three rows are
+// the writer's bulk, and each copy was a memmove of the row.
 
 // writeRaw writes p's raw row to s.
 func (w *Writer) writeRaw(s *stream, hour int64, p *records.Packet) {
