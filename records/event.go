@@ -44,7 +44,76 @@ func appendEventHead(dst []byte, t time.Time, eventType string, src, dest netip.
 
 // appendTimestamp appends t in UTC as RFC 3339 with a fixed 9-digit
 // fraction (2026-11-25T11:03:32.123456789Z), so that lines sort as text.
+// It runs once per SYN: years 1 to 9999 take a path that computes the date
+// once, from the Unix day (t.Date and t.Clock would each do it again), and
+// writes digits in pairs; others go the general way.
 func appendTimestamp(dst []byte, t time.Time) []byte {
+	sec := t.Unix()
+	if sec < minFastUnix || sec > maxFastUnix {
+		return appendTimestampSlow(dst, t)
+	}
+	days := (sec - minFastUnix) / 86400 // from 0001-01-01, never negative here
+	sod := int(sec - minFastUnix - days*86400)
+	y, m, d := civilFromDays(days)
+	var b [30]byte
+	put2(b[0:], y/100)
+	put2(b[2:], y%100)
+	b[4] = '-'
+	put2(b[5:], m)
+	b[7] = '-'
+	put2(b[8:], d)
+	b[10] = 'T'
+	put2(b[11:], sod/3600)
+	b[13] = ':'
+	put2(b[14:], sod/60%60)
+	b[16] = ':'
+	put2(b[17:], sod%60)
+	b[19] = '.'
+	ns := t.Nanosecond()
+	for i := 28; i > 19; i-- {
+		b[i] = byte('0' + ns%10)
+		ns /= 10
+	}
+	b[29] = 'Z'
+	return append(dst, b[:]...)
+}
+
+// The range of appendTimestamp's fast path: 0001-01-01T00:00:00Z to
+// 9999-12-31T23:59:59Z.
+const (
+	minFastUnix = -62135596800
+	maxFastUnix = 253402300799
+)
+
+// civilFromDays returns the proleptic Gregorian date of the day that is
+// days after 0001-01-01 (days >= 0), by Howard Hinnant's civil_from_days.
+func civilFromDays(days int64) (year, month, day int) {
+	z := days + 306 // days from 0000-03-01, whose era starts a 400-year cycle
+	era := z / 146097
+	doe := z - era*146097
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365
+	doy := doe - (365*yoe + yoe/4 - yoe/100)
+	mp := (5*doy + 2) / 153
+	day = int(doy - (153*mp+2)/5 + 1)
+	month = int(mp + 3)
+	if month > 12 {
+		month -= 12
+	}
+	year = int(yoe + era*400)
+	if month <= 2 {
+		year++
+	}
+	return year, month, day
+}
+
+// put2 writes v (0 to 99) as two digits.
+func put2(b []byte, v int) {
+	const digits = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
+	b[0], b[1] = digits[2*v], digits[2*v+1]
+}
+
+// appendTimestampSlow is appendTimestamp for any time.
+func appendTimestampSlow(dst []byte, t time.Time) []byte {
 	t = t.UTC()
 	year, month, day := t.Date()
 	hour, minute, sec := t.Clock()

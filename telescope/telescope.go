@@ -217,7 +217,7 @@ func (t *running) openLogs(runAs privs.User) error {
 		return err
 	}
 	sink, err := filesink.New(filesink.Config{Dir: cfg.LogDir, Root: logRoot, Tag: cfg.Tag, Compress: cfg.Compress, Keep: cfg.Keep,
-		Logger: log.With("component", "filesink")})
+		Logger: log.With("component", "filesink"), OmitSYNEvents: !cfg.SYNEvents})
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}

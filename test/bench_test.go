@@ -3,8 +3,10 @@
 package test
 
 // BenchmarkFlood measures spoki against the raw TUN echo (`spoki echo`, the
-// ceiling of any one-packet-per-syscall TUN design) under the same bounded,
-// spoofed SYN flood, as docs/benchmarks.md#the-set-up describes:
+// ceiling of any one-packet-per-syscall TUN design) and against the Linux
+// kernel's own SYN-cookie responder (bench_kernel_test.go) under the same
+// bounded, spoofed SYN floods, regular and irregular (ZMap-like), as
+// docs/benchmarks.md#the-set-up describes:
 //
 //	scanner --veth--> telescope host (prefix routed to the TUN) --veth--> sink
 //
@@ -12,8 +14,8 @@ package test
 // to the sink, so every design pays the same egress for its SYN-ACKs and the
 // flooder never sees them. Designs and rates are interleaved within one run
 // (ABBA order over the rounds) and the table reports medians, because the
-// machine varies by 20-40 % from run to run: the ratio spoki/echo is the
-// figure to compare across runs.
+// machine varies by 20-40 % from run to run: the ratios (spoki/echo,
+// spoki/kernel, echo/kernel) are the figures to compare across runs.
 //
 // Everything is counted on the responder's side: the TUN's RX packets are
 // the packets the program wrote (SYN-ACKs), its TX packets what the kernel
@@ -24,9 +26,11 @@ package test
 //
 //	make build && SPOKI_BIN=$PWD/bin/spoki go test -run '^$' -bench Flood -benchtime 1x -v ./test
 //
-// Knobs (environment): SPOKI_BENCH_ROUNDS (rounds per design and rate,
+// Knobs (environment): SPOKI_BENCH_ROUNDS (rounds per design and flood,
 // default 2), SPOKI_BENCH_PLACEMENTS ("shared,pinned" by default; "shared"
-// alone halves the time), SPOKI_BENCH_PROFILE=DIR (one extra spoki run at
+// alone halves the time; "spread" is a third, opt-in one), SPOKI_BENCH_KINDS ("regular,irregular" by
+// default), SPOKI_BENCH_DESIGNS ("echo,spoki,kernel" by default),
+// SPOKI_BENCH_DURATION (each flood, 5s by default, 1s to 10s), SPOKI_BENCH_PROFILE=DIR (one extra spoki run at
 // the maximum rate with a Go CPU profile and, if perf is installed, a perf
 // record of the spoki process, written to DIR).
 
@@ -57,17 +61,27 @@ import (
 // Benchmark settings. The flood is bounded by benchFloodDuration and stops
 // by itself; everything else is a timeout that only a broken run reaches.
 const (
-	benchFloodDuration = 10 * time.Second
+	benchDefaultDuration = 5 * time.Second
+	benchReadyTimeout    = 15 * time.Second
+	benchSampleEvery     = 100 * time.Millisecond
+	benchDrain           = 500 * time.Millisecond // counted after the flood ends
+	benchSettle          = 1500 * time.Millisecond
+	benchDefaultRounds   = 2
+	benchClockTick       = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	benchPprofAddr       = "127.0.0.1:6060"      // inside the telescope namespace only
+	benchProfileRate     = 100000                // a rate both designs sustain: per-SYN cost without contention
+	benchMiB             = 1 << 20
+	// benchPort is every SYN's destination port: the kernel answers only
+	// on a port with a listener, so all three designs get the same flood
+	// to one port (telnet's, the telescopes' busiest).
+	benchPort = 23
+)
+
+// benchFloodDuration bounds each flood (SPOKI_BENCH_DURATION, 1s to 10s);
+// benchFloodTimeout is what only a broken flood reaches.
+var (
+	benchFloodDuration = benchDefaultDuration
 	benchFloodTimeout  = benchFloodDuration + 20*time.Second
-	benchReadyTimeout  = 15 * time.Second
-	benchSampleEvery   = 100 * time.Millisecond
-	benchDrain         = 500 * time.Millisecond // counted after the flood ends
-	benchSettle        = 1500 * time.Millisecond
-	benchDefaultRounds = 2
-	benchClockTick     = 10 * time.Millisecond // USER_HZ is 100 on Linux
-	benchPprofAddr     = "127.0.0.1:6060"      // inside the telescope namespace only
-	benchProfileRate   = 100000                // a rate both designs sustain: per-SYN cost without contention
-	benchMiB           = 1 << 20
 )
 
 // Targets printed next to the figures; the benchmark does not assert them.
@@ -82,13 +96,44 @@ const (
 // the flooder can".
 var benchRates = []int{0, 100000}
 
+// benchCase is one flood of a round: its offered rate and whether its SYNs
+// are irregular (ZMap-like: no options, TTL 255, IP ID 54321) or regular
+// (an MSS option, TTL 64, random IP IDs).
+type benchCase struct {
+	rate      int
+	irregular bool
+}
+
+// benchCases are the floods of every round. Both kinds at the maximum
+// rate, where the responders differ; the 100 kpps flood, which gives the
+// CPU per SYN-ACK without contention, only with regular SYNs, to keep the
+// run near five minutes.
+var benchCases = []benchCase{{0, false}, {0, true}, {100000, false}}
+
+func (c benchCase) kind() string {
+	if c.irregular {
+		return "irregular"
+	}
+	return "regular"
+}
+
+func (c benchCase) name() string { return benchRateName(c.rate) + " " + c.kind() }
+
 // benchDesign is one responder under test.
 type benchDesign string
 
 const (
 	benchEcho  benchDesign = "echo"
 	benchSpoki benchDesign = "spoki"
+	// benchKernel is the Linux kernel's own SYN-cookie responder in the
+	// telescope namespace: the prefix as a local route (AnyIP),
+	// tcp_syncookies=2 and one listener on benchPort (docs/benchmarks.md#the-kernel).
+	benchKernel benchDesign = "kernel"
 )
+
+// benchDesigns are the responders, in the order of even rounds (odd rounds
+// run them in reverse).
+var benchDesigns = []benchDesign{benchEcho, benchSpoki, benchKernel}
 
 // benchPlacement says where the flooder, the receive work and the
 // responder run (docs/benchmarks.md#placements: measure both, neither is fair alone).
@@ -100,12 +145,20 @@ const (
 	// benchPinned is "one receive core": the flooder on CPU0, RPS moving
 	// the telescope host's receive work to CPU1, the responder on CPU1.
 	benchPinned benchPlacement = "pinned"
+	// benchSpread leaves the processes to the scheduler but spreads the
+	// telescope host's receive work over every CPU with RPS. Without it,
+	// the veth runs the host's whole receive path, the kernel responder's
+	// SYN cookies included, in the flooder's own send, on the flooder's
+	// core, so the flooder can never outrun the kernel. Not in the
+	// defaults (time): SPOKI_BENCH_PLACEMENTS=spread.
+	benchSpread benchPlacement = "spread"
 )
 
 // benchSample is one reading taken during a run.
 type benchSample struct {
 	at                         time.Time
 	tunRx, tunTx, tunTxDropped uint64 // TUN: written by the program, handed to it, not handed
+	kernelOut                  uint64 // kernel responder only: SYN-ACKs that left on the sink link
 	rssB                       uint64
 	cpuTicks                   uint64 // utime+stime of the responder
 	boxBusy, boxTotal          uint64 // /proc/stat, all CPUs
@@ -125,6 +178,7 @@ type benchStats struct {
 type benchResult struct {
 	design    benchDesign
 	rate      int
+	irregular bool
 	placement benchPlacement
 	round     int
 
@@ -143,6 +197,12 @@ type benchResult struct {
 	boxBusy        float64 // whole machine busy fraction over the flood
 
 	rssBefore, rssPeak, rssAfter uint64
+
+	// kernel only: the SYN-ACKs that left on the telescope's sink link
+	// (synacks are those the kernel produced).
+	kernelOut uint64
+	// n is the number of runs a median was taken over.
+	n int
 
 	// spoki only.
 	spokiDrops, recordsDropped    uint64
@@ -169,12 +229,39 @@ func BenchmarkFlood(b *testing.B) {
 		placements = nil
 		for _, p := range strings.Split(s, ",") {
 			switch benchPlacement(p) {
-			case benchShared, benchPinned:
+			case benchShared, benchPinned, benchSpread:
 				placements = append(placements, benchPlacement(p))
 			default:
-				b.Fatalf("SPOKI_BENCH_PLACEMENTS: unknown placement %q (shared, pinned)", p)
+				b.Fatalf("SPOKI_BENCH_PLACEMENTS: unknown placement %q (shared, pinned, spread)", p)
 			}
 		}
+	}
+	cases := benchCases
+	if s := os.Getenv("SPOKI_BENCH_KINDS"); s != "" {
+		kinds := strings.Split(s, ",")
+		for _, k := range kinds {
+			if k != "regular" && k != "irregular" {
+				b.Fatalf("SPOKI_BENCH_KINDS: unknown kind %q (regular, irregular)", k)
+			}
+		}
+		cases = slices.DeleteFunc(slices.Clone(cases), func(c benchCase) bool { return !slices.Contains(kinds, c.kind()) })
+	}
+	designs := benchDesigns
+	if s := os.Getenv("SPOKI_BENCH_DESIGNS"); s != "" {
+		designs = nil
+		for _, d := range strings.Split(s, ",") {
+			if !slices.Contains(benchDesigns, benchDesign(d)) {
+				b.Fatalf("SPOKI_BENCH_DESIGNS: unknown design %q (echo, spoki, kernel)", d)
+			}
+			designs = append(designs, benchDesign(d))
+		}
+	}
+	if s := os.Getenv("SPOKI_BENCH_DURATION"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < time.Second || d > 10*time.Second {
+			b.Fatalf("SPOKI_BENCH_DURATION=%q: want 1s to 10s", s)
+		}
+		benchFloodDuration, benchFloodTimeout = d, d+20*time.Second
 	}
 	if slices.Contains(placements, benchPinned) && benchNumCPU() < 2 {
 		b.Logf("only %d CPU: skipping the pinned placement", benchNumCPU())
@@ -195,8 +282,13 @@ func BenchmarkFlood(b *testing.B) {
 			b.Errorf("namespaces left after Close: %v", names)
 		}
 	})
-	b.Logf("lab %s: scanner %s (%s) -> telescope %s -> sink %s; %d CPUs, %d rounds",
-		l.Name, l.Scanner, l.ScannerIface, l.Telescope, l.Sink, benchNumCPU(), rounds)
+	b.Logf("lab %s: scanner %s (%s) -> telescope %s -> sink %s; %d CPUs, %d rounds, designs %v, %v floods",
+		l.Name, l.Scanner, l.ScannerIface, l.Telescope, l.Sink, benchNumCPU(), rounds, designs, benchFloodDuration)
+	if slices.Contains(designs, benchKernel) {
+		if err := benchKernelSysctls(l); err != nil {
+			b.Fatalf("kernel responder: %v", err)
+		}
+	}
 
 	b.ResetTimer()
 	var all []benchResult
@@ -206,18 +298,18 @@ func BenchmarkFlood(b *testing.B) {
 			b.Fatalf("placement %s: %v", pl, err)
 		}
 		for round := 0; round < rounds; round++ {
-			for _, rate := range benchRates {
-				order := []benchDesign{benchEcho, benchSpoki}
-				if round%2 == 1 { // ABBA: drift over the run hits both designs alike
-					order = []benchDesign{benchSpoki, benchEcho}
+			for _, c := range cases {
+				order := slices.Clone(designs)
+				if round%2 == 1 { // ABBA: drift over the run hits every design alike
+					slices.Reverse(order)
 				}
 				for _, d := range order {
 					run++
 					r, err := benchRun(ctx, b, l, bin, benchRunConfig{
-						design: d, rate: rate, placement: pl, round: round, index: run,
+						design: d, rate: c.rate, irregular: c.irregular, placement: pl, round: round, index: run,
 					})
 					if err != nil {
-						b.Fatalf("%s %s rate %s round %d: %v", pl, d, benchRateName(rate), round+1, err)
+						b.Fatalf("%s %s %s round %d: %v", pl, d, c.name(), round+1, err)
 					}
 					b.Log(r.line())
 					all = append(all, r)
@@ -246,7 +338,7 @@ func BenchmarkFlood(b *testing.B) {
 	b.StopTimer()
 
 	for _, pl := range placements {
-		benchReport(b, pl, all)
+		benchReport(b, pl, cases, designs, all)
 	}
 }
 
@@ -254,6 +346,7 @@ func BenchmarkFlood(b *testing.B) {
 type benchRunConfig struct {
 	design     benchDesign
 	rate       int
+	irregular  bool
 	placement  benchPlacement
 	round      int
 	index      int
@@ -265,7 +358,10 @@ type benchRunConfig struct {
 // directory are gone when it returns, also on error (Lab.Close stops what
 // is left if a Stop was never reached).
 func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benchRunConfig) (res benchResult, err error) {
-	res = benchResult{design: rc.design, rate: rc.rate, placement: rc.placement, round: rc.round}
+	res = benchResult{design: rc.design, rate: rc.rate, irregular: rc.irregular, placement: rc.placement, round: rc.round}
+	if rc.design == benchKernel {
+		return benchRunKernel(ctx, b, l, bin, rc, res)
+	}
 	tunName := fmt.Sprintf("%s-%c%d", l.Name, rc.design[0], rc.index)
 	prefix := lab.Prefix4.String()
 
@@ -378,45 +474,12 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 		go func() { profileErr <- benchProfile(ctx, l, rc.profileDir, rc.design, pid) }()
 	}
 
-	floodArgs := []string{"probe", "flood", "--iface", l.ScannerIface, "--prefix", prefix,
-		"--src", lab.FloodSrc4.String(), "--kind", "syn", "--duration", benchFloodDuration.String(),
-		"--rate", strconv.Itoa(rc.rate)}
-	floodName := bin
-	if rc.placement == benchPinned {
-		floodName = "taskset"
-		floodArgs = append([]string{"-c", "0", bin}, floodArgs...)
-	}
 	t0 := time.Now()
-	f, err := l.Start(l.Scanner, floodName, floodArgs...)
-	if err != nil {
+	if err := benchFlood(l, bin, rc, &res); err != nil {
 		close(stopSampling)
 		<-samplerDone
 		return res, err
 	}
-	select {
-	case <-f.Done():
-	case <-time.After(benchFloodTimeout):
-		_ = f.Stop()
-		close(stopSampling)
-		<-samplerDone
-		return res, fmt.Errorf("flood did not stop by itself within %v", benchFloodTimeout)
-	}
-	tEnd := time.Now()
-	if err := f.Stop(); err != nil {
-		close(stopSampling)
-		<-samplerDone
-		return res, fmt.Errorf("flood: %w\n%s", err, f.Output())
-	}
-	res.floodSent, res.floodElapsed, err = benchParseFlood(f.Output())
-	if err != nil {
-		close(stopSampling)
-		<-samplerDone
-		return res, err
-	}
-	if res.floodElapsed <= 0 {
-		res.floodElapsed = tEnd.Sub(t0)
-	}
-	res.offeredPPS = float64(res.floodSent) / res.floodElapsed.Seconds()
 
 	time.Sleep(benchDrain)
 	drained, err := smp.read()
@@ -506,6 +569,14 @@ type benchSampler struct {
 	tun           string
 	telNS, sinkNS netns.NsHandle
 	telH, sinkH   *netlink.Handle
+	// kernelUplink, when set, makes read count the kernel responder: the
+	// SYN-ACKs are then TcpExtSyncookiesSent of the telescope namespace
+	// (what the kernel produced, as the TUN's RX packets are what a program
+	// wrote), kernelUplink is its scanner link, whose RX packets (and RX
+	// dropped) are the SYNs that reached the host, and tun its sink link,
+	// whose TX packets are the SYN-ACKs that left it (kernelOut).
+	kernelUplink string
+	lab          *lab.Lab
 }
 
 func benchNewSampler(l *lab.Lab, tun string, pid int) (*benchSampler, error) {
@@ -562,6 +633,23 @@ func (s *benchSampler) read() (benchSample, error) {
 	link, err := s.telH.LinkByName(s.tun)
 	if err != nil {
 		return out, fmt.Errorf("tun %s: %w", s.tun, err)
+	}
+	if s.kernelUplink != "" {
+		up, err := s.telH.LinkByName(s.kernelUplink)
+		if err != nil {
+			return out, fmt.Errorf("uplink %s: %w", s.kernelUplink, err)
+		}
+		if out.tunRx, err = benchTcpExt(s.lab, "SyncookiesSent"); err != nil {
+			return out, err
+		}
+		if st := link.Attrs().Statistics; st != nil {
+			out.kernelOut = st.TxPackets
+		}
+		if st := up.Attrs().Statistics; st != nil {
+			out.tunTx, out.tunTxDropped = st.RxPackets, st.RxDropped
+		}
+		out.boxBusy, out.boxTotal, _ = benchBoxCPU()
+		return out, nil
 	}
 	if st := link.Attrs().Statistics; st != nil {
 		out.tunRx, out.tunTx, out.tunTxDropped = st.RxPackets, st.TxPackets, st.TxDropped
@@ -668,11 +756,15 @@ func benchPeak(s []benchSample) float64 {
 }
 
 // benchSetRPS sets the receive-packet steering of the telescope host's
-// scanner-side veth: CPU1 for the pinned placement, off for shared.
+// scanner-side veth: CPU1 for the pinned placement, every CPU for spread,
+// off for shared.
 func benchSetRPS(ctx context.Context, l *lab.Lab, pl benchPlacement) error {
 	mask := "0"
-	if pl == benchPinned {
+	switch pl {
+	case benchPinned:
 		mask = "2"
+	case benchSpread:
+		mask = strconv.FormatUint(1<<min(benchNumCPU(), 32)-1, 16)
 	}
 	path := fmt.Sprintf("/sys/class/net/%s/queues/rx-0/rps_cpus", l.TelescopeIface)
 	cmd := l.Command(ctx, l.Telescope, "sh", "-c", fmt.Sprintf("echo %s > %s", mask, path))
@@ -719,6 +811,46 @@ func benchFetchPprof(ctx context.Context, l *lab.Lab, what, path string) error {
 	if err != nil {
 		return fmt.Errorf("curl %s: %w: %s", url, err, bytes.TrimSpace(out))
 	}
+	return nil
+}
+
+// benchFlood runs one bounded flood from the scanner namespace, the same
+// for every design, and fills res's flood figures.
+func benchFlood(l *lab.Lab, bin string, rc benchRunConfig, res *benchResult) error {
+	floodArgs := []string{"probe", "flood", "--iface", l.ScannerIface, "--prefix", lab.Prefix4.String(),
+		"--src", lab.FloodSrc4.String(), "--kind", "syn", "--duration", benchFloodDuration.String(),
+		"--rate", strconv.Itoa(rc.rate), "--port", strconv.Itoa(benchPort)}
+	if rc.irregular {
+		floodArgs = append(floodArgs, "--irregular")
+	}
+	floodName := bin
+	if rc.placement == benchPinned {
+		floodName = "taskset"
+		floodArgs = append([]string{"-c", "0", bin}, floodArgs...)
+	}
+	t0 := time.Now()
+	f, err := l.Start(l.Scanner, floodName, floodArgs...)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-f.Done():
+	case <-time.After(benchFloodTimeout):
+		_ = f.Stop()
+		return fmt.Errorf("flood did not stop by itself within %v", benchFloodTimeout)
+	}
+	tEnd := time.Now()
+	if err := f.Stop(); err != nil {
+		return fmt.Errorf("flood: %w\n%s", err, f.Output())
+	}
+	res.floodSent, res.floodElapsed, err = benchParseFlood(f.Output())
+	if err != nil {
+		return err
+	}
+	if res.floodElapsed <= 0 {
+		res.floodElapsed = tEnd.Sub(t0)
+	}
+	res.offeredPPS = float64(res.floodSent) / res.floodElapsed.Seconds()
 	return nil
 }
 
@@ -775,29 +907,28 @@ func benchParseStats(out string) []benchStats {
 	return res
 }
 
-// benchReport prints one placement's table of medians and reports its
-// metrics.
-func benchReport(b *testing.B, pl benchPlacement, all []benchResult) {
+// benchReport prints one placement's table of medians, per flood (rate and
+// SYN kind), with every ratio between the designs, and reports its metrics.
+func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []benchDesign, all []benchResult) {
 	var w strings.Builder
-	fmt.Fprintf(&w, "\nBenchmarkFlood, placement %s (%s): medians over rounds, %v spoofed SYN flood, sink egress\n",
-		pl, benchPlacementDoc(pl), benchFloodDuration)
-	fmt.Fprintf(&w, "%-6s %-6s %3s %9s %9s %9s %9s %9s %8s %8s %8s %6s %5s %5s %22s %22s\n",
-		"rate", "design", "n", "offered/s", "synack/s", "peak1s/s", "fwdToTun", "tunDrops", "spkDrops", "recDrops",
+	fmt.Fprintf(&w, "\nBenchmarkFlood, placement %s (%s): medians over rounds, %v spoofed SYN floods to port %d, sink egress\n",
+		pl, benchPlacementDoc(pl), benchFloodDuration, benchPort)
+	fmt.Fprintf(&w, "%-14s %-6s %3s %9s %9s %9s %9s %9s %8s %8s %8s %6s %5s %5s %22s %22s\n",
+		"flood", "design", "n", "offered/s", "synack/s", "peak1s/s", "synsIn", "inDrops", "spkDrops", "recDrops",
 		"sinkRx", "µs/SA", "cores", "box%", "RSS MiB bef/peak/aft", "heap MiB bef/peak/aft")
-	ratios := map[int]float64{}
-	for _, rate := range benchRates {
+	type pair struct{ a, b benchDesign }
+	pairs := []pair{{benchSpoki, benchEcho}, {benchSpoki, benchKernel}, {benchEcho, benchKernel}}
+	ratios := map[benchCase]map[pair]float64{}
+	for _, c := range cases {
 		med := map[benchDesign]benchResult{}
-		for _, d := range []benchDesign{benchEcho, benchSpoki} {
-			var rs []benchResult
-			for _, r := range all {
-				if r.placement == pl && r.rate == rate && r.design == d {
-					rs = append(rs, r)
-				}
-			}
-			if len(rs) == 0 {
+		for _, d := range benchDesigns {
+			if !slices.Contains(designs, d) {
 				continue
 			}
-			m := benchMedianResult(rs)
+			m, ok := benchMedianFor(all, pl, c, d)
+			if !ok {
+				continue
+			}
 			med[d] = m
 			heap := "n/a"
 			if d == benchSpoki && m.hasHeap {
@@ -807,91 +938,126 @@ func benchReport(b *testing.B, pl benchPlacement, all []benchResult) {
 			if d == benchSpoki {
 				drops, rec = strconv.FormatUint(m.spokiDrops, 10), strconv.FormatUint(m.recordsDropped, 10)
 			}
-			fmt.Fprintf(&w, "%-6s %-6s %3d %9.0f %9.0f %9.0f %9d %9d %8s %8s %8d %6.2f %5.2f %5.0f %22s %22s\n",
-				benchRateName(rate), d, len(rs), m.offeredPPS, m.meanPPS, m.peakPPS, m.handed+m.tunDrops, m.tunDrops,
-				drops, rec, m.sinkRx, m.cpuPerSynackUS, m.cores, 100*m.boxBusy,
-				fmt.Sprintf("%.1f/%.1f/%.1f", benchMiBf(m.rssBefore), benchMiBf(m.rssPeak), benchMiBf(m.rssAfter)), heap)
+			us, cores, rss := fmt.Sprintf("%.2f", m.cpuPerSynackUS), fmt.Sprintf("%.2f", m.cores),
+				fmt.Sprintf("%.1f/%.1f/%.1f", benchMiBf(m.rssBefore), benchMiBf(m.rssPeak), benchMiBf(m.rssAfter))
+			if d == benchKernel {
+				us, cores, rss = "-", "-", "-"
+			}
+			fmt.Fprintf(&w, "%-14s %-6s %3d %9.0f %9.0f %9.0f %9d %9d %8s %8s %8d %6s %5s %5.0f %22s %22s\n",
+				c.name(), d, m.n, m.offeredPPS, m.meanPPS, m.peakPPS, m.handed+m.tunDrops, m.tunDrops,
+				drops, rec, m.sinkRx, us, cores, 100*m.boxBusy, rss, heap)
 		}
-		e, okE := med[benchEcho]
-		s, okS := med[benchSpoki]
-		if okE && okS && e.meanPPS > 0 {
+		ratios[c] = map[pair]float64{}
+		for _, pr := range pairs {
+			x, okX := med[pr.a]
+			y, okY := med[pr.b]
+			if !okX || !okY || y.meanPPS <= 0 {
+				continue
+			}
 			// The ratio of medians, and the median of the per-round ratios
-			// (each spoki run against the echo of the same round).
-			ratio := s.meanPPS / e.meanPPS
-			ratios[rate] = ratio
-			fmt.Fprintf(&w, "%-6s ratio spoki/echo: mean %.2f (per-round median %.2f), peak %.2f, µs/SA %.2f vs %.2f (+%.2f µs per SYN)\n",
-				benchRateName(rate), ratio, benchRoundRatio(all, pl, rate), s.peakPPS/max(e.peakPPS, 1),
-				s.cpuPerSynackUS, e.cpuPerSynackUS, s.cpuPerSynackUS-e.cpuPerSynackUS)
+			// (each run against the other design's run of the same round).
+			r := x.meanPPS / y.meanPPS
+			ratios[c][pr] = r
+			fmt.Fprintf(&w, "%-14s ratio %s/%s: mean %.2f (per-round median %.2f), peak %.2f",
+				c.name(), pr.a, pr.b, r, benchRoundRatio(all, pl, c, pr.a, pr.b), x.peakPPS/max(y.peakPPS, 1))
+			if pr.b != benchKernel {
+				fmt.Fprintf(&w, ", µs/SA %.2f vs %.2f (+%.2f µs per SYN)", x.cpuPerSynackUS, y.cpuPerSynackUS, x.cpuPerSynackUS-y.cpuPerSynackUS)
+			}
+			fmt.Fprintln(&w)
+		}
+		if k, ok := med[benchKernel]; ok {
+			// Against what the flooder sent: the uplink's RX dropped also
+			// counts frames the flooder does not report as sent.
+			answered := float64(k.synacks) / max(float64(k.floodSent), 1)
+			verdict := "NOT saturated: it produced a SYN-ACK for every SYN sent, so the flooder is the limit (in the shared placement the receive softirq runs on the flooder's core), and every ratio to the kernel is an upper bound"
+			if answered < 0.98 {
+				verdict = "saturated: it left SYNs unanswered"
+			}
+			fmt.Fprintf(&w, "%-14s kernel: SYN-ACKs for %.1f %% of the %d SYNs sent (uplink RX %d, RX dropped %d; %d SYN-ACKs left on the sink link): %s\n",
+				c.name(), 100*answered, k.floodSent, k.handed, k.tunDrops, k.kernelOut, verdict)
 		}
 	}
 	// Targets, next to the figures; not asserted.
-	if s, ok := benchMedianFor(all, pl, 0, benchSpoki); ok {
-		fmt.Fprintf(&w, "targets (max rate, spoki): synack/s %.0f (target >= %.0f: %s), ratio %.2f (>= %.1f: %s), heap growth %.2f MiB (< %d: %s), RSS peak %.1f MiB (< %d: %s)\n",
+	maxReg := benchCase{0, false}
+	if s, ok := benchMedianFor(all, pl, maxReg, benchSpoki); ok {
+		r := ratios[maxReg][pair{benchSpoki, benchEcho}]
+		fmt.Fprintf(&w, "targets (max rate, regular, spoki): synack/s %.0f (target >= %.0f: %s), ratio to echo %.2f (>= %.1f: %s), heap growth %.2f MiB (< %d: %s), RSS peak %.1f MiB (< %d: %s)\n",
 			s.meanPPS, benchTargetSynacks, benchOK(s.meanPPS >= benchTargetSynacks),
-			ratios[0], benchTargetRatio, benchOK(ratios[0] >= benchTargetRatio),
+			r, benchTargetRatio, benchOK(r >= benchTargetRatio),
 			benchMiBf(benchSub(s.heapPeak, s.heapBefore)), benchTargetHeapGrowB/benchMiB, benchOK(s.hasHeap && benchSub(s.heapPeak, s.heapBefore) < benchTargetHeapGrowB),
 			benchMiBf(s.rssPeak), benchTargetRSSB/benchMiB, benchOK(s.rssPeak < benchTargetRSSB))
 	}
-	fmt.Fprintf(&w, "columns: synack/s = TUN RX (packets the program wrote) / flood time; fwdToTun = TUN TX + TX dropped (SYNs the kernel forwarded to the TUN); tunDrops = TUN TX dropped; spkDrops, recDrops = spoki's drops and records_dropped; sinkRx = packets at the sink (cross-check); µs/SA = responder CPU per SYN-ACK; cores = responder CPU; box%% = whole machine busy; RSS = VmRSS of the responder before the flood, peak during it, 1.5 s after it; heap = spoki's heap_live (live heap at the last GC: before = after a GC forced through --pprof, peak = stats lines during the flood, after = the final line)\n")
+	fmt.Fprintf(&w, "columns: flood = offered rate and SYN kind; synack/s = SYN-ACKs / flood time (TUN designs: TUN RX, the packets the program wrote; kernel: TcpExtSyncookiesSent, the SYN-ACKs it produced); synsIn = SYNs handed on (TUN: TX + TX dropped of the TUN, what the kernel forwarded to it; kernel: RX + RX dropped of the uplink); inDrops = the dropped part (TUN TX dropped; uplink RX dropped); spkDrops, recDrops = spoki's drops and records_dropped; sinkRx = packets at the sink (cross-check); µs/SA = responder CPU per SYN-ACK; cores = responder CPU; box%% = whole machine busy (the kernel's only CPU figure: its work is softirq); RSS = VmRSS of the responder before the flood, peak during it, 1.5 s after it; heap = spoki's heap_live (live heap at the last GC: before = after a GC forced through --pprof, peak = stats lines during the flood, after = the final line)\n")
 	benchPrintf(b, "%s", w.String())
 
 	suffix := ""
 	if pl != benchShared {
 		suffix = "_" + string(pl)
 	}
-	for _, rate := range benchRates {
-		rn := benchRateName(rate)
-		if e, ok := benchMedianFor(all, pl, rate, benchEcho); ok {
-			b.ReportMetric(e.meanPPS, "echo_synacks/s_"+rn+suffix)
+	for _, c := range cases {
+		rn := benchRateName(c.rate)
+		if c.irregular {
+			rn += "_irr"
 		}
-		if s, ok := benchMedianFor(all, pl, rate, benchSpoki); ok {
-			b.ReportMetric(s.meanPPS, "spoki_synacks/s_"+rn+suffix)
-			b.ReportMetric(benchMiBf(s.rssPeak), "rss_peak_MiB_"+rn+suffix)
+		for _, d := range designs {
+			if m, ok := benchMedianFor(all, pl, c, d); ok {
+				b.ReportMetric(m.meanPPS, string(d)+"_synacks/s_"+rn+suffix)
+				if d == benchSpoki {
+					b.ReportMetric(benchMiBf(m.rssPeak), "rss_peak_MiB_"+rn+suffix)
+				}
+			}
 		}
-		if r, ok := ratios[rate]; ok {
-			b.ReportMetric(r, "ratio_"+rn+suffix)
+		names := map[pair]string{{benchSpoki, benchEcho}: "ratio_", {benchSpoki, benchKernel}: "ratio_kernel_", {benchEcho, benchKernel}: "ratio_echo_kernel_"}
+		for pr, r := range ratios[c] {
+			b.ReportMetric(r, names[pr]+rn+suffix)
 		}
 	}
 }
 
 func benchPlacementDoc(pl benchPlacement) string {
-	if pl == benchPinned {
+	switch pl {
+	case benchPinned:
 		return "flooder on CPU0, RPS of the telescope's veth to CPU1, responder on CPU1"
+	case benchSpread:
+		return "nothing pinned, RPS of the telescope's veth over every CPU"
 	}
 	return "kernel defaults, nothing pinned"
 }
 
-func benchMedianFor(all []benchResult, pl benchPlacement, rate int, d benchDesign) (benchResult, bool) {
+func benchMedianFor(all []benchResult, pl benchPlacement, c benchCase, d benchDesign) (benchResult, bool) {
 	var rs []benchResult
 	for _, r := range all {
-		if r.placement == pl && r.rate == rate && r.design == d {
+		if r.placement == pl && r.rate == c.rate && r.irregular == c.irregular && r.design == d {
 			rs = append(rs, r)
 		}
 	}
 	if len(rs) == 0 {
 		return benchResult{}, false
 	}
-	return benchMedianResult(rs), true
+	m := benchMedianResult(rs)
+	m.n = len(rs)
+	return m, true
 }
 
-// benchRoundRatio is the median over rounds of spoki/echo within a round.
-func benchRoundRatio(all []benchResult, pl benchPlacement, rate int) float64 {
+// benchRoundRatio is the median over rounds of x/y within a round.
+func benchRoundRatio(all []benchResult, pl benchPlacement, c benchCase, x, y benchDesign) float64 {
 	byRound := map[int][2]float64{}
 	for _, r := range all {
-		if r.placement != pl || r.rate != rate {
+		if r.placement != pl || r.rate != c.rate || r.irregular != c.irregular {
 			continue
 		}
 		v := byRound[r.round]
-		if r.design == benchEcho {
+		switch r.design {
+		case y:
 			v[0] = r.meanPPS
-		} else {
+		case x:
 			v[1] = r.meanPPS
 		}
 		byRound[r.round] = v
 	}
 	var rs []float64
 	for _, v := range byRound {
-		if v[0] > 0 {
+		if v[0] > 0 && v[1] > 0 {
 			rs = append(rs, v[1]/v[0])
 		}
 	}
@@ -929,6 +1095,8 @@ func benchMedianResult(rs []benchResult) benchResult {
 	m.heapBefore = u(func(r benchResult) uint64 { return r.heapBefore })
 	m.heapPeak = u(func(r benchResult) uint64 { return r.heapPeak })
 	m.heapAft = u(func(r benchResult) uint64 { return r.heapAft })
+	m.kernelOut = u(func(r benchResult) uint64 { return r.kernelOut })
+	m.floodSent = u(func(r benchResult) uint64 { return r.floodSent })
 	return m
 }
 
@@ -946,8 +1114,14 @@ func benchMedian(v []float64) float64 {
 
 // line formats one run for the progress log.
 func (r benchResult) line() string {
-	s := fmt.Sprintf("%s round %d rate %s %-5s: offered %.0f/s, synack %.0f/s (peak %.0f), fwdToTun %d, tunDrops %d, sinkRx %d, %.2f µs/SA, %.2f cores, box %.0f%%, RSS %.1f/%.1f/%.1f MiB",
-		r.placement, r.round+1, benchRateName(r.rate), r.design, r.offeredPPS, r.meanPPS, r.peakPPS,
+	c := benchCase{r.rate, r.irregular}
+	if r.design == benchKernel {
+		return fmt.Sprintf("%s round %d %s %-6s: offered %.0f/s, synack %.0f/s (peak %.0f), SYNs at the uplink %d, uplink drops %d, SYN-ACKs out on the sink link %d, sinkRx %d, box %.0f%%",
+			r.placement, r.round+1, c.name(), r.design, r.offeredPPS, r.meanPPS, r.peakPPS,
+			r.handed+r.tunDrops, r.tunDrops, r.kernelOut, r.sinkRx, 100*r.boxBusy)
+	}
+	s := fmt.Sprintf("%s round %d %s %-6s: offered %.0f/s, synack %.0f/s (peak %.0f), fwdToTun %d, tunDrops %d, sinkRx %d, %.2f µs/SA, %.2f cores, box %.0f%%, RSS %.1f/%.1f/%.1f MiB",
+		r.placement, r.round+1, c.name(), r.design, r.offeredPPS, r.meanPPS, r.peakPPS,
 		r.handed+r.tunDrops, r.tunDrops, r.sinkRx, r.cpuPerSynackUS, r.cores, 100*r.boxBusy,
 		benchMiBf(r.rssBefore), benchMiBf(r.rssPeak), benchMiBf(r.rssAfter))
 	if r.design == benchSpoki {

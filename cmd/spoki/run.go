@@ -61,6 +61,7 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.StringVar(&c.User, "user", c.User, "after set-up, run as user `NAME` (as root the default is spoki, else nobody; root keeps uid 0); no capability is kept either way")
 	fs.DurationVar(&c.Keep, "keep", c.Keep, "remove log files older than `DURATION` (0 = keep all)")
 	fs.BoolVar(&c.Compress, "compress", c.Compress, "gzip hourly files once their hour is closed")
+	fs.BoolVar(&c.SYNEvents, "syn-events", c.SYNEvents, "write a syn event per SYN to the event log (=false keeps only the CSV rows: about a third of the log bytes)")
 	fs.StringVar(&c.Kafka, "kafka", c.Kafka, "publish every event to these Kafka `BROKERS` (host:port,...)")
 	fs.StringVar(&c.KafkaTopicPrefix, "kafka-topic-prefix", c.KafkaTopicPrefix, "prefix `P` of the Kafka topic names")
 	fs.StringVar(&c.Pprof, "pprof", c.Pprof, "serve Go's pprof on `ADDR` (loopback, e.g. 127.0.0.1:6060; debugging only)")

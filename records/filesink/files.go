@@ -67,6 +67,22 @@ func (s *stream) write(w *Writer, hour int64, line []byte) {
 	}
 }
 
+// commit finishes the rows appended straight to f.buf since it was n bytes
+// long, as write does for rows encoded elsewhere: over the cap on unwritten
+// bytes (writes are failing) they are taken out again and go write's way,
+// and a full buffer is written.
+func (f *hourFile) commit(w *Writer, n int) {
+	if len(f.buf) > w.maxPending {
+		w.enc = append(w.enc[:0], f.buf[n:]...)
+		f.buf = f.buf[:n]
+		f.s.write(w, f.hour, w.enc)
+		return
+	}
+	if len(f.buf) >= flushBytes && !time.Now().Before(f.retryAt) {
+		f.flush(w)
+	}
+}
+
 // fileFor returns the open file for hour, or nil if it cannot be opened.
 // A newer hour rotates: the previous hour's file is closed, the current one
 // becomes the previous (or is closed too if the gap is more than an hour).

@@ -84,6 +84,11 @@ type Config struct {
 	// Keep removes log files whose hour ended longer ago than Keep, at
 	// start and every hour; 0 keeps everything.
 	Keep time.Duration
+	// OmitSYNEvents leaves out the `syn` event of every SYN (the raw row
+	// stays): of the about 560 bytes a SYN costs in the logs the event is
+	// about 370, and the dearest of its three records to encode and write
+	// (BenchmarkRecordsPerSYN). Off (the events are written) if false.
+	OmitSYNEvents bool
 	// Root is Dir opened already (os.OpenRoot), or nil for New to open it.
 	// `spoki run` opens it before it drops root: every file is then made
 	// relative to that handle, so the unprivileged writer needs rights on
@@ -356,8 +361,8 @@ func (w *Writer) newCSVStream(proto, component, header string, written *atomic.U
 }
 
 // Packet queues a copy of p for the raw log of its protocol and, for a SYN
-// (p.IsSYN), a `syn` event. It never blocks: when the queue is full the
-// packet is dropped and counted. p.Payload is kept, not copied: the caller
+// (p.IsSYN), a `syn` event (unless Config.OmitSYNEvents). It never blocks:
+// when the queue is full the packet is dropped and counted. p.Payload is kept, not copied: the caller
 // must not modify it afterwards.
 func (w *Writer) Packet(p *records.Packet) {
 	enqueue(w, w.packets, p, &w.c.dropPacketQueueFull)
@@ -546,7 +551,8 @@ func (w *Writer) coalesce() {
 	}
 }
 
-// writePacket writes p's raw row and, for a SYN, its `syn` event.
+// writePacket writes p's raw row and, for a SYN, its `syn` event (unless
+// Config.OmitSYNEvents).
 func (w *Writer) writePacket(p *records.Packet) {
 	var s *stream
 	switch p.Proto {
@@ -561,17 +567,52 @@ func (w *Writer) writePacket(p *records.Packet) {
 		return
 	}
 	hour := hourOf(p.Time)
-	w.enc = records.AppendRawRow(w.enc[:0], p)
-	s.write(w, hour, w.enc)
+	w.writeRaw(s, hour, p)
 	if p.IsSYN() {
-		w.enc = records.AppendSYNEvent(w.enc[:0], p)
-		w.eventLog.write(w, hour, w.enc)
+		w.writeSYNEvent(hour, p)
 	}
 }
 
+// writeRaw, writeSYNEvent and writeReply encode their row straight into
+// the file's buffer, without a copy through w.enc: a SYN's three rows are
+// the writer's bulk, and each copy was a memmove of the row.
+
+// writeRaw writes p's raw row to s.
+func (w *Writer) writeRaw(s *stream, hour int64, p *records.Packet) {
+	f := s.fileFor(w, hour)
+	if f == nil {
+		w.c.dropWriteError.Add(1)
+		return
+	}
+	n := len(f.buf)
+	f.buf = records.AppendRawRow(f.buf, p)
+	f.commit(w, n)
+}
+
+// writeSYNEvent writes the `syn` event of p, unless Config.OmitSYNEvents.
+func (w *Writer) writeSYNEvent(hour int64, p *records.Packet) {
+	if w.cfg.OmitSYNEvents {
+		return
+	}
+	f := w.eventLog.fileFor(w, hour)
+	if f == nil {
+		w.c.dropWriteError.Add(1)
+		return
+	}
+	n := len(f.buf)
+	f.buf = records.AppendSYNEvent(f.buf, p)
+	f.commit(w, n)
+}
+
 func (w *Writer) writeReply(r *records.Reply) {
-	w.enc = records.AppendReplyRow(w.enc[:0], r)
-	w.replyLog.write(w, hourOf(r.Time), w.enc)
+	f := w.replyLog.fileFor(w, hourOf(r.Time))
+	if f == nil {
+		w.c.dropWriteError.Add(1)
+		return
+	}
+	n := len(f.buf)
+	f.buf = records.AppendReplyRow(f.buf, r)
+	f.commit(w, n)
 }
 
 func (w *Writer) writeEvent(e *eventItem) {
