@@ -214,15 +214,6 @@ func (t *connTable) accepted(k flowKey) (uid uint32, admitted time.Time, reset, 
 	return e.userID, e.admitted, e.reset, true
 }
 
-// inHandshake reports whether k was admitted and gVisor has not accepted
-// it yet: the endpoint may still be in the making.
-func (t *connTable) inHandshake(k flowKey) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, ok := t.m[k]
-	return ok && e.done.IsZero() && !e.accepted
-}
-
 // clientReset records a client's reset of an admitted handshake that gVisor
 // has not yet turned into a connection (the reset overtook the ACK), if it
 // carries exactly the expected sequence number (as RFC 5961 asks, so that

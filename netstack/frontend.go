@@ -572,16 +572,6 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 		s.stats.DropPortZero.Add(1)
 		return verdictDrop
 	case !s.jar.valid(dst, src, dport, sport, ack-1, seq-1):
-		// The client's next segment (its data, FIN or a reply to the
-		// front end's ACK) can overtake gVisor's making of the endpoint:
-		// it no longer carries the cookie, but the listener hands it to
-		// the endpoint built from the ACK queued before it.
-		if s.conns.inHandshake(makeFlowKey(rec.Dst, rec.Src, dport, sport)) {
-			if _, err := s.ensureListener(netProto, dport, false, rec.Time); err == nil {
-				s.stats.ToStack.Add(1)
-				return verdictPass
-			}
-		}
 		s.stats.DropBadCookie.Add(1)
 		return verdictDrop
 	case rec.PayloadLen > 0 && s.cfg.Pure != nil && s.cfg.Pure(rec.Dst):
