@@ -542,3 +542,24 @@ type e2eFlowKey struct {
 func e2eRowFlow(p records.Packet) e2eFlowKey {
 	return e2eFlowKey{netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort)}
 }
+
+// e2eCheckTUNGone asserts that the TUN and the routes of both prefixes are
+// gone from the telescope namespace.
+func e2eCheckTUNGone(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	if out, err := exec.Command("ip", "-n", l.Telescope, "link", "show", "dev", l.TUN).CombinedOutput(); err == nil {
+		t.Errorf("TUN %s still exists after exit:\n%s", l.TUN, out)
+	}
+	for _, fam := range []struct {
+		flag   string
+		prefix netip.Prefix
+	}{{"-4", lab.Prefix4}, {"-6", lab.Prefix6}} {
+		out, err := exec.Command("ip", "-n", l.Telescope, fam.flag, "route", "show").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip route: %v: %s", err, out)
+		}
+		if strings.Contains(string(out), fam.prefix.String()) || strings.Contains(string(out), l.TUN) {
+			t.Errorf("route to %s still there after exit:\n%s", fam.prefix, out)
+		}
+	}
+}

@@ -706,21 +706,7 @@ func TestSIGTERMMidTraffic(t *testing.T) {
 		t.Logf("final stats: records_dropped=%d (counted under load)", dropped)
 	}
 
-	if out, err := exec.Command("ip", "-n", l.Telescope, "link", "show", "dev", l.TUN).CombinedOutput(); err == nil {
-		t.Errorf("TUN %s still exists in %s after exit:\n%s", l.TUN, l.Telescope, out)
-	}
-	for _, fam := range []struct {
-		flag   string
-		prefix netip.Prefix
-	}{{"-4", lab.Prefix4}, {"-6", lab.Prefix6}} {
-		out, err := exec.Command("ip", "-n", l.Telescope, fam.flag, "route", "show").CombinedOutput()
-		if err != nil {
-			t.Fatalf("ip route: %v: %s", err, out)
-		}
-		if strings.Contains(string(out), fam.prefix.String()) || strings.Contains(string(out), l.TUN) {
-			t.Errorf("route to %s still in %s after exit:\n%s", fam.prefix, l.Telescope, out)
-		}
-	}
+	e2eCheckTUNGone(t, l)
 }
 
 // TestRunBadInvocations checks that `spoki run` with bad flags or a bad

@@ -112,27 +112,6 @@ func privsCheckServes(t *testing.T, l *lab.Lab) {
 	}
 }
 
-// privsCheckGone asserts that the TUN and the routes of both prefixes are
-// gone from the telescope namespace.
-func privsCheckGone(t *testing.T, l *lab.Lab) {
-	t.Helper()
-	if out, err := exec.Command("ip", "-n", l.Telescope, "link", "show", "dev", l.TUN).CombinedOutput(); err == nil {
-		t.Errorf("TUN %s still exists after exit:\n%s", l.TUN, out)
-	}
-	for _, fam := range []struct {
-		flag   string
-		prefix netip.Prefix
-	}{{"-4", lab.Prefix4}, {"-6", lab.Prefix6}} {
-		out, err := exec.Command("ip", "-n", l.Telescope, fam.flag, "route", "show").CombinedOutput()
-		if err != nil {
-			t.Fatalf("ip route: %v: %s", err, out)
-		}
-		if strings.Contains(string(out), fam.prefix.String()) || strings.Contains(string(out), l.TUN) {
-			t.Errorf("route to %s still there after exit:\n%s", fam.prefix, out)
-		}
-	}
-}
-
 // privsCheckFiles asserts that the log directory and every file in it
 // belong to want, with modes 0750 and 0640.
 func privsCheckFiles(t *testing.T, dir string, want privsUser) {
@@ -211,7 +190,7 @@ func TestRunDropsPrivileges(t *testing.T) {
 			if got := strings.Contains(out, "running as root"); got != tc.warn {
 				t.Errorf("'running as root' warning logged: %v, want %v:\n%s", got, tc.warn, out)
 			}
-			privsCheckGone(t, l)
+			e2eCheckTUNGone(t, l)
 
 			if len(e2eRawEvents(t, logDir)) == 0 {
 				t.Errorf("no events written by the unprivileged telescope")
@@ -326,7 +305,7 @@ exec setpriv "$@"`
 			if err := p.Stop(); err != nil {
 				t.Errorf("spoki run after SIGTERM: %v, want exit status 0", err)
 			}
-			privsCheckGone(t, l)
+			e2eCheckTUNGone(t, l)
 			if len(e2eRawEvents(t, logDir)) == 0 {
 				t.Errorf("no events written")
 			}
