@@ -26,25 +26,7 @@ func TestTelemetrySourceCaps(t *testing.T) {
 	ns.DropListenerCap.Add(5)
 	ns.ListenersClosed.Add(6)
 	ns.Listeners.Add(7)
-	fams, err := tel.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, f := range fams {
-		for _, m := range f.GetMetric() {
-			key := f.GetName()
-			for _, l := range m.GetLabel() {
-				key += "{" + l.GetName() + "=" + l.GetValue() + "}"
-			}
-			switch {
-			case m.GetCounter() != nil:
-				got[key] = m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				got[key] = m.GetGauge().GetValue()
-			}
-		}
-	}
+	got := gatherAll(t, tel)
 	for name, want := range map[string]float64{
 		"spoki_netstack_drops_total{cause=source_limit}": 3,
 		"spoki_netstack_drops_total{cause=net_limit}":    4,

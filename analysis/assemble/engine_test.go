@@ -43,6 +43,25 @@ type capture struct {
 	batches [][]string
 }
 
+// waitBatches waits until c holds n batches, failing the test after wait:
+// a following run writes them while the test goes on.
+func (c *capture) waitBatches(t *testing.T, n int, wait time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		c.mu.Lock()
+		got := len(c.batches)
+		c.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("batch %d not written while following", n-1)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (c *capture) WriteBatch(_ int, recs []Record) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

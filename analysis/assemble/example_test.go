@@ -202,19 +202,7 @@ func TestFollow(t *testing.T) {
 	mu.Lock()
 	now = time.Date(2021, 10, 13, 23, 20, 0, 0, time.UTC)
 	mu.Unlock()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c.mu.Lock()
-		n := len(c.batches)
-		c.mu.Unlock()
-		if n >= 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("batch 0 not written while following")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	c.waitBatches(t, 1, 10*time.Second)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -104,19 +104,7 @@ func TestFollowUnflushedCounted(t *testing.T) {
 		done <- Run(ctx, Config{Dir: src, Tag: "test", Start: exampleStart, Follow: true, Poll: 5 * time.Millisecond, Now: now,
 			Logger: slog.New(slog.NewTextHandler(&logBuf, nil))}, c, &st)
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c.mu.Lock()
-		n := len(c.batches)
-		c.mu.Unlock()
-		if n >= 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("batch 0 not written while following")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	c.waitBatches(t, 1, 30*time.Second)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
