@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -120,33 +119,12 @@ func benchRunKernel(ctx context.Context, b *testing.B, l *lab.Lab, bin string, r
 	if err != nil {
 		return res, err
 	}
-	samples := []benchSample{before}
-	var smu sync.Mutex
-	stopSampling := make(chan struct{})
-	samplerDone := make(chan struct{})
-	go func() {
-		defer close(samplerDone)
-		t := time.NewTicker(benchSampleEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-stopSampling:
-				return
-			case <-t.C:
-				if s, err := smp.read(); err == nil {
-					smu.Lock()
-					samples = append(samples, s)
-					smu.Unlock()
-				}
-			}
-		}
-	}()
+	sampler := startBenchSampling(smp.read, before)
 	ferr := benchFlood(l, bin, rc, &res)
 	if ferr == nil {
 		time.Sleep(benchDrain)
 	}
-	close(stopSampling)
-	<-samplerDone
+	samples := sampler.finish()
 	if ferr != nil {
 		return res, ferr
 	}
@@ -156,9 +134,7 @@ func benchRunKernel(ctx context.Context, b *testing.B, l *lab.Lab, bin string, r
 	}
 	sinkAfter, _ := smp.linkStats(smp.sinkH, l.SinkIface)
 
-	smu.Lock()
 	during := append(slices.Clone(samples), drained)
-	smu.Unlock()
 	res.synacks = drained.tunRx - before.tunRx
 	res.handed = drained.tunTx - before.tunTx
 	res.tunDrops = drained.tunTxDropped - before.tunTxDropped

@@ -441,27 +441,7 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 		return res, err
 	}
 	res.rssBefore = before.rssB
-	samples := []benchSample{before}
-	var smu sync.Mutex
-	stopSampling := make(chan struct{})
-	samplerDone := make(chan struct{})
-	go func() {
-		defer close(samplerDone)
-		t := time.NewTicker(benchSampleEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-stopSampling:
-				return
-			case <-t.C:
-				if s, err := smp.read(); err == nil {
-					smu.Lock()
-					samples = append(samples, s)
-					smu.Unlock()
-				}
-			}
-		}
-	}()
+	sampler := startBenchSampling(smp.read, before)
 
 	var profileErr chan error
 	if rc.profileDir != "" {
@@ -476,22 +456,19 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 
 	t0 := time.Now()
 	if err := benchFlood(l, bin, rc, &res); err != nil {
-		close(stopSampling)
-		<-samplerDone
+		sampler.finish()
 		return res, err
 	}
 
 	time.Sleep(benchDrain)
 	drained, err := smp.read()
 	if err != nil {
-		close(stopSampling)
-		<-samplerDone
+		sampler.finish()
 		return res, err
 	}
 	sinkAfter, _ := smp.linkStats(smp.sinkH, l.SinkIface)
 	time.Sleep(benchSettle - benchDrain) // let a stats line and the GC settle
-	close(stopSampling)
-	<-samplerDone
+	samples := sampler.finish()
 	if after, err := smp.read(); err == nil {
 		res.rssAfter = after.rssB
 	}
@@ -507,9 +484,7 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 	}
 
 	// Figures over [t0, flood end + drain].
-	smu.Lock()
 	during := slices.DeleteFunc(slices.Clone(samples), func(s benchSample) bool { return s.at.After(drained.at) })
-	smu.Unlock()
 	during = append(during, drained)
 	res.synacks = drained.tunRx - before.tunRx
 	res.handed = drained.tunTx - before.tunTx
@@ -1201,4 +1176,45 @@ func benchLeftoverNamespaces(prefix string) []string {
 		}
 	}
 	return out
+}
+
+// benchSampling reads a sample every benchSampleEvery, in its own goroutine,
+// from its start until finish.
+type benchSampling struct {
+	samples    []benchSample // written by the goroutine until done
+	stop, done chan struct{}
+}
+
+// startBenchSampler starts sampling with read; first is the sample taken
+// before.
+func startBenchSampling(read func() (benchSample, error), first benchSample) *benchSampling {
+	s := &benchSampling{samples: []benchSample{first}, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(benchSampleEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+				if v, err := read(); err == nil {
+					s.samples = append(s.samples, v)
+				}
+			}
+		}
+	}()
+	return s
+}
+
+// finish stops the sampler and returns its samples, first one first; it
+// may be called more than once.
+func (s *benchSampling) finish() []benchSample {
+	select {
+	case <-s.done:
+	default:
+		close(s.stop)
+		<-s.done
+	}
+	return s.samples
 }
