@@ -82,6 +82,9 @@ var rules = []rule{
 	{"memory-limit", both, flagSpace, func(c *Run) error {
 		return failIf(c.MemoryLimit < MinMemoryLimit, "%s below %s", &c.MemoryLimit, sizeOf(MinMemoryLimit))
 	}},
+	{"gc-percent", both, flagValue, func(c *Run) error {
+		return failIf(c.GCPercent < 10 || c.GCPercent > 1000, "%d outside 10-1000", c.GCPercent)
+	}},
 	{"request-timeout", both, flagValue, positive(func(c *Run) time.Duration { return c.RequestTimeout })},
 	{"tag", both, flagSpace, func(c *Run) error {
 		return failIf(c.Tag == "" || strings.ContainsAny(c.Tag, "/."), "%q must be non-empty without '/' or '.'", c.Tag)

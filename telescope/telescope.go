@@ -420,6 +420,7 @@ func (t *running) serve(ctx context.Context) error {
 	// measures growth from here (the queues were just allocated).
 	debug.FreeOSMemory()
 	t.logMemory(log)
+	go releaseFreeHeap(ctx, releaseEvery, releaseAbove, nil)
 	ready := []any{"tun", dev.Name(), "queues", len(dev.Queues()), "prefixes", cfg.Prefixes, "log_dir", cfg.LogDir, "tag", cfg.Tag}
 	if cfg.Metrics != "" {
 		ready = append(ready, "metrics", cfg.Metrics)
@@ -597,9 +598,17 @@ func setMemoryLimit(cfg config.Run) (logLine func(*slog.Logger)) {
 	} else {
 		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
 	}
+	gcSource := "gc-percent"
+	if env := os.Getenv("GOGC"); env != "" {
+		gcSource = "GOGC=" + env
+	} else {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
+	gcPercent := debug.SetGCPercent(-1)
+	debug.SetGCPercent(gcPercent)
 	limit := debug.SetMemoryLimit(-1)
 	buffers := netstack.ConnBufferBudget(cfg.MaxConns, int(cfg.ConnBuffer))
-	attrs := []any{"limit", sizeOf(limit).String(), "source", source,
+	attrs := []any{"limit", sizeOf(limit).String(), "source", source, "gc_percent", gcPercent, "gc_source", gcSource,
 		"conn_buffers", fmt.Sprintf("%d × 2 × %s = %s", cfg.MaxConns, &cfg.ConnBuffer, sizeOf(buffers))}
 	return func(log *slog.Logger) {
 		if buffers > limit/2 {

@@ -28,7 +28,9 @@ package test
 //
 // Knobs (environment): SPOKI_BENCH_ATTACK_PPS (flood rate, default 50000),
 // SPOKI_BENCH_HOLDERS (slowloris connections, default 5000),
-// SPOKI_BENCH_ARGS (extra flags of spoki run).
+// SPOKI_BENCH_ARGS (extra flags of spoki run), SPOKI_BENCH_PROFILES (a
+// directory: heap profiles before the mix and after its settle are written
+// there, for go tool pprof -base).
 
 import (
 	"context"
@@ -36,6 +38,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -126,7 +129,8 @@ func BenchmarkAttackMix(b *testing.B) {
 	}
 	pid := p.Pid()
 	tGC := time.Now()
-	if err := benchFetchPprof(ctx, l, "heap?gc=1", os.DevNull); err != nil {
+	profDir := os.Getenv("SPOKI_BENCH_PROFILES")
+	if err := benchFetchPprof(ctx, l, "heap?gc=1", attackProfilePath(profDir, "heap-before.pb.gz")); err != nil {
 		b.Fatal(err)
 	}
 	afterGC := func(line string) bool {
@@ -141,9 +145,13 @@ func BenchmarkAttackMix(b *testing.B) {
 		b.Fatal(err)
 	}
 
+	anonBefore, _ := benchProcStatus(pid, "RssAnon")
+	fileBefore, _ := benchProcStatus(pid, "RssFile")
+
 	// RSS sampler over the whole mix.
-	var rssPeak atomic.Uint64
+	var rssPeak, anonPeak atomic.Uint64
 	rssPeak.Store(rssBefore)
+	anonPeak.Store(anonBefore)
 	stopSampling := make(chan struct{})
 	var sampler sync.WaitGroup
 	sampler.Add(1)
@@ -158,6 +166,9 @@ func BenchmarkAttackMix(b *testing.B) {
 			case <-t.C:
 				if v, err := benchVmRSS(pid); err == nil && v > rssPeak.Load() {
 					rssPeak.Store(v)
+				}
+				if v, err := benchProcStatus(pid, "RssAnon"); err == nil && v > anonPeak.Load() {
+					anonPeak.Store(v)
 				}
 			}
 		}
@@ -225,6 +236,13 @@ func BenchmarkAttackMix(b *testing.B) {
 	close(stopSampling)
 	sampler.Wait()
 	rssAfter, _ := benchVmRSS(pid)
+	anonAfter, _ := benchProcStatus(pid, "RssAnon")
+	fileAfter, _ := benchProcStatus(pid, "RssFile")
+	if profDir != "" {
+		if err := benchFetchPprof(ctx, l, "heap?gc=1", attackProfilePath(profDir, "heap-after.pb.gz")); err != nil {
+			b.Errorf("heap profile after the mix: %v", err)
+		}
+	}
 
 	stopped = true
 	if err := p.Stop(); err != nil {
@@ -282,6 +300,10 @@ func BenchmarkAttackMix(b *testing.B) {
 	benchPrintf(b, "  load ran %.1fs; after it, %v settle\n", tLoadEnd.Seconds(), attackSettle)
 	benchPrintf(b, "  RSS MiB: before %.1f, peak %.1f, after %.1f (growth %+.1f)\n",
 		benchMiBf(rssBefore), benchMiBf(rssPeak.Load()), benchMiBf(rssAfter), benchMiBf(rssAfter)-benchMiBf(rssBefore))
+	benchPrintf(b, "    of which anonymous (spoki's own memory, the two-phase table included): before %.1f, peak %.1f, after %.1f (growth %+.1f)\n",
+		benchMiBf(anonBefore), benchMiBf(anonPeak.Load()), benchMiBf(anonAfter), benchMiBf(anonAfter)-benchMiBf(anonBefore))
+	benchPrintf(b, "    of which file pages (the binary's code, shared and clean): before %.1f, after %.1f\n",
+		benchMiBf(fileBefore), benchMiBf(fileAfter))
 	benchPrintf(b, "  heap_live MiB: before %.1f, peak %.1f, final %.1f\n", benchMiBf(heapBefore), benchMiBf(heapPeak), benchMiBf(heapAfter))
 	benchPrintf(b, "  drops by cause (final stats line): %s\n", attackFields(final, func(k string) bool {
 		return strings.HasPrefix(k, "drop") || strings.HasSuffix(k, "_dropped") || strings.HasPrefix(k, "budget_")
@@ -469,4 +491,13 @@ func attackEnvInt(b *testing.B, name string, def int) int {
 		b.Fatalf("%s=%q: want a positive integer", name, s)
 	}
 	return n
+}
+
+// attackProfilePath is where a heap profile of the mix goes: nowhere
+// unless the SPOKI_BENCH_PROFILES directory is set.
+func attackProfilePath(dir, name string) string {
+	if dir == "" {
+		return os.DevNull
+	}
+	return filepath.Join(dir, name)
 }

@@ -636,7 +636,12 @@ func (s *benchSampler) read() (benchSample, error) {
 }
 
 // benchVmRSS reads VmRSS from /proc/PID/status, in bytes.
-func benchVmRSS(pid int) (uint64, error) {
+func benchVmRSS(pid int) (uint64, error) { return benchProcStatus(pid, "VmRSS") }
+
+// benchProcStatus reads one size field (in kB there) of /proc/PID/status,
+// in bytes: VmRSS, RssAnon (the process's own memory) or RssFile (the
+// binary's code and other file pages, the same under any load).
+func benchProcStatus(pid int, key string) (uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
@@ -644,12 +649,12 @@ func benchVmRSS(pid int) (uint64, error) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) >= 2 && f[0] == "VmRSS:" {
+		if len(f) >= 2 && f[0] == key+":" {
 			kb, err := strconv.ParseUint(f[1], 10, 64)
 			return kb << 10, err
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	return 0, errors.New("no " + key)
 }
 
 // benchCPUTicks reads utime+stime (all threads) from /proc/PID/stat.
