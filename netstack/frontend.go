@@ -841,9 +841,11 @@ func (s *Stack) answerSYN(l4, src, dst []byte, v6 bool, rec *records.Packet) {
 	data := encodeMSS(rec.MSS)
 	if p != PersonaPlain {
 		syn := header.ParseSynOptions(l4[header.TCPMinimumSize:int(l4[12]>>4)*4], false)
-		var ok bool
-		data, ok = encodeCookieData(rec.MSS, scaling, syn.WS >= 0)
-		o.wsOn, o.ws = scaling && syn.WS >= 0 && ok, uint8(p.WScale)
+		// A client MSS below 1300 leaves no index for the scale bit:
+		// the scale is announced all the same (nmap's third probe has
+		// MSS 640), gVisor's windows then go unscaled (persona.go).
+		data, _ = encodeCookieData(rec.MSS, scaling, syn.WS >= 0)
+		o.wsOn, o.ws = scaling && syn.WS >= 0, uint8(p.WScale)
 		o.sack = p.SACK && syn.SACKPermitted
 		if p.Timestamps && syn.TS {
 			o.ts, o.tsVal, o.tsEcr = true, s.tsVal(dst, src), syn.TSVal

@@ -44,6 +44,11 @@ import (
 //     connection to gVisor's window >> s (rounded up), so that the client's
 //     view of our receive window is gVisor's. The client's own window is
 //     read by gVisor unscaled, which only makes gVisor send more slowly.
+//     A client MSS below 1300 leaves no MSS index with the bit: the scale
+//     is announced anyway (as the persona's OS would), and the client then
+//     reads gVisor's windows 2^s times too large; data beyond gVisor's
+//     real window is dropped by gVisor and sent again by the client, so
+//     only a bulk upload slows down.
 //   - SACK-permitted: gVisor does not use SACK on a cookie connection;
 //     claiming it is harmless (the client may send SACK blocks, which
 //     gVisor ignores, and never expects any).
@@ -327,8 +332,8 @@ func (s *Stack) tcpProtocol(newProtocol stack.TransportProtocolFactory, failed *
 // persona that announces window scale when ws: gVisor's MSS index, except
 // that the low bit then says whether window scale was announced (the index
 // is rounded down to the nearest with the right low bit). ok is false if
-// no index has the bit (a client MSS below 1300 with window scale): the
-// SYN-ACK then announces no window scale.
+// no index has the bit (a client MSS below 1300 with window scale): data
+// then says no scale, and gVisor's windows are left unscaled.
 func encodeCookieData(mss uint16, scaling, ws bool) (data uint32, ok bool) {
 	i := encodeMSS(mss)
 	if !scaling {
