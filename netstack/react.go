@@ -1,7 +1,6 @@
 package netstack
 
 import (
-
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/spoki-telescope/spoki/records"
