@@ -291,7 +291,7 @@ const tsSecretLen = 16
 // per-address-pair offset (transport/tcp protocol.tsOffset: the first four
 // bytes, little-endian, of SHA-256(secret‖local‖remote)). The front end's
 // timestamps use it so that gVisor's later ones never go backwards.
-// TestPersonaTimestampsContinue pins it.
+// TestPersonaHandshake pins it.
 func (s *Stack) tsVal(local, remote []byte) uint32 {
 	var buf [tsSecretLen + 32]byte
 	n := copy(buf[:], s.tsSecret[:])
