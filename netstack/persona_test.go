@@ -367,3 +367,28 @@ func TestCookieDataWindowScale(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSYNPersona is BenchmarkSYN with each persona answering a Linux
+// client's SYN (MSS, SACK, TS, WS): the cost of the options parsed and
+// written, and of the timestamp's SHA-256. It fails if a SYN allocates.
+func BenchmarkSYNPersona(b *testing.B) {
+	for _, p := range []*Persona{PersonaPlain, PersonaLinux, PersonaWindows, PersonaEmbedded} {
+		b.Run(p.Name, func(b *testing.B) {
+			s := synStack(b)
+			s.cfg.Persona = PersonaLookup(p, nil)
+			pkt := seg{src: scanner4, dst: netip.MustParseAddr("198.51.100.7"), sport: 4000, dport: 80, seq: 1,
+				flags: header.TCPFlagSyn, opts: synFull}.build()
+			if a := testing.AllocsPerRun(100, func() {
+				var rec records.Packet
+				s.inspect(pkt, &rec)
+			}); a != 0 {
+				b.Fatalf("%.1f allocations per SYN, want 0", a)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				var rec records.Packet
+				s.inspect(pkt, &rec)
+			}
+		})
+	}
+}
