@@ -392,3 +392,47 @@ func BenchmarkSYNPersona(b *testing.B) {
 		})
 	}
 }
+
+// TestPersonaTimestampSecretTampered is the negative control of the
+// timestamp check of TestPersonaHandshake: with one bit of the front end's
+// copy of gVisor's timestamp secret flipped, gVisor's TSvals no longer go
+// on from the SYN-ACK's (they are off by a random 32-bit offset; the
+// chance that it falls within 5 s is about 1 in a million).
+func TestPersonaTimestampSecretTampered(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.Persona = PersonaLookup(PersonaLinux, nil)
+		c.Handle = func(conn net.Conn, f records.Flow) {
+			conn.Write([]byte("hi\r\n"))
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+	h.st.tsSecret[0] ^= 1
+	dst := netip.MustParseAddr("198.51.100.31")
+	h.inject(seg{src: scanner4, dst: dst, sport: 40002, dport: 21, seq: 9, flags: header.TCPFlagSyn, opts: synFull}.build())
+	sa := decode(t, readSYNACK(t, h))
+	ts, ok := option(sa.tcp.Options, layers.TCPOptionKindTimestamps)
+	if !ok {
+		t.Fatal("no timestamps in the SYN-ACK")
+	}
+	synTS := binary.BigEndian.Uint32(ts.OptionData)
+	ackOpts := []byte{1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(ackOpts[8:], synTS)
+	h.inject(seg{src: scanner4, dst: dst, sport: 40002, dport: 21, seq: 10, ack: sa.tcp.Seq + 1,
+		flags: header.TCPFlagAck, opts: ackOpts}.build())
+	for {
+		b := h.read(2 * time.Second)
+		if b == nil {
+			t.Fatal("no data segment from gVisor")
+		}
+		d := decode(t, b)
+		if len(d.tcp.Payload) == 0 {
+			continue
+		}
+		ts, _ := option(d.tcp.Options, layers.TCPOptionKindTimestamps)
+		later := binary.BigEndian.Uint32(ts.OptionData)
+		if diff := int32(later - synTS); diff >= 0 && diff <= 5000 {
+			t.Errorf("gVisor's TSval %d within %d ms of the SYN-ACK's with a tampered secret: the check cannot fail", later, diff)
+		}
+		return
+	}
+}
