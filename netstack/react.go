@@ -14,8 +14,9 @@ import (
 // whatever gVisor or the handler happens to send later (nothing at all when
 // the client resets first).
 
-// reactWindow is the window of the front end's ACK and RST: the SYN-ACK's,
-// so the ACK tells the client nothing it did not already know but the
+// reactWindow is the window of the plain persona's SYN-ACK, ACK and RST
+// (the others': Persona.Window): the ACK's window is the SYN-ACK's, so the
+// ACK tells the client nothing it did not already know but the
 // acknowledgement of what the handshake ACK carried.
 const reactWindow = 0xffff
 
