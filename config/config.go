@@ -77,6 +77,11 @@ type Run struct {
 	// then reset; PurePrefixes limits it to some prefixes.
 	Pure         bool     `yaml:"pure"`
 	PurePrefixes []string `yaml:"pure-prefix"`
+	// Persona shapes the SYN-ACKs of every prefix (netstack.Personas:
+	// plain, linux, windows, embedded); PersonaPrefixes ("CIDR=NAME")
+	// give parts of the prefixes their own.
+	Persona         string   `yaml:"persona"`
+	PersonaPrefixes []string `yaml:"persona-prefix"`
 	// Handlers moves, limits or disables protocol handlers (config file
 	// only): name → {ports, prefixes, disabled}.
 	Handlers map[string]Handler `yaml:"handlers"`
@@ -109,6 +114,7 @@ func Default() Run {
 		PhaseMemory:      twophase.DefaultMemory,
 		Compress:         true,
 		SYNEvents:        true,
+		Persona:          netstack.PersonaPlain.Name,
 
 		SYNACKRate:           netstack.DefaultSYNRegularRate,
 		SYNACKBurst:          netstack.DefaultSYNRegularBurst,

@@ -76,6 +76,11 @@ var rules = []rule{
 		return failIf((c.SYNACKRate > 0 || c.SYNACKIrregularRate > 0) && c.SYNACKTable < netstack.SYNLimitEntryBytes,
 			"%v: at least %d bytes", &c.SYNACKTable, netstack.SYNLimitEntryBytes)
 	}},
+	{"persona", both, flagColon, func(c *Run) error {
+		_, err := netstack.LookupPersona(c.Persona)
+		return err
+	}},
+	{"persona-prefix", both, flagSpace, func(c *Run) error { return c.checkPersonaPrefixes() }},
 	{"conn-buffer", both, flagSpace, func(c *Run) error {
 		return failIf(c.ConnBuffer < netstack.MinConnBuffer || c.ConnBuffer > netstack.MaxConnBuffer, "%s outside 4KiB-64KiB", &c.ConnBuffer)
 	}},

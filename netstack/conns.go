@@ -33,6 +33,9 @@ type connEntry struct {
 	// admitting segment; reset records one that came before the accept.
 	rstSeq uint32
 	reset  bool
+	// shift is the window scale the SYN-ACK announced and the client
+	// agreed to (0: none): the front end scales gVisor's windows by it.
+	shift uint8
 }
 
 // connTable bounds concurrent connections, in total and per remote address
@@ -290,4 +293,27 @@ func (t *connTable) len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.open
+}
+
+// setShift records the window scale agreed on the admitted connection k.
+func (t *connTable) setShift(k flowKey, shift uint8) {
+	if shift == 0 {
+		return
+	}
+	t.mu.Lock()
+	if e := t.m[k]; e != nil {
+		e.shift = shift
+	}
+	t.mu.Unlock()
+}
+
+// shift returns the window scale agreed on connection k (0: none or
+// unknown).
+func (t *connTable) shift(k flowKey) uint8 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.m[k]; e != nil {
+		return e.shift
+	}
+	return 0
 }

@@ -86,14 +86,21 @@ func (j *cookieJar) create(laddr, raddr []byte, lport, rport uint16, seq, data u
 // valid reports whether cookie (the ACK's ack-1) is one this jar minted for
 // the SYN whose sequence number was seq (the ACK's seq-1), and is fresh.
 func (j *cookieJar) valid(laddr, raddr []byte, lport, rport uint16, cookie, seq uint32) bool {
+	var data uint32
+	return j.check(laddr, raddr, lport, rport, cookie, seq, &data)
+}
+
+// check is valid that also stores the cookie's data (the MSS index, and
+// the window scale bit of encodeCookieData) in *data.
+func (j *cookieJar) check(laddr, raddr []byte, lport, rport uint16, cookie, seq uint32, data *uint32) bool {
 	ts := j.timeStamp()
 	v := cookie - j.hash(laddr, raddr, lport, rport, 0, 0) - seq
 	cookieTS := v >> cookieTSOffset
 	if (ts-cookieTS)&cookieTSMask > cookieMaxTSDiff {
 		return false
 	}
-	data := (v - j.hash(laddr, raddr, lport, rport, cookieTS, 1)) & cookieHashMask
-	return int(data) < len(mssTable)
+	*data = (v - j.hash(laddr, raddr, lport, rport, cookieTS, 1)) & cookieHashMask
+	return int(*data) < len(mssTable)
 }
 
 // errNonceUnread means gVisor's listener did not read the injected nonce as

@@ -2,7 +2,6 @@ package netstack
 
 import (
 	"encoding/binary"
-	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"time"
@@ -123,6 +122,7 @@ func (s *Stack) replyOut(pkt *stack.PacketBuffer) bool {
 		s.stats.OutDropped.Add(1)
 		return false
 	}
+	s.shapeOut(pkt)
 	s.stats.RepliesOut.Add(1)
 	if s.sink == nil {
 		return true
@@ -558,6 +558,7 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 		s.stats.ToStack.Add(1)
 		return verdictPass
 	}
+	var cookieData uint32
 	switch {
 	case flags&uint8(header.TCPFlagRst) != 0:
 		// A client's reset that overtook its handshake's ACK into gVisor
@@ -571,7 +572,7 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 	case dport == 0:
 		s.stats.DropPortZero.Add(1)
 		return verdictDrop
-	case !s.jar.valid(dst, src, dport, sport, ack-1, seq-1):
+	case !s.jar.check(dst, src, dport, sport, ack-1, seq-1, &cookieData):
 		s.stats.DropBadCookie.Add(1)
 		return verdictDrop
 	case rec.PayloadLen > 0 && s.cfg.Pure != nil && s.cfg.Pure(rec.Dst):
@@ -606,8 +607,14 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 		}
 		return verdictDrop
 	}
+	p := s.persona(rec.Dst)
+	var shift uint8
+	if p.WScale >= 0 && cookieData&1 == 1 {
+		shift = uint8(p.WScale) // the SYN-ACK announced it: see encodeCookieData
+	}
 	if fresh {
 		s.conns.bind(key, l)
+		s.conns.setShift(key, shift)
 	}
 	if !fresh {
 		// gVisor's listener hands it to the endpoint, or builds the
@@ -619,7 +626,7 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 	// Spoki resets every ACK; spoki accepts it, and its reaction, recorded
 	// with this row, is the front end's ACK, written before gVisor sees the
 	// segment.
-	s.ackHandshake(src, dst, rec, uid)
+	s.ackHandshake(src, dst, l4[header.TCPMinimumSize:off], rec, uid, p, shift)
 	return verdictPass
 }
 
@@ -695,12 +702,13 @@ func wireAddr(b []byte) tcpip.Address {
 	return tcpip.AddrFrom16([16]byte(b))
 }
 
-// synAckLen is the SYN-ACK's TCP header: 20 bytes plus the MSS option.
+// synAckLen is the plain SYN-ACK's TCP header: 20 bytes plus the MSS
+// option.
 const synAckLen = header.TCPMinimumSize + header.TCPOptionMSSLength
 
 // maxSegmentLen is the longest packet the front end writes itself: an IPv6
-// SYN-ACK.
-const maxSegmentLen = header.IPv6MinimumSize + synAckLen
+// SYN-ACK with every option a persona writes.
+const maxSegmentLen = header.IPv6MinimumSize + header.TCPMinimumSize + maxOptionsLen
 
 // segment is a packet the front end writes itself, bypassing gVisor: the
 // SYN-ACK, and the ACK or RST of a handshake ACK. It carries no payload.
@@ -715,16 +723,50 @@ type segment struct {
 	mss uint16
 	// id is the IPv4 identification (unused in IPv6).
 	id uint16
+	// p shapes the segment (nil: PersonaPlain): TTL, DF, the window
+	// (SYN-ACK: synWindow; ACK: the same scaled by shift; RST:
+	// ResetWindow) and the SYN-ACK's option layout.
+	p     *Persona
+	shift uint8
+	// opts are the options answered: the SYN-ACK's after the MSS, or an
+	// ACK's timestamps (opts.ts).
+	opts synOptions
 }
 
 // encodeSegment writes seg with gVisor's header encoders into pkt, which
 // holds at least maxSegmentLen bytes, and returns the packet's length. The
-// IP header is Linux's for a reply of a listener: DF, TTL (hop limit)
-// defaultTTL, no options; the window is reactWindow.
+// IP header has no options; TTL (hop limit), DF, the window and the
+// options' layout are the persona's (PersonaPlain: DF, TTL defaultTTL,
+// window reactWindow, MSS only).
 func encodeSegment(pkt []byte, seg *segment) int {
-	tcpLen := header.TCPMinimumSize
-	if seg.mss != 0 {
-		tcpLen += header.TCPOptionMSSLength
+	p := seg.p
+	if p == nil {
+		p = PersonaPlain
+	}
+	var opts [maxOptionsLen]byte
+	optLen := 0
+	var window uint16
+	switch {
+	case seg.flags&header.TCPFlagRst != 0:
+		window = p.ResetWindow
+	case seg.flags&header.TCPFlagSyn != 0:
+		window = p.synWindow(seg.opts.ts)
+		if seg.mss != 0 {
+			optLen = header.EncodeMSSOption(uint32(seg.mss), opts[:])
+		}
+		optLen += p.Layout.writeOptions(&seg.opts, opts[optLen:])
+	default:
+		window = scaleWindow(p.synWindow(seg.opts.ts), seg.shift)
+		if seg.opts.ts {
+			optLen += header.EncodeNOP(opts[optLen:])
+			optLen += header.EncodeNOP(opts[optLen:])
+			optLen += header.EncodeTSOption(seg.opts.tsVal, seg.opts.tsEcr, opts[optLen:])
+		}
+	}
+	tcpLen := header.TCPMinimumSize + optLen
+	var ipFlags uint8
+	if p.DF {
+		ipFlags = header.IPv4FlagDontFragment
 	}
 	local, remote := wireAddr(seg.local), wireAddr(seg.remote)
 	ipLen := header.IPv4MinimumSize
@@ -733,7 +775,7 @@ func encodeSegment(pkt []byte, seg *segment) int {
 		header.IPv6(pkt).Encode(&header.IPv6Fields{
 			PayloadLength:     uint16(tcpLen),
 			TransportProtocol: header.TCPProtocolNumber,
-			HopLimit:          defaultTTL,
+			HopLimit:          p.TTL,
 			SrcAddr:           local,
 			DstAddr:           remote,
 		})
@@ -742,8 +784,8 @@ func encodeSegment(pkt []byte, seg *segment) int {
 		ip.Encode(&header.IPv4Fields{
 			TotalLength: uint16(ipLen + tcpLen),
 			ID:          seg.id,
-			Flags:       header.IPv4FlagDontFragment,
-			TTL:         defaultTTL,
+			Flags:       ipFlags,
+			TTL:         p.TTL,
 			Protocol:    uint8(header.TCPProtocolNumber),
 			SrcAddr:     local,
 			DstAddr:     remote,
@@ -758,11 +800,9 @@ func encodeSegment(pkt []byte, seg *segment) int {
 		AckNum:     seg.ack,
 		DataOffset: uint8(tcpLen),
 		Flags:      seg.flags,
-		WindowSize: reactWindow,
+		WindowSize: window,
 	})
-	if seg.mss != 0 {
-		header.EncodeMSSOption(uint32(seg.mss), t[header.TCPMinimumSize:])
-	}
+	copy(t[header.TCPMinimumSize:], opts[:optLen])
 	t.SetChecksum(^t.CalculateChecksum(pseudoChecksum(local, remote, tcpLen)))
 	return ipLen + tcpLen
 }
@@ -794,14 +834,31 @@ func (s *Stack) writeSegment(seg *segment) error {
 func (s *Stack) answerSYN(l4, src, dst []byte, v6 bool, rec *records.Packet) {
 	sport := rec.SrcPort
 	dport := rec.DstPort
-	cookie := s.jar.create(dst, src, dport, sport, rec.Seq, encodeMSS(rec.MSS))
+	p := s.persona(rec.Dst)
+	// The options the persona answers: those the SYN offered.
+	var o synOptions
+	scaling := p.WScale >= 0
+	data := encodeMSS(rec.MSS)
+	if p != PersonaPlain {
+		syn := header.ParseSynOptions(l4[header.TCPMinimumSize:int(l4[12]>>4)*4], false)
+		// A client MSS below 1300 leaves no index for the scale bit:
+		// the scale is announced all the same (nmap's third probe has
+		// MSS 640), gVisor's windows then go unscaled (persona.go).
+		data, _ = encodeCookieData(rec.MSS, scaling, syn.WS >= 0)
+		o.wsOn, o.ws = scaling && syn.WS >= 0, uint8(p.WScale)
+		o.sack = p.SACK && syn.SACKPermitted
+		if p.Timestamps && syn.TS {
+			o.ts, o.tsVal, o.tsEcr = true, s.tsVal(dst, src), syn.TSVal
+		}
+	}
+	cookie := s.jar.create(dst, src, dport, sport, rec.Seq, data)
 	// The MSS option: what our MTU allows, as gVisor's cookie path
 	// announces.
 	seg := segment{
 		local: dst, remote: src, sport: dport, dport: sport,
 		seq: cookie, ack: rec.Seq + 1,
 		flags: header.TCPFlagSyn | header.TCPFlagAck,
-		mss:   s.mss(v6), id: uint16(rand.Uint32()),
+		mss:   s.mss(v6), id: p.ipID(), p: p, opts: o,
 	}
 	if err := s.writeSegment(&seg); err != nil {
 		s.stats.DropTxError.Add(1)

@@ -1,8 +1,6 @@
 package netstack
 
 import (
-	"math/rand/v2"
-
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/spoki-telescope/spoki/records"
@@ -16,8 +14,9 @@ import (
 // whatever gVisor or the handler happens to send later (nothing at all when
 // the client resets first).
 
-// reactWindow is the window of the front end's ACK and RST: the SYN-ACK's,
-// so the ACK tells the client nothing it did not already know but the
+// reactWindow is the window of the plain persona's SYN-ACK, ACK and RST
+// (the others': Persona.Window): the ACK's window is the SYN-ACK's, so the
+// ACK tells the client nothing it did not already know but the
 // acknowledgement of what the handshake ACK carried.
 const reactWindow = 0xffff
 
@@ -29,11 +28,20 @@ const reactWindow = 0xffff
 // must then retransmit it) and records it as the reaction of rec (method
 // tcp-ack). To the client it is a duplicate ACK, which changes nothing. If
 // the TUN refuses the segment, rec stays unprobed: spoki did not react.
-func (s *Stack) ackHandshake(src, dst []byte, rec *records.Packet, uid uint32) {
+//
+// The ACK is shaped by the persona p: its window is the SYN-ACK's, scaled
+// by shift when the handshake agreed to window scaling, and it carries
+// timestamps when the handshake ACK did (opts are its options).
+func (s *Stack) ackHandshake(src, dst, opts []byte, rec *records.Packet, uid uint32, p *Persona, shift uint8) {
 	ack := rec.Seq
 	seg := segment{
 		local: dst, remote: src, sport: rec.DstPort, dport: rec.SrcPort,
-		seq: rec.Ack, ack: ack, flags: header.TCPFlagAck, id: uint16(rand.Uint32()),
+		seq: rec.Ack, ack: ack, flags: header.TCPFlagAck, id: p.ipID(), p: p, shift: shift,
+	}
+	if p.Timestamps {
+		if to := header.ParseTCPOptions(opts); to.TS {
+			seg.opts.ts, seg.opts.tsVal, seg.opts.tsEcr = true, s.tsVal(dst, src), to.TSVal
+		}
 	}
 	if err := s.writeSegment(&seg); err != nil {
 		s.stats.DropTxError.Add(1)
@@ -47,9 +55,10 @@ func (s *Stack) ackHandshake(src, dst []byte, rec *records.Packet, uid uint32) {
 // (method tcp-rst, probe snum = the ACK's ack). The ACK never reaches
 // gVisor: there is no connection, and no slot of MaxConns is taken.
 func (s *Stack) resetACK(src, dst []byte, rec *records.Packet) verdict {
+	p := s.persona(rec.Dst)
 	seg := segment{
 		local: dst, remote: src, sport: rec.DstPort, dport: rec.SrcPort,
-		seq: rec.Ack, flags: header.TCPFlagRst, id: uint16(rand.Uint32()),
+		seq: rec.Ack, flags: header.TCPFlagRst, id: p.ipID(), p: p,
 	}
 	if err := s.writeSegment(&seg); err != nil {
 		s.stats.DropTxError.Add(1)

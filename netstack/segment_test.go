@@ -137,18 +137,26 @@ func synStack(tb testing.TB) *Stack {
 }
 
 // TestSYNAllocatesNothing proves that answering a SYN (parse, checksum,
-// cookie, SYN-ACK encoded and written) allocates nothing, in IPv4 and IPv6.
+// cookie, SYN-ACK encoded and written) allocates nothing, in IPv4 and IPv6,
+// with the plain persona and with one that answers every option.
 func TestSYNAllocatesNothing(t *testing.T) {
 	s := synStack(t)
+	linux := synStack(t)
+	linux.cfg.Persona = PersonaLookup(PersonaPlain, []PersonaPrefix{{telescope4, PersonaLinux}, {telescope6, PersonaWindows}})
 	for _, tc := range []struct {
 		name     string
+		s        *Stack
+		opts     []byte
 		src, dst netip.Addr
 	}{
-		{"ipv4", scanner4, netip.MustParseAddr("198.51.100.7")},
-		{"ipv6", scanner6, netip.MustParseAddr("2001:db8:5b0::7")},
+		{"ipv4", s, mssOpt, scanner4, netip.MustParseAddr("198.51.100.7")},
+		{"ipv6", s, mssOpt, scanner6, netip.MustParseAddr("2001:db8:5b0::7")},
+		{"ipv4 linux persona", linux, synFull, scanner4, netip.MustParseAddr("198.51.100.7")},
+		{"ipv6 windows persona", linux, synFull, scanner6, netip.MustParseAddr("2001:db8:5b0::7")},
 	} {
+		s := tc.s
 		pkt := seg{src: tc.src, dst: tc.dst, sport: 4000, dport: 80, seq: 1,
-			flags: header.TCPFlagSyn, opts: mssOpt}.build()
+			flags: header.TCPFlagSyn, opts: tc.opts}.build()
 		before := s.stats.SYNACKsSent.Load()
 		allocs := testing.AllocsPerRun(1000, func() {
 			var rec records.Packet

@@ -118,6 +118,13 @@ type Config struct {
 	// SYNACKLimits limits the SYN-ACKs per source (ratelimit.go); nil
 	// means DefaultSYNACKLimits.
 	SYNACKLimits *SYNACKLimits
+	// Persona returns the persona of the telescope's address (persona.go):
+	// the shape of the SYN-ACKs, of the front end's ACKs and RSTs, and of
+	// the IP header of gVisor's segments from it. It is called on the
+	// packet path, concurrently, and must be fast, never block and never
+	// allocate (PersonaLookup's function is such). nil means PersonaPlain
+	// everywhere.
+	Persona func(local netip.Addr) *Persona
 
 	// clock replaces gVisor's clock in tests (cookie expiry).
 	clock tcpip.Clock
@@ -141,6 +148,10 @@ type Stack struct {
 	stats Stats
 	uid   atomic.Uint32
 	limit *synLimiter // nil: SYN-ACKs are not limited
+	// tsSecret is gVisor's TCP timestamp offset secret, handed to it at
+	// stack creation (tcpProtocol), so that the front end's timestamps are
+	// the ones gVisor's connections continue from.
+	tsSecret [tsSecretLen]byte
 
 	// lmu serialises listener creation (and with it the nonce injection)
 	// and closing; listeners holds the open ones, most recently used first
@@ -289,12 +300,20 @@ func New(cfg Config) (*Stack, error) {
 		ready:     make(chan *listener, cfg.MaxListeners),
 		limit:     newSYNLimiter(limits),
 	}
+	if _, err := s.rng.Read(s.tsSecret[:]); err != nil {
+		return nil, fmt.Errorf("netstack: timestamp secret: %w", err)
+	}
+	tsFailed := false
 	s.stack = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{s.tcpProtocol(tcp.NewProtocol, &tsFailed)},
 		SecureRNG:          s.rng,
 		Clock:              cfg.clock,
 	})
+	if tsFailed {
+		s.stack.Close()
+		return nil, errTSSecretUnread
+	}
 	jar, err := newCookieJar(s.stack.Clock())
 	if err != nil {
 		s.stack.Close()

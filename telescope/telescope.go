@@ -334,6 +334,10 @@ func (t *running) startStack(prefixes []netip.Prefix) error {
 	t.muxes.swap(mux)
 	t.limits = cfg.SYNACKLimits()
 	muxes := t.muxes
+	personaDefault, personaPrefixes, err := cfg.Personas()
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
 	st, err := netstack.New(netstack.Config{
 		SYNACKLimits: &t.limits,
 		Device:       dev,
@@ -345,6 +349,7 @@ func (t *running) startStack(prefixes []netip.Prefix) error {
 		ConnBuffer:   int(cfg.ConnBuffer),
 		Handle:       muxes.ServeConn,
 		Pure:         muxes.Pure,
+		Persona:      netstack.PersonaLookup(personaDefault, personaPrefixes),
 		Sink:         sinkAdapter{sink, tp, pub},
 		Logger:       log.With("component", "netstack"),
 

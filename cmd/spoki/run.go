@@ -24,6 +24,28 @@ type prefixList []string
 func (p *prefixList) String() string     { return strings.Join(*p, ",") }
 func (p *prefixList) Set(s string) error { *p = append(*p, s); return nil }
 
+// replaceList is a repeatable flag whose first use replaces the list it
+// fills (the file's), as --prefix and --pure-prefix do.
+type replaceList struct {
+	dst *[]string
+	set bool
+}
+
+func (r *replaceList) String() string {
+	if r.dst == nil {
+		return ""
+	}
+	return strings.Join(*r.dst, ",")
+}
+
+func (r *replaceList) Set(s string) error {
+	if !r.set {
+		*r.dst, r.set = nil, true
+	}
+	*r.dst = append(*r.dst, s)
+	return nil
+}
+
 // runFlags defines the flags of `spoki run` on c, each defaulting to c's
 // current value: parsing the arguments onto a config read from a file
 // changes only what a flag sets. The list flags collect into prefixes and
@@ -59,6 +81,8 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.Var(&c.SYNACKTable, "synack-table", "memory `SIZE` of the per-source SYN-ACK table (16 bytes a source; colliding sources share a budget)")
 	fs.BoolVar(&c.Pure, "pure", c.Pure, "pure Spoki mode: record the first payload, then reset (no protocol handlers)")
 	fs.Var(purePrefixes, "pure-prefix", "pure Spoki mode for this `CIDR` only (repeatable)")
+	fs.StringVar(&c.Persona, "persona", c.Persona, "SYN-ACK persona `NAME` of every prefix: plain, linux, windows or embedded")
+	fs.Var(&replaceList{dst: &c.PersonaPrefixes}, "persona-prefix", "persona for part of the prefixes, `CIDR=NAME` (repeatable; the most specific prefix wins)")
 	fs.StringVar(&c.User, "user", c.User, "after set-up, run as user `NAME` (as root the default is spoki, else nobody; root keeps uid 0); no capability is kept either way")
 	fs.DurationVar(&c.Keep, "keep", c.Keep, "remove log files older than `DURATION` (0 = keep all)")
 	fs.BoolVar(&c.Compress, "compress", c.Compress, "gzip hourly files once their hour is closed")
