@@ -21,7 +21,7 @@ const (
 // lineChart is one chart, ready for the template.
 type lineChart struct {
 	ID, Class, Title, XLabel, YLabel string
-	W, H                      int
+	W, H                             int
 	// Plot area.
 	X0, Y0, X1, Y1 float64
 	TickEnd        float64
