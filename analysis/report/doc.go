@@ -7,7 +7,7 @@
 // top payload prefixes, downloader hosts and file names, credentials, JA4
 // and HASSH. Build returns one Report; WriteText, WriteJSON and WriteHTML
 // render that one value, so the three outputs cannot disagree. It reads
-// files only and imports of spoki only records (classification) and
+// files only; of spoki it imports records (classification),
 // analysis/download (input files) and analysis/urls (downloader test).
 //
 // # Inputs
