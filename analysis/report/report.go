@@ -391,26 +391,28 @@ func fileTag(name string) string {
 	return ""
 }
 
-// line handles one input line of either format.
+// line handles one input line of either format: an event-log line has an
+// event type (readEvent knows its field name), an assemble record a tag.
 func (b *builder) line(line []byte) error {
-	var in struct {
-		EventType string `json:"event_type"`
-		Tag       string `json:"tag"`
-	}
-	if err := json.Unmarshal(line, &in); err != nil {
+	var ev event
+	if err := readEvent(line, &ev); err != nil {
 		b.in.ParseErrors++
 		return nil
 	}
-	switch {
-	case in.EventType != "":
+	if ev.Type != "" {
 		b.sources["event log"] = true
-		b.event(line)
-	case in.Tag != "":
-		b.sources["assemble output"] = true
-		b.record(line, in.Tag)
-	default:
-		b.in.ParseErrors++
+		b.event(&ev)
+		return nil
 	}
+	var in struct {
+		Tag string `json:"tag"`
+	}
+	if json.Unmarshal(line, &in) != nil || in.Tag == "" {
+		b.in.ParseErrors++
+		return nil
+	}
+	b.sources["assemble output"] = true
+	b.record(line, in.Tag)
 	return nil
 }
 
@@ -551,13 +553,8 @@ func classify(c *ContactTypes, p []byte) {
 	}
 }
 
-// event handles one event-log line.
-func (b *builder) event(line []byte) {
-	var ev event
-	if err := readEvent(line, &ev); err != nil {
-		b.in.ParseErrors++
-		return
-	}
+// event counts one event-log line.
+func (b *builder) event(ev *event) {
 	b.in.Records++
 	switch ev.Type {
 	case "syn":
