@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"image/png"
@@ -425,4 +426,107 @@ func chromium(t *testing.T, page string, args ...string) (string, []string) {
 		}
 	}
 	return stdout.String(), console
+}
+
+func TestTop(t *testing.T) {
+	var p ports
+	for _, port := range []int{80, 23, 23, 443, 80, 22, 22} {
+		p.add(port)
+	}
+	got := fmt.Sprint(p.top(3))
+	// Ties keep first-seen order: 80 before 23 before 22.
+	want := "[{80 2 28.57} {23 2 28.57} {22 2 28.57}]"
+	if got != want {
+		t.Errorf("top(3) = %s, want %s", got, want)
+	}
+}
+
+func TestPyFloat(t *testing.T) {
+	tests := []struct {
+		name string
+		in   float64
+		want string
+	}{
+		{"whole", 50, "50.0"},
+		{"two decimals", 33.33, "33.33"},
+		{"zero", 0, "0.0"},
+		{"hundred", 100, "100.0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := pyFloat(tc.in); got != tc.want {
+				t.Errorf("pyFloat(%v) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestKnownScanners(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "ips.alpha.txt"), []byte("# research\r\n203.0.113.7\r\n\r\n2001:db8::7\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "ips.beta.txt"), nil, 0o644) // empty: must not stop the loading
+	os.WriteFile(filepath.Join(dir, "ips.gamma.txt"), []byte("198.51.100.0/28 # a whole net\n"), 0o644)
+	ks, err := LoadKnownScanners(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, addr, want string
+	}{
+		{"builtin censys", "192.35.169.4", "censys"},
+		{"builtin shadowserver", "74.82.47.3", "shadowserver"},
+		{"list with CRLF", "203.0.113.7", "alpha"},
+		{"ipv6 in list", "2001:db8::7", "alpha"},
+		{"after an empty list", "198.51.100.9", "gamma"},
+		{"unknown", "198.51.100.99", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, _ := ks.Lookup(netip.MustParseAddr(tc.addr))
+			if got != tc.want {
+				t.Errorf("Lookup(%s) = %q, want %q", tc.addr, got, tc.want)
+			}
+		})
+	}
+	if _, err := LoadKnownScanners(filepath.Join(dir, "missing")); err != nil {
+		t.Errorf("LoadKnownScanners(missing dir) = %v, want the built-ins", err)
+	}
+}
+
+// TestHostileStrings checks that what attackers choose (payloads, user
+// names, fingerprints) reaches the page as text: no element, attribute or
+// style comes from it.
+func TestHostileStrings(t *testing.T) {
+	dir := t.TempDir()
+	evil := `</td><script>alert(1)</script><img src=x onerror=alert(1)><style>*{}</style>`
+	js := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	lines := []string{
+		fmt.Sprintf(`{"timestamp":"2026-11-25T10:00:00.000000000Z","event_type":"session","src_ip":"203.0.113.1","src_port":1,"dest_ip":"198.51.100.1","dest_port":23,"app_proto":"telnet","payload":%s,"telnet":{"credentials":[{"username":%s,"password":%s}]},"tls":{"ja4":%s}}`,
+			js(base64.StdEncoding.EncodeToString([]byte(evil))), js(evil), js(evil+"\x1b[2J"), js(evil)),
+		fmt.Sprintf(`{"timestamp":"2026-11-25T10:00:01.000000000Z","event_type":"downloader","src_ip":"203.0.113.1","src_port":1,"dest_ip":"198.51.100.1","dest_port":80,"server":%s,"name":%s}`, js(evil), js(evil)),
+	}
+	os.WriteFile(filepath.Join(dir, "x.events.20261125-10.jsonl"), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	r, err := Build(context.Background(), Config{}, []string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Credentials.Total != 1 || r.JA4.Total != 1 || r.DownloaderHosts.Total != 1 || r.PayloadPrefixes.Total != 1 {
+		t.Fatalf("credentials %d, ja4 %d, hosts %d, prefixes %d: want each seen once", r.Credentials.Total, r.JA4.Total, r.DownloaderHosts.Total, r.PayloadPrefixes.Total)
+	}
+	var buf bytes.Buffer
+	if err := r.WriteHTML(&buf); err != nil {
+		t.Fatal(err)
+	}
+	page := buf.String()
+	if !strings.Contains(page, "&lt;script&gt;alert(1)&lt;/script&gt;") {
+		t.Errorf("the page does not show the attacker's text escaped")
+	}
+	for _, bad := range []string{"<script", "<img", "<style>*", "\x1b"} {
+		if strings.Contains(page, bad) {
+			t.Errorf("the page contains %q from attacker input", bad)
+		}
+	}
+	if strings.Count(page, "<style>") != 1 {
+		t.Errorf("the page has %d style elements, want its own only", strings.Count(page, "<style>"))
+	}
 }
