@@ -341,6 +341,9 @@ func Build(ctx context.Context, cfg Config, paths []string) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("report: input: %s", strings.TrimPrefix(err.Error(), "download: input: "))
 	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("report: no event log (*.jsonl) or assemble output (*.json.gz) in %s; for raw logs (*.csv) run `spoki assemble --flush-at-eof` first", strings.Join(paths, " "))
+	}
 	b := &builder{
 		cfg: cfg, r: &Report{}, ks: ks,
 		ports:    map[string]*ports{CatRegular: {}, CatIrregular: {}, CatTwoPhase: {}},

@@ -42,7 +42,11 @@ func (r *Report) SourceOrNone() string {
 func (r *Report) WriteText(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	t := r.Totals
-	fmt.Fprintf(bw, "spoki report: tag %s, %s\n", strings.Join(r.Tags, ","), r.TimeRange())
+	tags := strings.Join(r.Tags, ",")
+	if tags == "" {
+		tags = "-"
+	}
+	fmt.Fprintf(bw, "spoki report: tag %s, %s\n", tags, r.TimeRange())
 	fmt.Fprintf(bw, "input: %d files, %d lines, %d records (%s), %d parse errors\n", t.Files, t.Lines, t.Records, r.SourceOrNone(), t.ParseErrors)
 	fmt.Fprintf(bw, "syns: %d, irregular %d (%s%%), sources %d, /24s %d%s\n", t.SYNs, t.Irregular, pyFloat(t.IrregularShare),
 		t.Sources, t.Networks, map[bool]string{true: " (estimated)"}[t.Estimated])
