@@ -56,8 +56,9 @@
 //     cut to 128 bytes; evictions are counted (TopList.Evicted,
 //     Cut.TopKeys).
 //   - Distinct sources and /24s (IPv6: /48s) are exact up to 1,024 per
-//     counter, then HyperLogLog estimates (4,096 one-byte registers,
-//     about 1.6% standard error; Estimated says so).
+//     counter of the whole run and 256 per hour (sorted hashes, 8 bytes
+//     each), then HyperLogLog estimates (4,096 one-byte registers, about
+//     1.6% standard error; Estimated says so).
 //   - The time series holds at most Config.MaxHours hours; SYNs of later
 //     new hours count in the totals and in Cut.HoursSYNs.
 //   - Ports are at most 65,536 per category; the delay CDF has 91 fixed
@@ -65,8 +66,9 @@
 //   - The raw-log ACK table (--raw) holds one hour, at most 64Ki ACKs of
 //     at most 2 KiB; the rest count in Cut.RawAcks.
 //
-// At the defaults that is at most about 25 MiB, plus 128 MiB for --raw,
-// whatever the size of the input.
+// At the defaults that is at most about 25 MiB (BenchmarkWorstCaseMemory
+// fills every bound: 23 MiB), plus 128 MiB for --raw, whatever the size
+// of the input.
 //
 // # The page
 //

@@ -53,7 +53,7 @@ func genEventLog(t testing.TB, dir string, n int, seed uint64) {
 			line(map[string]any{"timestamp": ts.Format(time.RFC3339Nano), "event_type": "session", "src_ip": src, "src_port": 40001,
 				"dest_ip": "198.51.100.7", "dest_port": 23, "app_proto": "telnet",
 				"payload": base64.StdEncoding.EncodeToString([]byte("\xff\xfb\x01root\r\n")),
-				"telnet": map[string]any{"credentials": []map[string]string{{"username": users[rng.IntN(3)], "password": "xc3511"}}}})
+				"telnet":  map[string]any{"credentials": []map[string]string{{"username": users[rng.IntN(3)], "password": "xc3511"}}}})
 		case 1:
 			line(map[string]any{"timestamp": ts.Format(time.RFC3339Nano), "event_type": "session", "src_ip": src, "src_port": 40002,
 				"dest_ip": "198.51.100.7", "dest_port": 443, "app_proto": "tls", "payload": base64.StdEncoding.EncodeToString([]byte{0x16, 3, 1, 0, 0xc8}),
@@ -283,4 +283,43 @@ func maxU(a, b uint64) uint64 {
 		return a
 	}
 	return b
+}
+
+// BenchmarkWorstCaseMemory fills every bound at the defaults (MaxHours
+// hours of 300 random sources each, every top list full of 128-byte keys,
+// every port of every category) and prints the heap the builder holds.
+func BenchmarkWorstCaseMemory(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		cfg := Config{TopN: DefaultTopN, TopKeys: DefaultTopKeys, MaxHours: DefaultMaxHours}
+		bl := newBuilder(cfg, &KnownScanners{})
+		rng := rand.New(rand.NewPCG(9, 9))
+		base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		for h := 0; h < cfg.MaxHours+10; h++ {
+			for s := 0; s < 300; s++ {
+				a := netip.AddrFrom4([4]byte{byte(rng.IntN(224)), byte(rng.IntN(256)), byte(rng.IntN(256)), byte(rng.IntN(256))})
+				bl.syn(base.Add(time.Duration(h)*time.Hour), a.String(), s%2 == 0, ScannerNames[s%5])
+			}
+		}
+		for _, cat := range Categories {
+			for p := 0; p < 65536; p++ {
+				bl.ports[cat].add(p)
+			}
+		}
+		key := make([]byte, maxKeyBytes)
+		for _, l := range bl.lists {
+			for k := 0; k < 2*cfg.TopKeys; k++ {
+				for j := range key {
+					key[j] = byte('a' + rng.IntN(26))
+				}
+				l.add(string(key))
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/(1<<20), "held-MiB")
+		runtime.KeepAlive(bl)
+	}
 }

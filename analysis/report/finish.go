@@ -190,5 +190,5 @@ func (b *builder) finish() {
 		r.Cut.RawAcks += b.acks.cut
 	}
 	r.Limits = Limits{TopN: cfg.TopN, TopKeys: cfg.TopKeys, MaxKeyBytes: maxKeyBytes, PrefixBytes: PrefixBytes,
-		MaxHours: cfg.MaxHours, ExactDistinct: exactLimit, HLLRegisters: 1 << hllBits}
+		MaxHours: cfg.MaxHours, ExactDistinct: exactLimit, ExactDistinctHour: hourExactLimit, HLLRegisters: 1 << hllBits}
 }

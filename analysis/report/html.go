@@ -266,7 +266,7 @@ var pageTemplate = template.Must(template.New("page").Funcs(funcs).Parse(`<!DOCT
 
 <section id="limits">
 <h2>Bounds</h2>
-<p class="note">Each top list holds at most {{$r.Limits.TopKeys}} keys of at most {{$r.Limits.MaxKeyBytes}} bytes (Space-Saving: a count may exceed the true one by at most its overcount once keys were evicted); distinct counts are exact up to {{$r.Limits.ExactDistinct}}, then HyperLogLog estimates ({{$r.Limits.HLLRegisters}} registers); the time series holds at most {{$r.Limits.MaxHours}} hours.
+<p class="note">Each top list holds at most {{$r.Limits.TopKeys}} keys of at most {{$r.Limits.MaxKeyBytes}} bytes (Space-Saving: a count may exceed the true one by at most its overcount once keys were evicted); distinct counts are exact up to {{$r.Limits.ExactDistinct}} ({{$r.Limits.ExactDistinctHour}} per hour), then HyperLogLog estimates ({{$r.Limits.HLLRegisters}} registers); the time series holds at most {{$r.Limits.MaxHours}} hours.
 Cut: <span data-key="cut_hours">{{$r.Cut.HoursSYNs}}</span> SYNs past the hours, <span data-key="cut_keys">{{$r.Cut.TopKeys}}</span> top-list keys evicted, <span data-key="cut_acks">{{$r.Cut.RawAcks}}</span> raw-log ACKs.</p>
 </section>
 </body>

@@ -203,12 +203,12 @@ type CDFPoint struct {
 }
 
 // Limits are the memory bounds. Whatever the input, the report holds at
-// most MaxHours hours of 2 distinct counters, 6+6 more distinct counters,
-// 3 × 65,536 port counters, 7 top lists of TopKeys keys of at most
-// MaxKeyBytes bytes, the delay bins and one hour of raw-log ACKs (at most
-// 64Ki of 2 KiB): a distinct counter is at most ExactDistinct hashes or
-// 4 KiB of registers, so about 25 MiB at the default MaxHours plus 128 MiB
-// for the raw ACKs when --raw is given.
+// most MaxHours hours of 2 distinct counters (each at most
+// ExactDistinctHour hashes or 4 KiB of registers), 14 more distinct
+// counters (at most ExactDistinct hashes or 4 KiB), 3 × 65,536 port
+// counters, 7 top lists of TopKeys keys of at most MaxKeyBytes bytes, the
+// delay bins and one hour of raw-log ACKs (at most 64Ki of 2 KiB); see
+// BenchmarkWorstCaseMemory for what that is at the defaults.
 type Limits struct {
 	TopN          int `json:"top_n"`
 	TopKeys       int `json:"top_keys"`
@@ -216,7 +216,9 @@ type Limits struct {
 	PrefixBytes   int `json:"prefix_bytes"`
 	MaxHours      int `json:"max_hours"`
 	ExactDistinct int `json:"exact_distinct"`
-	HLLRegisters  int `json:"hll_registers"`
+	// ExactDistinctHour is the exact part of each hour's counters.
+	ExactDistinctHour int `json:"exact_distinct_hour"`
+	HLLRegisters      int `json:"hll_registers"`
 }
 
 // Cut counts what the bounds cut.
@@ -344,21 +346,7 @@ func Build(ctx context.Context, cfg Config, paths []string) (*Report, error) {
 	if len(files) == 0 {
 		return nil, fmt.Errorf("report: no event log (*.jsonl) or assemble output (*.json.gz) in %s; for raw logs (*.csv) run `spoki assemble --flush-at-eof` first", strings.Join(paths, " "))
 	}
-	b := &builder{
-		cfg: cfg, r: &Report{}, ks: ks,
-		ports:    map[string]*ports{CatRegular: {}, CatIrregular: {}, CatTwoPhase: {}},
-		hours:    map[int64]*hourAgg{},
-		scanSrc:  make([]distinct, len(ScannerNames)),
-		scanSYNs: make([]int, len(ScannerNames)),
-		scanIrr:  make([]int, len(ScannerNames)),
-		delays:   make([]int, len(delayEdges)+1),
-		tags:     map[string]bool{},
-		sources:  map[string]bool{},
-		lists:    map[string]*topK{},
-	}
-	for _, n := range listNames {
-		b.lists[n] = newTopK(cfg.TopKeys)
-	}
+	b := newBuilder(cfg, ks)
 	for _, f := range files {
 		b.file = f
 		in := Input{Path: f}
@@ -380,6 +368,25 @@ func Build(ctx context.Context, cfg Config, paths []string) (*Report, error) {
 	}
 	b.finish()
 	return b.r, nil
+}
+
+func newBuilder(cfg Config, ks *KnownScanners) *builder {
+	b := &builder{
+		cfg: cfg, r: &Report{}, ks: ks,
+		ports:    map[string]*ports{CatRegular: {}, CatIrregular: {}, CatTwoPhase: {}},
+		hours:    map[int64]*hourAgg{},
+		scanSrc:  make([]distinct, len(ScannerNames)),
+		scanSYNs: make([]int, len(ScannerNames)),
+		scanIrr:  make([]int, len(ScannerNames)),
+		delays:   make([]int, len(delayEdges)+1),
+		tags:     map[string]bool{},
+		sources:  map[string]bool{},
+		lists:    map[string]*topK{},
+	}
+	for _, n := range listNames {
+		b.lists[n] = newTopK(cfg.TopKeys)
+	}
+	return b
 }
 
 // fileTag returns the tag of an event log (TAG.events.…) or assemble
@@ -464,7 +471,7 @@ func (b *builder) syn(t time.Time, saddr string, irregular bool, scanner string)
 			b.r.Cut.HoursSYNs++
 			return
 		}
-		h = &hourAgg{}
+		h = &hourAgg{src: distinct{limit: hourExactLimit}, nets: distinct{limit: hourExactLimit}}
 		b.hours[key] = h
 	}
 	h.syns++
