@@ -323,3 +323,44 @@ func BenchmarkWorstCaseMemory(b *testing.B) {
 		runtime.KeepAlive(bl)
 	}
 }
+
+// TestCutCounted builds with tiny bounds and checks that what they cut is
+// counted: SYNs of hours past MaxHours (in reading order) and top-list
+// evictions.
+func TestCutCounted(t *testing.T) {
+	dir := t.TempDir()
+	genEventLog(t, dir, 2000, 11)
+	r, err := Build(context.Background(), Config{MaxHours: 2, TopKeys: 2, TopN: 2}, []string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = jsonOf(t, r)
+	held := map[int64]bool{}
+	cut, syns := 0, 0
+	for _, m := range readJSONLines(t, dir) {
+		if m["event_type"] != "syn" {
+			continue
+		}
+		syns++
+		ts, _ := time.Parse(time.RFC3339Nano, m["timestamp"].(string))
+		h := ts.Unix() / 3600
+		if !held[h] && len(held) == 2 {
+			cut++
+			continue
+		}
+		held[h] = true
+	}
+	if r.Cut.HoursSYNs != cut || cut == 0 || len(r.Hours) != 2 || r.Totals.SYNs != syns {
+		t.Errorf("cut %d SYNs, %d hours, %d SYNs in all; the lines: %d past 2 hours, %d SYNs", r.Cut.HoursSYNs, len(r.Hours), r.Totals.SYNs, cut, syns)
+	}
+	evicted := 0
+	for _, l := range []TopList{r.PayloadPrefixes, r.TwoPhasePrefixes, r.DownloaderHosts, r.DownloaderFiles, r.Credentials, r.JA4, r.HASSH} {
+		if l.Held > 2 || len(l.Items) > 2 {
+			t.Errorf("a top list holds %d keys and shows %d, want at most 2", l.Held, len(l.Items))
+		}
+		evicted += l.Evicted
+	}
+	if r.JA4.Evicted == 0 || r.Cut.TopKeys != evicted {
+		t.Errorf("ja4 evicted %d, cut.top_keys %d, sum of evictions %d: want evictions, counted", r.JA4.Evicted, r.Cut.TopKeys, evicted)
+	}
+}
