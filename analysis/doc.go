@@ -9,7 +9,7 @@
 //	analysis/assemble  Spoki's `assemble`: raw + scamper logs → two-phase records
 //	analysis/urls      Spoki's `clean`: downloader URLs in payloads
 //	analysis/download  Spoki's `download`: fetch and store what the URLs serve
-//	analysis/report    Spoki's `topports` and `contact-types`, as text and HTML
+//	analysis/report    the researchers' report (Spoki's topports, contact-types and more), as text, JSON and HTML
 //	analysis/twophase  two-phase scans as they happen, with assemble's window
 //
 // docs/spoki-compat.md#the-evaluation-tool-chain says where each package

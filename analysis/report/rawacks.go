@@ -1,6 +1,7 @@
 package report
 
-// The event log's approximate two-phase pairing (see the package doc).
+// The raw log's ACK payloads, for assemble records whose rack carries no
+// payload (contact-types' -r).
 
 import (
 	"bufio"
@@ -14,103 +15,19 @@ import (
 	"github.com/spoki-telescope/spoki/analysis/download"
 )
 
+// Bounds of one hour's ACK table: at most maxRawAcks ACKs with payload,
+// each payload cut to maxRawAckPayload bytes (the classification reads the
+// start), so it holds at most 64Ki × 2 KiB = 128 MiB of payload. Rows
+// beyond are counted in Cut.RawAcks.
+const (
+	maxRawAcks       = 64 << 10
+	maxRawAckPayload = 2 << 10
+)
+
 // fourTuple is a TCP connection: saddr, daddr, sport, dport.
 type fourTuple struct {
 	saddr, daddr string
 	sport, dport int
-}
-
-// pairKey is what the two phases share: source, destination and port.
-type pairKey struct {
-	saddr, daddr string
-	dport        int
-}
-
-// pendingSYN is an irregular SYN waiting for its regular one.
-type pendingSYN struct {
-	t     time.Time
-	saddr string
-	dport int
-}
-
-// twoPhase is a paired event waiting for its session.
-type twoPhase struct {
-	conn fourTuple
-}
-
-// livePairer pairs the SYNs of the event log.
-type livePairer struct {
-	timeout  time.Duration
-	pending  map[pairKey][]pendingSYN
-	pairs    []twoPhase
-	sessions map[fourTuple][]byte
-}
-
-func newLivePairer(timeout time.Duration) *livePairer {
-	return &livePairer{timeout: timeout, pending: map[pairKey][]pendingSYN{}, sessions: map[fourTuple][]byte{}}
-}
-
-// syn handles one syn event: an irregular SYN waits, a regular one takes
-// the oldest irregular SYN of its key that is within the timeout.
-func (l *livePairer) syn(b *builder, ev *liveEvent) {
-	k := pairKey{ev.SrcIP, ev.DestIP, ev.DestPort}
-	if ev.Irregular {
-		l.pending[k] = append(l.pending[k], pendingSYN{ev.Timestamp, ev.SrcIP, ev.DestPort})
-		return
-	}
-	q := l.pending[k]
-	for len(q) > 0 && ev.Timestamp.Sub(q[0].t) >= l.timeout {
-		// Too old to be phase one of anything later in the log.
-		b.count(CatIrregular, q[0].saddr, q[0].dport)
-		q = q[1:]
-	}
-	if len(q) == 0 || ev.Timestamp.Before(q[0].t) {
-		l.pending[k] = q
-		if len(q) == 0 {
-			delete(l.pending, k)
-		}
-		b.count(CatRegular, ev.SrcIP, ev.DestPort)
-		return
-	}
-	first := q[0]
-	if q = q[1:]; len(q) == 0 {
-		delete(l.pending, k)
-	} else {
-		l.pending[k] = q
-	}
-	b.count(CatTwoPhase, first.saddr, first.dport)
-	b.r.addDelay(int64(ev.Timestamp.Sub(first.t) / time.Second))
-	l.pairs = append(l.pairs, twoPhase{fourTuple{ev.SrcIP, ev.DestIP, ev.SrcPort, ev.DestPort}})
-}
-
-// session remembers the payload of a connection (the first session of a
-// four-tuple wins).
-func (l *livePairer) session(c fourTuple, payload []byte) {
-	if _, ok := l.sessions[c]; !ok {
-		l.sessions[c] = payload
-	}
-}
-
-// finish counts the irregular SYNs left and the contact types.
-func (l *livePairer) finish(b *builder) {
-	for _, q := range l.pending {
-		for _, p := range q {
-			b.count(CatIrregular, p.saddr, p.dport)
-		}
-	}
-	c := &b.r.Contact
-	for _, tp := range l.pairs {
-		c.All++
-		p, ok := l.sessions[tp.conn]
-		switch {
-		case !ok:
-			c.WithoutAck++
-		case len(p) == 0:
-			c.WithoutPayload++
-		default:
-			b.classify(p)
-		}
-	}
 }
 
 // ackPayload is an ACK with payload from the raw log.
@@ -125,6 +42,8 @@ type ackDB struct {
 	vp   string
 	hour time.Time
 	m    map[fourTuple][]ackPayload
+	n    int
+	cut  int
 }
 
 // eventsFileHour parses {vp}-events-{YYYYMMDD}-{HHMMSS}.json.gz.
@@ -181,7 +100,15 @@ func (db *ackDB) read(r io.Reader) {
 		if get("proto") != "tcp" || get("ack") != "1" || get("syn") != "0" || get("payload") == "" {
 			continue
 		}
-		p, err := hex.DecodeString(get("payload"))
+		if db.n >= maxRawAcks {
+			db.cut++
+			continue
+		}
+		hx := get("payload")
+		if len(hx) > 2*maxRawAckPayload {
+			hx = hx[:2*maxRawAckPayload]
+		}
+		p, err := hex.DecodeString(hx)
 		sport, err1 := strconv.Atoi(get("sport"))
 		dport, err2 := strconv.Atoi(get("dport"))
 		snum, err3 := strconv.ParseUint(get("snum"), 10, 32)
@@ -190,6 +117,7 @@ func (db *ackDB) read(r io.Reader) {
 		}
 		k := fourTuple{get("saddr"), get("daddr"), sport, dport}
 		db.m[k] = append(db.m[k], ackPayload{uint32(snum), p})
+		db.n++
 	}
 }
 
