@@ -62,7 +62,7 @@ const (
 	attackNeedleGap     = 4 * time.Second  // phase two after phase one
 	attackSecondAt      = 8 * time.Second
 	attackCurlMaxTime   = 25 // seconds
-	attackSettle        = 5 * time.Second
+	attackSettle        = 15 * time.Second
 	attackTotal         = 110 * time.Second
 
 	attackTargetRSSPeak = 64 * benchMiB
