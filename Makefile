@@ -20,6 +20,12 @@ all: build
 build:
 	$(GO) build -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/spoki
 
+# The Debian package bin/spoki_VERSION_ARCH.deb (VERSION from git describe,
+# made a Debian version; 0.0.0~dev without git), built by nfpm as a Go
+# library (deploy/debpkg, internal/debpkg): no packaging tool needed.
+deb: build
+	$(GO) run ./deploy/debpkg --bin $(BIN) --version "$(VERSION)" --out $(dir $(BIN))
+
 # The built-in lab: two namespaces, the telescope in one, the project's own
 # clients in the other; prints what was recorded and removes everything.
 # Then three scenarios (a ZMap SYN, a two-phase HTTP exploit with a wget
