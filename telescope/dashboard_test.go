@@ -442,7 +442,7 @@ func TestDashboardMetrics(t *testing.T) {
 	}
 	for _, want := range []string{
 		"spoki_netstack_packets_received_total", "spoki_netstack_packets_total", // packet and SYN-ACK rates
-		"spoki_handlers_sessions_total",                                   // sessions by protocol
+		"spoki_handlers_sessions_total",                                      // sessions by protocol
 		"spoki_netstack_drops_total", "spoki_filesink_records_dropped_total", // drops by cause
 		"spoki_twophase_events_total", "spoki_twophase_window_seconds", // two-phase
 		"process_resident_memory_bytes", "go_memstats_heap_inuse_bytes", // memory
