@@ -2,6 +2,8 @@ package debpkg
 
 import (
 	"bytes"
+	"compress/gzip"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -231,7 +233,7 @@ func TestDebInstall(t *testing.T) {
 	// The files, with their modes.
 	for path, mode := range map[string]os.FileMode{
 		BinPath: 0o755, UnitPath: 0o644, ConfigPath: 0o644, HelpPath: 0o644, ManPath: 0o644,
-		DocDir + "/copyright": 0o644, DocDir + "/README.md": 0o644,
+		DocDir + "/copyright": 0o644, DocDir + "/README.md": 0o644, DocDir + "/grafana-dashboard.json": 0o644,
 	} {
 		fi, err := os.Stat(filepath.Join(root, path))
 		if err != nil {
@@ -257,6 +259,13 @@ func TestDebInstall(t *testing.T) {
 		if !bytes.Contains(unit, []byte(want)) {
 			t.Errorf("installed unit lacks %q", strings.TrimSpace(want))
 		}
+	}
+	if man, err := os.ReadFile(filepath.Join(root, ManPath)); err != nil {
+		t.Error(err)
+	} else if zr, err := gzip.NewReader(bytes.NewReader(man)); err != nil {
+		t.Errorf("%s: %v", ManPath, err)
+	} else if roff, err := io.ReadAll(zr); err != nil || !bytes.HasPrefix(roff, []byte(".TH SPOKI 1 ")) || !bytes.Contains(roff, []byte("spoki run")) {
+		t.Errorf("%s is no man page of spoki: %v\n%.200s", ManPath, err, roff)
 	}
 	help, _ := os.ReadFile(filepath.Join(root, HelpPath))
 	for _, want := range []string{"spoki run\n", "--prefix", "spoki config\n", ConfigPath} {
