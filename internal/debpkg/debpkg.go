@@ -273,6 +273,7 @@ func HelpText(bin string) ([]byte, error) {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "SPOKI(1)\n\nNAME\n    spoki - reactive network telescope\n\nSYNOPSIS\n")
 	indent(&b, top)
+	b.WriteString("\nCOMMANDS\n")
 	inList := false
 	for _, line := range strings.Split(string(top), "\n") {
 		if strings.HasPrefix(line, "commands:") {
@@ -290,12 +291,17 @@ func HelpText(bin string) ([]byte, error) {
 		fmt.Fprintf(&b, "\nspoki %s\n", m[1])
 		indent(&b, out)
 	}
-	fmt.Fprintf(&b, "\nFILES\n"+
-		"    %s        the telescope\n"+
-		"    %s   its configuration (spoki config check %s)\n"+
-		"    %s   the systemd unit (systemctl reload spoki: SIGHUP re-reads the configuration)\n"+
-		"    %s          its logs\n"+
-		"    %s/README.md   the full documentation\n", BinPath, ConfigPath, ConfigPath, UnitPath, LogDir, DocDir)
+	b.WriteString("\nFILES\n")
+	for _, f := range [][2]string{
+		{BinPath, "the telescope"},
+		{ConfigPath, "its configuration (spoki config check " + ConfigPath + ")"},
+		{UnitPath, "the systemd unit (systemctl reload spoki: SIGHUP re-reads the configuration)"},
+		{LogDir, "its logs"},
+		{DocDir + "/README.md", "the full documentation"},
+		{DocDir + "/grafana-dashboard.json", "a Grafana dashboard of its metrics (spoki run --metrics ADDR)"},
+	} {
+		fmt.Fprintf(&b, "    %-44s %s\n", f[0], f[1])
+	}
 	return b.Bytes(), nil
 }
 
@@ -326,19 +332,41 @@ func indent(b *bytes.Buffer, text []byte) {
 	}
 }
 
-// manPage is the help text as a gzipped man page: the text as it is, in a
-// no-fill block, so that `man spoki` shows what `spoki help` says.
+// manPage is the help text as a gzipped man page, so that `man spoki`
+// shows what the commands' help says: the text's unindented lines
+// (SYNOPSIS, "spoki run", FILES) become sections and subsections, the
+// indented text below them no-fill blocks as printed.
 func manPage(help []byte, version string) ([]byte, error) {
 	var roff bytes.Buffer
-	fmt.Fprintf(&roff, ".TH SPOKI 1 \"\" \"spoki %s\" \"User Commands\"\n.SH NAME\nspoki \\- reactive network telescope\n.SH DESCRIPTION\n.nf\n", version)
-	for _, line := range strings.Split(strings.TrimRight(string(help), "\n"), "\n") {
-		line = strings.ReplaceAll(line, `\`, `\e`)
-		if strings.HasPrefix(line, ".") || strings.HasPrefix(line, "'") {
-			line = `\&` + line
-		}
-		roff.WriteString(line + "\n")
+	fmt.Fprintf(&roff, ".TH SPOKI 1 \"\" \"spoki %s\" \"User Commands\"\n.SH NAME\nspoki \\- reactive network telescope\n", version)
+	lines := strings.Split(strings.TrimRight(string(help), "\n"), "\n")
+	// The text's own title and NAME are the man page's header.
+	for len(lines) > 0 && lines[0] != "SYNOPSIS" {
+		lines = lines[1:]
 	}
-	roff.WriteString(".fi\n")
+	inBlock := false
+	for _, line := range lines {
+		if line != "" && !strings.HasPrefix(line, " ") {
+			if inBlock {
+				roff.WriteString(".fi\n")
+				inBlock = false
+			}
+			macro := ".SS"
+			if line == strings.ToUpper(line) {
+				macro = ".SH"
+			}
+			fmt.Fprintf(&roff, "%s %s\n", macro, roffEscape(line))
+			continue
+		}
+		if !inBlock {
+			roff.WriteString(".nf\n")
+			inBlock = true
+		}
+		roff.WriteString(roffEscape(strings.TrimPrefix(line, "    ")) + "\n")
+	}
+	if inBlock {
+		roff.WriteString(".fi\n")
+	}
 	var gz bytes.Buffer
 	w, err := gzip.NewWriterLevel(&gz, gzip.BestCompression)
 	if err != nil {
@@ -351,4 +379,14 @@ func manPage(help []byte, version string) ([]byte, error) {
 		return nil, err
 	}
 	return gz.Bytes(), nil
+}
+
+// roffEscape makes a line of text literal in roff: backslashes, and a
+// leading . or ' that would start a request.
+func roffEscape(line string) string {
+	line = strings.ReplaceAll(line, `\`, `\e`)
+	if strings.HasPrefix(line, ".") || strings.HasPrefix(line, "'") {
+		line = `\&` + line
+	}
+	return line
 }
