@@ -75,7 +75,13 @@ func TestVersionMakeBuild(t *testing.T) {
 	head := git("rev-parse", "HEAD")
 	describe := git("describe", "--tags", "--always", "--dirty")
 	bin := filepath.Join(t.TempDir(), "spoki")
-	if out, err := exec.Command("make", "-s", "-C", root, "build", "BIN="+bin).CombinedOutput(); err != nil {
+	mk := exec.Command("make", "-s", "-C", root, "build", "BIN="+bin)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "VERSION=") { // a VERSION in the environment would win over git describe
+			mk.Env = append(mk.Env, kv)
+		}
+	}
+	if out, err := mk.CombinedOutput(); err != nil {
 		t.Fatalf("make build: %v\n%s", err, out)
 	}
 	for _, arg := range []string{"version", "--version"} {
