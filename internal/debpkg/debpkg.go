@@ -212,6 +212,10 @@ func Build(o Options) (string, error) {
 			"and records what they send in Spoki-compatible logs.",
 		MTime: o.MTime,
 		Overridables: nfpm.Overridables{
+			// gzip at level 6, not nfpm's 9: 0.3 % larger for the binary at
+			// a quarter of the time (gzip -6 vs -9 on bin/spoki), and every
+			// dpkg reads it.
+			Deb: nfpm.Deb{Compression: "gzip:6"},
 			// libc: the binary is built with cgo; passwd: useradd in postinst.
 			Depends:    []string{"libc6", "passwd"},
 			Recommends: []string{"systemd"},
