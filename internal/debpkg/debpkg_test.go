@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/spoki-telescope/spoki/config"
 )
 
 // TestDebVersion checks DebianVersion on what git describe prints, that
@@ -345,5 +348,34 @@ func TestDebInstall(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, LogDir)); err != nil {
 		t.Errorf("purge removed the logs: %v", err)
+	}
+}
+
+// TestDebExampleConfig checks that deploy/spoki.yaml, the package's
+// /etc/spoki/spoki.yaml, passes `spoki config check` (config.Check, the
+// rules `spoki run` applies) and uses documentation prefixes only.
+func TestDebExampleConfig(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", "spoki.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	if probs := config.Check(data, &cfg, true); len(probs) > 0 {
+		t.Fatalf("deploy/spoki.yaml: %+v", probs)
+	}
+	if len(cfg.Prefixes) == 0 {
+		t.Fatal("deploy/spoki.yaml has no prefix")
+	}
+	doc := []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.0/24"),
+		netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8::/32")}
+	for _, s := range cfg.Prefixes {
+		p := netip.MustParsePrefix(s)
+		ok := false
+		for _, d := range doc {
+			ok = ok || d.Bits() <= p.Bits() && d.Contains(p.Addr())
+		}
+		if !ok {
+			t.Errorf("example prefix %s is no documentation prefix", s)
+		}
 	}
 }
