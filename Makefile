@@ -3,12 +3,28 @@ GO      ?= go
 BIN     := bin/spoki
 export SPOKI_BIN := $(CURDIR)/$(BIN)
 
-.PHONY: all build demo test bench vet fmt clean
+# What `spoki version` reports. The toolchain stamps the commit itself
+# (-buildvcs=auto) where .git is a directory; the -X values stand in for it
+# in a git worktree or a tree without git (internal/version).
+VPKG        := github.com/spoki-telescope/spoki/internal/version
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
+COMMIT      := $(shell git rev-parse HEAD 2>/dev/null)
+COMMIT_TIME := $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null)
+MODIFIED    := $(shell test -n "$$(git status --porcelain 2>/dev/null)" && echo true || echo false)
+LDFLAGS     := -X $(VPKG).Version=$(VERSION) -X $(VPKG).Commit=$(COMMIT) -X $(VPKG).CommitTime=$(COMMIT_TIME) -X $(VPKG).Modified=$(MODIFIED)
+
+.PHONY: all build demo test bench vet fmt clean deb
 
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/spoki
+	$(GO) build -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/spoki
+
+# The Debian package bin/spoki_VERSION_ARCH.deb (VERSION from git describe,
+# made a Debian version; 0.0.0~dev without git), built by nfpm as a Go
+# library (deploy/debpkg, internal/debpkg): no packaging tool needed.
+deb: build
+	$(GO) run ./deploy/debpkg --bin $(BIN) --version "$(VERSION)" --out $(dir $(BIN))
 
 # The built-in lab: two namespaces, the telescope in one, the project's own
 # clients in the other; prints what was recorded and removes everything.

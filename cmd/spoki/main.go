@@ -12,6 +12,7 @@
 //	spoki download ...                 fetch the files behind downloader URLs (never run them)
 //	spoki report ...                   top ports, contact types and phase delays, as text and HTML
 //	spoki config check FILE            check a run config file
+//	spoki version                      version, commit, build date and Go version
 //
 // `spoki COMMAND -h` shows a command's flags. See README.md for the files it
 // writes and how to route a prefix to it, and docs/ for the design notes.
@@ -23,6 +24,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+
+	"github.com/spoki-telescope/spoki/internal/version"
 )
 
 const usage = `usage: spoki COMMAND [flags]
@@ -38,6 +41,7 @@ commands:
   download fetch the files behind downloader URLs (never run them)
   report   top ports, contact types and phase delays, as text and HTML
   config   check a run config file (spoki config check FILE)
+  version  print the version, commit, build date and Go version
 
 spoki COMMAND -h shows the flags of a command.`
 
@@ -73,6 +77,9 @@ func realMain(args []string) int {
 		err = reportMain(ctx, args[1:])
 	case "config":
 		err = configMain(args[1:])
+	case "version", "--version", "-version":
+		fmt.Print(version.Get())
+		return 0
 	case "-h", "-help", "--help", "help":
 		fmt.Println(usage)
 		return 0

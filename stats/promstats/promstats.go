@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/spoki-telescope/spoki/internal/version"
 	"github.com/spoki-telescope/spoki/records"
 	"github.com/spoki-telescope/spoki/stats"
 )
@@ -41,8 +42,8 @@ type Telemetry struct {
 }
 
 // New registers a Collector over snapshots (values of the stats structs
-// types only), the session duration histogram, and Go's runtime and
-// process collectors.
+// types only), the session duration histogram, spoki_build_info, and Go's
+// runtime and process collectors.
 func New(snapshots func() []any, types ...any) *Telemetry {
 	t := &Telemetry{
 		reg: prometheus.NewRegistry(),
@@ -57,10 +58,29 @@ func New(snapshots func() []any, types ...any) *Telemetry {
 	t.Register(
 		NewCollector(snapshots, types...),
 		t.duration,
+		BuildInfo(version.Get()),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return t
+}
+
+// BuildInfo is spoki_build_info, a gauge of 1 whose labels say which build
+// is running (version, commit with "-dirty" if the tree was modified, Go
+// version), to join on or to see a roll-out in a dashboard.
+func BuildInfo(in version.Info) prometheus.Collector {
+	commit := in.Commit
+	if commit == "" {
+		commit = "unknown"
+	} else if in.Modified {
+		commit += "-dirty"
+	}
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace:   Namespace,
+		Name:        "build_info",
+		Help:        "A gauge of 1 with the running build's version, VCS commit and Go version as labels.",
+		ConstLabels: prometheus.Labels{"version": in.Version, "commit": commit, "goversion": in.GoVersion},
+	}, func() float64 { return 1 })
 }
 
 // Register adds collectors; a duplicate metric is a programmer error found
