@@ -118,6 +118,13 @@ type Config struct {
 	// SYNACKLimits limits the SYN-ACKs per source (ratelimit.go); nil
 	// means DefaultSYNACKLimits.
 	SYNACKLimits *SYNACKLimits
+	// ICMPOff leaves ICMP echo requests unanswered (they are recorded);
+	// UDPOff the UDP probes of the services of udpreply. By default the
+	// front end answers both (reply.go).
+	ICMPOff, UDPOff bool
+	// ReplyLimits limits the echo replies and UDP answers per source; nil
+	// means DefaultReplyLimits.
+	ReplyLimits *ReplyLimits
 
 	// clock replaces gVisor's clock in tests (cookie expiry).
 	clock tcpip.Clock
@@ -141,6 +148,9 @@ type Stack struct {
 	stats Stats
 	uid   atomic.Uint32
 	limit *synLimiter // nil: SYN-ACKs are not limited
+	// replyLimit limits echo replies (class regular) and UDP answers
+	// (class irregular); nil: not limited.
+	replyLimit *synLimiter
 
 	// lmu serialises listener creation (and with it the nonce injection)
 	// and closing; listeners holds the open ones, most recently used first
@@ -279,6 +289,13 @@ func New(cfg Config) (*Stack, error) {
 	if err := limits.Validate(); err != nil {
 		return nil, err
 	}
+	replyLimits := DefaultReplyLimits()
+	if cfg.ReplyLimits != nil {
+		replyLimits = *cfg.ReplyLimits
+	}
+	if err := replyLimits.Validate(); err != nil {
+		return nil, err
+	}
 	s := &Stack{
 		cfg:       cfg,
 		sink:      cfg.Sink,
@@ -289,6 +306,7 @@ func New(cfg Config) (*Stack, error) {
 		ready:     make(chan *listener, cfg.MaxListeners),
 		limit:     newSYNLimiter(limits),
 	}
+	s.replyLimit = newSYNLimiter(replyLimits.asSYN())
 	s.stack = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
