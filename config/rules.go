@@ -76,6 +76,17 @@ var rules = []rule{
 		return failIf((c.SYNACKRate > 0 || c.SYNACKIrregularRate > 0) && c.SYNACKTable < netstack.SYNLimitEntryBytes,
 			"%v: at least %d bytes", &c.SYNACKTable, netstack.SYNLimitEntryBytes)
 	}},
+	{"icmp", both, flagSpace, func(c *Run) error {
+		return failIf(c.ICMP != "off" && c.ICMP != "echo", "%q: off or echo", c.ICMP)
+	}},
+	{"udp", both, flagSpace, func(c *Run) error {
+		return failIf(c.UDP != "off" && c.UDP != "reply", "%q: off or reply", c.UDP)
+	}},
+	{"icmp-*", onFlags, flagColon, func(c *Run) error { return c.ReplyLimits().Validate() }},
+	{"reply-table", both, flagSpace, func(c *Run) error {
+		return failIf((c.ICMPRate > 0 || c.UDPRate > 0) && c.ReplyTable < netstack.SYNLimitEntryBytes,
+			"%v: at least %d bytes", &c.ReplyTable, netstack.SYNLimitEntryBytes)
+	}},
 	{"conn-buffer", both, flagSpace, func(c *Run) error {
 		return failIf(c.ConnBuffer < netstack.MinConnBuffer || c.ConnBuffer > netstack.MaxConnBuffer, "%s outside 4KiB-64KiB", &c.ConnBuffer)
 	}},
