@@ -17,7 +17,7 @@ type ipEvent struct {
 		Type, Code int
 		ID, Seq    *int
 	} `json:"icmp"`
-	Service string `json:"service"`
+	Service string           `json:"service"`
 	DNS     struct{ ID int } `json:"dns"`
 }
 
