@@ -111,7 +111,7 @@ func TestICMPEchoLab(t *testing.T) {
 // probes are answered) and 9 (no service) not open, and every probe is in
 // the raw UDP log and has a udp event with the service's fields.
 func TestUDPServicesLab(t *testing.T) {
-	l := e2eNewLab(t, lab.Config{}, "dig", "sntp", "nmap")
+	l := e2eNewLab(t, lab.Config{}, "dig", "sntp", "nmap", "nc")
 	tel := e2eStartTelescope(t, l)
 	for _, target := range []string{"198.51.100.53", "2001:db8:5b0::53"} {
 		out, _, code := e2eExec(t, l, l.Scanner, 20*time.Second, nil, "dig", "@"+target, "example.com", "A", "+tries=1", "+time=3")
@@ -123,9 +123,12 @@ func TestUDPServicesLab(t *testing.T) {
 	if code != 0 || !strings.Contains(out+errOut, "198.51.100.123") || strings.Contains(out+errOut, "no UCST response") {
 		t.Errorf("sntp: exit %d, want an answer from 198.51.100.123:\n%s%s", code, out, errOut)
 	}
-	out, _, code = e2eExec(t, l, l.Scanner, 90*time.Second, nil, "nmap", "-n", "-Pn", "-sU", "-p", "9,53,123,161", "--max-retries", "1", "198.51.100.7")
+	out, _, code = e2eExec(t, l, l.Scanner, 90*time.Second, nil, "nmap", "-n", "-Pn", "-sU", "-p", "9,53,123,137,161,1900,5060,11211", "--max-retries", "1", "198.51.100.7")
 	words := e2eWords(out)
-	for _, port := range []string{"53", "123", "161"} {
+	// nmap 7.93 sends an empty datagram to 5060 (no SIP payload) and a
+	// 17-byte memcached `version`, whose answer (at least 19 bytes) would
+	// be longer: neither is answered, and netcat checks those two below.
+	for _, port := range []string{"53", "123", "137", "161", "1900"} {
 		if !strings.Contains(words, port+"/udp open ") {
 			t.Errorf("nmap -sU: port %s not open:\n%s", port, out)
 		}
@@ -133,10 +136,26 @@ func TestUDPServicesLab(t *testing.T) {
 	if code != 0 || strings.Contains(words, " 9/udp open ") {
 		t.Errorf("nmap -sU: exit %d, 9/udp must not be open:\n%s", code, out)
 	}
+	for _, c := range []struct {
+		port, req, want string
+	}{
+		{"5060", "OPTIONS sip:100@198.51.100.7 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bK-1;rport\r\n" +
+			"From: <sip:100@192.0.2.2>;tag=1\r\nTo: <sip:100@198.51.100.7>\r\nCall-ID: 42\r\nCSeq: 1 OPTIONS\r\n" +
+			"Max-Forwards: 70\r\nUser-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n", "SIP/2.0 200 OK\r\n"},
+		{"11211", "\x00\x01\x00\x00\x00\x01\x00\x00stats\r\n", "END\r\n"},
+	} {
+		out, _, _ := e2eExec(t, l, l.Scanner, 10*time.Second, []byte(c.req), "nc", "-u", "-w", "2", "198.51.100.7", c.port)
+		if !strings.Contains(out, c.want) || len(out) > len(c.req) {
+			t.Errorf("nc -u to %s: answer %q, want %q and no more bytes than the %d sent", c.port, out, c.want, len(c.req))
+		}
+	}
 	stats := e2eStats(t, tel.stop(t), "final")
 	replies := e2eStatsValue(t, stats, "udp_replies")
-	if replies < 6 { // two digs, sntp, nmap's three probes (more if it retried)
-		t.Errorf("final stats: udp_replies=%d, want at least 6", replies)
+	if replies < 10 { // two digs, sntp, nmap's five probes, the two of netcat
+		t.Errorf("final stats: udp_replies=%d, want at least 10", replies)
+	}
+	if got := e2eStatsValue(t, stats, "drop_udp_too_large"); got == 0 {
+		t.Errorf("final stats: drop_udp_too_large=0, want nmap's memcached version counted")
 	}
 	probed := 0
 	for _, p := range e2eReadRawOther(t, tel.logDir, e2eRawUDP, records.UDPRawHeader) {
@@ -161,7 +180,7 @@ func TestUDPServicesLab(t *testing.T) {
 			qname = true
 		}
 	}
-	for _, svc := range []string{"dns", "ntp", "snmp"} {
+	for _, svc := range []string{"dns", "ntp", "snmp", "netbios-ns", "ssdp", "sip", "memcached"} {
 		if services[svc] == 0 {
 			t.Errorf("event log: no answered udp event of %s (%v)", svc, services)
 		}
