@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -191,7 +192,7 @@ func TestUDPServicesLab(t *testing.T) {
 }
 
 // TestReplyFloodLab floods the telescope with echo requests and DNS
-// queries spoofed from a few sources of the lab's flood range (routed to
+// queries spoofed from four random sources of the lab's flood range (routed to
 // the sink namespace, where the replies are captured) and from the
 // scanner: each source must get its burst and at most the refill of the
 // run, whatever it sends, and every request must be recorded.
@@ -210,14 +211,16 @@ func TestReplyFloodLab(t *testing.T) {
 	}
 	qlen, _ := os.Stat(query)
 	capt := e2eStartCapture(t, l, l.Sink, l.SinkIface, "(icmp or udp) and src net "+lab.Prefix4.String())
+	// Four random sources of the flood range, each a spoofed victim.
 	base := lab.FloodSrc4.Addr().As4()
 	sources := []netip.Addr{}
-	start := time.Now()
-	for i := range 3 {
+	for _, o := range rand.Perm(254)[:4] {
 		b := base
-		b[3] = byte(10 + 17*i)
-		src := netip.AddrFrom4(b)
-		sources = append(sources, src)
+		b[3] = byte(o + 1)
+		sources = append(sources, netip.AddrFrom4(b))
+	}
+	start := time.Now()
+	for i, src := range sources {
 		target := fmt.Sprintf("198.51.100.%d", 30+i)
 		for _, args := range [][]string{
 			{"-1", "-c", strconv.Itoa(n), "-i", "u1000", "-a", src.String(), target},
@@ -257,12 +260,13 @@ func TestReplyFloodLab(t *testing.T) {
 	stats := e2eStats(t, tel.stop(t), "final")
 	icmpAns, icmpRate := e2eStatsValue(t, stats, "icmp_echo_replies"), e2eStatsValue(t, stats, "drop_icmp_rate")
 	udpAns, udpRate := e2eStatsValue(t, stats, "udp_replies"), e2eStatsValue(t, stats, "drop_udp_rate")
-	if icmpAns+icmpRate != 3*n || udpAns+udpRate != 3*n {
+	k := uint64(len(sources))
+	if icmpAns+icmpRate != k*n || udpAns+udpRate != k*n {
 		t.Errorf("final stats: icmp %d answered + %d rate-limited, udp %d + %d, want %d each (tun_dropped=%d)",
-			icmpAns, icmpRate, udpAns, udpRate, 3*n, stats["tun_dropped"])
+			icmpAns, icmpRate, udpAns, udpRate, k*n, stats["tun_dropped"])
 	}
-	if icmpAns > uint64(3*(burst+maxRefill)) || udpAns > uint64(3*(burst+maxRefill)) {
-		t.Errorf("final stats: %d echo replies and %d UDP answers, want at most %d each", icmpAns, udpAns, 3*(burst+maxRefill))
+	if icmpAns > k*uint64(burst+maxRefill) || udpAns > k*uint64(burst+maxRefill) {
+		t.Errorf("final stats: %d echo replies and %d UDP answers, want at most %d each", icmpAns, udpAns, k*uint64(burst+maxRefill))
 	}
 	rows := 0
 	for _, p := range e2eReadRawOther(t, tel.logDir, e2eRawUDP, records.UDPRawHeader) {
@@ -270,8 +274,8 @@ func TestReplyFloodLab(t *testing.T) {
 			rows++
 		}
 	}
-	if rows != 3*n {
-		t.Errorf("raw UDP log: %d rows of the flood, want %d, answered or not", rows, 3*n)
+	if rows != len(sources)*n {
+		t.Errorf("raw UDP log: %d rows of the flood, want %d, answered or not", rows, len(sources)*n)
 	}
 }
 
