@@ -82,10 +82,17 @@ var rules = []rule{
 	{"udp", both, flagSpace, func(c *Run) error {
 		return failIf(c.UDP != "off" && c.UDP != "reply", "%q: off or reply", c.UDP)
 	}},
-	{"icmp-*", onFlags, flagColon, func(c *Run) error { return c.ReplyLimits().Validate() }},
+	{"icmp-*", onFlags, flagColon, func(c *Run) error {
+		return netstack.ReplyLimits{ICMP: c.ReplyLimits().ICMP}.Validate()
+	}},
+	{"udp-*", onFlags, flagColon, func(c *Run) error {
+		return netstack.ReplyLimits{UDP: c.ReplyLimits().UDP}.Validate()
+	}},
 	{"reply-table", both, flagSpace, func(c *Run) error {
-		return failIf((c.ICMPRate > 0 || c.UDPRate > 0) && c.ReplyTable < netstack.SYNLimitEntryBytes,
-			"%v: at least %d bytes", &c.ReplyTable, netstack.SYNLimitEntryBytes)
+		if (c.ICMPRate > 0 || c.UDPRate > 0) && c.ReplyTable < netstack.SYNLimitEntryBytes {
+			return fmt.Errorf("%v: at least %d bytes", &c.ReplyTable, netstack.SYNLimitEntryBytes)
+		}
+		return netstack.ReplyLimits{TableEntries: c.ReplyLimits().TableEntries}.Validate()
 	}},
 	{"conn-buffer", both, flagSpace, func(c *Run) error {
 		return failIf(c.ConnBuffer < netstack.MinConnBuffer || c.ConnBuffer > netstack.MaxConnBuffer, "%s outside 4KiB-64KiB", &c.ConnBuffer)
