@@ -108,11 +108,13 @@ func TestICMPEchoLab(t *testing.T) {
 }
 
 // TestUDPServicesLab: dig gets REFUSED over IPv4 and IPv6, sntp gets a
-// time, nmap's UDP scan sees 53, 123 and 161 open (its DNS, NTP and SNMP
-// probes are answered) and 9 (no service) not open, and every probe is in
-// the raw UDP log and has a udp event with the service's fields.
+// time, snmpget (v1 and v2c) noSuchName, nmap's UDP scan sees 53, 123,
+// 137, 161 and 1900 open (its probes are answered) and 9 (no service) not
+// open, netcat's SIP OPTIONS and memcached stats are answered, and every
+// probe is in the raw UDP log and has a udp event with the service's
+// fields.
 func TestUDPServicesLab(t *testing.T) {
-	l := e2eNewLab(t, lab.Config{}, "dig", "sntp", "nmap", "nc")
+	l := e2eNewLab(t, lab.Config{}, "dig", "sntp", "nmap", "nc", "snmpget")
 	tel := e2eStartTelescope(t, l)
 	for _, target := range []string{"198.51.100.53", "2001:db8:5b0::53"} {
 		out, _, code := e2eExec(t, l, l.Scanner, 20*time.Second, nil, "dig", "@"+target, "example.com", "A", "+tries=1", "+time=3")
@@ -137,6 +139,15 @@ func TestUDPServicesLab(t *testing.T) {
 	if code != 0 || strings.Contains(words, " 9/udp open ") {
 		t.Errorf("nmap -sU: exit %d, 9/udp must not be open:\n%s", code, out)
 	}
+	// snmpget, v1 and v2c: the agent answers noSuchName with the request's
+	// community and id (the tool matches its request id, or it times out).
+	for _, v := range []string{"1", "2c"} {
+		out, errOut, _ := e2eExec(t, l, l.Scanner, 20*time.Second, nil, "snmpget", "-v", v, "-c", "public", "-r", "0", "-t", "3",
+			"198.51.100.161", "1.3.6.1.2.1.1.1.0")
+		if w := e2eWords(out + errOut); !strings.Contains(w, "noSuchName") || strings.Contains(w, "Timeout") {
+			t.Errorf("snmpget -v %s: want a noSuchName answer:\n%s%s", v, out, errOut)
+		}
+	}
 	for _, c := range []struct {
 		port, req, want string
 	}{
@@ -152,8 +163,8 @@ func TestUDPServicesLab(t *testing.T) {
 	}
 	stats := e2eStats(t, tel.stop(t), "final")
 	replies := e2eStatsValue(t, stats, "udp_replies")
-	if replies < 10 { // two digs, sntp, nmap's five probes, the two of netcat
-		t.Errorf("final stats: udp_replies=%d, want at least 10", replies)
+	if replies < 12 { // two digs, sntp, nmap's five probes, two snmpgets, the two of netcat
+		t.Errorf("final stats: udp_replies=%d, want at least 12", replies)
 	}
 	if got := e2eStatsValue(t, stats, "drop_udp_too_large"); got == 0 {
 		t.Errorf("final stats: drop_udp_too_large=0, want nmap's memcached version counted")
