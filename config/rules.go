@@ -71,11 +71,6 @@ var rules = []rule{
 	{"max-listeners", both, flagSpace, func(c *Run) error {
 		return failIf(c.MaxListeners < 1, "%d must be positive", c.MaxListeners)
 	}},
-	{"synack-*", onFlags, flagColon, func(c *Run) error { return c.SYNACKLimits().Validate() }},
-	{"synack-table", both, flagSpace, func(c *Run) error {
-		return failIf((c.SYNACKRate > 0 || c.SYNACKIrregularRate > 0) && c.SYNACKTable < netstack.SYNLimitEntryBytes,
-			"%v: at least %d bytes", &c.SYNACKTable, netstack.SYNLimitEntryBytes)
-	}},
 	{"icmp", both, flagSpace, func(c *Run) error {
 		return failIf(c.ICMP != "off" && c.ICMP != "echo", "%q: off or echo", c.ICMP)
 	}},
@@ -93,6 +88,11 @@ var rules = []rule{
 			return fmt.Errorf("%v: at least %d bytes", &c.ReplyTable, netstack.SYNLimitEntryBytes)
 		}
 		return netstack.ReplyLimits{TableEntries: c.ReplyLimits().TableEntries}.Validate()
+	}},
+	{"synack-*", onFlags, flagColon, func(c *Run) error { return c.SYNACKLimits().Validate() }},
+	{"synack-table", both, flagSpace, func(c *Run) error {
+		return failIf((c.SYNACKRate > 0 || c.SYNACKIrregularRate > 0) && c.SYNACKTable < netstack.SYNLimitEntryBytes,
+			"%v: at least %d bytes", &c.SYNACKTable, netstack.SYNLimitEntryBytes)
 	}},
 	{"conn-buffer", both, flagSpace, func(c *Run) error {
 		return failIf(c.ConnBuffer < netstack.MinConnBuffer || c.ConnBuffer > netstack.MaxConnBuffer, "%s outside 4KiB-64KiB", &c.ConnBuffer)

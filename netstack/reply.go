@@ -150,7 +150,7 @@ func (s *Stack) inspectICMP(l4, src, dst []byte, l4proto uint8, v6, hold bool, r
 		s.stats.DropICMPMalformed.Add(1)
 		return verdictDrop
 	}
-	if !s.replyLimit.allow(src, replyClassICMP, rec.Time) {
+	if !s.rlim.allow(src, replyClassICMP, rec.Time) {
 		s.stats.DropICMPRate.Add(1)
 		return verdictDrop
 	}
@@ -268,7 +268,7 @@ func (s *Stack) inspectUDP(l4, src, dst []byte, v6, hold bool, rec *records.Pack
 	if v6 {
 		ipLen = header.IPv6MinimumSize
 	}
-	if !s.replyLimit.allow(src, replyClassUDP, rec.Time) {
+	if !s.rlim.allow(src, replyClassUDP, rec.Time) {
 		s.stats.DropUDPRate.Add(1)
 		return verdictDrop
 	}

@@ -195,7 +195,7 @@ func TestICMPEchoLimitedOffMalformed(t *testing.T) {
 // default reply limits.
 func replyStack(tb testing.TB) *Stack {
 	s := synStack(tb)
-	s.replyLimit = newSYNLimiter(DefaultReplyLimits().asSYN())
+	s.rlim = newSYNLimiter(DefaultReplyLimits().asSYN())
 	return s
 }
 
@@ -206,7 +206,7 @@ func replyStack(tb testing.TB) *Stack {
 // allocates nothing at all.
 func TestICMPAndUDPRepliesAllocateNothing(t *testing.T) {
 	s := replyStack(t)
-	s.replyLimit = nil // every packet answered
+	s.rlim = nil // every packet answered
 	dst4, dst6 := netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("2001:db8:5b0::7")
 	dns := []byte{0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'c', 'o', 'm', 0, 0, 1, 0, 1}
 	for _, tc := range []struct {
@@ -324,7 +324,7 @@ var monlist7 = append([]byte{0x17, 0x00, 0x03, 0x2a}, make([]byte, 44)...)
 func BenchmarkEchoReply(b *testing.B) {
 	s := replyStack(b)
 	pkt := echoRequest(scanner4, netip.MustParseAddr("198.51.100.7"), 1, 2, nil)
-	s.replyLimit = nil
+	s.rlim = nil
 	b.ReportAllocs()
 	for b.Loop() {
 		var rec records.Packet
@@ -339,7 +339,7 @@ func BenchmarkEchoReply(b *testing.B) {
 // (the record's copy of the query is the one allocation).
 func BenchmarkUDPReplyDNS(b *testing.B) {
 	s := replyStack(b)
-	s.replyLimit = nil
+	s.rlim = nil
 	dns := []byte{0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'c', 'o', 'm', 0, 0, 1, 0, 1}
 	pkt := udpPacket(scanner4, netip.MustParseAddr("198.51.100.7"), 5353, 53, dns)
 	b.ReportAllocs()

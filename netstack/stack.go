@@ -97,6 +97,13 @@ type Config struct {
 	IdleTimeout, TotalTimeout time.Duration
 	// MaxPayloadBytes caps the payload copied into a packet record.
 	MaxPayloadBytes int
+	// ICMPOff leaves ICMP echo requests unanswered (they are recorded);
+	// UDPOff the UDP probes of the services of udpreply. By default the
+	// front end answers both (reply.go).
+	ICMPOff, UDPOff bool
+	// ReplyLimits limits the echo replies and UDP answers per source; nil
+	// means DefaultReplyLimits.
+	ReplyLimits *ReplyLimits
 	// ConnBuffer is the receive and the send buffer of each connection
 	// (each, in bytes, segment overhead included): MaxConns × 2 ×
 	// ConnBuffer bounds what connections hold in gVisor. 0 means
@@ -118,13 +125,6 @@ type Config struct {
 	// SYNACKLimits limits the SYN-ACKs per source (ratelimit.go); nil
 	// means DefaultSYNACKLimits.
 	SYNACKLimits *SYNACKLimits
-	// ICMPOff leaves ICMP echo requests unanswered (they are recorded);
-	// UDPOff the UDP probes of the services of udpreply. By default the
-	// front end answers both (reply.go).
-	ICMPOff, UDPOff bool
-	// ReplyLimits limits the echo replies and UDP answers per source; nil
-	// means DefaultReplyLimits.
-	ReplyLimits *ReplyLimits
 
 	// clock replaces gVisor's clock in tests (cookie expiry).
 	clock tcpip.Clock
@@ -143,14 +143,12 @@ type Stack struct {
 	sink  Sink
 	log   *slog.Logger
 	jar   *cookieJar
+	rlim  *synLimiter // echo replies (class regular) and UDP answers (irregular); nil: not limited
 	rng   *nonceRNG
 	conns *connTable
 	stats Stats
 	uid   atomic.Uint32
 	limit *synLimiter // nil: SYN-ACKs are not limited
-	// replyLimit limits echo replies (class regular) and UDP answers
-	// (class irregular); nil: not limited.
-	replyLimit *synLimiter
 
 	// lmu serialises listener creation (and with it the nonce injection)
 	// and closing; listeners holds the open ones, most recently used first
@@ -305,8 +303,8 @@ func New(cfg Config) (*Stack, error) {
 		listeners: make(map[listenKey]*listener),
 		ready:     make(chan *listener, cfg.MaxListeners),
 		limit:     newSYNLimiter(limits),
+		rlim:      newSYNLimiter(replyLimits.asSYN()),
 	}
-	s.replyLimit = newSYNLimiter(replyLimits.asSYN())
 	s.stack = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},

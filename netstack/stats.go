@@ -192,6 +192,11 @@ func (s Snapshot) Drops() uint64 {
 // Snapshot reads every counter.
 func (s *Stats) Snapshot() Snapshot {
 	return Snapshot{
+		ICMPEchoReplies: s.ICMPEchoReplies.Load(), UDPReplies: s.UDPReplies.Load(),
+		DropICMPRate: s.DropICMPRate.Load(), DropICMPOff: s.DropICMPOff.Load(),
+		DropICMPMalformed: s.DropICMPMalformed.Load(),
+		DropUDPRate:       s.DropUDPRate.Load(), DropUDPOff: s.DropUDPOff.Load(),
+		DropUDPMalformed: s.DropUDPMalformed.Load(), DropUDPTooLarge: s.DropUDPTooLarge.Load(),
 		PacketsIn: s.PacketsIn.Load(), SYNACKsSent: s.SYNACKsSent.Load(),
 		Handshakes: s.Handshakes.Load(), ToStack: s.ToStack.Load(), Payloads: s.Payloads.Load(),
 		DropOutside: s.DropOutside.Load(), DropBadCookie: s.DropBadCookie.Load(),
@@ -211,10 +216,5 @@ func (s *Stats) Snapshot() Snapshot {
 		DropSourceLimit: s.DropSourceLimit.Load(), DropNetLimit: s.DropNetLimit.Load(),
 		DropListenerCap: s.DropListenerCap.Load(), ListenersClosed: s.ListenersClosed.Load(),
 		AcceptReset: s.AcceptReset.Load(), LingerEvicted: s.LingerEvicted.Load(),
-		ICMPEchoReplies: s.ICMPEchoReplies.Load(), UDPReplies: s.UDPReplies.Load(),
-		DropICMPRate: s.DropICMPRate.Load(), DropICMPOff: s.DropICMPOff.Load(),
-		DropICMPMalformed: s.DropICMPMalformed.Load(),
-		DropUDPRate:       s.DropUDPRate.Load(), DropUDPOff: s.DropUDPOff.Load(),
-		DropUDPMalformed: s.DropUDPMalformed.Load(), DropUDPTooLarge: s.DropUDPTooLarge.Load(),
 	}
 }

@@ -433,8 +433,8 @@ func (t *running) serve(ctx context.Context) error {
 	if cfg.Metrics != "" {
 		ready = append(ready, "metrics", cfg.Metrics)
 	}
-	ready = append(ready, "synack_limit", t.limits.String())
 	ready = append(ready, "icmp", t.cfg.ICMP, "udp", t.cfg.UDP, "reply_limit", t.replyLim.String())
+	ready = append(ready, "synack_limit", t.limits.String())
 	log.Info("ready", ready...)
 
 	stats := &statsTicker{}
