@@ -73,6 +73,17 @@ type Run struct {
 	SYNACKIrregularRate  int  `yaml:"synack-irregular-rate"`
 	SYNACKIrregularBurst int  `yaml:"synack-irregular-burst"`
 	SYNACKTable          Size `yaml:"synack-table"`
+	// ICMP is off or echo (answer echo requests); UDP is off or reply
+	// (answer the probes of the services of netstack/udpreply).
+	// ICMPRate/Burst and UDPRate/Burst limit the answers per source
+	// (netstack.ReplyLimits), in a table of ReplyTable bytes.
+	ICMP       string `yaml:"icmp"`
+	ICMPRate   int    `yaml:"icmp-rate"`
+	ICMPBurst  int    `yaml:"icmp-burst"`
+	UDP        string `yaml:"udp"`
+	UDPRate    int    `yaml:"udp-rate"`
+	UDPBurst   int    `yaml:"udp-burst"`
+	ReplyTable Size   `yaml:"reply-table"`
 	// Pure is Spoki's own behaviour everywhere: record the first payload,
 	// then reset; PurePrefixes limits it to some prefixes.
 	Pure         bool     `yaml:"pure"`
@@ -121,6 +132,14 @@ func Default() Run {
 		SYNACKIrregularRate:  netstack.DefaultSYNIrregularRate,
 		SYNACKIrregularBurst: netstack.DefaultSYNIrregularBurst,
 		SYNACKTable:          Size(netstack.DefaultSYNTableEntries * netstack.SYNLimitEntryBytes),
+
+		ICMP:       "echo",
+		ICMPRate:   netstack.DefaultICMPRate,
+		ICMPBurst:  netstack.DefaultICMPBurst,
+		UDP:        "reply",
+		UDPRate:    netstack.DefaultUDPRate,
+		UDPBurst:   netstack.DefaultUDPBurst,
+		ReplyTable: Size(netstack.DefaultSYNTableEntries * netstack.SYNLimitEntryBytes),
 	}
 }
 
@@ -154,6 +173,16 @@ func (c *Run) SYNACKLimits() netstack.SYNACKLimits {
 		Regular:      netstack.SYNACKLimit{Rate: c.SYNACKRate, Burst: c.SYNACKBurst},
 		Irregular:    netstack.SYNACKLimit{Rate: c.SYNACKIrregularRate, Burst: c.SYNACKIrregularBurst},
 		TableEntries: int(min(int64(c.SYNACKTable)/netstack.SYNLimitEntryBytes, netstack.MaxSYNTableEntries+1)),
+	}
+}
+
+// ReplyLimits is the netstack's view of the --icmp-*, --udp-* and
+// --reply-table flags.
+func (c *Run) ReplyLimits() netstack.ReplyLimits {
+	return netstack.ReplyLimits{
+		ICMP:         netstack.SYNACKLimit{Rate: c.ICMPRate, Burst: c.ICMPBurst},
+		UDP:          netstack.SYNACKLimit{Rate: c.UDPRate, Burst: c.UDPBurst},
+		TableEntries: int(min(int64(c.ReplyTable)/netstack.SYNLimitEntryBytes, netstack.MaxSYNTableEntries+1)),
 	}
 }
 

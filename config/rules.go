@@ -71,6 +71,24 @@ var rules = []rule{
 	{"max-listeners", both, flagSpace, func(c *Run) error {
 		return failIf(c.MaxListeners < 1, "%d must be positive", c.MaxListeners)
 	}},
+	{"icmp", both, flagSpace, func(c *Run) error {
+		return failIf(c.ICMP != "off" && c.ICMP != "echo", "%q: off or echo", c.ICMP)
+	}},
+	{"udp", both, flagSpace, func(c *Run) error {
+		return failIf(c.UDP != "off" && c.UDP != "reply", "%q: off or reply", c.UDP)
+	}},
+	{"icmp-*", onFlags, flagColon, func(c *Run) error {
+		return netstack.ReplyLimits{ICMP: c.ReplyLimits().ICMP}.Validate()
+	}},
+	{"udp-*", onFlags, flagColon, func(c *Run) error {
+		return netstack.ReplyLimits{UDP: c.ReplyLimits().UDP}.Validate()
+	}},
+	{"reply-table", both, flagSpace, func(c *Run) error {
+		if (c.ICMPRate > 0 || c.UDPRate > 0) && c.ReplyTable < netstack.SYNLimitEntryBytes {
+			return fmt.Errorf("%v: at least %d bytes", &c.ReplyTable, netstack.SYNLimitEntryBytes)
+		}
+		return netstack.ReplyLimits{TableEntries: c.ReplyLimits().TableEntries}.Validate()
+	}},
 	{"synack-*", onFlags, flagColon, func(c *Run) error { return c.SYNACKLimits().Validate() }},
 	{"synack-table", both, flagSpace, func(c *Run) error {
 		return failIf((c.SYNACKRate > 0 || c.SYNACKIrregularRate > 0) && c.SYNACKTable < netstack.SYNLimitEntryBytes,

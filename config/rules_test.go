@@ -32,6 +32,8 @@ func TestRulesBothWays(t *testing.T) {
 		set                    func(c *Run)
 	}{
 		{"queues: 0\n", "run: --queues 0 out of range 1-64", "queues: 0 out of range 1-64", func(c *Run) { c.Queues = 0 }},
+		{"icmp: ping\n", `run: --icmp "ping": off or echo`, `icmp: "ping": off or echo`, func(c *Run) { c.ICMP = "ping" }},
+		{"udp: on\n", `run: --udp "on": off or reply`, `udp: "on": off or reply`, func(c *Run) { c.UDP = "on" }},
 		{"request-timeout: 0s\n", "run: --request-timeout 0s must be positive", "request-timeout: must be positive", func(c *Run) { c.RequestTimeout = 0 }},
 		{"log-level: loud\n", `bad log level "loud" (debug, info, warn, error)`, `log-level: bad log level "loud" (debug, info, warn, error)`, func(c *Run) { c.LogLevel = "loud" }},
 		{"metrics: nonsense\n", `run: --metrics: bad address "nonsense" (want HOST:PORT)`, `metrics: bad address "nonsense" (want HOST:PORT)`, func(c *Run) { c.Metrics = "nonsense" }},

@@ -244,10 +244,9 @@ func (s *Stack) inspect(b []byte, rec *records.Packet) verdict {
 		s.keepPayload(rec, l4[header.UDPMinimumSize:])
 		if !inside {
 			s.stats.DropOutside.Add(1)
-		} else {
-			s.stats.DropUDP.Add(1)
+			return verdictDrop
 		}
-		return verdictDrop
+		return s.inspectUDP(l4, src, dst, v6, hold, rec)
 	case uint8(header.ICMPv4ProtocolNumber), uint8(header.ICMPv6ProtocolNumber):
 		if len(l4) < 4 {
 			s.stats.DropMalformed.Add(1)
@@ -257,10 +256,9 @@ func (s *Stack) inspect(b []byte, rec *records.Packet) verdict {
 		rec.ICMPType, rec.ICMPCode = l4[0], l4[1]
 		if !inside {
 			s.stats.DropOutside.Add(1)
-		} else {
-			s.stats.DropICMP.Add(1)
+			return verdictDrop
 		}
-		return verdictDrop
+		return s.inspectICMP(l4, src, dst, l4proto, v6, hold, rec)
 	default:
 		s.stats.DropOtherProto.Add(1)
 		return verdictDrop
@@ -813,7 +811,7 @@ func encodeSegment(pkt []byte, seg *segment) int {
 // interface too, so a buffer on the stack would move to the heap on every
 // SYN: the buffers are pooled instead.
 type txBuf struct {
-	pkt  [maxSegmentLen]byte
+	pkt  [maxReplyLen]byte // the longest answer (reply.go); a segment uses maxSegmentLen
 	bufs [1][]byte
 }
 

@@ -295,8 +295,10 @@ func TestDropsWithoutReply(t *testing.T) {
 		{"syn outside prefixes", seg{src: scanner4, dst: out, sport: 80, dport: 80, seq: 7, flags: header.TCPFlagSyn}, func(s *Stats) uint64 { return s.DropOutside.Load() }},
 		{"bad checksum syn", seg{src: scanner4, dst: in, sport: 80, dport: 80, seq: 7, flags: header.TCPFlagSyn, corruptChecksum: true}, func(s *Stats) uint64 { return s.DropBadChecksum.Load() }},
 		{"fin alone", seg{src: scanner4, dst: in, sport: 80, dport: 80, seq: 7, flags: header.TCPFlagFin}, func(s *Stats) uint64 { return s.DropStray.Load() }},
-		{"udp", seg{src: scanner4, dst: in, sport: 53, dport: 53, proto: header.UDPProtocolNumber, payload: []byte("q")}, func(s *Stats) uint64 { return s.DropUDP.Load() }},
-		{"icmp", seg{src: scanner4, dst: in, proto: header.ICMPv4ProtocolNumber, payload: []byte{8, 0, 0, 0}}, func(s *Stats) uint64 { return s.DropICMP.Load() }},
+		{"udp", seg{src: scanner4, dst: in, sport: 53, dport: 9, proto: header.UDPProtocolNumber, payload: []byte("q")}, func(s *Stats) uint64 { return s.DropUDP.Load() }},
+		{"udp dns malformed", seg{src: scanner4, dst: in, sport: 53, dport: 53, proto: header.UDPProtocolNumber, payload: []byte("q")}, func(s *Stats) uint64 { return s.DropUDPMalformed.Load() }},
+		{"icmp", seg{src: scanner4, dst: in, proto: header.ICMPv4ProtocolNumber, payload: []byte{3, 1, 0, 0}}, func(s *Stats) uint64 { return s.DropICMP.Load() }},
+		{"icmp echo bad checksum", seg{src: scanner4, dst: in, proto: header.ICMPv4ProtocolNumber, payload: []byte{8, 0, 0, 0, 0, 1, 0, 1}}, func(s *Stats) uint64 { return s.DropICMPMalformed.Load() }},
 		{"ipv6 bad cookie ack", seg{src: scanner6, dst: netip.MustParseAddr("2001:db8:5b0::1"), sport: 1, dport: 80, seq: 7, ack: 1, flags: header.TCPFlagAck}, func(s *Stats) uint64 { return s.DropBadCookie.Load() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

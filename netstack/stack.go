@@ -97,6 +97,13 @@ type Config struct {
 	IdleTimeout, TotalTimeout time.Duration
 	// MaxPayloadBytes caps the payload copied into a packet record.
 	MaxPayloadBytes int
+	// ICMPOff leaves ICMP echo requests unanswered (they are recorded);
+	// UDPOff the UDP probes of the services of udpreply. By default the
+	// front end answers both (reply.go).
+	ICMPOff, UDPOff bool
+	// ReplyLimits limits the echo replies and UDP answers per source; nil
+	// means DefaultReplyLimits.
+	ReplyLimits *ReplyLimits
 	// ConnBuffer is the receive and the send buffer of each connection
 	// (each, in bytes, segment overhead included): MaxConns × 2 ×
 	// ConnBuffer bounds what connections hold in gVisor. 0 means
@@ -143,6 +150,7 @@ type Stack struct {
 	sink  Sink
 	log   *slog.Logger
 	jar   *cookieJar
+	rlim  *synLimiter // echo replies (class regular) and UDP answers (irregular); nil: not limited
 	rng   *nonceRNG
 	conns *connTable
 	stats Stats
@@ -290,6 +298,13 @@ func New(cfg Config) (*Stack, error) {
 	if err := limits.Validate(); err != nil {
 		return nil, err
 	}
+	replyLimits := DefaultReplyLimits()
+	if cfg.ReplyLimits != nil {
+		replyLimits = *cfg.ReplyLimits
+	}
+	if err := replyLimits.Validate(); err != nil {
+		return nil, err
+	}
 	s := &Stack{
 		cfg:       cfg,
 		sink:      cfg.Sink,
@@ -299,6 +314,7 @@ func New(cfg Config) (*Stack, error) {
 		listeners: make(map[listenKey]*listener),
 		ready:     make(chan *listener, cfg.MaxListeners),
 		limit:     newSYNLimiter(limits),
+		rlim:      newSYNLimiter(replyLimits.asSYN()),
 	}
 	if _, err := s.rng.Read(s.tsSecret[:]); err != nil {
 		return nil, fmt.Errorf("netstack: timestamp secret: %w", err)

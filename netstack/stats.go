@@ -4,8 +4,8 @@ import "sync/atomic"
 
 // Stats counts what the front end saw and did. Every packet read from the
 // TUN increments PacketsIn and then exactly one of SYNACKsSent, Handshakes,
-// ToStack, PureResets or one Drop counter; nothing is discarded without a
-// count. (A handshake whose front-end ACK the TUN refused counts in
+// ToStack, PureResets, ICMPEchoReplies, UDPReplies or one Drop counter;
+// nothing is discarded without a count. (A handshake whose front-end ACK the TUN refused counts in
 // Handshakes and DropTxError.)
 type Stats struct {
 	// PacketsIn counts packets read from the TUN.
@@ -22,6 +22,9 @@ type Stats struct {
 	PureResets atomic.Uint64
 	// Payloads counts TCP packets carrying data (any verdict).
 	Payloads atomic.Uint64
+	// ICMPEchoReplies counts echo requests answered with an echo reply;
+	// UDPReplies UDP probes answered by their service (reply.go).
+	ICMPEchoReplies, UDPReplies atomic.Uint64
 
 	// DropOutside counts packets to addresses outside the prefixes.
 	DropOutside atomic.Uint64
@@ -77,6 +80,18 @@ type Stats struct {
 	// a host would not accept them through (a routing header, an option
 	// it must understand, misplaced hop-by-hop options); they are recorded.
 	DropExtHeader atomic.Uint64
+	// DropICMPRate, DropICMPOff and DropICMPMalformed count echo requests
+	// left unanswered: their source's budget was spent, --icmp=off, or the
+	// request was too short, had a bad checksum or was longer than the
+	// front end's answers may be. DropICMP counts the other ICMP (not an
+	// echo request: errors, backscatter).
+	DropICMPRate, DropICMPOff, DropICMPMalformed atomic.Uint64
+	// DropUDPRate, DropUDPOff, DropUDPMalformed and DropUDPTooLarge count
+	// UDP probes of a service of udpreply left unanswered: budget spent,
+	// --udp=off, a bad datagram or a request the service does not answer,
+	// and an answer that would have been longer than the request. DropUDP
+	// counts UDP to the other ports, never answered.
+	DropUDPRate, DropUDPOff, DropUDPMalformed, DropUDPTooLarge atomic.Uint64
 
 	// Accepted counts connections handed to the handler.
 	Accepted atomic.Uint64
@@ -111,11 +126,14 @@ type Stats struct {
 // line's drops and to spoki_netstack_packets_total{verdict="drop"}.
 type Snapshot struct {
 	PacketsIn   uint64 `line:"packets_in" metric:"netstack_packets_received_total" help:"Packets read from the TUN."`
-	SYNACKsSent uint64 `line:"synacks_out" metric:"netstack_packets_total{verdict=synack}" help:"Packets read from the TUN by verdict: synack (answered with a cookie SYN-ACK), handshake (valid-cookie ACK passed to gVisor), to_stack (segment of an established connection), pure_reset (handshake ACK with data reset by the front end in pure mode), drop (see spoki_netstack_drops_total)."`
+	SYNACKsSent uint64 `line:"synacks_out" metric:"netstack_packets_total{verdict=synack}" help:"Packets read from the TUN by verdict: synack (answered with a cookie SYN-ACK), handshake (valid-cookie ACK passed to gVisor), to_stack (segment of an established connection), pure_reset (handshake ACK with data reset by the front end in pure mode), icmp_echo_reply (echo request answered), udp_reply (UDP probe answered by its service), drop (see spoki_netstack_drops_total)."`
 	Handshakes  uint64 `line:"handshakes" metric:"netstack_packets_total{verdict=handshake}"`
 	ToStack     uint64 `line:"to_stack" metric:"netstack_packets_total{verdict=to_stack}"`
 	PureResets  uint64 `line:"pure_resets" metric:"netstack_packets_total{verdict=pure_reset}"`
 	Payloads    uint64 `line:"payloads" metric:"netstack_payload_packets_total" help:"TCP packets carrying data, any verdict."`
+
+	ICMPEchoReplies uint64 `line:"icmp_echo_replies" metric:"netstack_packets_total{verdict=icmp_echo_reply}"`
+	UDPReplies      uint64 `line:"udp_replies" metric:"netstack_packets_total{verdict=udp_reply}"`
 
 	DropOutside          uint64 `line:"drops drop_outside" metric:"netstack_drops_total{cause=outside} netstack_packets_total{verdict=drop}" help:"Packets dropped by the front end, by cause."`
 	DropBadCookie        uint64 `line:"drops drop_bad_cookie" metric:"netstack_drops_total{cause=bad_cookie} netstack_packets_total{verdict=drop}"`
@@ -140,6 +158,13 @@ type Snapshot struct {
 	DropBadFlags         uint64 `line:"drops drop_bad_flags" metric:"netstack_drops_total{cause=bad_flags} netstack_packets_total{verdict=drop}"`
 	DropBadSource        uint64 `line:"drops drop_bad_source" metric:"netstack_drops_total{cause=bad_source} netstack_packets_total{verdict=drop}"`
 	DropExtHeader        uint64 `line:"drops drop_ext_header" metric:"netstack_drops_total{cause=ext_header} netstack_packets_total{verdict=drop}"`
+	DropICMPRate         uint64 `line:"drops drop_icmp_rate" metric:"netstack_drops_total{cause=icmp_rate} netstack_packets_total{verdict=drop}"`
+	DropICMPOff          uint64 `line:"drops drop_icmp_off" metric:"netstack_drops_total{cause=icmp_off} netstack_packets_total{verdict=drop}"`
+	DropICMPMalformed    uint64 `line:"drops drop_icmp_malformed" metric:"netstack_drops_total{cause=icmp_malformed} netstack_packets_total{verdict=drop}"`
+	DropUDPRate          uint64 `line:"drops drop_udp_rate" metric:"netstack_drops_total{cause=udp_rate} netstack_packets_total{verdict=drop}"`
+	DropUDPOff           uint64 `line:"drops drop_udp_off" metric:"netstack_drops_total{cause=udp_off} netstack_packets_total{verdict=drop}"`
+	DropUDPMalformed     uint64 `line:"drops drop_udp_malformed" metric:"netstack_drops_total{cause=udp_malformed} netstack_packets_total{verdict=drop}"`
+	DropUDPTooLarge      uint64 `line:"drops drop_udp_too_large" metric:"netstack_drops_total{cause=udp_too_large} netstack_packets_total{verdict=drop}"`
 
 	Accepted        uint64 `line:"accepted" metric:"netstack_connections_accepted_total" help:"Connections handed to the handlers."`
 	AcceptUnknown   uint64 `line:"accept_unknown" metric:"netstack_connections_unknown_total" help:"Accepted connections the front end had not admitted."`
@@ -159,12 +184,19 @@ func (s Snapshot) Drops() uint64 {
 		s.DropPortZero + s.DropUDP + s.DropICMP + s.DropOtherProto + s.DropMalformed +
 		s.DropBadChecksum + s.DropFragment + s.DropConnLimit + s.DropListener + s.DropTxError +
 		s.DropSYNRateRegular + s.DropSYNRateIrregular + s.DropBadFlags + s.DropBadSource +
-		s.DropExtHeader + s.DropSourceLimit + s.DropNetLimit + s.DropListenerCap
+		s.DropExtHeader + s.DropSourceLimit + s.DropNetLimit + s.DropListenerCap +
+		s.DropICMPRate + s.DropICMPOff + s.DropICMPMalformed +
+		s.DropUDPRate + s.DropUDPOff + s.DropUDPMalformed + s.DropUDPTooLarge
 }
 
 // Snapshot reads every counter.
 func (s *Stats) Snapshot() Snapshot {
 	return Snapshot{
+		ICMPEchoReplies: s.ICMPEchoReplies.Load(), UDPReplies: s.UDPReplies.Load(),
+		DropICMPRate: s.DropICMPRate.Load(), DropICMPOff: s.DropICMPOff.Load(),
+		DropICMPMalformed: s.DropICMPMalformed.Load(),
+		DropUDPRate:       s.DropUDPRate.Load(), DropUDPOff: s.DropUDPOff.Load(),
+		DropUDPMalformed: s.DropUDPMalformed.Load(), DropUDPTooLarge: s.DropUDPTooLarge.Load(),
 		PacketsIn: s.PacketsIn.Load(), SYNACKsSent: s.SYNACKsSent.Load(),
 		Handshakes: s.Handshakes.Load(), ToStack: s.ToStack.Load(), Payloads: s.Payloads.Load(),
 		DropOutside: s.DropOutside.Load(), DropBadCookie: s.DropBadCookie.Load(),

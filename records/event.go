@@ -23,6 +23,11 @@ const protoTCP = "TCP"
 // starts with: timestamp, event_type and, when src is valid, the flow
 // (src_ip, src_port, dest_ip, dest_port, proto). It ends without a comma.
 func appendEventHead(dst []byte, t time.Time, eventType string, src, dest netip.AddrPort) []byte {
+	return appendEventHeadProto(dst, t, eventType, src, dest, protoTCP)
+}
+
+// appendEventHeadProto is appendEventHead with the flow's proto.
+func appendEventHeadProto(dst []byte, t time.Time, eventType string, src, dest netip.AddrPort, proto string) []byte {
 	dst = append(dst, `{"timestamp":"`...)
 	dst = appendTimestamp(dst, t)
 	dst = append(dst, `","event_type":`...)
@@ -38,8 +43,9 @@ func appendEventHead(dst []byte, t time.Time, eventType string, src, dest netip.
 	dst = dest.Addr().AppendTo(dst)
 	dst = append(dst, `","dest_port":`...)
 	dst = strconv.AppendUint(dst, uint64(dest.Port()), 10)
-	dst = append(dst, `,"proto":"`+protoTCP+`"`...)
-	return dst
+	dst = append(dst, `,"proto":"`...)
+	dst = append(dst, proto...)
+	return append(dst, '"')
 }
 
 // appendTimestamp appends t in UTC as RFC 3339 with a fixed 9-digit
@@ -402,4 +408,85 @@ func AppendEvent(dst []byte, eventType string, t time.Time, flow *Flow, fields a
 		dst = append(dst, obj...)
 	}
 	return append(dst, "}\n"...), nil
+}
+
+// appendIPFields appends the fields of `icmp` and `udp` events after the
+// flow: userid (0 when spoki did not answer), probed, ttl, ipid, fragment
+// (only when set), payload (base64, only when not empty) and payload_len
+// (the length on the wire, before the cap).
+func appendIPFields(dst []byte, p *Packet) []byte {
+	dst = append(dst, `,"userid":`...)
+	dst = strconv.AppendUint(dst, uint64(p.UserID), 10)
+	dst = append(dst, `,"probed":`...)
+	dst = strconv.AppendBool(dst, p.Probed)
+	dst = append(dst, `,"ttl":`...)
+	dst = strconv.AppendUint(dst, uint64(p.TTL), 10)
+	dst = append(dst, `,"ipid":`...)
+	dst = strconv.AppendUint(dst, uint64(p.IPID), 10)
+	if p.Fragment {
+		dst = append(dst, `,"fragment":true`...)
+	}
+	if len(p.Payload) > 0 {
+		dst = append(dst, `,"payload":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, p.Payload)
+		dst = append(dst, '"')
+	}
+	dst = append(dst, `,"payload_len":`...)
+	return strconv.AppendInt(dst, int64(p.PayloadLen), 10)
+}
+
+// AppendICMPEvent appends the `icmp` event of the ICMP or ICMPv6 packet p
+// as one JSON line ending in '\n': timestamp, event_type, src_ip, dest_ip,
+// proto (`ICMP` or `IPv6-ICMP`), the fields of appendIPFields (payload is
+// what follows the 8-byte ICMP header) and icmp {type, code, and for echo
+// requests and replies id and seq}. It allocates nothing beyond growing dst.
+func AppendICMPEvent(dst []byte, p *Packet) []byte {
+	dst = append(dst, `{"timestamp":"`...)
+	dst = appendTimestamp(dst, p.Time)
+	dst = append(dst, `","event_type":"`+EventICMP+`","src_ip":"`...)
+	dst = p.Src.AppendTo(dst)
+	dst = append(dst, `","dest_ip":"`...)
+	dst = p.Dst.AppendTo(dst)
+	if p.Src.Is4() {
+		dst = append(dst, `","proto":"ICMP"`...)
+	} else {
+		dst = append(dst, `","proto":"IPv6-ICMP"`...)
+	}
+	dst = appendIPFields(dst, p)
+	dst = append(dst, `,"icmp":{"type":`...)
+	dst = strconv.AppendUint(dst, uint64(p.ICMPType), 10)
+	dst = append(dst, `,"code":`...)
+	dst = strconv.AppendUint(dst, uint64(p.ICMPCode), 10)
+	if isEcho(p) {
+		dst = append(dst, `,"id":`...)
+		dst = strconv.AppendUint(dst, uint64(p.ICMPRest>>16), 10)
+		dst = append(dst, `,"seq":`...)
+		dst = strconv.AppendUint(dst, uint64(p.ICMPRest&0xffff), 10)
+	}
+	return append(dst, "}}\n"...)
+}
+
+// isEcho reports whether p is an echo request or reply (ICMP 8 and 0,
+// ICMPv6 128 and 129), whose ICMPRest is an identifier and a sequence.
+func isEcho(p *Packet) bool {
+	if p.Src.Is4() {
+		return p.ICMPType == 8 || p.ICMPType == 0
+	}
+	return p.ICMPType == 128 || p.ICMPType == 129
+}
+
+// AppendUDPEvent appends the `udp` event of p as one JSON line ending in
+// '\n': the flow (proto `UDP`), the fields of appendIPFields, then fields,
+// the members the service's parser wrote (udpreply.AppendFields: service
+// and its object; nothing for a port without a service), which must be
+// valid JSON members. It allocates nothing beyond growing dst.
+func AppendUDPEvent(dst []byte, p *Packet, fields []byte) []byte {
+	dst = appendEventHeadProto(dst, p.Time, EventUDP,
+		netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort), "UDP")
+	dst = appendIPFields(dst, p)
+	if len(fields) > 0 {
+		dst = append(dst, ',')
+		dst = append(dst, fields...)
+	}
+	return append(dst, "}\n"...)
 }

@@ -77,9 +77,15 @@ const (
 	// (the end of a session). Like MethodSession, no raw row is probed
 	// with it.
 	MethodSessionRST
+	// MethodICMPEchoReply is the front end's echo reply to an ICMP or
+	// ICMPv6 echo request.
+	MethodICMPEchoReply
+	// MethodUDPReply is the front end's answer to a UDP probe of a service
+	// it answers (netstack/udpreply).
+	MethodUDPReply
 
 	// lastMethod is the last valid Method, for the parsers.
-	lastMethod = MethodSessionRST
+	lastMethod = MethodUDPReply
 )
 
 // String returns the method as written in the CSV logs; empty for MethodNone.
@@ -95,6 +101,10 @@ func (m Method) String() string {
 		return "tcp-ack"
 	case MethodSessionRST:
 		return "tcp-session-rst"
+	case MethodICMPEchoReply:
+		return "icmp-echo-reply"
+	case MethodUDPReply:
+		return "udp-reply"
 	}
 	return ""
 }
@@ -139,6 +149,9 @@ type Packet struct {
 	WScale int8
 	// ICMPType and ICMPCode are set for ICMP and ICMPv6 packets.
 	ICMPType, ICMPCode uint8
+	// ICMPRest is the ICMP header's last four bytes (an echo's identifier
+	// << 16 | sequence number); Payload holds what follows them.
+	ICMPRest uint32
 	// Payload is the transport payload, capped by the netstack. It is owned
 	// by the record: the netstack copies it out of the packet buffer.
 	Payload []byte
@@ -205,6 +218,8 @@ type Flow struct {
 const (
 	EventSYN     = "syn"
 	EventSession = "session"
+	EventICMP    = "icmp"
+	EventUDP     = "udp"
 )
 
 // Session is the `session` event: one per completed handshake, written when

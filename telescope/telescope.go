@@ -31,6 +31,7 @@ import (
 	"github.com/spoki-telescope/spoki/config"
 	"github.com/spoki-telescope/spoki/handlers"
 	"github.com/spoki-telescope/spoki/netstack"
+	"github.com/spoki-telescope/spoki/netstack/udpreply"
 	"github.com/spoki-telescope/spoki/privs"
 	"github.com/spoki-telescope/spoki/records"
 	"github.com/spoki-telescope/spoki/records/filesink"
@@ -108,7 +109,9 @@ type running struct {
 	newMux    func(*handlers.Registry) (*handlers.Mux, error)
 	st        *netstack.Stack
 	limits    netstack.SYNACKLimits
-	metrics   *promstats.Server
+	// replyLim are the limits of the ICMP and UDP answers.
+	replyLim netstack.ReplyLimits
+	metrics  *promstats.Server
 	// closers undo the set-up, run last first; the first error is kept.
 	closers []func() error
 }
@@ -217,7 +220,8 @@ func (t *running) openLogs(runAs privs.User) error {
 		return err
 	}
 	sink, err := filesink.New(filesink.Config{Dir: cfg.LogDir, Root: logRoot, Tag: cfg.Tag, Compress: cfg.Compress, Keep: cfg.Keep,
-		Logger: log.With("component", "filesink"), OmitSYNEvents: !cfg.SYNEvents})
+		Logger: log.With("component", "filesink"), OmitSYNEvents: !cfg.SYNEvents,
+		UDPFields: udpreply.AppendFields})
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
@@ -333,6 +337,7 @@ func (t *running) startStack(prefixes []netip.Prefix) error {
 	}
 	t.muxes.swap(mux)
 	t.limits = cfg.SYNACKLimits()
+	t.replyLim = cfg.ReplyLimits()
 	muxes := t.muxes
 	personaDefault, personaPrefixes, err := cfg.Personas()
 	if err != nil {
@@ -356,6 +361,10 @@ func (t *running) startStack(prefixes []netip.Prefix) error {
 		MaxConnsPerIP:  cfg.MaxConnsPerIP,
 		MaxConnsPerNet: cfg.MaxConnsPerNet,
 		MaxListeners:   cfg.MaxListeners,
+
+		ICMPOff:     cfg.ICMP == "off",
+		UDPOff:      cfg.UDP == "off",
+		ReplyLimits: &t.replyLim,
 	})
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
@@ -430,6 +439,7 @@ func (t *running) serve(ctx context.Context) error {
 	if cfg.Metrics != "" {
 		ready = append(ready, "metrics", cfg.Metrics)
 	}
+	ready = append(ready, "icmp", t.cfg.ICMP, "udp", t.cfg.UDP, "reply_limit", t.replyLim.String())
 	ready = append(ready, "synack_limit", t.limits.String())
 	log.Info("ready", ready...)
 

@@ -45,7 +45,10 @@ var e2eImportTable = []e2eImportRule{
 	{"records", nil},
 	{"records/filesink", []string{"records"}},
 	{"records/kafkasink", []string{"records"}},
-	{"netstack", []string{"tun", "tun/...", "records"}},
+	{"netstack", []string{"tun", "tun/...", "records", "netstack/udpreply"}},
+	// netstack/udpreply is the pure UDP answers and parsers of the front
+	// end; telescope hands its parsers to the file writer.
+	{"netstack/udpreply", nil},
 	{"handlers", []string{"records"}},
 	// analysis/urls is the one pure analysis rule set the live handlers
 	// share (downloader URLs in payloads): a leaf that imports nothing of
@@ -74,7 +77,7 @@ var e2eImportTable = []e2eImportRule{
 	// telescope is `spoki run` once its flags are parsed: it sets up the
 	// stages of the flow and serves; only the commands import it.
 	{"telescope", []string{"tun", "privs", "netstack", "handlers", "records", "records/filesink", "records/kafkasink",
-		"analysis/twophase", "config", "stats", "stats/promstats"}},
+		"analysis/twophase", "config", "stats", "stats/promstats", "netstack/udpreply"}},
 	{"cmd/spoki", []string{"*"}},
 	{"test", []string{"*"}},
 }

@@ -89,6 +89,10 @@ type Config struct {
 	// about 370, and the dearest of its three records to encode and write
 	// (BenchmarkRecordsPerSYN). Off (the events are written) if false.
 	OmitSYNEvents bool
+	// UDPFields appends the service members of a `udp` event for a
+	// payload received on port (spoki run passes udpreply.AppendFields);
+	// nil writes udp events without them. It runs on the writer goroutine.
+	UDPFields func(dst []byte, port uint16, payload []byte) []byte
 	// Root is Dir opened already (os.OpenRoot), or nil for New to open it.
 	// `spoki run` opens it before it drops root: every file is then made
 	// relative to that handle, so the unprivileged writer needs rights on
@@ -216,6 +220,7 @@ type Writer struct {
 	tcpRaw, udpRaw, icmpRaw, replyLog, eventLog *stream
 	streams                                     []*stream
 	enc                                         []byte   // reused encoding buffer
+	udpFields                                   []byte   // reused buffer of a udp event's service fields
 	freeBufs                                    [][]byte // file buffers of closed files, reused
 	retry                                       time.Duration
 	maxPending                                  int // maxPendingBytes (tests lower it)
@@ -568,9 +573,34 @@ func (w *Writer) writePacket(p *records.Packet) {
 	}
 	hour := hourOf(p.Time)
 	w.writeRaw(s, hour, p)
-	if p.IsSYN() {
+	switch {
+	case p.IsSYN():
 		w.writeSYNEvent(hour, p)
+	case p.Proto == records.ProtoICMP || p.Proto == records.ProtoUDP:
+		w.writeIPEvent(hour, p)
 	}
+}
+
+// writeIPEvent writes the `icmp` or `udp` event of p; a udp event carries
+// what the service's parser read of the payload (udpreply.AppendFields).
+func (w *Writer) writeIPEvent(hour int64, p *records.Packet) {
+	f := w.eventLog.fileFor(w, hour)
+	if f == nil {
+		w.c.dropWriteError.Add(1)
+		return
+	}
+	n := len(f.buf)
+	if p.Proto == records.ProtoICMP {
+		f.buf = records.AppendICMPEvent(f.buf, p)
+	} else {
+		var fields []byte
+		if !p.Fragment && w.cfg.UDPFields != nil {
+			w.udpFields = w.cfg.UDPFields(w.udpFields[:0], p.DstPort, p.Payload)
+			fields = w.udpFields
+		}
+		f.buf = records.AppendUDPEvent(f.buf, p, fields)
+	}
+	f.commit(w, n)
 }
 
 // writeRaw, writeSYNEvent and writeReply encode their row straight into

@@ -3,12 +3,14 @@ package filesink
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -328,7 +330,10 @@ func TestQueueFullDropsNewest(t *testing.T) {
 }
 
 func TestProtocolsAndEvents(t *testing.T) {
-	w, _ := newTestWriter(t, Config{Tag: "t"})
+	fields := func(dst []byte, port uint16, p []byte) []byte {
+		return fmt.Appendf(dst, `"service":"test","port":%d,"len":%d`, port, len(p))
+	}
+	w, _ := newTestWriter(t, Config{Tag: "t", UDPFields: fields})
 	udp := records.Packet{Time: at(10, 1, 0, 0), Proto: records.ProtoUDP, Src: netip.MustParseAddr("::1"),
 		Dst: netip.MustParseAddr("::2"), SrcPort: 1, DstPort: 53, Payload: []byte{1}}
 	icmp := records.Packet{Time: at(10, 2, 0, 0), Proto: records.ProtoICMP, Src: netip.MustParseAddr("1.1.1.1"),
@@ -353,7 +358,6 @@ func TestProtocolsAndEvents(t *testing.T) {
 			[]string{records.UDPRawHeader, string(records.AppendRawRow(nil, &udp)[:len(records.AppendRawRow(nil, &udp))-1])}},
 		{"icmp", "2026-11-25.10:00:00.t.spoki.icmp.raw." + itoa(at(10, 0, 0, 0).Unix()) + ".csv",
 			[]string{records.ICMPRawHeader, string(records.AppendRawRow(nil, &icmp)[:len(records.AppendRawRow(nil, &icmp))-1])}},
-		{"event with newline added", "t.events.20261125-10.jsonl", []string{`{"event_type":"two_phase"}`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -362,12 +366,28 @@ func TestProtocolsAndEvents(t *testing.T) {
 			}
 		})
 	}
+	// The udp and icmp events come from the packet queue, the line from
+	// the event queue: their order in the file is not fixed.
+	evs := files["t.events.20261125-10.jsonl"]
+	slices.Sort(evs)
+	wantEvs := []string{
+		string(records.AppendUDPEvent(nil, &udp, []byte(`"service":"test","port":53,"len":1`))),
+		string(records.AppendICMPEvent(nil, &icmp)),
+		`{"event_type":"two_phase"}`, // newline added
+	}
+	for i := range wantEvs {
+		wantEvs[i] = strings.TrimSuffix(wantEvs[i], "\n")
+	}
+	slices.Sort(wantEvs)
+	if !reflect.DeepEqual(evs, wantEvs) {
+		t.Errorf("events of 10:00 = %q, want %q", evs, wantEvs)
+	}
 	sess := files["t.events.20261125-09.jsonl"]
 	if len(sess) != 1 || !strings.Contains(sess[0], `"event_type":"session"`) || !strings.Contains(sess[0], `"detail_error"`) {
 		t.Errorf("session filed under the hour of Accepted with detail_error, got %q", sess)
 	}
 	st := w.Stats()
-	if st.DropUnknownProto != 1 || st.EncodeErrors != 1 || st.PacketsWritten != 2 || st.EventsWritten != 2 {
+	if st.DropUnknownProto != 1 || st.EncodeErrors != 1 || st.PacketsWritten != 2 || st.EventsWritten != 4 {
 		t.Errorf("Stats() = %+v", st)
 	}
 }
