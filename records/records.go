@@ -197,6 +197,10 @@ type Flow struct {
 	Remote, Local netip.AddrPort
 	// UserID is the id of the handshake ACK's raw-log row.
 	UserID uint32
+	// ISN is the client's initial sequence number (its SYN's seq, the
+	// handshake ACK's seq - 1), which joins the connection's events to its
+	// syn event through the flow_id (FlowID).
+	ISN uint32
 	// Accepted is when the valid-cookie ACK arrived.
 	Accepted time.Time
 }

@@ -42,7 +42,10 @@ var e2eImportTable = []e2eImportRule{
 	{"tun", nil},
 	{"tun/...", []string{"tun"}},
 	{"privs", nil},
-	{"records", nil},
+	// records/communityid is a leaf (the Community ID hash) that records
+	// uses for its events.
+	{"records", []string{"records/communityid"}},
+	{"records/communityid", nil},
 	{"records/filesink", []string{"records"}},
 	{"records/kafkasink", []string{"records"}},
 	{"netstack", []string{"tun", "tun/...", "records"}},
