@@ -259,20 +259,20 @@ type eventFields struct {
 
 type eventOne struct {
 	Timestamp        records.EventTime `json:"timestamp"`
-	SrcPort          uint16    `json:"src_port"`
-	Seq              uint32    `json:"seq"`
-	TTL              uint8     `json:"ttl"`
-	IPID             uint16    `json:"ipid"`
-	IrregularReasons []string  `json:"irregular_reasons"`
-	Scanner          string    `json:"scanner"`
-	UserID           uint32    `json:"userid"`
+	SrcPort          uint16            `json:"src_port"`
+	Seq              uint32            `json:"seq"`
+	TTL              uint8             `json:"ttl"`
+	IPID             uint16            `json:"ipid"`
+	IrregularReasons []string          `json:"irregular_reasons"`
+	Scanner          string            `json:"scanner"`
+	UserID           uint32            `json:"userid"`
 }
 
 type eventTwo struct {
 	Timestamp records.EventTime `json:"timestamp"`
-	SrcPort   uint16    `json:"src_port"`
-	Seq       uint32    `json:"seq"`
-	UserID    uint32    `json:"userid"`
+	SrcPort   uint16            `json:"src_port"`
+	Seq       uint32            `json:"seq"`
+	UserID    uint32            `json:"userid"`
 }
 
 type eventAcked struct {
