@@ -32,11 +32,11 @@ type Detail struct {
 	SessionIDLen  int      `json:"session_id_len"`
 	// JA3 is the client's JA3 as Suricata writes it; spoki sends no
 	// ServerHello, so there is no ja3s.
-	JA3           *Fingerprint `json:"ja3,omitempty"`
-	JA4           string       `json:"ja4,omitempty"`
-	JA4R          string   `json:"ja4_r,omitempty"`
-	JA4O          string   `json:"ja4_o,omitempty"`
-	JA4RO         string   `json:"ja4_ro,omitempty"`
+	JA3   *Fingerprint `json:"ja3,omitempty"`
+	JA4   string       `json:"ja4,omitempty"`
+	JA4R  string       `json:"ja4_r,omitempty"`
+	JA4O  string       `json:"ja4_o,omitempty"`
+	JA4RO string       `json:"ja4_ro,omitempty"`
 	// Truncated is set when a list was cut at MaxListLen.
 	Truncated bool `json:"truncated"`
 	// Error says why no complete ClientHello parsed ("" if one did).
