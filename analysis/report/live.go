@@ -55,7 +55,7 @@ func newLivePairer(timeout time.Duration) *livePairer {
 func (l *livePairer) syn(b *builder, ev *liveEvent) {
 	k := pairKey{ev.SrcIP, ev.DestIP, ev.DestPort}
 	if ev.Irregular {
-		l.pending[k] = append(l.pending[k], pendingSYN{ev.Timestamp, ev.SrcIP, ev.DestPort})
+		l.pending[k] = append(l.pending[k], pendingSYN{ev.Timestamp.Time, ev.SrcIP, ev.DestPort})
 		return
 	}
 	q := l.pending[k]
@@ -64,7 +64,7 @@ func (l *livePairer) syn(b *builder, ev *liveEvent) {
 		b.count(CatIrregular, q[0].saddr, q[0].dport)
 		q = q[1:]
 	}
-	if len(q) == 0 || ev.Timestamp.Before(q[0].t) {
+	if len(q) == 0 || ev.Timestamp.Time.Before(q[0].t) {
 		l.pending[k] = q
 		if len(q) == 0 {
 			delete(l.pending, k)

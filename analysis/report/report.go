@@ -15,6 +15,7 @@ import (
 
 	"github.com/spoki-telescope/spoki/analysis/download"
 	"github.com/spoki-telescope/spoki/analysis/urls"
+	"github.com/spoki-telescope/spoki/records"
 )
 
 // Defaults of Config.
@@ -381,13 +382,13 @@ func (b *builder) ackDB() *ackDB {
 
 // liveEvent holds the event-log fields used here.
 type liveEvent struct {
-	Timestamp time.Time `json:"timestamp"`
-	SrcIP     string    `json:"src_ip"`
-	SrcPort   int       `json:"src_port"`
-	DestIP    string    `json:"dest_ip"`
-	DestPort  int       `json:"dest_port"`
-	Irregular bool      `json:"irregular"`
-	Payload   string    `json:"payload"`
+	Timestamp records.EventTime `json:"timestamp"`
+	SrcIP     string            `json:"src_ip"`
+	SrcPort   int               `json:"src_port"`
+	DestIP    string            `json:"dest_ip"`
+	DestPort  int               `json:"dest_port"`
+	Irregular bool              `json:"irregular"`
+	Payload   string            `json:"payload"`
 }
 
 // event handles one event-log line.
