@@ -76,12 +76,30 @@ type Run struct {
 	// then reset; PurePrefixes limits it to some prefixes.
 	Pure         bool     `yaml:"pure"`
 	PurePrefixes []string `yaml:"pure-prefix"`
+	// HostName is the `host` field of every event, the sensor's name as
+	// in Suricata's EVE ("" means the tag: EventHost).
+	HostName string `yaml:"host-name"`
+	// CommunityIDSeed seeds the events' community_id (0-65535; 0 as in
+	// Zeek's and Suricata's defaults).
+	CommunityIDSeed int `yaml:"community-id-seed"`
+	// Alerts writes an `alert` event (EVE's alert form) beside each
+	// two_phase (phase_two) and downloader event.
+	Alerts bool `yaml:"alerts"`
 	// Handlers moves, limits or disables protocol handlers (config file
 	// only): name → {ports, prefixes, disabled}.
 	Handlers map[string]Handler `yaml:"handlers"`
 
 	// ConfigFile is --config, which SIGHUP reads again; it is no YAML key.
 	ConfigFile string `yaml:"-"`
+}
+
+// EventHost is the `host` of every event: HostName, or the tag when it
+// is empty.
+func (c *Run) EventHost() string {
+	if c.HostName != "" {
+		return c.HostName
+	}
+	return c.Tag
 }
 
 // Default returns the defaults of every setting.
@@ -107,6 +125,7 @@ func Default() Run {
 		PhaseMemory:      twophase.DefaultMemory,
 		Compress:         true,
 		SYNEvents:        true,
+		Alerts:           true,
 
 		SYNACKRate:           netstack.DefaultSYNRegularRate,
 		SYNACKBurst:          netstack.DefaultSYNRegularBurst,
