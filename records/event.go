@@ -189,6 +189,17 @@ func ParseTimestamp(s string) (time.Time, error) {
 	return time.Parse(time.RFC3339Nano, s)
 }
 
+// Millis is a duration in milliseconds that always encodes with three
+// decimals (5000.000), so that a dynamic mapping (Elasticsearch's) sees a
+// float from the first event on and never truncates a later fraction into
+// a long field.
+type Millis float64
+
+func (m Millis) appendTo(dst []byte) []byte { return strconv.AppendFloat(dst, float64(m), 'f', 3, 64) }
+
+// MarshalJSON implements json.Marshaler.
+func (m Millis) MarshalJSON() ([]byte, error) { return m.appendTo(nil), nil }
+
 // EventTime is a time that encodes to JSON as an event timestamp and
 // decodes from one (or from RFC 3339), for the time fields of events and
 // their readers.
@@ -480,7 +491,7 @@ func AppendSessionEvent(dst []byte, s *Session) ([]byte, error) {
 	dst = append(dst, `,"bytes_toclient":`...)
 	dst = strconv.AppendInt(dst, s.BytesToClient, 10)
 	dst = append(dst, `,"duration_ms":`...)
-	dst = strconv.AppendFloat(dst, float64(s.End.Sub(f.Accepted).Microseconds())/1e3, 'f', -1, 64)
+	dst = Millis(float64(s.End.Sub(f.Accepted).Microseconds()) / 1e3).appendTo(dst)
 	if s.Error != "" {
 		dst = append(dst, `,"error":`...)
 		dst = appendJSONString(dst, s.Error)

@@ -250,11 +250,11 @@ func (f *Feed) session(s *records.Session) {
 // eventFields is the body of a `two_phase` event (spoki's own type,
 // README.md#events).
 type eventFields struct {
-	Stage    string      `json:"stage"`
-	PhaseOne eventOne    `json:"phase_one"`
-	PhaseTwo eventTwo    `json:"phase_two"`
-	DelayMS  float64     `json:"delay_ms"`
-	Session  *eventAcked `json:"session,omitempty"`
+	Stage    string         `json:"stage"`
+	PhaseOne eventOne       `json:"phase_one"`
+	PhaseTwo eventTwo       `json:"phase_two"`
+	DelayMS  records.Millis `json:"delay_ms"`
+	Session  *eventAcked    `json:"session,omitempty"`
 }
 
 type eventOne struct {
@@ -290,7 +290,7 @@ func (f *Feed) write(pair Pair, stage string, s *records.Session) {
 			UserID: pair.One.UserID,
 		},
 		PhaseTwo: eventTwo{Timestamp: records.EventTime{Time: pair.Two.Time}, SrcPort: pair.Two.SrcPort, Seq: pair.Two.Seq, UserID: pair.Two.UserID},
-		DelayMS:  float64(pair.Delay().Microseconds()) / 1000,
+		DelayMS:  records.Millis(float64(pair.Delay().Microseconds()) / 1000),
 	}
 	t := pair.Two.Time
 	if s != nil {
