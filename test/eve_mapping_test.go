@@ -410,3 +410,5 @@ func TestEVEMappingRejectsOldNames(t *testing.T) {
 		}
 	}
 }
+
+func e2eSplitPath(p string) []string { return strings.Split(p, ".") }
