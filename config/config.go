@@ -54,8 +54,8 @@ type Run struct {
 	// default: privs.DefaultUser, else privs.FallbackUser); whoever it is, it
 	// keeps no capability.
 	User string `yaml:"user"`
-	// SYNEvents writes a `syn` event per SYN to the event log (about 370 of
-	// the 560 log bytes a SYN costs; the CSV rows stay either way).
+	// SYNEvents writes a `syn` event per SYN to the event log (about 450 of
+	// the 650 log bytes a SYN costs; the CSV rows stay either way).
 	SYNEvents bool `yaml:"syn-events"`
 	// Keep removes log files older than that (0 keeps all); Compress
 	// gzips hourly files once their hour is closed.
