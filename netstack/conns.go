@@ -117,8 +117,10 @@ func remoteNet(a netip.Addr) netip.Prefix {
 	return p
 }
 
-// admit reserves a slot for a handshake from remote, whose admitting
-// segment ends at sequence number end (its seq plus payload). A segment of a
+// admit reserves a slot for a handshake from remote, whose client ISN is
+// isn (the admitting ACK's seq - 1, kept for the connection's Flow) and
+// whose admitting segment ends at sequence number end (its seq plus
+// payload). A segment of a
 // handshake already admitted (a retransmitted ACK, data racing the accept)
 // gets the same slot with fresh false. It fails when the remote address,
 // its network or the whole table holds its maximum of open connections,
