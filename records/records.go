@@ -6,7 +6,7 @@
 // the scenarios and the analyses, and clamps a conn's deadlines by its
 // budgets (Deadlines, EarliestDeadline) for both the netstack's conns and the
 // handlers'. Both the live telescope and the offline analysis use it, so it
-// imports nothing of spoki.
+// imports nothing of spoki but its own leaf records/communityid.
 // docs/formats.md describes the formats column by column.
 package records
 
