@@ -32,7 +32,7 @@ type Request struct {
 	UserAgent string `json:"http_user_agent"`
 	Referer   string `json:"http_refer,omitempty"`
 	// Headers are the headers in order.
-	Headers []Header `json:"request_headers"`
+	Headers []Header `json:"request_headers,omitempty"`
 	// Body is the body received, at most MaxBodyBytes (base64 in JSON).
 	Body []byte `json:"body,omitempty"`
 	// BodyLen counts the body bytes received, cap or not.
