@@ -80,6 +80,14 @@ prefix: [198.51.100.0/24]
 			},
 		},
 		{
+			name: "host-name and community-id-seed at their lines",
+			yaml: "prefix: [192.0.2.0/24]\nhost-name: \"a\\tb\"\ncommunity-id-seed: 65536\nalerts: false\n",
+			want: []string{
+				`2: host-name: "a\tb": at most 255 bytes, no control characters`,
+				"3: community-id-seed: 65536 out of range 0-65535",
+			},
+		},
+		{
 			name: "phase-memory and pprof at their lines",
 			yaml: "prefix: [192.0.2.0/24]\nphase-memory: 1KiB\npprof: 0.0.0.0:6060\n",
 			want: []string{

@@ -55,8 +55,8 @@ type Run struct {
 	// default: privs.DefaultUser, else privs.FallbackUser); whoever it is, it
 	// keeps no capability.
 	User string `yaml:"user"`
-	// SYNEvents writes a `syn` event per SYN to the event log (about 370 of
-	// the 560 log bytes a SYN costs; the CSV rows stay either way).
+	// SYNEvents writes a `syn` event per SYN to the event log (about 450 of
+	// the 650 log bytes a SYN costs; the CSV rows stay either way).
 	SYNEvents bool `yaml:"syn-events"`
 	// Keep removes log files older than that (0 keeps all); Compress
 	// gzips hourly files once their hour is closed.
@@ -93,12 +93,30 @@ type Run struct {
 	// give parts of the prefixes their own.
 	Persona         string   `yaml:"persona"`
 	PersonaPrefixes []string `yaml:"persona-prefix"`
+	// HostName is the `host` field of every event, the sensor's name as
+	// in Suricata's EVE ("" means the tag: EventHost).
+	HostName string `yaml:"host-name"`
+	// CommunityIDSeed seeds the events' community_id (0-65535; 0 as in
+	// Zeek's and Suricata's defaults).
+	CommunityIDSeed int `yaml:"community-id-seed"`
+	// Alerts writes an `alert` event (EVE's alert form) beside each
+	// two_phase (phase_two) and downloader event.
+	Alerts bool `yaml:"alerts"`
 	// Handlers moves, limits or disables protocol handlers (config file
 	// only): name → {ports, prefixes, disabled}.
 	Handlers map[string]Handler `yaml:"handlers"`
 
 	// ConfigFile is --config, which SIGHUP reads again; it is no YAML key.
 	ConfigFile string `yaml:"-"`
+}
+
+// EventHost is the `host` of every event: HostName, or the tag when it
+// is empty.
+func (c *Run) EventHost() string {
+	if c.HostName != "" {
+		return c.HostName
+	}
+	return c.Tag
 }
 
 // Default returns the defaults of every setting.
@@ -126,6 +144,7 @@ func Default() Run {
 		Compress:         true,
 		SYNEvents:        true,
 		Persona:          netstack.PersonaPlain.Name,
+		Alerts:           true,
 
 		SYNACKRate:           netstack.DefaultSYNRegularRate,
 		SYNACKBurst:          netstack.DefaultSYNRegularBurst,

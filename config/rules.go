@@ -112,6 +112,13 @@ var rules = []rule{
 	{"tag", both, flagSpace, func(c *Run) error {
 		return failIf(c.Tag == "" || strings.ContainsAny(c.Tag, "/."), "%q must be non-empty without '/' or '.'", c.Tag)
 	}},
+	{"host-name", both, flagSpace, func(c *Run) error {
+		return failIf(len(c.HostName) > 255 || strings.ContainsFunc(c.HostName, func(r rune) bool { return r < 0x20 || r == 0x7f }),
+			"%q: at most 255 bytes, no control characters", c.HostName)
+	}},
+	{"community-id-seed", both, flagSpace, func(c *Run) error {
+		return failIf(c.CommunityIDSeed < 0 || c.CommunityIDSeed > 65535, "%d out of range 0-65535", c.CommunityIDSeed)
+	}},
 	{"log-level", both, flagBare, func(c *Run) error { _, err := ParseLevel(c.LogLevel); return err }},
 	{"metrics", both, flagColon, func(c *Run) error { return CheckListenAddr(c.Metrics) }},
 	{"pprof", both, flagColon, func(c *Run) error { return CheckListenAddr(c.Pprof) }},

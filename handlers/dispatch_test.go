@@ -156,3 +156,57 @@ func TestConnEmit(t *testing.T) {
 		t.Errorf("NewConn Emit = %v, want ErrEventDropped", err)
 	}
 }
+
+// TestConnEmitAlert: with MuxConfig.Alerts each downloader event is
+// followed by an alert event of the same flow (flow_id, community_id) in
+// EVE's alert form, carrying the downloader's fields; other event types
+// raise none, and alerts do not use up MaxEventsPerConn.
+func TestConnEmitAlert(t *testing.T) {
+	for _, alerts := range []bool{true, false} {
+		var mu sync.Mutex
+		var lines []map[string]any
+		emitEvent := func(_ time.Time, line []byte) {
+			var v map[string]any
+			if err := json.Unmarshal(line, &v); err != nil {
+				t.Errorf("line %q: %v", line, err)
+			}
+			mu.Lock()
+			lines = append(lines, v)
+			mu.Unlock()
+		}
+		h := handlers.Func("bot", func(_ context.Context, c *handlers.Conn) (any, error) {
+			_ = c.Emit(handlers.EventDownloader, handlers.Downloader{AppProto: "bot", Tool: "wget", URL: "http://192.0.2.1/a", Port: 80})
+			_ = c.Emit("note", map[string]int{"n": 1})
+			return nil, nil
+		})
+		m, rec := handlerstest.NewMux(t, handlers.MuxConfig{Registry: handlers.NewRegistry(h), EmitEvent: emitEvent, Alerts: alerts,
+			MaxEventsPerConn: 2, FirstDataTimeout: 50 * time.Millisecond})
+		dial(t, m, 9)
+		rec.Wait(t, 1)
+		mu.Lock()
+		types := []string{}
+		for _, l := range lines {
+			types = append(types, l["event_type"].(string))
+		}
+		want := "downloader,note"
+		if alerts {
+			want = "downloader,alert,note"
+		}
+		if strings.Join(types, ",") != want {
+			t.Errorf("alerts %v: events %v, want %s", alerts, types, want)
+		} else if alerts {
+			a, d := lines[1], lines[0]
+			al, _ := a["alert"].(map[string]any)
+			dl, _ := a["downloader"].(map[string]any)
+			if al == nil || al["signature_id"] != float64(9000002) || al["signature"] != "SPOKI DOWNLOADER COMMAND" ||
+				dl == nil || dl["url"] != "http://192.0.2.1/a" || a["app_proto"] != "bot" ||
+				a["flow_id"] != d["flow_id"] || a["community_id"] != d["community_id"] || a["flow_id"] == nil {
+				t.Errorf("alert %v after downloader %v", a, d)
+			}
+			if n := m.Stats().Snapshot().Alerts; n != 1 {
+				t.Errorf("Alerts = %d, want 1", n)
+			}
+		}
+		mu.Unlock()
+	}
+}

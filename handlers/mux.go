@@ -48,6 +48,10 @@ type MuxConfig struct {
 	// and should not block. nil drops such events (counted in
 	// Stats.EventsDropped).
 	EmitEvent func(t time.Time, line []byte)
+	// Alerts adds an alert event (records.AlertDownloader, EVE's alert
+	// form) after each downloader event, through EmitEvent; it does not
+	// count against MaxEventsPerConn.
+	Alerts bool
 	// Logger gets panics (Error) and one Debug line per session; nil
 	// discards.
 	Logger *slog.Logger
@@ -285,6 +289,12 @@ func (m *Mux) emitEvent(c *Conn, eventType string, fields any) error {
 	}
 	m.stats.Events.Add(1)
 	m.cfg.EmitEvent(t, line)
+	if d, ok := fields.(Downloader); ok && m.cfg.Alerts && eventType == EventDownloader {
+		if line, err = records.AppendAlertEvent(nil, t, &c.flow, &records.AlertDownloader, d.AppProto, eventType, d); err == nil {
+			m.stats.Alerts.Add(1)
+			m.cfg.EmitEvent(t, line)
+		}
+	}
 	return nil
 }
 

@@ -39,6 +39,9 @@ type Stats struct {
 	// sink, the connection's MaxEventsPerConn used up, or fields that do
 	// not encode.
 	EventsDropped atomic.Uint64
+	// Alerts counts the alert events written beside downloader events
+	// (MuxConfig.Alerts).
+	Alerts atomic.Uint64
 
 	mu        sync.Mutex
 	byHandler map[string]uint64 // +checklocks:mu; sessions by app_proto
@@ -61,6 +64,7 @@ type StatsSnapshot struct {
 	BudgetBytes       uint64 `line:"budget_bytes" metric:"handlers_budget_cuts_total{budget=bytes}"`
 	Events            uint64 `line:"events" metric:"handlers_events_total" help:"Extra events handlers raised (downloader, ...)."`
 	EventsDropped     uint64 `line:"events_dropped" metric:"handlers_events_dropped_total" help:"Extra events not written: no sink, per-connection cap, or encoding failure."`
+	Alerts            uint64 `line:"alerts" metric:"handlers_alerts_total" help:"Alert events written beside downloader events (--alerts)."`
 	// ByHandler counts sessions by app_proto (handler name); the empty name
 	// counts content matchers that panicked before a handler was chosen.
 	ByHandler map[string]uint64 `line:"sessions_by" metric:"handlers_sessions_total{app_proto}" help:"Session events emitted, by app_proto (the handler that served them)."`
@@ -88,6 +92,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		Panics:            s.Panics.Load(),
 		Events:            s.Events.Load(),
 		EventsDropped:     s.EventsDropped.Load(),
+		Alerts:            s.Alerts.Load(),
 		ByHandler:         by,
 	}
 }

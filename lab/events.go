@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/spoki-telescope/spoki/records"
 )
@@ -17,7 +16,7 @@ import (
 // ignored, so later event types and fields do not break it.
 type Event struct {
 	// Timestamp is the packet or connection-end time.
-	Timestamp time.Time `json:"timestamp"`
+	Timestamp records.EventTime `json:"timestamp"`
 	// EventType is "syn", "session" or a later issue's type.
 	EventType string `json:"event_type"`
 	// SrcIP and SrcPort are the scanner's side, DestIP and DestPort the
@@ -27,6 +26,11 @@ type Event struct {
 	DestIP   netip.Addr `json:"dest_ip"`
 	DestPort uint16     `json:"dest_port"`
 	Proto    string     `json:"proto"`
+	// FlowID and CommunityID join the events of one connection; Host is
+	// the sensor that wrote the event.
+	FlowID      uint64 `json:"flow_id"`
+	CommunityID string `json:"community_id"`
+	Host        string `json:"host"`
 	// Scanner and Irregular are set on syn events.
 	Scanner   string `json:"scanner"`
 	Irregular bool   `json:"irregular"`
@@ -58,7 +62,7 @@ func ReadEvents(dir, tag string) ([]Event, error) {
 		}
 		events = append(events, ev...)
 	}
-	sort.SliceStable(events, func(i, j int) bool { return events[i].Timestamp.Before(events[j].Timestamp) })
+	sort.SliceStable(events, func(i, j int) bool { return events[i].Timestamp.Before(events[j].Timestamp.Time) })
 	return events, nil
 }
 

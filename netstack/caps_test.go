@@ -123,11 +123,11 @@ func TestConnTableSourceCaps(t *testing.T) {
 	} {
 		if step.want == admitConnLimit {
 			// Fill the table with a fourth connection first.
-			if _, _, res := tb.admit(key(v6, 1), v6, 0, newID, now); res != admitOK {
+			if _, _, res := tb.admit(key(v6, 1), v6, 0, 0, newID, now); res != admitOK {
 				t.Fatalf("IPv6 admission = %d, want ok", res)
 			}
 		}
-		_, _, res := tb.admit(key(step.src, step.port), step.src, 0, newID, now)
+		_, _, res := tb.admit(key(step.src, step.port), step.src, 0, 0, newID, now)
 		if res != step.want {
 			t.Fatalf("step %d (%s:%d): admit = %d, want %d", i, step.src, step.port, res, step.want)
 		}
@@ -135,7 +135,7 @@ func TestConnTableSourceCaps(t *testing.T) {
 	// /48: the second IPv6 address shares v6's network; v6's own address
 	// cap is 2.
 	tb.finish(key(a, 1), now)
-	if _, _, res := tb.admit(key(v6net, 1), v6net, 0, newID, now); res != admitOK {
+	if _, _, res := tb.admit(key(v6net, 1), v6net, 0, 0, newID, now); res != admitOK {
 		t.Fatalf("second address of the /48 = %d, want ok", res)
 	}
 	tb.forget(key(v6net, 1))
@@ -162,7 +162,7 @@ func TestConnTableSourceCaps(t *testing.T) {
 		if i == 2 {
 			want = admitNetLimit
 		}
-		if _, _, res := t6.admit(key(src, 1), src, 0, newID, now); res != want {
+		if _, _, res := t6.admit(key(src, 1), src, 0, 0, newID, now); res != want {
 			t.Errorf("IPv6 admission %d from %s = %d, want %d", i, src, res, want)
 		}
 	}
@@ -190,7 +190,7 @@ func TestConnTableDoneBounded(t *testing.T) {
 	const n = 20
 	evicted := 0
 	for p := uint16(1); p <= n; p++ {
-		if _, _, res := tb.admit(key(p), src, 0, newID, now); res != admitOK {
+		if _, _, res := tb.admit(key(p), src, 0, 0, newID, now); res != admitOK {
 			t.Fatalf("admit %d = %d", p, res)
 		}
 		tb.accepted(key(p))
@@ -216,9 +216,9 @@ func TestConnTableDoneBounded(t *testing.T) {
 	}
 	// Port 20 connects again; pushing its old entry out of the ring must
 	// not forget the new one.
-	uid, _, _ := tb.admit(key(n), src, 0, newID, now)
+	uid, _, _ := tb.admit(key(n), src, 0, 0, newID, now)
 	for p := uint16(100); p < 100+doneFactor*max; p++ {
-		tb.admit(key(p), src, 0, newID, now)
+		tb.admit(key(p), src, 0, 0, newID, now)
 		tb.accepted(key(p))
 		tb.finish(key(p), now)
 		if p == 100 {
@@ -230,7 +230,7 @@ func TestConnTableDoneBounded(t *testing.T) {
 	}
 	// An entry pushed out after doneLinger is not an early eviction.
 	later := now.Add(doneLinger + time.Second)
-	tb.admit(key(200), src, 0, newID, later)
+	tb.admit(key(200), src, 0, 0, newID, later)
 	tb.accepted(key(200))
 	if tb.finish(key(200), later) {
 		t.Errorf("pushing out an entry older than doneLinger counted as an eviction")

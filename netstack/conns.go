@@ -19,6 +19,7 @@ func makeFlowKey(local, remote netip.Addr, lport, rport uint16) flowKey {
 // connEntry is what the front end knows of an admitted connection.
 type connEntry struct {
 	userID   uint32
+	isn      uint32 // the client's initial sequence number (records.Flow.ISN)
 	admitted time.Time
 	accepted bool
 	done     time.Time // zero while the connection is open
@@ -119,13 +120,15 @@ func remoteNet(a netip.Addr) netip.Prefix {
 	return p
 }
 
-// admit reserves a slot for a handshake from remote, whose admitting
-// segment ends at sequence number end (its seq plus payload). A segment of a
+// admit reserves a slot for a handshake from remote, whose client ISN is
+// isn (the admitting ACK's seq - 1, kept for the connection's Flow) and
+// whose admitting segment ends at sequence number end (its seq plus
+// payload). A segment of a
 // handshake already admitted (a retransmitted ACK, data racing the accept)
 // gets the same slot with fresh false. It fails when the remote address,
 // its network or the whole table holds its maximum of open connections,
 // checked in that order.
-func (t *connTable) admit(k flowKey, remote netip.Addr, end uint32, newID func() uint32, now time.Time) (uid uint32, fresh bool, res admitResult) {
+func (t *connTable) admit(k flowKey, remote netip.Addr, isn, end uint32, newID func() uint32, now time.Time) (uid uint32, fresh bool, res admitResult) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if e, ok := t.m[k]; ok && e.done.IsZero() {
@@ -141,7 +144,7 @@ func (t *connTable) admit(k flowKey, remote netip.Addr, end uint32, newID func()
 	case t.open >= t.max:
 		return 0, false, admitConnLimit
 	}
-	e := &connEntry{userID: newID(), admitted: now, src: remote, net: nw, rstSeq: end}
+	e := &connEntry{userID: newID(), isn: isn, admitted: now, src: remote, net: nw, rstSeq: end}
 	t.m[k] = e
 	t.open++
 	t.perIP[remote]++
@@ -205,16 +208,16 @@ func (t *connTable) forget(k flowKey) {
 
 // accepted marks the connection as served and returns its entry's data;
 // reset says that the client reset it before.
-func (t *connTable) accepted(k flowKey) (uid uint32, admitted time.Time, reset, ok bool) {
+func (t *connTable) accepted(k flowKey) (uid, isn uint32, admitted time.Time, reset, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, ok := t.m[k]
 	if !ok || !e.done.IsZero() {
-		return 0, time.Time{}, false, false
+		return 0, 0, time.Time{}, false, false
 	}
 	e.accepted = true
 	t.unbind(e)
-	return e.userID, e.admitted, e.reset, true
+	return e.userID, e.isn, e.admitted, e.reset, true
 }
 
 // clientReset records a client's reset of an admitted handshake that gVisor

@@ -577,7 +577,7 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 		return s.resetACK(src, dst, rec)
 	}
 	key := makeFlowKey(rec.Dst, rec.Src, dport, sport)
-	uid, fresh, res := s.conns.admit(key, rec.Src, seq+uint32(rec.PayloadLen), s.nextUserID, rec.Time)
+	uid, fresh, res := s.conns.admit(key, rec.Src, seq-1, seq+uint32(rec.PayloadLen), s.nextUserID, rec.Time)
 	switch res {
 	case admitConnLimit:
 		s.stats.DropConnLimit.Add(1)

@@ -628,7 +628,7 @@ func (s *Stack) serve(ep tcpip.Endpoint, wq *waiter.Queue) {
 	local := netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort)
 	remote := netip.AddrPortFrom(addrOf(id.RemoteAddress), id.RemotePort)
 	key := makeFlowKey(local.Addr(), remote.Addr(), local.Port(), remote.Port())
-	uid, admitted, reset, ok := s.conns.accepted(key)
+	uid, isn, admitted, reset, ok := s.conns.accepted(key)
 	if !ok {
 		s.stats.AcceptUnknown.Add(1)
 		admitted = time.Now()
@@ -640,7 +640,7 @@ func (s *Stack) serve(ep tcpip.Endpoint, wq *waiter.Queue) {
 		ep.Abort()
 		s.stats.AcceptReset.Add(1)
 	}
-	flow := records.Flow{Remote: remote, Local: local, UserID: uid, Accepted: admitted}
+	flow := records.Flow{Remote: remote, Local: local, UserID: uid, ISN: isn, Accepted: admitted}
 	c := newConn(wq, ep, s.cfg.IdleTimeout, s.cfg.TotalTimeout)
 	s.stats.Accepted.Add(1)
 	s.stats.Active.Add(1)

@@ -12,44 +12,154 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/spoki-telescope/spoki/records/communityid"
 )
 
 // protoTCP is the `proto` value of TCP events, uppercase as in EVE JSON.
 const protoTCP = "TCP"
 
-// appendEventHead appends the opening brace and the fields every event
-// starts with: timestamp, event_type and, when src is valid, the flow
-// (src_ip, src_port, dest_ip, dest_port, proto). It ends without a comma.
-func appendEventHead(dst []byte, t time.Time, eventType string, src, dest netip.AddrPort) []byte {
-	return appendEventHeadProto(dst, t, eventType, src, dest, protoTCP)
+// Origin is what every event says about where it was made: the sensor's
+// name (the `host` field, as Suricata's sensor-name) and the seed of the
+// flows' `community_id`.
+type Origin struct {
+	// Host is written as `host` on every event; empty writes none.
+	Host string
+	// CommunityIDSeed seeds the Community ID (0 unless every tool that is
+	// joined on it uses another).
+	CommunityIDSeed uint16
 }
 
-// appendEventHeadProto is appendEventHead with the flow's proto.
-func appendEventHeadProto(dst []byte, t time.Time, eventType string, src, dest netip.AddrPort, proto string) []byte {
+// origin is the process's Origin and its `host` member, pre-encoded.
+type origin struct {
+	Origin
+	hostField []byte
+}
+
+var currentOrigin atomic.Pointer[origin]
+
+// SetOrigin sets the Origin of every event encoded from now on (all the
+// Append*Event functions). spoki run sets it once at start, from --host-name
+// and --community-id-seed; until then events carry no host and seed 0.
+func SetOrigin(o Origin) {
+	v := &origin{Origin: o}
+	if o.Host != "" {
+		v.hostField = appendJSONString([]byte(`,"host":`), o.Host)
+	}
+	currentOrigin.Store(v)
+}
+
+// CurrentOrigin returns the Origin set by SetOrigin.
+func CurrentOrigin() Origin {
+	if o := currentOrigin.Load(); o != nil {
+		return o.Origin
+	}
+	return Origin{}
+}
+
+// FlowID returns the `flow_id` of the TCP connection from remote to local
+// whose first SYN carried sequence number isn (the client's initial
+// sequence number): a 64-bit FNV-1a hash of the tuple and isn, mixed and
+// cut to 51 bits as Suricata cuts its flow ids, so that JavaScript and
+// JSON readers hold it exactly. The front end keeps no state per SYN, so
+// the id is made from what every record of the connection carries: the SYN
+// (its seq), the handshake ACK and the accepted connection (seq - 1), and
+// the raw CSV log's rows; any tool can recompute it
+// (docs/formats.md#flow-ids).
+func FlowID(remote, local netip.AddrPort, isn uint32) uint64 {
+	return flowID(communityid.ProtoTCP, remote, local, isn)
+}
+
+// appendCommunityID appends the `community_id` member of the flow from
+// src to dest over ipProto (for ICMP the ports are the type and code),
+// seeded by o.
+func appendCommunityID(dst []byte, o *origin, ipProto uint8, src, dest netip.AddrPort) []byte {
+	var seed uint16
+	if o != nil {
+		seed = o.CommunityIDSeed
+	}
+	dst = append(dst, `,"community_id":"`...)
+	dst = communityid.Append(dst, seed, ipProto, src.Addr(), dest.Addr(), src.Port(), dest.Port())
+	return append(dst, '"')
+}
+
+// flowID is FlowID for IP protocol proto: a UDP flow's id is its tuple's
+// (isn 0), an ICMP echo's its tuple's with the echo's id and sequence.
+func flowID(proto uint8, remote, local netip.AddrPort, isn uint32) uint64 {
+	const (
+		offset = 14695981039346656037
+		prime  = 1099511628211
+	)
+	h := uint64(offset)
+	mix := func(b byte) { h = (h ^ uint64(b)) * prime }
+	mix(proto)
+	for _, ap := range [2]netip.AddrPort{remote, local} {
+		a := ap.Addr().Unmap().As16()
+		for _, b := range a {
+			mix(b)
+		}
+		mix(byte(ap.Port() >> 8))
+		mix(byte(ap.Port()))
+	}
+	for i := 24; i >= 0; i -= 8 {
+		mix(byte(isn >> i))
+	}
+	// FNV's low bits mix poorly; the SplitMix64 finaliser spreads every
+	// input bit over the 51 kept.
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	return h & (1<<51 - 1)
+}
+
+// appendEventHead appends the opening brace and the fields every event
+// starts with: timestamp, event_type and, when src is valid, the flow
+// (src_ip, src_port, dest_ip, dest_port, proto, flow_id from isn,
+// community_id); then host when the Origin has one. It ends without a
+// comma. kafkasink reads the event type and src_ip from this head, so its
+// order is fixed.
+func appendEventHead(dst []byte, t time.Time, eventType string, src, dest netip.AddrPort, isn uint32) []byte {
+	return appendEventHeadProto(dst, t, eventType, src, dest, protoTCP, communityid.ProtoTCP, isn)
+}
+
+// appendEventHeadProto is appendEventHead for a flow of IP protocol
+// ipProto, named proto in the event (TCP, UDP).
+func appendEventHeadProto(dst []byte, t time.Time, eventType string, src, dest netip.AddrPort, proto string, ipProto uint8, isn uint32) []byte {
+	o := currentOrigin.Load()
 	dst = append(dst, `{"timestamp":"`...)
 	dst = appendTimestamp(dst, t)
 	dst = append(dst, `","event_type":`...)
 	dst = appendJSONString(dst, eventType)
-	if !src.IsValid() {
-		return dst
+	if src.IsValid() {
+		dst = append(dst, `,"src_ip":"`...)
+		dst = src.Addr().AppendTo(dst)
+		dst = append(dst, `","src_port":`...)
+		dst = strconv.AppendUint(dst, uint64(src.Port()), 10)
+		dst = append(dst, `,"dest_ip":"`...)
+		dst = dest.Addr().AppendTo(dst)
+		dst = append(dst, `","dest_port":`...)
+		dst = strconv.AppendUint(dst, uint64(dest.Port()), 10)
+		dst = append(dst, `,"proto":"`...)
+		dst = append(dst, proto...)
+		dst = append(dst, `","flow_id":`...)
+		dst = strconv.AppendUint(dst, flowID(ipProto, src, dest, isn), 10)
+		dst = appendCommunityID(dst, o, ipProto, src, dest)
 	}
-	dst = append(dst, `,"src_ip":"`...)
-	dst = src.Addr().AppendTo(dst)
-	dst = append(dst, `","src_port":`...)
-	dst = strconv.AppendUint(dst, uint64(src.Port()), 10)
-	dst = append(dst, `,"dest_ip":"`...)
-	dst = dest.Addr().AppendTo(dst)
-	dst = append(dst, `","dest_port":`...)
-	dst = strconv.AppendUint(dst, uint64(dest.Port()), 10)
-	dst = append(dst, `,"proto":"`...)
-	dst = append(dst, proto...)
-	return append(dst, '"')
+	if o != nil {
+		dst = append(dst, o.hostField...)
+	}
+	return dst
 }
 
-// appendTimestamp appends t in UTC as RFC 3339 with a fixed 9-digit
-// fraction (2026-11-25T11:03:32.123456789Z), so that lines sort as text.
+// appendTimestamp appends t in UTC in the format of Suricata's EVE JSON:
+// microseconds and a numeric zone (2026-11-25T11:03:32.123456+0000), the
+// fraction fixed so that lines sort as text. Filebeat's Suricata module
+// parses it with the layout 2006-01-02T15:04:05.999999999Z0700.
 // It runs once per SYN: years 1 to 9999 take a path that computes the date
 // once, from the Unix day (t.Date and t.Clock would each do it again), and
 // writes digits in pairs; others go the general way.
@@ -61,7 +171,7 @@ func appendTimestamp(dst []byte, t time.Time) []byte {
 	days := (sec - minFastUnix) / 86400 // from 0001-01-01, never negative here
 	sod := int(sec - minFastUnix - days*86400)
 	y, m, d := civilFromDays(days)
-	var b [30]byte
+	var b [TimestampLen]byte
 	put2(b[0:], y/100)
 	put2(b[2:], y%100)
 	b[4] = '-'
@@ -75,13 +185,67 @@ func appendTimestamp(dst []byte, t time.Time) []byte {
 	b[16] = ':'
 	put2(b[17:], sod%60)
 	b[19] = '.'
-	ns := t.Nanosecond()
-	for i := 28; i > 19; i-- {
-		b[i] = byte('0' + ns%10)
-		ns /= 10
+	us := t.Nanosecond() / 1000
+	for i := 25; i > 19; i-- {
+		b[i] = byte('0' + us%10)
+		us /= 10
 	}
-	b[29] = 'Z'
+	copy(b[26:], "+0000")
 	return append(dst, b[:]...)
+}
+
+// TimestampLen is the length of an event timestamp in the fast range
+// (years 1 to 9999).
+const TimestampLen = 31
+
+// TimestampLayout is the time.Parse layout of event timestamps.
+const TimestampLayout = "2006-01-02T15:04:05.000000-0700"
+
+// ParseTimestamp parses an event timestamp: the EVE format spoki writes
+// (TimestampLayout) or, for logs written before it, RFC 3339.
+func ParseTimestamp(s string) (time.Time, error) {
+	if t, err := time.Parse(TimestampLayout, s); err == nil {
+		return t, nil
+	}
+	return time.Parse(time.RFC3339Nano, s)
+}
+
+// Millis is a duration in milliseconds that always encodes with three
+// decimals (5000.000), so that a dynamic mapping (Elasticsearch's) sees a
+// float from the first event on and never truncates a later fraction into
+// a long field.
+type Millis float64
+
+func (m Millis) appendTo(dst []byte) []byte { return strconv.AppendFloat(dst, float64(m), 'f', 3, 64) }
+
+// MarshalJSON implements json.Marshaler.
+func (m Millis) MarshalJSON() ([]byte, error) { return m.appendTo(nil), nil }
+
+// EventTime is a time that encodes to JSON as an event timestamp and
+// decodes from one (or from RFC 3339), for the time fields of events and
+// their readers.
+type EventTime struct{ time.Time }
+
+// MarshalJSON implements json.Marshaler.
+func (t EventTime) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, TimestampLen+2)
+	b = append(b, '"')
+	b = appendTimestamp(b, t.Time)
+	return append(b, '"'), nil
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (t *EventTime) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	tm, err := ParseTimestamp(s)
+	if err != nil {
+		return err
+	}
+	t.Time = tm
+	return nil
 }
 
 // The range of appendTimestamp's fast path: 0001-01-01T00:00:00Z to
@@ -135,8 +299,8 @@ func appendTimestampSlow(dst []byte, t time.Time) []byte {
 	dst = append(dst, ':')
 	dst = appendPadded(dst, sec, 2)
 	dst = append(dst, '.')
-	dst = appendPadded(dst, t.Nanosecond(), 9)
-	return append(dst, 'Z')
+	dst = appendPadded(dst, t.Nanosecond()/1000, 6)
+	return append(dst, "+0000"...)
 }
 
 // appendPadded appends the non-negative v zero-padded to width digits.
@@ -256,7 +420,7 @@ func appendEventOptionName(dst []byte, k uint8) []byte {
 // beyond growing dst.
 func AppendSYNEvent(dst []byte, p *Packet) []byte {
 	dst = appendEventHead(dst, p.Time, EventSYN,
-		netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort))
+		netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort), p.Seq)
 	dst = append(dst, `,"userid":`...)
 	dst = strconv.AppendUint(dst, uint64(p.UserID), 10)
 	dst = append(dst, `,"tcp":{"seq":`...)
@@ -312,7 +476,7 @@ func AppendSYNEvent(dst []byte, p *Packet) []byte {
 func reservedKey(k string) bool {
 	switch k {
 	case "", "timestamp", "event_type", "src_ip", "src_port", "dest_ip", "dest_port",
-		"proto", "userid", "end", "app_proto", "payload", "payload_printable",
+		"proto", "flow_id", "community_id", "host", "alert", "userid", "end", "app_proto", "payload", "payload_printable",
 		"bytes_toserver", "bytes_toclient", "duration_ms", "error", "detail_error":
 		return true
 	}
@@ -332,7 +496,7 @@ func reservedKey(k string) bool {
 // caller can count it.
 func AppendSessionEvent(dst []byte, s *Session) ([]byte, error) {
 	f := &s.Flow
-	dst = appendEventHead(dst, f.Accepted, EventSession, f.Remote, f.Local)
+	dst = appendEventHead(dst, f.Accepted, EventSession, f.Remote, f.Local, f.ISN)
 	dst = append(dst, `,"userid":`...)
 	dst = strconv.AppendUint(dst, uint64(f.UserID), 10)
 	dst = append(dst, `,"end":"`...)
@@ -348,7 +512,7 @@ func AppendSessionEvent(dst []byte, s *Session) ([]byte, error) {
 	dst = append(dst, `,"bytes_toclient":`...)
 	dst = strconv.AppendInt(dst, s.BytesToClient, 10)
 	dst = append(dst, `,"duration_ms":`...)
-	dst = strconv.AppendFloat(dst, float64(s.End.Sub(f.Accepted).Microseconds())/1e3, 'f', -1, 64)
+	dst = Millis(float64(s.End.Sub(f.Accepted).Microseconds()) / 1e3).appendTo(dst)
 	if s.Error != "" {
 		dst = append(dst, `,"error":`...)
 		dst = appendJSONString(dst, s.Error)
@@ -397,11 +561,11 @@ func AppendEvent(dst []byte, eventType string, t time.Time, flow *Flow, fields a
 		obj = obj[1 : len(obj)-1]
 	}
 	if flow != nil {
-		dst = appendEventHead(dst, t, eventType, flow.Remote, flow.Local)
+		dst = appendEventHead(dst, t, eventType, flow.Remote, flow.Local, flow.ISN)
 		dst = append(dst, `,"userid":`...)
 		dst = strconv.AppendUint(dst, uint64(flow.UserID), 10)
 	} else {
-		dst = appendEventHead(dst, t, eventType, netip.AddrPort{}, netip.AddrPort{})
+		dst = appendEventHead(dst, t, eventType, netip.AddrPort{}, netip.AddrPort{}, 0)
 	}
 	if len(obj) > 0 {
 		dst = append(dst, ',')
@@ -447,10 +611,27 @@ func AppendICMPEvent(dst []byte, p *Packet) []byte {
 	dst = p.Src.AppendTo(dst)
 	dst = append(dst, `","dest_ip":"`...)
 	dst = p.Dst.AppendTo(dst)
+	ipProto := uint8(communityid.ProtoICMPv6)
 	if p.Src.Is4() {
+		ipProto = communityid.ProtoICMP
 		dst = append(dst, `","proto":"ICMP"`...)
 	} else {
 		dst = append(dst, `","proto":"IPv6-ICMP"`...)
+	}
+	// The flow of an ICMP message: type and code stand for the ports (as
+	// in the Community ID), and an echo's id and sequence for the isn.
+	src := netip.AddrPortFrom(p.Src, uint16(p.ICMPType))
+	dest := netip.AddrPortFrom(p.Dst, uint16(p.ICMPCode))
+	var rest uint32
+	if isEcho(p) {
+		rest = p.ICMPRest
+	}
+	dst = append(dst, `,"flow_id":`...)
+	dst = strconv.AppendUint(dst, flowID(ipProto, src, dest, rest), 10)
+	o := currentOrigin.Load()
+	dst = appendCommunityID(dst, o, ipProto, src, dest)
+	if o != nil {
+		dst = append(dst, o.hostField...)
 	}
 	dst = appendIPFields(dst, p)
 	dst = append(dst, `,"icmp":{"type":`...)
@@ -482,7 +663,7 @@ func isEcho(p *Packet) bool {
 // valid JSON members. It allocates nothing beyond growing dst.
 func AppendUDPEvent(dst []byte, p *Packet, fields []byte) []byte {
 	dst = appendEventHeadProto(dst, p.Time, EventUDP,
-		netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort), "UDP")
+		netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort), "UDP", communityid.ProtoUDP, 0)
 	dst = appendIPFields(dst, p)
 	if len(fields) > 0 {
 		dst = append(dst, ',')

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spoki-telescope/spoki/records/communityid"
 )
 
 // merged returns a new map with base's fields and extra's, extra's winning.
@@ -64,6 +66,13 @@ func checkFields(t *testing.T, got map[string]any, want map[string]any) {
 	}
 }
 
+// flowIDs returns the flow_id and community_id fields of a TCP flow.
+func flowIDs(src netip.Addr, sport uint16, dst netip.Addr, dport uint16, isn uint32) map[string]any {
+	s, d := netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport)
+	return map[string]any{"flow_id": FlowID(s, d, isn),
+		"community_id": communityid.String(CurrentOrigin().CommunityIDSeed, communityid.ProtoTCP, src, dst, sport, dport)}
+}
+
 // eventTime is the example timestamp of the brief.
 var eventTime = time.Date(2026, 11, 25, 11, 3, 32, 123456789, time.UTC)
 
@@ -87,28 +96,29 @@ func TestAppendSYNEvent(t *testing.T) {
 		want map[string]any
 	}{
 		{"linux SYN, time converted to UTC", linux, with(map[string]any{
-			"timestamp": "2026-11-25T11:03:32.123456789Z", "userid": 134219915,
+			"timestamp": "2026-11-25T11:03:32.123456+0000", "userid": 134219915,
 			"tcp": map[string]any{"seq": 123456789, "window": 64240, "ttl": 52, "ipid": 4242,
 				"options": []any{"mss", "sack_perm", "timestamp", "nop", "wscale"}, "mss": 1460, "wscale": 7},
 			"irregular": false, "irregular_reasons": []any{}, "scanner": "unknown"})},
-		{"zmap, fixed 9-digit fraction", zmap, with(map[string]any{
-			"timestamp": "1970-01-01T00:00:00.000000005Z", "userid": 0,
+		{"zmap, fixed 6-digit fraction", zmap, with(map[string]any{
+			"timestamp": "1970-01-01T00:00:00.000000+0000", "userid": 0,
 			"tcp":       map[string]any{"seq": 123456789, "window": 64240, "ttl": 250, "ipid": 54321, "options": []any{}},
 			"irregular": true, "irregular_reasons": []any{"ipid_54321", "ttl_gt_200", "no_tcp_options"}, "scanner": "zmap"})},
 		{"IPv6, unknown kind, truncated, payload", odd, with(map[string]any{
-			"timestamp": "2026-11-25T11:03:32.123456789Z", "userid": 0, "src_ip": "2001:db8::1", "dest_ip": "2001:db8::2",
+			"timestamp": "2026-11-25T11:03:32.123456+0000", "userid": 0, "src_ip": "2001:db8::1", "dest_ip": "2001:db8::2",
 			"tcp": map[string]any{"seq": 123456789, "window": 64240, "ttl": 52, "ipid": 4242,
 				"options": []any{"nop", "opt_99", "eol"}, "options_truncated": true},
 			"payload":   "AAEC",
 			"irregular": false, "irregular_reasons": []any{}, "scanner": "unknown"})},
 		{"first fragment", frag, with(map[string]any{
-			"timestamp": "2026-11-25T11:03:32.123456789Z", "userid": 0, "fragment": true,
+			"timestamp": "2026-11-25T11:03:32.123456+0000", "userid": 0, "fragment": true,
 			"tcp": map[string]any{"seq": 123456789, "window": 64240, "ttl": 52, "ipid": 4242,
 				"options": []any{"mss", "sack_perm", "timestamp", "nop", "wscale"}, "mss": 1460, "wscale": 7},
 			"irregular": false, "irregular_reasons": []any{}, "scanner": "unknown"})},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			tc.want = merged(tc.want, flowIDs(tc.p.Src, tc.p.SrcPort, tc.p.Dst, tc.p.DstPort, tc.p.Seq))
 			line := AppendSYNEvent([]byte("prefix"), &tc.p)
 			if !bytes.HasPrefix(line, []byte("prefix{")) {
 				t.Fatalf("AppendSYNEvent did not append: %q", line)
@@ -134,11 +144,13 @@ func TestAppendSessionEvent(t *testing.T) {
 		Remote:   netip.MustParseAddrPort("198.51.100.7:40000"),
 		Local:    netip.MustParseAddrPort("192.0.2.10:80"),
 		UserID:   7,
+		ISN:      99,
 		Accepted: eventTime,
 	}
 	payload := []byte("GET /x HTTP/1.1\r\nUser-Agent: \"q\\\x00\xff\r\n")
-	head := map[string]any{"timestamp": "2026-11-25T11:03:32.123456789Z", "event_type": "session",
+	head := map[string]any{"timestamp": "2026-11-25T11:03:32.123456+0000", "event_type": "session",
 		"src_ip": "198.51.100.7", "src_port": 40000, "dest_ip": "192.0.2.10", "dest_port": 80, "proto": "TCP", "userid": 7}
+	head = merged(head, flowIDs(flow.Remote.Addr(), flow.Remote.Port(), flow.Local.Addr(), flow.Local.Port(), flow.ISN))
 	with := func(extra map[string]any) map[string]any { return merged(head, extra) }
 	tests := []struct {
 		name    string
@@ -149,23 +161,23 @@ func TestAppendSessionEvent(t *testing.T) {
 		{"http with detail", Session{Flow: flow, End: eventTime.Add(1500*time.Millisecond + 250*time.Microsecond),
 			AppProto: "http", Payload: payload, BytesToServer: 40, BytesToClient: 300,
 			Detail: httpDetail{Method: "GET", URI: "/x"}},
-			with(map[string]any{"end": "2026-11-25T11:03:33.623706789Z", "app_proto": "http",
+			with(map[string]any{"end": "2026-11-25T11:03:33.623706+0000", "app_proto": "http",
 				"payload": base64.StdEncoding.EncodeToString(payload), "payload_printable": "GET /x HTTP/1.1..User-Agent: \"q\\....",
-				"bytes_toserver": 40, "bytes_toclient": 300, "duration_ms": json.Number("1500.25"),
+				"bytes_toserver": 40, "bytes_toclient": 300, "duration_ms": json.Number("1500.250"),
 				"http": map[string]any{"method": "GET", "uri": "/x"}}), false},
 		{"silent client, error, no detail", Session{Flow: flow, End: eventTime.Add(5 * time.Second),
 			AppProto: "generic", Error: "read deadline \"5s\"\n"},
-			with(map[string]any{"end": "2026-11-25T11:03:37.123456789Z", "app_proto": "generic",
-				"payload": "", "payload_printable": "", "bytes_toserver": 0, "bytes_toclient": 0, "duration_ms": 5000,
+			with(map[string]any{"end": "2026-11-25T11:03:37.123456+0000", "app_proto": "generic",
+				"payload": "", "payload_printable": "", "bytes_toserver": 0, "bytes_toclient": 0, "duration_ms": json.Number("5000.000"),
 				"error": "read deadline \"5s\"\n"}), false},
 		{"reserved app_proto key becomes detail", Session{Flow: flow, End: eventTime, AppProto: "payload",
 			Detail: map[string]int{"a": 1}},
-			with(map[string]any{"end": "2026-11-25T11:03:32.123456789Z", "app_proto": "payload",
-				"payload": "", "payload_printable": "", "bytes_toserver": 0, "bytes_toclient": 0, "duration_ms": 0,
+			with(map[string]any{"end": "2026-11-25T11:03:32.123456+0000", "app_proto": "payload",
+				"payload": "", "payload_printable": "", "bytes_toserver": 0, "bytes_toclient": 0, "duration_ms": json.Number("0.000"),
 				"detail": map[string]any{"a": 1}}), false},
 		{"detail that fails to encode", Session{Flow: flow, End: eventTime, AppProto: "tls", Detail: badDetail{}},
-			with(map[string]any{"end": "2026-11-25T11:03:32.123456789Z", "app_proto": "tls",
-				"payload": "", "payload_printable": "", "bytes_toserver": 0, "bytes_toclient": 0, "duration_ms": 0,
+			with(map[string]any{"end": "2026-11-25T11:03:32.123456+0000", "app_proto": "tls",
+				"payload": "", "payload_printable": "", "bytes_toserver": 0, "bytes_toclient": 0, "duration_ms": json.Number("0.000"),
 				"detail_error": "records: session event tls detail: json: error calling MarshalJSON for type records.badDetail: boom"}), true},
 	}
 	for _, tc := range tests {
@@ -192,13 +204,14 @@ func TestAppendEvent(t *testing.T) {
 		want    map[string]any
 		wantErr bool
 	}{
-		{"with flow", flow, twoPhase{"isyn", 2}, map[string]any{"timestamp": "2026-11-25T11:03:32.123456789Z",
+		{"with flow", flow, twoPhase{"isyn", 2}, map[string]any{"timestamp": "2026-11-25T11:03:32.123456+0000",
 			"event_type": "two_phase", "src_ip": "2001:db8::1", "src_port": 1, "dest_ip": "2001:db8::2", "dest_port": 23,
-			"proto": "TCP", "userid": 3, "first_phase": "isyn", "events": 2}, false},
-		{"no flow", nil, map[string]any{"packets": 10}, map[string]any{"timestamp": "2026-11-25T11:03:32.123456789Z",
+			"proto": "TCP", "userid": 3, "first_phase": "isyn", "events": 2,
+			"flow_id": FlowID(flow.Remote, flow.Local, 0), "community_id": communityid.String(0, 6, flow.Remote.Addr(), flow.Local.Addr(), 1, 23)}, false},
+		{"no flow", nil, map[string]any{"packets": 10}, map[string]any{"timestamp": "2026-11-25T11:03:32.123456+0000",
 			"event_type": "two_phase", "packets": 10}, false},
-		{"nil fields", nil, nil, map[string]any{"timestamp": "2026-11-25T11:03:32.123456789Z", "event_type": "two_phase"}, false},
-		{"empty object", nil, struct{}{}, map[string]any{"timestamp": "2026-11-25T11:03:32.123456789Z", "event_type": "two_phase"}, false},
+		{"nil fields", nil, nil, map[string]any{"timestamp": "2026-11-25T11:03:32.123456+0000", "event_type": "two_phase"}, false},
+		{"empty object", nil, struct{}{}, map[string]any{"timestamp": "2026-11-25T11:03:32.123456+0000", "event_type": "two_phase"}, false},
 		{"not an object", flow, []int{1}, nil, true},
 		{"unencodable", flow, badDetail{}, nil, true},
 	}

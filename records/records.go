@@ -6,7 +6,7 @@
 // the scenarios and the analyses, and clamps a conn's deadlines by its
 // budgets (Deadlines, EarliestDeadline) for both the netstack's conns and the
 // handlers'. Both the live telescope and the offline analysis use it, so it
-// imports nothing of spoki.
+// imports nothing of spoki but its own leaf records/communityid.
 // docs/formats.md describes the formats column by column.
 package records
 
@@ -210,6 +210,10 @@ type Flow struct {
 	Remote, Local netip.AddrPort
 	// UserID is the id of the handshake ACK's raw-log row.
 	UserID uint32
+	// ISN is the client's initial sequence number (its SYN's seq, the
+	// handshake ACK's seq - 1), which joins the connection's events to its
+	// syn event through the flow_id (FlowID).
+	ISN uint32
 	// Accepted is when the valid-cookie ACK arrived.
 	Accepted time.Time
 }

@@ -10,7 +10,7 @@ import (
 // against time.Format, at the ends of its range, around leap days and
 // centuries, and at random times.
 func TestAppendTimestamp(t *testing.T) {
-	const layout = "2006-01-02T15:04:05.000000000Z"
+	const layout = TimestampLayout
 	times := []time.Time{
 		time.Unix(minFastUnix, 0), time.Unix(maxFastUnix, 999999999), time.Unix(0, 0),
 		time.Date(2000, 2, 29, 23, 59, 59, 1, time.UTC), time.Date(2100, 3, 1, 0, 0, 0, 0, time.UTC),
@@ -26,7 +26,7 @@ func TestAppendTimestamp(t *testing.T) {
 		if want := string(appendTimestampSlow(nil, tm)); got != want {
 			t.Fatalf("appendTimestamp(%v) = %s, the general path %s", tm, got, want)
 		}
-		if want := tm.UTC().Format(layout); got != want {
+		if want := tm.UTC().Format(layout); got != want || len(got) != TimestampLen {
 			t.Fatalf("appendTimestamp(%v) = %s, time.Format %s", tm, got, want)
 		}
 	}

@@ -54,7 +54,7 @@ func readEventFile(name string, since time.Time) ([]Event, error) {
 			return err
 		}
 		if ts, ok := e["timestamp"].(string); ok {
-			if t, err := time.Parse(time.RFC3339Nano, ts); err == nil && t.Before(since) {
+			if t, err := records.ParseTimestamp(ts); err == nil && t.Before(since.Truncate(time.Microsecond)) {
 				return nil
 			}
 		}

@@ -83,6 +83,7 @@ type tunStats struct {
 type twoPhaseFeedStats struct {
 	Events           uint64 `line:"two_phase" metric:"twophase_events_total" help:"two_phase events written."`
 	Errors           uint64 `line:"two_phase_errors" metric:"twophase_errors_total" help:"two_phase events that failed to encode."`
+	Alerts           uint64 `line:"two_phase_alerts" metric:"twophase_alerts_total" help:"Alert events written beside phase_two events (--alerts)."`
 	DropSYNQueue     uint64 `line:"two_phase_dropped two_phase_drop_syn_queue" metric:"twophase_drops_total{cause=syn_queue_full} twophase_dropped_total" help:"What the two-phase detector dropped, by cause: syn_queue_full, session_queue_full (records it never saw), pending_full (a pair whose acked event is not written)."`
 	DropSessionQueue uint64 `line:"two_phase_dropped two_phase_drop_session_queue" metric:"twophase_dropped_total twophase_drops_total{cause=session_queue_full}" help:"SYNs, sessions and pairs the two-phase detector dropped (the sum of spoki_twophase_drops_total)."`
 	DropPending      uint64 `line:"two_phase_dropped two_phase_drop_pending" metric:"twophase_drops_total{cause=pending_full} twophase_dropped_total"`
@@ -90,7 +91,7 @@ type twoPhaseFeedStats struct {
 
 // feedStats reads the feed's counters.
 func (f *twoPhaseFeed) feedStats() twoPhaseFeedStats {
-	return twoPhaseFeedStats{Events: f.events.Load(), Errors: f.errors.Load(),
+	return twoPhaseFeedStats{Events: f.events.Load(), Errors: f.errors.Load(), Alerts: f.alerts.Load(),
 		DropSYNQueue: f.dropSYNQueue.Load(), DropSessionQueue: f.dropSessionQueue.Load(), DropPending: f.dropPending.Load()}
 }
 

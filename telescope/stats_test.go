@@ -45,6 +45,7 @@ func (f *fakeSources) sources() metricsSources {
 	tp := newTwoPhaseFeed(time.Minute, time.Minute, func(time.Time, []byte) {}, slog.New(slog.DiscardHandler))
 	tp.events.Store(f.feed.Events)
 	tp.errors.Store(f.feed.Errors)
+	tp.alerts.Store(f.feed.Alerts)
 	tp.dropSYNQueue.Store(f.feed.DropSYNQueue)
 	tp.dropSessionQueue.Store(f.feed.DropSessionQueue)
 	tp.dropPending.Store(f.feed.DropPending)

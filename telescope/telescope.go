@@ -141,6 +141,8 @@ func setUp(o Options) (*running, error) {
 		return nil, err
 	}
 	t := &running{reparse: o.Reparse, cfg: cfg, level: new(slog.LevelVar), hup: make(chan os.Signal, 1)}
+	// Before any event is written: every event says which sensor wrote it.
+	records.SetOrigin(records.Origin{Host: cfg.EventHost(), CommunityIDSeed: uint16(cfg.CommunityIDSeed)})
 	signal.Notify(t.hup, syscall.SIGHUP)
 	t.onClose(func() error { signal.Stop(t.hup); return nil })
 	l, _ := config.ParseLevel(cfg.LogLevel)
@@ -296,6 +298,7 @@ func (t *running) startDetector() error {
 		sink.Event(at, line)
 	}
 	tp := newTwoPhaseFeedMemory(cfg.PhaseTimeout, cfg.PhaseMemory, cfg.FirstDataTimeout+cfg.TotalTimeout+10*time.Second, t.emitEvent, log.With("component", "twophase"))
+	tp.SetAlerts(cfg.Alerts)
 	tp.logTable()
 	t.tp = tp
 	tpCtx, tpStop := context.WithCancel(context.Background())
@@ -390,6 +393,7 @@ func (t *running) muxFor(reg *handlers.Registry) (*handlers.Mux, error) {
 			tp.Session(se)
 		},
 		EmitEvent:        t.emitEvent,
+		Alerts:           cfg.Alerts,
 		Logger:           t.log.With("component", "handlers"),
 		FirstDataTimeout: cfg.FirstDataTimeout,
 		IdleTimeout:      cfg.IdleTimeout,

@@ -18,7 +18,7 @@ type twoPhaseFeed struct {
 	*twophase.Feed
 	log *slog.Logger
 	// The feed's counters (twophase.FeedCounters), one per cause.
-	events, errors                              *atomic.Uint64
+	events, errors, alerts                      *atomic.Uint64
 	dropSYNQueue, dropSessionQueue, dropPending *atomic.Uint64
 }
 
@@ -32,7 +32,7 @@ func newTwoPhaseFeed(timeout, linger time.Duration, emit func(time.Time, []byte)
 func newTwoPhaseFeedMemory(timeout time.Duration, memory config.Size, linger time.Duration, emit func(time.Time, []byte), log *slog.Logger) *twoPhaseFeed {
 	f := twophase.NewFeed(twophase.Config{Timeout: timeout, Memory: int64(memory)}, linger, emit)
 	c := f.Counters()
-	return &twoPhaseFeed{Feed: f, log: log, events: &c.Events, errors: &c.Errors,
+	return &twoPhaseFeed{Feed: f, log: log, events: &c.Events, errors: &c.Errors, alerts: &c.Alerts,
 		dropSYNQueue: &c.DropSYNQueue, dropSessionQueue: &c.DropSessionQueue, dropPending: &c.DropPending}
 }
 

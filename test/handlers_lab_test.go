@@ -80,7 +80,7 @@ func TestHandlersRealClients(t *testing.T) {
 	events := e2eRawEvents(t, tel.logDir)
 	if s := e2eFindSession(events, "http", 80); s == nil {
 		t.Errorf("no http session on port 80")
-	} else if ua := e2eField(s, "http", "user_agent"); ua != "e2e-agent" {
+	} else if ua := e2eField(s, "http", "http_user_agent"); ua != "e2e-agent" {
 		t.Errorf("http user agent = %v, want e2e-agent", ua)
 	}
 	if s := e2eFindSession(events, "tls", 443); s == nil {
@@ -92,18 +92,18 @@ func TestHandlersRealClients(t *testing.T) {
 		if ja4, _ := e2eField(s, "tls", "ja4").(string); !strings.HasPrefix(ja4, "t1") {
 			t.Errorf("tls ja4 = %q, want a JA4 of TLS over TCP", ja4)
 		}
-		if ja3, _ := e2eField(s, "tls", "ja3_hash").(string); len(ja3) != 32 {
-			t.Errorf("tls ja3_hash = %q, want an md5", ja3)
+		if ja3, _ := e2eField(s, "tls", "ja3", "hash").(string); len(ja3) != 32 {
+			t.Errorf("tls ja3.hash = %q, want an md5", ja3)
 		}
 	}
 	if s := e2eFindSession(events, "ssh", 22); s == nil {
 		t.Errorf("no ssh session on port 22 (ssh said %q)", e2eTruncate(sshErr, 200))
 	} else {
-		if b, _ := e2eField(s, "ssh", "banner").(string); !strings.HasPrefix(b, "SSH-2.0-OpenSSH") {
-			t.Errorf("ssh banner = %q", b)
+		if b, _ := e2eField(s, "ssh", "client", "software_version").(string); !strings.HasPrefix(b, "OpenSSH") {
+			t.Errorf("ssh client.software_version = %q", b)
 		}
-		if h, _ := e2eField(s, "ssh", "hassh").(string); len(h) != 32 {
-			t.Errorf("ssh hassh = %q, want an md5", h)
+		if h, _ := e2eField(s, "ssh", "client", "hassh", "hash").(string); len(h) != 32 {
+			t.Errorf("ssh client.hassh.hash = %q, want an md5", h)
 		}
 	}
 	if s := e2eFindSession(events, "telnet", 23); s == nil {

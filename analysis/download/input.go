@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/spoki-telescope/spoki/analysis/urls"
 	"github.com/spoki-telescope/spoki/records"
@@ -218,7 +217,7 @@ func targets(in *inputLine, st *ScanStats, maxURLs int) []Target {
 		}
 		st.Payloads++
 		base := Target{Saddr: in.SrcIP, Daddr: in.DestIP, Sport: in.SrcPort, Dport: in.DestPort, Tag: in.EventType}
-		if ts, err := time.Parse(time.RFC3339Nano, in.Timestamp); err == nil {
+		if ts, err := records.ParseTimestamp(in.Timestamp); err == nil {
 			base.TS = ts.UnixMilli()
 		}
 		return expand(base, urls.Extract(p), maxURLs, st)

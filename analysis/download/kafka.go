@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spoki-telescope/spoki/analysis/urls"
+	"github.com/spoki-telescope/spoki/records"
 )
 
 // Defaults of KafkaConfig.
@@ -282,7 +283,7 @@ func (c *Consumer) targets(value []byte) []Target {
 		}
 		t := Target{Download: urls.Download{Tool: in.Tool, URL: in.URL, Server: in.Server, Port: in.Port, Name: in.Name},
 			Saddr: in.SrcIP, Daddr: in.DestIP, Sport: in.SrcPort, Dport: in.DestPort, Tag: in.EventType}
-		if tm, err := time.Parse(time.RFC3339Nano, in.Timestamp); err == nil {
+		if tm, err := records.ParseTimestamp(in.Timestamp); err == nil {
 			t.TS = tm.UnixMilli()
 		}
 		ts = []Target{t}

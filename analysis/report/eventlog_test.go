@@ -61,7 +61,7 @@ func genEventLog(t testing.TB, dir string, n int, seed uint64) {
 		case 2:
 			line(map[string]any{"timestamp": ts.Format(time.RFC3339Nano), "event_type": "session", "src_ip": src, "src_port": 40003,
 				"dest_ip": "198.51.100.7", "dest_port": 22, "app_proto": "ssh", "payload": base64.StdEncoding.EncodeToString([]byte("SSH-2.0-Go\r\n")),
-				"ssh": map[string]any{"hassh": fmt.Sprintf("%032x", rng.IntN(2))}})
+				"ssh": map[string]any{"client": map[string]any{"hassh": map[string]any{"hash": fmt.Sprintf("%032x", rng.IntN(2))}}}})
 		case 3:
 			line(map[string]any{"timestamp": ts.Format(time.RFC3339Nano), "event_type": "downloader", "src_ip": src, "src_port": 40004,
 				"dest_ip": "198.51.100.7", "dest_port": 80, "app_proto": "http", "tool": "wget",
@@ -141,7 +141,7 @@ func TestEventLogReport(t *testing.T) {
 				ja4[tl["ja4"].(string)]++
 			}
 			if s, ok := m["ssh"].(map[string]any); ok {
-				hassh[s["hassh"].(string)]++
+				hassh[s["client"].(map[string]any)["hassh"].(map[string]any)["hash"].(string)]++
 			}
 		case "downloader":
 			hosts[m["server"].(string)]++

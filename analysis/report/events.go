@@ -7,6 +7,8 @@ package report
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/spoki-telescope/spoki/records"
 )
 
 // event holds the fields of one event-log line that the report uses.
@@ -37,20 +39,24 @@ type credential struct{ user, pass string }
 
 // wireEvent is the JSON of an event-log line.
 type wireEvent struct {
-	EventType string    `json:"event_type"`
-	Timestamp time.Time `json:"timestamp"`
-	SrcIP     string    `json:"src_ip"`
-	DestIP    string    `json:"dest_ip"`
-	DestPort  int       `json:"dest_port"`
-	Irregular bool      `json:"irregular"`
-	Scanner   string    `json:"scanner"`
-	Payload   []byte    `json:"payload"` // base64
-	AppProto  string    `json:"app_proto"`
+	EventType string            `json:"event_type"`
+	Timestamp records.EventTime `json:"timestamp"`
+	SrcIP     string            `json:"src_ip"`
+	DestIP    string            `json:"dest_ip"`
+	DestPort  int               `json:"dest_port"`
+	Irregular bool              `json:"irregular"`
+	Scanner   string            `json:"scanner"`
+	Payload   []byte            `json:"payload"` // base64
+	AppProto  string            `json:"app_proto"`
 	TLS       *struct {
 		JA4 string `json:"ja4"`
 	} `json:"tls"`
 	SSH *struct {
-		HASSH string `json:"hassh"`
+		Client struct {
+			HASSH struct {
+				Hash string `json:"hash"`
+			} `json:"hassh"`
+		} `json:"client"`
 	} `json:"ssh"`
 	Telnet *struct {
 		Credentials []struct {
@@ -71,7 +77,7 @@ type wireEvent struct {
 	Stage    string  `json:"stage"`
 	DelayMS  float64 `json:"delay_ms"`
 	PhaseOne *struct {
-		Timestamp time.Time `json:"timestamp"`
+		Timestamp records.EventTime `json:"timestamp"`
 	} `json:"phase_one"`
 	Session *struct {
 		Payload []byte `json:"payload"`
@@ -87,7 +93,7 @@ func readEvent(line []byte, ev *event) error {
 		return err
 	}
 	*ev = event{
-		Type: w.EventType, Time: w.Timestamp, SrcIP: w.SrcIP, DestIP: w.DestIP, DestPort: w.DestPort,
+		Type: w.EventType, Time: w.Timestamp.Time, SrcIP: w.SrcIP, DestIP: w.DestIP, DestPort: w.DestPort,
 		Irregular: w.Irregular, Scanner: w.Scanner, Payload: w.Payload, AppProto: w.AppProto,
 		Stage: w.Stage, DelayMS: w.DelayMS, Server: w.Server, Name: w.Name,
 	}
@@ -95,7 +101,7 @@ func readEvent(line []byte, ev *event) error {
 		ev.JA4 = w.TLS.JA4
 	}
 	if w.SSH != nil {
-		ev.HASSH = w.SSH.HASSH
+		ev.HASSH = w.SSH.Client.HASSH.Hash
 	}
 	if w.Telnet != nil {
 		for _, c := range w.Telnet.Credentials {
@@ -109,7 +115,7 @@ func readEvent(line []byte, ev *event) error {
 		ev.Creds = append(ev.Creds, credential{w.TDS.Username, w.TDS.Password})
 	}
 	if w.PhaseOne != nil {
-		ev.PhaseOneTime = w.PhaseOne.Timestamp
+		ev.PhaseOneTime = w.PhaseOne.Timestamp.Time
 	}
 	if w.Session != nil {
 		ev.TwoPhaseAcked = true

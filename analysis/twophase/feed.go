@@ -42,6 +42,8 @@ const feedSweepStep = 1 << 11
 type FeedCounters struct {
 	// Events counts the `two_phase` events written.
 	Events atomic.Uint64
+	// Alerts counts the `alert` events written (SetAlerts).
+	Alerts atomic.Uint64
 	// Errors counts the events that could not be encoded.
 	Errors atomic.Uint64
 	// DropSYNQueue counts SYNs dropped because the SYN queue was full.
@@ -74,6 +76,9 @@ type Feed struct {
 	// at most FeedPending.
 	pending map[flowID]pendingPair
 	linger  time.Duration
+	// alerts says whether a phase_two event is followed by an alert event
+	// (SetAlerts).
+	alerts bool
 	// latest is the latest SYN time seen: the detector's clock, so that
 	// expiry follows packet time as matching does.
 	latest time.Time
@@ -110,6 +115,10 @@ func NewFeed(cfg Config, linger time.Duration, emit func(time.Time, []byte)) *Fe
 	f.detStats = f.det.Stats()
 	return f
 }
+
+// SetAlerts turns the alert event (records.AlertTwoPhase) that follows
+// each phase_two event on or off (off by default); call it before Run.
+func (f *Feed) SetAlerts(on bool) { f.alerts = on }
 
 // Config returns the detector's configuration, defaults filled in.
 func (f *Feed) Config() Config { return f.det.Config() }
@@ -241,57 +250,58 @@ func (f *Feed) session(s *records.Session) {
 // eventFields is the body of a `two_phase` event (spoki's own type,
 // README.md#events).
 type eventFields struct {
-	Stage    string      `json:"stage"`
-	PhaseOne eventOne    `json:"phase_one"`
-	PhaseTwo eventTwo    `json:"phase_two"`
-	DelayMS  float64     `json:"delay_ms"`
-	Session  *eventAcked `json:"session,omitempty"`
+	Stage    string         `json:"stage"`
+	PhaseOne eventOne       `json:"phase_one"`
+	PhaseTwo eventTwo       `json:"phase_two"`
+	DelayMS  records.Millis `json:"delay_ms"`
+	Session  *eventAcked    `json:"session,omitempty"`
 }
 
 type eventOne struct {
-	Timestamp        time.Time `json:"timestamp"`
-	SrcPort          uint16    `json:"src_port"`
-	Seq              uint32    `json:"seq"`
-	TTL              uint8     `json:"ttl"`
-	IPID             uint16    `json:"ipid"`
-	IrregularReasons []string  `json:"irregular_reasons"`
-	Scanner          string    `json:"scanner"`
-	UserID           uint32    `json:"userid"`
+	Timestamp        records.EventTime `json:"timestamp"`
+	SrcPort          uint16            `json:"src_port"`
+	Seq              uint32            `json:"seq"`
+	TTL              uint8             `json:"ttl"`
+	IPID             uint16            `json:"ipid"`
+	IrregularReasons []string          `json:"irregular_reasons"`
+	Scanner          string            `json:"scanner"`
+	UserID           uint32            `json:"userid"`
 }
 
 type eventTwo struct {
-	Timestamp time.Time `json:"timestamp"`
-	SrcPort   uint16    `json:"src_port"`
-	Seq       uint32    `json:"seq"`
-	UserID    uint32    `json:"userid"`
+	Timestamp records.EventTime `json:"timestamp"`
+	SrcPort   uint16            `json:"src_port"`
+	Seq       uint32            `json:"seq"`
+	UserID    uint32            `json:"userid"`
 }
 
 type eventAcked struct {
-	AppProto string    `json:"app_proto"`
-	Payload  []byte    `json:"payload"`
-	End      time.Time `json:"end"`
+	AppProto string            `json:"app_proto"`
+	Payload  []byte            `json:"payload"`
+	End      records.EventTime `json:"end"`
 }
 
 func (f *Feed) write(pair Pair, stage string, s *records.Session) {
 	fields := eventFields{
 		Stage: stage,
 		PhaseOne: eventOne{
-			Timestamp: pair.One.Time.UTC(), SrcPort: pair.One.SrcPort, Seq: pair.One.Seq, TTL: pair.One.TTL,
+			Timestamp: records.EventTime{Time: pair.One.Time}, SrcPort: pair.One.SrcPort, Seq: pair.One.Seq, TTL: pair.One.TTL,
 			IPID: pair.One.IPID, IrregularReasons: pair.One.Reasons.Names(), Scanner: pair.One.Scanner.String(),
 			UserID: pair.One.UserID,
 		},
-		PhaseTwo: eventTwo{Timestamp: pair.Two.Time.UTC(), SrcPort: pair.Two.SrcPort, Seq: pair.Two.Seq, UserID: pair.Two.UserID},
-		DelayMS:  float64(pair.Delay().Microseconds()) / 1000,
+		PhaseTwo: eventTwo{Timestamp: records.EventTime{Time: pair.Two.Time}, SrcPort: pair.Two.SrcPort, Seq: pair.Two.Seq, UserID: pair.Two.UserID},
+		DelayMS:  records.Millis(float64(pair.Delay().Microseconds()) / 1000),
 	}
 	t := pair.Two.Time
 	if s != nil {
-		fields.Session = &eventAcked{AppProto: s.AppProto, Payload: s.Payload, End: s.End.UTC()}
+		fields.Session = &eventAcked{AppProto: s.AppProto, Payload: s.Payload, End: records.EventTime{Time: s.End}}
 		t = s.End
 	}
 	flow := records.Flow{
 		Remote: netip.AddrPortFrom(pair.Src, pair.Two.SrcPort),
 		Local:  netip.AddrPortFrom(pair.Dst, pair.DstPort),
 		UserID: pair.Two.UserID,
+		ISN:    pair.Two.Seq,
 	}
 	line, err := records.AppendEvent(nil, "two_phase", t, &flow, fields)
 	if err != nil {
@@ -299,5 +309,16 @@ func (f *Feed) write(pair Pair, stage string, s *records.Session) {
 		return
 	}
 	f.counters.Events.Add(1)
+	f.emit(t, line)
+	if !f.alerts || s != nil {
+		return
+	}
+	// One alert per pair, when phase two arrives, as the rule fires.
+	line, err = records.AppendAlertEvent(nil, t, &flow, &records.AlertTwoPhase, "", "two_phase", fields)
+	if err != nil {
+		f.counters.Errors.Add(1)
+		return
+	}
+	f.counters.Alerts.Add(1)
 	f.emit(t, line)
 }

@@ -1,6 +1,7 @@
 package twophase
 
 import (
+	"encoding/json"
 	"net/netip"
 	"testing"
 	"time"
@@ -79,5 +80,64 @@ func TestFeedSweepServesQueue(t *testing.T) {
 	}
 	if s := f.Stats(); s.Entries != FeedQueue {
 		t.Errorf("%d phase ones kept, want the %d queued", s.Entries, FeedQueue)
+	}
+}
+
+// TestFeedEventsJoinTheConnection: the phase_two event, its alert and the
+// acked event of a pair carry the flow_id and community_id of phase two's
+// syn event (and so of its session); the alert is in EVE's form and is
+// written only when SetAlerts is on.
+func TestFeedEventsJoinTheConnection(t *testing.T) {
+	for _, alerts := range []bool{true, false} {
+		var lines []map[string]any
+		f := NewFeed(Config{Timeout: time.Minute, Memory: 1 << 20}, time.Minute, func(_ time.Time, line []byte) {
+			var m map[string]any
+			if err := json.Unmarshal(line, &m); err != nil {
+				t.Fatalf("%v: %q", err, line)
+			}
+			lines = append(lines, m)
+		})
+		f.SetAlerts(alerts)
+		now := time.Now()
+		one := records.Packet{Time: now, Src: netip.MustParseAddr("203.0.113.7"), Dst: netip.MustParseAddr("198.51.100.1"),
+			Proto: records.ProtoTCP, SrcPort: 40000, DstPort: 80, Seq: 11, Flags: records.FlagSYN, TTL: 250, IPID: 54321, Probed: true, WScale: -1}
+		two := one
+		two.Time, two.TTL, two.IPID, two.SrcPort, two.Seq, two.NumOptions, two.MSS = now.Add(time.Second), 64, 1, 50000, 777, 1, 1460
+		two.Options[0] = 2
+		f.observe(&one)
+		f.observe(&two)
+		s := records.Session{Flow: records.Flow{Remote: netip.AddrPortFrom(two.Src, two.SrcPort), Local: netip.AddrPortFrom(two.Dst, two.DstPort),
+			ISN: two.Seq, Accepted: two.Time}, End: two.Time.Add(time.Second), AppProto: "http"}
+		f.session(&s)
+		var syn map[string]any
+		if err := json.Unmarshal(records.AppendSYNEvent(nil, &two), &syn); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"two_phase", "alert", "two_phase"}
+		if !alerts {
+			want = []string{"two_phase", "two_phase"}
+		}
+		if len(lines) != len(want) {
+			t.Fatalf("alerts %v: %d events, want %v", alerts, len(lines), want)
+		}
+		for i, m := range lines {
+			if m["event_type"] != want[i] || m["flow_id"] != syn["flow_id"] || m["community_id"] != syn["community_id"] {
+				t.Errorf("event %d: %v %v %v, want %s with the syn's %v %v", i, m["event_type"], m["flow_id"], m["community_id"],
+					want[i], syn["flow_id"], syn["community_id"])
+			}
+		}
+		if alerts {
+			a, _ := lines[1]["alert"].(map[string]any)
+			if a == nil || a["signature_id"] != float64(records.AlertTwoPhase.SignatureID) || a["action"] != "allowed" ||
+				lines[1]["two_phase"] == nil {
+				t.Errorf("alert event %v", lines[1])
+			}
+			if f.Counters().Alerts.Load() != 1 {
+				t.Errorf("%d alerts counted", f.Counters().Alerts.Load())
+			}
+		}
+		if ts, _ := lines[0]["phase_one"].(map[string]any)["timestamp"].(string); len(ts) != records.TimestampLen {
+			t.Errorf("phase_one.timestamp %q not in the event format", ts)
+		}
 	}
 }

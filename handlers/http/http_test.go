@@ -29,25 +29,31 @@ func TestParse(t *testing.T) {
 			name: "get",
 			in:   "GET /index.html HTTP/1.1\r\nHost: x.test\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n",
 			want: http.Request{Method: "GET", URL: "/index.html", Version: "HTTP/1.1", Host: "x.test", UserAgent: "curl/8.0",
-				Headers: [][2]string{{"Host", "x.test"}, {"User-Agent", "curl/8.0"}, {"Accept", "*/*"}}, ContentLength: -1},
+				Headers: []http.Header{{"Host", "x.test"}, {"User-Agent", "curl/8.0"}, {"Accept", "*/*"}}, ContentLength: -1},
 		},
 		{
 			name: "post with body and bare LF",
 			in:   "POST /cgi-bin/x HTTP/1.0\nContent-Length: 5\n\nabcdeXX",
 			want: http.Request{Method: "POST", URL: "/cgi-bin/x", Version: "HTTP/1.0",
-				Headers: [][2]string{{"Content-Length", "5"}}, ContentLength: 5, Body: []byte("abcde"), BodyLen: 5},
+				Headers: []http.Header{{"Content-Length", "5"}}, ContentLength: 5, Body: []byte("abcde"), BodyLen: 5},
 		},
 		{
 			name: "body over the cap",
 			in:   "POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n0123456789ab",
 			want: http.Request{Method: "POST", URL: "/", Version: "HTTP/1.1",
-				Headers: [][2]string{{"Content-Length", "12"}}, ContentLength: 12, Body: []byte("01234567"), BodyLen: 12, Truncated: true},
+				Headers: []http.Header{{"Content-Length", "12"}}, ContentLength: 12, Body: []byte("01234567"), BodyLen: 12, Truncated: true},
 		},
 		{
 			name: "too many headers and a long value",
 			in:   "GET / HTTP/1.1\r\nA: 1\r\nB: " + strings.Repeat("b", 40) + "\r\nC: 3\r\nD: 4\r\n\r\n",
 			want: http.Request{Method: "GET", URL: "/", Version: "HTTP/1.1",
-				Headers: [][2]string{{"A", "1"}, {"B", strings.Repeat("b", 32)}, {"C", "3"}}, ContentLength: -1, Truncated: true},
+				Headers: []http.Header{{"A", "1"}, {"B", strings.Repeat("b", 32)}, {"C", "3"}}, ContentLength: -1, Truncated: true},
+		},
+		{
+			name: "host with port and referer",
+			in:   "GET / HTTP/1.1\r\nHost: [2001:db8::1]:8080\r\nReferer: http://x.test/\r\nHost: second\r\n\r\n",
+			want: http.Request{Method: "GET", URL: "/", Version: "HTTP/1.1", Host: "2001:db8::1", Port: 8080, Referer: "http://x.test/",
+				Headers: []http.Header{{"Host", "[2001:db8::1]:8080"}, {"Referer", "http://x.test/"}, {"Host", "second"}}, ContentLength: -1},
 		},
 		{
 			name: "HTTP/0.9 style",
@@ -57,7 +63,7 @@ func TestParse(t *testing.T) {
 		{
 			name:    "incomplete",
 			in:      "GET / HTTP/1.1\r\nHost: x",
-			want:    http.Request{Method: "GET", URL: "/", Version: "HTTP/1.1", Headers: [][2]string{{"Host", "x"}}, Host: "x", ContentLength: -1, Error: "incomplete head"},
+			want:    http.Request{Method: "GET", URL: "/", Version: "HTTP/1.1", Headers: []http.Header{{"Host", "x"}}, Host: "x", ContentLength: -1, Error: "incomplete head"},
 			wantErr: http.ErrIncomplete,
 		},
 		{
@@ -96,7 +102,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("caps not respected: %d headers, %d body bytes, %d url bytes", len(r.Headers), len(r.Body), len(r.URL))
 		}
 		for _, h := range r.Headers {
-			if len(h[0]) > lim.MaxValueBytes || len(h[1]) > lim.MaxValueBytes {
+			if len(h.Name) > lim.MaxValueBytes || len(h.Value) > lim.MaxValueBytes {
 				t.Fatalf("header %q over the value cap", h)
 			}
 		}
@@ -135,7 +141,7 @@ func TestCurl(t *testing.T) {
 	if !ok || s.AppProto != http.Name {
 		t.Fatalf("session %q detail %T, want http Request", s.AppProto, s.Detail)
 	}
-	if r.Method != "GET" || r.UserAgent != "spoki-test/1.0" || r.Host != addr || !strings.HasPrefix(r.URL, "/shell?") || r.Error != "" {
+	if r.Method != "GET" || r.UserAgent != "spoki-test/1.0" || net.JoinHostPort(r.Host, strconv.Itoa(r.Port)) != addr || !strings.HasPrefix(r.URL, "/shell?") || r.Error != "" {
 		t.Errorf("Request = %+v", r)
 	}
 	evs := ev.Lines()

@@ -17,16 +17,22 @@ var (
 	ErrRequestLine = errors.New("malformed request line")
 )
 
-// Request is what Parse found: the "http" object of the session event.
+// Request is what Parse found: the "http" object of the session event, in
+// the field names of Suricata's EVE http object where it has them.
 type Request struct {
-	Method  string `json:"method"`
+	Method  string `json:"http_method"`
 	URL     string `json:"url"`
-	Version string `json:"version"`
-	// Host and UserAgent repeat the first Host and User-Agent headers.
-	Host      string `json:"host"`
-	UserAgent string `json:"user_agent"`
-	// Headers are the headers in order, as [name, value] pairs.
-	Headers [][2]string `json:"headers"`
+	Version string `json:"protocol"`
+	// Host is the first Host header without its port, Port that port
+	// (0 if none), as Suricata's hostname and http_port.
+	Host string `json:"hostname"`
+	Port int    `json:"http_port,omitempty"`
+	// UserAgent and Referer repeat the first User-Agent and Referer
+	// headers.
+	UserAgent string `json:"http_user_agent"`
+	Referer   string `json:"http_refer,omitempty"`
+	// Headers are the headers in order.
+	Headers []Header `json:"request_headers,omitempty"`
 	// Body is the body received, at most MaxBodyBytes (base64 in JSON).
 	Body []byte `json:"body,omitempty"`
 	// BodyLen counts the body bytes received, cap or not.
@@ -38,6 +44,38 @@ type Request struct {
 	Truncated bool `json:"truncated"`
 	// Error says why the request did not parse ("" if it did).
 	Error string `json:"error,omitempty"`
+}
+
+// Header is one request header, as Suricata's request_headers lists them.
+type Header struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// splitHost splits a Host header into its name and port, as Suricata
+// does: "a.test:8080" gives "a.test" and 8080, "[2001:db8::1]:80" gives
+// "2001:db8::1" and 80; a port that is not a number stays in the name.
+func splitHost(h string) (string, int) {
+	if strings.HasPrefix(h, "[") {
+		if end := strings.IndexByte(h, ']'); end > 0 {
+			name, rest := h[1:end], h[end+1:]
+			if p, ok := strings.CutPrefix(rest, ":"); ok {
+				if n, err := strconv.Atoi(p); err == nil && n >= 0 && n <= 65535 {
+					return name, n
+				}
+			}
+			if rest == "" {
+				return name, 0
+			}
+		}
+		return h, 0
+	}
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && strings.IndexByte(h[:i], ':') < 0 {
+		if n, err := strconv.Atoi(h[i+1:]); err == nil && n >= 0 && n <= 65535 {
+			return h[:i], n
+		}
+	}
+	return h, 0
 }
 
 // headEnd returns the index just past the blank line ending the head in b
@@ -76,6 +114,7 @@ func Parse(data []byte, lim Limits) (Request, error) {
 		r.Error = err.Error()
 		return r, err
 	}
+	seenHost := false
 	for _, ln := range lines[1:] {
 		ln = strings.TrimSuffix(ln, "\r")
 		if ln == "" {
@@ -91,12 +130,15 @@ func Parse(data []byte, lim Limits) (Request, error) {
 			continue // the cap bounds the work and the record
 		}
 		name, value = clip(name, lim.MaxValueBytes, &r.Truncated), clip(value, lim.MaxValueBytes, &r.Truncated)
-		r.Headers = append(r.Headers, [2]string{name, value})
+		r.Headers = append(r.Headers, Header{name, value})
 		switch {
-		case r.Host == "" && strings.EqualFold(name, "Host"):
-			r.Host = value
+		case !seenHost && strings.EqualFold(name, "Host"):
+			seenHost = true
+			r.Host, r.Port = splitHost(value)
 		case r.UserAgent == "" && strings.EqualFold(name, "User-Agent"):
 			r.UserAgent = value
+		case r.Referer == "" && strings.EqualFold(name, "Referer"):
+			r.Referer = value
 		case r.ContentLength < 0 && strings.EqualFold(name, "Content-Length"):
 			if n, err := strconv.ParseInt(value, 10, 64); err == nil && n >= 0 {
 				r.ContentLength = n

@@ -4,9 +4,11 @@
 // Ports: 80, 81, 8000, 8008, 8080, 8081, 8088, 8888 (Ports), and any port
 // whose first segment starts with an HTTP method and a space (Match).
 //
-// Session fields: app_proto "http"; the "http" object is Request: method,
-// url (the request target as sent), version, host, user_agent, headers (in
-// order, as [name, value] pairs), body (base64), body_len (body bytes
+// Session fields: app_proto "http"; the "http" object is Request, named as
+// Suricata's EVE http object: http_method, url (the request target as
+// sent), protocol (HTTP/1.1), hostname and http_port (the Host header split
+// at its port), http_user_agent, http_refer, request_headers (in order, as
+// {name, value} objects); spoki's own: body (base64), body_len (body bytes
 // received), content_length (declared, -1 if none), truncated (the head or
 // body was cut at a cap) and error (why the request did not parse, if it
 // did not). Each URL a downloader command in the request line (URL-decoded

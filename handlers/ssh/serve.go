@@ -3,35 +3,78 @@ package ssh
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/spoki-telescope/spoki/handlers"
 )
 
-// Detail is the "ssh" object of the session event.
+// Detail is the "ssh" object of the session event, in the shape of
+// Suricata's EVE ssh object: the client's and the server's side.
 type Detail struct {
-	Banner          string `json:"banner"`
-	Kex             string `json:"kex,omitempty"`
-	HostKey         string `json:"host_key,omitempty"`
-	EncC2S          string `json:"enc_c2s,omitempty"`
-	EncS2C          string `json:"enc_s2c,omitempty"`
-	MacC2S          string `json:"mac_c2s,omitempty"`
-	MacS2C          string `json:"mac_s2c,omitempty"`
-	CmpC2S          string `json:"cmp_c2s,omitempty"`
-	CmpS2C          string `json:"cmp_s2c,omitempty"`
-	FirstKexFollows bool   `json:"first_kex_follows"`
-	HASSH           string `json:"hassh,omitempty"`
-	HASSHAlgorithms string `json:"hassh_algorithms,omitempty"`
+	Client ClientDetail `json:"client"`
+	// Server is spoki's own side (its configured banner); nil when
+	// nothing was sent.
+	Server *Software `json:"server,omitempty"`
 	// Truncated is set when a list was cut at MaxListBytes.
 	Truncated bool `json:"truncated"`
 	// Error says why no KEXINIT was recorded ("" if one was).
 	Error string `json:"error,omitempty"`
 }
 
+// Software is an identification line's versions, as Suricata splits it:
+// "SSH-2.0-OpenSSH_9.6 Ubuntu" has proto_version "2.0" and
+// software_version "OpenSSH_9.6" (up to the first space).
+type Software struct {
+	ProtoVersion    string `json:"proto_version"`
+	SoftwareVersion string `json:"software_version"`
+}
+
+// Fingerprint is a HASSH as Suricata's EVE writes it: the MD5 hash and the
+// string it hashes.
+type Fingerprint struct {
+	Hash   string `json:"hash"`
+	String string `json:"string"`
+}
+
+// ClientDetail is what the client sent: Suricata's proto_version,
+// software_version and hassh {hash, string} (salesforce/hassh:
+// kex;enc_c2s;mac_c2s;cmp_c2s), and spoki's own banner (the whole
+// identification line) and KEXINIT name-lists.
+type ClientDetail struct {
+	Software
+	HASSH           *Fingerprint `json:"hassh,omitempty"`
+	Banner          string       `json:"banner"`
+	Kex             string       `json:"kex,omitempty"`
+	HostKey         string       `json:"host_key,omitempty"`
+	EncC2S          string       `json:"enc_c2s,omitempty"`
+	EncS2C          string       `json:"enc_s2c,omitempty"`
+	MacC2S          string       `json:"mac_c2s,omitempty"`
+	MacS2C          string       `json:"mac_s2c,omitempty"`
+	CmpC2S          string       `json:"cmp_c2s,omitempty"`
+	CmpS2C          string       `json:"cmp_s2c,omitempty"`
+	FirstKexFollows bool         `json:"first_kex_follows"`
+}
+
+// ParseSoftware splits an identification line ("SSH-2.0-OpenSSH_9.6
+// comment") as Suricata does; a line that does not start "SSH-" gives
+// empty versions.
+func ParseSoftware(ident string) Software {
+	rest, ok := strings.CutPrefix(ident, "SSH-")
+	if !ok {
+		return Software{}
+	}
+	proto, sw, _ := strings.Cut(rest, "-")
+	if i := strings.IndexAny(sw, " \r\n"); i >= 0 {
+		sw = sw[:i]
+	}
+	return Software{ProtoVersion: proto, SoftwareVersion: sw}
+}
+
 // NewDetail returns the detail of what a client sent, the name-lists cut
 // at MaxListBytes (HASSH uses them whole).
 func NewDetail(c Client, err error) Detail {
-	d := Detail{Banner: c.Ident}
+	d := Detail{Client: ClientDetail{Software: ParseSoftware(c.Ident), Banner: c.Ident}}
 	if err != nil {
 		d.Error = err.Error()
 	}
@@ -46,13 +89,13 @@ func NewDetail(c Client, err error) Detail {
 		}
 		return s
 	}
-	d.Kex, d.HostKey = cut(k.Kex), cut(k.HostKey)
-	d.EncC2S, d.EncS2C = cut(k.EncC2S), cut(k.EncS2C)
-	d.MacC2S, d.MacS2C = cut(k.MacC2S), cut(k.MacS2C)
-	d.CmpC2S, d.CmpS2C = cut(k.CmpC2S), cut(k.CmpS2C)
-	d.FirstKexFollows = k.FirstKexFollows
-	d.HASSH = k.HASSH()
-	d.HASSHAlgorithms = cut(k.HASSHAlgorithms())
+	cd := &d.Client
+	cd.Kex, cd.HostKey = cut(k.Kex), cut(k.HostKey)
+	cd.EncC2S, cd.EncS2C = cut(k.EncC2S), cut(k.EncS2C)
+	cd.MacC2S, cd.MacS2C = cut(k.MacC2S), cut(k.MacS2C)
+	cd.CmpC2S, cd.CmpS2C = cut(k.CmpC2S), cut(k.CmpS2C)
+	cd.FirstKexFollows = k.FirstKexFollows
+	cd.HASSH = &Fingerprint{Hash: k.HASSH(), String: cut(k.HASSHAlgorithms())}
 	return d
 }
 
@@ -60,6 +103,7 @@ func NewDetail(c Client, err error) Detail {
 // banner and KEXINIT in, then close.
 func (h *Handler) Serve(ctx context.Context, c *handlers.Conn) (any, error) {
 	out := append([]byte(h.banner+"\r\n"), h.kexinit...)
+	server := ParseSoftware(h.banner)
 	if _, err := c.Write(out); err != nil {
 		return Detail{Error: err.Error()}, budget(err)
 	}
@@ -78,10 +122,14 @@ func (h *Handler) Serve(ctx context.Context, c *handlers.Conn) (any, error) {
 		buf = buf[:len(buf)+n]
 		cl, perr = Parse(buf)
 		if err != nil && errors.Is(perr, ErrIncomplete) {
-			return NewDetail(cl, perr), budget(err)
+			d := NewDetail(cl, perr)
+			d.Server = &server
+			return d, budget(err)
 		}
 	}
-	return NewDetail(cl, perr), nil
+	d := NewDetail(cl, perr)
+	d.Server = &server
+	return d, nil
 }
 
 // maxReadBytes caps the bytes read: the lines before the identification,

@@ -8,12 +8,14 @@
 // RFC 4253 lets both sides send at once. Content: Match accepts a first segment starting
 // with "SSH-".
 //
-// Session fields: app_proto "ssh"; the "ssh" object is Detail: banner
-// (the client's identification line, without CR LF), kex, host_key,
-// enc_c2s, enc_s2c, mac_c2s, mac_s2c, cmp_c2s, cmp_s2c (the KEXINIT
-// name-lists, comma-separated as sent), first_kex_follows, hassh (MD5 of
-// hassh_algorithms) and hassh_algorithms (kex;enc_c2s;mac_c2s;cmp_c2s, per
-// salesforce/hassh), truncated and error.
+// Session fields: app_proto "ssh"; the "ssh" object is Detail, shaped as
+// Suricata's EVE ssh object: client {proto_version, software_version,
+// hassh {hash, string} (MD5 of kex;enc_c2s;mac_c2s;cmp_c2s, per
+// salesforce/hassh), and spoki's own banner (the identification line,
+// without CR LF), kex, host_key, enc_c2s, enc_s2c, mac_c2s, mac_s2c,
+// cmp_c2s, cmp_s2c (the KEXINIT name-lists, comma-separated as sent) and
+// first_kex_follows}, server {proto_version, software_version} (spoki's
+// banner), truncated and error.
 //
 // Budgets: the identification line is read up to 255 bytes (RFC 4253
 // §4.2), after at most 16 other lines; the KEXINIT packet up to

@@ -87,11 +87,13 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := ssh.Parse(data)
 		d := ssh.NewDetail(c, err)
-		if len(d.Banner) > 255 || len(d.Kex) > ssh.MaxListBytes || len(d.EncC2S) > ssh.MaxListBytes || len(d.HASSHAlgorithms) > ssh.MaxListBytes {
+		cd := d.Client
+		if len(cd.Banner) > 255 || len(cd.Kex) > ssh.MaxListBytes || len(cd.EncC2S) > ssh.MaxListBytes ||
+			(cd.HASSH != nil && len(cd.HASSH.String) > ssh.MaxListBytes) {
 			t.Fatalf("caps not respected: %+v", d)
 		}
-		if err == nil && len(d.HASSH) != 32 {
-			t.Fatalf("hassh %q", d.HASSH)
+		if err == nil && (cd.HASSH == nil || len(cd.HASSH.Hash) != 32) {
+			t.Fatalf("hassh %+v", cd.HASSH)
 		}
 		if _, err := json.Marshal(d); err != nil {
 			t.Fatal(err)
@@ -116,9 +118,26 @@ func TestOpenSSH(t *testing.T) {
 	if s.AppProto != ssh.Name || !ok {
 		t.Fatalf("session %s %T\nssh: %s", s.AppProto, s.Detail, out)
 	}
-	if !strings.HasPrefix(d.Banner, "SSH-2.0-OpenSSH_") || d.Error != "" || len(d.HASSH) != 32 ||
-		!strings.Contains(d.Kex, "curve25519-sha256") || !strings.Contains(d.HASSHAlgorithms, ";") {
+	cd := d.Client
+	if !strings.HasPrefix(cd.Banner, "SSH-2.0-OpenSSH_") || d.Error != "" || cd.HASSH == nil || len(cd.HASSH.Hash) != 32 ||
+		cd.ProtoVersion != "2.0" || !strings.HasPrefix(cd.SoftwareVersion, "OpenSSH_") || strings.Contains(cd.SoftwareVersion, " ") ||
+		!strings.Contains(cd.Kex, "curve25519-sha256") || !strings.Contains(cd.HASSH.String, ";") ||
+		d.Server == nil || d.Server.ProtoVersion != "2.0" || d.Server.SoftwareVersion == "" {
 		t.Errorf("Detail = %+v\nssh: %s", d, out)
 	}
-	t.Logf("%s: hassh %s", d.Banner, d.HASSH)
+	t.Logf("%s: hassh %s", cd.Banner, cd.HASSH.Hash)
+}
+
+func TestParseSoftware(t *testing.T) {
+	for in, want := range map[string]ssh.Software{
+		"SSH-2.0-OpenSSH_8.9p1 Ubuntu-3ubuntu0.1": {ProtoVersion: "2.0", SoftwareVersion: "OpenSSH_8.9p1"},
+		"SSH-1.99-Cisco-1.25":                     {ProtoVersion: "1.99", SoftwareVersion: "Cisco-1.25"},
+		"SSH-2.0-":                                {ProtoVersion: "2.0"},
+		"SSH-2.0":                                 {ProtoVersion: "2.0"},
+		"GET / HTTP/1.1":                          {},
+	} {
+		if got := ssh.ParseSoftware(in); got != want {
+			t.Errorf("ParseSoftware(%q) = %+v, want %+v", in, got, want)
+		}
+	}
 }

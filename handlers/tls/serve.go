@@ -3,15 +3,24 @@ package tls
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/spoki-telescope/spoki/handlers"
 )
 
-// Detail is the "tls" object of the session event.
+// Detail is the "tls" object of the session event, in the field names of
+// Suricata's EVE tls object where it has them (version, sni, ja3, ja4).
 type Detail struct {
+	// Version is the highest version the client offers, as Suricata
+	// words it ("TLS 1.2", "TLS 1.3", "SSLv3", "0x7f1c" if unknown).
+	Version string `json:"version,omitempty"`
+	// RecordVersion and HelloVersion are the record's and the
+	// ClientHello's legacy versions (771 for 0x0303), Versions the
+	// supported_versions extension.
 	RecordVersion uint16   `json:"record_version"`
-	Version       uint16   `json:"version"`
+	HelloVersion  uint16   `json:"hello_version"`
 	Versions      []uint16 `json:"versions,omitempty"`
 	SNI           string   `json:"sni,omitempty"`
 	ALPN          []string `json:"alpn,omitempty"`
@@ -21,16 +30,60 @@ type Detail struct {
 	PointFormats  []uint16 `json:"point_formats,omitempty"`
 	SigAlgs       []uint16 `json:"sig_algs,omitempty"`
 	SessionIDLen  int      `json:"session_id_len"`
-	JA3           string   `json:"ja3,omitempty"`
-	JA3Hash       string   `json:"ja3_hash,omitempty"`
-	JA4           string   `json:"ja4,omitempty"`
-	JA4R          string   `json:"ja4_r,omitempty"`
-	JA4O          string   `json:"ja4_o,omitempty"`
-	JA4RO         string   `json:"ja4_ro,omitempty"`
+	// JA3 is the client's JA3 as Suricata writes it; spoki sends no
+	// ServerHello, so there is no ja3s.
+	JA3   *Fingerprint `json:"ja3,omitempty"`
+	JA4   string       `json:"ja4,omitempty"`
+	JA4R  string       `json:"ja4_r,omitempty"`
+	JA4O  string       `json:"ja4_o,omitempty"`
+	JA4RO string       `json:"ja4_ro,omitempty"`
 	// Truncated is set when a list was cut at MaxListLen.
 	Truncated bool `json:"truncated"`
 	// Error says why no complete ClientHello parsed ("" if one did).
 	Error string `json:"error,omitempty"`
+}
+
+// Fingerprint is a JA3 (or JA3S) fingerprint as Suricata's EVE writes it:
+// the MD5 hash and the string it hashes.
+type Fingerprint struct {
+	Hash   string `json:"hash"`
+	String string `json:"string"`
+}
+
+// VersionName returns v as Suricata's EVE writes TLS versions.
+func VersionName(v uint16) string {
+	switch {
+	case v == 0x0304:
+		return "TLS 1.3"
+	case v == 0x0303:
+		return "TLS 1.2"
+	case v == 0x0302:
+		return "TLS 1.1"
+	case v == 0x0301:
+		return "TLS 1.0"
+	case v == 0x0300:
+		return "SSLv3"
+	case v == 0x0200 || v == 0x0002:
+		return "SSLv2"
+	case v&0xff00 == 0x7f00:
+		return "TLS 1.3 draft-" + strconv.Itoa(int(v&0xff))
+	}
+	return fmt.Sprintf("0x%04x", v)
+}
+
+// offeredVersion is the highest non-GREASE version of supported_versions,
+// else the hello's legacy version.
+func offeredVersion(ch *ClientHello) uint16 {
+	best := uint16(0)
+	for _, v := range ch.SupportedVersions {
+		if !IsGREASE(v) && v > best && v < 0x7f00 {
+			best = v
+		}
+	}
+	if best == 0 {
+		return ch.Version
+	}
+	return best
 }
 
 // NewDetail returns the detail of a parsed ClientHello: the lists capped
@@ -44,7 +97,8 @@ func NewDetail(ch *ClientHello) Detail {
 		}
 		return vs
 	}
-	d.RecordVersion, d.Version, d.SessionIDLen = ch.RecordVersion, ch.Version, ch.SessionIDLen
+	d.RecordVersion, d.HelloVersion, d.SessionIDLen = ch.RecordVersion, ch.Version, ch.SessionIDLen
+	d.Version = VersionName(offeredVersion(ch))
 	d.Versions = capList(ch.SupportedVersions)
 	d.SNI, d.ALPN = ch.SNI, ch.ALPN
 	d.CipherSuites = capList(ch.CipherSuites)
@@ -56,7 +110,9 @@ func NewDetail(ch *ClientHello) Detail {
 		pf[i] = uint16(p)
 	}
 	d.PointFormats = capList(pf)
-	d.JA3, d.JA3Hash = ch.JA3()
+	var ja3 Fingerprint
+	ja3.String, ja3.Hash = ch.JA3()
+	d.JA3 = &ja3
 	j := ch.JA4()
 	d.JA4, d.JA4R, d.JA4O, d.JA4RO = j.JA4, j.JA4R, j.JA4O, j.JA4RO
 	return d

@@ -5,14 +5,16 @@
 // Ports: 443, 8443, 993, 995, 465, 636 (Ports), and any port whose first
 // segment is a TLS handshake record (Match: 0x16 0x03), e.g. TLS to port 80.
 //
-// Session fields: app_proto "tls"; the "tls" object is Detail:
-// record_version and version (the record's and the ClientHello's legacy
-// versions, 0x0301 style), versions (supported_versions), sni, alpn,
-// cipher_suites, extensions (wire order, GREASE values included, as
-// numbers), groups, point_formats, sig_algs, session_id_len, ja3 and
-// ja3_hash (salesforce/ja3: GREASE removed), ja4, ja4_r, ja4_o and ja4_ro
-// (FoxIO JA4: GREASE removed), truncated (a list was cut at MaxListLen)
-// and error (why the hello did not parse).
+// Session fields: app_proto "tls"; the "tls" object is Detail, named as
+// Suricata's EVE tls object where it has the field: version (the highest
+// version offered, "TLS 1.3"), sni, ja3 {hash, string} (salesforce/ja3:
+// GREASE removed) and ja4 (FoxIO JA4: GREASE removed); spoki's own:
+// record_version and hello_version (the record's and the ClientHello's
+// legacy versions as numbers, 771 for 0x0303), versions
+// (supported_versions), alpn, cipher_suites, extensions (wire order, GREASE
+// values included, as numbers), groups, point_formats, sig_algs,
+// session_id_len, ja4_r, ja4_o and ja4_ro, truncated (a list was cut at
+// MaxListLen) and error (why the hello did not parse).
 //
 // Budgets: at most MaxHelloBytes (16 KiB + record headers) read, each read
 // waiting at most ReadTimeout (2 s); lists are recorded up to MaxListLen

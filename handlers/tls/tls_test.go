@@ -216,8 +216,8 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("ALPN value over 64 bytes")
 			}
 		}
-		if err == nil && (len(d.JA4) != 36 || len(d.JA3Hash) != 32) {
-			t.Fatalf("fingerprints %q %q", d.JA4, d.JA3Hash)
+		if err == nil && (len(d.JA4) != 36 || d.JA3 == nil || len(d.JA3.Hash) != 32 || d.Version == "") {
+			t.Fatalf("fingerprints %q %+v, version %q", d.JA4, d.JA3, d.Version)
 		}
 		if _, err := json.Marshal(d); err != nil {
 			t.Fatal(err)
@@ -240,16 +240,41 @@ func TestOpenSSL(t *testing.T) {
 	if s.AppProto != tls.Name || !ok {
 		t.Fatalf("session %s %T, want tls Detail\nopenssl: %s", s.AppProto, s.Detail, out)
 	}
-	if d.SNI != "x.test" || d.Error != "" || !strings.HasPrefix(d.JA4, "t13d") || !strings.Contains(d.JA4, "h2_") || len(d.JA3Hash) != 32 {
+	if d.SNI != "x.test" || d.Error != "" || !strings.HasPrefix(d.JA4, "t13d") || !strings.Contains(d.JA4, "h2_") ||
+		d.JA3 == nil || len(d.JA3.Hash) != 32 || d.Version != "TLS 1.3" || d.HelloVersion != 0x0303 {
 		t.Errorf("Detail = %+v\nopenssl: %s", d, out)
 	}
 	if !strings.Contains(string(out), "alert handshake failure") {
 		t.Logf("openssl did not report the alert: %s", out)
 	}
-	t.Logf("openssl %s: JA3 %s JA4 %s", strings.TrimSpace(versionOf(openssl)), d.JA3Hash, d.JA4)
+	t.Logf("openssl %s: %s JA3 %s JA4 %s", strings.TrimSpace(versionOf(openssl)), d.Version, d.JA3.Hash, d.JA4)
 }
 
 func versionOf(openssl string) string {
 	out, _ := exec.Command(openssl, "version").Output()
 	return string(out)
+}
+
+// TestVersionName checks the EVE names of TLS versions and the version a
+// hello offers: the highest of supported_versions (GREASE skipped), else
+// the legacy version.
+func TestVersionName(t *testing.T) {
+	for v, want := range map[uint16]string{0x0304: "TLS 1.3", 0x0303: "TLS 1.2", 0x0302: "TLS 1.1", 0x0301: "TLS 1.0",
+		0x0300: "SSLv3", 0x0002: "SSLv2", 0x7f1c: "TLS 1.3 draft-28", 0x1234: "0x1234"} {
+		if got := tls.VersionName(v); got != want {
+			t.Errorf("VersionName(%#04x) = %q, want %q", v, got, want)
+		}
+	}
+	for _, tc := range []struct {
+		ch   tls.ClientHello
+		want string
+	}{
+		{tls.ClientHello{Version: 0x0303, SupportedVersions: []uint16{0x1a1a, 0x0304, 0x0303}}, "TLS 1.3"},
+		{tls.ClientHello{Version: 0x0303}, "TLS 1.2"},
+		{tls.ClientHello{Version: 0x0301, SupportedVersions: []uint16{0xfafa}}, "TLS 1.0"},
+	} {
+		if got := tls.NewDetail(&tc.ch).Version; got != tc.want {
+			t.Errorf("NewDetail(%+v).Version = %q, want %q", tc.ch, got, tc.want)
+		}
+	}
 }
