@@ -67,12 +67,17 @@ var e2eImportTable = []e2eImportRule{
 	{"analysis/...", []string{"analysis", "analysis/...", "records", "records/kafkasink"}},
 	{"lab", []string{"records"}},
 	{"internal/pathcheck", nil},
+	// internal/version reads the build information; the package builder
+	// and its command (make deb) package what the repository holds.
+	{"internal/version", nil},
+	{"internal/debpkg", nil},
+	{"deploy/debpkg", []string{"internal/debpkg"}},
 	// stats reads the counters every package describes in struct tags
 	// (the packages need not import it); it imports nothing of spoki.
 	{"stats", nil},
 	// stats/promstats serves them to Prometheus, with the session
 	// duration histogram over the records' sessions.
-	{"stats/promstats", []string{"stats", "records"}},
+	{"stats/promstats", []string{"stats", "records", "internal/version"}},
 	{"stats/...", []string{"stats"}},
 	// config is the configuration of `spoki run`: its defaults come from
 	// the stages it configures, and the handlers map is checked by

@@ -88,7 +88,7 @@ func TestReportFromLabRun(t *testing.T) {
 			if v, ok := e2eField(e, "tls", "ja4").(string); ok && v != "" {
 				keys["ja4"][v]++
 			}
-			if v, ok := e2eField(e, "ssh", "hassh").(string); ok && v != "" {
+			if v, ok := e2eField(e, "ssh", "client", "hassh", "hash").(string); ok && v != "" {
 				keys["hassh"][v]++
 			}
 			if cs, ok := e2eField(e, "telnet", "credentials").([]any); ok {
