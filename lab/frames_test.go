@@ -7,8 +7,8 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 )
 
 // checksum is a plain Internet checksum over b, written independently of

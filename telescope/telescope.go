@@ -429,6 +429,7 @@ func (t *running) serve(ctx context.Context) error {
 
 	stats := &statsTicker{}
 	stats.set(cfg.StatsInterval)
+	statsLog := newStatsLogger(log, t.src, !stderrIsTerminal())
 	defer stats.set(0)
 	live := &liveConfig{
 		reparse: t.reparse, cfg: cfg, log: log, level: t.level,
@@ -444,7 +445,7 @@ func (t *running) serve(ctx context.Context) error {
 		case <-t.hup:
 			live.reload()
 		case <-stats.c:
-			logStats(log, t.src, "stats")
+			statsLog.tick()
 		}
 	}
 }
