@@ -843,6 +843,10 @@ func benchParseFlood(out string) (sent uint64, elapsed time.Duration, err error)
 }
 
 // benchParseStats reads spoki's stats and final lines (slog text format).
+// The counters' totals are in the final line only (the periodic lines
+// carry rates), so a total read from a periodic line is 0: what is counted
+// from "the last line before the flood" on includes the start-up's few
+// drops (ICMPv6 from the kernel on the TUN).
 func benchParseStats(out string) []benchStats {
 	var res []benchStats
 	for _, line := range strings.Split(out, "\n") {
@@ -855,7 +859,7 @@ func benchParseStats(out string) []benchStats {
 			if !ok {
 				continue
 			}
-			n, _ := strconv.ParseUint(v, 10, 64)
+			n, _ := e2eStatNumber(v)
 			switch k {
 			case "time":
 				s.at, _ = time.Parse(time.RFC3339Nano, v)

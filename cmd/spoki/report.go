@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,14 +23,10 @@ numbers as charts.`
 
 // reportMain is `spoki report`.
 func reportMain(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("report", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), reportUsage)
-		fs.PrintDefaults()
-	}
-	htmlOut := fs.String("html", "", "write the HTML page to this file")
-	known := fs.String("known-scanners", "known-scanners", "directory of ips.NAME.txt lists (missing: built-in prefixes only)")
-	raw := fs.String("raw", "", "raw-log directory, for two-phase ACKs whose payload is in the raw log only")
+	fs := newFlagSet("report", reportUsage)
+	htmlOut := fs.String("html", "", "write the HTML page to `FILE`")
+	known := fs.String("known-scanners", "known-scanners", "`DIR` of ips.NAME.txt lists (missing: built-in prefixes only)")
+	raw := fs.String("raw", "", "raw-log `DIR`, for two-phase ACKs whose payload is in the raw log only")
 	top := fs.Int("top", report.DefaultTopN, "ports listed per category")
 	phase := fs.Duration("phase-timeout", report.DefaultPhaseTimeout, "largest delay paired into a two-phase event (event log only)")
 	pos, err := parseInterleaved(fs, args)
@@ -39,11 +34,10 @@ func reportMain(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(pos) == 0 {
-		fs.Usage()
-		return errors.New("report: want at least one INPUT")
+		return usagef("report", "report: want at least one INPUT")
 	}
 	if *top <= 0 || *phase <= 0 {
-		return errors.New("report: --top and --phase-timeout must be positive")
+		return usagef("report", "report: --top and --phase-timeout must be positive")
 	}
 	r, err := report.Build(ctx, report.Config{KnownScanners: *known, RawDir: *raw, TopN: *top, PhaseTimeout: *phase}, pos)
 	if err != nil {

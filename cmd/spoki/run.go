@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -24,12 +21,21 @@ type prefixList []string
 func (p *prefixList) String() string     { return strings.Join(*p, ",") }
 func (p *prefixList) Set(s string) error { *p = append(*p, s); return nil }
 
+// runSynopsis heads the help of `spoki run`.
+const runSynopsis = `usage: spoki run --prefix CIDR [--prefix CIDR ...] [flags]
+       spoki run --config FILE [flags]
+
+Runs the telescope: routes the prefixes to a TUN device, answers every SYN
+to them with a SYN cookie, completes the handshakes that come back and
+records what the clients send (README.md: the files it writes). SIGHUP
+reloads --config; SIGINT and SIGTERM end it with a final stats line.`
+
 // runFlags defines the flags of `spoki run` on c, each defaulting to c's
 // current value: parsing the arguments onto a config read from a file
 // changes only what a flag sets. The list flags collect into prefixes and
 // purePrefixes, which replace (not extend) the file's lists.
 func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
-	fs := flag.NewFlagSet("spoki run", flag.ContinueOnError)
+	fs := newFlagSet("run", runSynopsis)
 	fs.Var(prefixes, "prefix", "telescope prefix `CIDR` (IPv4 or IPv6; repeat for more)")
 	fs.StringVar(&c.ConfigFile, "config", c.ConfigFile, "YAML `FILE` with the same keys as the flags (flags win); SIGHUP reloads it")
 	fs.StringVar(&c.Tun, "tun", c.Tun, "TUN device `NAME`")
@@ -47,8 +53,8 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "end a connection whose first request is not complete this long after accept (slowloris)")
 	fs.Var(&c.ConnBuffer, "conn-buffer", "receive and send buffer of each connection, each (`SIZE`, 4KiB-64KiB)")
 	fs.Var(&c.MemoryLimit, "memory-limit", "Go's soft memory limit (`SIZE`; the GOMEMLIMIT environment variable wins if set)")
-	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
-	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "interval of the stats line (0 = none)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `LEVEL`: debug, info, warn or error")
+	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "interval of the stats line of rates (0 = none; default 1s on a terminal, else 1m)")
 	fs.DurationVar(&c.PhaseTimeout, "phase-timeout", c.PhaseTimeout, "longest delay between the two phases of a two-phase scan")
 	fs.Var(&c.PhaseMemory, "phase-memory", "memory `SIZE` of the two-phase detector's table (e.g. 32MiB; 32 bytes per phase-one SYN)")
 	fs.IntVar(&c.SYNACKRate, "synack-rate", c.SYNACKRate, "SYN-ACKs per second per source for regular SYNs, after the burst (0 = no limit)")
@@ -77,11 +83,11 @@ func parseRunFlags(args []string) (runConfig, error) {
 	cfg := defaultRunConfig()
 	var prefixes, purePrefixes prefixList
 	fs := runFlags(&cfg, &prefixes, &purePrefixes)
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("run: unexpected arguments %q", fs.Args())
+		return cfg, usagef("run", "run: unexpected arguments %q", fs.Args())
 	}
 	if cfg.ConfigFile != "" {
 		fileCfg := defaultRunConfig()
@@ -91,7 +97,7 @@ func parseRunFlags(args []string) (runConfig, error) {
 		// The same arguments again, onto the file's values: they parsed
 		// above, so they parse here.
 		prefixes, purePrefixes = nil, nil
-		if err := parseFlags(runFlags(&fileCfg, &prefixes, &purePrefixes), args); err != nil {
+		if err := parseArgs(runFlags(&fileCfg, &prefixes, &purePrefixes), args); err != nil {
 			return cfg, err
 		}
 		cfg = fileCfg
@@ -103,23 +109,6 @@ func parseRunFlags(args []string) (runConfig, error) {
 		cfg.PurePrefixes = purePrefixes
 	}
 	return cfg, nil
-}
-
-// parseFlags parses args so that a bad flag costs one line on stderr (the
-// caller prints the error) and -h prints the usage on stdout.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	fs.SetOutput(io.Discard)
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(os.Stdout)
-		fmt.Fprintf(os.Stdout, "usage of %s:\n", fs.Name())
-		fs.PrintDefaults()
-		return err
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w (-h for help)", fs.Name(), err)
-	}
-	return nil
 }
 
 // newLogger writes colour through tint on a terminal and plain slog text
@@ -138,6 +127,11 @@ func runMain(ctx context.Context, args []string) error {
 	cfg, err := parseRunFlags(args)
 	if err != nil {
 		return err
+	}
+	// A bad or missing flag value is the invocation's mistake (exit 2);
+	// telescope.Run checks again (a reload's config goes through it too).
+	if _, err := cfg.Validate(); err != nil {
+		return &usageError{cmd: "run", err: err}
 	}
 	return telescope.Run(ctx, telescope.Options{
 		Config:    cfg,
