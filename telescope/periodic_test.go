@@ -151,3 +151,39 @@ func TestStatsFinalSizes(t *testing.T) {
 		}
 	}
 }
+
+// fakeStatus records what a StatusLine is set to.
+type fakeStatus struct {
+	lines []string
+	done  bool
+}
+
+func (f *fakeStatus) Set(line string) { f.lines = append(f.lines, line) }
+func (f *fakeStatus) Done()           { f.done = true }
+
+// TestStatsProgress checks --progress: each interval redraws the status
+// line with the rates, the connections, the memory and the packets so
+// far, and writes no stats line.
+func TestStatsProgress(t *testing.T) {
+	h := newPeriodicHarness(true)
+	st := &fakeStatus{}
+	h.sl.status = st
+	h.sl.start = h.at
+	h.fake.ns.PacketsIn, h.fake.ns.SYNACKsSent, h.fake.ns.Active = 3000, 1500, 2
+	if line := h.tick(t, 3*time.Second); line != nil {
+		t.Errorf("a stats line with --progress: %v", line)
+	}
+	h.fake.ns.PacketsIn += 10
+	h.tick(t, time.Second) // nothing changed but the packets: redrawn anyway
+	if len(st.lines) != 2 {
+		t.Fatalf("status set %d times, want 2: %q", len(st.lines), st.lines)
+	}
+	for i, want := range []string{
+		"1000 packets/s, 500 synacks/s, 0 sessions/s, 0 drops/s, 2 active, rss 34.8MiB, up 3s, 3000 packets",
+		"10.0 packets/s, 0 synacks/s, 0 sessions/s, 0 drops/s, 2 active, rss 34.8MiB, up 4s, 3010 packets",
+	} {
+		if st.lines[i] != want {
+			t.Errorf("status %d\n got %q\nwant %q", i, st.lines[i], want)
+		}
+	}
+}

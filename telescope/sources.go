@@ -2,9 +2,11 @@ package telescope
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -143,10 +145,29 @@ type statsLogger struct {
 	now func() time.Time
 	mem func() (heap, rss uint64)
 
+	// status, if set, shows the interval as one line redrawn in place
+	// (--progress) instead of a stats line.
+	status StatusLine
+	start  time.Time
+
 	prev       stats.Line
 	prevAt     time.Time
 	heap, rss  uint64
 	wroteFirst bool
+}
+
+// progress is the --progress line, masscan-like: the rates, the
+// connections, the memory, the time up and the packets so far.
+func (s *statsLogger) progress(cur, prev *stats.Line, dt time.Duration, at time.Time, rss uint64) string {
+	var b strings.Builder
+	for _, r := range periodicRates {
+		fmt.Fprintf(&b, "%s %s/s, ", stats.FormatRate(cur.Delta(prev, r.key), dt), r.name)
+	}
+	active, _ := cur.Get("active")
+	packets, _ := cur.Get("packets_in")
+	fmt.Fprintf(&b, "%s active, rss %s, up %s, %s packets", active, stats.FormatSize(rss),
+		at.Sub(s.start).Truncate(time.Second), packets)
+	return b.String()
 }
 
 // newStatsLogger takes the first reading, from which the first line's
@@ -154,6 +175,7 @@ type statsLogger struct {
 func newStatsLogger(log *slog.Logger, src metricsSources, quiet bool) *statsLogger {
 	s := &statsLogger{log: log, src: src, quiet: quiet, now: time.Now, mem: memStats}
 	s.prev, s.prevAt = s.read(), s.now()
+	s.start = s.prevAt
 	s.heap, s.rss = s.mem()
 	return s
 }
@@ -168,8 +190,8 @@ func (s *statsLogger) read() stats.Line {
 }
 
 // tick reads the sources and writes the line of the interval since the
-// last tick, unless quiet and nothing changed. It reports whether it
-// wrote.
+// last tick, unless quiet and nothing changed; with a status line it
+// redraws that instead. It reports whether it wrote a stats line.
 func (s *statsLogger) tick() bool {
 	cur, at := s.read(), s.now()
 	heap, rss := s.mem()
@@ -177,6 +199,10 @@ func (s *statsLogger) tick() bool {
 	s.prev, s.prevAt = cur, at
 	idle := cur.Same(&prev) && heap == s.heap && rss == s.rss
 	s.heap, s.rss = heap, rss
+	if s.status != nil {
+		s.status.Set(s.progress(&cur, &prev, dt, at, rss))
+		return false
+	}
 	if s.quiet && idle && s.wroteFirst {
 		return false
 	}

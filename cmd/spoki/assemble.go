@@ -62,7 +62,7 @@ func (o *assembleOpts) check(fs *flag.FlagSet, pos []string) (time.Time, slog.Le
 	}
 	st, err := assemble.ParseStartHour(o.start)
 	if err != nil {
-		return time.Time{}, 0, &usageError{cmd: "assemble", err: fmt.Errorf("assemble: --start: %w", err)}
+		return time.Time{}, 0, &usageError{cmd: "assemble", err: err}
 	}
 	if o.phase <= 0 || o.probe < 0 {
 		return time.Time{}, 0, usagef("assemble", "assemble: timeouts must be positive")

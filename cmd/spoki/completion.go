@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 )
@@ -21,7 +20,7 @@ and each command's flags. Load it with
 // completionMain is `spoki completion bash|zsh`.
 func completionMain(ctx context.Context, args []string) error {
 	if len(args) == 1 && isHelp(args[0]) {
-		fmt.Fprintln(helpOut, completionSynopsis)
+		fmt.Fprintln(stdout, completionSynopsis)
 		return flag.ErrHelp
 	}
 	if len(args) != 1 {
@@ -30,9 +29,9 @@ func completionMain(ctx context.Context, args []string) error {
 	table := completionTable(ctx)
 	switch args[0] {
 	case "bash":
-		writeBash(os.Stdout, table)
+		writeBash(stdout, table)
 	case "zsh":
-		writeZsh(os.Stdout, table)
+		writeZsh(stdout, table)
 	default:
 		return usagef("completion", "completion: unknown shell %q: want bash or zsh", args[0])
 	}
@@ -56,9 +55,9 @@ func completionTable(ctx context.Context) []completionEntry {
 		flagCapture = func(fs *flag.FlagSet) {
 			fs.VisitAll(func(f *flag.Flag) { names = append(names, "--"+f.Name) })
 		}
-		out := helpOut
-		helpOut = io.Discard
-		defer func() { flagCapture, helpOut = nil, out }()
+		out := stdout
+		stdout = io.Discard
+		defer func() { flagCapture, stdout = nil, out }()
 		_ = c.main(ctx, append(args, "--help"))
 		sort.Strings(names)
 		return names

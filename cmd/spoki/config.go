@@ -45,7 +45,7 @@ func configMain(_ context.Context, args []string) error {
 		return usagef("config", "config: missing subcommand: want check")
 	}
 	if isHelp(args[0]) {
-		fmt.Fprintln(helpOut, configSynopsis)
+		fmt.Fprintln(stdout, configSynopsis)
 		return flag.ErrHelp
 	}
 	if args[0] != "check" {

@@ -15,6 +15,7 @@ import (
 // labUsage is printed for `spoki lab` with a bad subcommand.
 const labUsage = `usage: spoki lab [up] [--keep] [--log-dir DIR]
        spoki lab demo [--keep-logs DIR]
+
 up (the default) builds the lab, starts spoki in it and waits for Ctrl-C;
 demo runs the probes end to end, prints the event log and checks it.
 Both need root and remove everything they create.`
@@ -53,7 +54,7 @@ func labMain(ctx context.Context, args []string) error {
 		}
 		return lab.Demo(ctx, cfg)
 	case "help":
-		fmt.Fprintln(helpOut, labUsage)
+		fmt.Fprintln(stdout, labUsage)
 		return flag.ErrHelp
 	default:
 		return usagef("lab", "lab: unknown subcommand %q: want up or demo", sub)

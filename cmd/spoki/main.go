@@ -107,7 +107,7 @@ func runCommand(ctx context.Context, stderr io.Writer, args []string) int {
 	name := args[0]
 	switch name {
 	case "-h", "-help", "--help":
-		fmt.Fprintln(helpOut, usage())
+		fmt.Fprintln(stdout, usage())
 		return 0
 	}
 	c, ok := lookup(name)
@@ -141,15 +141,15 @@ func runCommand(ctx context.Context, stderr io.Writer, args []string) int {
 // --help.
 func helpMain(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		fmt.Fprintln(helpOut, usage())
+		fmt.Fprintln(stdout, usage())
 		return nil
 	}
 	c, ok := lookup(args[0])
-	if !ok {
+	if !ok && !isHelp(args[0]) {
 		return usagef("help", "help: unknown command %q", args[0])
 	}
-	if c.name == "help" {
-		fmt.Fprintln(helpOut, "usage: spoki help [COMMAND [SUBCOMMAND]]\n\nshows the help of a command; the same as spoki COMMAND --help.")
+	if !ok || c.name == "help" {
+		fmt.Fprintln(stdout, "usage: spoki help [COMMAND [SUBCOMMAND]]\n\nshows the help of a command; the same as spoki COMMAND --help.")
 		return nil
 	}
 	rest := []string{"--help"}

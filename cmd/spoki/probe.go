@@ -21,6 +21,7 @@ const probeUsage = `usage: spoki probe http URL
        spoki probe syn (--prefix CIDR ... --count N | --target ADDR:PORT ...) [--wait 5s] [--seed S]
        spoki probe flood --iface IF --prefix CIDR [--src CIDR] [--kind syn|ack|synack|rst]
                          [--irregular] [--port P] [--rate PPS] [--duration 10s] [--count N] [--dst-mac MAC]
+
 The probes are the project's own clients; run them inside the lab's scanner
 namespace: ip netns exec NS spoki probe ...`
 
@@ -42,7 +43,7 @@ func probeMain(ctx context.Context, args []string) error {
 	case "flood":
 		return probeFlood(ctx, out, rest)
 	case "-h", "-help", "--help", "help":
-		fmt.Fprintln(helpOut, probeUsage)
+		fmt.Fprintln(stdout, probeUsage)
 		return flag.ErrHelp
 	default:
 		return usagef("probe", "probe: unknown subcommand %q: want http, line, syn or flood", sub)

@@ -11,6 +11,7 @@ import (
 	"github.com/lmittmann/tint"
 	"golang.org/x/sys/unix"
 
+	"github.com/spoki-telescope/spoki/analysis/assemble"
 	"github.com/spoki-telescope/spoki/config"
 	"github.com/spoki-telescope/spoki/telescope"
 )
@@ -55,6 +56,7 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.Var(&c.MemoryLimit, "memory-limit", "Go's soft memory limit (`SIZE`; the GOMEMLIMIT environment variable wins if set)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `LEVEL`: debug, info, warn or error")
 	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "interval of the stats line of rates (0 = none; default 1s on a terminal, else 1m)")
+	fs.BoolVar(&c.Progress, "progress", c.Progress, "on a terminal, show the stats as one line redrawn each --stats-interval, the log scrolling above it")
 	fs.DurationVar(&c.PhaseTimeout, "phase-timeout", c.PhaseTimeout, "longest delay between the two phases of a two-phase scan")
 	fs.Var(&c.PhaseMemory, "phase-memory", "memory `SIZE` of the two-phase detector's table (e.g. 32MiB; 32 bytes per phase-one SYN)")
 	fs.IntVar(&c.SYNACKRate, "synack-rate", c.SYNACKRate, "SYN-ACKs per second per source for regular SYNs, after the burst (0 = no limit)")
@@ -133,9 +135,18 @@ func runMain(ctx context.Context, args []string) error {
 	if _, err := cfg.Validate(); err != nil {
 		return &usageError{cmd: "run", err: err}
 	}
-	return telescope.Run(ctx, telescope.Options{
+	o := telescope.Options{
 		Config:    cfg,
 		Reparse:   func() (runConfig, error) { return parseRunFlags(args) },
 		NewLogger: newLogger,
-	})
+	}
+	if width, ok := assemble.TerminalWidth(os.Stderr); ok && cfg.Progress {
+		// The log scrolls above the progress line.
+		status := assemble.NewStatusLine(os.Stderr, width)
+		o.Status = status
+		o.NewLogger = func(level slog.Leveler) *slog.Logger {
+			return slog.New(tint.NewHandler(status, &tint.Options{Level: level, TimeFormat: time.TimeOnly}))
+		}
+	}
+	return telescope.Run(ctx, o)
 }

@@ -19,6 +19,7 @@ import (
 const scenarioUsage = `usage: spoki scenario run [flags] FILE... | --builtin
        spoki scenario replay [flags] CAPTURE
        spoki scenario list
+
 run runs packetdrill-like scenario files (scenarios/README.md) from the
 lab's scanner host against a live telescope and prints a pass or fail line
 per step; replay sends the client side of a capture (pcap or pcapng) into
@@ -51,7 +52,7 @@ func scenarioMain(ctx context.Context, args []string) error {
 		}
 		return nil
 	case "-h", "-help", "--help", "help":
-		fmt.Fprintln(helpOut, scenarioUsage)
+		fmt.Fprintln(stdout, scenarioUsage)
 		return flag.ErrHelp
 	default:
 		return usagef("scenario", "scenario: unknown subcommand %q: want run, replay or list", sub)
@@ -81,7 +82,7 @@ func scenarioRun(ctx context.Context, out io.Writer, args []string) error {
 		return err
 	}
 	if fs.NArg() == 0 && !*builtin {
-		return usagef("scenario run", "scenario run: no scenario FILE (or --builtin)")
+		return usagef("scenario run", "scenario run: want a FILE (or --builtin)")
 	}
 	return labrun.Run(ctx, labrun.Env(env), out, *builtin, fs.Args())
 }

@@ -38,8 +38,9 @@ func usagef(cmd, format string, args ...any) error {
 	return &usageError{cmd: cmd, err: fmt.Errorf(format, args...)}
 }
 
-// helpOut is where help goes (stdout; the tests' buffer).
-var helpOut io.Writer = os.Stdout
+// stdout is where help and the completion scripts go (os.Stdout; the
+// tests' buffer).
+var stdout io.Writer = os.Stdout
 
 // flagCapture, when set, receives the flag set of a command called with
 // --help instead of its help being printed: the completion scripts are
@@ -81,7 +82,7 @@ func parseArgs(fs *flag.FlagSet, args []string) error {
 		if !ok {
 			synopsis = "usage: " + fs.Name() + " [flags]"
 		}
-		printHelp(helpOut, fs, synopsis)
+		printHelp(stdout, fs, synopsis)
 		return err
 	}
 	if err != nil {
@@ -261,8 +262,11 @@ func printHelp(w io.Writer, fs *flag.FlagSet, synopsis string) {
 		}
 		if !isZeroDefault(f) && !strings.Contains(usage, "default") {
 			def := f.DefValue
-			if valueKind(f.Value) == "string" {
+			switch valueKind(f.Value) {
+			case "string":
 				def = fmt.Sprintf("%q", def)
+			case "duration":
+				def = shortDuration(def)
 			}
 			usage += " (default " + def + ")"
 		}
@@ -288,4 +292,16 @@ func printHelp(w io.Writer, fs *flag.FlagSet, synopsis string) {
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// shortDuration drops the zero units Go's Duration.String spells out:
+// 10m0s → 10m, 1h0m0s → 1h.
+func shortDuration(d string) string {
+	if strings.HasSuffix(d, "m0s") {
+		d = strings.TrimSuffix(d, "0s")
+	}
+	if strings.HasSuffix(d, "h0m") {
+		d = strings.TrimSuffix(d, "0m")
+	}
+	return d
 }
