@@ -58,9 +58,6 @@ func (l *Line) add(k string, x Value, counter bool) {
 	l.vals[k] = x
 }
 
-// Keys returns the line's keys, in order.
-func (l *Line) Keys() []string { return l.keys }
-
 // Get returns the value of key k.
 func (l *Line) Get(k string) (Value, bool) {
 	v, ok := l.vals[k]
