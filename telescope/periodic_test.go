@@ -26,7 +26,7 @@ func newPeriodicHarness(quiet bool) *periodicHarness {
 	h.sl.now = func() time.Time { return h.at }
 	h.sl.mem = func() (uint64, uint64) { return h.heap, h.rss }
 	h.sl.prev, h.sl.prevAt = h.sl.read(), h.at // the baseline, read with the fakes
-	h.sl.heap, h.sl.rss = h.heap, h.rss
+	h.sl.heap = h.heap
 	return h
 }
 
@@ -103,7 +103,8 @@ func TestStatsPeriodicRates(t *testing.T) {
 
 // TestStatsPeriodicQuiet checks that, off a terminal, an interval in which
 // nothing changed writes no line, and that any change (a counter, a gauge,
-// the heap) writes one again; on a terminal every interval writes.
+// the live heap as shown) writes one again, the RSS alone not; on a
+// terminal every interval writes.
 func TestStatsPeriodicQuiet(t *testing.T) {
 	h := newPeriodicHarness(true)
 	if h.tick(t, time.Minute) == nil {
@@ -123,9 +124,23 @@ func TestStatsPeriodicQuiet(t *testing.T) {
 	if line := h.tick(t, time.Minute); line == nil || line["listeners"] != "4" {
 		t.Errorf("a gauge change: line %v", line)
 	}
-	h.heap += 4096
-	if h.tick(t, time.Minute) == nil {
-		t.Errorf("a heap change wrote no line")
+	h.heap += 1 << 20
+	if line := h.tick(t, time.Minute); line == nil || line["heap_live"] != "11.0MiB" {
+		t.Errorf("a heap change: line %v", line)
+	}
+	// The RSS of an idle process moves (garbage between collections, pages
+	// returned): alone it writes no line, and the next line shows it.
+	h.rss += 8 << 20
+	if line := h.tick(t, time.Minute); line != nil {
+		t.Errorf("the RSS alone moving wrote %v", line)
+	}
+	h.heap += 4096 // less than the line shows
+	if line := h.tick(t, time.Minute); line != nil {
+		t.Errorf("4 KiB more live heap wrote %v", line)
+	}
+	h.fake.ns.PacketsIn++
+	if line := h.tick(t, time.Minute); line == nil || line["rss"] != "42.8MiB" {
+		t.Errorf("the next line: %v, want rss=42.8MiB", line)
 	}
 
 	loud := newPeriodicHarness(false)

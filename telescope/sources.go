@@ -138,8 +138,9 @@ type statsLogger struct {
 	log *slog.Logger
 	src metricsSources
 	// quiet skips a line when nothing changed since the last reading (no
-	// counter moved, no gauge, heap or RSS changed): stderr is a journal
-	// or a file, not a person watching.
+	// counter moved, no gauge changed, the live heap is the same to the
+	// line's 0.1 MiB): stderr is a journal or a file, not a person
+	// watching.
 	quiet bool
 	// now and mem are time.Now and memStats (the tests' clock and memory).
 	now func() time.Time
@@ -150,9 +151,10 @@ type statsLogger struct {
 	status StatusLine
 	start  time.Time
 
-	prev       stats.Line
-	prevAt     time.Time
-	heap, rss  uint64
+	prev   stats.Line
+	prevAt time.Time
+	// heap is the live heap of the last interval that was not idle.
+	heap       uint64
 	wroteFirst bool
 }
 
@@ -176,7 +178,7 @@ func newStatsLogger(log *slog.Logger, src metricsSources, quiet bool) *statsLogg
 	s := &statsLogger{log: log, src: src, quiet: quiet, now: time.Now, mem: memStats}
 	s.prev, s.prevAt = s.read(), s.now()
 	s.start = s.prevAt
-	s.heap, s.rss = s.mem()
+	s.heap, _ = s.mem()
 	return s
 }
 
@@ -197,8 +199,13 @@ func (s *statsLogger) tick() bool {
 	heap, rss := s.mem()
 	prev, dt := s.prev, at.Sub(s.prevAt)
 	s.prev, s.prevAt = cur, at
-	idle := cur.Same(&prev) && heap == s.heap && rss == s.rss
-	s.heap, s.rss = heap, rss
+	// The live heap as the line shows it; not the RSS, which an idle
+	// process moves too (the heap grows with garbage between collections,
+	// the scavenger returns pages).
+	idle := cur.Same(&prev) && stats.FormatSize(heap) == stats.FormatSize(s.heap)
+	if !idle {
+		s.heap = heap
+	}
 	if s.status != nil {
 		s.status.Set(s.progress(&cur, &prev, dt, at, rss))
 		return false

@@ -129,11 +129,7 @@ func BenchmarkAttackMix(b *testing.B) {
 	if err := benchFetchPprof(ctx, l, "heap?gc=1", os.DevNull); err != nil {
 		b.Fatal(err)
 	}
-	afterGC := func(line string) bool {
-		st := benchParseStats(line)
-		return len(st) == 1 && st[0].at.After(tGC)
-	}
-	if err := p.WaitForLine(afterGC, "stats line after the forced GC", 3*time.Second); err != nil {
+	if err := benchWaitStatsAfter(p, tGC); err != nil {
 		b.Fatal(err)
 	}
 	rssBefore, err := benchVmRSS(pid)
