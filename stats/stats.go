@@ -3,7 +3,10 @@
 // handlers.StatsSnapshot, filesink.Stats, ...) whose fields describe
 // themselves in struct tags; the stats line, the `final` line and the
 // Prometheus collector are all generated from those descriptions, so a new
-// counter is one tagged field and appears everywhere.
+// counter is one tagged field and appears everywhere. The final line is a
+// Line: every total; the periodic stats line is made from two Lines, a
+// counter's rate its Delta over the interval (FormatRate, FormatSize spell
+// them for people).
 //
 // The packet path is untouched: packages keep incrementing their own
 // atomics, and only the snapshot, read once per stats line or scrape, is
