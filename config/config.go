@@ -105,6 +105,10 @@ type Run struct {
 	// Handlers moves, limits or disables protocol handlers (config file
 	// only): name → {ports, prefixes, disabled}.
 	Handlers map[string]Handler `yaml:"handlers"`
+	// Progress shows the stats as one line redrawn in place on a terminal
+	// (the log lines scroll above it) instead of a stats line per
+	// interval; off a terminal it changes nothing.
+	Progress bool `yaml:"progress"`
 
 	// ConfigFile is --config, which SIGHUP reads again; it is no YAML key.
 	ConfigFile string `yaml:"-"`

@@ -142,6 +142,9 @@ var rules = []rule{
 	{"stats-interval", inFile, flagSpace, func(c *Run) error {
 		return failIf(c.StatsInterval < 0, "negative (0 turns the stats line off)")
 	}},
+	{"progress", both, flagSpace, func(c *Run) error {
+		return failIf(c.Progress && c.StatsInterval == 0, "needs a stats-interval above 0 (its redraw interval)")
+	}},
 	{"metrics", inFile, flagSpace, func(c *Run) error {
 		return failIf(c.Metrics != "" && c.Metrics == c.Pprof, "%s is also the pprof address", c.Metrics)
 	}},

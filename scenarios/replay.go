@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net/netip"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 )
 
 // Defaults of ReplayConfig.
@@ -262,59 +262,62 @@ func (f framed) decode() (Packet, bool) {
 	return decodeFrom(gopacket.NewPacket(f.data, f.link, gopacket.DecodeOptions{Lazy: true}))
 }
 
-// pcap magic numbers (microsecond and nanosecond timestamps), as read
-// little-endian.
-const (
-	pcapMagicMicro = 0xa1b2c3d4
-	pcapMagicNano  = 0xa1b23c4d
-	// maxPcapRecord caps one record of a capture.
-	maxPcapRecord = 256 << 10
-)
+// maxPcapRecord caps one record of a capture: a longer one fails the
+// replay (the readers grow a record's buffer as its bytes arrive, so a
+// lying length costs nothing before this check).
+const maxPcapRecord = 256 << 10
 
-// packetSource reads a classic pcap stream (either byte order, micro- or
-// nanosecond timestamps). It is a few lines of file-format reading, so
-// that the module needs no new dependency: gopacket's pcapgo would pull in
-// golang.org/x/net. The frames are decoded with gopacket's layers.
+// pcapngMagic starts a pcapng file (its section header block type, a
+// palindrome, so either byte order).
+var pcapngMagic = []byte{0x0a, 0x0d, 0x0d, 0x0a}
+
+// packetSource reads a pcap (either byte order, micro- or nanosecond
+// timestamps) or a pcapng stream, told apart by the first four bytes,
+// with gopacket's pcapgo. A pcapng file may mix link types across its
+// interfaces: each frame is decoded as its interface's.
 func packetSource(rd io.Reader) (func() (framed, time.Time, error), error) {
 	br := bufio.NewReader(rd)
-	var hdr [24]byte
-	if _, err := io.ReadFull(br, hdr[:]); err != nil {
-		return nil, fmt.Errorf("scenarios: replay: read pcap header: %w", err)
+	magic, err := br.Peek(4)
+	if err != nil {
+		return nil, fmt.Errorf("scenarios: replay: read capture header: %w", err)
 	}
-	var order binary.ByteOrder = binary.LittleEndian
-	magic := order.Uint32(hdr[0:])
-	if magic != pcapMagicMicro && magic != pcapMagicNano {
-		order = binary.BigEndian
-		magic = order.Uint32(hdr[0:])
-	}
-	if magic != pcapMagicMicro && magic != pcapMagicNano {
-		if bytes.Equal(hdr[:4], []byte{0x0a, 0x0d, 0x0d, 0x0a}) {
-			return nil, fmt.Errorf("scenarios: replay: pcapng is not supported: convert with `tcpdump -r IN -w OUT`")
+	if bytes.Equal(magic, pcapngMagic) {
+		ng, err := pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{WantMixedLinkType: true, SkipUnknownVersion: true})
+		if err != nil {
+			return nil, fmt.Errorf("scenarios: replay: pcapng: %w", err)
 		}
-		return nil, fmt.Errorf("scenarios: replay: not a pcap file (magic %x)", hdr[:4])
-	}
-	link := layers.LinkType(order.Uint32(hdr[20:]) & 0xffff)
-	nano := magic == pcapMagicNano
-	return func() (framed, time.Time, error) {
-		var rec [16]byte
-		if _, err := io.ReadFull(br, rec[:]); err != nil {
-			if err == io.ErrUnexpectedEOF {
-				return framed{}, time.Time{}, fmt.Errorf("truncated record header: %w", err)
+		return func() (framed, time.Time, error) {
+			data, ci, err := ng.ReadPacketData()
+			if err != nil {
+				return framed{}, time.Time{}, err // io.EOF at the end
 			}
+			link := ng.LinkType()
+			if len(ci.AncillaryData) > 0 {
+				if l, ok := ci.AncillaryData[0].(layers.LinkType); ok {
+					link = l
+				}
+			}
+			return checkRecord(data, link, ci)
+		}, nil
+	}
+	pr, err := pcapgo.NewReader(br)
+	if err != nil {
+		return nil, fmt.Errorf("scenarios: replay: not a pcap or pcapng file (magic %x): %w", magic, err)
+	}
+	link := pr.LinkType()
+	return func() (framed, time.Time, error) {
+		data, ci, err := pr.ReadPacketData()
+		if err != nil {
 			return framed{}, time.Time{}, err // io.EOF at a record boundary
 		}
-		sec, frac := int64(order.Uint32(rec[0:])), int64(order.Uint32(rec[4:]))
-		incl := order.Uint32(rec[8:])
-		if incl > maxPcapRecord {
-			return framed{}, time.Time{}, fmt.Errorf("record of %d bytes, more than %d", incl, maxPcapRecord)
-		}
-		data := make([]byte, incl)
-		if _, err := io.ReadFull(br, data); err != nil {
-			return framed{}, time.Time{}, fmt.Errorf("truncated record: %w", err)
-		}
-		if !nano {
-			frac *= 1000
-		}
-		return framed{data, link}, time.Unix(sec, frac), nil
+		return checkRecord(data, link, ci)
 	}, nil
+}
+
+// checkRecord bounds one record and returns it as a frame.
+func checkRecord(data []byte, link layers.LinkType, ci gopacket.CaptureInfo) (framed, time.Time, error) {
+	if len(data) > maxPcapRecord {
+		return framed{}, time.Time{}, fmt.Errorf("record of %d bytes, more than %d", len(data), maxPcapRecord)
+	}
+	return framed{data, link}, ci.Timestamp, nil
 }

@@ -3,6 +3,7 @@ package stats
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 )
 
 // Line gathers the stats line: keys in the order first added, values of
@@ -10,23 +11,44 @@ import (
 type Line struct {
 	keys []string
 	vals map[string]Value
+	// gauge holds the keys a gauge field adds to (the rest are counters).
+	gauge map[string]bool
+	// parts maps a key to the other keys of the fields that add to it:
+	// drops → drop_bad_cookie, drop_conn_limit, ... (its breakdown).
+	parts map[string][]string
 }
 
 // Add adds every field of the stats struct v.
 func (l *Line) Add(v any) {
 	Each(v, func(f *Field, key string, x Value) {
-		for _, k := range f.Line {
+		for i, k := range f.Line {
 			if f.Map {
 				k += "." + key
 			}
-			l.add(k, x)
+			l.add(k, x, f.Counter)
+			if i == 0 && !f.Map {
+				for _, p := range f.Line[1:] {
+					if !slices.Contains(l.parts[k], p) {
+						if l.parts == nil {
+							l.parts = map[string][]string{}
+						}
+						l.parts[k] = append(l.parts[k], p)
+					}
+				}
+			}
 		}
 	})
 }
 
-func (l *Line) add(k string, x Value) {
+func (l *Line) add(k string, x Value, counter bool) {
 	if l.vals == nil {
 		l.vals = map[string]Value{}
+	}
+	if !counter {
+		if l.gauge == nil {
+			l.gauge = map[string]bool{}
+		}
+		l.gauge[k] = true
 	}
 	if old, ok := l.vals[k]; ok {
 		l.vals[k] = old.Add(x)
@@ -34,6 +56,44 @@ func (l *Line) add(k string, x Value) {
 	}
 	l.keys = append(l.keys, k)
 	l.vals[k] = x
+}
+
+// Get returns the value of key k.
+func (l *Line) Get(k string) (Value, bool) {
+	v, ok := l.vals[k]
+	return v, ok
+}
+
+// Counter reports whether k is a counter's key (a gauge's otherwise).
+func (l *Line) Counter(k string) bool { return !l.gauge[k] }
+
+// Parts returns the breakdown of key k: the other keys of the fields
+// whose first key is k (drops → drop_bad_cookie, ...), in order.
+func (l *Line) Parts(k string) []string { return l.parts[k] }
+
+// Delta returns how much counter k grew from prev to l: 0 when it did not
+// (or went down, as a counter of a replaced part may).
+func (l *Line) Delta(prev *Line, k string) uint64 {
+	cur, _ := l.Get(k)
+	old, _ := prev.Get(k)
+	c, o := cur.asUint(), old.asUint()
+	if c < o {
+		return 0
+	}
+	return c - o
+}
+
+// Same reports whether l and prev have the same keys and values.
+func (l *Line) Same(prev *Line) bool {
+	if len(l.keys) != len(prev.keys) {
+		return false
+	}
+	for _, k := range l.keys {
+		if o, ok := prev.vals[k]; !ok || o != l.vals[k] {
+			return false
+		}
+	}
+	return true
 }
 
 // Attrs returns the line's attributes, in order.

@@ -3,7 +3,10 @@
 // handlers.StatsSnapshot, filesink.Stats, ...) whose fields describe
 // themselves in struct tags; the stats line, the `final` line and the
 // Prometheus collector are all generated from those descriptions, so a new
-// counter is one tagged field and appears everywhere.
+// counter is one tagged field and appears everywhere. The final line is a
+// Line: every total; the periodic stats line is made from two Lines, a
+// counter's rate its Delta over the interval (FormatRate, FormatSize spell
+// them for people).
 //
 // The packet path is untouched: packages keep incrementing their own
 // atomics, and only the snapshot, read once per stats line or scrape, is
@@ -29,7 +32,11 @@
 // otherwise): a counter nobody can see is a bug found at start-up.
 //
 // Field types: uint64, int64, int, float64, time.Duration (seconds, as a
-// float) and map[string]uint64.
+// float) and map[string]uint64. The type says what a field is: uint64 and
+// map[string]uint64 fields are counters (only ever growing; the periodic
+// stats line shows their rate, the final line their total), any other
+// type a gauge (a level now, shown as it is). Describe panics on a
+// counter field with a gauge metric or a gauge field with a counter one.
 package stats
 
 import (
@@ -68,6 +75,9 @@ type Field struct {
 	Help string
 	// Map is set for a map[string]uint64 field.
 	Map bool
+	// Counter is set for a counter (a uint64 or map[string]uint64 field);
+	// a gauge otherwise.
+	Counter bool
 
 	index int
 }
@@ -115,6 +125,16 @@ func (v Value) Add(w Value) Value {
 	default:
 		return Float(v.Float64() + w.Float64())
 	}
+}
+
+func (v Value) asUint() uint64 {
+	switch v.kind {
+	case kindUint:
+		return v.u
+	case kindInt:
+		return uint64(max(v.i, 0))
+	}
+	return uint64(max(v.f, 0))
 }
 
 func (v Value) asInt() int64 {
@@ -175,11 +195,13 @@ func describe(t reflect.Type) ([]Field, error) {
 		f := Field{Name: sf.Name, index: i, Help: sf.Tag.Get("help")}
 		switch {
 		case sf.Type == mapType:
-			f.Map = true
+			f.Map, f.Counter = true, true
 		case sf.Type == durationType:
 		default:
 			switch sf.Type.Kind() {
-			case reflect.Uint64, reflect.Int64, reflect.Int, reflect.Float64:
+			case reflect.Uint64:
+				f.Counter = true
+			case reflect.Int64, reflect.Int, reflect.Float64:
 			default:
 				return nil, fmt.Errorf("stats: %v.%s: type %v is not a stats value", t, sf.Name, sf.Type)
 			}
@@ -199,6 +221,9 @@ func describe(t reflect.Type) ([]Field, error) {
 				}
 				if f.Map != (pm.Label != "" && pm.Value == "") {
 					return nil, fmt.Errorf("stats: %v.%s: %q: a map field and only a map field names a label without a value", t, sf.Name, m)
+				}
+				if f.Counter != pm.Counter() {
+					return nil, fmt.Errorf("stats: %v.%s: %q: a counter (uint64) field needs a _total metric, a gauge field a metric without", t, sf.Name, m)
 				}
 				f.Metrics = append(f.Metrics, pm)
 			}

@@ -2,7 +2,14 @@ package telescope
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/spoki-telescope/spoki/analysis/twophase"
 	"github.com/spoki-telescope/spoki/handlers"
@@ -95,8 +102,9 @@ func (f *twoPhaseFeed) feedStats() twoPhaseFeedStats {
 		DropSYNQueue: f.dropSYNQueue.Load(), DropSessionQueue: f.dropSessionQueue.Load(), DropPending: f.dropPending.Load()}
 }
 
-// logStats writes the stats line (msg "stats", or "final" at the end):
-// every counter of every source, then the live heap and the RSS.
+// logStats writes the `final` line (msg): the total of every counter and
+// the level of every gauge of every source, then the live heap and the
+// RSS in KiB/MiB.
 func logStats(log *slog.Logger, src metricsSources, msg string) {
 	var line stats.Line
 	for _, s := range src.snapshots() {
@@ -104,8 +112,134 @@ func logStats(log *slog.Logger, src metricsSources, msg string) {
 	}
 	attrs := line.Attrs()
 	heap, rss := memStats()
-	attrs = append(attrs, slog.Uint64("heap_live", heap), slog.Uint64("rss", rss))
+	attrs = append(attrs, slog.String("heap_live", stats.FormatSize(heap)), slog.String("rss", stats.FormatSize(rss)))
 	log.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
+}
+
+// The periodic stats line is a view of the full line for people: rates
+// per second of the headline counters, the rate of each loss that moved
+// in the interval, a few gauges and the memory. The totals are in the
+// final line and in /metrics.
+var (
+	// periodicRates are always on the line, as NAME/s.
+	periodicRates = []struct{ key, name string }{
+		{"packets_in", "packets"}, {"synacks_out", "synacks"}, {"sessions", "sessions"}, {"drops", "drops"},
+	}
+	// periodicLosses are on the line, as KEY/s, in an interval they
+	// moved; so is each part of drops (drop_conn_limit, ...).
+	periodicLosses = []string{"records_dropped", "events_dropped", "two_phase_dropped", "kafka_dropped",
+		"tun_dropped", "replies_dropped", "handler_errors", "panics", "sink_write_errors"}
+	// periodicGauges are on the line as they are.
+	periodicGauges = []string{"active", "listeners"}
+)
+
+// statsLogger writes the periodic stats line from the difference between
+// two readings of the sources.
+type statsLogger struct {
+	log *slog.Logger
+	src metricsSources
+	// quiet skips a line when nothing changed since the last reading (no
+	// counter moved, no gauge changed, the live heap is the same to the
+	// line's 0.1 MiB): stderr is a journal or a file, not a person
+	// watching.
+	quiet bool
+	// now and mem are time.Now and memStats (the tests' clock and memory).
+	now func() time.Time
+	mem func() (heap, rss uint64)
+
+	// status, if set, shows the interval as one line redrawn in place
+	// (--progress) instead of a stats line.
+	status StatusLine
+	start  time.Time
+
+	prev   stats.Line
+	prevAt time.Time
+	// heap is the live heap of the last interval that was not idle.
+	heap       uint64
+	wroteFirst bool
+}
+
+// progress is the --progress line, masscan-like: the rates, the
+// connections, the memory, the time up and the packets so far.
+func (s *statsLogger) progress(cur, prev *stats.Line, dt time.Duration, at time.Time, rss uint64) string {
+	var b strings.Builder
+	for _, r := range periodicRates {
+		fmt.Fprintf(&b, "%s %s/s, ", stats.FormatRate(cur.Delta(prev, r.key), dt), r.name)
+	}
+	active, _ := cur.Get("active")
+	packets, _ := cur.Get("packets_in")
+	fmt.Fprintf(&b, "%s active, rss %s, up %s, %s packets", active, stats.FormatSize(rss),
+		at.Sub(s.start).Truncate(time.Second), packets)
+	return b.String()
+}
+
+// newStatsLogger takes the first reading, from which the first line's
+// rates are counted.
+func newStatsLogger(log *slog.Logger, src metricsSources, quiet bool) *statsLogger {
+	s := &statsLogger{log: log, src: src, quiet: quiet, now: time.Now, mem: memStats}
+	s.prev, s.prevAt = s.read(), s.now()
+	s.start = s.prevAt
+	s.heap, _ = s.mem()
+	return s
+}
+
+// read reads every source once.
+func (s *statsLogger) read() stats.Line {
+	var line stats.Line
+	for _, x := range s.src.snapshots() {
+		line.Add(x)
+	}
+	return line
+}
+
+// tick reads the sources and writes the line of the interval since the
+// last tick, unless quiet and nothing changed; with a status line it
+// redraws that instead. It reports whether it wrote a stats line.
+func (s *statsLogger) tick() bool {
+	cur, at := s.read(), s.now()
+	heap, rss := s.mem()
+	prev, dt := s.prev, at.Sub(s.prevAt)
+	s.prev, s.prevAt = cur, at
+	// The live heap as the line shows it; not the RSS, which an idle
+	// process moves too (the heap grows with garbage between collections,
+	// the scavenger returns pages).
+	idle := cur.Same(&prev) && stats.FormatSize(heap) == stats.FormatSize(s.heap)
+	if !idle {
+		s.heap = heap
+	}
+	if s.status != nil {
+		s.status.Set(s.progress(&cur, &prev, dt, at, rss))
+		return false
+	}
+	if s.quiet && idle && s.wroteFirst {
+		return false
+	}
+	s.wroteFirst = true
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "stats", s.attrs(&cur, &prev, dt, heap, rss)...)
+	return true
+}
+
+// attrs builds the line of one interval.
+func (s *statsLogger) attrs(cur, prev *stats.Line, dt time.Duration, heap, rss uint64) []slog.Attr {
+	attrs := make([]slog.Attr, 0, 16)
+	rate := func(key, name string) {
+		attrs = append(attrs, slog.String(name+"/s", stats.FormatRate(cur.Delta(prev, key), dt)))
+	}
+	for _, r := range periodicRates {
+		rate(r.key, r.name)
+	}
+	losses := slices.Concat(cur.Parts("drops"), periodicLosses)
+	for _, k := range losses {
+		if _, ok := cur.Get(k); ok && cur.Counter(k) && cur.Delta(prev, k) > 0 {
+			rate(k, k)
+		}
+	}
+	for _, k := range periodicGauges {
+		if v, ok := cur.Get(k); ok {
+			attrs = append(attrs, slog.String(k, v.String()))
+		}
+	}
+	return append(attrs, slog.String("heap_live", stats.FormatSize(heap)), slog.String("rss", stats.FormatSize(rss)))
 }
 
 // newTelemetry registers the spoki collector over src, the session
@@ -114,4 +248,11 @@ func logStats(log *slog.Logger, src metricsSources, msg string) {
 // and statsTypes: the stats line and the collector follow.
 func newTelemetry(src metricsSources) *promstats.Telemetry {
 	return promstats.New(src.snapshots, statsTypes...)
+}
+
+// stderrIsTerminal reports whether stderr, where the log goes, is a
+// terminal.
+func stderrIsTerminal() bool {
+	_, err := unix.IoctlGetTermios(int(os.Stderr.Fd()), unix.TCGETS)
+	return err == nil
 }

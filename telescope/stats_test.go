@@ -104,8 +104,8 @@ func setOne(rv reflect.Value, name string) {
 }
 
 // TestStatsEverywhere checks that every counter of every package appears
-// in the stats line, the final line and the metrics: set alone to one, it
-// shows as 1 under each of its line keys and in each of its series. The
+// in the final line and the metrics: set alone to one, it shows as 1 under
+// each of its line keys and in each of its series. The
 // only fields left out of one of them are listed here, with why.
 func TestStatsEverywhere(t *testing.T) {
 	noLine := map[string]bool{ // constants of the run
@@ -128,15 +128,13 @@ func TestStatsEverywhere(t *testing.T) {
 			var fake fakeSources
 			setOne(fake.ptr(typ), f.Name)
 			src := fake.sources()
-			for _, msg := range []string{"stats", "final"} {
-				line := lineValues(t, src, msg)
-				for _, k := range f.Line {
-					if f.Map {
-						k += ".x"
-					}
-					if line[k] != "1" {
-						t.Errorf("%s: %s line %s=%q, want 1", name, msg, k, line[k])
-					}
+			line := lineValues(t, src, "final")
+			for _, k := range f.Line {
+				if f.Map {
+					k += ".x"
+				}
+				if line[k] != "1" {
+					t.Errorf("%s: final line %s=%q, want 1", name, k, line[k])
 				}
 			}
 			got := gatherAll(t, newTelemetry(src))
@@ -272,10 +270,10 @@ func TestStatsKeysKept(t *testing.T) {
 func BenchmarkStatsLine(b *testing.B) {
 	var fake fakeSources
 	src := fake.sources()
-	log := slog.New(slog.DiscardHandler)
+	sl := newStatsLogger(slog.New(slog.DiscardHandler), src, false)
 	b.ReportAllocs()
 	for b.Loop() {
-		logStats(log, src, "stats")
+		sl.tick()
 	}
 }
 

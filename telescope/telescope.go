@@ -68,6 +68,19 @@ type Options struct {
 	// NewLogger returns the logger at level (a *slog.LevelVar that a
 	// reload may change).
 	NewLogger func(level slog.Leveler) *slog.Logger
+	// Status, if set (--progress on a terminal), shows the stats as one
+	// line redrawn in place instead of a stats line per interval; the
+	// logger writes through it so that its lines scroll above.
+	Status StatusLine
+}
+
+// StatusLine is a line redrawn in place at the bottom of a terminal
+// (assemble.StatusLine).
+type StatusLine interface {
+	// Set replaces the line.
+	Set(line string)
+	// Done erases it.
+	Done()
 }
 
 // Run is `spoki run`: set up, serve until ctx ends or a signal ends it,
@@ -97,6 +110,7 @@ type running struct {
 	// hup is caught from the start: SIGHUP's default action would end the
 	// telescope; one during start-up is handled once ready.
 	hup       chan os.Signal
+	status    StatusLine // nil: stats lines
 	logMemory func(*slog.Logger)
 	dev       tun.Device
 	sink      *filesink.Writer
@@ -140,7 +154,7 @@ func setUp(o Options) (*running, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &running{reparse: o.Reparse, cfg: cfg, level: new(slog.LevelVar), hup: make(chan os.Signal, 1)}
+	t := &running{reparse: o.Reparse, cfg: cfg, level: new(slog.LevelVar), hup: make(chan os.Signal, 1), status: o.Status}
 	// Before any event is written: every event says which sensor wrote it.
 	records.SetOrigin(records.Origin{Host: cfg.EventHost(), CommunityIDSeed: uint16(cfg.CommunityIDSeed)})
 	signal.Notify(t.hup, syscall.SIGHUP)
@@ -449,6 +463,8 @@ func (t *running) serve(ctx context.Context) error {
 
 	stats := &statsTicker{}
 	stats.set(cfg.StatsInterval)
+	statsLog := newStatsLogger(log, t.src, !stderrIsTerminal())
+	statsLog.status = t.status
 	defer stats.set(0)
 	live := &liveConfig{
 		reparse: t.reparse, cfg: cfg, log: log, level: t.level,
@@ -459,12 +475,15 @@ func (t *running) serve(ctx context.Context) error {
 		case <-ctx.Done():
 			log.Info("stopping")
 			t.st.Close()
+			if t.status != nil {
+				t.status.Done()
+			}
 			logStats(log, t.src, "final")
 			return nil
 		case <-t.hup:
 			live.reload()
 		case <-stats.c:
-			logStats(log, t.src, "stats")
+			statsLog.tick()
 		}
 	}
 }

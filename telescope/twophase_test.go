@@ -42,7 +42,7 @@ func TestTwoPhaseFeedDrops(t *testing.T) {
 		Sink:     func() filesink.Stats { return filesink.Stats{} },
 		TwoPhase: f,
 	}
-	attrs := lineValues(t, src, "stats")
+	attrs := lineValues(t, src, "final")
 	for k, want := range map[string]string{"two_phase_drop_syn_queue": "3", "two_phase_drop_session_queue": "2",
 		"two_phase_drop_pending": "5", "two_phase_dropped": "10", "two_phase_window_s": "60"} {
 		if attrs[k] != want {

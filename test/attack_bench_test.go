@@ -133,11 +133,7 @@ func BenchmarkAttackMix(b *testing.B) {
 	if err := benchFetchPprof(ctx, l, "heap?gc=1", attackProfilePath(profDir, "heap-before.pb.gz")); err != nil {
 		b.Fatal(err)
 	}
-	afterGC := func(line string) bool {
-		st := benchParseStats(line)
-		return len(st) == 1 && st[0].at.After(tGC)
-	}
-	if err := p.WaitForLine(afterGC, "stats line after the forced GC", 3*time.Second); err != nil {
+	if err := benchWaitStatsAfter(p, tGC); err != nil {
 		b.Fatal(err)
 	}
 	rssBefore, err := benchVmRSS(pid)

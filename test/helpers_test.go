@@ -20,6 +20,7 @@ import (
 
 	"github.com/spoki-telescope/spoki/lab"
 	"github.com/spoki-telescope/spoki/records"
+	"github.com/spoki-telescope/spoki/stats"
 )
 
 // Timeouts of the end-to-end tests.
@@ -497,7 +498,8 @@ func e2eReadEvents(t *testing.T, dir string) []lab.Event {
 }
 
 // e2eStats returns the key=value counters of spoki's last log line with
-// msg (e.g. "final", written at SIGTERM), in slog's text format.
+// msg (e.g. "final", written at SIGTERM, with every total), in slog's text
+// format; sizes (heap_live, rss) in bytes.
 func e2eStats(t *testing.T, output, msg string) map[string]uint64 {
 	t.Helper()
 	var line string
@@ -515,11 +517,17 @@ func e2eStats(t *testing.T, output, msg string) map[string]uint64 {
 		if !ok {
 			continue
 		}
-		if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+		if n, ok := e2eStatNumber(v); ok {
 			stats[k] = n
 		}
 	}
 	return stats
+}
+
+// e2eStatNumber reads a number of the stats or final line: a count, or a
+// size as the lines spell it (34.8MiB, to within its rounding).
+func e2eStatNumber(v string) (uint64, bool) {
+	return stats.ParseSize(v)
 }
 
 // e2eStatsValue returns one counter of stats, failing the test when the

@@ -126,6 +126,8 @@ func TestFullPortScanMemory(t *testing.T) {
 	scan(65535)
 	after, anonAfter := measure()
 	out := tel.stop(t)
+	// The totals are in the final line: the periodic ones carry rates.
+	final := e2eStats(t, out, "final")
 
 	var peakRSS, peakListeners, peakActive uint64
 	for _, s := range portsAllStats(out) {
@@ -143,14 +145,14 @@ func TestFullPortScanMemory(t *testing.T) {
 	_, hasListeners := after["listeners"]
 	t.Logf("listeners: peak %d (reported: %t); connections active: peak %d", peakListeners, hasListeners, peakActive)
 	t.Logf("synacks_out %d, handshakes %d, drops %d (conn_limit %d, listener %d, source_limit %d, net_limit %d)",
-		after["synacks_out"], after["handshakes"], after["drops"], after["drop_conn_limit"], after["drop_listener"],
-		after["drop_source_limit"], after["drop_net_limit"])
+		final["synacks_out"], final["handshakes"], final["drops"], final["drop_conn_limit"], final["drop_listener"],
+		final["drop_source_limit"], final["drop_net_limit"])
 
 	total := uint64(2 * (portsWarmup + 65535))
-	if got := after["synacks_out"]; got < total {
+	if got := final["synacks_out"]; got < total {
 		t.Errorf("synacks_out = %d, want >= %d (one per port and family)", got, total)
 	}
-	if got := after["handshakes"]; got < total/2 {
+	if got := final["handshakes"]; got < total/2 {
 		t.Errorf("handshakes = %d, want >= %d: the scans did not reach the listeners", got, total/2)
 	}
 	if anonAfter > anonBase+portsGrowth {
@@ -197,7 +199,8 @@ func portsRunHasFlag(t *testing.T, bin, name string) bool {
 	return strings.Contains(string(out), "-"+name+" ")
 }
 
-// portsAllStats parses every stats and final line of spoki's output.
+// portsAllStats parses every stats and final line of spoki's output (the
+// periodic lines carry rates and gauges, the final line the totals).
 func portsAllStats(output string) []map[string]uint64 {
 	var res []map[string]uint64
 	for _, line := range strings.Split(output, "\n") {
@@ -210,7 +213,7 @@ func portsAllStats(output string) []map[string]uint64 {
 			if !ok {
 				continue
 			}
-			if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+			if n, ok := e2eStatNumber(v); ok {
 				m[k] = n
 			}
 		}

@@ -1,8 +1,10 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/spoki-telescope/spoki/lab"
 	"github.com/spoki-telescope/spoki/scenarios"
@@ -130,18 +133,26 @@ func TestScenarioOwnLab(t *testing.T) {
 }
 
 // TestScenarioReplay replays the client side of a small capture (a GET on
-// 203.0.113.80:80) and checks that the telescope answered it at the
-// rewritten address, 198.51.100.80, and recorded the request.
+// 203.0.113.80:80), written as pcap and as pcapng, and checks that the
+// telescope answered each at the rewritten address, 198.51.100.80, and
+// recorded the request.
 func TestScenarioReplay(t *testing.T) {
+	for _, format := range []string{"pcap", "pcapng"} {
+		t.Run(format, func(t *testing.T) { scnReplay(t, format) })
+	}
+}
+
+// scnReplay is TestScenarioReplay with a capture in format.
+func scnReplay(t *testing.T, format string) {
 	l := e2eNewLab(t, lab.Config{})
 	tel := e2eStartTelescope(t, l)
 	bin := labSpokiBin(t)
-	pcap := filepath.Join(t.TempDir(), "get.pcap")
-	scnWritePcap(t, pcap)
+	pcap := filepath.Join(t.TempDir(), "get."+format)
+	scnWritePcap(t, pcap, format == "pcapng")
 	out, _, code := e2eExec(t, l, l.Scanner, scnTimeout, nil, bin, "scenario", "replay",
 		"--netns", l.Scanner, "--log-dir", tel.logDir, pcap)
 	if code != 0 || !strings.Contains(out, "ok   conn 1 192.0.2.100:51000 > 198.51.100.80:80") {
-		t.Fatalf("replay: exit %d, want 0 and conn 1 answered:\n%s", code, out)
+		t.Fatalf("replay of the %s: exit %d, want 0 and conn 1 answered:\n%s", format, code, out)
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -157,10 +168,11 @@ func TestScenarioReplay(t *testing.T) {
 	}
 }
 
-// scnWritePcap writes a classic pcap (raw IPv4 link type) of a client
-// 192.0.2.50:51000 talking to a server 203.0.113.80:80: SYN, SYN-ACK, ACK,
-// GET, built with gopacket's layers.
-func scnWritePcap(t *testing.T, name string) {
+// scnWritePcap writes a classic pcap (raw IPv4 link type; by hand) or,
+// with ng, a pcapng (pcapgo's NgWriter) of a client 192.0.2.50:51000
+// talking to a server 203.0.113.80:80: SYN, SYN-ACK, ACK, GET, built with
+// gopacket's layers.
+func scnWritePcap(t *testing.T, name string, ng bool) {
 	t.Helper()
 	client, server := net.IP{192, 0, 2, 50}, net.IP{203, 0, 113, 80}
 	seg := func(fromClient bool, syn, ack bool, seq, ackn uint32, payload string) []byte {
@@ -188,6 +200,23 @@ func scnWritePcap(t *testing.T, name string) {
 		seg(false, true, true, 9000, 1001, ""),
 		seg(true, false, true, 1001, 9001, ""),
 		seg(true, false, true, 1001, 9001, get),
+	}
+	if ng {
+		var file bytes.Buffer
+		w, err := pcapgo.NewNgWriter(&file, layers.LinkTypeRaw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range pkts {
+			ci := gopacket.CaptureInfo{Timestamp: time.Unix(1700000000, int64(i)*10_000_000), CaptureLength: len(p), Length: len(p)}
+			if err := w.WritePacket(ci, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := errors.Join(w.Flush(), os.WriteFile(name, file.Bytes(), 0o644)); err != nil {
+			t.Fatal(err)
+		}
+		return
 	}
 	// The pcap file format: a 24-byte header (magic, version 2.4, snaplen,
 	// link type 101 = raw IP), then a 16-byte header per record.

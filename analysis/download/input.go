@@ -71,7 +71,7 @@ func ExpandInputs(paths []string) ([]string, error) {
 	for _, p := range paths {
 		fi, err := os.Stat(p)
 		if err != nil {
-			return nil, fmt.Errorf("download: input: %w", err)
+			return nil, fmt.Errorf("input: %w", err)
 		}
 		if !fi.IsDir() {
 			out = append(out, p)
@@ -79,7 +79,7 @@ func ExpandInputs(paths []string) ([]string, error) {
 		}
 		ents, err := os.ReadDir(p)
 		if err != nil {
-			return nil, fmt.Errorf("download: input: %w", err)
+			return nil, fmt.Errorf("input: %w", err)
 		}
 		var names []string
 		for _, e := range ents {

@@ -341,7 +341,7 @@ func Build(ctx context.Context, cfg Config, paths []string) (*Report, error) {
 	}
 	files, err := download.ExpandInputs(paths)
 	if err != nil {
-		return nil, fmt.Errorf("report: input: %s", strings.TrimPrefix(err.Error(), "download: input: "))
+		return nil, fmt.Errorf("report: %w", err)
 	}
 	if len(files) == 0 {
 		return nil, fmt.Errorf("report: no event log (*.jsonl) or assemble output (*.json.gz) in %s; for raw logs (*.csv) run `spoki assemble --flush-at-eof` first", strings.Join(paths, " "))

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -36,22 +35,18 @@ type assembleOpts struct {
 
 // assembleFlags defines the flags of `spoki assemble` on o.
 func assembleFlags(o *assembleOpts) *flag.FlagSet {
-	fs := flag.NewFlagSet("assemble", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), assembleUsage)
-		fs.PrintDefaults()
-	}
-	fs.StringVar(&o.start, "start", "", "first hour, UTC: YYYY-MM-DDTHH or YYYY-MM-DD (required)")
-	fs.StringVar(&o.tag, "tag", "", "datasource tag of the log file names (required)")
+	fs := newFlagSet("assemble", assembleUsage)
+	fs.StringVar(&o.start, "start", "", "first `HOUR`, UTC: YYYY-MM-DDTHH or YYYY-MM-DD (required)")
+	fs.StringVar(&o.tag, "tag", "", "datasource `TAG` of the log file names (required)")
 	fs.DurationVar(&o.phase, "phase-timeout", 600*time.Second, "largest delay between the two phases")
 	fs.DurationVar(&o.probe, "probe-timeout", 5*time.Minute, "largest delay between a packet and its probe's confirmation")
-	fs.StringVar(&o.out, "out", ".", "output directory")
+	fs.StringVar(&o.out, "out", ".", "output `DIR`")
 	fs.BoolVar(&o.flush, "flush-at-eof", false, "also write the batches that Spoki's assemble never writes")
 	fs.BoolVar(&o.follow, "follow", false, "tail a live log directory until SIGINT/SIGTERM")
 	fs.DurationVar(&o.poll, "poll", 5*time.Second, "poll interval with --follow")
-	fs.StringVar(&o.level, "log-level", "info", "log level: debug, info, warn, error")
-	fs.StringVar(&o.kafka, "kafka", "", "also publish every record to these Kafka brokers (host:port,...)")
-	fs.StringVar(&o.kafkaTopic, "kafka-topic", "", "topic of --kafka (default cse2.malware.events.TAG, as the original)")
+	fs.StringVar(&o.level, "log-level", "info", "log `LEVEL`: debug, info, warn, error")
+	fs.StringVar(&o.kafka, "kafka", "", "also publish every record to these Kafka `BROKERS` (host:port,...)")
+	fs.StringVar(&o.kafkaTopic, "kafka-topic", "", "`TOPIC` of --kafka (default cse2.malware.events.TAG, as the original)")
 	fs.DurationVar(&o.kafkaTimeout, "kafka-timeout", assemble.DefaultKafkaTimeout, "longest wait for the brokers to take a record before the run fails (at least 1s)")
 	return fs
 }
@@ -60,29 +55,27 @@ func assembleFlags(o *assembleOpts) *flag.FlagSet {
 // the log level.
 func (o *assembleOpts) check(fs *flag.FlagSet, pos []string) (time.Time, slog.Level, error) {
 	if len(pos) != 1 {
-		fs.Usage()
-		return time.Time{}, 0, errors.New("assemble: want exactly one LOGDIR")
+		return time.Time{}, 0, usagef("assemble", "assemble: want exactly one LOGDIR")
 	}
 	if o.tag == "" || o.start == "" {
-		fs.Usage()
-		return time.Time{}, 0, errors.New("assemble: --start and --tag are required")
+		return time.Time{}, 0, usagef("assemble", "assemble: --start and --tag are required")
 	}
 	st, err := assemble.ParseStartHour(o.start)
 	if err != nil {
-		return time.Time{}, 0, err
+		return time.Time{}, 0, &usageError{cmd: "assemble", err: err}
 	}
 	if o.phase <= 0 || o.probe < 0 {
-		return time.Time{}, 0, errors.New("assemble: timeouts must be positive")
+		return time.Time{}, 0, usagef("assemble", "assemble: timeouts must be positive")
 	}
 	lvl, err := config.ParseLevel(o.level)
 	if err != nil {
-		return time.Time{}, 0, err
+		return time.Time{}, 0, &usageError{cmd: "assemble", err: fmt.Errorf("assemble: --log-level: %w", err)}
 	}
 	if o.kafkaTopic != "" && o.kafka == "" {
-		return time.Time{}, 0, errors.New("assemble: --kafka-topic needs --kafka")
+		return time.Time{}, 0, usagef("assemble", "assemble: --kafka-topic needs --kafka")
 	}
 	if o.kafkaTimeout < time.Second {
-		return time.Time{}, 0, errors.New("assemble: --kafka-timeout must be at least 1s")
+		return time.Time{}, 0, usagef("assemble", "assemble: --kafka-timeout must be at least 1s")
 	}
 	return st, lvl, nil
 }
@@ -146,24 +139,4 @@ func assembleMain(ctx context.Context, args []string) error {
 		fmt.Println(f)
 	}
 	return err
-}
-
-// parseInterleaved parses flags that may follow the positional arguments,
-// as users of the original (click) are used to.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		if args[0] == "--" {
-			return append(pos, args[1:]...), nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
 }

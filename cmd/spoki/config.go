@@ -1,10 +1,11 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spoki-telescope/spoki/config"
 )
@@ -16,24 +17,46 @@ type (
 	handlerConfig = config.Handler
 )
 
-func defaultRunConfig() runConfig { return config.Default() }
+// defaultRunConfig is config.Default with the stats interval of where the
+// log goes: a line a second for a person at a terminal, a line a minute
+// for a journal or a file.
+func defaultRunConfig() runConfig {
+	c := config.Default()
+	if !isTerminal(os.Stderr) {
+		c.StatsInterval = statsIntervalJournal
+	}
+	return c
+}
+
+// statsIntervalJournal is the stats interval when stderr is not a
+// terminal.
+const statsIntervalJournal = time.Minute
+
+// configSynopsis heads the help of `spoki config check`.
+const configSynopsis = `usage: spoki config check FILE
+
+Prints every problem of a spoki run config file (YAML, the keys of spoki
+run's flags) as FILE:LINE: MESSAGE; exits 1 if there is one.`
 
 // configMain is `spoki config check FILE`: it prints every problem of the
 // file as FILE:LINE: MESSAGE and fails if there is one.
-func configMain(args []string) error {
-	if len(args) == 0 || args[0] != "check" {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
-			fmt.Println("usage: spoki config check FILE\n\nprints every problem of a `spoki run` config file with its line; exits 1 if there is one")
-			return flag.ErrHelp
-		}
-		return errors.New("config: usage: spoki config check FILE")
+func configMain(_ context.Context, args []string) error {
+	if len(args) == 0 {
+		return usagef("config", "config: missing subcommand: want check")
 	}
-	fs := flag.NewFlagSet("spoki config check", flag.ContinueOnError)
-	if err := parseFlags(fs, args[1:]); err != nil {
+	if isHelp(args[0]) {
+		fmt.Fprintln(stdout, configSynopsis)
+		return flag.ErrHelp
+	}
+	if args[0] != "check" {
+		return usagef("config", "config: unknown subcommand %q: want check", args[0])
+	}
+	fs := newFlagSet("config check", configSynopsis)
+	if err := parseArgs(fs, args[1:]); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("config check: want one FILE")
+		return usagef("config check", "config check: want one FILE")
 	}
 	path := fs.Arg(0)
 	data, err := os.ReadFile(path)

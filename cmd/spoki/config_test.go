@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"path/filepath"
 	"slices"
@@ -35,11 +36,11 @@ func TestConfigCoversFlags(t *testing.T) {
 // TestConfigCheckCommand checks the command's output and exit status.
 func TestConfigCheckCommand(t *testing.T) {
 	good := writeConfig(t, "prefix: [192.0.2.0/24]\n")
-	if err := configMain([]string{"check", good}); err != nil {
+	if err := configMain(context.Background(), []string{"check", good}); err != nil {
 		t.Errorf("config check of a good file = %v, want nil", err)
 	}
 	bad := writeConfig(t, "prefix: [192.0.2.0/24]\nqeues: 2\nmax-conns: 0\n")
-	err := configMain([]string{"check", bad})
+	err := configMain(context.Background(), []string{"check", bad})
 	if err == nil || !strings.Contains(err.Error(), "2 problem") {
 		t.Errorf("config check of a bad file = %v, want 2 problems", err)
 	}

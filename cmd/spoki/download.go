@@ -87,7 +87,7 @@ func (p *downloadPrefixes) Set(s string) error {
 // downloadBytes is a byte size flag: 32MiB, 1GiB, 500k, 1048576.
 type downloadBytes int64
 
-func (b *downloadBytes) String() string { return strconv.FormatInt(int64(*b), 10) }
+func (b *downloadBytes) String() string { s := config.Size(*b); return s.String() }
 
 func (b *downloadBytes) Set(s string) error {
 	units := []struct {
@@ -130,35 +130,31 @@ type downloadOpts struct {
 
 // downloadFlags defines the flags of `spoki download` on o.
 func downloadFlags(o *downloadOpts) *flag.FlagSet {
-	fs := flag.NewFlagSet("download", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), downloadUsage)
-		fs.PrintDefaults()
-	}
-	fs.StringVar(&o.out, "out", ".", "store directory (malware/, activity/, tried.tsv)")
+	fs := newFlagSet("download", downloadUsage)
+	fs.StringVar(&o.out, "out", ".", "store `DIR` (malware/, activity/, tried.tsv)")
 	fs.DurationVar(&o.oncePer, "once-per", download.DefaultOncePer, "fetch each URL at most once per this interval (failures count)")
 	fs.DurationVar(&o.timeout, "timeout", download.DefaultTimeout, "bound of one whole fetch: connect, TLS, headers, redirects, body")
 	o.maxBytes = downloadBytes(download.DefaultMaxBytes)
-	fs.Var(&o.maxBytes, "max-bytes", "largest body stored (default 32MiB)")
+	fs.Var(&o.maxBytes, "max-bytes", "largest body `SIZE` stored")
 	fs.IntVar(&o.maxRedirects, "max-redirects", download.DefaultMaxRedirects, "redirects followed at most (0: none)")
 	fs.BoolVar(&o.insecure, "insecure-tls", false, "do not verify server certificates")
-	fs.Var(&o.allow, "allow", "connect to addresses in this prefix even if the built-in list refuses them (repeatable; exactly this range)")
-	fs.Var(&o.deny, "deny", "never connect to addresses in this prefix (repeatable; e.g. your own network; wins over --allow)")
-	fs.Var(&o.prefixes, "prefix", "the telescope's prefix, never connected to (repeatable, as for spoki run)")
+	fs.Var(&o.allow, "allow", "connect to addresses in this `CIDR` even if the built-in list refuses them (repeatable; exactly this range)")
+	fs.Var(&o.deny, "deny", "never connect to addresses in this `CIDR` (repeatable; e.g. your own network; wins over --allow)")
+	fs.Var(&o.prefixes, "prefix", "the telescope's prefix `CIDR`, never connected to (repeatable, as for spoki run)")
 	fs.StringVar(&o.runConfigPath, "config", "", "spoki run's config `FILE`: its prefixes are never connected to (as --prefix)")
 	fs.IntVar(&o.workers, "workers", download.DefaultWorkers, "fetches running at once")
 	fs.IntVar(&o.perHost, "per-host", download.DefaultPerHost, "fetches running at once for one server")
 	fs.IntVar(&o.maxURLs, "max-urls-per-payload", download.DefaultMaxURLsPerPayload, "URLs taken from one payload (the rest are counted as cut)")
 	o.maxStore = byteSize(download.DefaultMaxStore)
-	fs.Var(&o.maxStore, "max-store", "quota of the sample store (sum of malware.bin sizes); full: nothing more is fetched (default 10GiB)")
+	fs.Var(&o.maxStore, "max-store", "quota `SIZE` of the sample store (sum of malware.bin sizes); full: nothing more is fetched")
 	o.maxState = byteSize(download.DefaultMaxState)
-	fs.Var(&o.maxState, "max-state", "memory budget of the rate-limit table; the oldest entries are evicted beyond it (default 32MiB)")
+	fs.Var(&o.maxState, "max-state", "memory budget `SIZE` of the rate-limit table; the oldest entries are evicted beyond it")
 	fs.BoolVar(&o.rdns, "rdns", false, "fill the rdns column (sends PTR queries for the servers' addresses)")
-	fs.StringVar(&o.userAgent, "user-agent", download.DefaultUserAgent, "User-Agent header")
-	fs.StringVar(&o.level, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.userAgent, "user-agent", download.DefaultUserAgent, "User-Agent header `STRING`")
+	fs.StringVar(&o.level, "log-level", "info", "log `LEVEL`: debug, info, warn, error")
 	fs.StringVar(&o.brokers, "kafka", "", "read events from these Kafka `BROKERS` (host:port,...) instead of files")
 	fs.StringVar(&o.group, "group", "", "Kafka consumer group `NAME` shared by the fetchers (with --kafka)")
-	fs.StringVar(&o.topicPrefix, "kafka-topic-prefix", "", "prefix of the topic names, as given to spoki run")
+	fs.StringVar(&o.topicPrefix, "kafka-topic-prefix", "", "prefix `P` of the topic names, as given to spoki run")
 	fs.StringVar(&o.tags, "tag", "", "telescope `TAG`s whose topics are read, comma-separated (default untagged)")
 	fs.StringVar(&o.events, "kafka-events", download.DefaultKafkaEventType, "event `TYPES` read, comma-separated (downloader, session, syn)")
 	return fs
@@ -170,18 +166,17 @@ func (o *downloadOpts) check(fs *flag.FlagSet, pos []string) error {
 	kafka := o.brokers != ""
 	switch {
 	case kafka && len(pos) > 0:
-		return errors.New("download: --kafka reads no INPUT files")
+		return usagef("download", "download: --kafka reads no INPUT files")
 	case kafka && o.group == "":
-		return errors.New("download: --kafka needs --group")
+		return usagef("download", "download: --kafka needs --group")
 	case !kafka && len(pos) == 0:
-		fs.Usage()
-		return errors.New("download: want at least one INPUT")
+		return usagef("download", "download: want at least one INPUT (or --kafka)")
 	}
 	if o.oncePer <= 0 || o.timeout <= 0 || o.maxRedirects < 0 {
-		return errors.New("download: --once-per and --timeout must be positive, --max-redirects not negative")
+		return usagef("download", "download: --once-per and --timeout must be positive, --max-redirects not negative")
 	}
 	if o.workers <= 0 || o.perHost <= 0 || o.maxURLs <= 0 || o.maxStore <= 0 || o.maxState <= 0 {
-		return errors.New("download: --workers, --per-host, --max-urls-per-payload, --max-store and --max-state must be positive")
+		return usagef("download", "download: --workers, --per-host, --max-urls-per-payload, --max-store and --max-state must be positive")
 	}
 	if o.runConfigPath != "" {
 		rc := defaultRunConfig()
@@ -210,7 +205,7 @@ func downloadMain(ctx context.Context, args []string) error {
 	}
 	lvl, err := config.ParseLevel(o.level)
 	if err != nil {
-		return err
+		return &usageError{cmd: "download", err: fmt.Errorf("download: --log-level: %w", err)}
 	}
 	log := newLogger(lvl).With("component", "download")
 	redirects := o.maxRedirects

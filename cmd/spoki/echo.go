@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -15,26 +13,36 @@ import (
 	"github.com/spoki-telescope/spoki/tun/tunecho"
 )
 
+// echoSynopsis heads the help of `spoki echo`.
+const echoSynopsis = `usage: spoki echo --prefix CIDR [--prefix CIDR ...] [--tun NAME] [--queues N]
+
+Answers every SYN routed to a TUN device with a SYN-ACK, without a stack:
+the ceiling the benchmark compares spoki with. It runs until SIGINT or
+SIGTERM and prints what it sent.`
+
 // echoMain is `spoki echo`: the benchmark's ceiling (package tunecho).
 func echoMain(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("spoki echo", flag.ContinueOnError)
+	fs := newFlagSet("echo", echoSynopsis)
 	var prefixes prefixList
 	fs.Var(&prefixes, "prefix", "prefix `CIDR` routed to the TUN (repeatable)")
 	name := fs.String("tun", "spkecho0", "TUN device `NAME`")
 	queues := fs.Int("queues", 1, "TUN queues, one reader each (locked to its thread)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("echo", "echo: unexpected arguments %q", fs.Args())
 	}
 	var ps []netip.Prefix
 	for _, s := range prefixes {
 		p, err := tun.ParsePrefix(s)
 		if err != nil {
-			return fmt.Errorf("echo: %w", err)
+			return &usageError{cmd: "echo", err: fmt.Errorf("echo: --prefix: %w", err)}
 		}
 		ps = append(ps, p)
 	}
 	if len(ps) == 0 {
-		return errors.New("echo: at least one --prefix is required")
+		return usagef("echo", "echo: at least one --prefix is required")
 	}
 	dev, err := tun.Open(tun.Config{Name: *name, Queues: *queues, Prefixes: ps})
 	if err != nil {

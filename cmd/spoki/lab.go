@@ -15,6 +15,7 @@ import (
 // labUsage is printed for `spoki lab` with a bad subcommand.
 const labUsage = `usage: spoki lab [up] [--keep] [--log-dir DIR]
        spoki lab demo [--keep-logs DIR]
+
 up (the default) builds the lab, starts spoki in it and waits for Ctrl-C;
 demo runs the probes end to end, prints the event log and checks it.
 Both need root and remove everything they create.`
@@ -30,32 +31,32 @@ func labMain(ctx context.Context, args []string) error {
 	}
 	switch sub {
 	case "up":
-		fs := flag.NewFlagSet("spoki lab up", flag.ContinueOnError)
+		fs := newFlagSet("lab up", labUsage)
 		var cfg lab.UpConfig
 		fs.BoolVar(&cfg.Keep, "keep", false, "keep the temporary log directory")
-		fs.StringVar(&cfg.LogDir, "log-dir", "", "spoki's log directory, kept (default: a temporary one)")
-		if err := fs.Parse(args); err != nil {
+		fs.StringVar(&cfg.LogDir, "log-dir", "", "spoki's log `DIR`, kept (default: a temporary one)")
+		if err := parseArgs(fs, args); err != nil {
 			return err
 		}
 		if fs.NArg() != 0 {
-			return fmt.Errorf("lab: unexpected arguments %q\n%s", fs.Args(), labUsage)
+			return usagef("lab up", "lab up: unexpected arguments %q", fs.Args())
 		}
 		return lab.Up(ctx, cfg)
 	case "demo":
-		fs := flag.NewFlagSet("spoki lab demo", flag.ContinueOnError)
+		fs := newFlagSet("lab demo", labUsage)
 		var cfg lab.DemoConfig
-		fs.StringVar(&cfg.KeepLogs, "keep-logs", "", "write spoki's logs to DIR and keep them")
-		if err := fs.Parse(args); err != nil {
+		fs.StringVar(&cfg.KeepLogs, "keep-logs", "", "write spoki's logs to `DIR` and keep them")
+		if err := parseArgs(fs, args); err != nil {
 			return err
 		}
 		if fs.NArg() != 0 {
-			return fmt.Errorf("lab: unexpected arguments %q\n%s", fs.Args(), labUsage)
+			return usagef("lab demo", "lab demo: unexpected arguments %q", fs.Args())
 		}
 		return lab.Demo(ctx, cfg)
 	case "help":
-		fmt.Println(labUsage)
-		return nil
+		fmt.Fprintln(stdout, labUsage)
+		return flag.ErrHelp
 	default:
-		return fmt.Errorf("lab: unknown subcommand %q\n%s", sub, labUsage)
+		return usagef("lab", "lab: unknown subcommand %q: want up or demo", sub)
 	}
 }

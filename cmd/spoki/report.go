@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -29,15 +28,11 @@ and --max-hours); what the bounds cut is counted in the output.`
 
 // reportMain is `spoki report`.
 func reportMain(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("report", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), reportUsage)
-		fs.PrintDefaults()
-	}
-	htmlOut := fs.String("html", "", "write the HTML page to this file")
-	jsonOut := fs.String("json", "", "write the report as JSON to this file (- for standard output)")
-	known := fs.String("known-scanners", "known-scanners", "directory of ips.NAME.txt lists (missing: built-in prefixes only)")
-	raw := fs.String("raw", "", "raw-log directory, for two-phase ACKs whose payload is in the raw log only")
+	fs := newFlagSet("report", reportUsage)
+	htmlOut := fs.String("html", "", "write the HTML page to `FILE`")
+	jsonOut := fs.String("json", "", "write the report as JSON to `FILE` (- for standard output)")
+	known := fs.String("known-scanners", "known-scanners", "`DIR` of ips.NAME.txt lists (missing: built-in prefixes only)")
+	raw := fs.String("raw", "", "raw-log `DIR`, for two-phase ACKs whose payload is in the raw log only")
 	top := fs.Int("top", report.DefaultTopN, "rows shown per top list")
 	topKeys := fs.Int("top-keys", report.DefaultTopKeys, "distinct keys held per top list (payload prefixes, hosts, credentials, ...)")
 	maxHours := fs.Int("max-hours", report.DefaultMaxHours, "hours held in the time series")
@@ -46,11 +41,10 @@ func reportMain(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(pos) == 0 {
-		fs.Usage()
-		return errors.New("report: want at least one INPUT")
+		return usagef("report", "report: want at least one INPUT")
 	}
 	if *top <= 0 || *topKeys < *top || *maxHours <= 0 {
-		return errors.New("report: --top and --max-hours must be positive, --top-keys at least --top")
+		return usagef("report", "report: --top and --max-hours must be positive, --top-keys at least --top")
 	}
 	r, err := report.Build(ctx, report.Config{KnownScanners: *known, RawDir: *raw, TopN: *top, TopKeys: *topKeys, MaxHours: *maxHours}, pos)
 	if err != nil {

@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -14,6 +11,7 @@ import (
 	"github.com/lmittmann/tint"
 	"golang.org/x/sys/unix"
 
+	"github.com/spoki-telescope/spoki/analysis/assemble"
 	"github.com/spoki-telescope/spoki/config"
 	"github.com/spoki-telescope/spoki/telescope"
 )
@@ -45,13 +43,21 @@ func (r *replaceList) Set(s string) error {
 	*r.dst = append(*r.dst, s)
 	return nil
 }
+// runSynopsis heads the help of `spoki run`.
+const runSynopsis = `usage: spoki run --prefix CIDR [--prefix CIDR ...] [flags]
+       spoki run --config FILE [flags]
+
+Runs the telescope: routes the prefixes to a TUN device, answers every SYN
+to them with a SYN cookie, completes the handshakes that come back and
+records what the clients send (README.md: the files it writes). SIGHUP
+reloads --config; SIGINT and SIGTERM end it with a final stats line.`
 
 // runFlags defines the flags of `spoki run` on c, each defaulting to c's
 // current value: parsing the arguments onto a config read from a file
 // changes only what a flag sets. The list flags collect into prefixes and
 // purePrefixes, which replace (not extend) the file's lists.
 func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
-	fs := flag.NewFlagSet("spoki run", flag.ContinueOnError)
+	fs := newFlagSet("run", runSynopsis)
 	fs.Var(prefixes, "prefix", "telescope prefix `CIDR` (IPv4 or IPv6; repeat for more)")
 	fs.StringVar(&c.ConfigFile, "config", c.ConfigFile, "YAML `FILE` with the same keys as the flags (flags win); SIGHUP reloads it")
 	fs.StringVar(&c.Tun, "tun", c.Tun, "TUN device `NAME`")
@@ -70,8 +76,9 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.Var(&c.ConnBuffer, "conn-buffer", "receive and send buffer of each connection, each (`SIZE`, 4KiB-64KiB)")
 	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "Go's GOGC: heap growth between collections in `PERCENT` (10-1000; the GOGC environment variable wins if set)")
 	fs.Var(&c.MemoryLimit, "memory-limit", "Go's soft memory limit (`SIZE`; the GOMEMLIMIT environment variable wins if set)")
-	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
-	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "interval of the stats line (0 = none)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `LEVEL`: debug, info, warn or error")
+	fs.DurationVar(&c.StatsInterval, "stats-interval", c.StatsInterval, "interval of the stats line of rates (0 = none; default 1s on a terminal, else 1m)")
+	fs.BoolVar(&c.Progress, "progress", c.Progress, "on a terminal, show the stats as one line redrawn each --stats-interval, the log scrolling above it")
 	fs.DurationVar(&c.PhaseTimeout, "phase-timeout", c.PhaseTimeout, "longest delay between the two phases of a two-phase scan")
 	fs.Var(&c.PhaseMemory, "phase-memory", "memory `SIZE` of the two-phase detector's table (e.g. 32MiB; 32 bytes per phase-one SYN)")
 	fs.IntVar(&c.SYNACKRate, "synack-rate", c.SYNACKRate, "SYN-ACKs per second per source for regular SYNs, after the burst (0 = no limit)")
@@ -112,11 +119,11 @@ func parseRunFlags(args []string) (runConfig, error) {
 	cfg := defaultRunConfig()
 	var prefixes, purePrefixes prefixList
 	fs := runFlags(&cfg, &prefixes, &purePrefixes)
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("run: unexpected arguments %q", fs.Args())
+		return cfg, usagef("run", "run: unexpected arguments %q", fs.Args())
 	}
 	if cfg.ConfigFile != "" {
 		fileCfg := defaultRunConfig()
@@ -126,7 +133,7 @@ func parseRunFlags(args []string) (runConfig, error) {
 		// The same arguments again, onto the file's values: they parsed
 		// above, so they parse here.
 		prefixes, purePrefixes = nil, nil
-		if err := parseFlags(runFlags(&fileCfg, &prefixes, &purePrefixes), args); err != nil {
+		if err := parseArgs(runFlags(&fileCfg, &prefixes, &purePrefixes), args); err != nil {
 			return cfg, err
 		}
 		cfg = fileCfg
@@ -138,23 +145,6 @@ func parseRunFlags(args []string) (runConfig, error) {
 		cfg.PurePrefixes = purePrefixes
 	}
 	return cfg, nil
-}
-
-// parseFlags parses args so that a bad flag costs one line on stderr (the
-// caller prints the error) and -h prints the usage on stdout.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	fs.SetOutput(io.Discard)
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(os.Stdout)
-		fmt.Fprintf(os.Stdout, "usage of %s:\n", fs.Name())
-		fs.PrintDefaults()
-		return err
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w (-h for help)", fs.Name(), err)
-	}
-	return nil
 }
 
 // newLogger writes colour through tint on a terminal and plain slog text
@@ -174,9 +164,23 @@ func runMain(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return telescope.Run(ctx, telescope.Options{
+	// A bad or missing flag value is the invocation's mistake (exit 2);
+	// telescope.Run checks again (a reload's config goes through it too).
+	if _, err := cfg.Validate(); err != nil {
+		return &usageError{cmd: "run", err: err}
+	}
+	o := telescope.Options{
 		Config:    cfg,
 		Reparse:   func() (runConfig, error) { return parseRunFlags(args) },
 		NewLogger: newLogger,
-	})
+	}
+	if width, ok := assemble.TerminalWidth(os.Stderr); ok && cfg.Progress {
+		// The log scrolls above the progress line.
+		status := assemble.NewStatusLine(os.Stderr, width)
+		o.Status = status
+		o.NewLogger = func(level slog.Leveler) *slog.Logger {
+			return slog.New(tint.NewHandler(status, &tint.Options{Level: level, TimeFormat: time.TimeOnly}))
+		}
+	}
+	return telescope.Run(ctx, o)
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,13 +20,9 @@ arguments it reads one payload per line from stdin.`
 
 // urlsMain is `spoki urls`.
 func urlsMain(_ context.Context, args []string) error {
-	fs := flag.NewFlagSet("urls", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), urlsUsage)
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("urls", urlsUsage)
 	isHex := fs.Bool("hex", false, "payloads are hex-encoded (as in the raw log's payload column)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
 	w := bufio.NewWriter(os.Stdout)
