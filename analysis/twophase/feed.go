@@ -273,6 +273,19 @@ type eventAcked struct {
 }
 
 func (f *Feed) write(pair Pair, stage string, s *records.Session) {
+	t, line, err := PairEvent(pair, stage, s)
+	if err != nil {
+		f.counters.Errors.Add(1)
+		return
+	}
+	f.counters.Events.Add(1)
+	f.emit(t, line)
+}
+
+// PairEvent returns the `two_phase` event of pair at stage ("phase_two",
+// or "acked" with phase two's session s) and its time: the line the Feed
+// writes, and that `spoki twophase` publishes.
+func PairEvent(pair Pair, stage string, s *records.Session) (time.Time, []byte, error) {
 	fields := eventFields{
 		Stage: stage,
 		PhaseOne: eventOne{
@@ -294,10 +307,5 @@ func (f *Feed) write(pair Pair, stage string, s *records.Session) {
 		UserID: pair.Two.UserID,
 	}
 	line, err := records.AppendEvent(nil, "two_phase", t, &flow, fields)
-	if err != nil {
-		f.counters.Errors.Add(1)
-		return
-	}
-	f.counters.Events.Add(1)
-	f.emit(t, line)
+	return t, line, err
 }

@@ -275,7 +275,7 @@ func (p *Publisher) Publish(eventType string, src netip.Addr, line []byte) bool 
 	if p == nil {
 		return false
 	}
-	return p.enqueue(eventType, src, bytes.Clone(line))
+	return p.enqueue(eventType, src, bytes.Clone(line), time.Time{})
 }
 
 // PublishSession encodes s with records.AppendSessionEvent and queues it,
@@ -288,17 +288,19 @@ func (p *Publisher) PublishSession(s *records.Session) bool {
 	if err != nil {
 		p.encodeErrors.Add(1)
 	}
-	return p.enqueue(records.EventSession, s.Flow.Remote.Addr(), line)
+	return p.enqueue(records.EventSession, s.Flow.Remote.Addr(), line, time.Time{})
 }
 
 // PublishSYN encodes the `syn` event of p with records.AppendSYNEvent and
-// queues it, keyed by the packet's source. Packets that are not SYNs
+// queues it, keyed by the packet's source, with the packet's time as the
+// record's timestamp, so that a consumer can seek a `syn` topic by packet
+// time (`spoki twophase` rebuilds its window so). Packets that are not SYNs
 // (Packet.IsSYN) have no event and are ignored.
 func (p *Publisher) PublishSYN(pkt *records.Packet) bool {
 	if p == nil || !pkt.IsSYN() {
 		return false
 	}
-	return p.enqueue(records.EventSYN, pkt.Src, records.AppendSYNEvent(nil, pkt))
+	return p.enqueue(records.EventSYN, pkt.Src, records.AppendSYNEvent(nil, pkt), pkt.Time)
 }
 
 // PublishLine queues an event line encoded by records (AppendEvent and
@@ -315,12 +317,12 @@ func (p *Publisher) PublishLine(line []byte) bool {
 		p.dropMalformed.Add(1)
 		return false
 	}
-	return p.enqueue(eventType, src, bytes.Clone(line))
+	return p.enqueue(eventType, src, bytes.Clone(line), time.Time{})
 }
 
 // enqueue hands value, which it owns, to the client unless the buffer is
-// full or the Publisher closed.
-func (p *Publisher) enqueue(eventType string, src netip.Addr, value []byte) bool {
+// full or the Publisher closed. A zero ts means now.
+func (p *Publisher) enqueue(eventType string, src netip.Addr, value []byte, ts time.Time) bool {
 	var key []byte
 	if src.IsValid() {
 		// Unmapped, so that ::ffff:192.0.2.1 and 192.0.2.1 share a key.
@@ -342,7 +344,7 @@ func (p *Publisher) enqueue(eventType string, src netip.Addr, value []byte) bool
 		p.warn(&p.lastWarnBufferFull, "kafka buffer full", nil)
 		return false
 	}
-	r := &kgo.Record{Topic: p.topic(eventType), Key: key, Value: value, Headers: p.headers}
+	r := &kgo.Record{Topic: p.topic(eventType), Key: key, Value: value, Headers: p.headers, Timestamp: ts}
 	p.pending.Add(1)
 	p.cl.TryProduce(context.Background(), r, p.promise)
 	return true
