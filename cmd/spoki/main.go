@@ -11,6 +11,7 @@
 //	spoki urls [PAYLOAD ...]           downloader URLs in payloads
 //	spoki download ...                 fetch the files behind downloader URLs (never run them)
 //	spoki report ...                   top ports, contact types and phase delays, as text and HTML
+//	spoki twophase --kafka B --group G two-phase scans across telescopes, from their Kafka syn topics
 //	spoki config check FILE            check a run config file
 //
 // `spoki COMMAND -h` shows a command's flags. See README.md for the files it
@@ -37,6 +38,7 @@ commands:
   urls     downloader URLs in payloads
   download fetch the files behind downloader URLs (never run them)
   report   top ports, contact types and phase delays, as text and HTML
+  twophase two-phase scans across telescopes, from Kafka (spoki twophase --kafka BROKERS --group NAME)
   config   check a run config file (spoki config check FILE)
 
 spoki COMMAND -h shows the flags of a command.`
@@ -71,6 +73,8 @@ func realMain(args []string) int {
 		err = downloadMain(ctx, args[1:])
 	case "report":
 		err = reportMain(ctx, args[1:])
+	case "twophase":
+		err = twophaseMain(ctx, args[1:])
 	case "config":
 		err = configMain(args[1:])
 	case "-h", "-help", "--help", "help":

@@ -80,7 +80,9 @@ type Config struct {
 	Linger time.Duration
 	// CloseTimeout bounds the flush in Close.
 	CloseTimeout time.Duration
-	// DeliveryTimeout bounds an event's wait for the brokers' ack.
+	// DeliveryTimeout bounds an event's wait for the brokers' ack. It
+	// counts from the record's timestamp, which for a `syn` event is the
+	// packet's time: publishing old packets (a replay) needs a longer one.
 	DeliveryTimeout time.Duration
 	// Logger receives the Warn lines about drops (discarded if nil).
 	Logger *slog.Logger
