@@ -67,7 +67,7 @@ func synCount(t *testing.T) int {
 	if raceEnabled {
 		return 20_000
 	}
-	return 150_000
+	return 300_000
 }
 
 // generate makes a telescope's SYNs: irregular SYNs (no options, TTL 241,
@@ -219,6 +219,29 @@ func waitConsumed(t *testing.T, want uint64, ms ...*Member) {
 			t.Fatalf("consumed %d records, want %d", n, want)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitAssigned waits until the members share all n partitions, each
+// owning some.
+func waitAssigned(t *testing.T, n int64, ms ...*Member) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var sum int64
+		all := true
+		for _, m := range ms {
+			p := m.Stats().Partitions
+			sum += p
+			all = all && p > 0
+		}
+		if sum == n && all {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members own %d partitions (each some: %v), want %d", sum, all, n)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -443,9 +466,15 @@ func TestTwoPhaseAcrossVantagePoints(t *testing.T) {
 	publishPart(0)
 	m1 := startMember(t, addrs, "member-1")
 	waitConsumed(t, produced[0], m1.m)
-	publishPart(1)
+	// The second member joins before the second third is published, so
+	// that it takes over partitions whose phase ones member 1 saw.
 	m2 := startMember(t, addrs, "member-2")
+	waitAssigned(t, 3*partitions, m1.m, m2.m)
+	publishPart(1)
 	waitConsumed(t, produced[0]+produced[1], m1.m, m2.m)
+	if m2.m.Stats().Consumed == 0 {
+		t.Fatal("member 2 consumed nothing of the second third")
+	}
 	m1.stop(t)
 	publishPart(2)
 	waitConsumed(t, produced[0]+produced[1]+produced[2], m1.m, m2.m)
