@@ -16,7 +16,7 @@ import (
 )
 
 // TestTwophaseCommand runs `spoki twophase` against a kfake cluster: a
-// telescope publishes an answered irregular SYN and, a minute of packet
+// telescope publishes an answered irregular SYN and, 20 seconds of packet
 // time later, a regular SYN of the same source to the same port, and the
 // command publishes their two_phase event. Bad flags are refused.
 func TestTwophaseCommand(t *testing.T) {
@@ -39,11 +39,11 @@ func TestTwophaseCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now().Add(-90 * time.Second)
+	now := time.Now().Add(-30 * time.Second)
 	src, dst := netip.MustParseAddr("203.0.113.9"), netip.MustParseAddr("198.51.100.80")
 	one := records.Packet{Time: now, Src: src, Dst: dst, SrcPort: 41000, DstPort: 80, Proto: records.ProtoTCP,
 		Flags: records.FlagSYN, Seq: 1, TTL: 241, IPID: 54321, Window: 1024, WScale: -1, Probed: true, UserID: 5}
-	two := records.Packet{Time: now.Add(time.Minute), Src: src, Dst: dst, SrcPort: 52000, DstPort: 80, Proto: records.ProtoTCP,
+	two := records.Packet{Time: now.Add(20 * time.Second), Src: src, Dst: dst, SrcPort: 52000, DstPort: 80, Proto: records.ProtoTCP,
 		Flags: records.FlagSYN, Seq: 2, TTL: 52, IPID: 7, Window: 64240, MSS: 1460, WScale: 7, Probed: true, UserID: 6,
 		Options: [records.MaxOptions]uint8{2, 4, 8, 1, 3}, NumOptions: 5}
 	pub.PublishSYN(&one)
@@ -81,7 +81,7 @@ func TestTwophaseCommand(t *testing.T) {
 		DelayMS   float64 `json:"delay_ms"`
 	}
 	if err := json.Unmarshal(got[0].Value, &e); err != nil || e.EventType != "two_phase" || e.SrcIP != src.String() ||
-		e.DestPort != 80 || e.DelayMS != 60000 {
+		e.DestPort != 80 || e.DelayMS != 20000 {
 		t.Errorf("event %s (%v)", got[0].Value, err)
 	}
 	if len(got[0].Headers) != 1 || string(got[0].Headers[0].Value) != "sensor-7" {
