@@ -39,12 +39,21 @@ var errNotSYN = errors.New("not a syn event")
 // optionKinds are the option names of the `syn` event.
 var optionKinds = map[string]uint8{"eol": 0, "nop": 1, "mss": 2, "wscale": 3, "sack_perm": 4, "sack": 5, "timestamp": 8}
 
-// parseSYN decodes a `syn` event into the packet record it was made from,
+// parseSYN decodes a `syn` event: the fast way if it can
+// (parseSYNFast), else with encoding/json, which decides.
+func parseSYN(line []byte, p *records.Packet) error {
+	if parseSYNFast(line, p) == nil {
+		return nil
+	}
+	return parseSYNJSON(line, p)
+}
+
+// parseSYNJSON decodes a `syn` event into the packet record it was made from,
 // as far as the detector reads it: the flow, time, userid (non-zero only
 // for an answered SYN, which is what Probed means here: the front end
 // gives every SYN-ACK a userid, and a SYN over the SYN-ACK limit gets
 // none) and the TCP fields the irregular rules and the fingerprint use.
-func parseSYN(line []byte, p *records.Packet) error {
+func parseSYNJSON(line []byte, p *records.Packet) error {
 	var e synEvent
 	if err := json.Unmarshal(line, &e); err != nil {
 		return err
