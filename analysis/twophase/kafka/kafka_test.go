@@ -489,8 +489,9 @@ func TestTwoPhaseAcrossVantagePoints(t *testing.T) {
 	if s2.Replayed >= produced[0]+produced[1] {
 		t.Errorf("member 2 replayed %d records, the whole topics (%d) up to its last hand-over", s2.Replayed, produced[0]+produced[1])
 	}
-	if s1.Malformed+s2.Malformed != 0 || s1.PublishErrors+s2.PublishErrors != 0 {
-		t.Errorf("malformed %d, publish errors %d", s1.Malformed+s2.Malformed, s1.PublishErrors+s2.PublishErrors)
+	if s1.Malformed+s2.Malformed != 0 || s1.PublishErrors+s2.PublishErrors != 0 || s1.CommitErrors+s2.CommitErrors != 0 {
+		t.Errorf("malformed %d, publish errors %d, commit errors %d", s1.Malformed+s2.Malformed,
+			s1.PublishErrors+s2.PublishErrors, s1.CommitErrors+s2.CommitErrors)
 	}
 
 	got := readPairs(t, addrs, kafkasink.Topic("", DefaultOutTag, "two_phase"))
