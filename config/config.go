@@ -51,6 +51,19 @@ type Run struct {
 	// to, one topic per event type; the files stay the source of truth.
 	Kafka            string `yaml:"kafka"`
 	KafkaTopicPrefix string `yaml:"kafka-topic-prefix"`
+	// KafkaTLS* connect to the brokers over TLS (on with kafka-tls or any
+	// of the CA, certificate, server name or skip-verify keys); KafkaSASL*
+	// authenticate (see KafkaAuth). The password is read from a file, so
+	// that it shows neither in the process list nor in the config.
+	KafkaTLS                   bool   `yaml:"kafka-tls"`
+	KafkaTLSCA                 string `yaml:"kafka-tls-ca"`
+	KafkaTLSCert               string `yaml:"kafka-tls-cert"`
+	KafkaTLSKey                string `yaml:"kafka-tls-key"`
+	KafkaTLSServerName         string `yaml:"kafka-tls-server-name"`
+	KafkaTLSInsecureSkipVerify bool   `yaml:"kafka-tls-insecure-skip-verify"`
+	KafkaSASL                  string `yaml:"kafka-sasl"`
+	KafkaSASLUser              string `yaml:"kafka-sasl-user"`
+	KafkaSASLPasswordFile      string `yaml:"kafka-sasl-password-file"`
 	// User is who spoki runs as once the TUN and routes are up (root's
 	// default: privs.DefaultUser, else privs.FallbackUser); whoever it is, it
 	// keeps no capability.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spoki-telescope/spoki/netstack"
+	"github.com/spoki-telescope/spoki/records/kafkasink"
 	"github.com/spoki-telescope/spoki/tun"
 )
 
@@ -147,6 +149,46 @@ var rules = []rule{
 	}},
 	{"metrics", inFile, flagSpace, func(c *Run) error {
 		return failIf(c.Metrics != "" && c.Metrics == c.Pprof, "%s is also the pprof address", c.Metrics)
+	}},
+	// Kafka's TLS and SASL (config/kafka.go): files that exist and parse,
+	// keys that go together.
+	{"kafka-tls-ca", both, flagColon, func(c *Run) error {
+		if c.KafkaTLSCA == "" {
+			return nil
+		}
+		_, err := kafkasink.LoadCA(c.KafkaTLSCA)
+		return err
+	}},
+	{"kafka-tls-cert", both, flagColon, func(c *Run) error {
+		if c.KafkaTLSCert == "" {
+			return nil
+		}
+		if c.KafkaTLSKey == "" {
+			return errors.New("needs kafka-tls-key")
+		}
+		_, err := tls.LoadX509KeyPair(c.KafkaTLSCert, c.KafkaTLSKey)
+		return err
+	}},
+	{"kafka-tls-key", both, flagColon, func(c *Run) error {
+		return failIf(c.KafkaTLSKey != "" && c.KafkaTLSCert == "", "needs kafka-tls-cert")
+	}},
+	{"kafka-tls-insecure-skip-verify", both, flagColon, func(c *Run) error {
+		return failIf(c.KafkaTLSInsecureSkipVerify && c.KafkaTLSCA != "",
+			"would ignore kafka-tls-ca: set one of them")
+	}},
+	{"kafka-sasl", both, flagColon, func(c *Run) error { return c.checkSASL() }},
+	{"kafka-sasl-user", both, flagColon, func(c *Run) error {
+		return failIf(c.KafkaSASLUser != "" && c.KafkaSASL == "", "has no effect without kafka-sasl")
+	}},
+	{"kafka-sasl-password-file", both, flagColon, func(c *Run) error {
+		if c.KafkaSASLPasswordFile == "" {
+			return nil
+		}
+		if c.KafkaSASL == "" {
+			return errors.New("has no effect without kafka-sasl")
+		}
+		_, err := kafkasink.ReadPassword(c.KafkaSASLPasswordFile)
+		return err
 	}},
 }
 

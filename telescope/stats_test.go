@@ -247,7 +247,7 @@ func TestStatsKeysKept(t *testing.T) {
 		"twophase_evictions_total{cause=rejected}", "twophase_replaced_total", "twophase_expired_total",
 		"twophase_window_seconds{class=oneoff}", "twophase_window_seconds{class=repeat}",
 		"tun_packets_total{direction=rx}", "tun_packets_total{direction=tx}", "tun_dropped_total")
-	for _, c := range strings.Fields("buffer_full broker_error unflushed closed malformed") {
+	for _, c := range strings.Fields("buffer_full broker_error unflushed closed auth malformed") {
 		series = append(series, "kafkasink_drops_total{cause="+c+"}")
 	}
 	for _, k := range series {

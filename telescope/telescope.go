@@ -290,8 +290,13 @@ func (t *running) startDetector() error {
 	// no-op. Closed after the stack and the detector stop, before the
 	// files close.
 	if cfg.Kafka != "" {
+		tlsCfg, saslCfg, err := cfg.KafkaAuth()
+		if err != nil {
+			return fmt.Errorf("run: kafka: %w", err)
+		}
 		pub, err := kafkasink.New(kafkasink.Config{Brokers: strings.Split(cfg.Kafka, ","),
-			TopicPrefix: cfg.KafkaTopicPrefix, Tag: cfg.Tag, Logger: log.With("component", "kafkasink")})
+			TopicPrefix: cfg.KafkaTopicPrefix, Tag: cfg.Tag, Logger: log.With("component", "kafkasink"),
+			TLS: tlsCfg, SASL: saslCfg, Host: cfg.EventHost()})
 		if err != nil {
 			return fmt.Errorf("run: %w", err)
 		}

@@ -282,6 +282,45 @@ type eventAcked struct {
 }
 
 func (f *Feed) write(pair Pair, stage string, s *records.Session) {
+	t, line, err := PairEvent(pair, stage, s)
+	if err != nil {
+		f.counters.Errors.Add(1)
+		return
+	}
+	f.counters.Events.Add(1)
+	f.emit(t, line)
+	if !f.alerts || s != nil {
+		return
+	}
+	// One alert per pair, when phase two arrives, as the rule fires.
+	t, line, err = PairAlert(pair)
+	if err != nil {
+		f.counters.Errors.Add(1)
+		return
+	}
+	f.counters.Alerts.Add(1)
+	f.emit(t, line)
+}
+
+// PairEvent returns the `two_phase` event of pair at stage ("phase_two",
+// or "acked" with phase two's session s) and its time: the line the Feed
+// writes, and that `spoki twophase` publishes.
+func PairEvent(pair Pair, stage string, s *records.Session) (time.Time, []byte, error) {
+	t, flow, fields := pairFields(pair, stage, s)
+	line, err := records.AppendEvent(nil, "two_phase", t, &flow, fields)
+	return t, line, err
+}
+
+// PairAlert returns the EVE `alert` event of pair (records.AlertTwoPhase),
+// written once per pair beside its phase_two event.
+func PairAlert(pair Pair) (time.Time, []byte, error) {
+	t, flow, fields := pairFields(pair, "phase_two", nil)
+	line, err := records.AppendAlertEvent(nil, t, &flow, &records.AlertTwoPhase, "", "two_phase", fields)
+	return t, line, err
+}
+
+// pairFields are the time, the flow and the fields of pair's events.
+func pairFields(pair Pair, stage string, s *records.Session) (time.Time, records.Flow, eventFields) {
 	fields := eventFields{
 		Stage: stage,
 		PhaseOne: eventOne{
@@ -303,22 +342,5 @@ func (f *Feed) write(pair Pair, stage string, s *records.Session) {
 		UserID: pair.Two.UserID,
 		ISN:    pair.Two.Seq,
 	}
-	line, err := records.AppendEvent(nil, "two_phase", t, &flow, fields)
-	if err != nil {
-		f.counters.Errors.Add(1)
-		return
-	}
-	f.counters.Events.Add(1)
-	f.emit(t, line)
-	if !f.alerts || s != nil {
-		return
-	}
-	// One alert per pair, when phase two arrives, as the rule fires.
-	line, err = records.AppendAlertEvent(nil, t, &flow, &records.AlertTwoPhase, "", "two_phase", fields)
-	if err != nil {
-		f.counters.Errors.Add(1)
-		return
-	}
-	f.counters.Alerts.Add(1)
-	f.emit(t, line)
+	return t, flow, fields
 }

@@ -12,6 +12,7 @@
 //	spoki download ...                 fetch the files behind downloader URLs (never run them)
 //	spoki report ...                   top ports, contact types and phase delays, as text and HTML
 //	spoki config check FILE            check a run config file
+//	spoki twophase --kafka B --group G two-phase scans across telescopes, from their Kafka syn topics
 //	spoki completion bash|zsh          a shell completion script
 //	spoki version                      version, commit, build date and Go version
 //
@@ -62,6 +63,7 @@ func init() {
 		{name: "urls", summary: "downloader URLs in payloads", main: urlsMain},
 		{name: "download", summary: "fetch the files behind downloader URLs (never run them)", main: downloadMain},
 		{name: "report", summary: "top ports, contact types and phase delays, as text and HTML", main: reportMain},
+		{name: "twophase", summary: "two-phase scans across telescopes, from Kafka (spoki twophase --kafka BROKERS --group NAME)", main: twophaseMain},
 		{name: "config", summary: "check a run config file (spoki config check FILE)", main: configMain, subs: []string{"check"}},
 		{name: "completion", summary: "print a bash or zsh completion script (spoki completion bash)", main: completionMain, subs: []string{"bash", "zsh"}, noFlags: true},
 		{name: "version", summary: "print the version, commit, build date and Go version (also --version)", main: versionMain, noFlags: true},

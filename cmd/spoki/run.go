@@ -43,6 +43,7 @@ func (r *replaceList) Set(s string) error {
 	*r.dst = append(*r.dst, s)
 	return nil
 }
+
 // runSynopsis heads the help of `spoki run`.
 const runSynopsis = `usage: spoki run --prefix CIDR [--prefix CIDR ...] [flags]
        spoki run --config FILE [flags]
@@ -106,6 +107,15 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.BoolVar(&c.Alerts, "alerts", c.Alerts, "write an EVE alert event beside each two_phase and downloader event")
 	fs.StringVar(&c.Kafka, "kafka", c.Kafka, "publish every event to these Kafka `BROKERS` (host:port,...)")
 	fs.StringVar(&c.KafkaTopicPrefix, "kafka-topic-prefix", c.KafkaTopicPrefix, "prefix `P` of the Kafka topic names")
+	fs.BoolVar(&c.KafkaTLS, "kafka-tls", c.KafkaTLS, "connect to the Kafka brokers over TLS (implied by the other --kafka-tls-* flags)")
+	fs.StringVar(&c.KafkaTLSCA, "kafka-tls-ca", c.KafkaTLSCA, "PEM `FILE` of the CAs of the Kafka brokers' certificates (default: the system's)")
+	fs.StringVar(&c.KafkaTLSCert, "kafka-tls-cert", c.KafkaTLSCert, "PEM `FILE` of the client certificate for Kafka (with --kafka-tls-key)")
+	fs.StringVar(&c.KafkaTLSKey, "kafka-tls-key", c.KafkaTLSKey, "PEM `FILE` of the client certificate's key")
+	fs.StringVar(&c.KafkaTLSServerName, "kafka-tls-server-name", c.KafkaTLSServerName, "`NAME` the Kafka brokers' certificates must carry (default: each broker's host)")
+	fs.BoolVar(&c.KafkaTLSInsecureSkipVerify, "kafka-tls-insecure-skip-verify", c.KafkaTLSInsecureSkipVerify, "accept any Kafka broker certificate (labs only)")
+	fs.StringVar(&c.KafkaSASL, "kafka-sasl", c.KafkaSASL, "SASL `MECHANISM` for Kafka: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+	fs.StringVar(&c.KafkaSASLUser, "kafka-sasl-user", c.KafkaSASLUser, "SASL `USER` for Kafka")
+	fs.StringVar(&c.KafkaSASLPasswordFile, "kafka-sasl-password-file", c.KafkaSASLPasswordFile, "`FILE` whose first line is the SASL password for Kafka")
 	fs.StringVar(&c.Pprof, "pprof", c.Pprof, "serve Go's pprof on `ADDR` (loopback, e.g. 127.0.0.1:6060; debugging only)")
 	fs.BoolVar(&c.PprofAny, "pprof-any", c.PprofAny, "let --pprof bind to an address that is not loopback")
 	fs.StringVar(&c.Metrics, "metrics", c.Metrics, "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9108)")

@@ -45,6 +45,12 @@ const (
 	// DefaultCloseTimeout bounds the final flush, so that a dead broker
 	// cannot hold up shutdown.
 	DefaultCloseTimeout = 5 * time.Second
+	// DefaultDeliveryTimeout bounds the time an event waits for the
+	// brokers: past it, the event is dropped and counted by the cause of
+	// the last failure, so that refused credentials show as auth drops
+	// instead of an ever-full buffer. Two minutes ride out a broker
+	// restart or a leader election.
+	DefaultDeliveryTimeout = 2 * time.Minute
 	// DefaultTag is the tag when Config.Tag is empty; it matches
 	// filesink.DefaultTag so that file names and topics agree.
 	DefaultTag = "untagged"
@@ -74,12 +80,27 @@ type Config struct {
 	Linger time.Duration
 	// CloseTimeout bounds the flush in Close.
 	CloseTimeout time.Duration
+	// DeliveryTimeout bounds an event's wait for the brokers' ack. It
+	// counts from the record's timestamp, which for a `syn` event is the
+	// packet's time: publishing old packets (a replay) needs a longer one.
+	DeliveryTimeout time.Duration
 	// Logger receives the Warn lines about drops (discarded if nil).
 	Logger *slog.Logger
-	// Opts are extra franz-go options applied last: TLS, SASL, or shorter
-	// retry back-offs in tests.
+	// Host names the sensor in the `host` header of every record (Tag if
+	// empty), so that consumers of merged vantage points know the origin
+	// of an event without parsing it.
+	Host string
+	// TLS, when set, connects to the brokers over TLS; SASL, when set,
+	// authenticates with it (see ClientOpts).
+	TLS  *TLS
+	SASL *SASL
+	// Opts are extra franz-go options applied last, such as shorter retry
+	// back-offs in tests.
 	Opts []kgo.Opt
 }
+
+// HostHeader is the key of the record header that names the sensor.
+const HostHeader = "host"
 
 // Stats is a snapshot of a Publisher's counters. Once Close has returned,
 // every event handed to the Publisher is counted in exactly one of
@@ -91,7 +112,7 @@ type Stats struct {
 	// DropBufferFull counts events refused because BufferRecords or
 	// BufferBytes were reached (the newest event is dropped), typically
 	// while the brokers are unreachable.
-	DropBufferFull uint64 `line:"kafka_dropped kafka_drop_buffer_full" metric:"kafkasink_drops_total{cause=buffer_full}" help:"Events not published to Kafka, by cause: buffer_full (the producer's buffer was full: brokers slow or down), broker_error (refused for good), unflushed (still buffered when the close's flush timed out), closed (handed in after close), malformed (not an event line)."`
+	DropBufferFull uint64 `line:"kafka_dropped kafka_drop_buffer_full" metric:"kafkasink_drops_total{cause=buffer_full}" help:"Events not published to Kafka, by cause: buffer_full (the producer's buffer was full: brokers slow or down), broker_error (refused for good), unflushed (still buffered when the close's flush timed out), closed (handed in after close), auth (TLS or SASL refused), malformed (not an event line)."`
 	// DropBrokerError counts events the client gave up on: the topic does
 	// not exist and cannot be created, the record is too large, or the
 	// brokers refused it for good.
@@ -101,6 +122,11 @@ type Stats struct {
 	DropUnflushed uint64 `line:"kafka_dropped kafka_drop_unflushed" metric:"kafkasink_drops_total{cause=unflushed}"`
 	// DropClosed counts events handed in after Close.
 	DropClosed uint64 `line:"kafka_dropped kafka_drop_closed" metric:"kafkasink_drops_total{cause=closed}"`
+	// DropAuth counts events the client gave up on because the brokers
+	// refused the connection's TLS or SASL authentication (wrong
+	// credentials, an unknown CA): a configuration problem, logged once a
+	// minute with the cause.
+	DropAuth uint64 `line:"kafka_dropped kafka_drop_auth" metric:"kafkasink_drops_total{cause=auth}"`
 	// DropMalformed counts lines given to PublishLine whose head is not
 	// that of an event line.
 	DropMalformed uint64 `line:"kafka_dropped kafka_drop_malformed" metric:"kafkasink_drops_total{cause=malformed}"`
@@ -122,6 +148,9 @@ type Publisher struct {
 	cl     *kgo.Client
 	logger *slog.Logger
 	prefix string // TopicPrefix + "spoki." + tag + "."
+	// headers is the `host` header, shared by every record (the client
+	// only reads it).
+	headers []kgo.RecordHeader
 
 	// mu orders the publish methods against Close: once closed is set under
 	// the write lock, no event enters the client, so the flush is final.
@@ -138,8 +167,13 @@ type Publisher struct {
 
 	inFlight, inFlightBytes                                atomic.Int64
 	published, dropBufferFull, dropBrokerError, dropClosed atomic.Uint64
-	dropUnflushed, dropMalformed, encodeErrors             atomic.Uint64
-	lastWarnBufferFull, lastWarnBrokerError                atomic.Int64 // UnixNano
+	dropUnflushed, dropMalformed, encodeErrors, dropAuth   atomic.Uint64
+	lastWarnBufferFull, lastWarnBrokerError, lastWarnAuth  atomic.Int64 // UnixNano
+	// authFailing is set while the latest connection to a broker failed
+	// in its TLS or SASL set-up (see authHook), so that the events that
+	// then time out are counted as auth drops.
+	authFailing atomic.Bool
+	authErr     atomic.Pointer[string]
 
 	// promise is p.finish, bound once so that a record does not allocate
 	// a method value.
@@ -170,7 +204,18 @@ func New(cfg Config) (*Publisher, error) {
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = DefaultCloseTimeout
 	}
-	p := &Publisher{cfg: cfg, logger: cfg.Logger, prefix: cfg.TopicPrefix + "spoki." + cfg.Tag + "."}
+	if cfg.DeliveryTimeout <= 0 {
+		cfg.DeliveryTimeout = DefaultDeliveryTimeout
+	}
+	if cfg.Host == "" {
+		cfg.Host = cfg.Tag
+	}
+	authOpts, err := ClientOpts(cfg.TLS, cfg.SASL)
+	if err != nil {
+		return nil, err
+	}
+	p := &Publisher{cfg: cfg, logger: cfg.Logger, prefix: cfg.TopicPrefix + "spoki." + cfg.Tag + ".",
+		headers: []kgo.RecordHeader{{Key: HostHeader, Value: []byte(cfg.Host)}}}
 	if p.logger == nil {
 		p.logger = slog.New(slog.DiscardHandler)
 	}
@@ -180,6 +225,7 @@ func New(cfg Config) (*Publisher, error) {
 		kgo.ClientID("spoki"),
 		kgo.ProducerBatchCompression(kgo.ZstdCompression()),
 		kgo.ProducerLinger(cfg.Linger),
+		kgo.RecordDeliveryTimeout(cfg.DeliveryTimeout),
 		// Our own counters gate the buffer (see enqueue); franz-go's limit
 		// is twice as large so that it is never the one reached: its
 		// TryProduce may park the caller when refusals outpace its promise
@@ -192,6 +238,8 @@ func New(cfg Config) (*Publisher, error) {
 		// event types; elsewhere the operator creates them.
 		kgo.AllowAutoTopicCreation(),
 	}
+	opts = append(opts, authOpts...)
+	opts = append(opts, kgo.WithHooks(authHook{p}))
 	cl, err := kgo.NewClient(append(opts, cfg.Opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafkasink: new client: %w", err)
@@ -229,7 +277,7 @@ func (p *Publisher) Publish(eventType string, src netip.Addr, line []byte) bool 
 	if p == nil {
 		return false
 	}
-	return p.enqueue(eventType, src, bytes.Clone(line))
+	return p.enqueue(eventType, src, bytes.Clone(line), time.Time{})
 }
 
 // PublishSession encodes s with records.AppendSessionEvent and queues it,
@@ -242,17 +290,19 @@ func (p *Publisher) PublishSession(s *records.Session) bool {
 	if err != nil {
 		p.encodeErrors.Add(1)
 	}
-	return p.enqueue(records.EventSession, s.Flow.Remote.Addr(), line)
+	return p.enqueue(records.EventSession, s.Flow.Remote.Addr(), line, time.Time{})
 }
 
 // PublishSYN encodes the `syn` event of p with records.AppendSYNEvent and
-// queues it, keyed by the packet's source. Packets that are not SYNs
+// queues it, keyed by the packet's source, with the packet's time as the
+// record's timestamp, so that a consumer can seek a `syn` topic by packet
+// time (`spoki twophase` rebuilds its window so). Packets that are not SYNs
 // (Packet.IsSYN) have no event and are ignored.
 func (p *Publisher) PublishSYN(pkt *records.Packet) bool {
 	if p == nil || !pkt.IsSYN() {
 		return false
 	}
-	return p.enqueue(records.EventSYN, pkt.Src, records.AppendSYNEvent(nil, pkt))
+	return p.enqueue(records.EventSYN, pkt.Src, records.AppendSYNEvent(nil, pkt), pkt.Time)
 }
 
 // PublishLine queues an event line encoded by records (AppendEvent and
@@ -269,12 +319,12 @@ func (p *Publisher) PublishLine(line []byte) bool {
 		p.dropMalformed.Add(1)
 		return false
 	}
-	return p.enqueue(eventType, src, bytes.Clone(line))
+	return p.enqueue(eventType, src, bytes.Clone(line), time.Time{})
 }
 
 // enqueue hands value, which it owns, to the client unless the buffer is
-// full or the Publisher closed.
-func (p *Publisher) enqueue(eventType string, src netip.Addr, value []byte) bool {
+// full or the Publisher closed. A zero ts means now.
+func (p *Publisher) enqueue(eventType string, src netip.Addr, value []byte, ts time.Time) bool {
 	var key []byte
 	if src.IsValid() {
 		// Unmapped, so that ::ffff:192.0.2.1 and 192.0.2.1 share a key.
@@ -296,7 +346,7 @@ func (p *Publisher) enqueue(eventType string, src netip.Addr, value []byte) bool
 		p.warn(&p.lastWarnBufferFull, "kafka buffer full", nil)
 		return false
 	}
-	r := &kgo.Record{Topic: p.topic(eventType), Key: key, Value: value}
+	r := &kgo.Record{Topic: p.topic(eventType), Key: key, Value: value, Headers: p.headers, Timestamp: ts}
 	p.pending.Add(1)
 	p.cl.TryProduce(context.Background(), r, p.promise)
 	return true
@@ -317,6 +367,12 @@ func (p *Publisher) finish(r *kgo.Record, err error) {
 		p.dropBufferFull.Add(1)
 	case errors.Is(err, kgo.ErrClientClosed), errors.Is(err, context.Canceled):
 		p.dropUnflushed.Add(1)
+	case isAuthError(err) || p.authFailing.Load():
+		p.dropAuth.Add(1)
+		if cause := p.authErr.Load(); cause != nil {
+			err = fmt.Errorf("%w (connecting: %s)", err, *cause)
+		}
+		p.warn(&p.lastWarnAuth, "kafka authentication failed", err)
 	default:
 		p.dropBrokerError.Add(1)
 		p.warn(&p.lastWarnBrokerError, "kafka publish failed", err)
@@ -334,6 +390,7 @@ func (p *Publisher) warn(last *atomic.Int64, msg string, err error) {
 		slog.Uint64("published", p.published.Load()),
 		slog.Uint64("drop_buffer_full", p.dropBufferFull.Load()),
 		slog.Uint64("drop_broker_error", p.dropBrokerError.Load()),
+		slog.Uint64("drop_auth", p.dropAuth.Load()),
 		slog.Int64("in_flight", p.inFlight.Load()),
 	}
 	if err != nil {
@@ -354,6 +411,7 @@ func (p *Publisher) Stats() Stats {
 		DropUnflushed:   p.dropUnflushed.Load(),
 		DropClosed:      p.dropClosed.Load(),
 		DropMalformed:   p.dropMalformed.Load(),
+		DropAuth:        p.dropAuth.Load(),
 		EncodeErrors:    p.encodeErrors.Load(),
 		InFlight:        p.inFlight.Load(),
 		InFlightBytes:   p.inFlightBytes.Load(),

@@ -395,7 +395,9 @@ func TestPublishHelpers(t *testing.T) {
 	remote := netip.MustParseAddrPort("[::ffff:203.0.113.7]:5555")
 	sess := &records.Session{Flow: records.Flow{Remote: remote, Local: netip.MustParseAddrPort("192.0.2.1:23"),
 		Accepted: time.Unix(5, 0)}, End: time.Unix(6, 0), AppProto: "telnet", Detail: func() {}}
-	syn := &records.Packet{Time: time.Unix(5, 0), Src: netip.MustParseAddr("203.0.113.8"),
+	// A SYN record's timestamp is its packet's time, from which the
+	// delivery timeout counts: a packet of now, as the netstack's.
+	syn := &records.Packet{Time: time.Now(), Src: netip.MustParseAddr("203.0.113.8"),
 		Dst: netip.MustParseAddr("192.0.2.1"), Proto: records.ProtoTCP, Flags: records.FlagSYN, WScale: -1}
 	ack := *syn
 	ack.Flags = records.FlagACK
