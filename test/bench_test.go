@@ -142,9 +142,16 @@ type benchPlacement string
 const (
 	// benchShared leaves everything to the scheduler (kernel defaults).
 	benchShared benchPlacement = "shared"
-	// benchPinned is "one receive core": the flooder on CPU0, RPS moving
-	// the telescope host's receive work to CPU1, the responder on CPU1.
+	// benchPinned is "one receive core" with the host setting of README
+	// "Host settings": the flooder on CPU0, the telescope host's receive
+	// work on its uplink in a threaded NAPI kernel thread pinned to CPU1
+	// (lab.Lab.SetThreadedNAPI), the responder on CPU1.
 	benchPinned benchPlacement = "pinned"
+	// benchPinnedSoftirq is "one receive core" with kernel defaults: RPS
+	// moving the receive work to CPU1 as a softirq, the flooder on CPU0,
+	// the responder on CPU1. The blast livelocks the responder there
+	// (docs/benchmarks.md#livelock); opt-in, for the before/after.
+	benchPinnedSoftirq benchPlacement = "pinned-softirq"
 	// benchSpread leaves the processes to the scheduler but spreads the
 	// telescope host's receive work over every CPU with RPS. Without it,
 	// the veth runs the host's whole receive path, the kernel responder's
@@ -183,6 +190,7 @@ type benchResult struct {
 	round     int
 
 	floodSent    uint64
+	floodRefused uint64 // frames the kernel refused the flooder (a full NAPI ring drops there)
 	floodElapsed time.Duration
 	offeredPPS   float64
 
@@ -229,10 +237,10 @@ func BenchmarkFlood(b *testing.B) {
 		placements = nil
 		for _, p := range strings.Split(s, ",") {
 			switch benchPlacement(p) {
-			case benchShared, benchPinned, benchSpread:
+			case benchShared, benchPinned, benchPinnedSoftirq, benchSpread:
 				placements = append(placements, benchPlacement(p))
 			default:
-				b.Fatalf("SPOKI_BENCH_PLACEMENTS: unknown placement %q (shared, pinned, spread)", p)
+				b.Fatalf("SPOKI_BENCH_PLACEMENTS: unknown placement %q (shared, pinned, pinned-softirq, spread)", p)
 			}
 		}
 	}
@@ -263,9 +271,9 @@ func BenchmarkFlood(b *testing.B) {
 		}
 		benchFloodDuration, benchFloodTimeout = d, d+20*time.Second
 	}
-	if slices.Contains(placements, benchPinned) && benchNumCPU() < 2 {
-		b.Logf("only %d CPU: skipping the pinned placement", benchNumCPU())
-		placements = slices.DeleteFunc(placements, func(p benchPlacement) bool { return p == benchPinned })
+	if benchNumCPU() < 2 && slices.ContainsFunc(placements, benchPlacement.pinned) {
+		b.Logf("only %d CPU: skipping the pinned placements", benchNumCPU())
+		placements = slices.DeleteFunc(placements, benchPlacement.pinned)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
@@ -294,8 +302,11 @@ func BenchmarkFlood(b *testing.B) {
 	var all []benchResult
 	run := 0
 	for _, pl := range placements {
-		if err := benchSetRPS(ctx, l, pl); err != nil {
+		if err := benchSetPlacement(ctx, l, pl); err != nil {
 			b.Fatalf("placement %s: %v", pl, err)
+		}
+		if err := benchHook(l, "SPOKI_BENCH_XHOST", "", pl); err != nil {
+			b.Fatalf("hook: %v", err)
 		}
 		for round := 0; round < rounds; round++ {
 			for _, c := range cases {
@@ -321,7 +332,7 @@ func BenchmarkFlood(b *testing.B) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			b.Fatalf("profile: %v", err)
 		}
-		if err := benchSetRPS(ctx, l, benchShared); err != nil {
+		if err := benchSetPlacement(ctx, l, benchShared); err != nil {
 			b.Fatalf("profile: %v", err)
 		}
 		for _, d := range []benchDesign{benchEcho, benchSpoki} {
@@ -366,7 +377,7 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 	prefix := lab.Prefix4.String()
 
 	var args []string
-	if rc.placement == benchPinned {
+	if rc.placement.pinned() {
 		args = append(args, "-c", "1", bin)
 	}
 	switch rc.design {
@@ -388,7 +399,7 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 		args = append(args, strings.Fields(os.Getenv("SPOKI_BENCH_ARGS"))...)
 	}
 	name := bin
-	if rc.placement == benchPinned {
+	if rc.placement.pinned() {
 		name = "taskset"
 	}
 	p, err := l.Start(l.Telescope, name, args...)
@@ -410,6 +421,9 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 		return res, err
 	}
 	pid := p.Pid()
+	if err := benchHook(l, "SPOKI_BENCH_XTUN", tunName, rc.placement); err != nil {
+		return res, err
+	}
 	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == "spoki" {
 		res.pidChecked = true
 	} else {
@@ -735,13 +749,28 @@ func benchPeak(s []benchSample) float64 {
 	return best
 }
 
-// benchSetRPS sets the receive-packet steering of the telescope host's
-// scanner-side veth: CPU1 for the pinned placement, every CPU for spread,
-// off for shared.
-func benchSetRPS(ctx context.Context, l *lab.Lab, pl benchPlacement) error {
+// pinned says whether the placement pins the flooder to CPU0 and the
+// responder to CPU1.
+func (pl benchPlacement) pinned() bool { return pl == benchPinned || pl == benchPinnedSoftirq }
+
+// benchSetPlacement sets the telescope host's receive path on its
+// scanner-side veth: threaded NAPI pinned to CPU1 for the pinned placement
+// (RPS off: it would hand the frames to CPU1's softirq again), and for the
+// others kernel defaults (no NAPI) with receive-packet steering to CPU1
+// (pinned-softirq), to every CPU (spread) or off (shared).
+func benchSetPlacement(ctx context.Context, l *lab.Lab, pl benchPlacement) error {
+	napi := pl == benchPinned
+	if err := l.SetThreadedNAPI(ctx, napi); err != nil {
+		return err
+	}
+	if napi {
+		if err := l.PinUplinkNAPI(1); err != nil {
+			return err
+		}
+	}
 	mask := "0"
 	switch pl {
-	case benchPinned:
+	case benchPinnedSoftirq:
 		mask = "2"
 	case benchSpread:
 		mask = strconv.FormatUint(1<<min(benchNumCPU(), 32)-1, 16)
@@ -804,7 +833,7 @@ func benchFlood(l *lab.Lab, bin string, rc benchRunConfig, res *benchResult) err
 		floodArgs = append(floodArgs, "--irregular")
 	}
 	floodName := bin
-	if rc.placement == benchPinned {
+	if rc.placement.pinned() {
 		floodName = "taskset"
 		floodArgs = append([]string{"-c", "0", bin}, floodArgs...)
 	}
@@ -824,6 +853,7 @@ func benchFlood(l *lab.Lab, bin string, rc benchRunConfig, res *benchResult) err
 		return fmt.Errorf("flood: %w\n%s", err, f.Output())
 	}
 	res.floodSent, res.floodElapsed, err = benchParseFlood(f.Output())
+	res.floodRefused = benchParseRefused(f.Output())
 	if err != nil {
 		return err
 	}
@@ -845,6 +875,17 @@ func benchParseFlood(out string) (sent uint64, elapsed time.Duration, err error)
 	sent, _ = strconv.ParseUint(m[1], 10, 64)
 	sec, _ := strconv.ParseFloat(m[2], 64)
 	return sent, time.Duration(sec * float64(time.Second)), nil
+}
+
+// benchParseRefused reads the frames the kernel refused the flooder from
+// its result line (0 without one).
+func benchParseRefused(out string) uint64 {
+	m := benchFloodRE.FindStringSubmatch(out)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.ParseUint(m[4], 10, 64)
+	return n
 }
 
 // benchParseStats reads spoki's stats and final lines (slog text format).
@@ -997,7 +1038,9 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 func benchPlacementDoc(pl benchPlacement) string {
 	switch pl {
 	case benchPinned:
-		return "flooder on CPU0, RPS of the telescope's veth to CPU1, responder on CPU1"
+		return "flooder on CPU0, threaded NAPI of the telescope's veth on CPU1, responder on CPU1"
+	case benchPinnedSoftirq:
+		return "flooder on CPU0, RPS of the telescope's veth to CPU1 (softirq), responder on CPU1"
 	case benchSpread:
 		return "nothing pinned, RPS of the telescope's veth over every CPU"
 	}
@@ -1100,8 +1143,8 @@ func (r benchResult) line() string {
 			r.placement, r.round+1, c.name(), r.design, r.offeredPPS, r.meanPPS, r.peakPPS,
 			r.handed+r.tunDrops, r.tunDrops, r.kernelOut, r.sinkRx, 100*r.boxBusy)
 	}
-	s := fmt.Sprintf("%s round %d %s %-6s: offered %.0f/s, synack %.0f/s (peak %.0f), fwdToTun %d, tunDrops %d, sinkRx %d, %.2f µs/SA, %.2f cores, box %.0f%%, RSS %.1f/%.1f/%.1f MiB",
-		r.placement, r.round+1, c.name(), r.design, r.offeredPPS, r.meanPPS, r.peakPPS,
+	s := fmt.Sprintf("%s round %d %s %-6s: offered %.0f/s (refused %.0f/s), synack %.0f/s (peak %.0f), fwdToTun %d, tunDrops %d, sinkRx %d, %.2f µs/SA, %.2f cores, box %.0f%%, RSS %.1f/%.1f/%.1f MiB",
+		r.placement, r.round+1, c.name(), r.design, r.offeredPPS, float64(r.floodRefused)/max(r.floodElapsed.Seconds(), 1e-9), r.meanPPS, r.peakPPS,
 		r.handed+r.tunDrops, r.tunDrops, r.sinkRx, r.cpuPerSynackUS, r.cores, 100*r.boxBusy,
 		benchMiBf(r.rssBefore), benchMiBf(r.rssPeak), benchMiBf(r.rssAfter))
 	if r.design == benchSpoki {
@@ -1222,4 +1265,17 @@ func (s *benchSampling) finish() []benchSample {
 		<-s.done
 	}
 	return s.samples
+}
+
+// benchHook runs the shell command in env (experiments only).
+func benchHook(l *lab.Lab, env, tun string, pl benchPlacement) error {
+	c := os.Getenv(env)
+	if c == "" {
+		return nil
+	}
+	cmd := exec.Command("sh", "-c", c)
+	cmd.Env = append(os.Environ(), "TEL="+l.Telescope, "SCAN="+l.Scanner, "UP="+l.TelescopeIface, "SUP="+l.ScannerIface, "TUN="+tun, "PL="+string(pl))
+	out, err := cmd.CombinedOutput()
+	fmt.Printf("hook %s: %s\n", env, out)
+	return err
 }
