@@ -104,7 +104,9 @@ func (l *Lab) SetThreadedNAPI(ctx context.Context, on bool) error {
 	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
 	p := filepath.Join("/sys/class/net", l.TelescopeIface, "threaded")
-	if out, err := l.Command(ctx, l.Telescope, "sh", "-c", "echo "+v+" > "+p).CombinedOutput(); err != nil {
+	// Written only when it differs: a device without NAPI refuses any write.
+	script := fmt.Sprintf(`[ "$(cat %[1]s)" = %[2]s ] || echo %[2]s > %[1]s`, p, v)
+	if out, err := l.Command(ctx, l.Telescope, "sh", "-c", script).CombinedOutput(); err != nil {
 		return fmt.Errorf("lab: threaded NAPI %s on %s: %w: %s", v, l.TelescopeIface, err, strings.TrimSpace(string(out)))
 	}
 	if on {
