@@ -129,7 +129,14 @@ const (
 	// telescope namespace: the prefix as a local route (AnyIP),
 	// tcp_syncookies=2 and one listener on benchPort (docs/benchmarks.md#the-kernel).
 	benchKernel benchDesign = "kernel"
+	// benchSpoki2 is spoki again with the flags of SPOKI_BENCH_ARGS2 (e.g.
+	// "--queues 2" against SPOKI_BENCH_ARGS="--queues 1"), side by side
+	// in the same run; only when SPOKI_BENCH_DESIGNS names it.
+	benchSpoki2 benchDesign = "spoki2"
 )
+
+// isSpoki says whether the design is a spoki run.
+func (d benchDesign) isSpoki() bool { return d == benchSpoki || d == benchSpoki2 }
 
 // benchDesigns are the responders, in the order of even rounds (odd rounds
 // run them in reverse).
@@ -258,8 +265,8 @@ func BenchmarkFlood(b *testing.B) {
 	if s := os.Getenv("SPOKI_BENCH_DESIGNS"); s != "" {
 		designs = nil
 		for _, d := range strings.Split(s, ",") {
-			if !slices.Contains(benchDesigns, benchDesign(d)) {
-				b.Fatalf("SPOKI_BENCH_DESIGNS: unknown design %q (echo, spoki, kernel)", d)
+			if !slices.Contains(benchDesigns, benchDesign(d)) && benchDesign(d) != benchSpoki2 {
+				b.Fatalf("SPOKI_BENCH_DESIGNS: unknown design %q (echo, spoki, kernel, spoki2)", d)
 			}
 			designs = append(designs, benchDesign(d))
 		}
@@ -383,7 +390,7 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 	switch rc.design {
 	case benchEcho:
 		args = append(args, "echo", "--prefix", prefix, "--tun", tunName)
-	case benchSpoki:
+	case benchSpoki, benchSpoki2:
 		logDir, err := os.MkdirTemp("", "spoki-bench-")
 		if err != nil {
 			return res, err
@@ -396,7 +403,11 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 		args = append(args, "run", "--prefix", prefix, "--tun", tunName, "--log-dir", logDir,
 			"--stats-interval", "1s", "--pprof", benchPprofAddr)
 		// SPOKI_BENCH_ARGS adds flags to spoki run (e.g. "--queues 1").
-		args = append(args, strings.Fields(os.Getenv("SPOKI_BENCH_ARGS"))...)
+		env := "SPOKI_BENCH_ARGS"
+		if rc.design == benchSpoki2 {
+			env = "SPOKI_BENCH_ARGS2"
+		}
+		args = append(args, strings.Fields(os.Getenv(env))...)
 	}
 	name := bin
 	if rc.placement.pinned() {
@@ -429,7 +440,7 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 	} else {
 		b.Logf("pid %d is %q, not spoki: RSS and CPU are of the wrong process", pid, strings.TrimSpace(string(comm)))
 	}
-	if rc.design == benchSpoki {
+	if rc.design.isSpoki() {
 		// Force a GC, then one stats line gives the live heap before.
 		tGC := time.Now()
 		if err := benchFetchPprof(ctx, l, "heap?gc=1", os.DevNull); err != nil {
@@ -459,7 +470,7 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 
 	var profileErr chan error
 	if rc.profileDir != "" {
-		if rc.design == benchSpoki {
+		if rc.design.isSpoki() {
 			if err := benchFetchPprof(ctx, l, "heap?gc=1", filepath.Join(rc.profileDir, "heap-before.pprof")); err != nil {
 				b.Logf("profile: %v", err)
 			}
@@ -518,7 +529,7 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 		res.rssPeak = max(res.rssPeak, s.rssB)
 	}
 
-	if rc.design == benchSpoki {
+	if rc.design.isSpoki() {
 		lines := benchParseStats(p.Output())
 		var last, final *benchStats
 		for i := range lines {
@@ -938,11 +949,11 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 		"flood", "design", "n", "offered/s", "synack/s", "peak1s/s", "synsIn", "inDrops", "spkDrops", "recDrops",
 		"sinkRx", "µs/SA", "cores", "box%", "RSS MiB bef/peak/aft", "heap MiB bef/peak/aft")
 	type pair struct{ a, b benchDesign }
-	pairs := []pair{{benchSpoki, benchEcho}, {benchSpoki, benchKernel}, {benchEcho, benchKernel}}
+	pairs := []pair{{benchSpoki, benchEcho}, {benchSpoki, benchKernel}, {benchEcho, benchKernel}, {benchSpoki2, benchSpoki}, {benchSpoki2, benchEcho}}
 	ratios := map[benchCase]map[pair]float64{}
 	for _, c := range cases {
 		med := map[benchDesign]benchResult{}
-		for _, d := range benchDesigns {
+		for _, d := range append(slices.Clone(benchDesigns), benchSpoki2) {
 			if !slices.Contains(designs, d) {
 				continue
 			}
@@ -952,11 +963,11 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 			}
 			med[d] = m
 			heap := "n/a"
-			if d == benchSpoki && m.hasHeap {
+			if d.isSpoki() && m.hasHeap {
 				heap = fmt.Sprintf("%.1f/%.1f/%.1f", benchMiBf(m.heapBefore), benchMiBf(m.heapPeak), benchMiBf(m.heapAft))
 			}
 			drops, rec := "-", "-"
-			if d == benchSpoki {
+			if d.isSpoki() {
 				drops, rec = strconv.FormatUint(m.spokiDrops, 10), strconv.FormatUint(m.recordsDropped, 10)
 			}
 			us, cores, rss := fmt.Sprintf("%.2f", m.cpuPerSynackUS), fmt.Sprintf("%.2f", m.cores),
@@ -1028,7 +1039,8 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 				}
 			}
 		}
-		names := map[pair]string{{benchSpoki, benchEcho}: "ratio_", {benchSpoki, benchKernel}: "ratio_kernel_", {benchEcho, benchKernel}: "ratio_echo_kernel_"}
+		names := map[pair]string{{benchSpoki, benchEcho}: "ratio_", {benchSpoki, benchKernel}: "ratio_kernel_", {benchEcho, benchKernel}: "ratio_echo_kernel_",
+			{benchSpoki2, benchSpoki}: "ratio_spoki2_", {benchSpoki2, benchEcho}: "ratio_spoki2_echo_"}
 		for pr, r := range ratios[c] {
 			b.ReportMetric(r, names[pr]+rn+suffix)
 		}
@@ -1147,7 +1159,7 @@ func (r benchResult) line() string {
 		r.placement, r.round+1, c.name(), r.design, r.offeredPPS, float64(r.floodRefused)/max(r.floodElapsed.Seconds(), 1e-9), r.meanPPS, r.peakPPS,
 		r.handed+r.tunDrops, r.tunDrops, r.sinkRx, r.cpuPerSynackUS, r.cores, 100*r.boxBusy,
 		benchMiBf(r.rssBefore), benchMiBf(r.rssPeak), benchMiBf(r.rssAfter))
-	if r.design == benchSpoki {
+	if r.design.isSpoki() {
 		s += fmt.Sprintf(", drops %d, records_dropped %d", r.spokiDrops, r.recordsDropped)
 		if r.hasHeap {
 			s += fmt.Sprintf(", heap %.2f/%.2f/%.2f MiB", benchMiBf(r.heapBefore), benchMiBf(r.heapPeak), benchMiBf(r.heapAft))
