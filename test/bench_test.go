@@ -175,6 +175,7 @@ type benchSample struct {
 	kernelOut                  uint64 // kernel responder only: SYN-ACKs that left on the sink link
 	rssB                       uint64
 	cpuTicks                   uint64 // utime+stime of the responder
+	napiNS                     uint64 // pinned placement: run time of the uplink's NAPI threads
 	boxBusy, boxTotal          uint64 // /proc/stat, all CPUs
 }
 
@@ -209,6 +210,8 @@ type benchResult struct {
 	sinkRx         uint64  // cross-check: packets that reached the sink
 	cpuPerSynackUS float64 // responder CPU per SYN-ACK
 	cores          float64 // responder CPU over the flood, in cores
+	napiCores      float64 // pinned placement: the uplink's NAPI threads (the receive work), in cores
+	napiUS         float64 // and their run time per SYN forwarded to the TUN, in µs
 	boxBusy        float64 // whole machine busy fraction over the flood
 
 	rssBefore, rssPeak, rssAfter uint64
@@ -459,6 +462,11 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 	if err != nil {
 		return res, err
 	}
+	if rc.placement == benchPinned {
+		if smp.napi, err = l.UplinkNAPIThreads(); err != nil {
+			return res, err
+		}
+	}
 	defer smp.close()
 	sinkBefore, _ := smp.linkStats(smp.sinkH, l.SinkIface)
 	before, err := smp.read()
@@ -522,6 +530,10 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 		res.cpuPerSynackUS = float64(cpu.Microseconds()) / float64(res.synacks)
 	}
 	res.cores = cpu.Seconds() / drained.at.Sub(before.at).Seconds()
+	res.napiCores = float64(drained.napiNS-before.napiNS) / float64(drained.at.Sub(before.at).Nanoseconds())
+	if fwd := res.handed + res.tunDrops; fwd > 0 {
+		res.napiUS = float64(drained.napiNS-before.napiNS) / 1e3 / float64(fwd)
+	}
 	if dt := drained.boxTotal - before.boxTotal; dt > 0 {
 		res.boxBusy = float64(drained.boxBusy-before.boxBusy) / float64(dt)
 	}
@@ -577,6 +589,9 @@ type benchSampler struct {
 	// whose TX packets are the SYN-ACKs that left it (kernelOut).
 	kernelUplink string
 	lab          *lab.Lab
+	// napi are the uplink's NAPI threads (pinned placement), whose run
+	// time read sums.
+	napi []int
 }
 
 func benchNewSampler(l *lab.Lab, tun string, pid int) (*benchSampler, error) {
@@ -656,6 +671,9 @@ func (s *benchSampler) read() (benchSample, error) {
 	}
 	out.rssB, _ = benchVmRSS(s.pid)
 	out.cpuTicks, _ = benchCPUTicks(s.pid)
+	for _, pid := range s.napi {
+		out.napiNS += benchRunNS(pid)
+	}
 	out.boxBusy, out.boxTotal, _ = benchBoxCPU()
 	return out, nil
 }
@@ -699,6 +717,21 @@ func benchCPUTicks(pid int) (uint64, error) {
 	ut, err1 := strconv.ParseUint(f[11], 10, 64)
 	st, err2 := strconv.ParseUint(f[12], 10, 64)
 	return ut + st, errors.Join(err1, err2)
+}
+
+// benchRunNS reads the time a task has run, in ns (/proc/PID/schedstat;
+// 0 if unreadable).
+func benchRunNS(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseUint(f[0], 10, 64)
+	return v
 }
 
 // benchBoxCPU reads the busy and total ticks of all CPUs from /proc/stat.
@@ -1117,6 +1150,8 @@ func benchMedianResult(rs []benchResult) benchResult {
 	m.peakPPS = f(func(r benchResult) float64 { return r.peakPPS })
 	m.cpuPerSynackUS = f(func(r benchResult) float64 { return r.cpuPerSynackUS })
 	m.cores = f(func(r benchResult) float64 { return r.cores })
+	m.napiCores = f(func(r benchResult) float64 { return r.napiCores })
+	m.napiUS = f(func(r benchResult) float64 { return r.napiUS })
 	m.boxBusy = f(func(r benchResult) float64 { return r.boxBusy })
 	m.synacks = u(func(r benchResult) uint64 { return r.synacks })
 	m.handed = u(func(r benchResult) uint64 { return r.handed })
@@ -1159,6 +1194,9 @@ func (r benchResult) line() string {
 		r.placement, r.round+1, c.name(), r.design, r.offeredPPS, float64(r.floodRefused)/max(r.floodElapsed.Seconds(), 1e-9), r.meanPPS, r.peakPPS,
 		r.handed+r.tunDrops, r.tunDrops, r.sinkRx, r.cpuPerSynackUS, r.cores, 100*r.boxBusy,
 		benchMiBf(r.rssBefore), benchMiBf(r.rssPeak), benchMiBf(r.rssAfter))
+	if r.placement == benchPinned {
+		s += fmt.Sprintf(", NAPI thread %.2f cores (%.2f µs per SYN forwarded)", r.napiCores, r.napiUS)
+	}
 	if r.design.isSpoki() {
 		s += fmt.Sprintf(", drops %d, records_dropped %d", r.spokiDrops, r.recordsDropped)
 		if r.hasHeap {
