@@ -315,7 +315,7 @@ func BenchmarkFlood(b *testing.B) {
 		if err := benchSetPlacement(ctx, l, pl); err != nil {
 			b.Fatalf("placement %s: %v", pl, err)
 		}
-		if err := benchHook(l, "SPOKI_BENCH_XHOST", "", pl); err != nil {
+		if err := benchHook(l, "SPOKI_BENCH_HOOK_PLACEMENT", "", pl); err != nil {
 			b.Fatalf("hook: %v", err)
 		}
 		for round := 0; round < rounds; round++ {
@@ -435,7 +435,7 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 		return res, err
 	}
 	pid := p.Pid()
-	if err := benchHook(l, "SPOKI_BENCH_XTUN", tunName, rc.placement); err != nil {
+	if err := benchHook(l, "SPOKI_BENCH_HOOK_RESPONDER", tunName, rc.placement); err != nil {
 		return res, err
 	}
 	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == "spoki" {
@@ -1317,7 +1317,15 @@ func (s *benchSampling) finish() []benchSample {
 	return s.samples
 }
 
-// benchHook runs the shell command in env (experiments only).
+// benchHook runs the shell command in the environment variable env, if set,
+// for experiments with host settings (docs/benchmarks.md#knobs):
+// SPOKI_BENCH_HOOK_PLACEMENT after a placement is set,
+// SPOKI_BENCH_HOOK_RESPONDER once each responder is ready (before its
+// flood). The command runs on the host, as root, with TEL, SCAN (the
+// namespaces), UP, SUP (the telescope's and the scanner's end of the
+// uplink), TUN (the responder's TUN, empty for the placement hook) and PL
+// (the placement) in its environment; it must return before the flood
+// starts, and its output is printed. A failing hook fails the benchmark.
 func benchHook(l *lab.Lab, env, tun string, pl benchPlacement) error {
 	c := os.Getenv(env)
 	if c == "" {
@@ -1326,6 +1334,9 @@ func benchHook(l *lab.Lab, env, tun string, pl benchPlacement) error {
 	cmd := exec.Command("sh", "-c", c)
 	cmd.Env = append(os.Environ(), "TEL="+l.Telescope, "SCAN="+l.Scanner, "UP="+l.TelescopeIface, "SUP="+l.ScannerIface, "TUN="+tun, "PL="+string(pl))
 	out, err := cmd.CombinedOutput()
-	fmt.Printf("hook %s: %s\n", env, out)
-	return err
+	fmt.Printf("hook %s (%s): %s\n", env, pl, bytes.TrimSpace(out))
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", env, err, bytes.TrimSpace(out))
+	}
+	return nil
 }
