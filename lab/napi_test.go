@@ -3,8 +3,10 @@ package lab
 import (
 	"context"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,4 +110,82 @@ func TestThreadedNAPI(t *testing.T) {
 		t.Errorf("after SetThreadedNAPI(false): NAPI threads %v remain", p)
 	}
 	flood()
+}
+
+// syncBuffer is an io.Writer whose content can be read while it is written.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var upNAPIRE = regexp.MustCompile(`threaded NAPI on (\S+): receive work in kernel thread\(s\) \[([0-9 ]+)\]`)
+
+// TestUpThreadedNAPI checks that `spoki lab up`'s ThreadedNAPI gives the
+// lab's uplink a NAPI thread while the lab is up, and that it is gone with
+// the lab.
+func TestUpThreadedNAPI(t *testing.T) {
+	requireRoot(t)
+	bin := spokiBin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- Up(ctx, UpConfig{Bin: bin, Out: &out, ThreadedNAPI: true}) }()
+	var m []string
+	for m == nil {
+		select {
+		case err := <-done:
+			t.Fatalf("Up returned early: %v\n%s", err, out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if strings.Contains(out.String(), "is up") {
+			m = upNAPIRE.FindStringSubmatch(out.String())
+			if m == nil {
+				cancel()
+				<-done
+				t.Fatalf("no threaded NAPI line in Up's output:\n%s", out.String())
+			}
+		}
+	}
+	var pids []int
+	for _, f := range strings.Fields(m[2]) {
+		pid, _ := strconv.Atoi(f)
+		comm, err := os.ReadFile("/proc/" + f + "/comm")
+		if err != nil || !strings.HasPrefix(string(comm), "napi/"+m[1]+"-") {
+			t.Errorf("thread %s: comm %q (%v), want napi/%s-*", f, comm, err, m[1])
+		}
+		pids = append(pids, pid)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Up: %v\n%s", err, out.String())
+	}
+	// The kernel removes a deleted namespace's devices, and their threads,
+	// asynchronously (the netns cleanup work).
+	for _, pid := range pids {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+			if err != nil || !strings.HasPrefix(string(comm), "napi/"+m[1]+"-") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("NAPI thread %d still there 10 s after Up returned", pid)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
