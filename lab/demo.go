@@ -190,6 +190,10 @@ type UpConfig struct {
 	LogDir string
 	// Keep keeps the temporary log directory at the end.
 	Keep bool
+	// ThreadedNAPI applies the host setting against livelock (README "Host
+	// settings"): the telescope host's receive work on its uplink runs in a
+	// NAPI kernel thread (Config.ThreadedNAPI). The CLI sets it by default.
+	ThreadedNAPI bool
 	// Out receives the instructions and spoki's output; nil means
 	// standard output.
 	Out io.Writer
@@ -217,7 +221,7 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 	}
 	defer func() { err = errors.Join(err, removeLogs()) }()
 
-	l, err := New(ctx, Config{Sink: true, Output: out})
+	l, err := New(ctx, Config{Sink: true, Output: out, ThreadedNAPI: cfg.ThreadedNAPI})
 	if err != nil {
 		return err
 	}
@@ -233,6 +237,13 @@ func Up(ctx context.Context, cfg UpConfig) (err error) {
 		return err
 	}
 	scan := "ip netns exec " + l.Scanner
+	if cfg.ThreadedNAPI {
+		pids, err := l.UplinkNAPIThreads()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "\nthreaded NAPI on %s: receive work in kernel thread(s) %v (README \"Host settings\")\n", l.TelescopeIface, pids)
+	}
 	fmt.Fprintf(out, `
 lab %s is up; spoki (pid %d) logs to %s
   telescope namespace: %s (prefixes %s, %s on TUN %s)

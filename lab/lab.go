@@ -71,6 +71,13 @@ type Config struct {
 	// Sink adds the sink namespace that swallows replies to spoofed flood
 	// sources.
 	Sink bool
+	// ThreadedNAPI runs the telescope host's receive work on its uplink in
+	// a NAPI kernel thread instead of a softirq (GRO and threaded NAPI on
+	// the uplink, TSO off on the scanner's end), so that a blast can no
+	// longer starve the responder on the core that receives it: the host
+	// setting of README "Host settings" (docs/benchmarks.md#livelock).
+	// Pin the thread with Lab.PinUplinkNAPI.
+	ThreadedNAPI bool
 	// Output, when set, receives a copy of every line that processes
 	// started with Lab.Start print, prefixed with the program's name. Tests
 	// pass a t.Log writer; the demo leaves it nil.
@@ -96,7 +103,8 @@ type Lab struct {
 	// TUN is a TUN name for `spoki run --tun` that is unique to this lab.
 	TUN string
 
-	output io.Writer
+	output       io.Writer
+	threadedNAPI bool
 
 	mu      sync.Mutex
 	closed  bool
@@ -127,6 +135,7 @@ func New(ctx context.Context, cfg Config) (*Lab, error) {
 		TelescopeIface: name + "-t0",
 		TUN:            name + "-tun",
 		output:         cfg.Output,
+		threadedNAPI:   cfg.ThreadedNAPI,
 	}
 	if cfg.Sink {
 		l.Sink = name + "-sink"
@@ -203,6 +212,11 @@ func (l *Lab) setup(ctx context.Context) error {
 		return err
 	}
 	l.TelescopeMAC = mac
+	if l.threadedNAPI {
+		if err := l.SetThreadedNAPI(ctx, true); err != nil {
+			return err
+		}
+	}
 	return l.waitUsable(ctx, nss)
 }
 

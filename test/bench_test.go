@@ -129,7 +129,14 @@ const (
 	// telescope namespace: the prefix as a local route (AnyIP),
 	// tcp_syncookies=2 and one listener on benchPort (docs/benchmarks.md#the-kernel).
 	benchKernel benchDesign = "kernel"
+	// benchSpoki2 is spoki again with the flags of SPOKI_BENCH_ARGS2 (e.g.
+	// "--queues 2" against SPOKI_BENCH_ARGS="--queues 1"), side by side
+	// in the same run; only when SPOKI_BENCH_DESIGNS names it.
+	benchSpoki2 benchDesign = "spoki2"
 )
+
+// isSpoki says whether the design is a spoki run.
+func (d benchDesign) isSpoki() bool { return d == benchSpoki || d == benchSpoki2 }
 
 // benchDesigns are the responders, in the order of even rounds (odd rounds
 // run them in reverse).
@@ -142,9 +149,16 @@ type benchPlacement string
 const (
 	// benchShared leaves everything to the scheduler (kernel defaults).
 	benchShared benchPlacement = "shared"
-	// benchPinned is "one receive core": the flooder on CPU0, RPS moving
-	// the telescope host's receive work to CPU1, the responder on CPU1.
+	// benchPinned is "one receive core" with the host setting of README
+	// "Host settings": the flooder on CPU0, the telescope host's receive
+	// work on its uplink in a threaded NAPI kernel thread pinned to CPU1
+	// (lab.Lab.SetThreadedNAPI), the responder on CPU1.
 	benchPinned benchPlacement = "pinned"
+	// benchPinnedSoftirq is "one receive core" with kernel defaults: RPS
+	// moving the receive work to CPU1 as a softirq, the flooder on CPU0,
+	// the responder on CPU1. The blast livelocks the responder there
+	// (docs/benchmarks.md#livelock); opt-in, for the before/after.
+	benchPinnedSoftirq benchPlacement = "pinned-softirq"
 	// benchSpread leaves the processes to the scheduler but spreads the
 	// telescope host's receive work over every CPU with RPS. Without it,
 	// the veth runs the host's whole receive path, the kernel responder's
@@ -161,6 +175,7 @@ type benchSample struct {
 	kernelOut                  uint64 // kernel responder only: SYN-ACKs that left on the sink link
 	rssB                       uint64
 	cpuTicks                   uint64 // utime+stime of the responder
+	napiNS                     uint64 // pinned placement: run time of the uplink's NAPI threads
 	boxBusy, boxTotal          uint64 // /proc/stat, all CPUs
 }
 
@@ -183,6 +198,7 @@ type benchResult struct {
 	round     int
 
 	floodSent    uint64
+	floodRefused uint64 // frames the kernel refused the flooder (a full NAPI ring drops there)
 	floodElapsed time.Duration
 	offeredPPS   float64
 
@@ -194,6 +210,8 @@ type benchResult struct {
 	sinkRx         uint64  // cross-check: packets that reached the sink
 	cpuPerSynackUS float64 // responder CPU per SYN-ACK
 	cores          float64 // responder CPU over the flood, in cores
+	napiCores      float64 // pinned placement: the uplink's NAPI threads (the receive work), in cores
+	napiUS         float64 // and their run time per SYN forwarded to the TUN, in µs
 	boxBusy        float64 // whole machine busy fraction over the flood
 
 	rssBefore, rssPeak, rssAfter uint64
@@ -229,10 +247,10 @@ func BenchmarkFlood(b *testing.B) {
 		placements = nil
 		for _, p := range strings.Split(s, ",") {
 			switch benchPlacement(p) {
-			case benchShared, benchPinned, benchSpread:
+			case benchShared, benchPinned, benchPinnedSoftirq, benchSpread:
 				placements = append(placements, benchPlacement(p))
 			default:
-				b.Fatalf("SPOKI_BENCH_PLACEMENTS: unknown placement %q (shared, pinned, spread)", p)
+				b.Fatalf("SPOKI_BENCH_PLACEMENTS: unknown placement %q (shared, pinned, pinned-softirq, spread)", p)
 			}
 		}
 	}
@@ -250,8 +268,8 @@ func BenchmarkFlood(b *testing.B) {
 	if s := os.Getenv("SPOKI_BENCH_DESIGNS"); s != "" {
 		designs = nil
 		for _, d := range strings.Split(s, ",") {
-			if !slices.Contains(benchDesigns, benchDesign(d)) {
-				b.Fatalf("SPOKI_BENCH_DESIGNS: unknown design %q (echo, spoki, kernel)", d)
+			if !slices.Contains(benchDesigns, benchDesign(d)) && benchDesign(d) != benchSpoki2 {
+				b.Fatalf("SPOKI_BENCH_DESIGNS: unknown design %q (echo, spoki, kernel, spoki2)", d)
 			}
 			designs = append(designs, benchDesign(d))
 		}
@@ -263,9 +281,9 @@ func BenchmarkFlood(b *testing.B) {
 		}
 		benchFloodDuration, benchFloodTimeout = d, d+20*time.Second
 	}
-	if slices.Contains(placements, benchPinned) && benchNumCPU() < 2 {
-		b.Logf("only %d CPU: skipping the pinned placement", benchNumCPU())
-		placements = slices.DeleteFunc(placements, func(p benchPlacement) bool { return p == benchPinned })
+	if benchNumCPU() < 2 && slices.ContainsFunc(placements, benchPlacement.pinned) {
+		b.Logf("only %d CPU: skipping the pinned placements", benchNumCPU())
+		placements = slices.DeleteFunc(placements, benchPlacement.pinned)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
@@ -294,8 +312,11 @@ func BenchmarkFlood(b *testing.B) {
 	var all []benchResult
 	run := 0
 	for _, pl := range placements {
-		if err := benchSetRPS(ctx, l, pl); err != nil {
+		if err := benchSetPlacement(ctx, l, pl); err != nil {
 			b.Fatalf("placement %s: %v", pl, err)
+		}
+		if err := benchHook(l, "SPOKI_BENCH_HOOK_PLACEMENT", "", pl); err != nil {
+			b.Fatalf("hook: %v", err)
 		}
 		for round := 0; round < rounds; round++ {
 			for _, c := range cases {
@@ -321,7 +342,7 @@ func BenchmarkFlood(b *testing.B) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			b.Fatalf("profile: %v", err)
 		}
-		if err := benchSetRPS(ctx, l, benchShared); err != nil {
+		if err := benchSetPlacement(ctx, l, benchShared); err != nil {
 			b.Fatalf("profile: %v", err)
 		}
 		for _, d := range []benchDesign{benchEcho, benchSpoki} {
@@ -366,13 +387,13 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 	prefix := lab.Prefix4.String()
 
 	var args []string
-	if rc.placement == benchPinned {
+	if rc.placement.pinned() {
 		args = append(args, "-c", "1", bin)
 	}
 	switch rc.design {
 	case benchEcho:
 		args = append(args, "echo", "--prefix", prefix, "--tun", tunName)
-	case benchSpoki:
+	case benchSpoki, benchSpoki2:
 		logDir, err := os.MkdirTemp("", "spoki-bench-")
 		if err != nil {
 			return res, err
@@ -385,10 +406,14 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 		args = append(args, "run", "--prefix", prefix, "--tun", tunName, "--log-dir", logDir,
 			"--stats-interval", "1s", "--pprof", benchPprofAddr)
 		// SPOKI_BENCH_ARGS adds flags to spoki run (e.g. "--queues 1").
-		args = append(args, strings.Fields(os.Getenv("SPOKI_BENCH_ARGS"))...)
+		env := "SPOKI_BENCH_ARGS"
+		if rc.design == benchSpoki2 {
+			env = "SPOKI_BENCH_ARGS2"
+		}
+		args = append(args, strings.Fields(os.Getenv(env))...)
 	}
 	name := bin
-	if rc.placement == benchPinned {
+	if rc.placement.pinned() {
 		name = "taskset"
 	}
 	p, err := l.Start(l.Telescope, name, args...)
@@ -410,12 +435,15 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 		return res, err
 	}
 	pid := p.Pid()
+	if err := benchHook(l, "SPOKI_BENCH_HOOK_RESPONDER", tunName, rc.placement); err != nil {
+		return res, err
+	}
 	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == "spoki" {
 		res.pidChecked = true
 	} else {
 		b.Logf("pid %d is %q, not spoki: RSS and CPU are of the wrong process", pid, strings.TrimSpace(string(comm)))
 	}
-	if rc.design == benchSpoki {
+	if rc.design.isSpoki() {
 		// Force a GC, then one stats line gives the live heap before.
 		tGC := time.Now()
 		if err := benchFetchPprof(ctx, l, "heap?gc=1", os.DevNull); err != nil {
@@ -430,6 +458,11 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 	if err != nil {
 		return res, err
 	}
+	if rc.placement == benchPinned {
+		if smp.napi, err = l.UplinkNAPIThreads(); err != nil {
+			return res, err
+		}
+	}
 	defer smp.close()
 	sinkBefore, _ := smp.linkStats(smp.sinkH, l.SinkIface)
 	before, err := smp.read()
@@ -441,7 +474,7 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 
 	var profileErr chan error
 	if rc.profileDir != "" {
-		if rc.design == benchSpoki {
+		if rc.design.isSpoki() {
 			if err := benchFetchPprof(ctx, l, "heap?gc=1", filepath.Join(rc.profileDir, "heap-before.pprof")); err != nil {
 				b.Logf("profile: %v", err)
 			}
@@ -493,6 +526,10 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 		res.cpuPerSynackUS = float64(cpu.Microseconds()) / float64(res.synacks)
 	}
 	res.cores = cpu.Seconds() / drained.at.Sub(before.at).Seconds()
+	res.napiCores = float64(drained.napiNS-before.napiNS) / float64(drained.at.Sub(before.at).Nanoseconds())
+	if fwd := res.handed + res.tunDrops; fwd > 0 {
+		res.napiUS = float64(drained.napiNS-before.napiNS) / 1e3 / float64(fwd)
+	}
 	if dt := drained.boxTotal - before.boxTotal; dt > 0 {
 		res.boxBusy = float64(drained.boxBusy-before.boxBusy) / float64(dt)
 	}
@@ -500,7 +537,7 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 		res.rssPeak = max(res.rssPeak, s.rssB)
 	}
 
-	if rc.design == benchSpoki {
+	if rc.design.isSpoki() {
 		lines := benchParseStats(p.Output())
 		var last, final *benchStats
 		for i := range lines {
@@ -548,6 +585,9 @@ type benchSampler struct {
 	// whose TX packets are the SYN-ACKs that left it (kernelOut).
 	kernelUplink string
 	lab          *lab.Lab
+	// napi are the uplink's NAPI threads (pinned placement), whose run
+	// time read sums.
+	napi []int
 }
 
 func benchNewSampler(l *lab.Lab, tun string, pid int) (*benchSampler, error) {
@@ -627,6 +667,9 @@ func (s *benchSampler) read() (benchSample, error) {
 	}
 	out.rssB, _ = benchVmRSS(s.pid)
 	out.cpuTicks, _ = benchCPUTicks(s.pid)
+	for _, pid := range s.napi {
+		out.napiNS += benchRunNS(pid)
+	}
 	out.boxBusy, out.boxTotal, _ = benchBoxCPU()
 	return out, nil
 }
@@ -670,6 +713,21 @@ func benchCPUTicks(pid int) (uint64, error) {
 	ut, err1 := strconv.ParseUint(f[11], 10, 64)
 	st, err2 := strconv.ParseUint(f[12], 10, 64)
 	return ut + st, errors.Join(err1, err2)
+}
+
+// benchRunNS reads the time a task has run, in ns (/proc/PID/schedstat;
+// 0 if unreadable).
+func benchRunNS(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseUint(f[0], 10, 64)
+	return v
 }
 
 // benchBoxCPU reads the busy and total ticks of all CPUs from /proc/stat.
@@ -731,13 +789,28 @@ func benchPeak(s []benchSample) float64 {
 	return best
 }
 
-// benchSetRPS sets the receive-packet steering of the telescope host's
-// scanner-side veth: CPU1 for the pinned placement, every CPU for spread,
-// off for shared.
-func benchSetRPS(ctx context.Context, l *lab.Lab, pl benchPlacement) error {
+// pinned says whether the placement pins the flooder to CPU0 and the
+// responder to CPU1.
+func (pl benchPlacement) pinned() bool { return pl == benchPinned || pl == benchPinnedSoftirq }
+
+// benchSetPlacement sets the telescope host's receive path on its
+// scanner-side veth: threaded NAPI pinned to CPU1 for the pinned placement
+// (RPS off: it would hand the frames to CPU1's softirq again), and for the
+// others kernel defaults (no NAPI) with receive-packet steering to CPU1
+// (pinned-softirq), to every CPU (spread) or off (shared).
+func benchSetPlacement(ctx context.Context, l *lab.Lab, pl benchPlacement) error {
+	napi := pl == benchPinned
+	if err := l.SetThreadedNAPI(ctx, napi); err != nil {
+		return err
+	}
+	if napi {
+		if err := l.PinUplinkNAPI(1); err != nil {
+			return err
+		}
+	}
 	mask := "0"
 	switch pl {
-	case benchPinned:
+	case benchPinnedSoftirq:
 		mask = "2"
 	case benchSpread:
 		mask = strconv.FormatUint(1<<min(benchNumCPU(), 32)-1, 16)
@@ -800,7 +873,7 @@ func benchFlood(l *lab.Lab, bin string, rc benchRunConfig, res *benchResult) err
 		floodArgs = append(floodArgs, "--irregular")
 	}
 	floodName := bin
-	if rc.placement == benchPinned {
+	if rc.placement.pinned() {
 		floodName = "taskset"
 		floodArgs = append([]string{"-c", "0", bin}, floodArgs...)
 	}
@@ -820,6 +893,7 @@ func benchFlood(l *lab.Lab, bin string, rc benchRunConfig, res *benchResult) err
 		return fmt.Errorf("flood: %w\n%s", err, f.Output())
 	}
 	res.floodSent, res.floodElapsed, err = benchParseFlood(f.Output())
+	res.floodRefused = benchParseRefused(f.Output())
 	if err != nil {
 		return err
 	}
@@ -856,6 +930,17 @@ func benchWaitStatsAfter(p *lab.Process, t time.Time) error {
 		return nil
 	}
 	return err
+}
+
+// benchParseRefused reads the frames the kernel refused the flooder from
+// its result line (0 without one).
+func benchParseRefused(out string) uint64 {
+	m := benchFloodRE.FindStringSubmatch(out)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.ParseUint(m[4], 10, 64)
+	return n
 }
 
 // benchParseStats reads spoki's stats and final lines (slog text format).
@@ -912,11 +997,11 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 		"flood", "design", "n", "offered/s", "synack/s", "peak1s/s", "synsIn", "inDrops", "spkDrops", "recDrops",
 		"sinkRx", "µs/SA", "cores", "box%", "RSS MiB bef/peak/aft", "heap MiB bef/peak/aft")
 	type pair struct{ a, b benchDesign }
-	pairs := []pair{{benchSpoki, benchEcho}, {benchSpoki, benchKernel}, {benchEcho, benchKernel}}
+	pairs := []pair{{benchSpoki, benchEcho}, {benchSpoki, benchKernel}, {benchEcho, benchKernel}, {benchSpoki2, benchSpoki}, {benchSpoki2, benchEcho}}
 	ratios := map[benchCase]map[pair]float64{}
 	for _, c := range cases {
 		med := map[benchDesign]benchResult{}
-		for _, d := range benchDesigns {
+		for _, d := range append(slices.Clone(benchDesigns), benchSpoki2) {
 			if !slices.Contains(designs, d) {
 				continue
 			}
@@ -926,11 +1011,11 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 			}
 			med[d] = m
 			heap := "n/a"
-			if d == benchSpoki && m.hasHeap {
+			if d.isSpoki() && m.hasHeap {
 				heap = fmt.Sprintf("%.1f/%.1f/%.1f", benchMiBf(m.heapBefore), benchMiBf(m.heapPeak), benchMiBf(m.heapAft))
 			}
 			drops, rec := "-", "-"
-			if d == benchSpoki {
+			if d.isSpoki() {
 				drops, rec = strconv.FormatUint(m.spokiDrops, 10), strconv.FormatUint(m.recordsDropped, 10)
 			}
 			us, cores, rss := fmt.Sprintf("%.2f", m.cpuPerSynackUS), fmt.Sprintf("%.2f", m.cores),
@@ -961,15 +1046,18 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 			fmt.Fprintln(&w)
 		}
 		if k, ok := med[benchKernel]; ok {
-			// Against what the flooder sent: the uplink's RX dropped also
-			// counts frames the flooder does not report as sent.
-			answered := float64(k.synacks) / max(float64(k.floodSent), 1)
+			// Against what the flooder sent or had refused: the uplink's RX
+			// dropped also counts frames the flooder does not report as
+			// sent, while a refusal is the host's receive side dropping
+			// (a full backlog, or the full NAPI ring of the pinned
+			// placement) and so counts as unanswered.
+			answered := float64(k.synacks) / max(float64(k.floodSent+k.floodRefused), 1)
 			verdict := "NOT saturated: it produced a SYN-ACK for every SYN sent, so the flooder is the limit (in the shared placement the receive softirq runs on the flooder's core), and every ratio to the kernel is an upper bound"
 			if answered < 0.98 {
 				verdict = "saturated: it left SYNs unanswered"
 			}
-			fmt.Fprintf(&w, "%-14s kernel: SYN-ACKs for %.1f %% of the %d SYNs sent (uplink RX %d, RX dropped %d; %d SYN-ACKs left on the sink link): %s\n",
-				c.name(), 100*answered, k.floodSent, k.handed, k.tunDrops, k.kernelOut, verdict)
+			fmt.Fprintf(&w, "%-14s kernel: SYN-ACKs for %.1f %% of the %d SYNs sent and %d refused to the flooder (uplink RX %d, RX dropped %d; %d SYN-ACKs left on the sink link): %s\n",
+				c.name(), 100*answered, k.floodSent, k.floodRefused, k.handed, k.tunDrops, k.kernelOut, verdict)
 		}
 	}
 	// Targets, next to the figures; not asserted.
@@ -1002,7 +1090,8 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 				}
 			}
 		}
-		names := map[pair]string{{benchSpoki, benchEcho}: "ratio_", {benchSpoki, benchKernel}: "ratio_kernel_", {benchEcho, benchKernel}: "ratio_echo_kernel_"}
+		names := map[pair]string{{benchSpoki, benchEcho}: "ratio_", {benchSpoki, benchKernel}: "ratio_kernel_", {benchEcho, benchKernel}: "ratio_echo_kernel_",
+			{benchSpoki2, benchSpoki}: "ratio_spoki2_", {benchSpoki2, benchEcho}: "ratio_spoki2_echo_"}
 		for pr, r := range ratios[c] {
 			b.ReportMetric(r, names[pr]+rn+suffix)
 		}
@@ -1012,7 +1101,9 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 func benchPlacementDoc(pl benchPlacement) string {
 	switch pl {
 	case benchPinned:
-		return "flooder on CPU0, RPS of the telescope's veth to CPU1, responder on CPU1"
+		return "flooder on CPU0, threaded NAPI of the telescope's veth on CPU1, responder on CPU1"
+	case benchPinnedSoftirq:
+		return "flooder on CPU0, RPS of the telescope's veth to CPU1 (softirq), responder on CPU1"
 	case benchSpread:
 		return "nothing pinned, RPS of the telescope's veth over every CPU"
 	}
@@ -1077,6 +1168,8 @@ func benchMedianResult(rs []benchResult) benchResult {
 	m.peakPPS = f(func(r benchResult) float64 { return r.peakPPS })
 	m.cpuPerSynackUS = f(func(r benchResult) float64 { return r.cpuPerSynackUS })
 	m.cores = f(func(r benchResult) float64 { return r.cores })
+	m.napiCores = f(func(r benchResult) float64 { return r.napiCores })
+	m.napiUS = f(func(r benchResult) float64 { return r.napiUS })
 	m.boxBusy = f(func(r benchResult) float64 { return r.boxBusy })
 	m.synacks = u(func(r benchResult) uint64 { return r.synacks })
 	m.handed = u(func(r benchResult) uint64 { return r.handed })
@@ -1092,6 +1185,7 @@ func benchMedianResult(rs []benchResult) benchResult {
 	m.heapAft = u(func(r benchResult) uint64 { return r.heapAft })
 	m.kernelOut = u(func(r benchResult) uint64 { return r.kernelOut })
 	m.floodSent = u(func(r benchResult) uint64 { return r.floodSent })
+	m.floodRefused = u(func(r benchResult) uint64 { return r.floodRefused })
 	return m
 }
 
@@ -1115,11 +1209,14 @@ func (r benchResult) line() string {
 			r.placement, r.round+1, c.name(), r.design, r.offeredPPS, r.meanPPS, r.peakPPS,
 			r.handed+r.tunDrops, r.tunDrops, r.kernelOut, r.sinkRx, 100*r.boxBusy)
 	}
-	s := fmt.Sprintf("%s round %d %s %-6s: offered %.0f/s, synack %.0f/s (peak %.0f), fwdToTun %d, tunDrops %d, sinkRx %d, %.2f µs/SA, %.2f cores, box %.0f%%, RSS %.1f/%.1f/%.1f MiB",
-		r.placement, r.round+1, c.name(), r.design, r.offeredPPS, r.meanPPS, r.peakPPS,
+	s := fmt.Sprintf("%s round %d %s %-6s: offered %.0f/s (refused %.0f/s), synack %.0f/s (peak %.0f), fwdToTun %d, tunDrops %d, sinkRx %d, %.2f µs/SA, %.2f cores, box %.0f%%, RSS %.1f/%.1f/%.1f MiB",
+		r.placement, r.round+1, c.name(), r.design, r.offeredPPS, float64(r.floodRefused)/max(r.floodElapsed.Seconds(), 1e-9), r.meanPPS, r.peakPPS,
 		r.handed+r.tunDrops, r.tunDrops, r.sinkRx, r.cpuPerSynackUS, r.cores, 100*r.boxBusy,
 		benchMiBf(r.rssBefore), benchMiBf(r.rssPeak), benchMiBf(r.rssAfter))
-	if r.design == benchSpoki {
+	if r.placement == benchPinned {
+		s += fmt.Sprintf(", NAPI thread %.2f cores (%.2f µs per SYN forwarded)", r.napiCores, r.napiUS)
+	}
+	if r.design.isSpoki() {
 		s += fmt.Sprintf(", drops %d, records_dropped %d", r.spokiDrops, r.recordsDropped)
 		if r.hasHeap {
 			s += fmt.Sprintf(", heap %.2f/%.2f/%.2f MiB", benchMiBf(r.heapBefore), benchMiBf(r.heapPeak), benchMiBf(r.heapAft))
@@ -1237,4 +1334,28 @@ func (s *benchSampling) finish() []benchSample {
 		<-s.done
 	}
 	return s.samples
+}
+
+// benchHook runs the shell command in the environment variable env, if set,
+// for experiments with host settings (docs/benchmarks.md#knobs):
+// SPOKI_BENCH_HOOK_PLACEMENT after a placement is set,
+// SPOKI_BENCH_HOOK_RESPONDER once each responder is ready (before its
+// flood). The command runs on the host, as root, with TEL, SCAN (the
+// namespaces), UP, SUP (the telescope's and the scanner's end of the
+// uplink), TUN (the responder's TUN, empty for the placement hook) and PL
+// (the placement) in its environment; it must return before the flood
+// starts, and its output is printed. A failing hook fails the benchmark.
+func benchHook(l *lab.Lab, env, tun string, pl benchPlacement) error {
+	c := os.Getenv(env)
+	if c == "" {
+		return nil
+	}
+	cmd := exec.Command("sh", "-c", c)
+	cmd.Env = append(os.Environ(), "TEL="+l.Telescope, "SCAN="+l.Scanner, "UP="+l.TelescopeIface, "SUP="+l.ScannerIface, "TUN="+tun, "PL="+string(pl))
+	out, err := cmd.CombinedOutput()
+	fmt.Printf("hook %s (%s): %s\n", env, pl, bytes.TrimSpace(out))
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", env, err, bytes.TrimSpace(out))
+	}
+	return nil
 }

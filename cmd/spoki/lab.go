@@ -13,7 +13,7 @@ import (
 )
 
 // labUsage is printed for `spoki lab` with a bad subcommand.
-const labUsage = `usage: spoki lab [up] [--keep] [--log-dir DIR]
+const labUsage = `usage: spoki lab [up] [--keep] [--log-dir DIR] [--threaded-napi=false]
        spoki lab demo [--keep-logs DIR]
 
 up (the default) builds the lab, starts spoki in it and waits for Ctrl-C;
@@ -35,6 +35,7 @@ func labMain(ctx context.Context, args []string) error {
 		var cfg lab.UpConfig
 		fs.BoolVar(&cfg.Keep, "keep", false, "keep the temporary log directory")
 		fs.StringVar(&cfg.LogDir, "log-dir", "", "spoki's log `DIR`, kept (default: a temporary one)")
+		fs.BoolVar(&cfg.ThreadedNAPI, "threaded-napi", true, "run the telescope host's receive work on its uplink in a NAPI kernel thread (README \"Host settings\"; false: kernel defaults)")
 		if err := parseArgs(fs, args); err != nil {
 			return err
 		}
