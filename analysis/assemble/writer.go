@@ -5,11 +5,12 @@ package assemble
 
 import (
 	"bufio"
-	"compress/gzip"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
 )
 
 // FileName returns the output file name of a batch whose first record has

@@ -1,7 +1,6 @@
 package filesink
 
 import (
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/klauspost/compress/gzip"
 )
 
 const (
