@@ -60,6 +60,34 @@ func (f *frontEnd) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *
 	}
 }
 
+// deliverBatched is DeliverNetworkPacket for the TUN's readers: the front
+// end's replies go on the reader's batch tx, and only a packet gVisor is
+// to see is copied into a PacketBuffer (a SYN never is). The batch is
+// flushed before gVisor sees a packet, so that nothing gVisor sends in
+// answer overtakes the front end's own ACK.
+func (f *frontEnd) deliverBatched(proto tcpip.NetworkProtocolNumber, b []byte, tx *txBatch) {
+	st := f.st
+	st.stats.PacketsIn.Add(1)
+	if len(b) == 0 {
+		st.stats.DropMalformed.Add(1)
+		return
+	}
+	var rec records.Packet
+	rec.Time = time.Now()
+	if st.inspectTx(b, &rec, tx) == verdictPass {
+		tx.flush()
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+		pkt.NetworkProtocolNumber = proto
+		f.Endpoint.DeliverNetworkPacket(proto, pkt)
+		pkt.DecRef()
+	}
+	if rec.Proto != 0 && st.sink != nil {
+		st.sink.Packet(rec)
+	}
+}
+
+func (f *frontEnd) stats() *Stats { return &f.st.stats }
+
 // WritePackets implements stack.LinkEndpoint: every packet gVisor sends
 // comes through here. Only TCP from the telescope's prefixes leaves; each
 // packet that leaves is recorded as a reply.
@@ -156,8 +184,15 @@ func (s *Stack) replyOut(pkt *stack.PacketBuffer) bool {
 
 // inspect parses one inbound IP packet into rec, answers it if it is a SYN,
 // and decides whether gVisor sees it. Each drop increments exactly one
-// counter. rec.Proto stays 0 for packets that cannot be recorded.
+// counter. rec.Proto stays 0 for packets that cannot be recorded. Its
+// replies are written at once.
 func (s *Stack) inspect(b []byte, rec *records.Packet) verdict {
+	return s.inspectTx(b, rec, nil)
+}
+
+// inspectTx is inspect with the replies queued on tx (written at once if
+// tx is nil).
+func (s *Stack) inspectTx(b []byte, rec *records.Packet, tx *txBatch) verdict {
 	var src, dst []byte
 	var l4 []byte
 	var l4proto uint8
@@ -232,7 +267,7 @@ func (s *Stack) inspect(b []byte, rec *records.Packet) verdict {
 
 	switch l4proto {
 	case uint8(header.TCPProtocolNumber):
-		return s.inspectTCP(l4, src, dst, v6, inside, hold, rec)
+		return s.inspectTCP(l4, src, dst, v6, inside, hold, rec, tx)
 	case uint8(header.UDPProtocolNumber):
 		if len(l4) < header.UDPMinimumSize {
 			s.stats.DropMalformed.Add(1)
@@ -472,7 +507,7 @@ const (
 	flagsCore      = uint8(header.TCPFlagSyn | header.TCPFlagAck | header.TCPFlagRst | header.TCPFlagFin)
 )
 
-func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *records.Packet) verdict {
+func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *records.Packet, tx *txBatch) verdict {
 	off, ok := parseTCPHeader(l4, rec)
 	if !ok {
 		s.stats.DropMalformed.Add(1)
@@ -530,7 +565,7 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 			}
 			return verdictDrop
 		}
-		s.answerSYN(l4, src, dst, v6, rec)
+		s.answerSYN(l4, src, dst, v6, rec, tx)
 		return verdictDrop // gVisor never sees a SYN
 	case flags&uint8(header.TCPFlagSyn) != 0:
 		// A SYN-ACK is backscatter of someone else's scan; SYN+RST+ACK is
@@ -574,7 +609,7 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 		s.stats.DropBadCookie.Add(1)
 		return verdictDrop
 	case rec.PayloadLen > 0 && s.cfg.Pure != nil && s.cfg.Pure(rec.Dst):
-		return s.resetACK(src, dst, rec)
+		return s.resetACK(src, dst, rec, tx)
 	}
 	key := makeFlowKey(rec.Dst, rec.Src, dport, sport)
 	uid, fresh, res := s.conns.admit(key, rec.Src, seq-1, seq+uint32(rec.PayloadLen), s.nextUserID, rec.Time)
@@ -624,7 +659,7 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 	// Spoki resets every ACK; spoki accepts it, and its reaction, recorded
 	// with this row, is the front end's ACK, written before gVisor sees the
 	// segment.
-	s.ackHandshake(src, dst, l4[header.TCPMinimumSize:off], rec, uid, p, shift)
+	s.ackHandshake(src, dst, l4[header.TCPMinimumSize:off], rec, uid, p, shift, tx)
 	return verdictPass
 }
 
@@ -817,9 +852,15 @@ type txBuf struct {
 
 var txBufs = sync.Pool{New: func() any { return new(txBuf) }}
 
-// writeSegment encodes seg and writes it to the TUN, spreading over the
-// queues by the peer's port.
-func (s *Stack) writeSegment(seg *segment) error {
+// writeSegment encodes seg and queues it on tx, or without a batch writes
+// it to the TUN, spreading over the queues by the peer's port. A queued
+// segment's send errors are counted when the batch is flushed
+// (Stats.TxErrors...).
+func (s *Stack) writeSegment(seg *segment, tx *txBatch) error {
+	if tx != nil {
+		tx.add(seg)
+		return nil
+	}
 	b := txBufs.Get().(*txBuf)
 	n := encodeSegment(b.pkt[:], seg)
 	err := s.writeRaw(b, n, seg.dport)
@@ -829,7 +870,7 @@ func (s *Stack) writeSegment(seg *segment) error {
 
 // answerSYN writes one SYN-ACK carrying a cookie, records it, and fills the
 // SYN's probe columns. No state is kept and nothing is retransmitted.
-func (s *Stack) answerSYN(l4, src, dst []byte, v6 bool, rec *records.Packet) {
+func (s *Stack) answerSYN(l4, src, dst []byte, v6 bool, rec *records.Packet, tx *txBatch) {
 	sport := rec.SrcPort
 	dport := rec.DstPort
 	p := s.persona(rec.Dst)
@@ -858,7 +899,7 @@ func (s *Stack) answerSYN(l4, src, dst []byte, v6 bool, rec *records.Packet) {
 		flags: header.TCPFlagSyn | header.TCPFlagAck,
 		mss:   s.mss(v6), id: p.ipID(), p: p, opts: o,
 	}
-	if err := s.writeSegment(&seg); err != nil {
+	if err := s.writeSegment(&seg, tx); err != nil {
 		s.stats.DropTxError.Add(1)
 		return
 	}

@@ -76,21 +76,45 @@ func (l *tunLink) Attach(d stack.NetworkDispatcher) {
 	}
 }
 
-// read is the reader of queue q: it delivers every packet inline and
-// stops at the first error (the deadline set by Attach(nil), or a closed
-// device).
+// read is the reader of queue q: it delivers every packet of a Read
+// inline, then flushes the replies they caused in one Write (the Device's
+// batch: one sendmmsg on Linux with raw sockets), and stops at the first
+// error (the deadline set by Attach(nil), or a closed device). A Read
+// returns what the queue holds without waiting for more, so a reply waits
+// at most for the rest of its Read's packets, and never at a low rate.
 func (l *tunLink) read(i int, q tun.Queue, d stack.NetworkDispatcher) {
 	defer l.wg.Done()
 	n := max(l.dev.BatchSize(), 1)
 	bufs := make([][]byte, n)
 	sizes := make([]int, n)
-	for j := range bufs {
-		bufs[j] = make([]byte, maxPacket)
+	// The first buffer takes any IP packet; the others take what the MTU
+	// lets through the TUN (Queue.Read may cut a longer one), so that a
+	// batch of 64 costs 64 MTUs, not 64 × 64 KiB.
+	bufs[0] = make([]byte, maxPacket)
+	slot := int(l.mtu)
+	if slot <= 0 || slot > maxPacket {
+		slot = maxPacket
+	}
+	for j := 1; j < n; j++ {
+		bufs[j] = make([]byte, slot)
+	}
+	var tx *txBatch
+	bd, batched := d.(batchDispatcher)
+	if batched {
+		tx = newTxBatch(q, bd.stats(), n)
 	}
 	for {
 		k, err := q.Read(bufs, sizes, 0)
 		for j := 0; j < k; j++ {
-			deliver(d, bufs[j][:sizes[j]])
+			b := bufs[j][:sizes[j]]
+			if batched {
+				bd.deliverBatched(packetProto(b), b, tx)
+			} else {
+				deliver(d, b)
+			}
+		}
+		if tx != nil {
+			tx.flush()
 		}
 		if err != nil {
 			l.mu.Lock()
@@ -104,18 +128,31 @@ func (l *tunLink) read(i int, q tun.Queue, d stack.NetworkDispatcher) {
 	}
 }
 
-// deliver hands one packet read from the TUN to d. The protocol is the IP
-// version's; the front end counts anything else as malformed.
-func deliver(d stack.NetworkDispatcher, b []byte) {
-	var proto tcpip.NetworkProtocolNumber
+// batchDispatcher is a dispatcher (the front end) that queues its own
+// replies to a packet on the reader's batch instead of writing each.
+type batchDispatcher interface {
+	deliverBatched(proto tcpip.NetworkProtocolNumber, b []byte, tx *txBatch)
+	stats() *Stats
+}
+
+// packetProto is the network protocol of an IP packet by its version; the
+// front end counts anything else as malformed.
+func packetProto(b []byte) tcpip.NetworkProtocolNumber {
 	if len(b) > 0 {
 		switch header.IPVersion(b) {
 		case header.IPv4Version:
-			proto = header.IPv4ProtocolNumber
+			return header.IPv4ProtocolNumber
 		case header.IPv6Version:
-			proto = header.IPv6ProtocolNumber
+			return header.IPv6ProtocolNumber
 		}
 	}
+	return 0
+}
+
+// deliver hands one packet read from the TUN to d. The protocol is the IP
+// version's; the front end counts anything else as malformed.
+func deliver(d stack.NetworkDispatcher, b []byte) {
+	proto := packetProto(b)
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
 	pkt.NetworkProtocolNumber = proto
 	d.DeliverNetworkPacket(proto, pkt)

@@ -32,7 +32,7 @@ const reactWindow = 0xffff
 // The ACK is shaped by the persona p: its window is the SYN-ACK's, scaled
 // by shift when the handshake agreed to window scaling, and it carries
 // timestamps when the handshake ACK did (opts are its options).
-func (s *Stack) ackHandshake(src, dst, opts []byte, rec *records.Packet, uid uint32, p *Persona, shift uint8) {
+func (s *Stack) ackHandshake(src, dst, opts []byte, rec *records.Packet, uid uint32, p *Persona, shift uint8, tx *txBatch) {
 	ack := rec.Seq
 	seg := segment{
 		local: dst, remote: src, sport: rec.DstPort, dport: rec.SrcPort,
@@ -43,7 +43,7 @@ func (s *Stack) ackHandshake(src, dst, opts []byte, rec *records.Packet, uid uin
 			seg.opts.ts, seg.opts.tsVal, seg.opts.tsEcr = true, s.tsVal(dst, src), to.TSVal
 		}
 	}
-	if err := s.writeSegment(&seg); err != nil {
+	if err := s.writeSegment(&seg, tx); err != nil {
 		s.stats.DropTxError.Add(1)
 		return
 	}
@@ -54,13 +54,13 @@ func (s *Stack) ackHandshake(src, dst, opts []byte, rec *records.Packet, uid uin
 // RST at once (seq = the ACK's ack, ack 0), recorded as the reaction of rec
 // (method tcp-rst, probe snum = the ACK's ack). The ACK never reaches
 // gVisor: there is no connection, and no slot of MaxConns is taken.
-func (s *Stack) resetACK(src, dst []byte, rec *records.Packet) verdict {
+func (s *Stack) resetACK(src, dst []byte, rec *records.Packet, tx *txBatch) verdict {
 	p := s.persona(rec.Dst)
 	seg := segment{
 		local: dst, remote: src, sport: rec.DstPort, dport: rec.SrcPort,
 		seq: rec.Ack, flags: header.TCPFlagRst, id: p.ipID(), p: p,
 	}
-	if err := s.writeSegment(&seg); err != nil {
+	if err := s.writeSegment(&seg, tx); err != nil {
 		s.stats.DropTxError.Add(1)
 		return verdictDrop
 	}

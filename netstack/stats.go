@@ -119,6 +119,14 @@ type Stats struct {
 	// counts what gVisor tried to send that the front end filtered (non-TCP,
 	// or from an address outside the prefixes).
 	RepliesOut, OutDropped atomic.Uint64
+
+	// TxErrNoBufs, TxErrUnreachable, TxErrDenied and TxErrOther count the
+	// front end's batched replies the kernel refused when their batch was
+	// sent: no buffer space (ENOBUFS, EAGAIN), no route (ENETUNREACH,
+	// EHOSTUNREACH, ...), a firewall (EPERM, EACCES), anything else. Their
+	// packets were counted (SYNACKsSent, ...) and their reply rows written
+	// when they were queued.
+	TxErrNoBufs, TxErrUnreachable, TxErrDenied, TxErrOther atomic.Uint64
 }
 
 // Snapshot is a plain copy of Stats. Its tags describe each counter for
@@ -176,6 +184,11 @@ type Snapshot struct {
 	ListenersClosed uint64 `line:"listeners_closed" metric:"netstack_listeners_closed_total" help:"Listeners closed once idle."`
 	AcceptReset     uint64 `line:"reset_early" metric:"netstack_connections_reset_early_total" help:"Connections ended when accepted because the client had reset them before."`
 	LingerEvicted   uint64 `line:"linger_evicted" metric:"netstack_linger_evicted_total" help:"Finished connections whose user id was forgotten early (more than 4 x --max-conns finished within 5 s)."`
+
+	TxErrNoBufs      uint64 `line:"tx_errors tx_err_nobufs" metric:"netstack_tx_errors_total{cause=nobufs}" help:"Batched front-end replies the kernel refused to send, by cause."`
+	TxErrUnreachable uint64 `line:"tx_errors tx_err_unreachable" metric:"netstack_tx_errors_total{cause=unreachable}"`
+	TxErrDenied      uint64 `line:"tx_errors tx_err_denied" metric:"netstack_tx_errors_total{cause=denied}"`
+	TxErrOther       uint64 `line:"tx_errors tx_err_other" metric:"netstack_tx_errors_total{cause=other}"`
 }
 
 // Drops is the sum of every drop counter.
@@ -216,5 +229,7 @@ func (s *Stats) Snapshot() Snapshot {
 		DropSourceLimit: s.DropSourceLimit.Load(), DropNetLimit: s.DropNetLimit.Load(),
 		DropListenerCap: s.DropListenerCap.Load(), ListenersClosed: s.ListenersClosed.Load(),
 		AcceptReset: s.AcceptReset.Load(), LingerEvicted: s.LingerEvicted.Load(),
+		TxErrNoBufs: s.TxErrNoBufs.Load(), TxErrUnreachable: s.TxErrUnreachable.Load(),
+		TxErrDenied: s.TxErrDenied.Load(), TxErrOther: s.TxErrOther.Load(),
 	}
 }

@@ -92,6 +92,12 @@ type Config struct {
 	Prefixes []netip.Prefix
 	// NoRoute leaves routing to the operator.
 	NoRoute bool
+	// RawReplies sends what the queues write on raw IP sockets, in
+	// sendmmsg batches through the host's routing, instead of writing each
+	// packet to the TUN for the kernel to forward. It needs CAP_NET_RAW at
+	// Open; without it the queues write to the TUN (Linux.RawReplies
+	// says which).
+	RawReplies bool
 }
 
 // ParsePrefix parses a telescope prefix and rejects host bits and prefixes

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/songgao/water"
@@ -25,6 +27,10 @@ type Linux struct {
 	queues []Queue
 	link   netlink.Link
 	routes []*netlink.Route
+	// raw are the reply sockets (Config.RawReplies); rawErr says why
+	// they are missing when they were asked for.
+	raw    *rawSockets
+	rawErr error
 
 	closeOnce sync.Once
 	closeErr  error
@@ -59,6 +65,10 @@ func Open(cfg Config) (_ *Linux, err error) {
 			d.Close()
 		}
 	}()
+	if cfg.RawReplies {
+		// Without CAP_NET_RAW the queues write to the TUN instead.
+		d.raw, d.rawErr = openRawSockets()
+	}
 	for i := 0; i < cfg.Queues; i++ {
 		fd, err := openQueue(cfg.Name)
 		if err != nil {
@@ -71,7 +81,12 @@ func Open(cfg Config) (_ *Linux, err error) {
 			return nil, fmt.Errorf("tun: open %s queue %d: %w", cfg.Name, i, err)
 		}
 		d.fds = append(d.fds, fd)
-		d.queues = append(d.queues, &linuxQueue{f: os.NewFile(uintptr(fd), fmt.Sprintf("%s/%d", cfg.Name, i))})
+		q, err := newLinuxQueue(os.NewFile(uintptr(fd), fmt.Sprintf("%s/%d", cfg.Name, i)), d.raw)
+		if err != nil {
+			d.fds = d.fds[:len(d.fds)-1] // closed by newLinuxQueue
+			return nil, fmt.Errorf("tun: open %s queue %d: %w", cfg.Name, i, err)
+		}
+		d.queues = append(d.queues, q)
 	}
 	link, err := netlink.LinkByName(cfg.Name)
 	if err != nil {
@@ -148,26 +163,92 @@ func openQueue(name string) (int, error) {
 	return dup, nil
 }
 
-// linuxQueue is one queue of a Linux device: one packet per read or
-// write system call (a TUN file has no batch call without a virtio-net
-// header).
+// linuxQueue is one queue of a Linux device. A TUN file reads one packet
+// per system call (it has no batch call without a virtio-net header), so
+// Read takes every packet already queued, up to its batch, in one
+// wake-up of its goroutine: it parks only when there is none. Write sends
+// the batch in sendmmsg calls on the raw sockets when the Device has
+// them, and otherwise writes each packet to the TUN.
 type linuxQueue struct {
-	f *os.File
+	f   *os.File
+	rc  syscall.RawConn
+	raw *rawBatch // nil: packets are written to the TUN
+
+	closed atomic.Bool
+	// The state of the Read in progress (one reader at a time), held here
+	// so that readFn is one method value made once: a closure would be
+	// allocated on every Read.
+	bufs   [][]byte
+	sizes  []int
+	off    int
+	n      int
+	err    error
+	readFn func(fd uintptr) bool
+}
+
+func newLinuxQueue(f *os.File, raw *rawSockets) (*linuxQueue, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	q := &linuxQueue{f: f, rc: rc}
+	if raw != nil {
+		q.raw = newRawBatch(raw)
+	}
+	q.readFn = q.readReady
+	return q, nil
 }
 
 func (q *linuxQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
 	}
-	n, err := q.f.Read(bufs[0][offset:])
-	if err != nil {
+	if len(bufs) > MaxBatch {
+		bufs = bufs[:MaxBatch]
+	}
+	q.bufs, q.sizes, q.off, q.n, q.err = bufs, sizes, offset, 0, nil
+	err := q.rc.Read(q.readFn)
+	n, rerr := q.n, q.err
+	q.bufs, q.sizes = nil, nil
+	if err == nil {
+		err = rerr
+	}
+	if err != nil && n == 0 {
+		if q.closed.Load() {
+			return 0, os.ErrClosed
+		}
 		return 0, err
 	}
-	sizes[0] = n
-	return 1, nil
+	// An error after some packets is left for the next Read, which meets
+	// it again (a closed file, a deadline).
+	return n, nil
+}
+
+// readReady reads packets until the queue is empty or the batch full; it
+// asks the poller to wait (returns false) only while it has none.
+func (q *linuxQueue) readReady(fd uintptr) bool {
+	for q.n < len(q.bufs) {
+		n, err := unix.Read(int(fd), q.bufs[q.n][q.off:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return q.n > 0
+		case err != nil:
+			q.err = err
+			return true
+		}
+		q.sizes[q.n] = n
+		q.n++
+	}
+	return true
 }
 
 func (q *linuxQueue) Write(bufs [][]byte, offset int) (int, error) {
+	if q.raw != nil {
+		return q.raw.write(bufs, offset)
+	}
 	for i, b := range bufs {
 		if _, err := q.f.Write(b[offset:]); err != nil {
 			return i, err
@@ -187,8 +268,21 @@ func (d *Linux) Name() string { return d.name }
 // MTU returns the device MTU.
 func (d *Linux) MTU() int { return d.mtu }
 
-// BatchSize is 1: a TUN file reads and writes one packet per call.
-func (d *Linux) BatchSize() int { return 1 }
+// BatchSize is MaxBatch: a Read returns what the queue holds, up to it.
+func (d *Linux) BatchSize() int { return MaxBatch }
+
+// RawReplies reports whether the queues send on raw sockets (nil) or why
+// they write to the TUN instead (Config.RawReplies unset, or the sockets
+// could not be opened: no CAP_NET_RAW).
+func (d *Linux) RawReplies() error {
+	if d.raw != nil {
+		return nil
+	}
+	if d.rawErr != nil {
+		return d.rawErr
+	}
+	return errors.New("tun: raw replies not asked for")
+}
 
 // FDs returns the queue file descriptors, one per queue, for code that
 // bypasses the Device (the echo baseline of the benchmarks). They stay
@@ -206,12 +300,19 @@ func (d *Linux) Close() error {
 		for i, fd := range d.fds {
 			var err error
 			if i < len(d.queues) {
-				err = d.queues[i].(*linuxQueue).f.Close()
+				q := d.queues[i].(*linuxQueue)
+				q.closed.Store(true)
+				err = q.f.Close()
 			} else {
 				err = unix.Close(fd)
 			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("tun: close fd %d: %w", fd, err))
+			}
+		}
+		if d.raw != nil {
+			if err := d.raw.close(); err != nil {
+				errs = append(errs, fmt.Errorf("tun: close raw sockets: %w", err))
 			}
 		}
 		if len(d.routes) > 0 && d.link != nil && d.linkExists() {

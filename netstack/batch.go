@@ -1,0 +1,77 @@
+package netstack
+
+import (
+	"errors"
+	"syscall"
+
+	"github.com/spoki-telescope/spoki/tun"
+)
+
+// txBatch is one TUN reader's batch of the front end's replies (SYN-ACKs,
+// ACKs and RSTs of handshakes): preallocated buffers the segments are
+// encoded into, written in one Queue.Write when the reader has handled
+// its Read's packets, or at once when full. It is the reader's alone.
+type txBatch struct {
+	q     tun.Queue
+	st    *Stats
+	slots [][]byte // each maxSegmentLen long
+	out   [][]byte // out[i] is the encoded segment in slots[i]
+	n     int
+}
+
+func newTxBatch(q tun.Queue, st *Stats, size int) *txBatch {
+	size = max(size, 1)
+	slab := make([]byte, size*maxSegmentLen)
+	b := &txBatch{q: q, st: st, slots: make([][]byte, size), out: make([][]byte, size)}
+	for i := range b.slots {
+		b.slots[i] = slab[i*maxSegmentLen : (i+1)*maxSegmentLen : (i+1)*maxSegmentLen]
+	}
+	return b
+}
+
+// add encodes seg into the next slot, flushing a full batch.
+func (b *txBatch) add(seg *segment) {
+	n := encodeSegment(b.slots[b.n], seg)
+	b.out[b.n] = b.slots[b.n][:n]
+	b.n++
+	if b.n == len(b.slots) {
+		b.flush()
+	}
+}
+
+// flush writes the batch. A packet the Device refuses is counted by cause
+// and skipped, and the rest written: nothing is retried.
+func (b *txBatch) flush() {
+	rest := b.out[:b.n]
+	for len(rest) > 0 {
+		k, err := b.q.Write(rest, 0)
+		if err == nil {
+			break
+		}
+		rest = rest[min(k, len(rest)):]
+		if len(rest) == 0 {
+			break
+		}
+		b.st.countTxError(err)
+		rest = rest[1:]
+	}
+	for i := range b.out[:b.n] {
+		b.out[i] = nil
+	}
+	b.n = 0
+}
+
+// countTxError counts one reply the Device refused, by cause.
+func (s *Stats) countTxError(err error) {
+	switch {
+	case errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.EAGAIN):
+		s.TxErrNoBufs.Add(1)
+	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH),
+		errors.Is(err, syscall.EHOSTDOWN), errors.Is(err, syscall.ENETDOWN):
+		s.TxErrUnreachable.Add(1)
+	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
+		s.TxErrDenied.Add(1)
+	default:
+		s.TxErrOther.Add(1)
+	}
+}
