@@ -26,6 +26,7 @@ type Run struct {
 	Tun              string        `yaml:"tun"`
 	Queues           int           `yaml:"queues"`
 	NoRoute          bool          `yaml:"no-route"`
+	TunReplies       bool          `yaml:"tun-replies"`
 	LogDir           string        `yaml:"log-dir"`
 	Tag              string        `yaml:"tag"`
 	MaxConns         int           `yaml:"max-conns"`

@@ -190,7 +190,7 @@ func setUp(o Options) (*running, error) {
 // close.
 func (t *running) openTUN(prefixes []netip.Prefix) error {
 	cfg := t.cfg
-	dev, err := tun.Open(tun.Config{Name: cfg.Tun, Queues: cfg.Queues, Prefixes: prefixes, NoRoute: cfg.NoRoute})
+	dev, err := tun.Open(tun.Config{Name: cfg.Tun, Queues: cfg.Queues, Prefixes: prefixes, NoRoute: cfg.NoRoute, RawReplies: !cfg.TunReplies})
 	if err != nil {
 		if errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission) {
 			if os.Geteuid() != 0 {
@@ -464,6 +464,13 @@ func (t *running) serve(ctx context.Context) error {
 	}
 	ready = append(ready, "icmp", t.cfg.ICMP, "udp", t.cfg.UDP, "reply_limit", t.replyLim.String())
 	ready = append(ready, "synack_limit", t.limits.String())
+	if ld, ok := dev.(*tun.Linux); ok {
+		if rerr := ld.RawReplies(); rerr != nil {
+			ready = append(ready, "replies", "tun", "raw_replies", rerr.Error())
+		} else {
+			ready = append(ready, "replies", "raw")
+		}
+	}
 	log.Info("ready", ready...)
 
 	stats := &statsTicker{}

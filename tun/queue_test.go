@@ -28,7 +28,7 @@ func TestLinuxQueues(t *testing.T) {
 		}
 		defer d.Close()
 		var dev Device = d
-		if len(dev.Queues()) != 2 || dev.BatchSize() != 1 || dev.MTU() != DefaultMTU || dev.Name() != name {
+		if len(dev.Queues()) != 2 || dev.BatchSize() != MaxBatch || dev.MTU() != DefaultMTU || dev.Name() != name {
 			t.Errorf("queues %d, batch %d, mtu %d, name %q", len(dev.Queues()), dev.BatchSize(), dev.MTU(), dev.Name())
 		}
 

@@ -64,6 +64,7 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.StringVar(&c.Tun, "tun", c.Tun, "TUN device `NAME`")
 	fs.IntVar(&c.Queues, "queues", c.Queues, "TUN queues (one reader goroutine each)")
 	fs.BoolVar(&c.NoRoute, "no-route", c.NoRoute, "do not add routes for the prefixes (the operator routes)")
+	fs.BoolVar(&c.TunReplies, "tun-replies", c.TunReplies, "write the front end's replies to the TUN, one write each, instead of sendmmsg batches on raw IP sockets")
 	fs.StringVar(&c.LogDir, "log-dir", c.LogDir, "`DIR` for the packet, reply and event logs")
 	fs.StringVar(&c.Tag, "tag", c.Tag, "datasource `TAG` in file names")
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "connections open at once; handshakes over it are dropped")
