@@ -113,6 +113,12 @@ func TestRawReplies(t *testing.T) {
 			append(make([]byte, off), udp6(src6, dst6, 7000, "c")...),
 			append(make([]byte, off), udp4(src4, dst4, 7000, "d")...),
 		}
+		// A fresh namespace's IPv6 on lo takes a moment to deliver: wait
+		// until an ordinary socket's packet arrives.
+		if !delivers(l6) {
+			t.Error("IPv6 on lo never delivered a packet")
+			return
+		}
 		rx0, _, _, _ := d.Stats()
 		if n, err := d.Queues()[0].Write(pkts, off); n != len(pkts) || err != nil {
 			t.Errorf("Write = %d, %v; want %d, nil", n, err, len(pkts))
@@ -143,6 +149,31 @@ func TestRawReplies(t *testing.T) {
 			t.Errorf("Write(not IP) = %d, %v; want 0 and an error", n, err)
 		}
 	})
+}
+
+// delivers reports whether a packet sent to l from a plain socket arrives
+// within two seconds, sending one every 50 ms.
+func delivers(l *net.UDPConn) bool {
+	c, err := net.DialUDP("udp6", nil, l.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	buf := make([]byte, 16)
+	for i := 0; i < 40; i++ {
+		c.Write([]byte("ready"))
+		l.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if n, _, err := l.ReadFromUDP(buf); err == nil && string(buf[:n]) == "ready" {
+			// Drain the earlier probes.
+			for {
+				l.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+				if _, _, err := l.ReadFromUDP(buf); err != nil {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func openTestDevice(t *testing.T, cfg Config) *Linux {
