@@ -249,7 +249,12 @@ func TestListenerBurst(t *testing.T) {
 	}
 	// One listener exists from the first ACK on; then the burst.
 	h.inject(acks[0])
-	<-accepted
+	select {
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		// Bounded: a lost first connection fails the test, never hangs it.
+		t.Fatalf("the first connection was not accepted; gVisor dropped %d packets", h.st.GVisorStats().DroppedPackets.Value())
+	}
 	for _, b := range acks[1:] {
 		h.inject(b)
 	}

@@ -49,21 +49,11 @@ func newTUNLink(dev tun.Device, mtu uint32, onError func(int, error)) *tunLink {
 // Attach starts one reader per queue; a nil dispatcher (the NIC is being
 // removed) stops them and waits for them. The device stays open.
 func (l *tunLink) Attach(d stack.NetworkDispatcher) {
-	l.mu.Lock()
 	if d == nil {
-		if l.dispatcher == nil {
-			l.mu.Unlock()
-			return
-		}
-		l.dispatcher = nil
-		l.stopping = true
-		l.mu.Unlock()
-		for _, q := range l.queues {
-			q.SetReadDeadline(time.Unix(1, 0))
-		}
-		l.wg.Wait()
+		l.stop()
 		return
 	}
+	l.mu.Lock()
 	if l.dispatcher != nil || l.stopping {
 		l.mu.Unlock()
 		return
@@ -74,6 +64,25 @@ func (l *tunLink) Attach(d stack.NetworkDispatcher) {
 		l.wg.Add(1)
 		go l.read(i, q, d)
 	}
+}
+
+// stop stops the readers and waits for them; later Attach calls start
+// none. Stack.Close calls it before it removes the NIC: gVisor calls
+// Attach(nil) holding its stack lock, which a reader delivering a packet
+// inline may be waiting for (a route lookup, a new listener's bind), so
+// waiting there for the readers could wait for ever.
+func (l *tunLink) stop() {
+	l.mu.Lock()
+	l.dispatcher = nil
+	first := !l.stopping
+	l.stopping = true
+	l.mu.Unlock()
+	if first {
+		for _, q := range l.queues {
+			q.SetReadDeadline(time.Unix(1, 0))
+		}
+	}
+	l.wg.Wait()
 }
 
 // read is the reader of queue q: it delivers every packet of a Read

@@ -691,8 +691,11 @@ func (s *Stack) Close() {
 		if s.cancel != nil {
 			s.cancel()
 		}
+		// The TUN readers stop first, outside gVisor's locks (tunLink.stop).
+		if s.tun != nil {
+			s.tun.stop()
+		}
 		s.wg.Wait()
-		// Removing the NIC stops the TUN readers and waits for them.
 		s.stack.RemoveNIC(nicID)
 		s.stack.Close()
 		s.served.Wait()

@@ -27,6 +27,7 @@ func echoMain(ctx context.Context, args []string) error {
 	fs.Var(&prefixes, "prefix", "prefix `CIDR` routed to the TUN (repeatable)")
 	name := fs.String("tun", "spkecho0", "TUN device `NAME`")
 	queues := fs.Int("queues", 1, "TUN queues, one reader each (locked to its thread)")
+	raw := fs.Bool("raw-replies", false, "send the SYN-ACKs of each read batch in one sendmmsg on raw IP sockets (needs CAP_NET_RAW), as spoki run does, instead of one TUN write each")
 	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
@@ -44,18 +45,29 @@ func echoMain(ctx context.Context, args []string) error {
 	if len(ps) == 0 {
 		return usagef("echo", "echo: at least one --prefix is required")
 	}
-	dev, err := tun.Open(tun.Config{Name: *name, Queues: *queues, Prefixes: ps})
+	dev, err := tun.Open(tun.Config{Name: *name, Queues: *queues, Prefixes: ps, RawReplies: *raw})
 	if err != nil {
 		return fmt.Errorf("echo: %w", err)
 	}
 	defer dev.Close()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	e := tunecho.Start(dev.FDs())
-	fmt.Fprintln(os.Stderr, "echo ready")
+	var e *tunecho.Echo
+	mode := "tun"
+	if *raw {
+		// A baseline that fell back to TUN writes would measure the
+		// wrong thing: fail instead.
+		if err := dev.RawReplies(); err != nil {
+			return fmt.Errorf("echo: --raw-replies: %w", err)
+		}
+		e, mode = tunecho.StartBatched(dev.FDs(), dev.Queues()), "batched"
+	} else {
+		e = tunecho.Start(dev.FDs())
+	}
+	fmt.Fprintf(os.Stderr, "echo ready (replies %s)\n", mode)
 	start := time.Now()
 	<-ctx.Done()
 	sent, other := e.Stop()
-	fmt.Printf("echo: synacks=%d other=%d seconds=%.1f\n", sent, other, time.Since(start).Seconds())
+	fmt.Printf("echo: synacks=%d other=%d failed=%d seconds=%.1f\n", sent, other, e.Failed(), time.Since(start).Seconds())
 	return nil
 }

@@ -1,8 +1,12 @@
 // Package tunecho is the benchmark's ceiling: it reads SYNs from a TUN
 // device's queues and writes SYN-ACKs back with no stack, no cookie, no
-// records: what any TUN design pays for two syscalls per packet. It reads
-// the way gVisor's fdbased does (non-blocking read, poll only when the
-// queue is empty). It serves `spoki echo`.
+// records: what any TUN design pays for its I/O alone. It reads the way
+// gVisor's fdbased does (non-blocking read, poll only when the queue is
+// empty). Start writes each SYN-ACK back to the TUN (two syscalls per
+// packet); StartBatched reads every packet the queue holds, up to
+// tun.MaxBatch, and writes their SYN-ACKs in one Queue.Write (one
+// sendmmsg on the raw reply sockets of tun.Config.RawReplies), as spoki's
+// readers do. It serves `spoki echo`.
 package tunecho
 
 import (
@@ -12,13 +16,18 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spoki-telescope/spoki/tun"
 )
 
 // Echo answers the SYNs of a TUN device's queues until Stop.
 type Echo struct {
 	sent, other atomic.Uint64
-	done        atomic.Bool
-	wg          sync.WaitGroup
+	// failed counts the SYN-ACKs of a batch the Queue refused (batched
+	// mode): each is skipped, none retried.
+	failed atomic.Uint64
+	done   atomic.Bool
+	wg     sync.WaitGroup
 }
 
 // Start starts one reader per queue fd (non-blocking TUN queues), each
@@ -36,12 +45,93 @@ func Start(fds []int) *Echo {
 	return e
 }
 
+// StartBatched starts one reader per queue fd, each locked to its thread,
+// that sends the SYN-ACKs of what one wake-up reads (up to tun.MaxBatch)
+// in one Write on the queue of the same index (queues[i] for fds[i]).
+func StartBatched(fds []int, queues []tun.Queue) *Echo {
+	e := &Echo{}
+	for i, fd := range fds {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			runtime.LockOSThread()
+			e.batchLoop(fd, queues[i])
+		}()
+	}
+	return e
+}
+
 // Stop stops the readers (within a poll interval, 100 ms) and returns the
 // SYN-ACKs sent and the other packets read.
 func (e *Echo) Stop() (synacks, other uint64) {
 	e.done.Store(true)
 	e.wg.Wait()
 	return e.sent.Load(), e.other.Load()
+}
+
+// Failed returns the SYN-ACKs the batched mode's Writes refused.
+func (e *Echo) Failed() uint64 { return e.failed.Load() }
+
+// batchSlot is a batched reader's buffer per packet: a SYN fits many times
+// over; anything longer is cut and, not being a SYN, only counted.
+const batchSlot = 4096
+
+// batchLoop answers the SYNs of one queue in batches until done.
+func (e *Echo) batchLoop(fd int, q tun.Queue) {
+	slab := make([]byte, tun.MaxBatch*batchSlot)
+	out := make([][]byte, tun.MaxBatch)
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for !e.done.Load() {
+		k := 0
+		var rerr error
+		for k < len(out) {
+			slot := slab[k*batchSlot : (k+1)*batchSlot]
+			n, err := unix.Read(fd, slot)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				rerr = err
+				break
+			}
+			if synAckInPlace(slot[:n]) {
+				out[k] = slot[:n]
+				k++
+			} else {
+				e.other.Add(1)
+			}
+		}
+		// Sent before the reader waits again: nothing waits for more.
+		e.write(q, out[:k])
+		switch {
+		case rerr == nil:
+		case rerr == unix.EAGAIN:
+			if k == 0 {
+				unix.Poll(pfd, 100)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// write sends the batch; a packet the Queue refuses is counted and
+// skipped, and the rest sent.
+func (e *Echo) write(q tun.Queue, rest [][]byte) {
+	for len(rest) > 0 {
+		n, err := q.Write(rest, 0)
+		n = min(n, len(rest))
+		e.sent.Add(uint64(n))
+		if err == nil {
+			return
+		}
+		rest = rest[n:]
+		if len(rest) == 0 {
+			return
+		}
+		e.failed.Add(1)
+		rest = rest[1:]
+	}
 }
 
 // echoLoop answers the SYNs of one queue until done.

@@ -2,7 +2,14 @@ package tunecho
 
 import (
 	"encoding/binary"
+	"slices"
+	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/spoki-telescope/spoki/tun"
 )
 
 // syn returns an IPv4 SYN 192.0.2.1:40000 → 198.51.100.7:80 with seq
@@ -52,5 +59,94 @@ func TestSYNAckInPlace(t *testing.T) {
 	ack[33] = 0x10
 	if synAckInPlace(ack) {
 		t.Error("synAckInPlace(ACK) = true, want false")
+	}
+}
+
+// recordQueue is a tun.Queue whose Write records each call's packets and
+// refuses the packets it is told to, by their order over all writes.
+type recordQueue struct {
+	tun.Queue
+	mu     sync.Mutex
+	writes [][][]byte
+	refuse map[int]bool
+	seen   int
+}
+
+func (q *recordQueue) Write(bufs [][]byte, offset int) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var w [][]byte
+	for i, b := range bufs {
+		w = append(w, append([]byte(nil), b[offset:]...))
+		if q.refuse[q.seen] {
+			q.seen++
+			q.writes = append(q.writes, w)
+			return i, unix.ENOBUFS
+		}
+		q.seen++
+	}
+	q.writes = append(q.writes, w)
+	return len(bufs), nil
+}
+
+// TestBatched checks the batched mode: the SYN-ACKs of the packets queued
+// at one wake-up leave in one Write, a non-SYN is only counted, a packet
+// the Queue refuses is counted and skipped and the rest of its batch sent.
+func TestBatched(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	const n = 5
+	for i := 0; i < n; i++ {
+		b := syn()
+		binary.BigEndian.PutUint16(b[20:], uint16(40000+i))
+		if _, err := unix.Write(fds[0], b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ack := syn()
+	ack[33] = 0x10
+	unix.Write(fds[0], ack)
+	q := &recordQueue{refuse: map[int]bool{2: true}}
+	e := StartBatched([]int{fds[1]}, []tun.Queue{q})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		sent, other := e.sent.Load(), e.other.Load()
+		if sent+e.Failed() == n && other == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sent %d, failed %d, other %d; want %d, 1, 1", sent, e.Failed(), other, n-1)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	sent, other := e.Stop()
+	if sent != n-1 || e.Failed() != 1 || other != 1 {
+		t.Errorf("sent %d, failed %d, other %d; want %d, 1, 1", sent, e.Failed(), other, n-1)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	// One batch of 5 refused at its third packet, then its last two.
+	if len(q.writes) != 2 || len(q.writes[0]) != 3 || len(q.writes[1]) != 2 {
+		var sizes []int
+		for _, w := range q.writes {
+			sizes = append(sizes, len(w))
+		}
+		t.Fatalf("writes of %v packets, want [3 2]", sizes)
+	}
+	var ports []uint16
+	for _, w := range q.writes {
+		for _, b := range w {
+			if b[33] != 0x12 {
+				t.Errorf("written flags %#x, want SYN|ACK", b[33])
+			}
+			ports = append(ports, binary.BigEndian.Uint16(b[22:]))
+		}
+	}
+	if want := []uint16{40000, 40001, 40002, 40003, 40004}; !slices.Equal(ports, want) {
+		t.Errorf("SYN-ACKs to ports %v, want %v (the third offered once, refused)", ports, want)
 	}
 }
