@@ -178,6 +178,22 @@ func e2eStartTelescope(t *testing.T, l *lab.Lab, extra ...string) *e2eTelescope 
 	return tel
 }
 
+// checkReplies asserts that the ready line says the front end's replies
+// leave as want ("raw": sendmmsg batches on raw IP sockets, spoki's
+// default; "tun": written to the TUN, --tun-replies).
+func (tel *e2eTelescope) checkReplies(t *testing.T, want string) {
+	t.Helper()
+	for _, line := range strings.Split(tel.proc.Output(), "\n") {
+		if lab.IsReadyLine(line) {
+			if !strings.Contains(line, " replies="+want) {
+				t.Errorf("ready line %q: want replies=%s", line, want)
+			}
+			return
+		}
+	}
+	t.Errorf("no ready line in spoki's output")
+}
+
 // stop sends SIGTERM, asserts exit status 0 and returns spoki's output.
 func (tel *e2eTelescope) stop(t *testing.T) string {
 	t.Helper()

@@ -346,6 +346,8 @@ func e2eNC(t *testing.T, l *lab.Lab, host string, port uint16, line string) {
 func TestKernelClientsPayloadRecorded(t *testing.T) {
 	l := e2eNewLab(t, lab.Config{}, "curl", "nc", "openssl")
 	tel := e2eStartTelescope(t, l)
+	// The handshakes below complete through the raw reply sockets.
+	tel.checkReplies(t, "raw")
 
 	httpDst := netip.MustParseAddrPort("198.51.100.80:80")
 	ncDst := netip.MustParseAddrPort("198.51.100.23:23")
@@ -400,6 +402,8 @@ func TestKernelClientsPayloadRecorded(t *testing.T) {
 func TestIPv6(t *testing.T) {
 	l := e2eNewLab(t, lab.Config{}, "curl", "nc", "tcpdump")
 	tel := e2eStartTelescope(t, l)
+	// The handshakes below complete through the raw reply sockets.
+	tel.checkReplies(t, "raw")
 
 	dst := netip.MustParseAddrPort("[2001:db8:5b0::80]:8080")
 	const ua = "spoki-e2e/6"
