@@ -1050,8 +1050,8 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 	var w strings.Builder
 	fmt.Fprintf(&w, "\nBenchmarkFlood, placement %s (%s): medians over rounds, %v spoofed SYN floods to port %d, sink egress\n",
 		pl, benchPlacementDoc(pl), benchFloodDuration, benchPort)
-	fmt.Fprintf(&w, "%-14s %-12s %3s %9s %9s %9s %9s %9s %8s %8s %8s %6s %5s %5s %22s %22s\n",
-		"flood", "design", "n", "offered/s", "synack/s", "peak1s/s", "synsIn", "inDrops", "spkDrops", "recDrops",
+	fmt.Fprintf(&w, "%-14s %-12s %3s %9s %9s %5s %9s %9s %9s %8s %8s %8s %6s %5s %5s %22s %22s\n",
+		"flood", "design", "n", "offered/s", "synack/s", "ans%", "peak1s/s", "synsIn", "inDrops", "spkDrops", "recDrops",
 		"tunRx", "µs/SA", "cores", "box%", "RSS MiB bef/peak/aft", "heap MiB bef/peak/aft")
 	type pair struct{ a, b benchDesign }
 	pairs := []pair{{benchSpoki, benchEchoBatched}, {benchSpoki, benchEcho}, {benchSpoki, benchKernel},
@@ -1086,8 +1086,8 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 			if d == benchKernel {
 				tunRx = "-"
 			}
-			fmt.Fprintf(&w, "%-14s %-12s %3d %9.0f %9.0f %9.0f %9d %9d %8s %8s %8s %6s %5s %5.0f %22s %22s\n",
-				c.name(), d, m.n, m.offeredPPS, m.meanPPS, m.peakPPS, m.handed+m.tunDrops, m.tunDrops,
+			fmt.Fprintf(&w, "%-14s %-12s %3d %9.0f %9.0f %5.1f %9.0f %9d %9d %8s %8s %8s %6s %5s %5.0f %22s %22s\n",
+				c.name(), d, m.n, m.offeredPPS, m.meanPPS, 100*float64(m.synacks)/max(float64(m.floodSent), 1), m.peakPPS, m.handed+m.tunDrops, m.tunDrops,
 				drops, rec, tunRx, us, cores, 100*m.boxBusy, rss, heap)
 		}
 		ratios[c] = map[pair]float64{}
@@ -1133,7 +1133,7 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 			benchMiBf(benchSub(s.heapPeak, s.heapBefore)), benchTargetHeapGrowB/benchMiB, benchOK(s.hasHeap && benchSub(s.heapPeak, s.heapBefore) < benchTargetHeapGrowB),
 			benchMiBf(s.rssPeak), benchTargetRSSB/benchMiB, benchOK(s.rssPeak < benchTargetRSSB))
 	}
-	fmt.Fprintf(&w, "columns: flood = offered rate and SYN kind; synack/s = SYN-ACKs / flood time (TUN designs: RX packets of the sink's link, where the SYN-ACKs arrive, whether written to the TUN or sent on raw sockets; kernel: TcpExtSyncookiesSent, the SYN-ACKs it produced); synsIn = SYNs handed on (TUN: TX + TX dropped of the TUN, what the kernel forwarded to it; kernel: RX + RX dropped of the uplink); inDrops = the dropped part (TUN TX dropped; uplink RX dropped); spkDrops, recDrops = spoki's drops and records_dropped; tunRx = RX packets of the TUN, the SYN-ACKs written to it (0 with raw replies, which bypass it); µs/SA = responder CPU per SYN-ACK; cores = responder CPU; box%% = whole machine busy (the kernel's only CPU figure: its work is softirq); RSS = VmRSS of the responder before the flood, peak during it, 1.5 s after it; heap = spoki's heap_live (live heap at the last GC: before = after a GC forced through --pprof, peak = stats lines during the flood, after = the final line)\n")
+	fmt.Fprintf(&w, "columns: flood = offered rate and SYN kind; ans%% = SYN-ACKs per SYN sent (near 100: the design answered all it was offered, the flooder was the limit, and a ratio between two such designs compares the flooder's rates, not theirs); synack/s = SYN-ACKs / flood time (TUN designs: RX packets of the sink's link, where the SYN-ACKs arrive, whether written to the TUN or sent on raw sockets; kernel: TcpExtSyncookiesSent, the SYN-ACKs it produced); synsIn = SYNs handed on (TUN: TX + TX dropped of the TUN, what the kernel forwarded to it; kernel: RX + RX dropped of the uplink); inDrops = the dropped part (TUN TX dropped; uplink RX dropped); spkDrops, recDrops = spoki's drops and records_dropped; tunRx = RX packets of the TUN, the SYN-ACKs written to it (0 with raw replies, which bypass it); µs/SA = responder CPU per SYN-ACK; cores = responder CPU; box%% = whole machine busy (the kernel's only CPU figure: its work is softirq); RSS = VmRSS of the responder before the flood, peak during it, 1.5 s after it; heap = spoki's heap_live (live heap at the last GC: before = after a GC forced through --pprof, peak = stats lines during the flood, after = the final line)\n")
 	benchPrintf(b, "%s", w.String())
 
 	suffix := ""
