@@ -300,9 +300,10 @@ func TestSystemdUnitVerifies(t *testing.T) {
 		t.Errorf("ExecStart=%s, want %s run ...", execStart, installed)
 	}
 	for _, want := range []string{
-		// Set-up only: spoki drops both once the TUN and routes are up
-		// (TestRunUnprivilegedStart starts it the same way).
-		"AmbientCapabilities=CAP_NET_ADMIN CAP_SETPCAP\n", "CapabilityBoundingSet=CAP_NET_ADMIN CAP_SETPCAP\n",
+		// Set-up only: spoki drops them all once the TUN, its routes and
+		// the raw reply sockets are up (TestRunUnprivilegedStart starts it
+		// the same way).
+		"AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW CAP_SETPCAP\n", "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_SETPCAP\n",
 		"NoNewPrivileges=yes\n", "ProtectSystem=strict\n", "ReadWritePaths=/var/lib/spoki\n",
 		"PrivateTmp=yes\n", "ProtectHome=yes\n",
 	} {

@@ -204,11 +204,13 @@ func TestRunDropsPrivileges(t *testing.T) {
 }
 
 // TestRunUnprivilegedStart starts `spoki run` as nobody with only what it
-// needs for set-up: CAP_NET_ADMIN and CAP_SETPCAP as ambient capabilities
-// (what deploy/spoki.service gives it), or CAP_NET_ADMIN from file
-// capabilities on the binary. It stays nobody, keeps no capability (the
-// bounding set too where CAP_SETPCAP allows), answers, and exits 0 with
-// the TUN and its routes gone.
+// needs for set-up: CAP_NET_ADMIN, CAP_NET_RAW and CAP_SETPCAP as ambient
+// capabilities (what deploy/spoki.service gives it), or CAP_NET_ADMIN
+// alone from file capabilities on the binary. It stays nobody, keeps no
+// capability (the bounding set too where CAP_SETPCAP allows), answers
+// (through the raw reply sockets opened before the drop, or without
+// CAP_NET_RAW through the TUN), and exits 0 with the TUN and its routes
+// gone.
 func TestRunUnprivilegedStart(t *testing.T) {
 	labRequireTools(t, "setpriv", "setcap", "unshare", "mknod")
 	nobody := privsLookup(t, "nobody")
@@ -221,12 +223,14 @@ func TestRunUnprivilegedStart(t *testing.T) {
 		// bounding is the bounding set left: without CAP_SETPCAP spoki
 		// cannot empty it (NoNewPrivs makes it grant nothing).
 		bounding bool
+		// replies is how the ready line says the replies leave.
+		replies string
 	}{
 		{"ambient like systemd", func(string) []string {
-			return []string{"--inh-caps=-all,+net_admin,+setpcap", "--ambient-caps=+net_admin,+setpcap",
-				"--bounding-set=-all,+net_admin,+setpcap", "--no-new-privs"}
-		}, "", false},
-		{"file capabilities", func(string) []string { return []string{"--inh-caps=-all"} }, "cap_net_admin+ep", true},
+			return []string{"--inh-caps=-all,+net_admin,+net_raw,+setpcap", "--ambient-caps=+net_admin,+net_raw,+setpcap",
+				"--bounding-set=-all,+net_admin,+net_raw,+setpcap", "--no-new-privs"}
+		}, "", false, "raw"},
+		{"file capabilities", func(string) []string { return []string{"--inh-caps=-all"} }, "cap_net_admin+ep", true, "tun"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := e2eNewLab(t, lab.Config{}, "curl")
@@ -284,6 +288,7 @@ exec setpriv "$@"`
 			if err := p.WaitForLine(lab.IsReadyLine, "ready", e2eReadyTimeout); err != nil {
 				t.Fatalf("spoki not ready: %v", err)
 			}
+			(&e2eTelescope{proc: p}).checkReplies(t, tc.replies)
 			fields := privsStatus(t, p.Pid())
 			if tc.bounding {
 				// Not emptied, but nothing else is left to use it.
