@@ -152,17 +152,20 @@ func TestRawReplies(t *testing.T) {
 }
 
 // delivers reports whether a packet sent to l from a plain socket arrives
-// within ten seconds (a loaded machine under -race took more than two),
-// sending one every 50 ms.
+// within ten seconds, sending one every 50 ms. The kernel adds the local
+// route of a new IPv6 address a moment after the address (addrconf's
+// work queue); the probe socket is unconnected, so that every send looks
+// the route up again: a connected one keeps the "no route" it met first.
 func delivers(l *net.UDPConn) bool {
-	c, err := net.DialUDP("udp6", nil, l.LocalAddr().(*net.UDPAddr))
+	c, err := net.ListenUDP("udp6", nil)
 	if err != nil {
 		return false
 	}
 	defer c.Close()
+	to := l.LocalAddr().(*net.UDPAddr)
 	buf := make([]byte, 16)
 	for i := 0; i < 200; i++ {
-		c.Write([]byte("ready"))
+		c.WriteToUDP([]byte("ready"), to)
 		l.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 		if n, _, err := l.ReadFromUDP(buf); err == nil && string(buf[:n]) == "ready" {
 			// Drain the earlier probes.
