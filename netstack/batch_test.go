@@ -129,20 +129,28 @@ func equal[T comparable](a, b []T) bool {
 
 // TestBatchedSYNAllocatesNothing proves that a SYN read by a TUN reader
 // (the batched path: parse, cookie, SYN-ACK encoded into the batch, the
-// batch written) allocates nothing, in IPv4 and IPv6.
+// batch written) allocates nothing, in IPv4 and IPv6, with the plain
+// persona and with ones that answer every option.
 func TestBatchedSYNAllocatesNothing(t *testing.T) {
 	s := synStack(t)
-	fe := &frontEnd{st: s}
-	tx := newTxBatch(s.tun.queues[0], &s.stats, 8)
+	linux := synStack(t)
+	linux.cfg.Persona = PersonaLookup(PersonaPlain, []PersonaPrefix{{telescope4, PersonaLinux}, {telescope6, PersonaWindows}})
 	for _, tc := range []struct {
 		name     string
+		s        *Stack
+		opts     []byte
 		src, dst netip.Addr
 	}{
-		{"ipv4", scanner4, netip.MustParseAddr("198.51.100.7")},
-		{"ipv6", scanner6, netip.MustParseAddr("2001:db8:5b0::7")},
+		{"ipv4", s, mssOpt, scanner4, netip.MustParseAddr("198.51.100.7")},
+		{"ipv6", s, mssOpt, scanner6, netip.MustParseAddr("2001:db8:5b0::7")},
+		{"ipv4 linux persona", linux, synFull, scanner4, netip.MustParseAddr("198.51.100.7")},
+		{"ipv6 windows persona", linux, synFull, scanner6, netip.MustParseAddr("2001:db8:5b0::7")},
 	} {
+		s := tc.s
+		fe := &frontEnd{st: s}
+		tx := newTxBatch(s.tun.queues[0], &s.stats, 8)
 		pkt := seg{src: tc.src, dst: tc.dst, sport: 4000, dport: 80, seq: 1,
-			flags: header.TCPFlagSyn, opts: mssOpt}.build()
+			flags: header.TCPFlagSyn, opts: tc.opts}.build()
 		before := s.stats.SYNACKsSent.Load()
 		allocs := testing.AllocsPerRun(1000, func() {
 			fe.deliverBatched(packetProto(pkt), pkt, tx)

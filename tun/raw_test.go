@@ -242,3 +242,101 @@ func sum(acc uint32, b []byte) uint16 {
 	}
 	return uint16(acc)
 }
+
+// TestRawRepliesKeepIPHeader checks that the raw sockets send the IPv4
+// header as written: the kernel fills in an IP ID only where the packet
+// has none and no DF (a DF packet keeps ID 0, as a Linux persona writes
+// it), and keeps TTL, DF and a given ID, which personas set. The packet
+// with neither is the control that the receiver sees the header as the
+// kernel sent it.
+func TestRawRepliesKeepIPHeader(t *testing.T) {
+	inNewNetns(t, func() {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			t.Errorf("lo: %v", err)
+			return
+		}
+		netlink.LinkSetUp(lo)
+		addr, _ := netlink.ParseAddr("203.0.113.9/32")
+		if err := netlink.AddrAdd(lo, addr); err != nil {
+			t.Errorf("add: %v", err)
+			return
+		}
+		d := openTestDevice(t, Config{RawReplies: true})
+		if d == nil {
+			return
+		}
+		defer d.Close()
+		if err := d.RawReplies(); err != nil {
+			t.Errorf("RawReplies: %v", err)
+			return
+		}
+		// A raw receiver sees the IP header the packets arrive with.
+		rfd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+		if err != nil {
+			t.Errorf("raw receiver: %v", err)
+			return
+		}
+		defer unix.Close(rfd)
+		unix.SetsockoptTimeval(rfd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 2})
+		src, dst := netip.MustParseAddr("198.51.100.5"), netip.MustParseAddr("203.0.113.9")
+		type hdr struct {
+			id  uint16
+			df  bool
+			ttl uint8
+		}
+		mk := func(payload string, h hdr) []byte {
+			p := udp4(src, dst, 7001, payload)
+			binary.BigEndian.PutUint16(p[4:], h.id)
+			if h.df {
+				p[6] |= 0x40
+			}
+			p[8] = h.ttl
+			binary.BigEndian.PutUint16(p[10:], 0)
+			binary.BigEndian.PutUint16(p[10:], ^sum(0, p[:20]))
+			return p
+		}
+		sent := map[string]hdr{
+			"zero-df":  {0, true, 64},
+			"given":    {0x1234, false, 255},
+			"given-df": {0x4321, true, 128},
+			"zero":     {0, false, 64},
+		}
+		var pkts [][]byte
+		for _, name := range []string{"zero-df", "given", "given-df", "zero"} {
+			pkts = append(pkts, mk(name, sent[name]))
+		}
+		if n, err := d.Queues()[0].Write(pkts, 0); n != len(pkts) || err != nil {
+			t.Errorf("Write = %d, %v; want %d, nil", n, err, len(pkts))
+			return
+		}
+		buf := make([]byte, 256)
+		for len(sent) > 0 {
+			n, _, err := unix.Recvfrom(rfd, buf, 0)
+			if err != nil {
+				t.Errorf("receive: %v (still waiting for %v)", err, sent)
+				return
+			}
+			p := buf[:n]
+			if n < 28 || binary.BigEndian.Uint16(p[22:]) != 7001 {
+				continue
+			}
+			name := string(p[28:])
+			want, ok := sent[name]
+			if !ok {
+				continue
+			}
+			delete(sent, name)
+			got := hdr{binary.BigEndian.Uint16(p[4:]), p[6]&0x40 != 0, p[8]}
+			if name == "zero" {
+				if got.id == 0 {
+					t.Errorf("zero: arrived with ID 0: the kernel fills in an ID without DF, so the receiver does not see the sent header")
+				}
+				got.id = 0
+			}
+			if got != want {
+				t.Errorf("%s: arrived with ID %#x DF %v TTL %d, want %#x %v %d", name, got.id, got.df, got.ttl, want.id, want.df, want.ttl)
+			}
+		}
+	})
+}
