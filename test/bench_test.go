@@ -207,6 +207,7 @@ type benchStats struct {
 	msg                               string
 	packetsIn, synacksOut             uint64
 	drops, recordsDropped, tunDropped uint64
+	txErrors                          uint64
 	heapLive, rss                     uint64
 	hasHeap                           bool
 }
@@ -247,6 +248,7 @@ type benchResult struct {
 
 	// spoki only.
 	spokiDrops, recordsDropped    uint64
+	txErrors                      uint64 // replies the kernel refused (tx_errors)
 	heapBefore, heapPeak, heapAft uint64
 	hasHeap                       bool
 	pidChecked                    bool
@@ -611,6 +613,7 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 		}
 		res.spokiDrops = final.drops - last.drops
 		res.recordsDropped = final.recordsDropped - last.recordsDropped
+		res.txErrors = final.txErrors - last.txErrors
 		res.heapBefore, res.heapAft = last.heapLive, final.heapLive
 		res.heapPeak = max(res.heapPeak, res.heapBefore, res.heapAft)
 		if final.synacksOut-last.synacksOut < res.synacks {
@@ -1031,6 +1034,8 @@ func benchParseStats(out string) []benchStats {
 				s.drops = n
 			case "records_dropped":
 				s.recordsDropped = n
+			case "tx_errors":
+				s.txErrors = n
 			case "tun_dropped":
 				s.tunDropped = n
 			case "heap_live":
@@ -1239,6 +1244,7 @@ func benchMedianResult(rs []benchResult) benchResult {
 	m.tunRx = u(func(r benchResult) uint64 { return r.tunRx })
 	m.spokiDrops = u(func(r benchResult) uint64 { return r.spokiDrops })
 	m.recordsDropped = u(func(r benchResult) uint64 { return r.recordsDropped })
+	m.txErrors = u(func(r benchResult) uint64 { return r.txErrors })
 	m.rssBefore = u(func(r benchResult) uint64 { return r.rssBefore })
 	m.rssPeak = u(func(r benchResult) uint64 { return r.rssPeak })
 	m.rssAfter = u(func(r benchResult) uint64 { return r.rssAfter })
@@ -1279,7 +1285,7 @@ func (r benchResult) line() string {
 		s += fmt.Sprintf(", NAPI thread %.2f cores (%.2f µs per SYN forwarded)", r.napiCores, r.napiUS)
 	}
 	if r.design.isSpoki() {
-		s += fmt.Sprintf(", drops %d, records_dropped %d", r.spokiDrops, r.recordsDropped)
+		s += fmt.Sprintf(", drops %d, records_dropped %d, tx_errors %d", r.spokiDrops, r.recordsDropped, r.txErrors)
 		if r.hasHeap {
 			s += fmt.Sprintf(", heap %.2f/%.2f/%.2f MiB", benchMiBf(r.heapBefore), benchMiBf(r.heapPeak), benchMiBf(r.heapAft))
 		}
