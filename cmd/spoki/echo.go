@@ -14,11 +14,13 @@ import (
 )
 
 // echoSynopsis heads the help of `spoki echo`.
-const echoSynopsis = `usage: spoki echo --prefix CIDR [--prefix CIDR ...] [--tun NAME] [--queues N]
+const echoSynopsis = `usage: spoki echo --prefix CIDR [--prefix CIDR ...] [--tun NAME] [--queues N] [--raw-replies]
 
 Answers every SYN routed to a TUN device with a SYN-ACK, without a stack:
-the ceiling the benchmark compares spoki with. It runs until SIGINT or
-SIGTERM and prints what it sent.`
+the ceiling the benchmark compares spoki with. Each SYN-ACK is written back
+to the TUN, or with --raw-replies those of each read batch leave in one
+sendmmsg on raw IP sockets, as spoki run sends its replies. It runs until
+SIGINT or SIGTERM and prints what it sent.`
 
 // echoMain is `spoki echo`: the benchmark's ceiling (package tunecho).
 func echoMain(ctx context.Context, args []string) error {
