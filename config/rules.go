@@ -102,7 +102,7 @@ var rules = []rule{
 	}},
 	{"persona-prefix", both, flagSpace, func(c *Run) error { return c.checkPersonaPrefixes() }},
 	{"conn-buffer", both, flagSpace, func(c *Run) error {
-		return failIf(c.ConnBuffer < netstack.MinConnBuffer || c.ConnBuffer > netstack.MaxConnBuffer, "%s outside 4KiB-64KiB", &c.ConnBuffer)
+		return failIf(c.ConnBuffer < netstack.MinConnBuffer || c.ConnBuffer > netstack.MaxConnBuffer, "%s outside 8KiB-64KiB", &c.ConnBuffer)
 	}},
 	{"memory-limit", both, flagSpace, func(c *Run) error {
 		return failIf(c.MemoryLimit < MinMemoryLimit, "%s below %s", &c.MemoryLimit, sizeOf(MinMemoryLimit))

@@ -22,8 +22,12 @@ const (
 	// DefaultConnBuffer is 8 KiB: DefaultMaxConns connections hold at most
 	// 4096 × 2 × 8 KiB = 64 MiB in gVisor buffers.
 	DefaultConnBuffer = 8 << 10
-	// MinConnBuffer is gVisor's own floor for a useful buffer.
-	MinConnBuffer = 4 << 10
+	// MinConnBuffer is the smallest buffer that carries a request larger
+	// than itself: with 4 KiB (gVisor's own floor), whose accounting of
+	// segment overhead leaves a window below one segment, a 16 KiB request
+	// stalled for good in 3 of 10 runs of TestConnBufferLargeRequest; with
+	// 8 KiB in none.
+	MinConnBuffer = 8 << 10
 	// MaxConnBuffer is the 64 KiB that the front end's SYN-ACK announces as
 	// its window (no window scaling): more could never be used.
 	MaxConnBuffer = 64 << 10

@@ -75,7 +75,7 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "end a connection idle this long")
 	fs.DurationVar(&c.TotalTimeout, "total-timeout", c.TotalTimeout, "end any connection after this long")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "end a connection whose first request is not complete this long after accept (slowloris)")
-	fs.Var(&c.ConnBuffer, "conn-buffer", "receive and send buffer of each connection, each (`SIZE`, 4KiB-64KiB)")
+	fs.Var(&c.ConnBuffer, "conn-buffer", "receive and send buffer of each connection, each (`SIZE`, 8KiB-64KiB)")
 	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "Go's GOGC: heap growth between collections in `PERCENT` (10-1000; the GOGC environment variable wins if set)")
 	fs.Var(&c.MemoryLimit, "memory-limit", "Go's soft memory limit (`SIZE`; the GOMEMLIMIT environment variable wins if set)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `LEVEL`: debug, info, warn or error")
