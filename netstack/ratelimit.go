@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math/bits"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -79,41 +80,58 @@ func DefaultSYNACKLimits() SYNACKLimits {
 
 // Validate checks the limits: a class that is on needs a burst of at least
 // one, and the table size must be in range.
-func (l SYNACKLimits) Validate() error {
-	for _, c := range []struct {
-		name string
-		lim  SYNACKLimit
-	}{{"regular", l.Regular}, {"irregular", l.Irregular}} {
-		if c.lim.Rate < 0 || c.lim.Burst < 0 {
-			return fmt.Errorf("%w: %s SYN-ACK limit %d/s burst %d: negative", ErrConfig, c.name, c.lim.Rate, c.lim.Burst)
+func (l SYNACKLimits) Validate() error { return l.validate(synNames) }
+
+// String describes the limits as the start-up line prints them.
+func (l SYNACKLimits) String() string {
+	if l.Regular.Rate <= 0 && l.Irregular.Rate <= 0 {
+		return "off"
+	}
+	return l.describe(synNames)
+}
+
+// limitNames are what the messages of one use of the limiter's table call
+// the limit, the table and the two classes: the SYN-ACK limiter's and the
+// reply limiter's (ReplyLimits) differ only in them.
+type limitNames struct {
+	limit, table string
+	class        [2]string
+}
+
+var synNames = limitNames{limit: "SYN-ACK", table: "SYN", class: [2]string{"regular", "irregular"}}
+
+// validate is Validate with the messages in n's words.
+func (l SYNACKLimits) validate(n limitNames) error {
+	for i, lim := range [2]SYNACKLimit{l.Regular, l.Irregular} {
+		name := n.class[i]
+		if lim.Rate < 0 || lim.Burst < 0 {
+			return fmt.Errorf("%w: %s %s limit %d/s burst %d: negative", ErrConfig, name, n.limit, lim.Rate, lim.Burst)
 		}
-		if c.lim.Rate > int(time.Second) {
-			return fmt.Errorf("%w: %s SYN-ACK rate %d/s above 1e9", ErrConfig, c.name, c.lim.Rate)
+		if lim.Rate > int(time.Second) {
+			return fmt.Errorf("%w: %s %s rate %d/s above 1e9", ErrConfig, name, n.limit, lim.Rate)
 		}
-		if c.lim.Rate > 0 && (c.lim.Burst < 1 || c.lim.Burst > 1<<30) {
-			return fmt.Errorf("%w: %s SYN-ACK burst %d out of range 1-%d", ErrConfig, c.name, c.lim.Burst, 1<<30)
+		if lim.Rate > 0 && (lim.Burst < 1 || lim.Burst > 1<<30) {
+			return fmt.Errorf("%w: %s %s burst %d out of range 1-%d", ErrConfig, name, n.limit, lim.Burst, 1<<30)
 		}
 	}
 	if l.TableEntries < 0 || l.TableEntries > MaxSYNTableEntries {
-		return fmt.Errorf("%w: SYN limit table of %d entries out of range 0-%d", ErrConfig, l.TableEntries, MaxSYNTableEntries)
+		return fmt.Errorf("%w: %s limit table of %d entries out of range 0-%d", ErrConfig, n.table, l.TableEntries, MaxSYNTableEntries)
 	}
 	return nil
 }
 
-// String describes the limits as the start-up line prints them.
-func (l SYNACKLimits) String() string {
+// describe is the start-up line's description of both classes and the
+// table, with the classes in n's words (lower case).
+func (l SYNACKLimits) describe(n limitNames) string {
 	class := func(c SYNACKLimit) string {
 		if c.Rate <= 0 {
 			return "off"
 		}
 		return fmt.Sprintf("%d/s burst %d", c.Rate, c.Burst)
 	}
-	if l.Regular.Rate <= 0 && l.Irregular.Rate <= 0 {
-		return "off"
-	}
-	n := l.entries()
-	return fmt.Sprintf("regular %s, irregular %s, %d sources (%d KiB)",
-		class(l.Regular), class(l.Irregular), n, n*SYNLimitEntryBytes>>10)
+	e := l.entries()
+	return fmt.Sprintf("%s %s, %s %s, %d sources (%d KiB)",
+		strings.ToLower(n.class[0]), class(l.Regular), strings.ToLower(n.class[1]), class(l.Irregular), e, e*SYNLimitEntryBytes>>10)
 }
 
 // entries is the table's real size: TableEntries (or the default) rounded

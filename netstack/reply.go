@@ -2,9 +2,7 @@ package netstack
 
 import (
 	"encoding/binary"
-	"fmt"
 	"math/rand/v2"
-	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -61,39 +59,13 @@ func (l ReplyLimits) asSYN() SYNACKLimits {
 	return SYNACKLimits{Regular: l.ICMP, Irregular: l.UDP, TableEntries: l.TableEntries}
 }
 
+var replyNames = limitNames{limit: "reply", table: "reply", class: [2]string{"ICMP", "UDP"}}
+
 // Validate checks the limits as SYNACKLimits.Validate does.
-func (l ReplyLimits) Validate() error {
-	for _, c := range []struct {
-		name string
-		lim  SYNACKLimit
-	}{{"ICMP", l.ICMP}, {"UDP", l.UDP}} {
-		if c.lim.Rate < 0 || c.lim.Burst < 0 {
-			return fmt.Errorf("%w: %s reply limit %d/s burst %d: negative", ErrConfig, c.name, c.lim.Rate, c.lim.Burst)
-		}
-		if c.lim.Rate > int(time.Second) {
-			return fmt.Errorf("%w: %s reply rate %d/s above 1e9", ErrConfig, c.name, c.lim.Rate)
-		}
-		if c.lim.Rate > 0 && (c.lim.Burst < 1 || c.lim.Burst > 1<<30) {
-			return fmt.Errorf("%w: %s reply burst %d out of range 1-%d", ErrConfig, c.name, c.lim.Burst, 1<<30)
-		}
-	}
-	if l.TableEntries < 0 || l.TableEntries > MaxSYNTableEntries {
-		return fmt.Errorf("%w: reply limit table of %d entries out of range 0-%d", ErrConfig, l.TableEntries, MaxSYNTableEntries)
-	}
-	return nil
-}
+func (l ReplyLimits) Validate() error { return l.asSYN().validate(replyNames) }
 
 // String describes the limits as the start-up line prints them.
-func (l ReplyLimits) String() string {
-	class := func(c SYNACKLimit) string {
-		if c.Rate <= 0 {
-			return "off"
-		}
-		return fmt.Sprintf("%d/s burst %d", c.Rate, c.Burst)
-	}
-	n := l.asSYN().entries()
-	return fmt.Sprintf("icmp %s, udp %s, %d sources (%d KiB)", class(l.ICMP), class(l.UDP), n, n*SYNLimitEntryBytes>>10)
-}
+func (l ReplyLimits) String() string { return l.asSYN().describe(replyNames) }
 
 // Classes of the reply limiter.
 const (
