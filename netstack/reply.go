@@ -3,6 +3,7 @@ package netstack
 import (
 	"encoding/binary"
 	"math/rand/v2"
+	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -114,11 +115,7 @@ func (s *Stack) inspectICMP(l4, src, dst []byte, l4proto uint8, v6, hold bool, r
 		s.stats.DropBadSource.Add(1)
 		return verdictDrop
 	}
-	ipLen := header.IPv4MinimumSize
-	if v6 {
-		ipLen = header.IPv6MinimumSize
-	}
-	if ipLen+len(l4) > maxReplyLen {
+	if ipHeaderLen(v6)+len(l4) > maxReplyLen {
 		s.stats.DropICMPMalformed.Add(1)
 		return verdictDrop
 	}
@@ -128,15 +125,30 @@ func (s *Stack) inspectICMP(l4, src, dst []byte, l4proto uint8, v6, hold bool, r
 	}
 	b := txBufs.Get().(*txBuf)
 	n := encodeEchoReply(b.pkt[:], l4, src, dst, v6)
-	err := s.writeRaw(b, n, uint16(rec.ICMPRest>>16))
+	return s.sendReply(b, n, uint16(rec.ICMPRest>>16), &s.stats.ICMPEchoReplies, rec, records.MethodICMPEchoReply)
+}
+
+// sendReply writes the n-byte answer in b, spread over the TUN queues by
+// spread, gives b back to the pool, and counts the answer in sent and
+// records it as rec's reaction by method m (or counts the write's error).
+func (s *Stack) sendReply(b *txBuf, n int, spread uint16, sent *atomic.Uint64, rec *records.Packet, m records.Method) verdict {
+	err := s.writeRaw(b, n, spread)
 	txBufs.Put(b)
 	if err != nil {
 		s.stats.DropTxError.Add(1)
 		return verdictDrop
 	}
-	s.stats.ICMPEchoReplies.Add(1)
-	s.probed(rec, records.MethodICMPEchoReply, s.nextUserID(), 0, 0)
+	sent.Add(1)
+	s.probed(rec, m, s.nextUserID(), 0, 0)
 	return verdictDrop
+}
+
+// ipHeaderLen is the length of the IP header of an answer: no options.
+func ipHeaderLen(v6 bool) int {
+	if v6 {
+		return header.IPv6MinimumSize
+	}
+	return header.IPv4MinimumSize
 }
 
 // icmpChecksumValid verifies an ICMP (IPv4: over the message) or ICMPv6
@@ -236,10 +248,7 @@ func (s *Stack) inspectUDP(l4, src, dst []byte, v6, hold bool, rec *records.Pack
 		return verdictDrop
 	}
 	payload := l4[header.UDPMinimumSize:ulen]
-	ipLen := header.IPv4MinimumSize
-	if v6 {
-		ipLen = header.IPv6MinimumSize
-	}
+	ipLen := ipHeaderLen(v6)
 	if !s.rlim.allow(src, replyClassUDP, rec.Time) {
 		s.stats.DropUDPRate.Add(1)
 		return verdictDrop
@@ -262,15 +271,7 @@ func (s *Stack) inspectUDP(l4, src, dst []byte, v6, hold bool, rec *records.Pack
 		return verdictDrop
 	}
 	l := encodeUDPReply(b.pkt[:], n, rec.DstPort, rec.SrcPort, dst, src, v6)
-	err := s.writeRaw(b, l, rec.SrcPort)
-	txBufs.Put(b)
-	if err != nil {
-		s.stats.DropTxError.Add(1)
-		return verdictDrop
-	}
-	s.stats.UDPReplies.Add(1)
-	s.probed(rec, records.MethodUDPReply, s.nextUserID(), 0, 0)
-	return verdictDrop
+	return s.sendReply(b, l, rec.SrcPort, &s.stats.UDPReplies, rec, records.MethodUDPReply)
 }
 
 // udpChecksumValid verifies a UDP checksum; an IPv4 datagram may carry
