@@ -23,11 +23,10 @@ func parseDNS(p []byte) (q dnsQuery, ok bool) {
 	if len(p) < 12 {
 		return q, false
 	}
-	q.id = binary.BigEndian.Uint16(p)
-	q.flags = binary.BigEndian.Uint16(p[2:])
+	q.id, q.flags, ok = parseQueryHeader(p)
 	q.opcode = uint8(q.flags>>11) & 0xf
 	q.recursionAsked = q.flags&0x0100 != 0
-	if q.flags&0x8000 != 0 || q.opcode != 0 || binary.BigEndian.Uint16(p[4:]) != 1 {
+	if !ok {
 		return q, false
 	}
 	q.an = binary.BigEndian.Uint16(p[6:])
@@ -42,6 +41,15 @@ func parseDNS(p []byte) (q dnsQuery, ok bool) {
 	q.qclass = binary.BigEndian.Uint16(p[end+2:])
 	q.qend = end + 4
 	return q, true
+}
+
+// parseQueryHeader reads the id and flags of the 12-byte DNS header at p,
+// which NetBIOS name service queries share, and reports whether it is a
+// query (QR = 0) of opcode QUERY with one question.
+func parseQueryHeader(p []byte) (id, flags uint16, ok bool) {
+	id = binary.BigEndian.Uint16(p)
+	flags = binary.BigEndian.Uint16(p[2:])
+	return id, flags, flags&0x8000 == 0 && (flags>>11)&0xf == 0 && binary.BigEndian.Uint16(p[4:]) == 1
 }
 
 // nameEnd returns the end of the uncompressed name at p[off:] (after its
@@ -74,14 +82,21 @@ func answerDNS(w *writer, p []byte) bool {
 		return false
 	}
 	const refused = 5
-	w.u16(q.id)
-	w.u16(0x8000 | q.flags&0x0100 | refused) // QR, opcode QUERY, RD as asked
-	w.u16(1)
-	w.u16(0)
-	w.u16(0)
-	w.u16(0)
-	w.bytes(p[12:q.qend])
+	w.questionOnly(q.id, 0x8000|q.flags&0x0100|refused, p[12:q.qend]) // QR, opcode QUERY, RD as asked
 	return true
+}
+
+// questionOnly writes a response of the DNS header's shape (DNS, NetBIOS
+// name service) that holds no record: id, flags, a count of one question
+// and the question, as the query asked it.
+func (w *writer) questionOnly(id, flags uint16, question []byte) {
+	w.u16(id)
+	w.u16(flags)
+	w.u16(1) // questions
+	w.u16(0) // answers
+	w.u16(0) // authority records
+	w.u16(0) // additional records
+	w.bytes(question)
 }
 
 // dnsTypeName names the query types scanners ask for most.

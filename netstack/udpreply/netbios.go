@@ -16,10 +16,9 @@ func parseNetBIOS(p []byte) (q nbQuery, ok bool) {
 	if len(p) < 12+34+4 {
 		return q, false
 	}
-	q.id = binary.BigEndian.Uint16(p)
-	q.flags = binary.BigEndian.Uint16(p[2:])
 	// A request (R = 0) of opcode 0, query, with one question.
-	if q.flags&0x8000 != 0 || (q.flags>>11)&0xf != 0 || binary.BigEndian.Uint16(p[4:]) != 1 {
+	q.id, q.flags, ok = parseQueryHeader(p)
+	if !ok {
 		return q, false
 	}
 	if p[12] != 32 {
@@ -56,13 +55,7 @@ func answerNetBIOS(w *writer, p []byte) bool {
 		return false
 	}
 	const namErr = 3
-	w.u16(q.id)
-	w.u16(0x8000 | 0x0400 | q.flags&0x0100 | namErr) // R, AA, RD as asked
-	w.u16(1)
-	w.u16(0)
-	w.u16(0)
-	w.u16(0)
-	w.bytes(p[12:q.qend])
+	w.questionOnly(q.id, 0x8000|0x0400|q.flags&0x0100|namErr, p[12:q.qend]) // R, AA, RD as asked
 	return true
 }
 
