@@ -453,14 +453,7 @@ func AppendSYNEvent(dst []byte, p *Packet) []byte {
 		dst = strconv.AppendInt(dst, int64(p.WScale), 10)
 	}
 	dst = append(dst, '}')
-	if p.Fragment {
-		dst = append(dst, `,"fragment":true`...)
-	}
-	if len(p.Payload) > 0 {
-		dst = append(dst, `,"payload":"`...)
-		dst = base64.StdEncoding.AppendEncode(dst, p.Payload)
-		dst = append(dst, '"')
-	}
+	dst = appendFragmentPayload(dst, p)
 	irregular, reasons := Irregular(p)
 	dst = append(dst, `,"irregular":`...)
 	dst = strconv.AppendBool(dst, irregular)
@@ -574,6 +567,21 @@ func AppendEvent(dst []byte, eventType string, t time.Time, flow *Flow, fields a
 	return append(dst, "}\n"...), nil
 }
 
+// appendFragmentPayload appends the fragment (true, only for an IP
+// fragment) and payload (base64, only when not empty) fields of the `syn`,
+// `icmp` and `udp` events.
+func appendFragmentPayload(dst []byte, p *Packet) []byte {
+	if p.Fragment {
+		dst = append(dst, `,"fragment":true`...)
+	}
+	if len(p.Payload) > 0 {
+		dst = append(dst, `,"payload":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, p.Payload)
+		dst = append(dst, '"')
+	}
+	return dst
+}
+
 // appendIPFields appends the fields of `icmp` and `udp` events after the
 // flow: userid (0 when spoki did not answer), probed, ttl, ipid, fragment
 // (only when set), payload (base64, only when not empty) and payload_len
@@ -587,14 +595,7 @@ func appendIPFields(dst []byte, p *Packet) []byte {
 	dst = strconv.AppendUint(dst, uint64(p.TTL), 10)
 	dst = append(dst, `,"ipid":`...)
 	dst = strconv.AppendUint(dst, uint64(p.IPID), 10)
-	if p.Fragment {
-		dst = append(dst, `,"fragment":true`...)
-	}
-	if len(p.Payload) > 0 {
-		dst = append(dst, `,"payload":"`...)
-		dst = base64.StdEncoding.AppendEncode(dst, p.Payload)
-		dst = append(dst, '"')
-	}
+	dst = appendFragmentPayload(dst, p)
 	dst = append(dst, `,"payload_len":`...)
 	return strconv.AppendInt(dst, int64(p.PayloadLen), 10)
 }
