@@ -454,53 +454,41 @@ func e2eReadLines(t *testing.T, name string) []string {
 	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
 }
 
-// e2eReadRawTCP parses every row of the raw TCP logs; the header must be
-// records.RawHeader and every row must parse.
-func e2eReadRawTCP(t *testing.T, dir string) []records.Packet {
+// e2eReadRows parses every row of the logs of kind with parse; each file's
+// header must be header and every row must parse.
+func e2eReadRows[T any](t *testing.T, dir string, kind e2eLogKind, header string, parse func(string) (T, error)) []T {
 	t.Helper()
-	var out []records.Packet
-	for _, name := range e2eLogFiles(t, dir)[e2eRawTCP] {
+	var out []T
+	for _, name := range e2eLogFiles(t, dir)[kind] {
 		lines := e2eReadLines(t, name)
 		if len(lines) == 0 {
 			continue
 		}
-		if lines[0] != records.RawHeader {
-			t.Errorf("%s: header %q, want %q", filepath.Base(name), lines[0], records.RawHeader)
+		if lines[0] != header {
+			t.Errorf("%s: header %q, want %q", filepath.Base(name), lines[0], header)
 		}
 		for i, line := range lines[1:] {
-			p, err := records.ParseRawRow(line)
+			r, err := parse(line)
 			if err != nil {
-				t.Errorf("%s:%d: ParseRawRow(%q) = %v", filepath.Base(name), i+2, line, err)
-				continue
-			}
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// e2eReadReplies parses every row of the reply logs, as e2eReadRawTCP.
-func e2eReadReplies(t *testing.T, dir string) []records.Reply {
-	t.Helper()
-	var out []records.Reply
-	for _, name := range e2eLogFiles(t, dir)[e2eReplies] {
-		lines := e2eReadLines(t, name)
-		if len(lines) == 0 {
-			continue
-		}
-		if lines[0] != records.ReplyHeader {
-			t.Errorf("%s: header %q, want %q", filepath.Base(name), lines[0], records.ReplyHeader)
-		}
-		for i, line := range lines[1:] {
-			r, err := records.ParseReplyRow(line)
-			if err != nil {
-				t.Errorf("%s:%d: ParseReplyRow(%q) = %v", filepath.Base(name), i+2, line, err)
+				t.Errorf("%s:%d: parse %q: %v", filepath.Base(name), i+2, line, err)
 				continue
 			}
 			out = append(out, r)
 		}
 	}
 	return out
+}
+
+// e2eReadRawTCP parses every row of the raw TCP logs (e2eReadRows).
+func e2eReadRawTCP(t *testing.T, dir string) []records.Packet {
+	t.Helper()
+	return e2eReadRows(t, dir, e2eRawTCP, records.RawHeader, records.ParseRawRow)
+}
+
+// e2eReadReplies parses every row of the reply logs (e2eReadRows).
+func e2eReadReplies(t *testing.T, dir string) []records.Reply {
+	t.Helper()
+	return e2eReadRows(t, dir, e2eReplies, records.ReplyHeader, records.ParseReplyRow)
 }
 
 // e2eReadEvents reads the event log with lab.ReadEvents.

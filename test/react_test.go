@@ -19,30 +19,6 @@ import (
 	"github.com/spoki-telescope/spoki/records"
 )
 
-// e2eReadRawOther parses every row of the raw UDP or ICMP logs.
-func e2eReadRawOther(t *testing.T, dir string, kind e2eLogKind, header string) []records.Packet {
-	t.Helper()
-	var out []records.Packet
-	for _, name := range e2eLogFiles(t, dir)[kind] {
-		lines := e2eReadLines(t, name)
-		if len(lines) == 0 {
-			continue
-		}
-		if lines[0] != header {
-			t.Errorf("%s: header %q, want %q", filepath.Base(name), lines[0], header)
-		}
-		for i, line := range lines[1:] {
-			p, err := records.ParseRawRow(line)
-			if err != nil {
-				t.Errorf("%s:%d: ParseRawRow(%q) = %v", filepath.Base(name), i+2, line, err)
-				continue
-			}
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // e2eReadEventMaps returns the events of type typ as generic JSON objects.
 func e2eReadEventMaps(t *testing.T, dir, typ string) []map[string]any {
 	t.Helper()
@@ -84,7 +60,7 @@ func TestICMPEchoLab(t *testing.T) {
 		t.Errorf("final stats: icmp_echo_replies=%d, want 6", got)
 	}
 	probed := map[string]int{}
-	for _, p := range e2eReadRawOther(t, tel.logDir, e2eRawICMP, records.ICMPRawHeader) {
+	for _, p := range e2eReadRows(t, tel.logDir, e2eRawICMP, records.ICMPRawHeader, records.ParseRawRow) {
 		if p.Proto == records.ProtoICMP && p.Probed && p.Method == records.MethodICMPEchoReply && p.UserID != 0 &&
 			(p.Src == lab.ScannerAddr4 || p.Src == lab.ScannerAddr6) && len(p.Payload) == 56 {
 			probed[p.Dst.String()]++
@@ -170,7 +146,7 @@ func TestUDPServicesLab(t *testing.T) {
 		t.Errorf("final stats: drop_udp_too_large=0, want nmap's memcached version counted")
 	}
 	probed := 0
-	for _, p := range e2eReadRawOther(t, tel.logDir, e2eRawUDP, records.UDPRawHeader) {
+	for _, p := range e2eReadRows(t, tel.logDir, e2eRawUDP, records.UDPRawHeader, records.ParseRawRow) {
 		if p.Probed {
 			if p.Method != records.MethodUDPReply || p.UserID == 0 {
 				t.Errorf("raw UDP row %+v: probed with method %v user id %d", p, p.Method, p.UserID)
@@ -280,7 +256,7 @@ func TestReplyFloodLab(t *testing.T) {
 		t.Errorf("final stats: %d echo replies and %d UDP answers, want at most %d each", icmpAns, udpAns, k*uint64(burst+maxRefill))
 	}
 	rows := 0
-	for _, p := range e2eReadRawOther(t, tel.logDir, e2eRawUDP, records.UDPRawHeader) {
+	for _, p := range e2eReadRows(t, tel.logDir, e2eRawUDP, records.UDPRawHeader, records.ParseRawRow) {
 		if p.DstPort == 53 && lab.FloodSrc4.Contains(p.Src) {
 			rows++
 		}
