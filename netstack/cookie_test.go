@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/spoki-telescope/spoki/records"
 )
@@ -121,8 +120,12 @@ func BenchmarkSYN(b *testing.B) {
 	j, _ := testJar(&testing.T{})
 	s := &Stack{cfg: Config{MTU: 1500, Prefixes: []netip.Prefix{telescope4}, MaxPayloadBytes: 1500}, jar: j, conns: newConnTable(1)}
 	s.tun = discardLink()
-	pkt := seg{src: scanner4, dst: netip.MustParseAddr("198.51.100.7"), sport: 4000, dport: 80, seq: 1,
-		flags: header.TCPFlagSyn, opts: mssOpt}.build()
+	benchSYN(b, s, testSYN(mssOpt))
+}
+
+// benchSYN measures s answering the SYN pkt, and fails if it allocates.
+func benchSYN(b *testing.B, s *Stack, pkt []byte) {
+	b.Helper()
 	if a := testing.AllocsPerRun(100, func() {
 		var rec records.Packet
 		s.inspect(pkt, &rec)
@@ -143,8 +146,7 @@ func BenchmarkSYNParallel(b *testing.B) {
 	j, _ := testJar(&testing.T{})
 	s := &Stack{cfg: Config{MTU: 1500, Prefixes: []netip.Prefix{telescope4}, MaxPayloadBytes: 1500}, jar: j, conns: newConnTable(1)}
 	s.tun = discardLink()
-	pkt := seg{src: scanner4, dst: netip.MustParseAddr("198.51.100.7"), sport: 4000, dport: 80, seq: 1,
-		flags: header.TCPFlagSyn, opts: mssOpt}.build()
+	pkt := testSYN(mssOpt)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

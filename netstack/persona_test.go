@@ -376,19 +376,7 @@ func BenchmarkSYNPersona(b *testing.B) {
 		b.Run(p.Name, func(b *testing.B) {
 			s := synStack(b)
 			s.cfg.Persona = PersonaLookup(p, nil)
-			pkt := seg{src: scanner4, dst: netip.MustParseAddr("198.51.100.7"), sport: 4000, dport: 80, seq: 1,
-				flags: header.TCPFlagSyn, opts: synFull}.build()
-			if a := testing.AllocsPerRun(100, func() {
-				var rec records.Packet
-				s.inspect(pkt, &rec)
-			}); a != 0 {
-				b.Fatalf("%.1f allocations per SYN, want 0", a)
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				var rec records.Packet
-				s.inspect(pkt, &rec)
-			}
+			benchSYN(b, s, testSYN(synFull))
 		})
 	}
 }
