@@ -67,30 +67,12 @@ func TestLinuxReadBatch(t *testing.T) {
 // back into the TUN.
 func TestRawReplies(t *testing.T) {
 	inNewNetns(t, func() {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			t.Errorf("lo: %v", err)
-			return
-		}
-		netlink.LinkSetUp(lo)
-		for _, a := range []string{"203.0.113.9/32", "2001:db8:ff::9/128"} {
-			addr, _ := netlink.ParseAddr(a)
-			addr.Flags = unix.IFA_F_NODAD
-			if err := netlink.AddrAdd(lo, addr); err != nil {
-				t.Errorf("add %s: %v", a, err)
-				return
-			}
-		}
-		d := openTestDevice(t, Config{RawReplies: true,
-			Prefixes: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8:1::/48")}})
+		d := openRawReplies(t, Config{Prefixes: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8:1::/48")}},
+			"203.0.113.9/32", "2001:db8:ff::9/128")
 		if d == nil {
 			return
 		}
 		defer d.Close()
-		if err := d.RawReplies(); err != nil {
-			t.Errorf("RawReplies: %v", err)
-			return
-		}
 		l4, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("203.0.113.9"), Port: 7000})
 		if err != nil {
 			t.Errorf("listen: %v", err)
@@ -195,6 +177,39 @@ func openTestDevice(t *testing.T, cfg Config) *Linux {
 	return d
 }
 
+// openRawReplies brings up lo with the addresses loAddrs (the replies'
+// destinations; without DAD, so that an IPv6 one is usable at once) and
+// opens a test device of cfg with RawReplies on and its raw sockets open.
+// It returns nil, the error reported, when any step fails.
+func openRawReplies(t *testing.T, cfg Config, loAddrs ...string) *Linux {
+	t.Helper()
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		t.Errorf("lo: %v", err)
+		return nil
+	}
+	netlink.LinkSetUp(lo)
+	for _, a := range loAddrs {
+		addr, _ := netlink.ParseAddr(a)
+		addr.Flags = unix.IFA_F_NODAD
+		if err := netlink.AddrAdd(lo, addr); err != nil {
+			t.Errorf("add %s: %v", a, err)
+			return nil
+		}
+	}
+	cfg.RawReplies = true
+	d := openTestDevice(t, cfg)
+	if d == nil {
+		return nil
+	}
+	if err := d.RawReplies(); err != nil {
+		d.Close()
+		t.Errorf("RawReplies: %v", err)
+		return nil
+	}
+	return d
+}
+
 // udp4 builds an IPv4 UDP packet without a UDP checksum (allowed in IPv4).
 func udp4(src, dst netip.Addr, port uint16, payload string) []byte {
 	p := make([]byte, 28+len(payload))
@@ -251,26 +266,11 @@ func sum(acc uint32, b []byte) uint16 {
 // kernel sent it.
 func TestRawRepliesKeepIPHeader(t *testing.T) {
 	inNewNetns(t, func() {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			t.Errorf("lo: %v", err)
-			return
-		}
-		netlink.LinkSetUp(lo)
-		addr, _ := netlink.ParseAddr("203.0.113.9/32")
-		if err := netlink.AddrAdd(lo, addr); err != nil {
-			t.Errorf("add: %v", err)
-			return
-		}
-		d := openTestDevice(t, Config{RawReplies: true})
+		d := openRawReplies(t, Config{}, "203.0.113.9/32")
 		if d == nil {
 			return
 		}
 		defer d.Close()
-		if err := d.RawReplies(); err != nil {
-			t.Errorf("RawReplies: %v", err)
-			return
-		}
 		// A raw receiver sees the IP header the packets arrive with.
 		rfd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 		if err != nil {
