@@ -99,18 +99,7 @@ _spoki() {
 		[[ $w == -* ]] && continue
 		case "${path:+$path }$w" in
 `)
-	for _, e := range table {
-		if e.path != "" {
-			fmt.Fprintf(w, "\t\t%q) path=%q ;;\n", e.path, e.path)
-		}
-	}
-	fmt.Fprint(w, `		esac
-	done
-	case "$path" in
-`)
-	for _, e := range table {
-		fmt.Fprintf(w, "\t%q) subs=%q; flags=%q ;;\n", e.path, strings.Join(e.subs, " "), strings.Join(e.flags, " "))
-	}
+	writeCompletionCases(w, table, "path", func(words []string) string { return fmt.Sprintf("%q", strings.Join(words, " ")) })
 	fmt.Fprint(w, `	esac
 	if [[ $cur == -* ]]; then
 		COMPREPLY=($(compgen -W "$flags" -- "$cur"))
@@ -124,6 +113,22 @@ complete -o filenames -F _spoki spoki
 `)
 }
 
+// writeCompletionCases writes the part of the scripts that bash and zsh
+// share: the cases of the loop over the words typed that find the command
+// path (in the shell variable pathVar), the loop's end, and the cases that
+// set subs and flags for each path, as the shell's list writes them.
+func writeCompletionCases(w io.Writer, table []completionEntry, pathVar string, list func([]string) string) {
+	for _, e := range table {
+		if e.path != "" {
+			fmt.Fprintf(w, "\t\t%q) %s=%q ;;\n", e.path, pathVar, e.path)
+		}
+	}
+	fmt.Fprintf(w, "\t\tesac\n\tdone\n\tcase \"$%s\" in\n", pathVar)
+	for _, e := range table {
+		fmt.Fprintf(w, "\t%q) subs=%s; flags=%s ;;\n", e.path, list(e.subs), list(e.flags))
+	}
+}
+
 // writeZsh writes the zsh script, the same logic with compadd.
 func writeZsh(w io.Writer, table []completionEntry) {
 	fmt.Fprint(w, `#compdef spoki
@@ -135,18 +140,7 @@ _spoki() {
 		[[ $w == -* ]] && continue
 		case "${path_:+$path_ }$w" in
 `)
-	for _, e := range table {
-		if e.path != "" {
-			fmt.Fprintf(w, "\t\t%q) path_=%q ;;\n", e.path, e.path)
-		}
-	}
-	fmt.Fprint(w, `		esac
-	done
-	case "$path_" in
-`)
-	for _, e := range table {
-		fmt.Fprintf(w, "\t%q) subs=(%s); flags=(%s) ;;\n", e.path, strings.Join(e.subs, " "), strings.Join(e.flags, " "))
-	}
+	writeCompletionCases(w, table, "path_", func(words []string) string { return "(" + strings.Join(words, " ") + ")" })
 	fmt.Fprint(w, `	esac
 	if [[ $PREFIX == -* ]]; then
 		compadd -- $flags
