@@ -245,7 +245,7 @@ func TestPersonasNmap(t *testing.T) {
 		}
 		var guess []string
 		for _, line := range strings.Split(out, "\n") {
-			for _, k := range []string{"Running", "OS details", "Aggressive OS guesses", "No exact OS matches", "Too many fingerprints", "OS CPE"} {
+			for _, k := range []string{"Running", "OS details", "Aggressive OS guesses", "No exact OS matches", "No OS matches", "Too many fingerprints", "OS CPE"} {
 				if strings.HasPrefix(line, k) {
 					guess = append(guess, strings.TrimSpace(line))
 				}
