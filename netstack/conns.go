@@ -206,18 +206,39 @@ func (t *connTable) forget(k flowKey) {
 	t.mu.Unlock()
 }
 
+// acceptState is what the table knows of a connection gVisor accepted.
+type acceptState uint8
+
+const (
+	// acceptFirst: admitted and not accepted before; it is served.
+	acceptFirst acceptState = iota
+	// acceptAgain: the flow was accepted before (it is open or finished
+	// and lingering) and no handshake admitted it since: gVisor built a
+	// second endpoint from a segment of the first (see Stack.serve). A
+	// flow is served once.
+	acceptAgain
+	// acceptUnknown: never admitted, or forgotten.
+	acceptUnknown
+)
+
 // accepted marks the connection as served and returns its entry's data;
-// reset says that the client reset it before.
-func (t *connTable) accepted(k flowKey) (uid, isn uint32, admitted time.Time, reset, ok bool) {
+// reset says that the client reset it before. Only acceptFirst returns
+// data and changes the entry.
+func (t *connTable) accepted(k flowKey) (uid, isn uint32, admitted time.Time, reset bool, st acceptState) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, ok := t.m[k]
-	if !ok || !e.done.IsZero() {
-		return 0, 0, time.Time{}, false, false
+	switch {
+	case !ok:
+		return 0, 0, time.Time{}, false, acceptUnknown
+	case !e.done.IsZero() || e.accepted:
+		// A new handshake of the same four-tuple would have replaced a
+		// finished entry (admit), and an open one is accepted once.
+		return 0, 0, time.Time{}, false, acceptAgain
 	}
 	e.accepted = true
 	t.unbind(e)
-	return e.userID, e.isn, e.admitted, e.reset, true
+	return e.userID, e.isn, e.admitted, e.reset, acceptFirst
 }
 
 // clientReset records a client's reset of an admitted handshake that gVisor

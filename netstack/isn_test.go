@@ -20,8 +20,8 @@ func TestConnTableKeepsISN(t *testing.T) {
 	if _, fresh, _ := tb.admit(k, netip.MustParseAddr("192.0.2.1"), 5, 6, newID, now); fresh {
 		t.Fatal("a retransmitted ACK admitted again")
 	}
-	uid, isn, _, _, ok := tb.accepted(k)
-	if !ok || uid != 7 || isn != 0xfffffffe {
-		t.Errorf("accepted = uid %d isn %#x ok %v, want 7 0xfffffffe true", uid, isn, ok)
+	uid, isn, _, _, st := tb.accepted(k)
+	if st != acceptFirst || uid != 7 || isn != 0xfffffffe {
+		t.Errorf("accepted = uid %d isn %#x state %d, want 7 0xfffffffe first", uid, isn, st)
 	}
 }

@@ -628,8 +628,13 @@ func (s *Stack) serve(ep tcpip.Endpoint, wq *waiter.Queue) {
 	local := netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort)
 	remote := netip.AddrPortFrom(addrOf(id.RemoteAddress), id.RemotePort)
 	key := makeFlowKey(local.Addr(), remote.Addr(), local.Port(), remote.Port())
-	uid, isn, admitted, reset, ok := s.conns.accepted(key)
-	if !ok {
+	uid, isn, admitted, reset, st := s.conns.accepted(key)
+	switch st {
+	case acceptAgain:
+		s.stats.AcceptDuplicate.Add(1)
+		s.dropDuplicate(ep, wq)
+		return
+	case acceptUnknown:
 		s.stats.AcceptUnknown.Add(1)
 		admitted = time.Now()
 	}
@@ -655,6 +660,42 @@ func (s *Stack) serve(ep tcpip.Endpoint, wq *waiter.Queue) {
 		}()
 		defer c.Close()
 		s.cfg.Handle(c, flow)
+	}()
+}
+
+// dupDrainWait bounds how long dropDuplicate waits for gVisor to process
+// the segment it queued on a duplicate endpoint (microseconds, normally).
+const dupDrainWait = time.Second
+
+// dropDuplicate resets, without a handler, an endpoint gVisor built a second
+// time for a flow already served. gVisor queues the payload (or FIN) of a
+// handshake ACK on the endpoint it builds from it (tcp accept.go,
+// handleListenSegment: "Requeue the segment"); an endpoint closed or
+// aborted before its processor took that segment hands it back to the demuxer
+// (connect.go, drainClosingSegmentQueue), which finds the listener, whose
+// valid cookie builds the endpoint again. So a handler that resets at once
+// would be handed its connection again and again. The duplicate is aborted
+// only once readable, when gVisor has taken the segment, so that it is not
+// handed back once more: one flow, at most one duplicate, each counted.
+func (s *Stack) dropDuplicate(ep tcpip.Endpoint, wq *waiter.Queue) {
+	const mask = waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr
+	e, ch := waiter.NewChannelEntry(mask)
+	wq.EventRegister(&e)
+	s.served.Add(1)
+	go func() {
+		defer s.served.Done()
+		if ep.Readiness(mask) == 0 {
+			t := time.NewTimer(dupDrainWait)
+			select {
+			case <-ch:
+			case <-t.C:
+			case <-s.ctx.Done():
+			}
+			t.Stop()
+		}
+		wq.EventUnregister(&e)
+		ep.Abort()
+		ep.Close()
 	}()
 }
 

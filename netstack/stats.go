@@ -101,6 +101,11 @@ type Stats struct {
 	// AdmitExpired counts admitted handshakes gVisor never turned into a
 	// connection (e.g. its accept queue was full).
 	AdmitExpired atomic.Uint64
+	// AcceptDuplicate counts connections gVisor accepted a second time for
+	// a flow already served (a handshake's data handed back to the listener
+	// by a connection closed before gVisor read it): reset, never handed to
+	// the handler.
+	AcceptDuplicate atomic.Uint64
 	// Active is the number of connections being served now.
 	Active atomic.Int64
 	// Listeners is the number of lazily created listeners open now.
@@ -177,6 +182,7 @@ type Snapshot struct {
 	Accepted        uint64 `line:"accepted" metric:"netstack_connections_accepted_total" help:"Connections handed to the handlers."`
 	AcceptUnknown   uint64 `line:"accept_unknown" metric:"netstack_connections_unknown_total" help:"Accepted connections the front end had not admitted."`
 	AdmitExpired    uint64 `line:"admit_expired" metric:"netstack_admissions_expired_total" help:"Admitted handshakes gVisor never turned into a connection."`
+	AcceptDuplicate uint64 `line:"accept_dup" metric:"netstack_connections_duplicate_total" help:"Connections accepted again for a flow already served, reset without a handler."`
 	RepliesOut      uint64 `line:"replies_out" metric:"netstack_replies_total" help:"Packets gVisor wrote on connections."`
 	OutDropped      uint64 `line:"replies_dropped" metric:"netstack_replies_dropped_total" help:"Packets gVisor tried to send that the front end filtered."`
 	Active          int64  `line:"active" metric:"netstack_connections_active" help:"Connections being served now."`
@@ -228,7 +234,7 @@ func (s *Stats) Snapshot() Snapshot {
 		PureResets:      s.PureResets.Load(),
 		DropSourceLimit: s.DropSourceLimit.Load(), DropNetLimit: s.DropNetLimit.Load(),
 		DropListenerCap: s.DropListenerCap.Load(), ListenersClosed: s.ListenersClosed.Load(),
-		AcceptReset: s.AcceptReset.Load(), LingerEvicted: s.LingerEvicted.Load(),
+		AcceptReset: s.AcceptReset.Load(), LingerEvicted: s.LingerEvicted.Load(), AcceptDuplicate: s.AcceptDuplicate.Load(),
 		TxErrNoBufs: s.TxErrNoBufs.Load(), TxErrUnreachable: s.TxErrUnreachable.Load(),
 		TxErrDenied: s.TxErrDenied.Load(), TxErrOther: s.TxErrOther.Load(),
 	}
