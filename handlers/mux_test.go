@@ -8,13 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/spoki-telescope/spoki/handlers"
 	"github.com/spoki-telescope/spoki/handlers/handlerstest"
+	"github.com/spoki-telescope/spoki/internal/syncbuf"
 	"github.com/spoki-telescope/spoki/records"
 )
 
@@ -119,26 +119,8 @@ func TestMuxFirstDataClosed(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink safe for the connection goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestMuxPanic(t *testing.T) {
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	reg := handlers.NewRegistry(handlers.Func("boom", func(_ context.Context, c *handlers.Conn) (any, error) {
 		c.Write([]byte("partial"))
 		panic("kaboom")

@@ -6,9 +6,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/spoki-telescope/spoki/internal/syncbuf"
 
 	"golang.org/x/sys/unix"
 )
@@ -112,24 +113,6 @@ func TestThreadedNAPI(t *testing.T) {
 	flood()
 }
 
-// syncBuffer is an io.Writer whose content can be read while it is written.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 var upNAPIRE = regexp.MustCompile(`threaded NAPI on (\S+): receive work in kernel thread\(s\) \[([0-9 ]+)\]`)
 
 // TestUpThreadedNAPI checks that `spoki lab up`'s ThreadedNAPI gives the
@@ -140,7 +123,7 @@ func TestUpThreadedNAPI(t *testing.T) {
 	bin := spokiBin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() { done <- Up(ctx, UpConfig{Bin: bin, Out: &out, ThreadedNAPI: true}) }()
 	var m []string

@@ -67,6 +67,8 @@ var e2eImportTable = []e2eImportRule{
 	{"analysis/...", []string{"analysis", "analysis/...", "records", "records/kafkasink"}},
 	{"lab", []string{"records"}},
 	{"internal/pathcheck", nil},
+	// internal/syncbuf is the tests' log sink read while written.
+	{"internal/syncbuf", nil},
 	// internal/version reads the build information; the package builder
 	// and its command (make deb) package what the repository holds.
 	{"internal/version", nil},

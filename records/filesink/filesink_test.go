@@ -1,7 +1,6 @@
 package filesink
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoki-telescope/spoki/internal/syncbuf"
 	"github.com/spoki-telescope/spoki/records"
 )
 
@@ -81,12 +81,12 @@ func sports(t *testing.T, name string, lines []string) []string {
 
 // newTestWriter returns a started Writer in a temporary directory, closed
 // at cleanup, and the buffer its logger writes to.
-func newTestWriter(t *testing.T, cfg Config) (*Writer, *syncBuffer) {
+func newTestWriter(t *testing.T, cfg Config) (*Writer, *syncbuf.Buffer) {
 	t.Helper()
 	if cfg.Dir == "" {
 		cfg.Dir = t.TempDir()
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	w, err := New(cfg)
 	if err != nil {
@@ -94,24 +94,6 @@ func newTestWriter(t *testing.T, cfg Config) (*Writer, *syncBuffer) {
 	}
 	t.Cleanup(func() { w.Close() })
 	return w, logs
-}
-
-// syncBuffer is a bytes.Buffer safe for the writer goroutine's logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestRotation(t *testing.T) {
@@ -397,7 +379,7 @@ func TestWriteErrorsKeepDataAndResume(t *testing.T) {
 	if err != nil {
 		t.Skipf("no /dev/full: %v", err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	dir := t.TempDir()
 	w, err := newWriter(Config{Dir: dir, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {

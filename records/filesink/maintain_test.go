@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoki-telescope/spoki/internal/syncbuf"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/spoki-telescope/spoki/records"
@@ -240,7 +242,7 @@ func fillDisk(t *testing.T, dir string) string {
 
 func TestDiskFull(t *testing.T) {
 	dir := mountTmpfs(t, 1<<20)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	w, err := newWriter(Config{Dir: dir, FlushInterval: 10 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {

@@ -1,7 +1,6 @@
 package kafkasink
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,9 +16,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/spoki-telescope/spoki/internal/syncbuf"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -116,24 +116,6 @@ func readBack(t *testing.T, addrs []string, want int, topic string, opts ...kgo.
 	return got
 }
 
-// logSink collects the Warn lines of a Publisher.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logSink) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logSink) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // waitStats polls the Publisher until done holds for its Stats.
 func waitStats(t *testing.T, p *Publisher, what string, done func(Stats) bool) Stats {
 	t.Helper()
@@ -193,7 +175,7 @@ func TestSASL(t *testing.T) {
 				}
 			}
 
-			var log logSink
+			var log syncbuf.Buffer
 			bad, err := New(Config{Brokers: addrs, Tag: "bad-" + strings.ToLower(mech),
 				SASL:   &SASL{Mechanism: mech, User: user, Password: "wrong"},
 				Logger: slog.New(slog.NewTextHandler(&log, nil)), DeliveryTimeout: 2 * time.Second, Opts: fastRetries})
