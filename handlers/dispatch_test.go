@@ -112,17 +112,8 @@ func TestMuxSpeakFirst(t *testing.T) {
 // TestConnEmit: events raised by a handler reach EmitEvent as encoded
 // lines with the flow, up to the per-connection cap; the rest are counted.
 func TestConnEmit(t *testing.T) {
-	var mu sync.Mutex
-	var lines []map[string]any
-	emitEvent := func(_ time.Time, line []byte) {
-		var v map[string]any
-		if err := json.Unmarshal(line, &v); err != nil {
-			t.Errorf("line %q: %v", line, err)
-		}
-		mu.Lock()
-		lines = append(lines, v)
-		mu.Unlock()
-	}
+	var ev eventLines
+	emitEvent := ev.emit(t)
 	errs := make(chan error, 4)
 	h := handlers.Func("bot", func(_ context.Context, c *handlers.Conn) (any, error) {
 		for i := range 3 {
@@ -140,8 +131,7 @@ func TestConnEmit(t *testing.T) {
 			t.Errorf("Emit #%d = %v, want %v", i, err, want)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	lines := ev.get()
 	if len(lines) != 2 || lines[0]["event_type"] != "downloader" || lines[0]["url"] != "http://192.0.2.1/a" ||
 		lines[0]["dest_port"] != float64(9) || lines[0]["tool"] != "wget" {
 		t.Errorf("lines = %v", lines)
@@ -163,17 +153,8 @@ func TestConnEmit(t *testing.T) {
 // raise none, and alerts do not use up MaxEventsPerConn.
 func TestConnEmitAlert(t *testing.T) {
 	for _, alerts := range []bool{true, false} {
-		var mu sync.Mutex
-		var lines []map[string]any
-		emitEvent := func(_ time.Time, line []byte) {
-			var v map[string]any
-			if err := json.Unmarshal(line, &v); err != nil {
-				t.Errorf("line %q: %v", line, err)
-			}
-			mu.Lock()
-			lines = append(lines, v)
-			mu.Unlock()
-		}
+		var ev eventLines
+		emitEvent := ev.emit(t)
 		h := handlers.Func("bot", func(_ context.Context, c *handlers.Conn) (any, error) {
 			_ = c.Emit(handlers.EventDownloader, handlers.Downloader{AppProto: "bot", Tool: "wget", URL: "http://192.0.2.1/a", Port: 80})
 			_ = c.Emit("note", map[string]int{"n": 1})
@@ -183,7 +164,7 @@ func TestConnEmitAlert(t *testing.T) {
 			MaxEventsPerConn: 2, FirstDataTimeout: 50 * time.Millisecond})
 		dial(t, m, 9)
 		rec.Wait(t, 1)
-		mu.Lock()
+		lines := ev.get()
 		types := []string{}
 		for _, l := range lines {
 			types = append(types, l["event_type"].(string))
@@ -207,6 +188,32 @@ func TestConnEmitAlert(t *testing.T) {
 				t.Errorf("Alerts = %d, want 1", n)
 			}
 		}
-		mu.Unlock()
 	}
+}
+
+// eventLines collects the event lines a Mux emits (MuxConfig.EmitEvent),
+// decoded, from the connections' goroutines.
+type eventLines struct {
+	mu    sync.Mutex
+	lines []map[string]any
+}
+
+// emit returns the EmitEvent function that fills l.
+func (l *eventLines) emit(t *testing.T) func(time.Time, []byte) {
+	return func(_ time.Time, line []byte) {
+		var v map[string]any
+		if err := json.Unmarshal(line, &v); err != nil {
+			t.Errorf("line %q: %v", line, err)
+		}
+		l.mu.Lock()
+		l.lines = append(l.lines, v)
+		l.mu.Unlock()
+	}
+}
+
+// get returns a copy of the lines so far.
+func (l *eventLines) get() []map[string]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]map[string]any(nil), l.lines...)
 }
