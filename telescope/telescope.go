@@ -654,8 +654,11 @@ func setMemoryLimit(cfg config.Run) (logLine func(*slog.Logger)) {
 	} else {
 		debug.SetGCPercent(cfg.GCPercent)
 	}
-	gcPercent := debug.SetGCPercent(-1)
-	debug.SetGCPercent(gcPercent)
+	// Read back, not set: SetGCPercent(-1) would turn the collector off
+	// for a moment (SetMemoryLimit(-1), below, only reads).
+	gc := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(gc)
+	gcPercent := int(gc[0].Value.Uint64())
 	limit := debug.SetMemoryLimit(-1)
 	buffers := netstack.ConnBufferBudget(cfg.MaxConns, int(cfg.ConnBuffer))
 	attrs := []any{"limit", sizeOf(limit).String(), "source", source, "gc_percent", gcPercent, "gc_source", gcSource,
