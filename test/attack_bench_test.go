@@ -130,6 +130,9 @@ func BenchmarkAttackMix(b *testing.B) {
 	pid := p.Pid()
 	tGC := time.Now()
 	profDir := os.Getenv("SPOKI_BENCH_PROFILES")
+	if err := benchFetchPprof(ctx, l, "heap?debug=1", attackProfilePath(profDir, "heap-before.txt")); err != nil {
+		b.Fatalf("heap profile before the mix: %v", err)
+	}
 	if err := benchFetchPprof(ctx, l, "heap?gc=1", attackProfilePath(profDir, "heap-before.pb.gz")); err != nil {
 		b.Fatal(err)
 	}
@@ -236,6 +239,11 @@ func BenchmarkAttackMix(b *testing.B) {
 	fileAfter, _ := benchProcStatus(pid, "RssFile")
 	if profDir != "" {
 		if err := benchFetchPprof(ctx, l, "heap?gc=1", attackProfilePath(profDir, "heap-after.pb.gz")); err != nil {
+			b.Errorf("heap profile after the mix: %v", err)
+		}
+		// The text form ends with runtime.MemStats: where the anonymous
+		// memory that is not live heap sits (free spans, stacks, metadata).
+		if err := benchFetchPprof(ctx, l, "heap?debug=1", attackProfilePath(profDir, "heap-after.txt")); err != nil {
 			b.Errorf("heap profile after the mix: %v", err)
 		}
 	}
