@@ -23,11 +23,15 @@ import (
 // session queues (nothing reads them here), and pending-map drops.
 func TestTwoPhaseFeedDrops(t *testing.T) {
 	f := newTwoPhaseFeedMemory(time.Minute, 1<<20, time.Minute, func(time.Time, []byte) {}, slog.New(slog.DiscardHandler))
-	var p records.Packet
+	// Regular SYNs (one queue slot each), and sessions the detector may
+	// still have to pair (it has seen no SYN yet).
+	p := records.Packet{Time: time.Now(), Src: netip.MustParseAddr("203.0.113.9"), Dst: netip.MustParseAddr("198.51.100.9"),
+		Proto: records.ProtoTCP, SrcPort: 40000, DstPort: 80, Flags: records.FlagSYN, TTL: 64, MSS: 1460, NumOptions: 1, WScale: -1}
+	p.Options[0] = 2
 	for range twophase.FeedQueue + 3 {
 		f.SYN(&p)
 	}
-	var s records.Session
+	s := records.Session{Flow: records.Flow{Accepted: time.Now()}}
 	for range twophase.FeedSessionQueue + 2 {
 		f.Session(&s)
 	}

@@ -3,6 +3,7 @@ package twophase
 import (
 	"context"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,19 +11,31 @@ import (
 	"github.com/spoki-telescope/spoki/records"
 )
 
-// FeedQueue bounds the SYNs waiting for the detector; a full queue drops
-// the newest and counts it.
-const FeedQueue = 1 << 12
+// FeedQueue is the number of 32-byte slots (SlotBytes) of the SYN queue:
+// 4 MiB outside the Go heap, allocated at start. An IPv4 SYN takes one slot,
+// an IPv6 SYN two, and only the SYNs the detector can use are queued (not
+// unanswered irregular ones). So the detector's goroutine may be kept from
+// running (short of CPU) for 2.6 s at 50,000 IPv4 SYN/s, 1.3 s at 100,000,
+// before a SYN is lost; a full queue drops the newest and counts it
+// (DropSYNQueue).
+const FeedQueue = 1 << 17
 
-// FeedSessionQueue bounds the finished sessions waiting for the
-// detector's goroutine.
-const FeedSessionQueue = 1 << 10
+// FeedSessionQueue bounds the finished sessions waiting for the detector's
+// goroutine. A session whose pair is pending is resolved at once, on the
+// caller's goroutine; only one that ended before the detector caught up
+// with the SYNs queued ahead of it waits here (their phase two may still be
+// queued). A full queue drops the newest and counts it (DropSessionQueue).
+const FeedSessionQueue = 1 << 12
 
 // FeedPending bounds the pairs waiting for phase two's session to end
-// (each for at most the linger): a full map still writes the `phase_two`
-// event and counts the pair whose `acked` event it cannot write. Pairs are
-// rare (one per two-phase scan): 4096 waiting within a linger of about two
-// minutes is some 30 pairs per second, and costs about 1 MiB.
+// (each for at most the linger): a pair still waiting when FeedPending
+// newer ones have come gives way and is counted (DropPending; its
+// phase_two event was written, its acked one is not). Pairs are rare (one
+// per two-phase scan), and a pair waits only as long as its connection
+// lasts (seconds): made-up pairs (spoofed sources never complete a
+// handshake) must come at 4096 within that time to push one out, where a
+// map that refused the newest was kept full by some 30 per second over the
+// linger of about two minutes. It costs about 1 MiB.
 const FeedPending = 1 << 12
 
 // feedTick is how often the feed's goroutine publishes its stats; every
@@ -31,6 +44,23 @@ const (
 	feedTick       = time.Second
 	feedSweepTicks = 10
 )
+
+// feedPoll is how long the detector sleeps between two drains of the SYN
+// queue while SYNs keep coming, so that a flood costs it a wake-up per
+// batch (some 500 SYNs at 100,000 SYN/s) instead of one per SYN; an idle
+// detector sleeps until the next SYN wakes it.
+const feedPoll = 5 * time.Millisecond
+
+// feedPublishEvery is how many SYNs the detector takes from the queue
+// before it frees their slots for the readers.
+const feedPublishEvery = 1 << 10
+
+// feedSessionSlack is how much later than a session's handshake the
+// detector's latest observed SYN must be for the session to be
+// resolved at once (its SYN, queued before the handshake's ACK was read,
+// was then observed); a session that ended sooner waits in the session
+// queue until the detector has taken the SYNs queued ahead of it.
+const feedSessionSlack = 100 * time.Millisecond
 
 // feedSweepStep is how many buckets (of 256 bytes) the sweep scans
 // between two looks at the queues: some 20 µs, so that a table of any
@@ -63,25 +93,40 @@ func (c *FeedCounters) Dropped() uint64 {
 
 // Feed runs the live two-phase detector in its own goroutine (Run), off
 // the packet path: the netstack's sink hands it SYN records through a
-// bounded queue (SYN), the Mux hands it finished sessions (Session), and it
-// writes `two_phase` events: one when phase two arrives (stage
-// "phase_two"), and one more with the session's app_proto and payload once
-// phase two's connection was accepted and ended (stage "acked").
+// bounded, preallocated queue (SYN), the Mux hands it finished sessions
+// (Session), and it writes `two_phase` events: one when phase two arrives
+// (stage "phase_two"), and one more with the session's app_proto and
+// payload once phase two's connection was accepted and ended (stage
+// "acked").
 type Feed struct {
-	det      *Detector
-	syns     chan records.Packet
+	det *Detector
+	q   *synQueue
+	// idle is set while Run sleeps with an empty SYN queue; the SYN that
+	// finds it set wakes Run through wake.
+	idle     atomic.Bool
+	wake     chan struct{}
 	sessions chan records.Session
 	emit     func(time.Time, []byte)
-	// pending maps phase two's flow to its pair until its session ends;
-	// at most FeedPending.
-	pending map[flowID]pendingPair
-	linger  time.Duration
+	// seen is the latest SYN time the detector took from the queue (Unix
+	// nanoseconds), which Session compares with a handshake's time.
+	seen   atomic.Int64
+	linger time.Duration
 	// alerts says whether a phase_two event is followed by an alert event
 	// (SetAlerts).
 	alerts bool
 	// latest is the latest SYN time seen: the detector's clock, so that
 	// expiry follows packet time as matching does.
 	latest time.Time
+
+	// pending maps phase two's flow to its pair until its session ends.
+	// order holds the keys of the last FeedPending pairs, oldest first (a
+	// ring), so that the map holds at most FeedPending.
+	pendMu  sync.Mutex
+	pending map[flowID]pendingPair // +checklocks:pendMu
+	order   []pendingKey           // +checklocks:pendMu
+	orderAt int                    // +checklocks:pendMu
+	orderN  int                    // +checklocks:pendMu
+	pendSeq uint64                 // +checklocks:pendMu
 
 	counters FeedCounters
 
@@ -98,20 +143,38 @@ type flowID struct {
 type pendingPair struct {
 	pair Pair
 	seen time.Time
+	seq  uint64
 }
 
-// NewFeed returns a feed whose detector is New(cfg), allocated now. A pair
-// waits at most linger (wall time) for phase two's session to end; emit
-// receives each event's time and its JSON line, on Run's goroutine.
+// pendingKey is one entry of the pending map's order: seq tells a key
+// still waiting from one resolved or replaced since.
+type pendingKey struct {
+	k   flowID
+	seq uint64
+}
+
+// NewFeed returns a feed whose detector is New(cfg), allocated now, with
+// its SYN queue (FeedQueue slots). A pair waits at most linger (wall time)
+// for phase two's session to end; emit receives each event's time and its
+// JSON line, on Run's goroutine or, for an acked event, on Session's
+// caller's.
 func NewFeed(cfg Config, linger time.Duration, emit func(time.Time, []byte)) *Feed {
+	return newFeed(cfg, FeedQueue, linger, emit)
+}
+
+func newFeed(cfg Config, queue int, linger time.Duration, emit func(time.Time, []byte)) *Feed {
+	q, free := newSynQueue(queue)
 	f := &Feed{
 		det:      New(cfg),
-		syns:     make(chan records.Packet, FeedQueue),
+		q:        q,
+		wake:     make(chan struct{}, 1),
 		sessions: make(chan records.Session, FeedSessionQueue),
 		emit:     emit,
 		pending:  make(map[flowID]pendingPair),
+		order:    make([]pendingKey, FeedPending),
 		linger:   linger,
 	}
+	runtime.AddCleanup(q, func(f func()) { f() }, free)
 	f.detStats = f.det.Stats()
 	return f
 }
@@ -140,17 +203,41 @@ func (f *Feed) publish() {
 	f.statsMu.Unlock()
 }
 
-// SYN queues a SYN record; it never blocks.
+// SYN queues what the detector needs of a SYN record, if it can use it
+// (an answered irregular SYN, or a regular one); it never blocks and
+// allocates nothing. Any number of goroutines may call it.
 func (f *Feed) SYN(p *records.Packet) {
-	select {
-	case f.syns <- *p:
-	default:
+	if !p.IsSYN() {
+		return
+	}
+	irregular, reasons := records.Irregular(p)
+	if irregular && !p.Probed {
+		// Only an answered SYN can be phase one (Detector.Observe).
+		return
+	}
+	if !f.q.put(p, irregular, reasons) {
 		f.counters.DropSYNQueue.Add(1)
+		return
+	}
+	if f.idle.Load() && f.idle.CompareAndSwap(true, false) {
+		select {
+		case f.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
-// Session queues a finished session; it never blocks.
+// Session resolves a finished session: if its pair waits, it writes the
+// acked event now, on the caller's goroutine; if its SYN may still be in
+// the SYN queue, it queues the session for the detector. It never blocks.
 func (f *Feed) Session(s *records.Session) {
+	if f.resolve(s) {
+		return
+	}
+	if f.seen.Load()-s.Flow.Accepted.UnixNano() >= int64(feedSessionSlack) {
+		// Its SYN was observed: it paired with nothing.
+		return
+	}
 	select {
 	case f.sessions <- *s:
 	default:
@@ -158,17 +245,50 @@ func (f *Feed) Session(s *records.Session) {
 	}
 }
 
+// resolve writes the acked event of s if its pair waits.
+func (f *Feed) resolve(s *records.Session) bool {
+	k := flowID{s.Flow.Remote, s.Flow.Local}
+	f.pendMu.Lock()
+	pp, ok := f.pending[k]
+	if ok {
+		delete(f.pending, k)
+	}
+	f.pendMu.Unlock()
+	if ok {
+		f.write(pp.pair, "acked", s)
+	}
+	return ok
+}
+
 // Run detects until ctx ends, then handles what is queued.
 func (f *Feed) Run(ctx context.Context) {
 	tick := time.NewTicker(feedTick)
 	defer tick.Stop()
+	poll := time.NewTimer(feedPoll)
+	poll.Stop()
+	defer poll.Stop()
 	defer f.publish()
 	ticks := 0
 	for {
+		var pollC <-chan time.Time
+		if f.drainSYNs() > 0 {
+			// SYNs keep coming: take the next batch after feedPoll.
+			poll.Reset(feedPoll)
+			pollC = poll.C
+		} else {
+			f.idle.Store(true)
+			if f.q.ready() {
+				// A SYN came before idle was set: it woke no one.
+				f.idle.Store(false)
+				continue
+			}
+		}
 		select {
-		case p := <-f.syns:
-			f.observe(&p)
+		case <-pollC:
+		case <-f.wake:
 		case s := <-f.sessions:
+			// Its SYN was queued before it ended: take the SYNs first.
+			f.drainSYNs()
 			f.session(&s)
 		case now := <-tick.C:
 			if ticks++; ticks%feedSweepTicks == 0 {
@@ -176,17 +296,11 @@ func (f *Feed) Run(ctx context.Context) {
 			}
 			f.publish()
 		case <-ctx.Done():
-			for {
-				select {
-				case p := <-f.syns:
-					f.observe(&p)
-				case s := <-f.sessions:
-					f.session(&s)
-				default:
-					return
-				}
-			}
+			f.idle.Store(false)
+			f.drain()
+			return
 		}
+		f.idle.Store(false)
 	}
 }
 
@@ -199,6 +313,8 @@ func (f *Feed) sweep(now time.Time) {
 			f.drain()
 		}
 	}
+	f.pendMu.Lock()
+	defer f.pendMu.Unlock()
 	for k, v := range f.pending {
 		if now.Sub(v.seen) > f.linger {
 			delete(f.pending, k)
@@ -206,46 +322,84 @@ func (f *Feed) sweep(now time.Time) {
 	}
 }
 
-// drain handles what the queues hold now, and no more.
+// drain handles what the queues hold now.
 func (f *Feed) drain() {
-	for range len(f.syns) {
-		p := <-f.syns
-		f.observe(&p)
-	}
+	f.drainSYNs()
 	for range len(f.sessions) {
 		s := <-f.sessions
 		f.session(&s)
 	}
 }
 
-func (f *Feed) observe(p *records.Packet) {
-	if p.Time.After(f.latest) {
-		f.latest = p.Time
+// drainSYNs observes every SYN ready in the queue and returns their number.
+func (f *Feed) drainSYNs() int {
+	n := 0
+	var r synRec
+	for f.q.get(&r) {
+		f.observe(&r)
+		if n++; n%feedPublishEvery == 0 {
+			f.q.publish()
+		}
 	}
-	pair, ok := f.det.Observe(p)
+	if n > 0 {
+		f.q.publish()
+		f.seen.Store(f.latest.UnixNano())
+	}
+	return n
+}
+
+func (f *Feed) observe(p *synRec) {
+	if p.t.After(f.latest) {
+		f.latest = p.t
+	}
+	pair, ok := f.det.observe(p)
 	if !ok {
 		return
 	}
 	remote := netip.AddrPortFrom(pair.Src, pair.Two.SrcPort)
 	local := netip.AddrPortFrom(pair.Dst, pair.DstPort)
-	k := flowID{remote, local}
-	if _, dup := f.pending[k]; dup || len(f.pending) < FeedPending {
-		f.pending[k] = pendingPair{pair: pair, seen: pair.Two.Time}
-	} else {
-		f.counters.DropPending.Add(1)
-	}
+	f.addPending(flowID{remote, local}, pair)
 	f.write(pair, "phase_two", nil)
 }
 
-func (f *Feed) session(s *records.Session) {
-	k := flowID{s.Flow.Remote, s.Flow.Local}
-	pp, ok := f.pending[k]
-	if !ok {
+// observePacket is observe of a whole record, as SYN would queue it.
+func (f *Feed) observePacket(p *records.Packet) {
+	if !p.IsSYN() {
 		return
 	}
-	delete(f.pending, k)
-	f.write(pp.pair, "acked", s)
+	irregular, reasons := records.Irregular(p)
+	if irregular && !p.Probed {
+		return
+	}
+	r := recOf(p, irregular, reasons)
+	f.observe(&r)
 }
+
+// addPending keeps pair until phase two's session ends; the pair made
+// FeedPending pairs ago gives way if it still waits, counted.
+func (f *Feed) addPending(k flowID, pair Pair) {
+	f.pendMu.Lock()
+	defer f.pendMu.Unlock()
+	if f.orderN == len(f.order) {
+		// The oldest key makes room: its pair still waits (counted), or
+		// it was resolved, replaced or swept since.
+		old := f.order[f.orderAt]
+		f.orderAt = (f.orderAt + 1) % len(f.order)
+		f.orderN--
+		if v, ok := f.pending[old.k]; ok && v.seq == old.seq {
+			delete(f.pending, old.k)
+			f.counters.DropPending.Add(1)
+		}
+	}
+	f.pendSeq++
+	f.pending[k] = pendingPair{pair: pair, seen: pair.Two.Time, seq: f.pendSeq}
+	f.order[(f.orderAt+f.orderN)%len(f.order)] = pendingKey{k, f.pendSeq}
+	f.orderN++
+}
+
+// session handles a session the detector queued for later: its pair may
+// have come since.
+func (f *Feed) session(s *records.Session) { f.resolve(s) }
 
 // eventFields is the body of a `two_phase` event (spoki's own type,
 // README.md#events).

@@ -15,11 +15,14 @@ import (
 func TestFeedDrops(t *testing.T) {
 	events := 0
 	f := NewFeed(Config{Timeout: time.Minute, Memory: 1 << 20}, time.Minute, func(time.Time, []byte) { events++ })
-	var p records.Packet
+	p := records.Packet{Time: time.Now(), Src: netip.MustParseAddr("203.0.113.9"), Dst: netip.MustParseAddr("198.51.100.9"),
+		Proto: records.ProtoTCP, SrcPort: 40000, DstPort: 80, Flags: records.FlagSYN, TTL: 64, MSS: 1460, NumOptions: 1, WScale: -1}
+	p.Options[0] = 2
 	for range FeedQueue + 3 {
 		f.SYN(&p)
 	}
-	var s records.Session
+	// The detector has seen no SYN: each session may be phase two's.
+	s := records.Session{Flow: records.Flow{Accepted: time.Now()}}
 	for range FeedSessionQueue + 2 {
 		f.Session(&s)
 	}
@@ -34,8 +37,8 @@ func TestFeedDrops(t *testing.T) {
 		two := one
 		two.TTL, two.IPID, two.SrcPort, two.NumOptions, two.MSS = 64, 1, 50000, 1, 1460
 		two.Options[0] = 2
-		f.observe(&one)
-		f.observe(&two)
+		f.observePacket(&one)
+		f.observePacket(&two)
 	}
 	f.publish()
 	c := f.Counters()
@@ -68,18 +71,19 @@ func TestFeedSweepServesQueue(t *testing.T) {
 	}
 	now := time.Now()
 	f.latest = now
-	for i := range FeedQueue {
+	const queued = 1 << 12
+	for i := range queued {
 		p := records.Packet{Time: now, Src: netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), Dst: netip.MustParseAddr("198.51.100.80"),
 			Proto: records.ProtoTCP, SrcPort: 40000, DstPort: uint16(1000 + i), Flags: records.FlagSYN, TTL: 250, IPID: 54321, Probed: true, WScale: -1}
 		f.SYN(&p)
 	}
 	f.sweep(now)
 	f.publish()
-	if n := len(f.syns); n != 0 {
+	if n := f.q.len(); n != 0 {
 		t.Errorf("%d SYNs still queued after the sweep", n)
 	}
-	if s := f.Stats(); s.Entries != FeedQueue {
-		t.Errorf("%d phase ones kept, want the %d queued", s.Entries, FeedQueue)
+	if s := f.Stats(); s.Entries != queued {
+		t.Errorf("%d phase ones kept, want the %d queued", s.Entries, queued)
 	}
 }
 
@@ -104,11 +108,11 @@ func TestFeedEventsJoinTheConnection(t *testing.T) {
 		two := one
 		two.Time, two.TTL, two.IPID, two.SrcPort, two.Seq, two.NumOptions, two.MSS = now.Add(time.Second), 64, 1, 50000, 777, 1, 1460
 		two.Options[0] = 2
-		f.observe(&one)
-		f.observe(&two)
+		f.observePacket(&one)
+		f.observePacket(&two)
 		s := records.Session{Flow: records.Flow{Remote: netip.AddrPortFrom(two.Src, two.SrcPort), Local: netip.AddrPortFrom(two.Dst, two.DstPort),
 			ISN: two.Seq, Accepted: two.Time}, End: two.Time.Add(time.Second), AppProto: "http"}
-		f.session(&s)
+		f.Session(&s)
 		var syn map[string]any
 		if err := json.Unmarshal(records.AppendSYNEvent(nil, &two), &syn); err != nil {
 			t.Fatal(err)

@@ -157,30 +157,57 @@ func (d *Detector) Observe(p *records.Packet) (Pair, bool) {
 	if !p.IsSYN() {
 		return Pair{}, false
 	}
-	d.tick(p.Time)
 	irregular, reasons := records.Irregular(p)
-	if irregular {
+	if irregular && !p.Probed {
 		// Only an answered SYN can be phase one: the scanner came back
 		// because it got a SYN-ACK (assemble requires the confirmation).
-		if p.Probed {
-			d.add(p, reasons)
-		}
+		d.tick(p.Time)
 		return Pair{}, false
 	}
-	stag, flow, bi := d.t.hashes(p.Src, p.Dst, p.DstPort)
+	s := recOf(p, irregular, reasons)
+	return d.observe(&s)
+}
+
+// synRec is what the detector reads of a SYN it keeps or matches: the key and
+// what the `two_phase` event needs (the Feed queues it in this form).
+type synRec struct {
+	t                      time.Time
+	src, dst               netip.Addr
+	srcPort, dstPort, ipid uint16
+	seq, userID            uint32
+	ttl                    uint8
+	reasons                records.Reasons
+	scanner                records.Scanner
+	irregular              bool
+}
+
+func recOf(p *records.Packet, irregular bool, reasons records.Reasons) synRec {
+	return synRec{t: p.Time, src: p.Src, dst: p.Dst, srcPort: p.SrcPort, dstPort: p.DstPort, ipid: p.IPID,
+		seq: p.Seq, userID: p.UserID, ttl: p.TTL, reasons: reasons, scanner: records.Fingerprint(p), irregular: irregular}
+}
+
+// observe is Observe of a SYN that matters: an answered irregular one
+// (kept as phase one) or a regular one (looked up).
+func (d *Detector) observe(p *synRec) (Pair, bool) {
+	d.tick(p.t)
+	if p.irregular {
+		d.add(p)
+		return Pair{}, false
+	}
+	stag, flow, bi := d.t.hashes(p.src, p.dst, p.dstPort)
 	b := &d.t.buckets[bi]
 	for i := range b {
 		e := &b[i]
 		if !e.used() || e.src != stag || e.flow != flow {
 			continue
 		}
-		if e.expiredAt(p.Time.Unix(), d.timeoutSec) {
+		if e.expiredAt(p.t.Unix(), d.timeoutSec) {
 			*e = entry{}
 			d.stats.Entries--
 			d.stats.Expired++
 			return Pair{}, false
 		}
-		if !within(time.Unix(0, e.nanos), p.Time, d.cfg.Timeout) {
+		if !within(time.Unix(0, e.nanos), p.t, d.cfg.Timeout) {
 			return Pair{}, false
 		}
 		one := e.phase()
@@ -188,10 +215,10 @@ func (d *Detector) Observe(p *records.Packet) (Pair, bool) {
 		d.stats.Entries--
 		d.stats.Pairs++
 		two := Phase{
-			Time: p.Time, SrcPort: p.SrcPort, Seq: p.Seq, TTL: p.TTL, IPID: p.IPID,
-			Reasons: reasons, Scanner: records.Fingerprint(p), UserID: p.UserID,
+			Time: p.t, SrcPort: p.srcPort, Seq: p.seq, TTL: p.ttl, IPID: p.ipid,
+			Reasons: p.reasons, Scanner: p.scanner, UserID: p.userID,
 		}
-		return Pair{Src: p.Src, Dst: p.Dst, DstPort: p.DstPort, One: one, Two: two}, true
+		return Pair{Src: p.src, Dst: p.dst, DstPort: p.dstPort, One: one, Two: two}, true
 	}
 	return Pair{}, false
 }
@@ -206,12 +233,12 @@ func within(t1, t time.Time, timeout time.Duration) bool {
 }
 
 // add keeps an answered irregular SYN as phase one.
-func (d *Detector) add(p *records.Packet, reasons records.Reasons) {
-	stag, flow, bi := d.t.hashes(p.Src, p.Dst, p.DstPort)
-	nowSec := p.Time.Unix()
+func (d *Detector) add(p *synRec) {
+	stag, flow, bi := d.t.hashes(p.src, p.dst, p.dstPort)
+	nowSec := p.t.Unix()
 	ne := entry{
-		src: stag, flow: flow, nanos: p.Time.UnixNano(), seq: p.Seq, userID: p.UserID,
-		srcPort: p.SrcPort, ipid: p.IPID, ttl: p.TTL, meta: packMeta(reasons, records.Fingerprint(p)),
+		src: stag, flow: flow, nanos: p.t.UnixNano(), seq: p.seq, userID: p.userID,
+		srcPort: p.srcPort, ipid: p.ipid, ttl: p.ttl, meta: packMeta(p.reasons, p.scanner),
 		class: d.t.sourceClass(stag, nowSec, d.srcTimeout),
 	}
 	b := &d.t.buckets[bi]
