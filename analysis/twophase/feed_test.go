@@ -1,8 +1,12 @@
 package twophase
 
 import (
+	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -143,5 +147,134 @@ func TestFeedEventsJoinTheConnection(t *testing.T) {
 		if ts, _ := lines[0]["phase_one"].(map[string]any)["timestamp"].(string); len(ts) != records.TimestampLen {
 			t.Errorf("phase_one.timestamp %q not in the event format", ts)
 		}
+	}
+}
+
+// TestFeedSurvivesStoppedDetector: while the detector's goroutine does
+// not run (a loaded machine gives it no CPU), 2.5 s of a spoofed flood at
+// 50,000 answered irregular SYN/s (125,000 SYNs, within FeedQueue's 2.6 s)
+// arrive, with a needle in the middle of it: an irregular SYN, a regular
+// SYN from the same host to the same address and port 1.5 s later, and
+// its connection's session, among 1,000 other sessions. Once the detector
+// runs, nothing was dropped and the needle's pair was written at both
+// stages.
+func TestFeedSurvivesStoppedDetector(t *testing.T) {
+	var mu sync.Mutex
+	var stages []string
+	needle := netip.MustParseAddr("192.0.2.77")
+	dst := netip.MustParseAddr("198.51.100.80")
+	f := NewFeed(Config{Timeout: time.Minute, Memory: 16 << 20}, time.Minute, func(_ time.Time, line []byte) {
+		var m struct {
+			EventType string `json:"event_type"`
+			SrcIP     string `json:"src_ip"`
+			Stage     string `json:"stage"`
+		}
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Errorf("%v: %q", err, line)
+		}
+		if m.EventType == "two_phase" && m.SrcIP == needle.String() {
+			mu.Lock()
+			stages = append(stages, m.Stage)
+			mu.Unlock()
+		}
+	})
+	const rate, flood = 50_000, 125_000
+	start := time.Now()
+	r := rand.New(rand.NewPCG(3, 4))
+	one := records.Packet{Src: needle, Dst: dst, Proto: records.ProtoTCP, SrcPort: 41999, DstPort: 8080, Seq: 7,
+		Flags: records.FlagSYN, TTL: 250, IPID: 54321, Probed: true, WScale: -1}
+	two := one
+	two.SrcPort, two.Seq, two.TTL, two.IPID, two.NumOptions, two.MSS = 50001, 99, 64, 1, 1, 1460
+	two.Options[0] = 2
+	p := one
+	for i := range flood {
+		at := start.Add(time.Duration(i) * time.Second / rate)
+		switch i {
+		case flood / 4:
+			one.Time = at
+			f.SYN(&one)
+		case flood / 4 * 3:
+			two.Time = at
+			f.SYN(&two)
+		}
+		p.Time, p.Src, p.SrcPort = at, randAddr(r), uint16(r.Uint32())
+		f.SYN(&p)
+	}
+	end := start.Add(time.Duration(flood) * time.Second / rate)
+	for i := range 1000 {
+		s := records.Session{Flow: records.Flow{Remote: netip.AddrPortFrom(netip.MustParseAddr("203.0.113.5"), uint16(30000+i)),
+			Local: netip.AddrPortFrom(dst, uint16(1+i)), Accepted: end}, End: end, AppProto: "tcp"}
+		f.Session(&s)
+	}
+	s := records.Session{Flow: records.Flow{Remote: netip.AddrPortFrom(needle, two.SrcPort), Local: netip.AddrPortFrom(dst, two.DstPort),
+		ISN: two.Seq, Accepted: two.Time.Add(time.Millisecond)}, End: end, AppProto: "http", Payload: []byte("GET / HTTP/1.1\r\n")}
+	f.Session(&s)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); f.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	// Wait for the detector to take what waits (not a timing assertion:
+	// the limit only ends a test that would hang).
+	for limit := time.Now().Add(30 * time.Second); time.Now().Before(limit); time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := len(stages)
+		mu.Unlock()
+		if n >= 2 {
+			break
+		}
+	}
+	cancel()
+	<-done
+	c := f.Counters()
+	if c.DropSYNQueue.Load() != 0 || c.DropSessionQueue.Load() != 0 || c.Dropped() != 0 {
+		t.Errorf("dropped: %d SYNs, %d sessions, %d in all; want none", c.DropSYNQueue.Load(), c.DropSessionQueue.Load(), c.Dropped())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(stages, []string{"phase_two", "acked"}) {
+		t.Errorf("needle's two_phase events: stages %v, want [phase_two acked]", stages)
+	}
+	if st := f.Stats(); st.Pairs != 1 {
+		t.Errorf("%d pairs, want the needle's", st.Pairs)
+	}
+}
+
+// TestFeedPendingOldestGivesWay: a pair waits for its session until
+// FeedPending newer pairs came, then gives way, counted; the pairs whose
+// session came are no loss.
+func TestFeedPendingOldestGivesWay(t *testing.T) {
+	f := NewFeed(Config{Timeout: time.Minute, Memory: 1 << 20}, time.Minute, func(time.Time, []byte) {})
+	now := time.Now()
+	pair := func(i int) records.Session {
+		src := netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)})
+		one := records.Packet{Time: now, Src: src, Dst: netip.MustParseAddr("198.51.100.1"), Proto: records.ProtoTCP, SrcPort: 40000,
+			DstPort: 80, Flags: records.FlagSYN, TTL: 250, IPID: 54321, Probed: true, WScale: -1}
+		two := one
+		two.TTL, two.IPID, two.SrcPort, two.NumOptions, two.MSS = 64, 1, 50000, 1, 1460
+		two.Options[0] = 2
+		f.observePacket(&one)
+		f.observePacket(&two)
+		return records.Session{Flow: records.Flow{Remote: netip.AddrPortFrom(src, two.SrcPort), Local: netip.AddrPortFrom(two.Dst, two.DstPort),
+			Accepted: now}, End: now}
+	}
+	first := pair(0)
+	key := flowID{first.Flow.Remote, first.Flow.Local}
+	// Newer pairs, half of them resolved by their session at once.
+	for i := 1; i < FeedPending; i++ {
+		s := pair(i)
+		if i%2 == 0 {
+			f.Session(&s)
+		}
+	}
+	if _, ok := f.pending[key]; !ok || f.counters.DropPending.Load() != 0 {
+		t.Fatalf("first pair gone (%v) or %d dropped after %d newer pairs", !ok, f.counters.DropPending.Load(), FeedPending-1)
+	}
+	pair(FeedPending)
+	if _, ok := f.pending[key]; ok || f.counters.DropPending.Load() != 1 {
+		t.Errorf("first pair still waiting (%v), %d dropped; want it pushed out and counted", ok, f.counters.DropPending.Load())
+	}
+	if want := FeedPending/2 + 1; len(f.pending) != want {
+		t.Errorf("%d pairs waiting, want %d", len(f.pending), want)
 	}
 }
