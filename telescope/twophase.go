@@ -40,7 +40,8 @@ func newTwoPhaseFeedMemory(timeout time.Duration, memory config.Size, linger tim
 // the irregular SYN rate up to which it holds every phase one for the whole
 // timeout, and the window a flood of one-off sources at 100k SYN/s leaves
 // their entries (a repeat source's entries are not replaced by those), and
-// the SYN queue ahead of it (IPv4 SYNs; an IPv6 SYN takes two slots). The
+// the SYN queue ahead of it (IPv4 SYNs; an IPv6 SYN takes two slots), of
+// which only the hot ring is resident while the detector keeps up. The
 // figures are the detector's own, defaults applied.
 func (f *twoPhaseFeed) logTable() {
 	s := f.Stats()
@@ -50,7 +51,8 @@ func (f *twoPhaseFeed) logTable() {
 	f.log.Info("two-phase table", "entries", s.Capacity, "bytes", s.Bytes, "phase_memory", memory.String(),
 		"window_s", secs, "at_irregular_syn_per_s", int(float64(s.Capacity)/secs),
 		"window_s_at_100k_syn_per_s", math.Round(float64(s.Capacity)/1e4)/10,
-		"syn_queue", twophase.FeedQueue, "syn_queue_bytes", twophase.FeedQueue*twophase.SlotBytes)
+		"syn_queue", twophase.FeedQueue, "syn_queue_bytes", twophase.FeedQueue*twophase.SlotBytes,
+		"syn_queue_resident_bytes", twophase.FeedQueueHot*twophase.SlotBytes)
 }
 
 // dropped is the sum of the drops of every cause.

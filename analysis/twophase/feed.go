@@ -11,14 +11,21 @@ import (
 	"github.com/spoki-telescope/spoki/records"
 )
 
-// FeedQueue is the number of 32-byte slots (SlotBytes) of the SYN queue:
-// 4 MiB outside the Go heap, allocated at start. An IPv4 SYN takes one slot,
-// an IPv6 SYN two, and only the SYNs the detector can use are queued (not
+// FeedQueue is the number of 32-byte slots (SlotBytes) of the SYN queue,
+// mapped outside the Go heap at start: a hot ring of FeedQueueHot slots
+// (512 KiB, resident), which serves a detector that keeps up, and a cold
+// one of the rest (4 MiB), resident only while a backlog needs it and
+// given back once the detector caught up. An IPv4 SYN takes one slot, an
+// IPv6 SYN two, and only the SYNs the detector can use are queued (not
 // unanswered irregular ones). So the detector's goroutine may be kept from
-// running (short of CPU) for 2.6 s at 50,000 IPv4 SYN/s, 1.3 s at 100,000,
+// running (short of CPU) for 2.9 s at 50,000 IPv4 SYN/s, 1.5 s at 100,000,
 // before a SYN is lost; a full queue drops the newest and counts it
 // (DropSYNQueue).
-const FeedQueue = 1 << 17
+const FeedQueue = FeedQueueHot + 1<<17
+
+// FeedQueueHot is the number of slots of the SYN queue's hot ring: 330 ms
+// at 50,000 SYN/s.
+const FeedQueueHot = 1 << 14
 
 // FeedSessionQueue bounds the finished sessions waiting for the detector's
 // goroutine. A session whose pair is pending is resolved at once, on the
@@ -100,7 +107,7 @@ func (c *FeedCounters) Dropped() uint64 {
 // "acked").
 type Feed struct {
 	det *Detector
-	q   *synQueue
+	q   *synRings
 	// idle is set while Run sleeps with an empty SYN queue; the SYN that
 	// finds it set wakes Run through wake.
 	idle     atomic.Bool
@@ -159,11 +166,11 @@ type pendingKey struct {
 // JSON line, on Run's goroutine or, for an acked event, on Session's
 // caller's.
 func NewFeed(cfg Config, linger time.Duration, emit func(time.Time, []byte)) *Feed {
-	return newFeed(cfg, FeedQueue, linger, emit)
+	return newFeed(cfg, FeedQueueHot, FeedQueue-FeedQueueHot, linger, emit)
 }
 
-func newFeed(cfg Config, queue int, linger time.Duration, emit func(time.Time, []byte)) *Feed {
-	q, free := newSynQueue(queue)
+func newFeed(cfg Config, hot, cold int, linger time.Duration, emit func(time.Time, []byte)) *Feed {
+	q, free := newSynRings(hot, cold)
 	f := &Feed{
 		det:      New(cfg),
 		q:        q,
@@ -341,8 +348,17 @@ func (f *Feed) drainSYNs() int {
 			f.q.publish()
 		}
 	}
+	f.q.publish()
+	if f.q.closeCold() {
+		// The backlog is gone: take what the cold ring's last writers
+		// left, and give its pages back.
+		for f.q.cold.get(&r) {
+			f.observe(&r)
+			n++
+		}
+		f.q.reopenCold()
+	}
 	if n > 0 {
-		f.q.publish()
 		f.seen.Store(f.latest.UnixNano())
 	}
 	return n

@@ -68,6 +68,7 @@ func BenchmarkFeedSYN(b *testing.B) {
 			b.ReportMetric(float64(caller.Nanoseconds())/float64(b.N), "caller-ns/SYN")
 			b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/SYN")
 			b.ReportMetric(float64(f.Counters().DropSYNQueue.Load())/float64(b.N)*100, "%dropped")
+			b.ReportMetric(float64(f.q.coldUses), "cold-uses")
 		})
 	}
 }

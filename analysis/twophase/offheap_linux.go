@@ -18,16 +18,38 @@ import (
 // spoofed SYNs of the first flood. It falls back to the heap if the
 // mapping fails.
 func offHeap[T any](n int) ([]T, func()) {
+	s, _, free := mapAnon[T](n, true)
+	return s, free
+}
+
+// mapAnon returns n zeroed Ts in anonymous memory outside the Go heap, the
+// same memory as bytes (nil if it fell back to the heap), and a function
+// that unmaps it. populate makes every page resident now; without it a page
+// is resident once touched, until released (release).
+func mapAnon[T any](n int, populate bool) ([]T, []byte, func()) {
 	var zero T
 	size := n * int(unsafe.Sizeof(zero))
 	if n == 0 || size == 0 {
-		return make([]T, n), func() {}
+		return make([]T, n), nil, func() {}
 	}
-	b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	flags := unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
+	if populate {
+		flags |= unix.MAP_POPULATE
+	}
+	b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, flags)
 	if err != nil {
-		return make([]T, n), func() {}
+		return make([]T, n), nil, func() {}
 	}
-	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(b))), n), func() { unix.Munmap(b) }
+	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(b))), n), b, func() { unix.Munmap(b) }
+}
+
+// release gives the pages of b (from mapAnon) back to the kernel: they read
+// as zeros and are no longer resident until touched again. Nothing may use
+// b meanwhile.
+func release(b []byte) {
+	if b != nil {
+		unix.Madvise(b, unix.MADV_DONTNEED)
+	}
 }
 
 // releaseWith unmaps the table's memory once d is unreachable.

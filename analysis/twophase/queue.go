@@ -3,6 +3,7 @@ package twophase
 import (
 	"encoding/binary"
 	"net/netip"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -56,13 +57,15 @@ const (
 	qV6        = 1 << 7
 )
 
-func newSynQueue(slots int) (*synQueue, func()) {
+// newSynQueue returns a ring of at least slots slots (a power of two),
+// resident now if populate, and the ring's memory (for release).
+func newSynQueue(slots int, populate bool) (*synQueue, []byte, func()) {
 	n := 1
 	for n < slots {
 		n <<= 1
 	}
-	s, free := offHeap[synSlot](n)
-	return &synQueue{slots: s, mask: uint64(n - 1)}, free
+	s, b, free := mapAnon[synSlot](n, populate)
+	return &synQueue{slots: s, mask: uint64(n - 1)}, b, free
 }
 
 // put queues p; false if the ring has no room for it.
@@ -163,3 +166,117 @@ func (q *synQueue) ready() bool { return q.slots[q.read&q.mask].mark.Load() != 0
 
 // len is the number of slots in use, as seen now.
 func (q *synQueue) len() int { return int(q.tail.Load() - q.head.Load()) }
+
+// synRings is the Feed's SYN queue: a small hot ring, resident, that
+// serves a detector that keeps up, and a large cold ring that takes the
+// SYNs once the hot one is full, while the detector is kept from running.
+// The cold ring is mapped at start but resident only once used: a
+// detector that keeps up cycles through the hot ring's pages alone, and
+// after a backlog the cold ring's pages are given back (release).
+//
+// Once a SYN went to the cold ring, every SYN goes there (mode ringsCold)
+// until the reader has emptied it, so that the reader, which takes the hot
+// ring before the cold one, sees each writer's SYNs in order. The reader
+// then closes the cold ring (ringsReclaim: writers use the hot ring,
+// which it emptied, and drop if that is full), waits for the writers that
+// were in it, takes what they left, releases its pages and reopens it.
+type synRings struct {
+	hot, cold *synQueue
+	coldMem   []byte
+	mode      atomic.Uint32
+	_         [60]byte
+	// coldWriters counts the writers in the cold ring: one enters (adds),
+	// then checks the mode; the reader sets the mode, then waits for none.
+	coldWriters atomic.Int32
+	_           [60]byte
+	// coldUses counts the times the cold ring was used and given back (the
+	// reader's own).
+	coldUses uint64
+}
+
+// Modes of synRings.
+const (
+	ringsHot uint32 = iota
+	ringsCold
+	ringsReclaim
+)
+
+func newSynRings(hot, cold int) (*synRings, func()) {
+	h, _, freeH := newSynQueue(hot, true)
+	c, mem, freeC := newSynQueue(cold, false)
+	return &synRings{hot: h, cold: c, coldMem: mem}, func() { freeH(); freeC() }
+}
+
+// put queues p; false if neither ring has room for it.
+func (r *synRings) put(p *records.Packet, irregular bool, reasons records.Reasons) bool {
+	if m := r.mode.Load(); m != ringsCold {
+		if r.hot.put(p, irregular, reasons) {
+			return true
+		}
+		if !r.mode.CompareAndSwap(ringsHot, ringsCold) && r.mode.Load() != ringsCold {
+			return false
+		}
+	}
+	r.coldWriters.Add(1)
+	if r.mode.Load() != ringsCold {
+		// The reader is closing the cold ring: it emptied the hot one.
+		r.coldWriters.Add(-1)
+		return r.hot.put(p, irregular, reasons)
+	}
+	ok := r.cold.put(p, irregular, reasons)
+	r.coldWriters.Add(-1)
+	return ok
+}
+
+// get takes the next SYN, the hot ring's first. The cold ring is read
+// only once every slot reserved in the hot ring was taken: a writer's SYN
+// in the hot ring may wait behind a slot another writer has not filled
+// yet, and its next SYN may be in the cold ring. Unused, the cold ring is
+// not read at all, so that not even its first page is mapped.
+func (r *synRings) get(rec *synRec) bool {
+	return r.hot.get(rec) || r.coldNext() && r.cold.get(rec)
+}
+
+// coldNext reports whether the cold ring is in use and the hot ring holds
+// nothing before it.
+func (r *synRings) coldNext() bool {
+	return r.mode.Load() != ringsHot && r.hot.read == r.hot.tail.Load()
+}
+
+// publish frees the slots get took.
+func (r *synRings) publish() {
+	r.hot.publish()
+	r.cold.publish()
+}
+
+// ready reports whether a SYN waits (the reader's view).
+func (r *synRings) ready() bool { return r.hot.ready() || r.coldNext() && r.cold.ready() }
+
+// len is the number of slots in use, as seen now.
+func (r *synRings) len() int { return r.hot.len() + r.cold.len() }
+
+// slots is the number of slots of both rings.
+func (r *synRings) slots() int { return len(r.hot.slots) + len(r.cold.slots) }
+
+// closeCold closes the cold ring if it was used, and waits for the writers
+// still in it; the reader then takes what they left and calls reopenCold.
+// The reader calls it once it emptied both rings.
+func (r *synRings) closeCold() bool {
+	if r.mode.Load() != ringsCold || !r.coldNext() {
+		return false
+	}
+	r.mode.Store(ringsReclaim)
+	for r.coldWriters.Load() != 0 {
+		runtime.Gosched()
+	}
+	r.coldUses++
+	return true
+}
+
+// reopenCold frees what the reader took of the closed cold ring, releases
+// its pages and reopens it.
+func (r *synRings) reopenCold() {
+	r.cold.publish()
+	release(r.coldMem)
+	r.mode.Store(ringsHot)
+}

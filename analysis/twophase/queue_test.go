@@ -2,11 +2,14 @@ package twophase
 
 import (
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/spoki-telescope/spoki/records"
+	"golang.org/x/sys/unix"
 )
 
 // queueSYN is an answered irregular (or a regular) SYN with every field the
@@ -35,7 +38,7 @@ func queueSYN(i int, v6, irregular bool) records.Packet {
 // SYNs mixed, over several laps of a small ring (so across its wrap); and
 // the ring holds its slots' worth and no more.
 func TestSynQueueRoundTrip(t *testing.T) {
-	q, free := newSynQueue(8)
+	q, _, free := newSynQueue(8, true)
 	defer free()
 	i := 0
 	for lap := range 20 {
@@ -93,7 +96,7 @@ func b2i(b bool) int {
 // drains it; every SYN is read once, in its writer's order, or counted as
 // dropped (run with -race).
 func TestSynQueueConcurrent(t *testing.T) {
-	q, free := newSynQueue(1 << 8)
+	q, _, free := newSynQueue(1<<8, true)
 	defer free()
 	const writers, each = 4, 20000
 	var dropped [writers]int
@@ -171,5 +174,166 @@ func TestFeedQueueBound(t *testing.T) {
 	f.SYN(&p)
 	if n := f.q.len(); n != 0 {
 		t.Errorf("unanswered irregular SYN queued (%d slots)", n)
+	}
+}
+
+// resident is the number of resident pages of b (mincore).
+func resident(t *testing.T, b []byte) int {
+	t.Helper()
+	vec := make([]byte, (len(b)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
+		uintptr(unsafe.Pointer(unsafe.SliceData(vec)))); errno != 0 {
+		t.Fatalf("mincore: %v", errno)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n
+}
+
+// TestSynRingsColdOnlyWhenNeeded: SYNs that fit the hot ring leave the
+// cold ring's pages untouched; a backlog goes on in the cold ring, in
+// order (the SYNs after it too, until the reader emptied it), and once the
+// reader caught up the cold ring's pages are given back and the hot ring
+// serves again.
+func TestSynRingsColdOnlyWhenNeeded(t *testing.T) {
+	r, free := newSynRings(64, 1<<12)
+	defer free()
+	i := 0
+	put := func(n int) {
+		for range n {
+			p := queueSYN(i, false, true)
+			p.Seq = uint32(i)
+			irr, reasons := records.Irregular(&p)
+			if !r.put(&p, irr, reasons) {
+				t.Fatalf("SYN %d refused", i)
+			}
+			i++
+		}
+	}
+	next := 0
+	take := func() int {
+		n := 0
+		var rec synRec
+		for r.get(&rec) {
+			if int(rec.seq) != next {
+				t.Fatalf("SYN %d taken, want %d", rec.seq, next)
+			}
+			next++
+			n++
+		}
+		r.publish()
+		if r.closeCold() {
+			for r.cold.get(&rec) {
+				next++
+				n++
+			}
+			r.reopenCold()
+		}
+		return n
+	}
+	for range 100 {
+		put(60)
+		take()
+	}
+	if n := resident(t, r.coldMem); n != 0 || r.mode.Load() != ringsHot {
+		t.Fatalf("after SYNs that fit the hot ring: %d cold pages resident, mode %d", n, r.mode.Load())
+	}
+	put(64 + 2000)
+	if r.mode.Load() != ringsCold || resident(t, r.coldMem) == 0 {
+		t.Fatalf("backlog: mode %d, %d cold pages resident", r.mode.Load(), resident(t, r.coldMem))
+	}
+	// The reader takes part of the backlog; later SYNs queue behind it.
+	var rec synRec
+	for range 100 {
+		r.get(&rec)
+		next++
+	}
+	r.publish()
+	put(10)
+	if n := r.hot.len(); n != 0 {
+		t.Errorf("%d SYNs went to the hot ring behind a cold backlog", n)
+	}
+	if got, want := take(), 64+2000+10-100; got != want {
+		t.Errorf("took %d SYNs, want %d", got, want)
+	}
+	if n := resident(t, r.coldMem); n != 0 || r.mode.Load() != ringsHot {
+		t.Errorf("after the backlog: %d cold pages resident, mode %d", n, r.mode.Load())
+	}
+	put(10)
+	if r.hot.len() != 10 {
+		t.Errorf("hot ring holds %d of 10 new SYNs", r.hot.len())
+	}
+}
+
+// TestSynRingsConcurrent: four writers fill small rings while the reader
+// drains them, the cold ring going into use and back; every SYN is read
+// once, in its writer's order, or counted as dropped (run with -race).
+func TestSynRingsConcurrent(t *testing.T) {
+	r, free := newSynRings(1<<6, 1<<9)
+	defer free()
+	const writers, each = 4, 20000
+	var dropped [writers]int
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				p := queueSYN(i, i%5 == 0, true)
+				p.SrcPort = uint16(w)
+				p.Seq = uint32(i)
+				irr, reasons := records.Irregular(&p)
+				if !r.put(&p, irr, reasons) {
+					dropped[w]++
+				}
+				if i%128 == 0 {
+					// Let the reader in, so that the cold ring goes into
+					// use and back many times.
+					time.Sleep(time.Microsecond)
+				}
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	var got [writers]int
+	last := [writers]int64{-1, -1, -1, -1}
+	colds := 0
+	check := func(rec *synRec) {
+		w := rec.srcPort
+		if int64(rec.seq) <= last[w] {
+			t.Fatalf("writer %d: SYN %d after %d", w, rec.seq, last[w])
+		}
+		last[w] = int64(rec.seq)
+		got[w]++
+	}
+	read := func() {
+		var rec synRec
+		for r.get(&rec) {
+			check(&rec)
+		}
+		r.publish()
+		if r.closeCold() {
+			colds++
+			for r.cold.get(&rec) {
+				check(&rec)
+			}
+			r.reopenCold()
+		}
+	}
+	for {
+		select {
+		case <-done:
+			read()
+			for w := range writers {
+				if got[w]+dropped[w] != each {
+					t.Errorf("writer %d: %d read + %d dropped, want %d", w, got[w], dropped[w], each)
+				}
+			}
+			t.Logf("cold ring used and given back %d times; dropped %v", colds, dropped)
+			return
+		default:
+			read()
+		}
 	}
 }
