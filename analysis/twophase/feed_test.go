@@ -152,7 +152,7 @@ func TestFeedEventsJoinTheConnection(t *testing.T) {
 
 // TestFeedSurvivesStoppedDetector: while the detector's goroutine does
 // not run (a loaded machine gives it no CPU), 2.5 s of a spoofed flood at
-// 50,000 answered irregular SYN/s (125,000 SYNs, within FeedQueue's 2.6 s)
+// 50,000 answered irregular SYN/s (125,000 SYNs, within FeedQueue's 2.9 s)
 // arrive, with a needle in the middle of it: an irregular SYN, a regular
 // SYN from the same host to the same address and port 1.5 s later, and
 // its connection's session, among 1,000 other sessions. Once the detector
