@@ -10,9 +10,10 @@ import (
 	"github.com/spoki-telescope/spoki/records"
 )
 
-// synQueue is the Feed's SYN queue: a ring of 32-byte slots, preallocated
-// outside the Go heap and pointer-free, that any number of readers fill
-// without a lock and one goroutine (the detector's) drains. A SYN takes one
+// synQueue is one ring of the Feed's SYN queue (synRings): 32-byte slots,
+// mapped outside the Go heap and pointer-free, that any number of writers
+// (the TUN readers) fill without a lock and one reader (the detector's
+// goroutine) drains. A SYN takes one
 // slot (IPv4) or two (IPv6): what the table keeps or matches and the
 // `two_phase` event needs, not the whole record (some 176 bytes). When the
 // ring is full the newest SYN is dropped and counted by the caller; nothing
@@ -254,9 +255,6 @@ func (r *synRings) ready() bool { return r.hot.ready() || r.coldNext() && r.cold
 
 // len is the number of slots in use, as seen now.
 func (r *synRings) len() int { return r.hot.len() + r.cold.len() }
-
-// slots is the number of slots of both rings.
-func (r *synRings) slots() int { return len(r.hot.slots) + len(r.cold.slots) }
 
 // closeCold closes the cold ring if it was used, and waits for the writers
 // still in it; the reader then takes what they left and calls reopenCold.
