@@ -29,8 +29,9 @@ package test
 // Knobs (environment): SPOKI_BENCH_ATTACK_PPS (flood rate, default 50000),
 // SPOKI_BENCH_HOLDERS (slowloris connections, default 5000),
 // SPOKI_BENCH_ARGS (extra flags of spoki run), SPOKI_BENCH_PROFILES (a
-// directory: heap profiles before the mix and after its settle are written
-// there, for go tool pprof -base).
+// directory: heap profiles before the mix, in its middle (with the
+// goroutines) and after its settle are written there, for go tool pprof
+// -base), and spoki's output as spoki.log.
 
 import (
 	"context"
@@ -63,6 +64,7 @@ const (
 	attackSecondAt      = 8 * time.Second
 	attackCurlMaxTime   = 25 // seconds
 	attackSettle        = 15 * time.Second
+	attackProfileAt     = 15 * time.Second // the mid-mix profile, from the flood's start
 	attackTotal         = 110 * time.Second
 
 	attackTargetRSSPeak = 64 * benchMiB
@@ -220,6 +222,24 @@ func BenchmarkAttackMix(b *testing.B) {
 		secondCurl = attackCurl(ctx, l, secondHostAddr4, attackSecondTarget)
 	}()
 
+	// A profile in the middle of the mix, where the heap peaks: the sweep,
+	// the holders and the flood all at once. Without a forced collection:
+	// the profile is the live heap of the last cycle, and the MemStats at
+	// the end of the text form show the heap the peak RSS is made of.
+	var mid sync.WaitGroup
+	if profDir != "" {
+		mid.Add(1)
+		go func() {
+			defer mid.Done()
+			time.Sleep(time.Until(t0.Add(attackProfileAt)))
+			for _, f := range [][2]string{{"heap", "heap-mid.pb.gz"}, {"heap?debug=1", "heap-mid.txt"}, {"goroutine?debug=1", "goroutine-mid.txt"}} {
+				if err := benchFetchPprof(ctx, l, f[0], attackProfilePath(profDir, f[1])); err != nil {
+					b.Errorf("profile in the mix: %v", err)
+				}
+			}
+		}()
+	}
+
 	select {
 	case <-flood.Done():
 	case <-time.After(attackFloodDuration + 20*time.Second):
@@ -228,6 +248,7 @@ func BenchmarkAttackMix(b *testing.B) {
 	_ = flood.Stop()
 	floodSent, floodElapsed, floodErr := benchParseFlood(flood.Output())
 	wg.Wait()
+	mid.Wait()
 	cut := slow.cut.Load()
 	slow.close()
 	tLoadEnd := time.Since(t0)
@@ -254,6 +275,12 @@ func BenchmarkAttackMix(b *testing.B) {
 	}
 	b.StopTimer()
 	out := p.Output()
+	if profDir != "" {
+		// spoki's stats lines, one a second: the heap and RSS over the mix.
+		if err := os.WriteFile(filepath.Join(profDir, "spoki.log"), []byte(out), 0o644); err != nil {
+			b.Errorf("spoki's output: %v", err)
+		}
+	}
 
 	// Heap from the stats lines: before is the last line before the mix.
 	var heapBefore, heapPeak, heapAfter uint64
