@@ -183,6 +183,7 @@ func BenchmarkAttackMix(b *testing.B) {
 		sampler.Wait()
 	}()
 
+	cpuBefore, _ := benchCPUTicks(pid)
 	t0 := time.Now()
 	flood, err := l.Start(l.Scanner, bin, "probe", "flood", "--iface", l.ScannerIface,
 		"--prefix", lab.Prefix4.String(), "--src", lab.FloodSrc4.String(), "--kind", "syn", "--irregular",
@@ -252,6 +253,7 @@ func BenchmarkAttackMix(b *testing.B) {
 	cut := slow.cut.Load()
 	slow.close()
 	tLoadEnd := time.Since(t0)
+	cpuLoad, _ := benchCPUTicks(pid)
 	time.Sleep(attackSettle)
 	close(stopSampling)
 	sampler.Wait()
@@ -329,6 +331,8 @@ func BenchmarkAttackMix(b *testing.B) {
 		attackErrNote(needleSYNErr), needleCurl)
 	benchPrintf(b, "  second host %s to %s: curl %s\n", secondHostAddr4, attackSecondTarget, secondCurl)
 	benchPrintf(b, "  load ran %.1fs; after it, %v settle\n", tLoadEnd.Seconds(), attackSettle)
+	cpu := time.Duration(cpuLoad-cpuBefore) * benchClockTick
+	benchPrintf(b, "  spoki CPU during the load: %.1fs (%.2f cores)%s\n", cpu.Seconds(), cpu.Seconds()/tLoadEnd.Seconds(), attackGCNote(profDir))
 	benchPrintf(b, "  RSS MiB: before %.1f, peak %.1f, after %.1f (growth %+.1f)\n",
 		benchMiBf(rssBefore), benchMiBf(rssPeak.Load()), benchMiBf(rssAfter), benchMiBf(rssAfter)-benchMiBf(rssBefore))
 	benchPrintf(b, "    of which anonymous (spoki's own memory, the two-phase table included): before %.1f, peak %.1f, after %.1f (growth %+.1f)\n",
@@ -531,4 +535,31 @@ func attackProfilePath(dir, name string) string {
 		return os.DevNull
 	}
 	return filepath.Join(dir, name)
+}
+
+// attackGCNote gives the collections between the profiles before the mix
+// and after its settle (from their MemStats), if they were written.
+func attackGCNote(dir string) string {
+	if dir == "" {
+		return ""
+	}
+	n := func(name string) (uint64, bool) {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return 0, false
+		}
+		_, v, ok := strings.Cut(string(b), "\n# NumGC = ")
+		if !ok {
+			return 0, false
+		}
+		v, _, _ = strings.Cut(v, "\n")
+		u, err := strconv.ParseUint(v, 10, 64)
+		return u, err == nil
+	}
+	before, ok1 := n("heap-before.txt")
+	after, ok2 := n("heap-after.txt")
+	if !ok1 || !ok2 {
+		return ""
+	}
+	return fmt.Sprintf(", %d collections (profiles' forced ones included)", after-before)
 }
