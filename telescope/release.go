@@ -14,9 +14,9 @@ import (
 // and that the unit's MemoryHigh would then throttle. Checking a few times
 // a minute and handing back the free pages at once when they pass a
 // threshold keeps spoki's RSS where its live data is. Under a steady load
-// the free pages stay below the threshold (with --gc-percent 50 they are at
-// most half the live heap), so this costs nothing then; after a spike it
-// costs one collection.
+// the free pages stay below the threshold (with --gc-percent 25 they are at
+// most a quarter of the live heap), so this costs nothing then; after a
+// spike it costs one collection.
 //
 // Free pages are only half of it: when a burst stops, so does allocation,
 // and with it the collector. The burst's garbage then stays in the heap as
