@@ -90,9 +90,13 @@ type MuxConfig struct {
 // first segment, picks a Handler from the Registry, runs it under the
 // configured budgets, closes the connection and emits the session event.
 type Mux struct {
-	cfg   MuxConfig
-	log   *slog.Logger
-	bufs  sync.Pool // *[]byte of MaxFirstBytes, for the first read
+	cfg MuxConfig
+	log *slog.Logger
+	// bufs holds *[]byte of max(MaxFirstBytes, minPoolBuf) bytes, for the
+	// first read and for what endWithReset discards: one pool, so that a
+	// burst of short connections leaves one set of buffers behind, not
+	// this and io.Discard's own (8 KiB each).
+	bufs  sync.Pool
 	stats Stats
 }
 
@@ -138,7 +142,7 @@ func NewMux(cfg MuxConfig) (*Mux, error) {
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
-	m.bufs.New = func() any { b := make([]byte, cfg.MaxFirstBytes); return &b }
+	m.bufs.New = func() any { b := make([]byte, max(cfg.MaxFirstBytes, minPoolBuf)); return &b }
 	return m, nil
 }
 
@@ -162,13 +166,32 @@ func (m *Mux) endWithReset(conn *Conn) {
 		_ = cw.CloseWrite()
 	}
 	_ = conn.raw.SetReadDeadline(time.Now().Add(LingerTimeout))
-	_, _ = io.CopyN(io.Discard, conn.raw, lingerDiscardBytes)
+	m.discard(conn.raw, lingerDiscardBytes)
 	_ = conn.Reset()
 }
 
-// lingerDiscardBytes caps what endWithReset reads from a client that keeps
-// sending after the handler is done.
-const lingerDiscardBytes = 64 << 10
+const (
+	// lingerDiscardBytes caps what endWithReset reads from a client that
+	// keeps sending after the handler is done.
+	lingerDiscardBytes = 64 << 10
+	// minPoolBuf is the smallest buffer of Mux.bufs, which discard reads
+	// into.
+	minPoolBuf = 4 << 10
+)
+
+// discard reads and drops up to n bytes of r, until an error (the
+// deadline, the client's close).
+func (m *Mux) discard(r io.Reader, n int64) {
+	bp := m.bufs.Get().(*[]byte)
+	defer m.bufs.Put(bp)
+	for n > 0 {
+		k, err := r.Read((*bp)[:min(int64(len(*bp)), n)])
+		n -= int64(k)
+		if err != nil {
+			return
+		}
+	}
+}
 
 // ServeConn serves one accepted connection c described by f and returns
 // when it is closed and its session emitted. It has the signature the
@@ -232,7 +255,7 @@ func (m *Mux) readFirst(c *Conn, dl time.Time) []byte {
 	var n int
 	err := c.raw.SetReadDeadline(dl)
 	if err == nil {
-		n, err = c.raw.Read(*bp)
+		n, err = c.raw.Read((*bp)[:m.cfg.MaxFirstBytes])
 	}
 	c.toServer.Add(int64(n))
 	switch {

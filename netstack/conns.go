@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"maps"
 	"net/netip"
 	"sync"
 	"time"
@@ -46,6 +47,12 @@ type connEntry struct {
 // ones (those finished within doneLinger, the oldest first out); the
 // per-source counts hold open connections only, so at most max entries
 // each.
+//
+// Go's maps never give back the room of deleted entries, so after a burst
+// (a port sweep: up to 5 × max entries at once) they would keep its
+// memory for good; sweep rebuilds a map, and the ring of finished
+// entries, once it holds under a quarter of its high-water mark
+// (shrinkFactor).
 type connTable struct {
 	mu     sync.Mutex
 	m      map[flowKey]*connEntry
@@ -59,6 +66,9 @@ type connTable struct {
 	// at most doneFactor × max; doneHead is its oldest.
 	done     []doneKey
 	doneHead int
+	// hwM, hwIP and hwNet are the most entries m, perIP and perNet held
+	// since they were last rebuilt.
+	hwM, hwIP, hwNet int
 }
 
 // doneKey names a finished entry in connTable.done; at tells it from a later
@@ -92,6 +102,12 @@ const (
 	// beyond 4 × 4096 / 5 s ≈ 3,300 connections ending per second at the
 	// defaults, the oldest lose their user id early (connTable.finish).
 	doneFactor = 4
+	// shrinkFactor and shrinkMin: sweep rebuilds a map (or the ring of
+	// finished entries) whose entries fell to 1/shrinkFactor of its
+	// high-water mark, if that mark was at least shrinkMin (smaller ones
+	// cost too little to bother).
+	shrinkFactor = 4
+	shrinkMin    = 256
 	// netBits4 and netBits6 are the remote networks capped together.
 	netBits4 = 24
 	netBits6 = 48
@@ -149,6 +165,9 @@ func (t *connTable) admit(k flowKey, remote netip.Addr, isn, end uint32, newID f
 	t.open++
 	t.perIP[remote]++
 	t.perNet[nw]++
+	t.hwM = max(t.hwM, len(t.m))
+	t.hwIP = max(t.hwIP, len(t.perIP))
+	t.hwNet = max(t.hwNet, len(t.perNet))
 	return e.userID, true, admitOK
 }
 
@@ -296,9 +315,11 @@ func (t *connTable) userID(k flowKey) uint32 {
 
 // sweep removes finished entries after doneLinger and admissions gVisor never
 // accepted after admitTimeout; it returns how many of the latter there were.
+// Then it shrinks what a burst left oversized (shrinkFactor).
 func (t *connTable) sweep(now time.Time) (expired int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	done := 0
 	for k, e := range t.m {
 		switch {
 		case !e.done.IsZero() && now.Sub(e.done) > doneLinger:
@@ -307,9 +328,51 @@ func (t *connTable) sweep(now time.Time) (expired int) {
 			delete(t.m, k)
 			t.release(e)
 			expired++
+		case !e.done.IsZero():
+			done++
 		}
 	}
+	t.m = shrunk(t.m, &t.hwM)
+	t.perIP = shrunk(t.perIP, &t.hwIP)
+	t.perNet = shrunk(t.perNet, &t.hwNet)
+	t.shrinkDone(done)
 	return expired
+}
+
+// shrunk returns m, or a copy of it sized to its entries if they fell to
+// 1/shrinkFactor of *hw (which is then reset): the copy is what lets the
+// runtime free the old map's room.
+func shrunk[K comparable, V any](m map[K]V, hw *int) map[K]V {
+	if *hw < shrinkMin || len(m) > *hw/shrinkFactor {
+		return m
+	}
+	n := make(map[K]V, len(m))
+	maps.Copy(n, m)
+	*hw = len(m)
+	return n
+}
+
+// shrinkDone rebuilds the ring of finished entries when at most
+// 1/shrinkFactor of its slots name a finished entry still in m (done of
+// them, as sweep counted): it keeps those, oldest first, in a ring that
+// append grows again up to doneFactor × max.
+//
+// +checklocks:t.mu
+func (t *connTable) shrinkDone(done int) {
+	if len(t.done) < shrinkMin || done > len(t.done)/shrinkFactor {
+		return
+	}
+	var ring []doneKey
+	if done > 0 {
+		ring = make([]doneKey, 0, 2*done)
+	}
+	for i := range len(t.done) {
+		d := t.done[(t.doneHead+i)%len(t.done)]
+		if e, ok := t.m[d.k]; ok && e.done.Equal(d.at) {
+			ring = append(ring, d)
+		}
+	}
+	t.done, t.doneHead = ring, 0
 }
 
 // len returns the number of open connections.

@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -50,4 +51,71 @@ func TestConnTableAcceptsOnce(t *testing.T) {
 	if _, _, _, _, st := tb.accepted(other); st != acceptUnknown {
 		t.Errorf("acceptance of a flow never admitted = %d, want acceptUnknown", st)
 	}
+}
+
+// TestConnTableShrinks fills the table as a port sweep does (every entry
+// admitted, accepted and finished, up to doneFactor × max lingering) and
+// checks that once the entries are gone the table gives their memory back:
+// Go's maps keep the room of deleted entries, so without the rebuild in
+// sweep the emptied maps and the ring would hold about 3 MiB.
+func TestConnTableShrinks(t *testing.T) {
+	const max = 4096
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	tb := newConnTable(max)
+	local := netip.MustParseAddr("198.51.100.1")
+	now := time.Unix(1000, 0)
+	var id uint32
+	newID := func() uint32 { id++; return id }
+	for i := range doneFactor * max {
+		// Many sources, so that the per-source maps grow too.
+		remote := netip.AddrFrom4([4]byte{192, 0, byte(i >> 8), byte(i)})
+		k := makeFlowKey(local, remote, uint16(1+i), 40000)
+		if _, _, res := tb.admit(k, remote, 1, 2, newID, now); res != admitOK {
+			t.Fatalf("admit %d = %v", i, res)
+		}
+		tb.accepted(k)
+		tb.finish(k, now)
+	}
+	full := heap()
+	if full-before < 2<<20 {
+		t.Fatalf("a full table holds %d bytes: the test cannot see it shrink", full-before)
+	}
+
+	// One connection still open and one finished recently survive the
+	// rebuild, and the table works on.
+	remote := netip.MustParseAddr("203.0.113.9")
+	open := makeFlowKey(local, remote, 80, 50000)
+	late := now.Add(time.Minute)
+	tb.admit(open, remote, 1, 2, newID, late)
+	recent := makeFlowKey(local, remote, 80, 50001)
+	uid, _, _ := tb.admit(recent, remote, 1, 2, newID, late)
+	tb.accepted(recent)
+	tb.finish(recent, late)
+	tb.sweep(late.Add(time.Second))
+	if got := heap(); got > before+512<<10 {
+		t.Errorf("the emptied table still holds %d bytes (full: %d), want < 512 KiB", got-before, full-before)
+	}
+	if tb.len() != 1 {
+		t.Errorf("%d open after the sweep, want 1", tb.len())
+	}
+	if got := tb.userID(recent); got != uid {
+		t.Errorf("the lingering entry's user id after the rebuild = %d, want %d", got, uid)
+	}
+	if len(tb.done) != 1 || tb.done[0].k != recent {
+		t.Errorf("ring after the rebuild holds %d entries, want the lingering entry alone", len(tb.done))
+	}
+	tb.finish(open, late.Add(time.Second))
+	if tb.len() != 0 || tb.userID(open) == 0 {
+		t.Errorf("finish after the rebuild: %d open, user id %d", tb.len(), tb.userID(open))
+	}
+	if _, _, res := tb.admit(makeFlowKey(local, remote, 81, 50002), remote, 1, 2, newID, late.Add(time.Second)); res != admitOK {
+		t.Errorf("admit after the rebuild = %v", res)
+	}
+	runtime.KeepAlive(tb)
 }

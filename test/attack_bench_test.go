@@ -29,8 +29,9 @@ package test
 // Knobs (environment): SPOKI_BENCH_ATTACK_PPS (flood rate, default 50000),
 // SPOKI_BENCH_HOLDERS (slowloris connections, default 5000),
 // SPOKI_BENCH_ARGS (extra flags of spoki run), SPOKI_BENCH_PROFILES (a
-// directory: heap profiles before the mix and after its settle are written
-// there, for go tool pprof -base).
+// directory: heap profiles before the mix, in its middle (with the
+// goroutines) and after its settle are written there, for go tool pprof
+// -base), and spoki's output as spoki.log.
 
 import (
 	"context"
@@ -63,6 +64,7 @@ const (
 	attackSecondAt      = 8 * time.Second
 	attackCurlMaxTime   = 25 // seconds
 	attackSettle        = 15 * time.Second
+	attackProfileAt     = 15 * time.Second // the mid-mix profile, from the flood's start
 	attackTotal         = 110 * time.Second
 
 	attackTargetRSSPeak = 64 * benchMiB
@@ -181,6 +183,7 @@ func BenchmarkAttackMix(b *testing.B) {
 		sampler.Wait()
 	}()
 
+	cpuBefore, _ := benchCPUTicks(pid)
 	t0 := time.Now()
 	flood, err := l.Start(l.Scanner, bin, "probe", "flood", "--iface", l.ScannerIface,
 		"--prefix", lab.Prefix4.String(), "--src", lab.FloodSrc4.String(), "--kind", "syn", "--irregular",
@@ -220,6 +223,24 @@ func BenchmarkAttackMix(b *testing.B) {
 		secondCurl = attackCurl(ctx, l, secondHostAddr4, attackSecondTarget)
 	}()
 
+	// A profile in the middle of the mix, where the heap peaks: the sweep,
+	// the holders and the flood all at once. Without a forced collection:
+	// the profile is the live heap of the last cycle, and the MemStats at
+	// the end of the text form show the heap the peak RSS is made of.
+	var mid sync.WaitGroup
+	if profDir != "" {
+		mid.Add(1)
+		go func() {
+			defer mid.Done()
+			time.Sleep(time.Until(t0.Add(attackProfileAt)))
+			for _, f := range [][2]string{{"heap", "heap-mid.pb.gz"}, {"heap?debug=1", "heap-mid.txt"}, {"goroutine?debug=1", "goroutine-mid.txt"}} {
+				if err := benchFetchPprof(ctx, l, f[0], attackProfilePath(profDir, f[1])); err != nil {
+					b.Errorf("profile in the mix: %v", err)
+				}
+			}
+		}()
+	}
+
 	select {
 	case <-flood.Done():
 	case <-time.After(attackFloodDuration + 20*time.Second):
@@ -228,9 +249,11 @@ func BenchmarkAttackMix(b *testing.B) {
 	_ = flood.Stop()
 	floodSent, floodElapsed, floodErr := benchParseFlood(flood.Output())
 	wg.Wait()
+	mid.Wait()
 	cut := slow.cut.Load()
 	slow.close()
 	tLoadEnd := time.Since(t0)
+	cpuLoad, _ := benchCPUTicks(pid)
 	time.Sleep(attackSettle)
 	close(stopSampling)
 	sampler.Wait()
@@ -254,6 +277,12 @@ func BenchmarkAttackMix(b *testing.B) {
 	}
 	b.StopTimer()
 	out := p.Output()
+	if profDir != "" {
+		// spoki's stats lines, one a second: the heap and RSS over the mix.
+		if err := os.WriteFile(filepath.Join(profDir, "spoki.log"), []byte(out), 0o644); err != nil {
+			b.Errorf("spoki's output: %v", err)
+		}
+	}
 
 	// Heap from the stats lines: before is the last line before the mix.
 	var heapBefore, heapPeak, heapAfter uint64
@@ -302,6 +331,8 @@ func BenchmarkAttackMix(b *testing.B) {
 		attackErrNote(needleSYNErr), needleCurl)
 	benchPrintf(b, "  second host %s to %s: curl %s\n", secondHostAddr4, attackSecondTarget, secondCurl)
 	benchPrintf(b, "  load ran %.1fs; after it, %v settle\n", tLoadEnd.Seconds(), attackSettle)
+	cpu := time.Duration(cpuLoad-cpuBefore) * benchClockTick
+	benchPrintf(b, "  spoki CPU during the load: %.1fs (%.2f cores)%s\n", cpu.Seconds(), cpu.Seconds()/tLoadEnd.Seconds(), attackGCNote(profDir))
 	benchPrintf(b, "  RSS MiB: before %.1f, peak %.1f, after %.1f (growth %+.1f)\n",
 		benchMiBf(rssBefore), benchMiBf(rssPeak.Load()), benchMiBf(rssAfter), benchMiBf(rssAfter)-benchMiBf(rssBefore))
 	benchPrintf(b, "    of which anonymous (spoki's own memory, the two-phase table included): before %.1f, peak %.1f, after %.1f (growth %+.1f)\n",
@@ -504,4 +535,31 @@ func attackProfilePath(dir, name string) string {
 		return os.DevNull
 	}
 	return filepath.Join(dir, name)
+}
+
+// attackGCNote gives the collections between the profiles before the mix
+// and after its settle (from their MemStats), if they were written.
+func attackGCNote(dir string) string {
+	if dir == "" {
+		return ""
+	}
+	n := func(name string) (uint64, bool) {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return 0, false
+		}
+		_, v, ok := strings.Cut(string(b), "\n# NumGC = ")
+		if !ok {
+			return 0, false
+		}
+		v, _, _ = strings.Cut(v, "\n")
+		u, err := strconv.ParseUint(v, 10, 64)
+		return u, err == nil
+	}
+	before, ok1 := n("heap-before.txt")
+	after, ok2 := n("heap-after.txt")
+	if !ok1 || !ok2 {
+		return ""
+	}
+	return fmt.Sprintf(", %d collections (profiles' forced ones included)", after-before)
 }
