@@ -23,9 +23,15 @@ const (
 	SourceBytes = 8
 	// entriesPerSource is the ratio of phase-one slots to source slots.
 	entriesPerSource = 4
+	// entriesPerPrefix is the ratio of phase-one slots to prefix slots
+	// (the prefix table's slots are source slots, of SourceBytes). A
+	// prefix keeps its slot by its count, so the table need only hold the
+	// prefixes that send many SYNs, which are few; one-off prefixes churn
+	// the rest.
+	entriesPerPrefix = 16
 	// bytesPerBucket is what one bucket of entries costs with its share of
-	// the source table.
-	bytesPerBucket = bucketWays*EntryBytes + bucketWays/entriesPerSource*SourceBytes
+	// the source and prefix tables.
+	bytesPerBucket = bucketWays*EntryBytes + bucketWays/entriesPerSource*SourceBytes + bucketWays*SourceBytes/entriesPerPrefix
 	// MinMemory is the smallest budget New accepts (smaller ones are
 	// raised to it): a few buckets, so the policy still has choices.
 	MinMemory = 64 << 10
@@ -71,39 +77,82 @@ const maxSourceCount = 1<<16 - 1
 type table struct {
 	buckets []bucket
 	sources []sourceBucket
-	seed    maphash.Seed
+	// prefixes counts irregular SYNs per source prefix (/24 of IPv4, /48
+	// of IPv6) as sources does per address, with the same slots and
+	// replacement rule: one slot per entriesPerPrefix entries.
+	prefixes []sourceBucket
+	seed     maphash.Seed
 	// quota is the count above which a source's new entries lose their
 	// protection (they are made as one-offs): one source may not hold more
 	// than its share of the protected entries. It stays below the count's
 	// saturation (maxSourceCount), which it could not pass otherwise.
 	quota uint32
+	// prefixQuota is the same for a source prefix: over it, the prefix's
+	// new entries are one-offs whatever their address's count, so that a
+	// spoofer who confines random sources to one /24 (each address under
+	// its quota) does not get a scanner's protection for all of them. It
+	// is 4 quotas (1/16 of the table): a few addresses of one /24 may
+	// each use their share, and one address sweeping a /16 is over its
+	// own quota before its /24 is over this one.
+	prefixQuota uint32
 }
 
 // geometry returns the number of entry and source buckets that fit memory.
-func geometry(memory int64) (nb, ns int64) {
+func geometry(memory int64) (nb, ns, np int64) {
 	memory = max(memory, MinMemory)
 	nb = memory / bytesPerBucket
 	ns = max(1, nb/entriesPerSource)
-	return nb, ns
+	np = max(1, nb/entriesPerPrefix)
+	return nb, ns, np
 }
 
 // newTable allocates the table outside the Go heap (offHeap); free unmaps
 // it.
 func newTable(memory int64) (t table, free func()) {
-	nb, ns := geometry(memory)
+	nb, ns, np := geometry(memory)
 	buckets, freeB := offHeap[bucket](int(nb))
 	sources, freeS := offHeap[sourceBucket](int(ns))
+	prefixes, freeP := offHeap[sourceBucket](int(np))
+	quota := min(max(64, nb*bucketWays/64), maxSourceCount-1)
 	return table{
-		buckets: buckets,
-		sources: sources,
-		seed:    maphash.MakeSeed(),
-		quota:   uint32(min(max(64, nb*bucketWays/64), maxSourceCount-1)),
-	}, func() { freeB(); freeS() }
+		buckets:     buckets,
+		sources:     sources,
+		prefixes:    prefixes,
+		seed:        maphash.MakeSeed(),
+		quota:       uint32(quota),
+		prefixQuota: uint32(min(4*quota, maxSourceCount-1)),
+	}, func() { freeB(); freeS(); freeP() }
 }
 
 // bytes is the table's memory.
 func (t *table) bytes() int64 {
-	return int64(len(t.buckets))*bucketWays*EntryBytes + int64(len(t.sources))*bucketWays*SourceBytes
+	return int64(len(t.buckets))*bucketWays*EntryBytes + int64(len(t.sources)+len(t.prefixes))*bucketWays*SourceBytes
+}
+
+// prefixTag is the keyed hash of a source's prefix: its /24 (IPv4, also
+// when mapped into IPv6) or /48 (IPv6), the family apart.
+func (t *table) prefixTag(src netip.Addr) uint32 {
+	var buf [8]byte
+	if src = src.Unmap(); src.Is4() {
+		a := src.As4()
+		copy(buf[:3], a[:3])
+		buf[7] = 4
+	} else {
+		a := src.As16()
+		copy(buf[:6], a[:6])
+		buf[7] = 6
+	}
+	tag := uint32(maphash.Bytes(t.seed, buf[:]))
+	if tag == 0 {
+		tag = 1
+	}
+	return tag
+}
+
+// prefixOver counts one more irregular SYN of the source's prefix and
+// reports whether the prefix is over its quota.
+func (t *table) prefixOver(ptag uint32, now int64, timeout int64) bool {
+	return bump(t.prefixes, ptag, now, timeout) > t.prefixQuota
 }
 
 // hashes returns the source tag, the flow hash and the bucket of a key.
@@ -140,18 +189,25 @@ func (t *table) hashes(src, dst netip.Addr, dport uint16) (stag, flow uint32, b 
 // flood of one-off sources so churns only the count-1 slots, and a source
 // with a run survives it.
 func (t *table) sourceClass(stag uint32, now int64, timeout int64) uint8 {
-	sb := &t.sources[int(uint64(stag)*uint64(len(t.sources))>>32)]
+	return classOf(bump(t.sources, stag, now, timeout), t.quota)
+}
+
+// bump counts one more SYN of tag in a source-like table (sources or
+// prefixes) and returns its count in the current run; see sourceClass
+// for the replacement rule.
+func bump(tbl []sourceBucket, tag uint32, now int64, timeout int64) uint32 {
+	sb := &tbl[int(uint64(tag)*uint64(len(tbl))>>32)]
 	now16 := uint16(now)
 	victim := -1
 	for i := range sb {
 		s := &sb[i]
 		stale := s.tag == 0 || age16(now16, s.last) >= timeout
-		if s.tag == stag && !stale {
+		if s.tag == tag && !stale {
 			if s.count < maxSourceCount {
 				s.count++
 			}
 			s.last = now16
-			return classOf(uint32(s.count), t.quota)
+			return uint32(s.count)
 		}
 		switch {
 		case stale:
@@ -166,7 +222,7 @@ func (t *table) sourceClass(stag uint32, now int64, timeout int64) uint8 {
 			victim = i
 		}
 	}
-	sb[victim] = source{tag: stag, count: 1, last: now16}
+	sb[victim] = source{tag: tag, count: 1, last: now16}
 	return 1
 }
 

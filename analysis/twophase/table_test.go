@@ -72,11 +72,13 @@ func TestMemoryBudget(t *testing.T) {
 		d := New(Config{Memory: budget})
 		s := d.Stats()
 		want := max(budget, MinMemory)
-		real := int64(len(d.t.buckets))*int64(unsafe.Sizeof(bucket{})) + int64(len(d.t.sources))*int64(unsafe.Sizeof(sourceBucket{}))
+		real := int64(len(d.t.buckets))*int64(unsafe.Sizeof(bucket{})) + int64(len(d.t.sources)+len(d.t.prefixes))*int64(unsafe.Sizeof(sourceBucket{}))
 		if s.Bytes != real || s.Bytes > want || int64(s.Capacity)*EntryBytes > want {
 			t.Errorf("budget %d: %d entries, %d bytes (allocated %d)", budget, s.Capacity, s.Bytes, real)
 		}
-		if s.Bytes < want-bytesPerBucket {
+		// Less than a bucket is left, and less than a source bucket by
+		// each of the source and prefix tables' rounding.
+		if s.Bytes < want-bytesPerBucket-2*bucketWays*SourceBytes {
 			t.Errorf("budget %d: only %d bytes used", budget, s.Bytes)
 		}
 		if n, b := Capacity(budget); n != s.Capacity || b != s.Bytes {
@@ -372,5 +374,95 @@ func TestFloodKeepsScannerSweep(t *testing.T) {
 	}
 	if long > len(res.oneOff)/100 {
 		t.Errorf("%d of %d flood entries outlived 30 s: the flood did not fill the table", long, len(res.oneOff))
+	}
+}
+
+// TestPrefixTag checks the prefix key: one /24 (IPv4, mapped or not) or
+// /48 (IPv6) is one tag, another prefix another.
+func TestPrefixTag(t *testing.T) {
+	tb, free := newTable(MinMemory)
+	defer free()
+	tag := func(s string) uint32 { return tb.prefixTag(netip.MustParseAddr(s)) }
+	if tag("203.0.113.1") != tag("203.0.113.254") || tag("203.0.113.1") != tag("::ffff:203.0.113.9") {
+		t.Error("one /24, several tags")
+	}
+	if tag("2001:db8:1::1") != tag("2001:db8:1:ffff::2") {
+		t.Error("one /48, several tags")
+	}
+	if tag("203.0.113.1") == tag("203.0.112.1") || tag("2001:db8:1::1") == tag("2001:db8:2::1") || tag("0.0.0.1") == tag("::1") {
+		t.Error("two prefixes, one tag")
+	}
+}
+
+// TestPrefixFloodKeepsOneOffs checks the prefix quota: a spoofed flood
+// from the 256 addresses of one /24, each under its own quota, fills the
+// table, yet one-off phase ones from other prefixes are kept (not
+// rejected) and pair with their phase two, and so is a scanner's sweep
+// from a few addresses of one /24 made during the flood. Without the
+// prefix quota the flood's entries have a scanner's class, and every
+// one-off is rejected.
+func TestPrefixFloodKeepsOneOffs(t *testing.T) {
+	d := New(Config{Memory: 1 << 20})
+	r := rand.New(rand.NewPCG(9, 10))
+	perAddr := int(d.t.quota) * 4 / 5 // each flood address stays under its quota
+	const secs = 10
+	step := secs * time.Second / time.Duration(256*perAddr)
+	// The scanner: 4 addresses of 198.51.100.0/24 sweeping 192.0.2.0/24,
+	// 64 addresses each, interleaved with the flood.
+	scanner := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 51, 100, byte(50 + i%4)}) }
+	sweepDst := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}) }
+	at := t0
+	for n := range 256 * perAddr {
+		at = at.Add(step)
+		src := netip.AddrFrom4([4]byte{203, 0, 113, byte(n)})
+		p := isyn(at, src, netip.AddrFrom4([4]byte{198, 18, byte(r.Uint32()), byte(r.Uint32())}), uint16(r.Uint32()))
+		d.Observe(&p)
+		if i := n / 200; n%200 == 0 && i < 256 {
+			q := isyn(at, scanner(i), sweepDst(i), 443)
+			d.Observe(&q)
+		}
+	}
+	if s := d.Stats(); s.Entries != s.Capacity {
+		t.Fatalf("the flood did not fill the table: %d of %d entries", s.Entries, s.Capacity)
+	}
+	// Needles: one irregular SYN each from other prefixes, then phase
+	// two a few seconds later, the flood still on.
+	before := d.Stats().Rejected
+	const needles = 32
+	needle := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{100, 64, byte(i), 4}) }
+	for i := range needles {
+		at = at.Add(time.Millisecond)
+		p := isyn(at, needle(i), netip.MustParseAddr("198.18.0.80"), 80)
+		d.Observe(&p)
+	}
+	if rej := d.Stats().Rejected - before; rej != 0 {
+		t.Errorf("%d of %d one-off needles rejected", rej, needles)
+	}
+	for range 10_000 {
+		at = at.Add(step)
+		p := isyn(at, netip.AddrFrom4([4]byte{203, 0, 113, byte(r.Uint32())}), netip.AddrFrom4([4]byte{198, 18, byte(r.Uint32()), byte(r.Uint32())}), uint16(r.Uint32()))
+		d.Observe(&p)
+	}
+	at = at.Add(2 * time.Second)
+	paired := 0
+	for i := range needles {
+		q := rsyn(at, needle(i), netip.MustParseAddr("198.18.0.80"), 80)
+		if _, ok := d.Observe(&q); ok {
+			paired++
+		}
+	}
+	if paired < needles*9/10 {
+		t.Errorf("phase two found for %d of %d needles", paired, needles)
+	}
+	swept := 0
+	for i := range 256 {
+		q := rsyn(at, scanner(i), sweepDst(i), 443)
+		if _, ok := d.Observe(&q); ok {
+			swept++
+		}
+	}
+	// The first SYN of each scanner address is a one-off.
+	if swept < 256-4-4 {
+		t.Errorf("phase two found for %d of the scanner's 256 addresses", swept)
 	}
 }

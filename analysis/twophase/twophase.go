@@ -141,8 +141,8 @@ func New(cfg Config) *Detector {
 // Capacity returns the number of phase-one SYNs the table holds and its
 // memory in bytes.
 func Capacity(memory int64) (entries int, bytes int64) {
-	nb, ns := geometry(memory)
-	return int(nb) * bucketWays, nb*bucketWays*EntryBytes + ns*bucketWays*SourceBytes
+	nb, ns, np := geometry(memory)
+	return int(nb) * bucketWays, nb*bucketWays*EntryBytes + (ns+np)*bucketWays*SourceBytes
 }
 
 // Stats returns the counters.
@@ -240,6 +240,11 @@ func (d *Detector) add(p *synRec) {
 		src: stag, flow: flow, nanos: p.t.UnixNano(), seq: p.seq, userID: p.userID,
 		srcPort: p.srcPort, ipid: p.ipid, ttl: p.ttl, meta: packMeta(p.reasons, p.scanner),
 		class: d.t.sourceClass(stag, nowSec, d.srcTimeout),
+	}
+	if d.t.prefixOver(d.t.prefixTag(p.src), nowSec, d.srcTimeout) {
+		// The source's prefix sent more than a scanner's share: its
+		// entries are one-offs, whatever its address's count.
+		ne.class = 1
 	}
 	b := &d.t.buckets[bi]
 	free, victim := -1, -1
