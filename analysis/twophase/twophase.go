@@ -91,7 +91,7 @@ type Stats struct {
 	// timeout that Expire has not swept yet; Capacity is the number of
 	// slots, Bytes the table's memory.
 	Entries  int   `line:"two_phase_entries" metric:"twophase_entries" help:"Phase-one SYNs held in the detector's table."`
-	Capacity int   `line:"two_phase_capacity" metric:"twophase_capacity" help:"Slots of the detector's table (--phase-memory / 32 bytes, less the source table)."`
+	Capacity int   `line:"two_phase_capacity" metric:"twophase_capacity" help:"Slots of the detector's table (--phase-memory / 32 bytes, less the source and prefix tables)."`
 	Bytes    int64 `line:"two_phase_table_bytes" metric:"twophase_table_bytes" help:"Memory of the detector's table."`
 	// WindowOneOff and WindowRepeat are the effective windows: the mean
 	// age (phase one to its eviction) of the entries evicted for space in
