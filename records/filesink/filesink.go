@@ -202,6 +202,16 @@ type Writer struct {
 	quit    chan struct{}
 	done    chan struct{}
 
+	// batches carries the record batches of Records to the writer, and
+	// freeBatches takes them back for reuse. At most maxBatches exist
+	// (made on demand, counted in batchesMade), and batches holds them
+	// all, so a send on it never blocks. queuedPackets and queuedReplies
+	// count the records in queued batches (the queue depths).
+	batches, freeBatches         chan *recBatch
+	maxBatches                   int64
+	batchesMade                  atomic.Int64
+	queuedPackets, queuedReplies atomic.Int64
+
 	// root is the log directory, opened once; it is replaced only when
 	// the directory vanished and another one took its path (reopenRoot).
 	root atomic.Pointer[os.Root]
@@ -293,6 +303,7 @@ func newWriter(cfg Config) (_ *Writer, err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	maxBatches := max(1, cfg.PacketQueue/BatchRecords)
 	w := &Writer{
 		cfg:     cfg,
 		logger:  logger.With("component", "filesink"),
@@ -305,6 +316,10 @@ func newWriter(cfg Config) (_ *Writer, err error) {
 		retry:   retryInterval,
 		// maxPending is per file, and all five logs can be pending at once.
 		maxPending: maxPendingBytes,
+
+		batches:     make(chan *recBatch, maxBatches),
+		freeBatches: make(chan *recBatch, maxBatches),
+		maxBatches:  int64(maxBatches),
 
 		files:        fileLocks{open: map[string]int{}},
 		compressQ:    make(chan string, compressQueue),
@@ -396,6 +411,88 @@ func (w *Writer) Event(t time.Time, line []byte) {
 	w.enqueueEvent(eventItem{t: t, line: line})
 }
 
+// BatchRecords is the most packets, and the most replies, one entry of
+// the batch queue holds: a TUN read's worth (tun.MaxBatch). Records splits
+// a longer call.
+const BatchRecords = 64
+
+// recBatch is one entry of the batch queue: copies of the records of one
+// Records call.
+type recBatch struct {
+	pkts []records.Packet // cap BatchRecords
+	reps []records.Reply  // cap BatchRecords
+}
+
+// Records queues copies of the packets (as Packet does each) and of the
+// replies (as Reply) in one entry per BatchRecords of each: the packet
+// path's way to hand over what one read of the TUN produced with one
+// queue operation instead of one per record. The batch queue holds at most
+// PacketQueue/BatchRecords entries (at least one), each made when first
+// needed and reused; when none is free the records are dropped and
+// counted as Packet and Reply count them. It never blocks. Payloads are
+// kept, not copied, as by Packet.
+func (w *Writer) Records(pkts []records.Packet, reps []records.Reply) {
+	for len(pkts) > 0 || len(reps) > 0 {
+		np, nr := min(len(pkts), BatchRecords), min(len(reps), BatchRecords)
+		w.enqueueBatch(pkts[:np], reps[:nr])
+		pkts, reps = pkts[np:], reps[nr:]
+	}
+}
+
+func (w *Writer) enqueueBatch(pkts []records.Packet, reps []records.Reply) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		w.c.dropClosed.Add(uint64(len(pkts) + len(reps)))
+		return
+	}
+	b := w.getBatch()
+	if b == nil {
+		w.c.dropPacketQueueFull.Add(uint64(len(pkts)))
+		w.c.dropReplyQueueFull.Add(uint64(len(reps)))
+		return
+	}
+	b.pkts = append(b.pkts[:0], pkts...)
+	b.reps = append(b.reps[:0], reps...)
+	w.queuedPackets.Add(int64(len(pkts)))
+	w.queuedReplies.Add(int64(len(reps)))
+	w.batches <- b // never blocks: it holds every batch there is
+}
+
+// getBatch returns a free batch, a new one while fewer than maxBatches
+// exist, or nil.
+func (w *Writer) getBatch() *recBatch {
+	select {
+	case b := <-w.freeBatches:
+		return b
+	default:
+	}
+	if w.batchesMade.Add(1) > w.maxBatches {
+		w.batchesMade.Add(-1)
+		return nil
+	}
+	return &recBatch{pkts: make([]records.Packet, 0, BatchRecords), reps: make([]records.Reply, 0, BatchRecords)}
+}
+
+// writeBatch writes b's records and frees b.
+func (w *Writer) writeBatch(b *recBatch) int {
+	for i := range b.pkts {
+		w.writePacket(&b.pkts[i])
+		// A payload stays referenced by a free batch until overwritten:
+		// let it go now.
+		b.pkts[i].Payload = nil
+	}
+	for i := range b.reps {
+		w.writeReply(&b.reps[i])
+	}
+	n := len(b.pkts) + len(b.reps)
+	w.queuedPackets.Add(-int64(len(b.pkts)))
+	w.queuedReplies.Add(-int64(len(b.reps)))
+	b.pkts, b.reps = b.pkts[:0], b.reps[:0]
+	w.freeBatches <- b // never blocks: it holds every batch there is
+	return n
+}
+
 func (w *Writer) enqueueEvent(e eventItem) {
 	enqueue(w, w.events, e, &w.c.dropEventQueueFull)
 }
@@ -460,8 +557,8 @@ func (w *Writer) Stats() Stats {
 		DropUnknownProto:    w.c.dropUnknownProto.Load(),
 		EncodeErrors:        w.c.encodeErrors.Load(),
 		WriteErrors:         w.c.writeErrors.Load(),
-		PacketQueue:         len(w.packets),
-		ReplyQueue:          len(w.replies),
+		PacketQueue:         len(w.packets) + int(w.queuedPackets.Load()),
+		ReplyQueue:          len(w.replies) + int(w.queuedReplies.Load()),
 		EventQueue:          len(w.events),
 		FilesOpen:           w.c.filesOpen.Load(),
 		FilesCompressed:     w.c.filesCompressed.Load(),
@@ -487,6 +584,9 @@ func (w *Writer) loop() {
 		case r := <-w.replies:
 			w.writeReply(&r)
 			w.coalesce()
+		case b := <-w.batches:
+			w.writeBatch(b)
+			w.coalesce()
 		case e := <-w.events:
 			w.writeEvent(&e)
 			w.coalesce()
@@ -509,6 +609,8 @@ func (w *Writer) drain() {
 			w.writePacket(&p)
 		case r := <-w.replies:
 			w.writeReply(&r)
+		case b := <-w.batches:
+			w.writeBatch(b)
 		case e := <-w.events:
 			w.writeEvent(&e)
 		default:
@@ -524,36 +626,42 @@ func (w *Writer) drain() {
 // millisecond of records. The queues hold far more than that.
 const coalesceWait = time.Millisecond
 
-// coalesceMax bounds one coalesced batch, so that the flush tick and Close
-// are served even under a flood that fills the queues as fast as they
-// drain.
+// coalesceMax bounds the records of one coalesced run, so that the flush
+// tick and Close are served even under a flood that fills the queues as
+// fast as they drain.
 const coalesceMax = 1 << 14
 
-// coalesce waits coalesceWait, then writes what has queued meanwhile, up to
-// coalesceMax rounds of one record from each queue.
+// coalesce waits coalesceWait, then writes what has queued meanwhile, in
+// rounds of one entry from each queue, until the queues are empty or
+// coalesceMax records are written.
 func (w *Writer) coalesce() {
 	time.Sleep(coalesceWait)
-	for range coalesceMax {
-		got := false
+	for n := 0; n < coalesceMax; {
+		got := n
 		select {
 		case p := <-w.packets:
 			w.writePacket(&p)
-			got = true
+			n++
 		default:
 		}
 		select {
 		case r := <-w.replies:
 			w.writeReply(&r)
-			got = true
+			n++
+		default:
+		}
+		select {
+		case b := <-w.batches:
+			n += w.writeBatch(b)
 		default:
 		}
 		select {
 		case e := <-w.events:
 			w.writeEvent(&e)
-			got = true
+			n++
 		default:
 		}
-		if !got {
+		if n == got {
 			return
 		}
 	}

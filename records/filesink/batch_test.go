@@ -1,0 +1,115 @@
+package filesink
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spoki-telescope/spoki/records"
+)
+
+// synBatch returns n SYNs at t (source ports 0 to n-1) and their SYN-ACKs'
+// reply rows.
+func synBatch(t time.Time, n int) ([]records.Packet, []records.Reply) {
+	pkts := make([]records.Packet, n)
+	reps := make([]records.Reply, n)
+	for i := range pkts {
+		pkts[i] = pkt(t, uint16(i), true)
+		reps[i] = records.Reply{Time: t, Method: records.MethodSYNACK, UserID: uint32(i + 1), NumProbes: 1,
+			Src: pkts[i].Dst, Dst: pkts[i].Src, SrcPort: 80, DstPort: uint16(i)}
+	}
+	return pkts, reps
+}
+
+// TestRecordsWritten checks that what Records hands over is written as
+// Packet and Reply would write it: every raw row, SYN event and reply row,
+// a call longer than BatchRecords split over several batches.
+func TestRecordsWritten(t *testing.T) {
+	const n = 2*BatchRecords + 7
+	w, _ := newTestWriter(t, Config{FlushInterval: time.Hour})
+	pkts, reps := synBatch(at(10, 0, 0, 0), n)
+	w.Records(pkts, reps[:n-1])
+	w.Records(nil, reps[n-1:])
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var raw, events, replies int
+	for name, lines := range readDir(t, w.cfg.Dir) {
+		switch {
+		case strings.Contains(name, ".tcp.raw."):
+			raw += len(lines) - 1
+		case strings.Contains(name, ".tcp.scamper."):
+			replies += len(lines) - 1
+		case strings.HasSuffix(name, ".jsonl"):
+			events += len(lines)
+		}
+	}
+	st := w.Stats()
+	if raw != n || events != n || replies != n {
+		t.Errorf("on disk %d raw rows, %d syn events, %d reply rows; want %d each", raw, events, replies, n)
+	}
+	if st.PacketsWritten != n || st.RepliesWritten != n || st.EventsWritten != n {
+		t.Errorf("written %d packets, %d replies, %d events; want %d each", st.PacketsWritten, st.RepliesWritten, st.EventsWritten, n)
+	}
+	if st.PacketQueue != 0 || st.ReplyQueue != 0 {
+		t.Errorf("queue depths %d, %d after Close, want 0", st.PacketQueue, st.ReplyQueue)
+	}
+	w.Records(pkts[:3], reps[:2])
+	if got := w.Stats().DropClosed; got != 5 {
+		t.Errorf("DropClosed = %d after Records of 5 records on a closed Writer, want 5", got)
+	}
+}
+
+// TestRecordsQueueFull checks the batch queue's bound: PacketQueue /
+// BatchRecords batches, the records of a call that finds none free dropped
+// and counted by queue, and the queued ones in the queue depths.
+func TestRecordsQueueFull(t *testing.T) {
+	// The writer goroutine is not started, so the batches stay queued.
+	w, err := newWriter(Config{Dir: t.TempDir(), PacketQueue: 2 * BatchRecords})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkts, reps := synBatch(at(10, 0, 0, 0), 10)
+	for range 5 {
+		w.Records(pkts, reps[:4])
+	}
+	st := w.Stats()
+	if st.DropPacketQueueFull != 30 || st.DropReplyQueueFull != 12 {
+		t.Errorf("dropped %d packets, %d replies; want 30, 12 (3 of 5 calls)", st.DropPacketQueueFull, st.DropReplyQueueFull)
+	}
+	if st.PacketQueue != 20 || st.ReplyQueue != 8 {
+		t.Errorf("queue depths %d, %d; want 20, 8", st.PacketQueue, st.ReplyQueue)
+	}
+	go w.loop()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Stats(); st.PacketsWritten != 20 || st.RepliesWritten != 8 {
+		t.Errorf("written %d packets, %d replies; want the 20 and 8 queued", st.PacketsWritten, st.RepliesWritten)
+	}
+}
+
+// TestRecordsAllocateNothing checks that a batch handed over, written and
+// freed allocates nothing once the batch exists: the packet path's share
+// and the writer's.
+func TestRecordsAllocateNothing(t *testing.T) {
+	w, err := newWriter(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		go w.loop()
+		w.Close()
+	})
+	pkts, reps := synBatch(time.Now(), BatchRecords)
+	allocs := testing.AllocsPerRun(100, func() {
+		w.Records(pkts, reps)
+		w.writeBatch(<-w.batches)
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per batch of %d SYNs, want 0", allocs, BatchRecords)
+	}
+	if got := w.batchesMade.Load(); got != 1 {
+		t.Errorf("%d batches made, want 1 (reused)", got)
+	}
+}
