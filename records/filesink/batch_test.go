@@ -61,9 +61,10 @@ func TestRecordsWritten(t *testing.T) {
 	}
 }
 
-// TestRecordsQueueFull checks the batch queue's bound: PacketQueue /
+// TestRecordsQueueFull checks the batch queue's bounds: PacketQueue /
 // BatchRecords batches, the records of a call that finds none free dropped
-// and counted by queue, and the queued ones in the queue depths.
+// and counted by queue, and the queued ones in the queue depths; and
+// PacketQueue packets queued in all, one by one and in batches.
 func TestRecordsQueueFull(t *testing.T) {
 	// The writer goroutine is not started, so the batches stay queued.
 	w, err := newWriter(Config{Dir: t.TempDir(), PacketQueue: 2 * BatchRecords})
@@ -87,6 +88,33 @@ func TestRecordsQueueFull(t *testing.T) {
 	}
 	if st := w.Stats(); st.PacketsWritten != 20 || st.RepliesWritten != 8 {
 		t.Errorf("written %d packets, %d replies; want the 20 and 8 queued", st.PacketsWritten, st.RepliesWritten)
+	}
+
+	// Packets queued one by one and in batches share PacketQueue.
+	w, err = newWriter(Config{Dir: t.TempDir(), PacketQueue: 2 * BatchRecords})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2*BatchRecords - 15 {
+		p := pkt(at(10, 0, 0, 0), uint16(i), false)
+		w.Packet(&p)
+	}
+	w.Records(pkts, nil) // fits: 10 of the 15 left
+	w.Records(pkts, nil) // does not
+	p := pkt(at(10, 0, 0, 0), 1, false)
+	for range 6 {
+		w.Packet(&p) // 5 fit
+	}
+	st = w.Stats()
+	if st.PacketQueue != 2*BatchRecords || st.DropPacketQueueFull != 11 {
+		t.Errorf("queued %d, dropped %d; want %d, 11: one budget for both ways", st.PacketQueue, st.DropPacketQueueFull, 2*BatchRecords)
+	}
+	go w.loop()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Stats(); st.PacketsWritten != 2*BatchRecords || st.PacketQueue != 0 {
+		t.Errorf("written %d, queued %d after Close; want %d, 0", st.PacketsWritten, st.PacketQueue, 2*BatchRecords)
 	}
 }
 
@@ -176,9 +204,11 @@ func BenchmarkHandoff(b *testing.B) {
 func emptyQueues(w *Writer) {
 	for len(w.packets) > 0 {
 		<-w.packets
+		w.queuedPackets.Add(-1)
 	}
 	for len(w.replies) > 0 {
 		<-w.replies
+		w.queuedReplies.Add(-1)
 	}
 	for len(w.batches) > 0 {
 		bt := <-w.batches

@@ -70,7 +70,10 @@ type Config struct {
 	// Tag names the data source in file names (DefaultTag if empty).
 	Tag string
 	// PacketQueue, ReplyQueue and EventQueue are the capacities of the
-	// queues in front of the writer goroutine, in records.
+	// queues in front of the writer goroutine, in records. Packets and
+	// replies handed over by Records count against the same capacities;
+	// at most PacketQueue/BatchRecords batches of them exist (each
+	// BatchRecords packets and replies, about 17 KiB).
 	PacketQueue, ReplyQueue, EventQueue int
 	// FlushInterval is the longest time a record stays buffered in memory.
 	FlushInterval time.Duration
@@ -205,11 +208,14 @@ type Writer struct {
 	// batches carries the record batches of Records to the writer, and
 	// freeBatches takes them back for reuse. At most maxBatches exist
 	// (made on demand, counted in batchesMade), and batches holds them
-	// all, so a send on it never blocks. queuedPackets and queuedReplies
-	// count the records in queued batches (the queue depths).
-	batches, freeBatches         chan *recBatch
-	maxBatches                   int64
-	batchesMade                  atomic.Int64
+	// all, so a send on it never blocks.
+	batches, freeBatches chan *recBatch
+	maxBatches           int64
+	batchesMade          atomic.Int64
+	// queuedPackets and queuedReplies count the packets and replies
+	// queued, one by one and in batches together: PacketQueue and
+	// ReplyQueue bound both ways at once, so batches add no records to
+	// the worst case (a record is counted before it is queued).
 	queuedPackets, queuedReplies atomic.Int64
 
 	// root is the log directory, opened once; it is replaced only when
@@ -385,13 +391,13 @@ func (w *Writer) newCSVStream(proto, component, header string, written *atomic.U
 // when the queue is full the packet is dropped and counted. p.Payload is kept, not copied: the caller
 // must not modify it afterwards.
 func (w *Writer) Packet(p *records.Packet) {
-	enqueue(w, w.packets, *p, &w.c.dropPacketQueueFull)
+	enqueue(w, w.packets, *p, &w.queuedPackets, &w.c.dropPacketQueueFull)
 }
 
 // Reply queues a copy of r for the reply log. It never blocks: when the
 // queue is full the reply is dropped and counted.
 func (w *Writer) Reply(r *records.Reply) {
-	enqueue(w, w.replies, *r, &w.c.dropReplyQueueFull)
+	enqueue(w, w.replies, *r, &w.queuedReplies, &w.c.dropReplyQueueFull)
 }
 
 // Session queues a copy of s for a `session` event, filed under the hour of
@@ -446,16 +452,21 @@ func (w *Writer) enqueueBatch(pkts []records.Packet, reps []records.Reply) {
 		w.c.dropClosed.Add(uint64(len(pkts) + len(reps)))
 		return
 	}
-	b := w.getBatch()
+	np, nr := int64(len(pkts)), int64(len(reps))
+	var b *recBatch
+	qp, qr := w.queuedPackets.Add(np), w.queuedReplies.Add(nr)
+	if qp <= int64(cap(w.packets)) && qr <= int64(cap(w.replies)) {
+		b = w.getBatch()
+	}
 	if b == nil {
-		w.c.dropPacketQueueFull.Add(uint64(len(pkts)))
-		w.c.dropReplyQueueFull.Add(uint64(len(reps)))
+		w.queuedPackets.Add(-np)
+		w.queuedReplies.Add(-nr)
+		w.c.dropPacketQueueFull.Add(uint64(np))
+		w.c.dropReplyQueueFull.Add(uint64(nr))
 		return
 	}
 	b.pkts = append(b.pkts[:0], pkts...)
 	b.reps = append(b.reps[:0], reps...)
-	w.queuedPackets.Add(int64(len(pkts)))
-	w.queuedReplies.Add(int64(len(reps)))
 	w.batches <- b // never blocks: it holds every batch there is
 }
 
@@ -494,7 +505,7 @@ func (w *Writer) writeBatch(b *recBatch) int {
 }
 
 func (w *Writer) enqueueEvent(e eventItem) {
-	enqueue(w, w.events, e, &w.c.dropEventQueueFull)
+	enqueue(w, w.events, e, nil, &w.c.dropEventQueueFull)
 }
 
 // enqueue queues v on ch, one of w's queues. It never blocks: when w is
@@ -502,16 +513,29 @@ func (w *Writer) enqueueEvent(e eventItem) {
 // taken by value: escape analysis does not see through a generic call with
 // its dictionary, so a pointer here moved the caller's record to the heap,
 // two allocations per SYN (telescope's TestSinkAdapterAllocatesNothing).
-func enqueue[T any](w *Writer, ch chan<- T, v T, full *atomic.Uint64) {
+//
+// queued, if not nil, is ch's share of a budget it has with the batch
+// queue (queuedPackets, queuedReplies): the record is counted there before
+// it is queued, and refused when the budget, ch's capacity, is spent.
+func enqueue[T any](w *Writer, ch chan<- T, v T, queued *atomic.Int64, full *atomic.Uint64) {
 	w.mu.RLock()
 	if w.closed {
 		w.mu.RUnlock()
 		w.c.dropClosed.Add(1)
 		return
 	}
+	if queued != nil && queued.Add(1) > int64(cap(ch)) {
+		queued.Add(-1)
+		full.Add(1)
+		w.mu.RUnlock()
+		return
+	}
 	select {
 	case ch <- v:
 	default:
+		if queued != nil {
+			queued.Add(-1)
+		}
 		full.Add(1)
 	}
 	w.mu.RUnlock()
@@ -557,8 +581,8 @@ func (w *Writer) Stats() Stats {
 		DropUnknownProto:    w.c.dropUnknownProto.Load(),
 		EncodeErrors:        w.c.encodeErrors.Load(),
 		WriteErrors:         w.c.writeErrors.Load(),
-		PacketQueue:         len(w.packets) + int(w.queuedPackets.Load()),
-		ReplyQueue:          len(w.replies) + int(w.queuedReplies.Load()),
+		PacketQueue:         int(w.queuedPackets.Load()),
+		ReplyQueue:          int(w.queuedReplies.Load()),
 		EventQueue:          len(w.events),
 		FilesOpen:           w.c.filesOpen.Load(),
 		FilesCompressed:     w.c.filesCompressed.Load(),
@@ -579,9 +603,11 @@ func (w *Writer) loop() {
 	for {
 		select {
 		case p := <-w.packets:
+			w.queuedPackets.Add(-1)
 			w.writePacket(&p)
 			w.coalesce()
 		case r := <-w.replies:
+			w.queuedReplies.Add(-1)
 			w.writeReply(&r)
 			w.coalesce()
 		case b := <-w.batches:
@@ -606,8 +632,10 @@ func (w *Writer) drain() {
 	for {
 		select {
 		case p := <-w.packets:
+			w.queuedPackets.Add(-1)
 			w.writePacket(&p)
 		case r := <-w.replies:
+			w.queuedReplies.Add(-1)
 			w.writeReply(&r)
 		case b := <-w.batches:
 			w.writeBatch(b)
@@ -640,12 +668,14 @@ func (w *Writer) coalesce() {
 		got := n
 		select {
 		case p := <-w.packets:
+			w.queuedPackets.Add(-1)
 			w.writePacket(&p)
 			n++
 		default:
 		}
 		select {
 		case r := <-w.replies:
+			w.queuedReplies.Add(-1)
 			w.writeReply(&r)
 			n++
 		default:
