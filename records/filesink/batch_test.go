@@ -62,12 +62,12 @@ func TestRecordsWritten(t *testing.T) {
 }
 
 // TestRecordsQueueFull checks the batch queue's bounds: PacketQueue /
-// BatchRecords batches, the records of a call that finds none free dropped
+// BatchRecords / 2 batches, the records of a call that finds none free dropped
 // and counted by queue, and the queued ones in the queue depths; and
 // PacketQueue packets queued in all, one by one and in batches.
 func TestRecordsQueueFull(t *testing.T) {
 	// The writer goroutine is not started, so the batches stay queued.
-	w, err := newWriter(Config{Dir: t.TempDir(), PacketQueue: 2 * BatchRecords})
+	w, err := newWriter(Config{Dir: t.TempDir(), PacketQueue: 4 * BatchRecords})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -72,7 +72,7 @@ type Config struct {
 	// PacketQueue, ReplyQueue and EventQueue are the capacities of the
 	// queues in front of the writer goroutine, in records. Packets and
 	// replies handed over by Records count against the same capacities;
-	// at most PacketQueue/BatchRecords batches of them exist (each
+	// at most PacketQueue/BatchRecords/2 batches of them exist (each
 	// BatchRecords packets and replies, about 17 KiB).
 	PacketQueue, ReplyQueue, EventQueue int
 	// FlushInterval is the longest time a record stays buffered in memory.
@@ -309,7 +309,10 @@ func newWriter(cfg Config) (_ *Writer, err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	maxBatches := max(1, cfg.PacketQueue/BatchRecords)
+	// Half the queue's packets in batches: the batches' memory (made as
+	// the queue first fills) then stays under what the queue's records
+	// take in the channels, which are made at once.
+	maxBatches := max(1, cfg.PacketQueue/BatchRecords/2)
 	w := &Writer{
 		cfg:     cfg,
 		logger:  logger.With("component", "filesink"),
@@ -433,9 +436,11 @@ type recBatch struct {
 // replies (as Reply) in one entry per BatchRecords of each: the packet
 // path's way to hand over what one read of the TUN produced with one
 // queue operation instead of one per record. The batch queue holds at most
-// PacketQueue/BatchRecords entries (at least one), each made when first
-// needed and reused; when none is free the records are dropped and
-// counted as Packet and Reply count them. It never blocks. Payloads are
+// PacketQueue/BatchRecords/2 entries (at least one), each made when first
+// needed and reused, and its records count against PacketQueue and
+// ReplyQueue with those queued one by one; when no entry is free or the
+// budget is spent the records are dropped and counted as Packet and Reply
+// count them. It never blocks. Payloads are
 // kept, not copied, as by Packet.
 func (w *Writer) Records(pkts []records.Packet, reps []records.Reply) {
 	for len(pkts) > 0 || len(reps) > 0 {
