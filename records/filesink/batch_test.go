@@ -62,12 +62,12 @@ func TestRecordsWritten(t *testing.T) {
 }
 
 // TestRecordsQueueFull checks the batch queue's bounds: PacketQueue /
-// BatchRecords / 2 batches, the records of a call that finds none free dropped
+// BatchRecords batches, the records of a call that finds none free dropped
 // and counted by queue, and the queued ones in the queue depths; and
 // PacketQueue packets queued in all, one by one and in batches.
 func TestRecordsQueueFull(t *testing.T) {
 	// The writer goroutine is not started, so the batches stay queued.
-	w, err := newWriter(Config{Dir: t.TempDir(), PacketQueue: 4 * BatchRecords})
+	w, err := newWriter(Config{Dir: t.TempDir(), PacketQueue: 2 * BatchRecords})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,8 +119,7 @@ func TestRecordsQueueFull(t *testing.T) {
 }
 
 // TestRecordsAllocateNothing checks that a batch handed over, written and
-// freed allocates nothing once the batch exists: the packet path's share
-// and the writer's.
+// freed allocates nothing: the packet path's share and the writer's.
 func TestRecordsAllocateNothing(t *testing.T) {
 	w, err := newWriter(Config{Dir: t.TempDir()})
 	if err != nil {
@@ -138,8 +137,8 @@ func TestRecordsAllocateNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("%.1f allocations per batch of %d SYNs, want 0", allocs, BatchRecords)
 	}
-	if got := w.batchesMade.Load(); got != 1 {
-		t.Errorf("%d batches made, want 1 (reused)", got)
+	if got, want := w.batchesMade.Load(), int64(DefaultPacketQueue/BatchRecords); got != want {
+		t.Errorf("%d batches made, want %d (made at New, reused)", got, want)
 	}
 }
 

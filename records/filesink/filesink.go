@@ -71,9 +71,9 @@ type Config struct {
 	Tag string
 	// PacketQueue, ReplyQueue and EventQueue are the capacities of the
 	// queues in front of the writer goroutine, in records. Packets and
-	// replies handed over by Records count against the same capacities;
-	// at most PacketQueue/BatchRecords/2 batches of them exist (each
-	// BatchRecords packets and replies, about 17 KiB).
+	// replies handed over by Records count against the same capacities,
+	// in PacketQueue/BatchRecords batches made at New (each BatchRecords
+	// packets and replies, about 17 KiB: 4.3 MiB by default).
 	PacketQueue, ReplyQueue, EventQueue int
 	// FlushInterval is the longest time a record stays buffered in memory.
 	FlushInterval time.Duration
@@ -207,8 +207,8 @@ type Writer struct {
 
 	// batches carries the record batches of Records to the writer, and
 	// freeBatches takes them back for reuse. At most maxBatches exist
-	// (made on demand, counted in batchesMade), and batches holds them
-	// all, so a send on it never blocks.
+	// (counted in batchesMade), and batches holds them all, so a send on
+	// it never blocks.
 	batches, freeBatches chan *recBatch
 	maxBatches           int64
 	batchesMade          atomic.Int64
@@ -309,10 +309,7 @@ func newWriter(cfg Config) (_ *Writer, err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	// Half the queue's packets in batches: the batches' memory (made as
-	// the queue first fills) then stays under what the queue's records
-	// take in the channels, which are made at once.
-	maxBatches := max(1, cfg.PacketQueue/BatchRecords/2)
+	maxBatches := max(1, cfg.PacketQueue/BatchRecords)
 	w := &Writer{
 		cfg:     cfg,
 		logger:  logger.With("component", "filesink"),
@@ -335,6 +332,13 @@ func newWriter(cfg Config) (_ *Writer, err error) {
 		maintainQuit: make(chan struct{}),
 		sweepEvery:   sweepInterval,
 	}
+	// The batches are made now, as the channels are: a flood makes the
+	// writer fall behind by most of them at times, and the heap then
+	// stays what it was at start.
+	for range maxBatches {
+		w.freeBatches <- &recBatch{pkts: make([]records.Packet, 0, BatchRecords), reps: make([]records.Reply, 0, BatchRecords)}
+	}
+	w.batchesMade.Store(int64(maxBatches))
 	w.cfg.Root = nil // the Writer's own from here: w.root
 	w.root.Store(root)
 	w.initStreams()
@@ -436,8 +440,8 @@ type recBatch struct {
 // replies (as Reply) in one entry per BatchRecords of each: the packet
 // path's way to hand over what one read of the TUN produced with one
 // queue operation instead of one per record. The batch queue holds at most
-// PacketQueue/BatchRecords/2 entries (at least one), each made when first
-// needed and reused, and its records count against PacketQueue and
+// PacketQueue/BatchRecords entries (at least one), made at New and
+// reused, and its records count against PacketQueue and
 // ReplyQueue with those queued one by one; when no entry is free or the
 // budget is spent the records are dropped and counted as Packet and Reply
 // count them. It never blocks. Payloads are
