@@ -62,32 +62,34 @@ func TestRecordsWritten(t *testing.T) {
 }
 
 // TestRecordsQueueFull checks the batch queue's bounds: PacketQueue /
-// BatchRecords batches, the records of a call that finds none free dropped
-// and counted by queue, and the queued ones in the queue depths; and
-// PacketQueue packets queued in all, one by one and in batches.
+// BatchRecords / 4 batches, the records of a call that finds none free
+// queued one by one instead, the queued ones in the queue depths, and the
+// records of a call over PacketQueue or ReplyQueue dropped and counted by
+// queue; and PacketQueue packets queued in all, one by one and in batches.
 func TestRecordsQueueFull(t *testing.T) {
 	// The writer goroutine is not started, so the batches stay queued.
-	w, err := newWriter(Config{Dir: t.TempDir(), PacketQueue: 2 * BatchRecords})
+	w, err := newWriter(Config{Dir: t.TempDir(), PacketQueue: 8 * BatchRecords, ReplyQueue: 18})
 	if err != nil {
 		t.Fatal(err)
 	}
 	pkts, reps := synBatch(at(10, 0, 0, 0), 10)
 	for range 5 {
-		w.Records(pkts, reps[:4])
+		w.Records(pkts, reps[:4]) // two batches, then one by one
 	}
 	st := w.Stats()
-	if st.DropPacketQueueFull != 30 || st.DropReplyQueueFull != 12 {
-		t.Errorf("dropped %d packets, %d replies; want 30, 12 (3 of 5 calls)", st.DropPacketQueueFull, st.DropReplyQueueFull)
+	if st.DropPacketQueueFull != 10 || st.DropReplyQueueFull != 4 {
+		t.Errorf("dropped %d packets, %d replies; want 10, 4 (the fifth call: over ReplyQueue)", st.DropPacketQueueFull, st.DropReplyQueueFull)
 	}
-	if st.PacketQueue != 20 || st.ReplyQueue != 8 {
-		t.Errorf("queue depths %d, %d; want 20, 8", st.PacketQueue, st.ReplyQueue)
+	if st.PacketQueue != 40 || st.ReplyQueue != 16 || len(w.batches) != 2 || len(w.packets) != 20 {
+		t.Errorf("queue depths %d, %d, %d batches, %d packets one by one; want 40, 16, 2, 20",
+			st.PacketQueue, st.ReplyQueue, len(w.batches), len(w.packets))
 	}
 	go w.loop()
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if st := w.Stats(); st.PacketsWritten != 20 || st.RepliesWritten != 8 {
-		t.Errorf("written %d packets, %d replies; want the 20 and 8 queued", st.PacketsWritten, st.RepliesWritten)
+	if st := w.Stats(); st.PacketsWritten != 40 || st.RepliesWritten != 16 {
+		t.Errorf("written %d packets, %d replies; want the 40 and 16 queued", st.PacketsWritten, st.RepliesWritten)
 	}
 
 	// Packets queued one by one and in batches share PacketQueue.
@@ -119,7 +121,8 @@ func TestRecordsQueueFull(t *testing.T) {
 }
 
 // TestRecordsAllocateNothing checks that a batch handed over, written and
-// freed allocates nothing: the packet path's share and the writer's.
+// freed allocates nothing once the batch exists: the packet path's share
+// and the writer's.
 func TestRecordsAllocateNothing(t *testing.T) {
 	w, err := newWriter(Config{Dir: t.TempDir()})
 	if err != nil {
@@ -137,8 +140,8 @@ func TestRecordsAllocateNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("%.1f allocations per batch of %d SYNs, want 0", allocs, BatchRecords)
 	}
-	if got, want := w.batchesMade.Load(), int64(DefaultPacketQueue/BatchRecords); got != want {
-		t.Errorf("%d batches made, want %d (made at New, reused)", got, want)
+	if got := w.batchesMade.Load(); got != 1 {
+		t.Errorf("%d batches made, want 1 (reused)", got)
 	}
 }
 

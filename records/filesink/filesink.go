@@ -72,8 +72,9 @@ type Config struct {
 	// PacketQueue, ReplyQueue and EventQueue are the capacities of the
 	// queues in front of the writer goroutine, in records. Packets and
 	// replies handed over by Records count against the same capacities,
-	// in PacketQueue/BatchRecords batches made at New (each BatchRecords
-	// packets and replies, about 17 KiB: 4.3 MiB by default).
+	// in up to PacketQueue/BatchRecords/4 batches (each BatchRecords
+	// packets and replies, about 17 KiB: 1.1 MiB by default), made as
+	// needed; beyond them they queue one by one.
 	PacketQueue, ReplyQueue, EventQueue int
 	// FlushInterval is the longest time a record stays buffered in memory.
 	FlushInterval time.Duration
@@ -309,7 +310,7 @@ func newWriter(cfg Config) (_ *Writer, err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	maxBatches := max(1, cfg.PacketQueue/BatchRecords)
+	maxBatches := max(1, cfg.PacketQueue/BatchRecords/4)
 	w := &Writer{
 		cfg:     cfg,
 		logger:  logger.With("component", "filesink"),
@@ -332,13 +333,6 @@ func newWriter(cfg Config) (_ *Writer, err error) {
 		maintainQuit: make(chan struct{}),
 		sweepEvery:   sweepInterval,
 	}
-	// The batches are made now, as the channels are: a flood makes the
-	// writer fall behind by most of them at times, and the heap then
-	// stays what it was at start.
-	for range maxBatches {
-		w.freeBatches <- &recBatch{pkts: make([]records.Packet, 0, BatchRecords), reps: make([]records.Reply, 0, BatchRecords)}
-	}
-	w.batchesMade.Store(int64(maxBatches))
 	w.cfg.Root = nil // the Writer's own from here: w.root
 	w.root.Store(root)
 	w.initStreams()
@@ -440,10 +434,11 @@ type recBatch struct {
 // replies (as Reply) in one entry per BatchRecords of each: the packet
 // path's way to hand over what one read of the TUN produced with one
 // queue operation instead of one per record. The batch queue holds at most
-// PacketQueue/BatchRecords entries (at least one), made at New and
-// reused, and its records count against PacketQueue and
-// ReplyQueue with those queued one by one; when no entry is free or the
-// budget is spent the records are dropped and counted as Packet and Reply
+// PacketQueue/BatchRecords/4 entries (at least one), each made when first
+// needed and reused; when none is free (the writer is behind by that many
+// reads) the records are queued one by one instead. Either way they count
+// against PacketQueue and ReplyQueue with those of Packet and Reply: when
+// that budget is spent they are dropped and counted as Packet and Reply
 // count them. It never blocks. Payloads are
 // kept, not copied, as by Packet.
 func (w *Writer) Records(pkts []records.Packet, reps []records.Reply) {
@@ -462,21 +457,40 @@ func (w *Writer) enqueueBatch(pkts []records.Packet, reps []records.Reply) {
 		return
 	}
 	np, nr := int64(len(pkts)), int64(len(reps))
-	var b *recBatch
 	qp, qr := w.queuedPackets.Add(np), w.queuedReplies.Add(nr)
-	if qp <= int64(cap(w.packets)) && qr <= int64(cap(w.replies)) {
-		b = w.getBatch()
-	}
-	if b == nil {
+	if qp > int64(cap(w.packets)) || qr > int64(cap(w.replies)) {
 		w.queuedPackets.Add(-np)
 		w.queuedReplies.Add(-nr)
 		w.c.dropPacketQueueFull.Add(uint64(np))
 		w.c.dropReplyQueueFull.Add(uint64(nr))
 		return
 	}
+	b := w.getBatch()
+	if b == nil {
+		// Every batch is queued: one by one, within the budget counted
+		// above, which is the channels' capacity, so they have room.
+		for i := range pkts {
+			sendCounted(w.packets, pkts[i], &w.queuedPackets, &w.c.dropPacketQueueFull)
+		}
+		for i := range reps {
+			sendCounted(w.replies, reps[i], &w.queuedReplies, &w.c.dropReplyQueueFull)
+		}
+		return
+	}
 	b.pkts = append(b.pkts[:0], pkts...)
 	b.reps = append(b.reps[:0], reps...)
 	w.batches <- b // never blocks: it holds every batch there is
+}
+
+// sendCounted sends v, already counted in queued, on ch. It never blocks:
+// should ch be full after all, v is uncounted, dropped and counted in full.
+func sendCounted[T any](ch chan<- T, v T, queued *atomic.Int64, full *atomic.Uint64) {
+	select {
+	case ch <- v:
+	default:
+		queued.Add(-1)
+		full.Add(1)
+	}
 }
 
 // getBatch returns a free batch, a new one while fewer than maxBatches
