@@ -4,29 +4,69 @@ import (
 	"errors"
 	"syscall"
 
+	"github.com/spoki-telescope/spoki/records"
 	"github.com/spoki-telescope/spoki/tun"
 )
 
 // txBatch is one TUN reader's batch of the front end's replies (SYN-ACKs,
 // ACKs and RSTs of handshakes): preallocated buffers the segments are
 // encoded into, written in one Queue.Write when the reader has handled
-// its Read's packets, or at once when full. It is the reader's alone.
+// its Read's packets, or at once when full. With a BatchSink it also
+// collects the records of those packets (their rows and the SYN-ACKs'
+// reply rows), handed to the sink in one Records call when the segments
+// are written. It is the reader's alone.
 type txBatch struct {
 	q     tun.Queue
 	st    *Stats
 	slots [][]byte // each maxSegmentLen long
 	out   [][]byte // out[i] is the encoded segment in slots[i]
 	n     int
+
+	// sink is nil without a BatchSink: the records then go to the Sink
+	// one by one. pkts and reps have the capacity of the batch.
+	sink BatchSink
+	pkts []records.Packet
+	reps []records.Reply
 }
 
-func newTxBatch(q tun.Queue, st *Stats, size int) *txBatch {
+func newTxBatch(q tun.Queue, st *Stats, size int, sink BatchSink) *txBatch {
 	size = max(size, 1)
 	slab := make([]byte, size*maxSegmentLen)
-	b := &txBatch{q: q, st: st, slots: make([][]byte, size), out: make([][]byte, size)}
+	b := &txBatch{q: q, st: st, slots: make([][]byte, size), out: make([][]byte, size), sink: sink}
 	for i := range b.slots {
 		b.slots[i] = slab[i*maxSegmentLen : (i+1)*maxSegmentLen : (i+1)*maxSegmentLen]
 	}
+	if sink != nil {
+		b.pkts = make([]records.Packet, 0, size)
+		b.reps = make([]records.Reply, 0, size)
+	}
 	return b
+}
+
+// packet queues a copy of p's row, handing the batch over when full.
+func (b *txBatch) packet(p *records.Packet) {
+	b.pkts = append(b.pkts, *p)
+	if len(b.pkts) == cap(b.pkts) {
+		b.flushRecords()
+	}
+}
+
+// reply queues a copy of r's row, handing the batch over when full.
+func (b *txBatch) reply(r *records.Reply) {
+	b.reps = append(b.reps, *r)
+	if len(b.reps) == cap(b.reps) {
+		b.flushRecords()
+	}
+}
+
+// flushRecords hands the queued records to the sink.
+func (b *txBatch) flushRecords() {
+	if len(b.pkts) == 0 && len(b.reps) == 0 {
+		return
+	}
+	b.sink.Records(b.pkts, b.reps)
+	clear(b.pkts) // keep no payload alive
+	b.pkts, b.reps = b.pkts[:0], b.reps[:0]
 }
 
 // add encodes seg into the next slot, flushing a full batch.
@@ -39,9 +79,13 @@ func (b *txBatch) add(seg *segment) {
 	}
 }
 
-// flush writes the batch. A packet the Device refuses is counted by cause
-// and skipped, and the rest written: nothing is retried.
+// flush writes the batch, then hands over its records. A packet the Device
+// refuses is counted by cause and skipped, and the rest written: nothing
+// is retried.
 func (b *txBatch) flush() {
+	if b.sink != nil {
+		defer b.flushRecords()
+	}
 	rest := b.out[:b.n]
 	for len(rest) > 0 {
 		k, err := b.q.Write(rest, 0)

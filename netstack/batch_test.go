@@ -134,7 +134,7 @@ func equal[T comparable](a, b []T) bool {
 func TestBatchedSYNAllocatesNothing(t *testing.T) {
 	testSYNAllocatesNothing(t, func(s *Stack, pkt []byte) func() {
 		fe := &frontEnd{st: s}
-		tx := newTxBatch(s.tun.queues[0], &s.stats, 8)
+		tx := newTxBatch(s.tun.queues[0], &s.stats, 8, nil)
 		return func() {
 			fe.deliverBatched(packetProto(pkt), pkt, tx)
 			tx.flush()
@@ -147,7 +147,7 @@ func TestBatchedSYNAllocatesNothing(t *testing.T) {
 func BenchmarkSYNBatched(b *testing.B) {
 	s := synStack(b)
 	fe := &frontEnd{st: s}
-	tx := newTxBatch(s.tun.queues[0], &s.stats, tun.MaxBatch)
+	tx := newTxBatch(s.tun.queues[0], &s.stats, tun.MaxBatch, nil)
 	pkt := testSYN(mssOpt)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -155,3 +155,103 @@ func BenchmarkSYNBatched(b *testing.B) {
 	}
 	tx.flush()
 }
+
+// batchSink is a memSink that also takes batches, and counts how the
+// records came.
+type batchSink struct {
+	memSink
+	calls  [][2]int // per Records call: packets, replies
+	single int      // Packet and Reply calls
+}
+
+func (b *batchSink) Packet(p records.Packet) {
+	b.mu.Lock()
+	b.single++
+	b.mu.Unlock()
+	b.memSink.Packet(p)
+}
+
+func (b *batchSink) Reply(r records.Reply) {
+	b.mu.Lock()
+	b.single++
+	b.mu.Unlock()
+	b.memSink.Reply(r)
+}
+
+func (b *batchSink) Records(pkts []records.Packet, reps []records.Reply) {
+	b.mu.Lock()
+	b.calls = append(b.calls, [2]int{len(pkts), len(reps)})
+	b.packets = append(b.packets, pkts...)
+	b.replies = append(b.replies, reps...)
+	b.mu.Unlock()
+}
+
+// TestRecordsBatched checks that with a BatchSink the rows of one Read's
+// SYNs and their SYN-ACKs' reply rows reach the sink in one Records call,
+// none through Packet or Reply, each reply row joined to its SYN's row.
+func TestRecordsBatched(t *testing.T) {
+	w := newWriteLog(64)
+	const n = 6 // fewer than tuntest's batch of 8: one Read
+	dst := netip.MustParseAddr("198.51.100.8")
+	for i := 0; i < n; i++ {
+		if !w.Inject(0, seg{src: scanner4, dst: dst, sport: uint16(2000 + i), dport: 80, seq: 1,
+			flags: header.TCPFlagSyn}.build()) {
+			t.Fatal("inject refused")
+		}
+	}
+	sink := &batchSink{}
+	st, err := New(Config{Device: w, Prefixes: []netip.Prefix{telescope4}, Sink: sink, SYNACKLimits: &SYNACKLimits{},
+		Handle: func(c net.Conn, _ records.Flow) { c.Close() }})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { w.Close() })
+	for i := 0; i < n; i++ {
+		if w.Next(time.Second) == nil {
+			t.Fatalf("%d SYN-ACKs written, want %d", i, n)
+		}
+	}
+	st.Close()
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if want := [][2]int{{n, n}}; !equal(sink.calls, want) {
+		t.Errorf("Records calls of (packets, replies) %v, want %v", sink.calls, want)
+	}
+	if sink.single != 0 {
+		t.Errorf("%d Packet and Reply calls, want none with a BatchSink", sink.single)
+	}
+	if len(sink.packets) != n || len(sink.replies) != n {
+		t.Fatalf("%d packet rows and %d reply rows, want %d each", len(sink.packets), len(sink.replies), n)
+	}
+	for i, p := range sink.packets {
+		r := sink.replies[i]
+		if p.SrcPort != uint16(2000+i) || !p.Probed || p.UserID == 0 || r.UserID != p.UserID ||
+			r.Dst != p.Src || r.DstPort != p.SrcPort || r.Method != records.MethodSYNACK {
+			t.Errorf("row %d: packet %+v, reply %+v: not the SYN from port %d and its SYN-ACK", i, p, r, 2000+i)
+		}
+	}
+}
+
+// TestBatchedRecordsAllocateNothing is TestBatchedSYNAllocatesNothing with
+// a BatchSink: the rows queued on the batch and handed over allocate
+// nothing.
+func TestBatchedRecordsAllocateNothing(t *testing.T) {
+	testSYNAllocatesNothing(t, func(s *Stack, pkt []byte) func() {
+		s.sink = discardBatchSink{}
+		fe := &frontEnd{st: s}
+		tx := newTxBatch(s.tun.queues[0], &s.stats, 8, fe.batchSink())
+		if tx.sink == nil {
+			t.Fatal("no batch sink: the path measured is not the batched one")
+		}
+		return func() {
+			fe.deliverBatched(packetProto(pkt), pkt, tx)
+			tx.flush()
+		}
+	})
+}
+
+type discardBatchSink struct{}
+
+func (discardBatchSink) Packet(records.Packet)                     {}
+func (discardBatchSink) Reply(records.Reply)                       {}
+func (discardBatchSink) Records([]records.Packet, []records.Reply) {}

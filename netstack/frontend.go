@@ -82,11 +82,20 @@ func (f *frontEnd) deliverBatched(proto tcpip.NetworkProtocolNumber, b []byte, t
 		pkt.DecRef()
 	}
 	if rec.Proto != 0 && st.sink != nil {
-		st.sink.Packet(rec)
+		if tx.sink != nil {
+			tx.packet(&rec)
+		} else {
+			st.sink.Packet(rec)
+		}
 	}
 }
 
 func (f *frontEnd) stats() *Stats { return &f.st.stats }
+
+func (f *frontEnd) batchSink() BatchSink {
+	bs, _ := f.st.sink.(BatchSink)
+	return bs
+}
 
 // WritePackets implements stack.LinkEndpoint: every packet gVisor sends
 // comes through here. Only TCP from the telescope's prefixes leaves; each
@@ -911,10 +920,15 @@ func (s *Stack) answerSYN(l4, src, dst []byte, v6 bool, rec *records.Packet, tx 
 	rec.ProbeAck = rec.Seq + 1
 	rec.NumProbes = 1
 	if s.sink != nil {
-		s.sink.Reply(records.Reply{
+		r := records.Reply{
 			Time: rec.Time, Method: records.MethodSYNACK, UserID: uid, NumProbes: 1,
 			Src: rec.Dst, Dst: rec.Src, SrcPort: dport, DstPort: sport,
-		})
+		}
+		if tx != nil && tx.sink != nil {
+			tx.reply(&r)
+		} else {
+			s.sink.Reply(r)
+		}
 	}
 }
 

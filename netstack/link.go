@@ -110,7 +110,7 @@ func (l *tunLink) read(i int, q tun.Queue, d stack.NetworkDispatcher) {
 	var tx *txBatch
 	bd, batched := d.(batchDispatcher)
 	if batched {
-		tx = newTxBatch(q, bd.stats(), n)
+		tx = newTxBatch(q, bd.stats(), n, bd.batchSink())
 	}
 	for {
 		k, err := q.Read(bufs, sizes, 0)
@@ -142,6 +142,8 @@ func (l *tunLink) read(i int, q tun.Queue, d stack.NetworkDispatcher) {
 type batchDispatcher interface {
 	deliverBatched(proto tcpip.NetworkProtocolNumber, b []byte, tx *txBatch)
 	stats() *Stats
+	// batchSink is the records' BatchSink, or nil.
+	batchSink() BatchSink
 }
 
 // packetProto is the network protocol of an IP packet by its version; the

@@ -66,6 +66,18 @@ type Sink interface {
 	Reply(r records.Reply)
 }
 
+// BatchSink is a Sink that also takes the records of one read of the TUN
+// at once. A TUN reader then collects its packets' rows and the SYN-ACKs'
+// reply rows and hands them over once per read (and before any packet
+// reaches gVisor), instead of one Packet and one Reply call each: one
+// queue operation per batch where there were two per SYN. Records must
+// not block and must copy what it keeps: the slices are the reader's and
+// are reused at once.
+type BatchSink interface {
+	Sink
+	Records(pkts []records.Packet, replies []records.Reply)
+}
+
 // Config configures a Stack. Zero values mean the defaults.
 type Config struct {
 	// Device is the TUN, one reader goroutine per queue. It stays the

@@ -58,6 +58,18 @@ func (a sinkAdapter) Packet(p records.Packet) {
 }
 func (a sinkAdapter) Reply(r records.Reply) { a.w.Reply(&r) }
 
+// Records is the batch of one TUN read (netstack.BatchSink): one queue
+// entry of the writer for all of it.
+func (a sinkAdapter) Records(pkts []records.Packet, reps []records.Reply) {
+	a.w.Records(pkts, reps)
+	for i := range pkts {
+		if pkts[i].IsSYN() {
+			a.tp.SYN(&pkts[i])
+			a.pub.PublishSYN(&pkts[i])
+		}
+	}
+}
+
 // Options are what Run needs from the command line.
 type Options struct {
 	// Config is the parsed configuration (flags over the file), not yet

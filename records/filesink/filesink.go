@@ -70,7 +70,11 @@ type Config struct {
 	// Tag names the data source in file names (DefaultTag if empty).
 	Tag string
 	// PacketQueue, ReplyQueue and EventQueue are the capacities of the
-	// queues in front of the writer goroutine, in records.
+	// queues in front of the writer goroutine, in records. Packets and
+	// replies handed over by Records count against the same capacities,
+	// in up to PacketQueue/BatchRecords/4 batches (each BatchRecords
+	// packets and replies, about 17 KiB: 1.1 MiB by default), made as
+	// needed; beyond them they queue one by one.
 	PacketQueue, ReplyQueue, EventQueue int
 	// FlushInterval is the longest time a record stays buffered in memory.
 	FlushInterval time.Duration
@@ -202,6 +206,19 @@ type Writer struct {
 	quit    chan struct{}
 	done    chan struct{}
 
+	// batches carries the record batches of Records to the writer, and
+	// freeBatches takes them back for reuse. At most maxBatches exist
+	// (counted in batchesMade), and batches holds them all, so a send on
+	// it never blocks.
+	batches, freeBatches chan *recBatch
+	maxBatches           int64
+	batchesMade          atomic.Int64
+	// queuedPackets and queuedReplies count the packets and replies
+	// queued, one by one and in batches together: PacketQueue and
+	// ReplyQueue bound both ways at once, so batches add no records to
+	// the worst case (a record is counted before it is queued).
+	queuedPackets, queuedReplies atomic.Int64
+
 	// root is the log directory, opened once; it is replaced only when
 	// the directory vanished and another one took its path (reopenRoot).
 	root atomic.Pointer[os.Root]
@@ -293,6 +310,7 @@ func newWriter(cfg Config) (_ *Writer, err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	maxBatches := max(1, cfg.PacketQueue/BatchRecords/4)
 	w := &Writer{
 		cfg:     cfg,
 		logger:  logger.With("component", "filesink"),
@@ -305,6 +323,10 @@ func newWriter(cfg Config) (_ *Writer, err error) {
 		retry:   retryInterval,
 		// maxPending is per file, and all five logs can be pending at once.
 		maxPending: maxPendingBytes,
+
+		batches:     make(chan *recBatch, maxBatches),
+		freeBatches: make(chan *recBatch, maxBatches),
+		maxBatches:  int64(maxBatches),
 
 		files:        fileLocks{open: map[string]int{}},
 		compressQ:    make(chan string, compressQueue),
@@ -370,13 +392,13 @@ func (w *Writer) newCSVStream(proto, component, header string, written *atomic.U
 // when the queue is full the packet is dropped and counted. p.Payload is kept, not copied: the caller
 // must not modify it afterwards.
 func (w *Writer) Packet(p *records.Packet) {
-	enqueue(w, w.packets, *p, &w.c.dropPacketQueueFull)
+	enqueue(w, w.packets, *p, &w.queuedPackets, &w.c.dropPacketQueueFull)
 }
 
 // Reply queues a copy of r for the reply log. It never blocks: when the
 // queue is full the reply is dropped and counted.
 func (w *Writer) Reply(r *records.Reply) {
-	enqueue(w, w.replies, *r, &w.c.dropReplyQueueFull)
+	enqueue(w, w.replies, *r, &w.queuedReplies, &w.c.dropReplyQueueFull)
 }
 
 // Session queues a copy of s for a `session` event, filed under the hour of
@@ -396,8 +418,117 @@ func (w *Writer) Event(t time.Time, line []byte) {
 	w.enqueueEvent(eventItem{t: t, line: line})
 }
 
+// BatchRecords is the most packets, and the most replies, one entry of
+// the batch queue holds: a TUN read's worth (tun.MaxBatch). Records splits
+// a longer call.
+const BatchRecords = 64
+
+// recBatch is one entry of the batch queue: copies of the records of one
+// Records call.
+type recBatch struct {
+	pkts []records.Packet // cap BatchRecords
+	reps []records.Reply  // cap BatchRecords
+}
+
+// Records queues copies of the packets (as Packet does each) and of the
+// replies (as Reply) in one entry per BatchRecords of each: the packet
+// path's way to hand over what one read of the TUN produced with one
+// queue operation instead of one per record. The batch queue holds at most
+// PacketQueue/BatchRecords/4 entries (at least one), each made when first
+// needed and reused; when none is free (the writer is behind by that many
+// reads) the records are queued one by one instead. Either way they count
+// against PacketQueue and ReplyQueue with those of Packet and Reply: when
+// that budget is spent they are dropped and counted as Packet and Reply
+// count them. It never blocks. Payloads are
+// kept, not copied, as by Packet.
+func (w *Writer) Records(pkts []records.Packet, reps []records.Reply) {
+	for len(pkts) > 0 || len(reps) > 0 {
+		np, nr := min(len(pkts), BatchRecords), min(len(reps), BatchRecords)
+		w.enqueueBatch(pkts[:np], reps[:nr])
+		pkts, reps = pkts[np:], reps[nr:]
+	}
+}
+
+func (w *Writer) enqueueBatch(pkts []records.Packet, reps []records.Reply) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		w.c.dropClosed.Add(uint64(len(pkts) + len(reps)))
+		return
+	}
+	np, nr := int64(len(pkts)), int64(len(reps))
+	qp, qr := w.queuedPackets.Add(np), w.queuedReplies.Add(nr)
+	if qp > int64(cap(w.packets)) || qr > int64(cap(w.replies)) {
+		w.queuedPackets.Add(-np)
+		w.queuedReplies.Add(-nr)
+		w.c.dropPacketQueueFull.Add(uint64(np))
+		w.c.dropReplyQueueFull.Add(uint64(nr))
+		return
+	}
+	b := w.getBatch()
+	if b == nil {
+		// Every batch is queued: one by one, within the budget counted
+		// above, which is the channels' capacity, so they have room.
+		for i := range pkts {
+			sendCounted(w.packets, pkts[i], &w.queuedPackets, &w.c.dropPacketQueueFull)
+		}
+		for i := range reps {
+			sendCounted(w.replies, reps[i], &w.queuedReplies, &w.c.dropReplyQueueFull)
+		}
+		return
+	}
+	b.pkts = append(b.pkts[:0], pkts...)
+	b.reps = append(b.reps[:0], reps...)
+	w.batches <- b // never blocks: it holds every batch there is
+}
+
+// sendCounted sends v, already counted in queued, on ch. It never blocks:
+// should ch be full after all, v is uncounted, dropped and counted in full.
+func sendCounted[T any](ch chan<- T, v T, queued *atomic.Int64, full *atomic.Uint64) {
+	select {
+	case ch <- v:
+	default:
+		queued.Add(-1)
+		full.Add(1)
+	}
+}
+
+// getBatch returns a free batch, a new one while fewer than maxBatches
+// exist, or nil.
+func (w *Writer) getBatch() *recBatch {
+	select {
+	case b := <-w.freeBatches:
+		return b
+	default:
+	}
+	if w.batchesMade.Add(1) > w.maxBatches {
+		w.batchesMade.Add(-1)
+		return nil
+	}
+	return &recBatch{pkts: make([]records.Packet, 0, BatchRecords), reps: make([]records.Reply, 0, BatchRecords)}
+}
+
+// writeBatch writes b's records and frees b.
+func (w *Writer) writeBatch(b *recBatch) int {
+	for i := range b.pkts {
+		w.writePacket(&b.pkts[i])
+		// A payload stays referenced by a free batch until overwritten:
+		// let it go now.
+		b.pkts[i].Payload = nil
+	}
+	for i := range b.reps {
+		w.writeReply(&b.reps[i])
+	}
+	n := len(b.pkts) + len(b.reps)
+	w.queuedPackets.Add(-int64(len(b.pkts)))
+	w.queuedReplies.Add(-int64(len(b.reps)))
+	b.pkts, b.reps = b.pkts[:0], b.reps[:0]
+	w.freeBatches <- b // never blocks: it holds every batch there is
+	return n
+}
+
 func (w *Writer) enqueueEvent(e eventItem) {
-	enqueue(w, w.events, e, &w.c.dropEventQueueFull)
+	enqueue(w, w.events, e, nil, &w.c.dropEventQueueFull)
 }
 
 // enqueue queues v on ch, one of w's queues. It never blocks: when w is
@@ -405,16 +536,29 @@ func (w *Writer) enqueueEvent(e eventItem) {
 // taken by value: escape analysis does not see through a generic call with
 // its dictionary, so a pointer here moved the caller's record to the heap,
 // two allocations per SYN (telescope's TestSinkAdapterAllocatesNothing).
-func enqueue[T any](w *Writer, ch chan<- T, v T, full *atomic.Uint64) {
+//
+// queued, if not nil, is ch's share of a budget it has with the batch
+// queue (queuedPackets, queuedReplies): the record is counted there before
+// it is queued, and refused when the budget, ch's capacity, is spent.
+func enqueue[T any](w *Writer, ch chan<- T, v T, queued *atomic.Int64, full *atomic.Uint64) {
 	w.mu.RLock()
 	if w.closed {
 		w.mu.RUnlock()
 		w.c.dropClosed.Add(1)
 		return
 	}
+	if queued != nil && queued.Add(1) > int64(cap(ch)) {
+		queued.Add(-1)
+		full.Add(1)
+		w.mu.RUnlock()
+		return
+	}
 	select {
 	case ch <- v:
 	default:
+		if queued != nil {
+			queued.Add(-1)
+		}
 		full.Add(1)
 	}
 	w.mu.RUnlock()
@@ -460,8 +604,8 @@ func (w *Writer) Stats() Stats {
 		DropUnknownProto:    w.c.dropUnknownProto.Load(),
 		EncodeErrors:        w.c.encodeErrors.Load(),
 		WriteErrors:         w.c.writeErrors.Load(),
-		PacketQueue:         len(w.packets),
-		ReplyQueue:          len(w.replies),
+		PacketQueue:         int(w.queuedPackets.Load()),
+		ReplyQueue:          int(w.queuedReplies.Load()),
 		EventQueue:          len(w.events),
 		FilesOpen:           w.c.filesOpen.Load(),
 		FilesCompressed:     w.c.filesCompressed.Load(),
@@ -482,10 +626,15 @@ func (w *Writer) loop() {
 	for {
 		select {
 		case p := <-w.packets:
+			w.queuedPackets.Add(-1)
 			w.writePacket(&p)
 			w.coalesce()
 		case r := <-w.replies:
+			w.queuedReplies.Add(-1)
 			w.writeReply(&r)
+			w.coalesce()
+		case b := <-w.batches:
+			w.writeBatch(b)
 			w.coalesce()
 		case e := <-w.events:
 			w.writeEvent(&e)
@@ -506,9 +655,13 @@ func (w *Writer) drain() {
 	for {
 		select {
 		case p := <-w.packets:
+			w.queuedPackets.Add(-1)
 			w.writePacket(&p)
 		case r := <-w.replies:
+			w.queuedReplies.Add(-1)
 			w.writeReply(&r)
+		case b := <-w.batches:
+			w.writeBatch(b)
 		case e := <-w.events:
 			w.writeEvent(&e)
 		default:
@@ -524,36 +677,44 @@ func (w *Writer) drain() {
 // millisecond of records. The queues hold far more than that.
 const coalesceWait = time.Millisecond
 
-// coalesceMax bounds one coalesced batch, so that the flush tick and Close
-// are served even under a flood that fills the queues as fast as they
-// drain.
+// coalesceMax bounds the records of one coalesced run, so that the flush
+// tick and Close are served even under a flood that fills the queues as
+// fast as they drain.
 const coalesceMax = 1 << 14
 
-// coalesce waits coalesceWait, then writes what has queued meanwhile, up to
-// coalesceMax rounds of one record from each queue.
+// coalesce waits coalesceWait, then writes what has queued meanwhile, in
+// rounds of one entry from each queue, until the queues are empty or
+// coalesceMax records are written.
 func (w *Writer) coalesce() {
 	time.Sleep(coalesceWait)
-	for range coalesceMax {
-		got := false
+	for n := 0; n < coalesceMax; {
+		got := n
 		select {
 		case p := <-w.packets:
+			w.queuedPackets.Add(-1)
 			w.writePacket(&p)
-			got = true
+			n++
 		default:
 		}
 		select {
 		case r := <-w.replies:
+			w.queuedReplies.Add(-1)
 			w.writeReply(&r)
-			got = true
+			n++
+		default:
+		}
+		select {
+		case b := <-w.batches:
+			n += w.writeBatch(b)
 		default:
 		}
 		select {
 		case e := <-w.events:
 			w.writeEvent(&e)
-			got = true
+			n++
 		default:
 		}
-		if !got {
+		if n == got {
 			return
 		}
 	}
