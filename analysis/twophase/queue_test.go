@@ -98,6 +98,22 @@ func b2i(b bool) int {
 func TestSynQueueConcurrent(t *testing.T) {
 	q, _, free := newSynQueue(1<<8, true)
 	defer free()
+	concurrentWriters(t, q.put, false, func(check func(*synRec)) {
+		var r synRec
+		for q.get(&r) {
+			check(&r)
+		}
+		q.publish()
+	})
+}
+
+// concurrentWriters has four writers put SYNs through put (pausing now and
+// then if pause is set, to let the reader in) while drain, called over and
+// over, reads what is queued and passes each record to check; it fails the
+// test unless every SYN was read once, in its writer's order, or counted as
+// dropped by put.
+func concurrentWriters(t *testing.T, put func(*records.Packet, bool, records.Reasons) bool, pause bool, drain func(check func(*synRec))) {
+	t.Helper()
 	const writers, each = 4, 20000
 	var dropped [writers]int
 	var wg sync.WaitGroup
@@ -108,8 +124,11 @@ func TestSynQueueConcurrent(t *testing.T) {
 				p.SrcPort = uint16(w)
 				p.Seq = uint32(i)
 				irr, reasons := records.Irregular(&p)
-				if !q.put(&p, irr, reasons) {
+				if !put(&p, irr, reasons) {
 					dropped[w]++
+				}
+				if pause && i%128 == 0 {
+					time.Sleep(time.Microsecond)
 				}
 			}
 		})
@@ -118,30 +137,27 @@ func TestSynQueueConcurrent(t *testing.T) {
 	go func() { wg.Wait(); close(done) }()
 	var got [writers]int
 	last := [writers]int64{-1, -1, -1, -1}
-	read := func() {
-		var r synRec
-		for q.get(&r) {
-			w := r.srcPort
-			if int64(r.seq) <= last[w] {
-				t.Fatalf("writer %d: SYN %d after %d", w, r.seq, last[w])
-			}
-			last[w] = int64(r.seq)
-			got[w]++
+	check := func(rec *synRec) {
+		w := rec.srcPort
+		if int64(rec.seq) <= last[w] {
+			t.Fatalf("writer %d: SYN %d after %d", w, rec.seq, last[w])
 		}
-		q.publish()
+		last[w] = int64(rec.seq)
+		got[w]++
 	}
 	for {
 		select {
 		case <-done:
-			read()
+			drain(check)
 			for w := range writers {
 				if got[w]+dropped[w] != each {
 					t.Errorf("writer %d: %d read + %d dropped, want %d", w, got[w], dropped[w], each)
 				}
 			}
+			t.Logf("dropped %v", dropped)
 			return
 		default:
-			read()
+			drain(check)
 		}
 	}
 }
@@ -268,46 +284,14 @@ func TestSynRingsColdOnlyWhenNeeded(t *testing.T) {
 }
 
 // TestSynRingsConcurrent: four writers fill small rings while the reader
-// drains them, the cold ring going into use and back; every SYN is read
-// once, in its writer's order, or counted as dropped (run with -race).
+// drains them, the cold ring going into use and back (the writers pause now
+// and then so that it does, many times); every SYN is read once, in its
+// writer's order, or counted as dropped (run with -race).
 func TestSynRingsConcurrent(t *testing.T) {
 	r, free := newSynRings(1<<6, 1<<9)
 	defer free()
-	const writers, each = 4, 20000
-	var dropped [writers]int
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			for i := range each {
-				p := queueSYN(i, i%5 == 0, true)
-				p.SrcPort = uint16(w)
-				p.Seq = uint32(i)
-				irr, reasons := records.Irregular(&p)
-				if !r.put(&p, irr, reasons) {
-					dropped[w]++
-				}
-				if i%128 == 0 {
-					// Let the reader in, so that the cold ring goes into
-					// use and back many times.
-					time.Sleep(time.Microsecond)
-				}
-			}
-		})
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	var got [writers]int
-	last := [writers]int64{-1, -1, -1, -1}
 	colds := 0
-	check := func(rec *synRec) {
-		w := rec.srcPort
-		if int64(rec.seq) <= last[w] {
-			t.Fatalf("writer %d: SYN %d after %d", w, rec.seq, last[w])
-		}
-		last[w] = int64(rec.seq)
-		got[w]++
-	}
-	read := func() {
+	concurrentWriters(t, r.put, true, func(check func(*synRec)) {
 		var rec synRec
 		for r.get(&rec) {
 			check(&rec)
@@ -320,20 +304,6 @@ func TestSynRingsConcurrent(t *testing.T) {
 			}
 			r.reopenCold()
 		}
-	}
-	for {
-		select {
-		case <-done:
-			read()
-			for w := range writers {
-				if got[w]+dropped[w] != each {
-					t.Errorf("writer %d: %d read + %d dropped, want %d", w, got[w], dropped[w], each)
-				}
-			}
-			t.Logf("cold ring used and given back %d times; dropped %v", colds, dropped)
-			return
-		default:
-			read()
-		}
-	}
+	})
+	t.Logf("cold ring used and given back %d times", colds)
 }
