@@ -145,7 +145,8 @@ const (
 	benchKernel benchDesign = "kernel"
 	// benchSpoki2 is spoki again with the flags of SPOKI_BENCH_ARGS2 (e.g.
 	// "--queues 2" against SPOKI_BENCH_ARGS="--queues 1"), side by side
-	// in the same run; only when SPOKI_BENCH_DESIGNS names it.
+	// in the same run; only when SPOKI_BENCH_DESIGNS names it. SPOKI_BIN2
+	// gives it another build.
 	benchSpoki2 benchDesign = "spoki2"
 )
 
@@ -433,6 +434,12 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 		return res, fmt.Errorf("TUN name %q too long", tunName)
 	}
 	prefix := lab.Prefix4.String()
+	// SPOKI_BIN2 runs spoki2 from another build (an older commit, say), so
+	// that two versions meet the same floods in one run; its file must be
+	// named spoki, as the process check below wants.
+	if b2 := os.Getenv("SPOKI_BIN2"); rc.design == benchSpoki2 && b2 != "" {
+		bin = b2
+	}
 
 	var args []string
 	if rc.placement.pinned() {
