@@ -622,6 +622,14 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 			return res, fmt.Errorf("spoki printed no stats line before the flood or no final line:\n%s", benchTail(p.Output(), 20))
 		}
 		res.spokiDrops = final.drops - last.drops
+		if res.spokiDrops > 2 {
+			// More than the start-up's few: say which causes (totals of
+			// the run, the start-up's included).
+			f := attackLastLine(p.Output(), "final")
+			b.Logf("%s %s, rate %d (0 = max), irregular %v: spoki's drops by cause: %s", rc.placement, rc.design, rc.rate, rc.irregular, attackFields(f, func(k string) bool {
+				return (strings.HasPrefix(k, "drop_") || strings.Contains(k, "_drop_")) && f[k] != "0"
+			}))
+		}
 		res.recordsDropped = final.recordsDropped - last.recordsDropped
 		res.txErrors = final.txErrors - last.txErrors
 		res.heapBefore, res.heapAft = last.heapLive, final.heapLive
