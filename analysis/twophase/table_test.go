@@ -422,7 +422,9 @@ func TestPrefixFloodKeepsOneOffs(t *testing.T) {
 			d.Observe(&q)
 		}
 	}
-	if s := d.Stats(); s.Entries != s.Capacity {
+	// Full but for the odd slot: the buckets come from a per-process random
+	// seed, so how many the flood's SYNs leave one slot short of full varies.
+	if s := d.Stats(); s.Entries < s.Capacity*999/1000 {
 		t.Fatalf("the flood did not fill the table: %d of %d entries", s.Entries, s.Capacity)
 	}
 	// Needles: one irregular SYN each from other prefixes, then phase
