@@ -217,9 +217,8 @@ func (f *Feed) SYN(p *records.Packet) {
 	if !p.IsSYN() {
 		return
 	}
-	irregular, reasons := records.Irregular(p)
-	if irregular && !p.Probed {
-		// Only an answered SYN can be phase one (Detector.Observe).
+	irregular, reasons, ok := usable(p)
+	if !ok {
 		return
 	}
 	if !f.q.put(p, irregular, reasons) {
@@ -383,8 +382,8 @@ func (f *Feed) observePacket(p *records.Packet) {
 	if !p.IsSYN() {
 		return
 	}
-	irregular, reasons := records.Irregular(p)
-	if irregular && !p.Probed {
+	irregular, reasons, ok := usable(p)
+	if !ok {
 		return
 	}
 	r := recOf(p, irregular, reasons)

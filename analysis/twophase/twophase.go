@@ -157,15 +157,22 @@ func (d *Detector) Observe(p *records.Packet) (Pair, bool) {
 	if !p.IsSYN() {
 		return Pair{}, false
 	}
-	irregular, reasons := records.Irregular(p)
-	if irregular && !p.Probed {
-		// Only an answered SYN can be phase one: the scanner came back
-		// because it got a SYN-ACK (assemble requires the confirmation).
+	irregular, reasons, ok := usable(p)
+	if !ok {
 		d.tick(p.Time)
 		return Pair{}, false
 	}
 	s := recOf(p, irregular, reasons)
 	return d.observe(&s)
+}
+
+// usable reports whether the detector can use the SYN p, and p's
+// irregularity: a regular SYN (a phase two to look up), or an answered
+// irregular one. Only an answered SYN can be phase one: the scanner came
+// back because it got a SYN-ACK (assemble requires the confirmation).
+func usable(p *records.Packet) (irregular bool, reasons records.Reasons, ok bool) {
+	irregular, reasons = records.Irregular(p)
+	return irregular, reasons, !irregular || p.Probed
 }
 
 // synRec is what the detector reads of a SYN it keeps or matches: the key and
