@@ -51,9 +51,14 @@ type sinkAdapter struct {
 
 func (a sinkAdapter) Packet(p records.Packet) {
 	a.w.Packet(&p)
+	a.syn(&p)
+}
+
+// syn passes a SYN on to the two-phase detector and Kafka.
+func (a sinkAdapter) syn(p *records.Packet) {
 	if p.IsSYN() {
-		a.tp.SYN(&p)
-		a.pub.PublishSYN(&p)
+		a.tp.SYN(p)
+		a.pub.PublishSYN(p)
 	}
 }
 func (a sinkAdapter) Reply(r records.Reply) { a.w.Reply(&r) }
@@ -63,10 +68,7 @@ func (a sinkAdapter) Reply(r records.Reply) { a.w.Reply(&r) }
 func (a sinkAdapter) Records(pkts []records.Packet, reps []records.Reply) {
 	a.w.Records(pkts, reps)
 	for i := range pkts {
-		if pkts[i].IsSYN() {
-			a.tp.SYN(&pkts[i])
-			a.pub.PublishSYN(&pkts[i])
-		}
+		a.syn(&pkts[i])
 	}
 }
 
