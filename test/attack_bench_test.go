@@ -132,11 +132,13 @@ func BenchmarkAttackMix(b *testing.B) {
 	pid := p.Pid()
 	tGC := time.Now()
 	profDir := os.Getenv("SPOKI_BENCH_PROFILES")
-	if err := benchFetchPprof(ctx, l, "heap?debug=1", attackProfilePath(profDir, "heap-before.txt")); err != nil {
-		b.Fatalf("heap profile before the mix: %v", err)
-	}
+	// The forced collection of heap?gc=1 is the baseline's, profiles or
+	// not; the text form (its MemStats) only with profiles.
 	if err := benchFetchPprof(ctx, l, "heap?gc=1", attackProfilePath(profDir, "heap-before.pb.gz")); err != nil {
 		b.Fatal(err)
+	}
+	if err := attackFetchProfiles(ctx, l, profDir, [2]string{"heap?debug=1", "heap-before.txt"}); err != nil {
+		b.Fatalf("heap profile before the mix: %v", err)
 	}
 	if err := benchWaitStatsAfter(p, tGC); err != nil {
 		b.Fatal(err)
@@ -233,10 +235,9 @@ func BenchmarkAttackMix(b *testing.B) {
 		go func() {
 			defer mid.Done()
 			time.Sleep(time.Until(t0.Add(attackProfileAt)))
-			for _, f := range [][2]string{{"heap", "heap-mid.pb.gz"}, {"heap?debug=1", "heap-mid.txt"}, {"goroutine?debug=1", "goroutine-mid.txt"}} {
-				if err := benchFetchPprof(ctx, l, f[0], attackProfilePath(profDir, f[1])); err != nil {
-					b.Errorf("profile in the mix: %v", err)
-				}
+			if err := attackFetchProfiles(ctx, l, profDir, [2]string{"heap", "heap-mid.pb.gz"},
+				[2]string{"heap?debug=1", "heap-mid.txt"}, [2]string{"goroutine?debug=1", "goroutine-mid.txt"}); err != nil {
+				b.Errorf("profile in the mix: %v", err)
 			}
 		}()
 	}
@@ -260,15 +261,8 @@ func BenchmarkAttackMix(b *testing.B) {
 	rssAfter, _ := benchVmRSS(pid)
 	anonAfter, _ := benchProcStatus(pid, "RssAnon")
 	fileAfter, _ := benchProcStatus(pid, "RssFile")
-	if profDir != "" {
-		if err := benchFetchPprof(ctx, l, "heap?gc=1", attackProfilePath(profDir, "heap-after.pb.gz")); err != nil {
-			b.Errorf("heap profile after the mix: %v", err)
-		}
-		// The text form ends with runtime.MemStats: where the anonymous
-		// memory that is not live heap sits (free spans, stacks, metadata).
-		if err := benchFetchPprof(ctx, l, "heap?debug=1", attackProfilePath(profDir, "heap-after.txt")); err != nil {
-			b.Errorf("heap profile after the mix: %v", err)
-		}
+	if err := attackFetchProfiles(ctx, l, profDir, [2]string{"heap?gc=1", "heap-after.pb.gz"}, [2]string{"heap?debug=1", "heap-after.txt"}); err != nil {
+		b.Errorf("heap profile after the mix: %v", err)
 	}
 
 	stopped = true
@@ -526,6 +520,23 @@ func attackEnvInt(b *testing.B, name string, def int) int {
 		b.Fatalf("%s=%q: want a positive integer", name, s)
 	}
 	return n
+}
+
+// attackFetchProfiles fetches each {pprof path, file name} of fetches into
+// dir, the SPOKI_BENCH_PROFILES directory; nothing when dir is empty. A
+// text form (debug=1) of a heap profile ends with runtime.MemStats: where
+// the anonymous memory that is not live heap sits (free spans, stacks,
+// metadata).
+func attackFetchProfiles(ctx context.Context, l *lab.Lab, dir string, fetches ...[2]string) error {
+	if dir == "" {
+		return nil
+	}
+	for _, f := range fetches {
+		if err := benchFetchPprof(ctx, l, f[0], filepath.Join(dir, f[1])); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // attackProfilePath is where a heap profile of the mix goes: nowhere
