@@ -3,6 +3,7 @@ package netstack
 import (
 	"errors"
 	"syscall"
+	"time"
 
 	"github.com/spoki-telescope/spoki/records"
 	"github.com/spoki-telescope/spoki/tun"
@@ -27,6 +28,17 @@ type txBatch struct {
 	sink BatchSink
 	pkts []records.Packet
 	reps []records.Reply
+
+	// now is the time of the Read being handled and cookieTS the cookie
+	// clock's tick then (cookieJar.timeStamp), both read once per Read
+	// (frontEnd.stamp) instead of once per packet: the clock reads cost
+	// a SYN more than its parse. A Read takes every packet it returns
+	// within microseconds (they were queued already), so each packet's
+	// record keeps a time correct to that, and a cookie's 64 s tick can be
+	// late by as much once in 64 s, which its check's tolerance (two
+	// ticks) absorbs.
+	now      time.Time
+	cookieTS uint32
 }
 
 func newTxBatch(q tun.Queue, st *Stats, size int, sink BatchSink) *txBatch {

@@ -137,6 +137,7 @@ func TestBatchedSYNAllocatesNothing(t *testing.T) {
 		fe := &frontEnd{st: s}
 		tx := newTxBatch(s.tun.queues[0], &s.stats, 8, nil)
 		return func() {
+			fe.stamp(tx)
 			fe.deliverBatched(packetProto(pkt), pkt, tx)
 			tx.flush()
 		}
@@ -151,7 +152,10 @@ func BenchmarkSYNBatched(b *testing.B) {
 	tx := newTxBatch(s.tun.queues[0], &s.stats, tun.MaxBatch, nil)
 	pkt := testSYN(mssOpt)
 	b.ReportAllocs()
-	for b.Loop() {
+	for i := 0; b.Loop(); i++ {
+		if i%tun.MaxBatch == 0 {
+			fe.stamp(tx)
+		}
 		fe.deliverBatched(packetProto(pkt), pkt, tx)
 	}
 	tx.flush()
@@ -245,6 +249,7 @@ func TestBatchedRecordsAllocateNothing(t *testing.T) {
 			t.Fatal("no batch sink: the path measured is not the batched one")
 		}
 		return func() {
+			fe.stamp(tx)
 			fe.deliverBatched(packetProto(pkt), pkt, tx)
 			tx.flush()
 		}
@@ -292,6 +297,7 @@ func BenchmarkReaderFlood(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
+		fe.stamp(tx)
 		for _, p := range pkts[i : i+tun.MaxBatch] {
 			fe.deliverBatched(packetProto(p), p, tx)
 		}

@@ -77,7 +77,12 @@ func (j *cookieJar) hash(laddr, raddr []byte, lport, rport uint16, ts uint32, i 
 // create returns the cookie for a SYN with sequence number seq carrying
 // MSS index data (0-3).
 func (j *cookieJar) create(laddr, raddr []byte, lport, rport uint16, seq, data uint32) uint32 {
-	ts := j.timeStamp()
+	return j.mint(laddr, raddr, lport, rport, seq, data, j.timeStamp())
+}
+
+// mint is create at the cookie clock's tick ts (timeStamp), read by the
+// caller.
+func (j *cookieJar) mint(laddr, raddr []byte, lport, rport uint16, seq, data, ts uint32) uint32 {
 	v := j.hash(laddr, raddr, lport, rport, 0, 0) + seq + ts<<cookieTSOffset
 	v += (j.hash(laddr, raddr, lport, rport, ts, 1) + data) & cookieHashMask
 	return v

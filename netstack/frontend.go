@@ -64,7 +64,8 @@ func (f *frontEnd) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *
 // end's replies go on the reader's batch tx, and only a packet gVisor is
 // to see is copied into a PacketBuffer (a SYN never is). The batch is
 // flushed before gVisor sees a packet, so that nothing gVisor sends in
-// answer overtakes the front end's own ACK.
+// answer overtakes the front end's own ACK. The packet's time is its
+// Read's (tx.now, set by stamp).
 func (f *frontEnd) deliverBatched(proto tcpip.NetworkProtocolNumber, b []byte, tx *txBatch) {
 	st := f.st
 	st.stats.PacketsIn.Add(1)
@@ -73,7 +74,7 @@ func (f *frontEnd) deliverBatched(proto tcpip.NetworkProtocolNumber, b []byte, t
 		return
 	}
 	var rec records.Packet
-	rec.Time = time.Now()
+	rec.Time = tx.now
 	if st.inspectTx(b, &rec, tx) == verdictPass {
 		tx.flush()
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
@@ -88,6 +89,13 @@ func (f *frontEnd) deliverBatched(proto tcpip.NetworkProtocolNumber, b []byte, t
 			st.sink.Packet(rec)
 		}
 	}
+}
+
+// stamp reads the clocks for the Read whose packets tx is about to take:
+// see txBatch.now.
+func (f *frontEnd) stamp(tx *txBatch) {
+	tx.now = time.Now()
+	tx.cookieTS = f.st.jar.timeStamp()
 }
 
 func (f *frontEnd) stats() *Stats { return &f.st.stats }
@@ -899,7 +907,12 @@ func (s *Stack) answerSYN(l4, src, dst []byte, v6 bool, rec *records.Packet, tx 
 			o.ts, o.tsVal, o.tsEcr = true, s.tsVal(dst, src), syn.TSVal
 		}
 	}
-	cookie := s.jar.create(dst, src, dport, sport, rec.Seq, data)
+	var cookie uint32
+	if tx != nil {
+		cookie = s.jar.mint(dst, src, dport, sport, rec.Seq, data, tx.cookieTS)
+	} else {
+		cookie = s.jar.create(dst, src, dport, sport, rec.Seq, data)
+	}
 	// The MSS option: what our MTU allows, as gVisor's cookie path
 	// announces.
 	seg := segment{

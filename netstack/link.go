@@ -114,6 +114,9 @@ func (l *tunLink) read(i int, q tun.Queue, d stack.NetworkDispatcher) {
 	}
 	for {
 		k, err := q.Read(bufs, sizes, 0)
+		if batched && k > 0 {
+			bd.stamp(tx)
+		}
 		for j := 0; j < k; j++ {
 			b := bufs[j][:sizes[j]]
 			if batched {
@@ -141,6 +144,9 @@ func (l *tunLink) read(i int, q tun.Queue, d stack.NetworkDispatcher) {
 // replies to a packet on the reader's batch instead of writing each.
 type batchDispatcher interface {
 	deliverBatched(proto tcpip.NetworkProtocolNumber, b []byte, tx *txBatch)
+	// stamp reads the clocks once for the packets of a Read, before
+	// they are delivered.
+	stamp(tx *txBatch)
 	stats() *Stats
 	// batchSink is the records' BatchSink, or nil.
 	batchSink() BatchSink
