@@ -35,9 +35,11 @@ func TestLinuxQueues(t *testing.T) {
 		// The kernel picks the queue of a flow: read both.
 		got := make(chan []byte, 2)
 		for _, q := range dev.Queues() {
+			// Set here, not in the reader: a reader that starts after
+			// the other has its packet would undo the wake-up below.
+			q.SetReadDeadline(time.Now().Add(5 * time.Second))
 			go func() {
 				bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
-				q.SetReadDeadline(time.Now().Add(5 * time.Second))
 				for {
 					n, err := q.Read(bufs, sizes, 0)
 					if err != nil {

@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -8,7 +9,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/songgao/water"
@@ -74,16 +74,15 @@ func Open(cfg Config) (_ *Linux, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("tun: open %s queue %d: %w", cfg.Name, i, err)
 		}
-		// Non-blocking, the file is read through Go's poller: a blocked
-		// Read parks its goroutine, and a read deadline wakes it.
+		// Non-blocking: a Read takes what is queued, then waits in
+		// poll (linuxQueue).
 		if err := unix.SetNonblock(fd, true); err != nil {
 			unix.Close(fd)
 			return nil, fmt.Errorf("tun: open %s queue %d: %w", cfg.Name, i, err)
 		}
-		d.fds = append(d.fds, fd)
-		q, err := newLinuxQueue(os.NewFile(uintptr(fd), fmt.Sprintf("%s/%d", cfg.Name, i)), d.raw)
+		d.fds = append(d.fds, fd) // closed by Close from here on
+		q, err := newLinuxQueue(fd, d.raw)
 		if err != nil {
-			d.fds = d.fds[:len(d.fds)-1] // closed by newLinuxQueue
 			return nil, fmt.Errorf("tun: open %s queue %d: %w", cfg.Name, i, err)
 		}
 		d.queues = append(d.queues, q)
@@ -165,38 +164,49 @@ func openQueue(name string) (int, error) {
 
 // linuxQueue is one queue of a Linux device. A TUN file reads one packet
 // per system call (it has no batch call without a virtio-net header), so
-// Read takes every packet already queued, up to its batch, in one
-// wake-up of its goroutine: it parks only when there is none. Write sends
-// the batch in sendmmsg calls on the raw sockets when the Device has
-// them, and otherwise writes each packet to the TUN.
+// Read takes every packet already queued, up to its batch, and waits only
+// when there is none. Write sends the batch in sendmmsg calls on the raw
+// sockets when the Device has them, and otherwise writes each packet to
+// the TUN.
+//
+// Read waits in poll(2) on the queue and an eventfd, in its own thread,
+// as the echo baseline of the benchmarks does, not in Go's netpoller: the
+// queue's file is not registered with the netpoller at all. Under a flood
+// a reader empties its queue thousands of times a second; parked on the
+// netpoller, each time costs a goroutine switch, a thread looking for work
+// (findRunnable) and an epoll_wait, and every packet arriving on a
+// registered file wakes the thread blocked in epoll_wait whether or not a
+// goroutine waits for it. A reader blocked in poll holds its thread, not
+// a P (the runtime hands the P on while the call blocks) and burns no CPU
+// while idle; SetReadDeadline and Close wake it through the eventfd.
 type linuxQueue struct {
-	f   *os.File
-	rc  syscall.RawConn
-	raw *rawBatch // nil: packets are written to the TUN
+	fd   int
+	wake int       // eventfd: a write wakes a Read blocked in poll
+	raw  *rawBatch // nil: packets are written to the TUN
 
+	// fdmu keeps fd open while a Read or a TUN Write uses it (read
+	// locks); Close takes it to close fd once no one does, so that no
+	// call meets the number reused by another file.
+	fdmu   sync.RWMutex
 	closed atomic.Bool
-	// The state of the Read in progress (one reader at a time), held here
-	// so that readFn is one method value made once: a closure would be
-	// allocated on every Read.
-	bufs   [][]byte
-	sizes  []int
-	off    int
-	n      int
-	err    error
-	readFn func(fd uintptr) bool
+	// deadline is the read deadline in Unix ns; 0 is none.
+	deadline atomic.Int64
+	wakeMu   sync.Mutex // serialises wake-ups with closing the eventfd
+	wakeOpen bool       // +checklocks:wakeMu
+	pfd      [2]unix.PollFd
 }
 
-func newLinuxQueue(f *os.File, raw *rawSockets) (*linuxQueue, error) {
-	rc, err := f.SyscallConn()
+func newLinuxQueue(fd int, raw *rawSockets) (*linuxQueue, error) {
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
-		f.Close()
-		return nil, err
+		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	q := &linuxQueue{f: f, rc: rc}
+	q := &linuxQueue{fd: fd, wake: wake, wakeOpen: true}
+	q.pfd[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	q.pfd[1] = unix.PollFd{Fd: int32(wake), Events: unix.POLLIN}
 	if raw != nil {
 		q.raw = newRawBatch(raw)
 	}
-	q.readFn = q.readReady
 	return q, nil
 }
 
@@ -207,57 +217,124 @@ func (q *linuxQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) > MaxBatch {
 		bufs = bufs[:MaxBatch]
 	}
-	q.bufs, q.sizes, q.off, q.n, q.err = bufs, sizes, offset, 0, nil
-	err := q.rc.Read(q.readFn)
-	n, rerr := q.n, q.err
-	q.bufs, q.sizes = nil, nil
-	if err == nil {
-		err = rerr
-	}
-	if err != nil && n == 0 {
+	q.fdmu.RLock()
+	defer q.fdmu.RUnlock()
+	for {
 		if q.closed.Load() {
 			return 0, os.ErrClosed
 		}
-		return 0, err
+		n, err := q.readQueued(bufs, sizes, offset)
+		if n > 0 {
+			// An error after some packets is left for the next
+			// Read, which meets it again.
+			return n, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		timeout := -1
+		if d := q.deadline.Load(); d != 0 {
+			left := d - time.Now().UnixNano()
+			if left <= 0 {
+				return 0, os.ErrDeadlineExceeded
+			}
+			timeout = int(min((left+int64(time.Millisecond)-1)/int64(time.Millisecond), 1<<30))
+		}
+		q.pfd[0].Revents, q.pfd[1].Revents = 0, 0
+		if _, err := unix.Poll(q.pfd[:], timeout); err != nil && err != unix.EINTR {
+			return 0, fmt.Errorf("tun: poll: %w", err)
+		}
+		if q.pfd[1].Revents != 0 {
+			// Drained before closed and the deadline are looked at
+			// again: a wake-up after this one wakes the next poll.
+			var b [8]byte
+			unix.Read(q.wake, b[:])
+		}
 	}
-	// An error after some packets is left for the next Read, which meets
-	// it again (a closed file, a deadline).
-	return n, nil
 }
 
-// readReady reads packets until the queue is empty or the batch full; it
-// asks the poller to wait (returns false) only while it has none.
-func (q *linuxQueue) readReady(fd uintptr) bool {
-	for q.n < len(q.bufs) {
-		n, err := unix.Read(int(fd), q.bufs[q.n][q.off:])
+// readQueued reads packets until the queue is empty or the batch full.
+func (q *linuxQueue) readQueued(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n := 0
+	for n < len(bufs) {
+		k, err := unix.Read(q.fd, bufs[n][offset:])
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN:
-			return q.n > 0
+			return n, nil
 		case err != nil:
-			q.err = err
-			return true
+			return n, err
 		}
-		q.sizes[q.n] = n
-		q.n++
+		sizes[n] = k
+		n++
 	}
-	return true
+	return n, nil
+}
+
+// wakeUp wakes a Read blocked in poll, which then looks at the deadline
+// and closed again.
+func (q *linuxQueue) wakeUp() {
+	q.wakeMu.Lock()
+	if q.wakeOpen {
+		var one [8]byte // the eventfd counter's increment, in host order
+		binary.NativeEndian.PutUint64(one[:], 1)
+		unix.Write(q.wake, one[:])
+	}
+	q.wakeMu.Unlock()
 }
 
 func (q *linuxQueue) Write(bufs [][]byte, offset int) (int, error) {
 	if q.raw != nil {
 		return q.raw.write(bufs, offset)
 	}
+	q.fdmu.RLock()
+	defer q.fdmu.RUnlock()
+	if q.closed.Load() {
+		return 0, os.ErrClosed
+	}
 	for i, b := range bufs {
-		if _, err := q.f.Write(b[offset:]); err != nil {
-			return i, err
+		for {
+			_, err := unix.Write(q.fd, b[offset:])
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return i, &os.PathError{Op: "write", Path: "tun", Err: err}
+			}
+			break
 		}
 	}
 	return len(bufs), nil
 }
 
-func (q *linuxQueue) SetReadDeadline(t time.Time) error { return q.f.SetReadDeadline(t) }
+func (q *linuxQueue) SetReadDeadline(t time.Time) error {
+	if q.closed.Load() {
+		return os.ErrClosed
+	}
+	var d int64
+	if !t.IsZero() {
+		d = max(t.UnixNano(), 1)
+	}
+	q.deadline.Store(d)
+	q.wakeUp()
+	return nil
+}
+
+// close wakes a blocked Read for good and closes the queue once no Read
+// or Write uses it.
+func (q *linuxQueue) close() error {
+	q.closed.Store(true)
+	q.wakeUp()
+	q.fdmu.Lock()
+	err := unix.Close(q.fd)
+	q.fdmu.Unlock()
+	q.wakeMu.Lock()
+	q.wakeOpen = false
+	unix.Close(q.wake)
+	q.wakeMu.Unlock()
+	return err
+}
 
 // Queues returns one Queue per multi-queue file.
 func (d *Linux) Queues() []Queue { return d.queues }
@@ -300,9 +377,7 @@ func (d *Linux) Close() error {
 		for i, fd := range d.fds {
 			var err error
 			if i < len(d.queues) {
-				q := d.queues[i].(*linuxQueue)
-				q.closed.Store(true)
-				err = q.f.Close()
+				err = d.queues[i].(*linuxQueue).close()
 			} else {
 				err = unix.Close(fd)
 			}
