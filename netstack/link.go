@@ -3,7 +3,6 @@ package netstack
 import (
 	"errors"
 	"os"
-	"runtime"
 	"sync"
 	"time"
 
@@ -93,14 +92,12 @@ func (l *tunLink) stop() {
 // returns what the queue holds without waiting for more, so a reply waits
 // at most for the rest of its Read's packets, and never at a low rate.
 //
-// The reader keeps its thread (as the echo baseline does): a Linux queue
-// waits in poll(2), not in Go's netpoller (tun.Linux), so a reader moving
-// between threads would gain nothing and cost the runtime a hand-off at
-// each wake-up.
+// The reader does not lock its thread, unlike the echo baseline, which has
+// nothing else to run: a locked thread cannot run the goroutines the
+// reader wakes (the record writer), so each wake-up would hand the P to
+// another thread and back.
 func (l *tunLink) read(i int, q tun.Queue, d stack.NetworkDispatcher) {
 	defer l.wg.Done()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	n := max(l.dev.BatchSize(), 1)
 	bufs := make([][]byte, n)
 	sizes := make([]int, n)

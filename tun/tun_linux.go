@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -179,6 +180,7 @@ func openQueue(name string) (int, error) {
 // goroutine waits for it. A reader blocked in poll holds its thread, not
 // a P (the runtime hands the P on while the call blocks) and burns no CPU
 // while idle; SetReadDeadline and Close wake it through the eventfd.
+// Before it blocks, Read yields once (runtime.Gosched) and looks again.
 type linuxQueue struct {
 	fd   int
 	wake int       // eventfd: a write wakes a Read blocked in poll
@@ -219,6 +221,7 @@ func (q *linuxQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 	q.fdmu.RLock()
 	defer q.fdmu.RUnlock()
+	yielded := false
 	for {
 		if q.closed.Load() {
 			return 0, os.ErrClosed
@@ -232,6 +235,18 @@ func (q *linuxQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		if err != nil {
 			return 0, err
 		}
+		if !yielded {
+			// Before the thread blocks: the goroutines the caller
+			// made runnable (a record writer it handed a batch)
+			// wait on this P, which a thread blocked in poll keeps
+			// until the runtime takes it away. Yielding runs them
+			// here first, and what arrives meanwhile is read
+			// without a poll.
+			yielded = true
+			runtime.Gosched()
+			continue
+		}
+		yielded = false
 		timeout := -1
 		if d := q.deadline.Load(); d != 0 {
 			left := d - time.Now().UnixNano()
