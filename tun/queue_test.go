@@ -15,7 +15,8 @@ import (
 // TestLinuxQueues checks the Linux Device's queues: a packet the kernel
 // routes to the prefix is read from a queue, a packet written to a queue
 // reaches the kernel (its receive counter), a read deadline wakes a
-// blocked Read with the device still open, and Close wakes it for good.
+// blocked Read with the device still open, one that passes while Read
+// waits ends it, and Close wakes it for good.
 func TestLinuxQueues(t *testing.T) {
 	inNewNetns(t, func() {
 		b := make([]byte, 3)
@@ -118,6 +119,21 @@ func TestLinuxQueues(t *testing.T) {
 		}
 		if _, _, _, err := dev.Stats(); err != nil {
 			t.Errorf("Stats after the deadline: %v (the device must stay open)", err)
+		}
+		// A deadline that passes while Read waits ends it, with nothing
+		// to wake it but its own timeout.
+		q.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+		go func() {
+			_, err := q.Read(bufs, sizes, 0)
+			errc <- err
+		}()
+		select {
+		case err := <-errc:
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("Read past a future deadline = %v, want os.ErrDeadlineExceeded", err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Error("a read deadline that passed while Read waited did not end it")
 		}
 		q.SetReadDeadline(time.Time{})
 		go func() {
