@@ -34,9 +34,10 @@ type txBatch struct {
 	// (frontEnd.stamp) instead of once per packet: the clock reads cost
 	// a SYN more than its parse. A Read takes every packet it returns
 	// within microseconds (they were queued already), so each packet's
-	// record keeps a time correct to that, and a cookie's 64 s tick can be
-	// late by as much once in 64 s, which its check's tolerance (two
-	// ticks) absorbs.
+	// record keeps a time correct to that; a SYN-ACK sent in those
+	// microseconds after the cookie clock ticked (every 64 s) carries the
+	// tick before, so its cookie is valid 64 s less than the 128 to 192 s
+	// of the others (cookieMaxTSDiff).
 	now      time.Time
 	cookieTS uint32
 }

@@ -740,11 +740,12 @@ func tcpChecksumValid(l4, src, dst []byte) bool {
 // (BenchmarkTCPChecksum, BenchmarkEncodeSegment). addSum reads eight bytes
 // at a time into a 64-bit sum of 32-bit words, which foldSum folds to the
 // RFC 1071 sum (2^16 is 1 modulo 0xffff, so a word sums to the same as its
-// two 16-bit halves). TestChecksumMatchesGVisor pins it
-// to gVisor's results.
+// two 16-bit halves). TestChecksumMatchesGVisor pins it to gVisor's
+// results.
 
 // addSum adds b, as big-endian 16-bit words (an odd last byte padded with
-// zero), to the unfolded sum. A sum of up to 2^32 words cannot overflow.
+// zero), to the unfolded sum, which no packet can overflow (each eight
+// bytes add less than 2^33).
 func addSum(b []byte, sum uint64) uint64 {
 	for len(b) >= 8 {
 		v := binary.BigEndian.Uint64(b)
