@@ -86,27 +86,37 @@ func appendCommunityID(dst []byte, o *origin, ipProto uint8, src, dest netip.Add
 	return append(dst, '"')
 }
 
+// FNV-1a's 64-bit parameters.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+// fnvPrime10 is fnvPrime to the 10th power (mod 2^64): FNV-1a over a zero
+// byte is a multiply by the prime alone, so the ten zero bytes before an
+// IPv4 address's 0xffff are one multiply.
+var fnvPrime10 = func() uint64 {
+	p := uint64(1)
+	for range 10 {
+		p *= fnvPrime
+	}
+	return p
+}()
+
 // flowID is FlowID for IP protocol proto: a UDP flow's id is its tuple's
 // (isn 0), an ICMP echo's its tuple's with the echo's id and sequence.
+// The hash is FNV-1a over proto, each end's 16-byte address (IPv4 as
+// v4-mapped IPv6) and port, and isn, all in network byte order; the bytes
+// are mixed in place from the addresses' arrays, and an IPv4 address's ten
+// zero bytes in one multiply, which changes no value.
 func flowID(proto uint8, remote, local netip.AddrPort, isn uint32) uint64 {
-	const (
-		offset = 14695981039346656037
-		prime  = 1099511628211
-	)
-	h := uint64(offset)
-	mix := func(b byte) { h = (h ^ uint64(b)) * prime }
-	mix(proto)
-	for _, ap := range [2]netip.AddrPort{remote, local} {
-		a := ap.Addr().Unmap().As16()
-		for _, b := range a {
-			mix(b)
-		}
-		mix(byte(ap.Port() >> 8))
-		mix(byte(ap.Port()))
-	}
-	for i := 24; i >= 0; i -= 8 {
-		mix(byte(isn >> i))
-	}
+	h := (fnvOffset ^ uint64(proto)) * fnvPrime
+	h = flowIDEnd(h, remote)
+	h = flowIDEnd(h, local)
+	h = (h ^ uint64(isn>>24)) * fnvPrime
+	h = (h ^ uint64(isn>>16&0xff)) * fnvPrime
+	h = (h ^ uint64(isn>>8&0xff)) * fnvPrime
+	h = (h ^ uint64(isn&0xff)) * fnvPrime
 	// FNV's low bits mix poorly; the SplitMix64 finaliser spreads every
 	// input bit over the 51 kept.
 	h ^= h >> 30
@@ -115,6 +125,29 @@ func flowID(proto uint8, remote, local netip.AddrPort, isn uint32) uint64 {
 	h *= 0x94d049bb133111eb
 	h ^= h >> 31
 	return h & (1<<51 - 1)
+}
+
+// flowIDEnd mixes one end of a flow (its address as 16 bytes, then its
+// port) into the FNV-1a state h.
+func flowIDEnd(h uint64, ap netip.AddrPort) uint64 {
+	a := ap.Addr()
+	if a.Is4() || a.Is4In6() {
+		b := a.As16() // v4-mapped either way
+		h *= fnvPrime10
+		h = (h ^ 0xff) * fnvPrime
+		h = (h ^ 0xff) * fnvPrime
+		h = (h ^ uint64(b[12])) * fnvPrime
+		h = (h ^ uint64(b[13])) * fnvPrime
+		h = (h ^ uint64(b[14])) * fnvPrime
+		h = (h ^ uint64(b[15])) * fnvPrime
+	} else {
+		for _, c := range a.As16() { // the zero Addr's are 16 zeros
+			h = (h ^ uint64(c)) * fnvPrime
+		}
+	}
+	p := ap.Port()
+	h = (h ^ uint64(p>>8)) * fnvPrime
+	return (h ^ uint64(p&0xff)) * fnvPrime
 }
 
 // appendEventHead appends the opening brace and the fields every event
