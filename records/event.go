@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -170,17 +171,17 @@ func appendEventHeadProto(dst []byte, t time.Time, eventType string, src, dest n
 	dst = appendJSONString(dst, eventType)
 	if src.IsValid() {
 		dst = append(dst, `,"src_ip":"`...)
-		dst = src.Addr().AppendTo(dst)
+		dst = appendAddr(dst, src.Addr())
 		dst = append(dst, `","src_port":`...)
-		dst = strconv.AppendUint(dst, uint64(src.Port()), 10)
+		dst = appendUint(dst, uint64(src.Port()))
 		dst = append(dst, `,"dest_ip":"`...)
-		dst = dest.Addr().AppendTo(dst)
+		dst = appendAddr(dst, dest.Addr())
 		dst = append(dst, `","dest_port":`...)
-		dst = strconv.AppendUint(dst, uint64(dest.Port()), 10)
+		dst = appendUint(dst, uint64(dest.Port()))
 		dst = append(dst, `,"proto":"`...)
 		dst = append(dst, proto...)
 		dst = append(dst, `","flow_id":`...)
-		dst = strconv.AppendUint(dst, flowID(ipProto, src, dest, isn), 10)
+		dst = appendUint(dst, flowID(ipProto, src, dest, isn))
 		dst = appendCommunityID(dst, o, ipProto, src, dest)
 	}
 	if o != nil {
@@ -194,8 +195,9 @@ func appendEventHeadProto(dst []byte, t time.Time, eventType string, src, dest n
 // fraction fixed so that lines sort as text. Filebeat's Suricata module
 // parses it with the layout 2006-01-02T15:04:05.999999999Z0700.
 // It runs once per SYN: years 1 to 9999 take a path that computes the date
-// once, from the Unix day (t.Date and t.Clock would each do it again), and
-// writes digits in pairs; others go the general way.
+// once, from the Unix day (t.Date and t.Clock would each do it again; the
+// last day's date is cached), and writes digits in pairs straight into dst;
+// others go the general way.
 func appendTimestamp(dst []byte, t time.Time) []byte {
 	sec := t.Unix()
 	if sec < minFastUnix || sec > maxFastUnix {
@@ -203,8 +205,13 @@ func appendTimestamp(dst []byte, t time.Time) []byte {
 	}
 	days := (sec - minFastUnix) / 86400 // from 0001-01-01, never negative here
 	sod := int(sec - minFastUnix - days*86400)
-	y, m, d := civilFromDays(days)
-	var b [TimestampLen]byte
+	y, m, d := civilFromDaysCached(days)
+	l := len(dst)
+	if cap(dst)-l < TimestampLen {
+		dst = slices.Grow(dst, TimestampLen)
+	}
+	dst = dst[:l+TimestampLen]
+	b := dst[l : l+TimestampLen]
 	put2(b[0:], y/100)
 	put2(b[2:], y%100)
 	b[4] = '-'
@@ -219,12 +226,27 @@ func appendTimestamp(dst []byte, t time.Time) []byte {
 	put2(b[17:], sod%60)
 	b[19] = '.'
 	us := t.Nanosecond() / 1000
-	for i := 25; i > 19; i-- {
-		b[i] = byte('0' + us%10)
-		us /= 10
-	}
+	put2(b[20:], us/10000)
+	put2(b[22:], us/100%100)
+	put2(b[24:], us%100)
 	copy(b[26:], "+0000")
-	return append(dst, b[:]...)
+	return dst
+}
+
+// lastDay caches civilFromDays for the day of the last timestamp, packed
+// as days<<32 | year<<16 | month<<8 | day (0, year 0, is empty): nearly
+// every event of a run falls on the day of the one before. One word, so
+// that concurrent encoders share it safely.
+var lastDay atomic.Uint64
+
+// civilFromDaysCached is civilFromDays through lastDay.
+func civilFromDaysCached(days int64) (year, month, day int) {
+	if c := lastDay.Load(); c != 0 && int64(c>>32) == days {
+		return int(c >> 16 & 0xffff), int(c >> 8 & 0xff), int(c & 0xff)
+	}
+	year, month, day = civilFromDays(days)
+	lastDay.Store(uint64(days)<<32 | uint64(year)<<16 | uint64(month)<<8 | uint64(day))
+	return year, month, day
 }
 
 // TimestampLen is the length of an event timestamp in the fast range
@@ -441,7 +463,7 @@ func appendEventOptionName(dst []byte, k uint8) []byte {
 	case optTimestamp:
 		return append(dst, "timestamp"...)
 	}
-	return strconv.AppendUint(append(dst, "opt_"...), uint64(k), 10)
+	return appendUint(append(dst, "opt_"...), uint64(k))
 }
 
 // AppendSYNEvent appends the `syn` event of p as one JSON line ending in
@@ -455,15 +477,15 @@ func AppendSYNEvent(dst []byte, p *Packet) []byte {
 	dst = appendEventHead(dst, p.Time, EventSYN,
 		netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort), p.Seq)
 	dst = append(dst, `,"userid":`...)
-	dst = strconv.AppendUint(dst, uint64(p.UserID), 10)
+	dst = appendUint(dst, uint64(p.UserID))
 	dst = append(dst, `,"tcp":{"seq":`...)
-	dst = strconv.AppendUint(dst, uint64(p.Seq), 10)
+	dst = appendUint(dst, uint64(p.Seq))
 	dst = append(dst, `,"window":`...)
-	dst = strconv.AppendUint(dst, uint64(p.Window), 10)
+	dst = appendUint(dst, uint64(p.Window))
 	dst = append(dst, `,"ttl":`...)
-	dst = strconv.AppendUint(dst, uint64(p.TTL), 10)
+	dst = appendUint(dst, uint64(p.TTL))
 	dst = append(dst, `,"ipid":`...)
-	dst = strconv.AppendUint(dst, uint64(p.IPID), 10)
+	dst = appendUint(dst, uint64(p.IPID))
 	dst = append(dst, `,"options":[`...)
 	for i, k := range p.Options[:min(int(p.NumOptions), MaxOptions)] {
 		if i > 0 {
@@ -479,11 +501,11 @@ func AppendSYNEvent(dst []byte, p *Packet) []byte {
 	}
 	if p.MSS != 0 {
 		dst = append(dst, `,"mss":`...)
-		dst = strconv.AppendUint(dst, uint64(p.MSS), 10)
+		dst = appendUint(dst, uint64(p.MSS))
 	}
 	if p.WScale >= 0 {
 		dst = append(dst, `,"wscale":`...)
-		dst = strconv.AppendInt(dst, int64(p.WScale), 10)
+		dst = appendInt(dst, int64(p.WScale))
 	}
 	dst = append(dst, '}')
 	dst = appendFragmentPayload(dst, p)
