@@ -32,6 +32,9 @@ func decimalLen(v uint64) int {
 }
 
 // appendUint appends v in decimal, as strconv.AppendUint(dst, v, 10).
+// Above 10^8 it cuts v into 8-digit chunks whose pairs are computed in
+// 32 bits, independently of each other, where a pair-at-a-time loop over
+// the whole number would chain one 64-bit division after the other.
 func appendUint(dst []byte, v uint64) []byte {
 	if v < 100 {
 		if v < 10 {
@@ -47,19 +50,38 @@ func appendUint(dst []byte, v uint64) []byte {
 	dst = dst[:l+n]
 	b := dst[l:]
 	i := n
-	for v >= 100 {
-		q := v / 100
-		r := v - q*100
-		i -= 2
-		b[i+1], b[i] = digitPairs[2*r+1], digitPairs[2*r]
+	for v >= 1e8 {
+		q := v / 1e8
+		r := uint32(v - q*1e8)
+		i -= 8
+		put8(b[i:], r)
 		v = q
 	}
-	if v >= 10 {
-		b[1], b[0] = digitPairs[2*v+1], digitPairs[2*v]
+	u := uint32(v)
+	for u >= 100 {
+		q := u / 100
+		r := u - q*100
+		i -= 2
+		b[i+1], b[i] = digitPairs[2*r+1], digitPairs[2*r]
+		u = q
+	}
+	if u >= 10 {
+		b[1], b[0] = digitPairs[2*u+1], digitPairs[2*u]
 	} else {
-		b[0] = byte('0' + v)
+		b[0] = byte('0' + u)
 	}
 	return dst
+}
+
+// put8 writes v (below 10^8) as eight digits.
+func put8(b []byte, v uint32) {
+	hi, lo := v/10000, v%10000
+	a, c, d, e := hi/100, hi%100, lo/100, lo%100
+	_ = b[7]
+	b[0], b[1] = digitPairs[2*a], digitPairs[2*a+1]
+	b[2], b[3] = digitPairs[2*c], digitPairs[2*c+1]
+	b[4], b[5] = digitPairs[2*d], digitPairs[2*d+1]
+	b[6], b[7] = digitPairs[2*e], digitPairs[2*e+1]
 }
 
 // appendInt appends v in decimal, as strconv.AppendInt(dst, v, 10).

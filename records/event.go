@@ -167,8 +167,12 @@ func appendEventHeadProto(dst []byte, t time.Time, eventType string, src, dest n
 	o := currentOrigin.Load()
 	dst = append(dst, `{"timestamp":"`...)
 	dst = appendTimestamp(dst, t)
-	dst = append(dst, `","event_type":`...)
-	dst = appendJSONString(dst, eventType)
+	if eventType == EventSYN { // once per SYN: no escaping to do
+		dst = append(dst, `","event_type":"`+EventSYN+`"`...)
+	} else {
+		dst = append(dst, `","event_type":`...)
+		dst = appendJSONString(dst, eventType)
+	}
 	if src.IsValid() {
 		dst = append(dst, `,"src_ip":"`...)
 		dst = appendAddr(dst, src.Addr())
@@ -509,15 +513,29 @@ func AppendSYNEvent(dst []byte, p *Packet) []byte {
 	}
 	dst = append(dst, '}')
 	dst = appendFragmentPayload(dst, p)
-	irregular, reasons := Irregular(p)
-	dst = append(dst, `,"irregular":`...)
-	dst = strconv.AppendBool(dst, irregular)
-	dst = append(dst, `,"irregular_reasons":`...)
-	dst = reasons.AppendJSON(dst)
-	dst = append(dst, `,"scanner":"`...)
-	dst = append(dst, Fingerprint(p).String()...)
-	return append(dst, "\"}\n"...)
+	_, reasons := Irregular(p)
+	return append(dst, synTails[reasons&(1<<len(reasonNames)-1)][Fingerprint(p)%numScanners]...)
 }
+
+// numScanners is the number of Scanner values.
+const numScanners = ScannerNmap + 1
+
+// synTails holds the end of a `syn` event for every set of irregular
+// reasons and every scanner: irregular, irregular_reasons and scanner, the
+// closing brace and the newline, so that the last fields are one append.
+var synTails = func() (t [1 << len(reasonNames)][numScanners]string) {
+	for r := range t {
+		for s := range t[r] {
+			b := append([]byte(`,"irregular":`), strconv.FormatBool(r != 0)...)
+			b = append(b, `,"irregular_reasons":`...)
+			b = Reasons(r).AppendJSON(b)
+			b = append(b, `,"scanner":"`...)
+			b = append(b, Scanner(s).String()...)
+			t[r][s] = string(append(b, "\"}\n"...))
+		}
+	}
+	return t
+}()
 
 // reservedKey reports whether k is a key of the session event's own fields,
 // which a handler's Detail object must not take.

@@ -130,8 +130,34 @@ func TestEncodersMatchReference(t *testing.T) {
 	old := CurrentOrigin()
 	t.Cleanup(func() { SetOrigin(old) })
 	rng := rand.New(rand.NewPCG(11, 12))
+	// Every scanner fingerprint and reason set, whatever the draw gives.
+	var fixed []Packet
+	for _, ipid := range []uint16{54321, 1} {
+		for _, ttl := range []uint8{250, 64} {
+			for _, opts := range [][]uint8{nil, {optNOP, optEOL}, {optMSS}, {optMSS, optSACKPerm, optTimestamp, optNOP, optWScale}} {
+				p := withOptions(syn(), opts...)
+				p.IPID, p.TTL, p.Window = ipid, ttl, 1024
+				fixed = append(fixed, p)
+				d := p.Dst.As4()
+				p.Seq = binary.BigEndian.Uint32(d[:]) // mirai
+				fixed = append(fixed, p)
+				p.Seq = 77
+				p.IPID = uint16(binary.BigEndian.Uint32(d[:]) ^ uint32(p.DstPort) ^ p.Seq) // masscan
+				fixed = append(fixed, p)
+			}
+		}
+	}
 	for _, o := range []Origin{{}, {Host: "sensor-1", CommunityIDSeed: 7}} {
 		SetOrigin(o)
+		seen := map[[2]uint8]bool{}
+		for _, p := range fixed {
+			_, r := Irregular(&p)
+			seen[[2]uint8{uint8(r), uint8(Fingerprint(&p))}] = true
+			checkEncoders(t, &p)
+		}
+		if len(seen) < 8+4 {
+			t.Fatalf("the fixed SYNs make only %d (reasons, scanner) pairs", len(seen))
+		}
 		for range 100000 {
 			p := randomPacket(rng)
 			checkEncoders(t, &p)
