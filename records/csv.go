@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -173,28 +174,54 @@ func appendFlag(dst []byte, bit uint8) []byte {
 // `window_scale:timestamp:sack_permitted:mss`). Each name appears once
 // (several unknown kinds make one `other`), NOP and EOL are skipped.
 func appendCSVOptions(dst []byte, p *Packet) []byte {
-	n := min(int(p.NumOptions), MaxOptions)
-	// first[i] is the index of the first option with name index i, -1 if none.
-	first := [6]int8{-1, -1, -1, -1, -1, -1}
-	for i := 0; i < n; i++ {
-		if _, ni := csvOptionName(p.Options[i]); ni >= 0 && first[ni] < 0 {
-			first[ni] = int8(i)
-		}
-	}
-	sep := false
-	for i := n - 1; i >= 0; i-- {
-		name, ni := csvOptionName(p.Options[i])
-		if ni < 0 || int(first[ni]) != i {
+	// One pass notes each name's first appearance (seen is a bitset of
+	// name indexes, order the names in that order); the names are then
+	// written last first.
+	var order [6]int8
+	var seen uint8
+	k := 0
+	for _, kind := range p.Options[:min(int(p.NumOptions), MaxOptions)] {
+		_, ni := csvOptionName(kind)
+		if ni < 0 || seen&(1<<ni) != 0 {
 			continue
 		}
-		if sep {
-			dst = append(dst, ':')
-		}
-		dst = append(dst, name...)
-		sep = true
+		seen |= 1 << ni
+		order[k] = int8(ni)
+		k++
 	}
-	return dst
+	if k == 0 {
+		return dst
+	}
+	// Each name is moved as one 16-byte word and kept as its length.
+	l := len(dst)
+	if cap(dst)-l < 16*k {
+		dst = slices.Grow(dst, 16*k)
+	}
+	b := dst[l:cap(dst)]
+	n := 0
+	sep := 0 // the first name written has no ':' before it
+	for i := k - 1; i >= 0; i-- {
+		e := &csvOptionWords[sep][order[i]]
+		*(*[16]byte)(b[n : n+16]) = e.text
+		n += int(e.len)
+		sep = 1
+	}
+	return dst[:l+n]
 }
+
+// csvOptionWords holds csvOptionName's names by index, padded to 16
+// bytes, without and with a ':' before them.
+var csvOptionWords = func() (t [2][6]struct {
+	text [16]byte
+	len  uint8
+}) {
+	for i, name := range [6]string{"mss", "window_scale", "sack_permitted", "sack", "timestamp", "other"} {
+		for sep, s := range [2]string{name, ":" + name} {
+			t[sep][i].len = uint8(copy(t[sep][i].text[:], s))
+		}
+	}
+	return t
+}()
 
 // AppendReplyRow appends r as one reply-log row ending in '\n': start time in
 // seconds and microseconds (not zero-padded, as Spoki writes it), method,
