@@ -470,6 +470,43 @@ func appendEventOptionName(dst []byte, k uint8) []byte {
 	return appendUint(append(dst, "opt_"...), uint64(k))
 }
 
+// eventOptionWords holds every option kind's name as a JSON string
+// (appendEventOptionName), padded to 16 bytes, without and with a ','
+// before it.
+var eventOptionWords = func() (t [2][256]struct {
+	text [16]byte
+	len  uint8
+}) {
+	for k := range t[0] {
+		s := `"` + string(appendEventOptionName(nil, uint8(k))) + `"`
+		t[0][k].len = uint8(copy(t[0][k].text[:], s))
+		t[1][k].len = uint8(copy(t[1][k].text[:], ","+s))
+	}
+	return t
+}()
+
+// appendEventOptions appends the names of kinds as the members of a JSON
+// array, each moved as one 16-byte word.
+func appendEventOptions(dst []byte, kinds []uint8) []byte {
+	if len(kinds) == 0 {
+		return dst
+	}
+	l := len(dst)
+	if cap(dst)-l < 16*len(kinds) {
+		dst = slices.Grow(dst, 16*len(kinds))
+	}
+	b := dst[l:cap(dst)]
+	n := 0
+	sep := 0 // no ',' before the first
+	for _, k := range kinds {
+		e := &eventOptionWords[sep][k]
+		*(*[16]byte)(b[n : n+16]) = e.text
+		n += int(e.len)
+		sep = 1
+	}
+	return dst[:l+n]
+}
+
 // AppendSYNEvent appends the `syn` event of p as one JSON line ending in
 // '\n'. Fields after the flow: userid; tcp {seq, window, ttl, ipid, options
 // (names in wire order, NOP and EOL included), options_truncated (only when
@@ -491,14 +528,7 @@ func AppendSYNEvent(dst []byte, p *Packet) []byte {
 	dst = append(dst, `,"ipid":`...)
 	dst = appendUint(dst, uint64(p.IPID))
 	dst = append(dst, `,"options":[`...)
-	for i, k := range p.Options[:min(int(p.NumOptions), MaxOptions)] {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = append(dst, '"')
-		dst = appendEventOptionName(dst, k)
-		dst = append(dst, '"')
-	}
+	dst = appendEventOptions(dst, p.Options[:min(int(p.NumOptions), MaxOptions)])
 	dst = append(dst, ']')
 	if p.OptionsTruncated {
 		dst = append(dst, `,"options_truncated":true`...)
