@@ -16,9 +16,8 @@ package communityid
 
 import (
 	"crypto/sha1"
-	"encoding/binary"
+	"encoding/base64"
 	"net/netip"
-	"slices"
 )
 
 // IP protocol numbers with ports (or ICMP types) in the hash.
@@ -68,6 +67,7 @@ func hasPorts(proto uint8) bool {
 // ports both are ignored. An IPv4 address and an IPv6 one (not mapped)
 // cannot make a flow: Append then hashes both as 16-byte addresses.
 func Append(b []byte, seed uint16, proto uint8, src, dst netip.Addr, sport, dport uint16) []byte {
+	src, dst = src.Unmap(), dst.Unmap()
 	oneWay := false
 	switch proto {
 	case ProtoICMP, ProtoICMPv6:
@@ -83,64 +83,44 @@ func Append(b []byte, seed uint16, proto uint8, src, dst netip.Addr, sport, dpor
 		}
 		sport = uint16(typ)
 	}
-	// The hash input, built in place. The addresses come from As16 (an
-	// IPv4 or v4-mapped address is its last four bytes) and are ordered as
-	// numbers, which orders them as bytes in network order; equal
-	// endpoints are not swapped, as in the reference implementation
-	// (swapping them changes nothing).
-	var in [2 + 16 + 16 + 2 + 4]byte
-	binary.BigEndian.PutUint16(in[0:], seed)
-	sa, da := src.As16(), dst.As16()
-	i := 2
-	if (src.Is4() || src.Is4In6()) && (dst.Is4() || dst.Is4In6()) {
-		s, d := binary.BigEndian.Uint32(sa[12:]), binary.BigEndian.Uint32(da[12:])
-		if !oneWay && (s > d || s == d && sport >= dport) {
-			s, d, sport, dport = d, s, dport, sport
-		}
-		binary.BigEndian.PutUint32(in[2:], s)
-		binary.BigEndian.PutUint32(in[6:], d)
-		i = 10
+	var sa, da [16]byte
+	n := 4
+	if src.Is4() && dst.Is4() {
+		a, d := src.As4(), dst.As4()
+		copy(sa[:], a[:])
+		copy(da[:], d[:])
 	} else {
-		sh, sl := binary.BigEndian.Uint64(sa[:8]), binary.BigEndian.Uint64(sa[8:])
-		dh, dl := binary.BigEndian.Uint64(da[:8]), binary.BigEndian.Uint64(da[8:])
-		if !oneWay && (sh > dh || sh == dh && (sl > dl || sl == dl && sport >= dport)) {
-			sh, sl, dh, dl, sport, dport = dh, dl, sh, sl, dport, sport
-		}
-		binary.BigEndian.PutUint64(in[2:], sh)
-		binary.BigEndian.PutUint64(in[10:], sl)
-		binary.BigEndian.PutUint64(in[18:], dh)
-		binary.BigEndian.PutUint64(in[26:], dl)
-		i = 34
+		sa, da, n = src.As16(), dst.As16(), 16
 	}
+	if !oneWay && !less(sa[:n], da[:n], sport, dport) {
+		sa, da, sport, dport = da, sa, dport, sport
+	}
+	var in [2 + 16 + 16 + 2 + 4]byte
+	in[0], in[1] = byte(seed>>8), byte(seed)
+	i := 2
+	i += copy(in[i:], sa[:n])
+	i += copy(in[i:], da[:n])
 	in[i], in[i+1] = proto, 0
 	i += 2
 	if hasPorts(proto) {
-		binary.BigEndian.PutUint16(in[i:], sport)
-		binary.BigEndian.PutUint16(in[i+2:], dport)
+		in[i], in[i+1], in[i+2], in[i+3] = byte(sport>>8), byte(sport), byte(dport>>8), byte(dport)
 		i += 4
 	}
 	sum := sha1.Sum(in[:i])
-	return appendID(b, &sum)
+	b = append(b, '1', ':')
+	return base64.StdEncoding.AppendEncode(b, sum[:])
 }
 
-// appendID appends "1:" and the padded standard base64 of sum (28
-// characters, the last '='), what base64.StdEncoding.AppendEncode writes,
-// in one pass over the fixed 20 bytes.
-func appendID(b []byte, sum *[sha1.Size]byte) []byte {
-	const enc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-	l := len(b)
-	b = slices.Grow(b, Len)[:l+Len]
-	out := b[l : l+Len]
-	out[0], out[1] = '1', ':'
-	for g := range 6 {
-		v := uint(sum[3*g])<<16 | uint(sum[3*g+1])<<8 | uint(sum[3*g+2])
-		o := out[2+4*g : 6+4*g]
-		o[0], o[1], o[2], o[3] = enc[v>>18&63], enc[v>>12&63], enc[v>>6&63], enc[v&63]
+// less reports whether endpoint a:ap sorts before b:bp (addresses as bytes
+// in network order, then ports). Equal endpoints are not less, as in the
+// reference implementation; swapping them changes nothing.
+func less(a, b []byte, ap, bp uint16) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
 	}
-	v := uint(sum[18])<<16 | uint(sum[19])<<8
-	o := out[26:30]
-	o[0], o[1], o[2], o[3] = enc[v>>18&63], enc[v>>12&63], enc[v>>6&63], '='
-	return b
+	return ap < bp
 }
 
 // String returns the Community ID v1 of the flow, as Append writes it.
