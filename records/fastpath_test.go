@@ -242,3 +242,30 @@ func FuzzEncodersMatchReference(f *testing.F) {
 		checkEncoders(t, &p)
 	})
 }
+
+// TestAppendTimestampConcurrent formats times of different days from
+// several goroutines at once, so that the shared day cache is replaced
+// under the others' feet: every text must still be right.
+func TestAppendTimestampConcurrent(t *testing.T) {
+	errs := make(chan string, 4)
+	for g := range 4 {
+		go func() {
+			tm := time.Date(2020+g, 2, 28, 23, 59, 59, 0, time.UTC)
+			var buf []byte
+			for i := range 20000 {
+				at := tm.Add(time.Duration(i%3) * 24 * time.Hour)
+				buf = appendTimestamp(buf[:0], at)
+				if want := at.Format(TimestampLayout); string(buf) != want {
+					errs <- string(buf) + " != " + want
+					return
+				}
+			}
+			errs <- ""
+		}()
+	}
+	for range 4 {
+		if e := <-errs; e != "" {
+			t.Error(e)
+		}
+	}
+}
