@@ -269,3 +269,28 @@ func TestAppendTimestampConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestEncodersGrowShortBuffers appends every encoder's output to buffers
+// with no, little and just enough spare capacity, where the fast paths'
+// word writes must grow dst rather than write past it.
+func TestEncodersGrowShortBuffers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for range 2000 {
+		p := randomPacket(rng)
+		p.Proto = ProtoTCP
+		want := string(refAppendSYNEvent(nil, &p))
+		for extra := range len(want) + 20 {
+			buf := make([]byte, 3, 3+extra)
+			if got := string(AppendSYNEvent(buf, &p)); got[3:] != want {
+				t.Fatalf("AppendSYNEvent into cap %d: %q, want %q", cap(buf), got[3:], want)
+			}
+		}
+		want = string(refAppendRawRow(nil, &p))
+		for extra := range len(want) + 20 {
+			buf := make([]byte, 3, 3+extra)
+			if got := string(AppendRawRow(buf, &p)); got[3:] != want {
+				t.Fatalf("AppendRawRow into cap %d: %q, want %q", cap(buf), got[3:], want)
+			}
+		}
+	}
+}
