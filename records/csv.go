@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -88,28 +89,28 @@ const optOther = 254
 // ICMP rows in spoki's own columns. The time is truncated to milliseconds.
 // It allocates nothing beyond growing dst.
 func AppendRawRow(dst []byte, p *Packet) []byte {
-	dst = strconv.AppendInt(dst, p.Time.UnixMilli(), 10)
+	dst = appendInt(dst, p.Time.UnixMilli())
 	dst = append(dst, '|')
-	dst = p.Src.AppendTo(dst)
+	dst = appendAddr(dst, p.Src)
 	dst = append(dst, '|')
-	dst = p.Dst.AppendTo(dst)
+	dst = appendAddr(dst, p.Dst)
 	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(p.IPID), 10)
+	dst = appendUint(dst, uint64(p.IPID))
 	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(p.TTL), 10)
+	dst = appendUint(dst, uint64(p.TTL))
 	dst = append(dst, '|')
 	dst = append(dst, p.Proto.String()...)
 	dst = append(dst, '|')
 	switch p.Proto {
 	case ProtoUDP, ProtoICMP:
 		if p.Proto == ProtoUDP {
-			dst = strconv.AppendUint(dst, uint64(p.SrcPort), 10)
+			dst = appendUint(dst, uint64(p.SrcPort))
 			dst = append(dst, '|')
-			dst = strconv.AppendUint(dst, uint64(p.DstPort), 10)
+			dst = appendUint(dst, uint64(p.DstPort))
 		} else {
-			dst = strconv.AppendUint(dst, uint64(p.ICMPType), 10)
+			dst = appendUint(dst, uint64(p.ICMPType))
 			dst = append(dst, '|')
-			dst = strconv.AppendUint(dst, uint64(p.ICMPCode), 10)
+			dst = appendUint(dst, uint64(p.ICMPCode))
 		}
 		dst = append(dst, '|')
 		dst = hex.AppendEncode(dst, p.Payload)
@@ -120,18 +121,18 @@ func AppendRawRow(dst []byte, p *Packet) []byte {
 		dst = append(dst, "true|"...)
 		dst = append(dst, p.Method.String()...)
 		dst = append(dst, '|')
-		dst = strconv.AppendUint(dst, uint64(p.UserID), 10)
+		dst = appendUint(dst, uint64(p.UserID))
 		dst = append(dst, '|')
-		dst = strconv.AppendUint(dst, uint64(p.NumProbes), 10)
+		dst = appendUint(dst, uint64(p.NumProbes))
 		return append(dst, '\n')
 	}
-	dst = strconv.AppendUint(dst, uint64(p.SrcPort), 10)
+	dst = appendUint(dst, uint64(p.SrcPort))
 	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(p.DstPort), 10)
+	dst = appendUint(dst, uint64(p.DstPort))
 	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(p.Ack), 10)
+	dst = appendUint(dst, uint64(p.Ack))
 	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(p.Seq), 10)
+	dst = appendUint(dst, uint64(p.Seq))
 	dst = append(dst, '|')
 	dst = appendCSVOptions(dst, p)
 	dst = append(dst, '|')
@@ -141,7 +142,7 @@ func AppendRawRow(dst []byte, p *Packet) []byte {
 	dst = appendFlag(dst, p.Flags&FlagACK)
 	dst = appendFlag(dst, p.Flags&FlagRST)
 	dst = appendFlag(dst, p.Flags&FlagFIN)
-	dst = strconv.AppendUint(dst, uint64(p.Window), 10)
+	dst = appendUint(dst, uint64(p.Window))
 	dst = append(dst, '|')
 	if !p.Probed {
 		return append(dst, "false|||||\n"...)
@@ -149,13 +150,13 @@ func AppendRawRow(dst []byte, p *Packet) []byte {
 	dst = append(dst, "true|"...)
 	dst = append(dst, p.Method.String()...)
 	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(p.UserID), 10)
+	dst = appendUint(dst, uint64(p.UserID))
 	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(p.ProbeAck), 10)
+	dst = appendUint(dst, uint64(p.ProbeAck))
 	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(p.ProbeSeq), 10)
+	dst = appendUint(dst, uint64(p.ProbeSeq))
 	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(p.NumProbes), 10)
+	dst = appendUint(dst, uint64(p.NumProbes))
 	return append(dst, '\n')
 }
 
@@ -173,50 +174,76 @@ func appendFlag(dst []byte, bit uint8) []byte {
 // `window_scale:timestamp:sack_permitted:mss`). Each name appears once
 // (several unknown kinds make one `other`), NOP and EOL are skipped.
 func appendCSVOptions(dst []byte, p *Packet) []byte {
-	n := min(int(p.NumOptions), MaxOptions)
-	// first[i] is the index of the first option with name index i, -1 if none.
-	first := [6]int8{-1, -1, -1, -1, -1, -1}
-	for i := 0; i < n; i++ {
-		if _, ni := csvOptionName(p.Options[i]); ni >= 0 && first[ni] < 0 {
-			first[ni] = int8(i)
-		}
-	}
-	sep := false
-	for i := n - 1; i >= 0; i-- {
-		name, ni := csvOptionName(p.Options[i])
-		if ni < 0 || int(first[ni]) != i {
+	// One pass notes each name's first appearance (seen is a bitset of
+	// name indexes, order the names in that order); the names are then
+	// written last first.
+	var order [6]int8
+	var seen uint8
+	k := 0
+	for _, kind := range p.Options[:min(int(p.NumOptions), MaxOptions)] {
+		_, ni := csvOptionName(kind)
+		if ni < 0 || seen&(1<<ni) != 0 {
 			continue
 		}
-		if sep {
-			dst = append(dst, ':')
-		}
-		dst = append(dst, name...)
-		sep = true
+		seen |= 1 << ni
+		order[k] = int8(ni)
+		k++
 	}
-	return dst
+	if k == 0 {
+		return dst
+	}
+	// Each name is moved as one 16-byte word and kept as its length.
+	l := len(dst)
+	if cap(dst)-l < 16*k {
+		dst = slices.Grow(dst, 16*k)
+	}
+	b := dst[l:cap(dst)]
+	n := 0
+	sep := 0 // the first name written has no ':' before it
+	for i := k - 1; i >= 0; i-- {
+		e := &csvOptionWords[sep][order[i]]
+		*(*[16]byte)(b[n : n+16]) = e.text
+		n += int(e.len)
+		sep = 1
+	}
+	return dst[:l+n]
 }
+
+// csvOptionWords holds csvOptionName's names by index, padded to 16
+// bytes, without and with a ':' before them.
+var csvOptionWords = func() (t [2][6]struct {
+	text [16]byte
+	len  uint8
+}) {
+	for i, name := range [6]string{"mss", "window_scale", "sack_permitted", "sack", "timestamp", "other"} {
+		for sep, s := range [2]string{name, ":" + name} {
+			t[sep][i].len = uint8(copy(t[sep][i].text[:], s))
+		}
+	}
+	return t
+}()
 
 // AppendReplyRow appends r as one reply-log row ending in '\n': start time in
 // seconds and microseconds (not zero-padded, as Spoki writes it), method,
 // userid, num probes, and the reply's addresses and ports.
 func AppendReplyRow(dst []byte, r *Reply) []byte {
-	dst = strconv.AppendInt(dst, r.Time.Unix(), 10)
+	dst = appendInt(dst, r.Time.Unix())
 	dst = append(dst, '|')
-	dst = strconv.AppendInt(dst, int64(r.Time.Nanosecond()/1000), 10)
+	dst = appendInt(dst, int64(r.Time.Nanosecond()/1000))
 	dst = append(dst, '|')
 	dst = append(dst, r.Method.String()...)
 	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(r.UserID), 10)
+	dst = appendUint(dst, uint64(r.UserID))
 	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(r.NumProbes), 10)
+	dst = appendUint(dst, uint64(r.NumProbes))
 	dst = append(dst, '|')
-	dst = r.Src.AppendTo(dst)
+	dst = appendAddr(dst, r.Src)
 	dst = append(dst, '|')
-	dst = r.Dst.AppendTo(dst)
+	dst = appendAddr(dst, r.Dst)
 	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(r.SrcPort), 10)
+	dst = appendUint(dst, uint64(r.SrcPort))
 	dst = append(dst, '|')
-	dst = strconv.AppendUint(dst, uint64(r.DstPort), 10)
+	dst = appendUint(dst, uint64(r.DstPort))
 	return append(dst, '\n')
 }
 

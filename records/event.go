@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -86,27 +87,37 @@ func appendCommunityID(dst []byte, o *origin, ipProto uint8, src, dest netip.Add
 	return append(dst, '"')
 }
 
+// FNV-1a's 64-bit parameters.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+// fnvPrime10 is fnvPrime to the 10th power (mod 2^64): FNV-1a over a zero
+// byte is a multiply by the prime alone, so the ten zero bytes before an
+// IPv4 address's 0xffff are one multiply.
+var fnvPrime10 = func() uint64 {
+	p := uint64(1)
+	for range 10 {
+		p *= fnvPrime
+	}
+	return p
+}()
+
 // flowID is FlowID for IP protocol proto: a UDP flow's id is its tuple's
 // (isn 0), an ICMP echo's its tuple's with the echo's id and sequence.
+// The hash is FNV-1a over proto, each end's 16-byte address (IPv4 as
+// v4-mapped IPv6) and port, and isn, all in network byte order; the bytes
+// are mixed in place from the addresses' arrays, and an IPv4 address's ten
+// zero bytes in one multiply, which changes no value.
 func flowID(proto uint8, remote, local netip.AddrPort, isn uint32) uint64 {
-	const (
-		offset = 14695981039346656037
-		prime  = 1099511628211
-	)
-	h := uint64(offset)
-	mix := func(b byte) { h = (h ^ uint64(b)) * prime }
-	mix(proto)
-	for _, ap := range [2]netip.AddrPort{remote, local} {
-		a := ap.Addr().Unmap().As16()
-		for _, b := range a {
-			mix(b)
-		}
-		mix(byte(ap.Port() >> 8))
-		mix(byte(ap.Port()))
-	}
-	for i := 24; i >= 0; i -= 8 {
-		mix(byte(isn >> i))
-	}
+	h := (fnvOffset ^ uint64(proto)) * fnvPrime
+	h = flowIDEnd(h, remote)
+	h = flowIDEnd(h, local)
+	h = (h ^ uint64(isn>>24)) * fnvPrime
+	h = (h ^ uint64(isn>>16&0xff)) * fnvPrime
+	h = (h ^ uint64(isn>>8&0xff)) * fnvPrime
+	h = (h ^ uint64(isn&0xff)) * fnvPrime
 	// FNV's low bits mix poorly; the SplitMix64 finaliser spreads every
 	// input bit over the 51 kept.
 	h ^= h >> 30
@@ -115,6 +126,29 @@ func flowID(proto uint8, remote, local netip.AddrPort, isn uint32) uint64 {
 	h *= 0x94d049bb133111eb
 	h ^= h >> 31
 	return h & (1<<51 - 1)
+}
+
+// flowIDEnd mixes one end of a flow (its address as 16 bytes, then its
+// port) into the FNV-1a state h.
+func flowIDEnd(h uint64, ap netip.AddrPort) uint64 {
+	a := ap.Addr()
+	if a.Is4() || a.Is4In6() {
+		b := a.As16() // v4-mapped either way
+		h *= fnvPrime10
+		h = (h ^ 0xff) * fnvPrime
+		h = (h ^ 0xff) * fnvPrime
+		h = (h ^ uint64(b[12])) * fnvPrime
+		h = (h ^ uint64(b[13])) * fnvPrime
+		h = (h ^ uint64(b[14])) * fnvPrime
+		h = (h ^ uint64(b[15])) * fnvPrime
+	} else {
+		for _, c := range a.As16() { // the zero Addr's are 16 zeros
+			h = (h ^ uint64(c)) * fnvPrime
+		}
+	}
+	p := ap.Port()
+	h = (h ^ uint64(p>>8)) * fnvPrime
+	return (h ^ uint64(p&0xff)) * fnvPrime
 }
 
 // appendEventHead appends the opening brace and the fields every event
@@ -133,21 +167,25 @@ func appendEventHeadProto(dst []byte, t time.Time, eventType string, src, dest n
 	o := currentOrigin.Load()
 	dst = append(dst, `{"timestamp":"`...)
 	dst = appendTimestamp(dst, t)
-	dst = append(dst, `","event_type":`...)
-	dst = appendJSONString(dst, eventType)
+	if eventType == EventSYN { // once per SYN: no escaping to do
+		dst = append(dst, `","event_type":"`+EventSYN+`"`...)
+	} else {
+		dst = append(dst, `","event_type":`...)
+		dst = appendJSONString(dst, eventType)
+	}
 	if src.IsValid() {
 		dst = append(dst, `,"src_ip":"`...)
-		dst = src.Addr().AppendTo(dst)
+		dst = appendAddr(dst, src.Addr())
 		dst = append(dst, `","src_port":`...)
-		dst = strconv.AppendUint(dst, uint64(src.Port()), 10)
+		dst = appendUint(dst, uint64(src.Port()))
 		dst = append(dst, `,"dest_ip":"`...)
-		dst = dest.Addr().AppendTo(dst)
+		dst = appendAddr(dst, dest.Addr())
 		dst = append(dst, `","dest_port":`...)
-		dst = strconv.AppendUint(dst, uint64(dest.Port()), 10)
+		dst = appendUint(dst, uint64(dest.Port()))
 		dst = append(dst, `,"proto":"`...)
 		dst = append(dst, proto...)
 		dst = append(dst, `","flow_id":`...)
-		dst = strconv.AppendUint(dst, flowID(ipProto, src, dest, isn), 10)
+		dst = appendUint(dst, flowID(ipProto, src, dest, isn))
 		dst = appendCommunityID(dst, o, ipProto, src, dest)
 	}
 	if o != nil {
@@ -161,8 +199,9 @@ func appendEventHeadProto(dst []byte, t time.Time, eventType string, src, dest n
 // fraction fixed so that lines sort as text. Filebeat's Suricata module
 // parses it with the layout 2006-01-02T15:04:05.999999999Z0700.
 // It runs once per SYN: years 1 to 9999 take a path that computes the date
-// once, from the Unix day (t.Date and t.Clock would each do it again), and
-// writes digits in pairs; others go the general way.
+// once, from the Unix day (t.Date and t.Clock would each do it again; the
+// last day's date is cached), and writes digits in pairs straight into dst;
+// others go the general way.
 func appendTimestamp(dst []byte, t time.Time) []byte {
 	sec := t.Unix()
 	if sec < minFastUnix || sec > maxFastUnix {
@@ -170,8 +209,13 @@ func appendTimestamp(dst []byte, t time.Time) []byte {
 	}
 	days := (sec - minFastUnix) / 86400 // from 0001-01-01, never negative here
 	sod := int(sec - minFastUnix - days*86400)
-	y, m, d := civilFromDays(days)
-	var b [TimestampLen]byte
+	y, m, d := civilFromDaysCached(days)
+	l := len(dst)
+	if cap(dst)-l < TimestampLen {
+		dst = slices.Grow(dst, TimestampLen)
+	}
+	dst = dst[:l+TimestampLen]
+	b := dst[l : l+TimestampLen]
 	put2(b[0:], y/100)
 	put2(b[2:], y%100)
 	b[4] = '-'
@@ -186,12 +230,27 @@ func appendTimestamp(dst []byte, t time.Time) []byte {
 	put2(b[17:], sod%60)
 	b[19] = '.'
 	us := t.Nanosecond() / 1000
-	for i := 25; i > 19; i-- {
-		b[i] = byte('0' + us%10)
-		us /= 10
-	}
+	put2(b[20:], us/10000)
+	put2(b[22:], us/100%100)
+	put2(b[24:], us%100)
 	copy(b[26:], "+0000")
-	return append(dst, b[:]...)
+	return dst
+}
+
+// lastDay caches civilFromDays for the day of the last timestamp, packed
+// as days<<32 | year<<16 | month<<8 | day (0, year 0, is empty): nearly
+// every event of a run falls on the day of the one before. One word, so
+// that concurrent encoders share it safely.
+var lastDay atomic.Uint64
+
+// civilFromDaysCached is civilFromDays through lastDay.
+func civilFromDaysCached(days int64) (year, month, day int) {
+	if c := lastDay.Load(); c != 0 && int64(c>>32) == days {
+		return int(c >> 16 & 0xffff), int(c >> 8 & 0xff), int(c & 0xff)
+	}
+	year, month, day = civilFromDays(days)
+	lastDay.Store(uint64(days)<<32 | uint64(year)<<16 | uint64(month)<<8 | uint64(day))
+	return year, month, day
 }
 
 // TimestampLen is the length of an event timestamp in the fast range
@@ -408,7 +467,44 @@ func appendEventOptionName(dst []byte, k uint8) []byte {
 	case optTimestamp:
 		return append(dst, "timestamp"...)
 	}
-	return strconv.AppendUint(append(dst, "opt_"...), uint64(k), 10)
+	return appendUint(append(dst, "opt_"...), uint64(k))
+}
+
+// eventOptionWords holds every option kind's name as a JSON string
+// (appendEventOptionName), padded to 16 bytes, without and with a ','
+// before it.
+var eventOptionWords = func() (t [2][256]struct {
+	text [16]byte
+	len  uint8
+}) {
+	for k := range t[0] {
+		s := `"` + string(appendEventOptionName(nil, uint8(k))) + `"`
+		t[0][k].len = uint8(copy(t[0][k].text[:], s))
+		t[1][k].len = uint8(copy(t[1][k].text[:], ","+s))
+	}
+	return t
+}()
+
+// appendEventOptions appends the names of kinds as the members of a JSON
+// array, each moved as one 16-byte word.
+func appendEventOptions(dst []byte, kinds []uint8) []byte {
+	if len(kinds) == 0 {
+		return dst
+	}
+	l := len(dst)
+	if cap(dst)-l < 16*len(kinds) {
+		dst = slices.Grow(dst, 16*len(kinds))
+	}
+	b := dst[l:cap(dst)]
+	n := 0
+	sep := 0 // no ',' before the first
+	for _, k := range kinds {
+		e := &eventOptionWords[sep][k]
+		*(*[16]byte)(b[n : n+16]) = e.text
+		n += int(e.len)
+		sep = 1
+	}
+	return dst[:l+n]
 }
 
 // AppendSYNEvent appends the `syn` event of p as one JSON line ending in
@@ -422,47 +518,54 @@ func AppendSYNEvent(dst []byte, p *Packet) []byte {
 	dst = appendEventHead(dst, p.Time, EventSYN,
 		netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort), p.Seq)
 	dst = append(dst, `,"userid":`...)
-	dst = strconv.AppendUint(dst, uint64(p.UserID), 10)
+	dst = appendUint(dst, uint64(p.UserID))
 	dst = append(dst, `,"tcp":{"seq":`...)
-	dst = strconv.AppendUint(dst, uint64(p.Seq), 10)
+	dst = appendUint(dst, uint64(p.Seq))
 	dst = append(dst, `,"window":`...)
-	dst = strconv.AppendUint(dst, uint64(p.Window), 10)
+	dst = appendUint(dst, uint64(p.Window))
 	dst = append(dst, `,"ttl":`...)
-	dst = strconv.AppendUint(dst, uint64(p.TTL), 10)
+	dst = appendUint(dst, uint64(p.TTL))
 	dst = append(dst, `,"ipid":`...)
-	dst = strconv.AppendUint(dst, uint64(p.IPID), 10)
+	dst = appendUint(dst, uint64(p.IPID))
 	dst = append(dst, `,"options":[`...)
-	for i, k := range p.Options[:min(int(p.NumOptions), MaxOptions)] {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = append(dst, '"')
-		dst = appendEventOptionName(dst, k)
-		dst = append(dst, '"')
-	}
+	dst = appendEventOptions(dst, p.Options[:min(int(p.NumOptions), MaxOptions)])
 	dst = append(dst, ']')
 	if p.OptionsTruncated {
 		dst = append(dst, `,"options_truncated":true`...)
 	}
 	if p.MSS != 0 {
 		dst = append(dst, `,"mss":`...)
-		dst = strconv.AppendUint(dst, uint64(p.MSS), 10)
+		dst = appendUint(dst, uint64(p.MSS))
 	}
 	if p.WScale >= 0 {
 		dst = append(dst, `,"wscale":`...)
-		dst = strconv.AppendInt(dst, int64(p.WScale), 10)
+		dst = appendInt(dst, int64(p.WScale))
 	}
 	dst = append(dst, '}')
 	dst = appendFragmentPayload(dst, p)
-	irregular, reasons := Irregular(p)
-	dst = append(dst, `,"irregular":`...)
-	dst = strconv.AppendBool(dst, irregular)
-	dst = append(dst, `,"irregular_reasons":`...)
-	dst = reasons.AppendJSON(dst)
-	dst = append(dst, `,"scanner":"`...)
-	dst = append(dst, Fingerprint(p).String()...)
-	return append(dst, "\"}\n"...)
+	_, reasons := Irregular(p)
+	return append(dst, synTails[reasons&(1<<len(reasonNames)-1)][Fingerprint(p)%numScanners]...)
 }
+
+// numScanners is the number of Scanner values.
+const numScanners = ScannerNmap + 1
+
+// synTails holds the end of a `syn` event for every set of irregular
+// reasons and every scanner: irregular, irregular_reasons and scanner, the
+// closing brace and the newline, so that the last fields are one append.
+var synTails = func() (t [1 << len(reasonNames)][numScanners]string) {
+	for r := range t {
+		for s := range t[r] {
+			b := append([]byte(`,"irregular":`), strconv.FormatBool(r != 0)...)
+			b = append(b, `,"irregular_reasons":`...)
+			b = Reasons(r).AppendJSON(b)
+			b = append(b, `,"scanner":"`...)
+			b = append(b, Scanner(s).String()...)
+			t[r][s] = string(append(b, "\"}\n"...))
+		}
+	}
+	return t
+}()
 
 // reservedKey reports whether k is a key of the session event's own fields,
 // which a handler's Detail object must not take.

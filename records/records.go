@@ -8,6 +8,10 @@
 // handlers'. Both the live telescope and the offline analysis use it, so it
 // imports nothing of spoki but its own leaf records/communityid.
 // docs/formats.md describes the formats column by column.
+//
+// The Append encoders write whole words at a time: past the bytes they
+// append they may overwrite dst's spare capacity (up to its cap), so dst
+// must not share its capacity with bytes that are still needed.
 package records
 
 import (

@@ -44,7 +44,7 @@ func BenchmarkAppendTimestamp(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		f    func([]byte, time.Time) []byte
-	}{{"fast", appendTimestamp}, {"general", appendTimestampSlow}} {
+	}{{"fast", appendTimestamp}, {"ref", refAppendTimestamp}, {"general", appendTimestampSlow}} {
 		b.Run(tc.name, func(b *testing.B) {
 			buf := make([]byte, 0, 64)
 			b.ReportAllocs()
