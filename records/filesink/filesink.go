@@ -546,14 +546,21 @@ func (w *Writer) enqueueEvent(e eventItem) {
 }
 
 // writerPoll is how long the writer goroutine sleeps between two drains
-// of its queues while records keep coming: under a flood it costs one
-// timer wake-up per writerPoll (some 500 SYNs at 100,000 SYN/s) and the
-// packet path none, where a hand-off to a parked writer cost the packet
-// path a futex wake and both a context switch. An idle writer sleeps
-// until the next record wakes it, so that a record waits for the writer
-// at most writerPoll plus the writing of what is queued before it
-// (TestWriterWakeLatency; BenchmarkWriterFlood).
+// of its queues while records keep coming (a drain found pollMin or
+// more): under a flood it costs one timer wake-up per writerPoll (some
+// 500 SYNs at 100,000 SYN/s) and the packet path none, where a hand-off
+// to a parked writer cost the packet path a futex wake and both a
+// context switch. Below that rate the writer sleeps idle after each
+// drain, and the next record wakes it. So a record waits for the writer
+// at most writerPoll plus the writing of what is queued before it, and
+// under low load only the wake-up (BenchmarkWriterLatency: a median of
+// some 10 µs, at most about 1 ms on a busy machine).
 const writerPoll = 5 * time.Millisecond
+
+// pollMin is the fewest records a drain must find for the writer to poll
+// rather than sleep idle: a read's worth (BatchRecords) per writerPoll,
+// some 13,000 records a second.
+const pollMin = BatchRecords
 
 // wakeAt is the depth of a queue of capacity c beyond which a hand-off
 // wakes the writer before its next poll: a burst fills no queue while it
@@ -682,7 +689,7 @@ func (w *Writer) loop() {
 		case n >= drainMax:
 			// Still behind: serve the tick and Close, and go on.
 			pollC = closedTime
-		case n > 0:
+		case n >= pollMin:
 			// Records keep coming: take them after writerPoll.
 			poll.Reset(writerPoll)
 			pollC = poll.C

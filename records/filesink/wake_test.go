@@ -40,8 +40,8 @@ func waitIdle(t *testing.T, w *Writer) {
 }
 
 // TestWriterWakesForRecord checks that the writer takes a record handed to
-// it while it sleeps idle and one handed over while it polls, with a flush
-// tick an hour away: neither waits for the tick.
+// it while it sleeps idle and one handed over while it polls (after a
+// read's worth), with a flush tick an hour away: none waits for the tick.
 func TestWriterWakesForRecord(t *testing.T) {
 	hook, taken := takenHook()
 	w, _ := newTestWriter(t, Config{FlushInterval: time.Hour, UDPFields: hook})
@@ -58,10 +58,19 @@ func TestWriterWakesForRecord(t *testing.T) {
 		p := udpAt(time.Now(), uint16(i))
 		w.Packet(&p)
 		takenWithin("a packet to an idle writer")
-		// The writer took one record: it polls now, not idle.
-		p.SrcPort += 100
-		w.Records([]records.Packet{p}, nil)
-		takenWithin("a batch to a polling writer")
+		// A read's worth (pollMin): the writer polls after it, and the
+		// next record wakes no one.
+		pkts := make([]records.Packet, pollMin)
+		for j := range pkts {
+			pkts[j] = pkt(p.Time, uint16(j), false)
+		}
+		pkts[0] = p
+		pkts[0].SrcPort += 100
+		w.Records(pkts, nil)
+		takenWithin("a full batch")
+		p.SrcPort += 200
+		w.Packet(&p)
+		takenWithin("a packet to a polling writer")
 	}
 	waitIdle(t, w)
 	e := []byte(`{"event_type":"x"}`)
@@ -76,8 +85,8 @@ func TestWriterWakesForRecord(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if st := w.Stats(); st.PacketsWritten != 6 || st.EventsWritten != 7 {
-		t.Errorf("written %d packets, %d events; want 6, 7", st.PacketsWritten, st.EventsWritten)
+	if st := w.Stats(); st.PacketsWritten != 3*(pollMin+2) || st.EventsWritten != 3*3+1 {
+		t.Errorf("written %d packets, %d events; want %d, 10", st.PacketsWritten, st.EventsWritten, 3*(pollMin+2))
 	}
 }
 
