@@ -212,7 +212,10 @@ type Writer struct {
 	// it never blocks.
 	batches, freeBatches chan *recBatch
 	maxBatches           int64
-	batchesMade          atomic.Int64
+	// wakeBatches is the depth of the batch queue at which a hand-off
+	// wakes the writer before its next poll: maxBatches/4.
+	wakeBatches int64
+	batchesMade atomic.Int64
 	// queuedPackets and queuedReplies count the packets and replies
 	// queued, one by one and in batches together: PacketQueue and
 	// ReplyQueue bound both ways at once, so batches add no records to
@@ -223,7 +226,8 @@ type Writer struct {
 	// idle is set while the writer goroutine sleeps with empty queues:
 	// the record that finds it set wakes it through wake. Otherwise the
 	// writer takes what queued every writerPoll, and nobody wakes it but
-	// a queue past half its bound (wakeAt).
+	// a queue past half its bound (wakeAt) or a quarter of the batch
+	// queue's (wakeBatches).
 	idle atomic.Bool
 	wake chan struct{}
 
@@ -336,6 +340,7 @@ func newWriter(cfg Config) (_ *Writer, err error) {
 		batches:     make(chan *recBatch, maxBatches),
 		freeBatches: make(chan *recBatch, maxBatches),
 		maxBatches:  int64(maxBatches),
+		wakeBatches: int64(max(1, maxBatches/4)),
 
 		files:        fileLocks{open: map[string]int{}},
 		compressQ:    make(chan string, compressQueue),
@@ -490,10 +495,11 @@ func (w *Writer) enqueueBatch(pkts []records.Packet, reps []records.Reply) {
 	b.pkts = append(b.pkts[:0], pkts...)
 	b.reps = append(b.reps[:0], reps...)
 	w.batches <- b // never blocks: it holds every batch there is
-	// The last free batch taken: the next read's records would go one
-	// by one.
+	// Many small reads fill the batch queue before the next poll: a
+	// quarter of it wakes the writer, so that few batches are made and
+	// none runs out (its records would go one by one).
 	w.notify(qp > wakeAt(cap(w.packets)) || qr > wakeAt(cap(w.replies)) ||
-		len(w.freeBatches) == 0 && w.batchesMade.Load() >= w.maxBatches)
+		int64(len(w.batches)) >= w.wakeBatches)
 }
 
 // sendCounted sends v, already counted in queued, on ch. It never blocks:
@@ -550,21 +556,26 @@ func (w *Writer) enqueueEvent(e eventItem) {
 // more): under a flood it costs one timer wake-up per writerPoll (some
 // 500 SYNs at 100,000 SYN/s) and the packet path none, where a hand-off
 // to a parked writer cost the packet path a futex wake and both a
-// context switch. Below that rate the writer sleeps idle after each
-// drain, and the next record wakes it. So a record waits for the writer
-// at most writerPoll plus the writing of what is queued before it, and
-// under low load only the wake-up (BenchmarkWriterLatency: a median of
-// some 10 µs, at most about 1 ms on a busy machine).
+// context switch. After a drain of fewer it sleeps writerPollFew, and
+// after one that found nothing it sleeps idle until the next record
+// wakes it. So a record waits for the writer at most writerPoll plus the
+// writing of what is queued before it, and under low load at most
+// writerPollFew (BenchmarkWriterLatency).
 const writerPoll = 5 * time.Millisecond
 
-// pollMin is the fewest records a drain must find for the writer to poll
-// rather than sleep idle: a read's worth (BatchRecords) per writerPoll,
-// some 13,000 records a second.
+// writerPollFew is the writer's sleep after a drain of fewer than
+// pollMin records: as long as the old coalescing pause, so that a trickle
+// of small reads costs no more wake-ups than it did.
+const writerPollFew = time.Millisecond
+
+// pollMin is the fewest records a drain must find for the writer to
+// sleep writerPoll: a read's worth (BatchRecords), some 13,000 records a
+// second.
 const pollMin = BatchRecords
 
 // wakeAt is the depth of a queue of capacity c beyond which a hand-off
 // wakes the writer before its next poll: a burst fills no queue while it
-// sleeps.
+// sleeps. (The batch queue has its own: wakeBatches.)
 func wakeAt(c int) int64 { return int64(c / 2) }
 
 // notify wakes the writer goroutine after a record was queued, if it
@@ -692,6 +703,10 @@ func (w *Writer) loop() {
 		case n >= pollMin:
 			// Records keep coming: take them after writerPoll.
 			poll.Reset(writerPoll)
+			pollC = poll.C
+		case n > 0:
+			// A few: more may follow.
+			poll.Reset(writerPollFew)
 			pollC = poll.C
 		default:
 			w.idle.Store(true)

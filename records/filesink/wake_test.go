@@ -191,3 +191,43 @@ func TestBatchStraddlesHour(t *testing.T) {
 		t.Errorf("syn events of source ports %v by file, want %v", events, want)
 	}
 }
+
+// TestHandoffWakesBusyWriter checks when a hand-off wakes a writer that is
+// not idle (it polls): not for a few records, but once the batch queue
+// holds a quarter of its batches (many small reads), or a queue is past
+// half its bound.
+func TestHandoffWakesBusyWriter(t *testing.T) {
+	// The writer goroutine is not started: the wake-ups stay in w.wake.
+	w, err := newWriter(Config{Dir: t.TempDir(), ReplyQueue: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkts, reps := synBatch(time.Now(), 1)
+	for i := range w.wakeBatches - 1 {
+		w.Records(pkts, nil)
+		if len(w.wake) != 0 {
+			t.Fatalf("woken by %d batches of one packet, want %d", i+1, w.wakeBatches)
+		}
+	}
+	w.Records(pkts, nil)
+	if len(w.wake) != 1 {
+		t.Fatalf("not woken by %d batches (a quarter of %d)", w.wakeBatches, w.maxBatches)
+	}
+	emptyQueues(w)
+	<-w.wake
+	for range 4 {
+		w.Reply(&reps[0])
+	}
+	if len(w.wake) != 0 {
+		t.Fatal("woken by 4 replies, half the reply queue")
+	}
+	w.Reply(&reps[0])
+	if len(w.wake) != 1 {
+		t.Fatal("not woken by 5 replies, past half the reply queue")
+	}
+	emptyQueues(w)
+	go w.loop()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
