@@ -212,12 +212,24 @@ type Writer struct {
 	// it never blocks.
 	batches, freeBatches chan *recBatch
 	maxBatches           int64
-	batchesMade          atomic.Int64
+	// wakeBatches is the depth of the batch queue at which a hand-off
+	// wakes the writer before its next poll: maxBatches/4.
+	wakeBatches int64
+	batchesMade atomic.Int64
 	// queuedPackets and queuedReplies count the packets and replies
 	// queued, one by one and in batches together: PacketQueue and
 	// ReplyQueue bound both ways at once, so batches add no records to
 	// the worst case (a record is counted before it is queued).
-	queuedPackets, queuedReplies atomic.Int64
+	// queuedEvents counts the event queue's the same way.
+	queuedPackets, queuedReplies, queuedEvents atomic.Int64
+
+	// idle is set while the writer goroutine sleeps with empty queues:
+	// the record that finds it set wakes it through wake. Otherwise the
+	// writer takes what queued every writerPoll, and nobody wakes it but
+	// a queue past half its bound (wakeAt) or a quarter of the batch
+	// queue's (wakeBatches).
+	idle atomic.Bool
+	wake chan struct{}
 
 	// root is the log directory, opened once; it is replaced only when
 	// the directory vanished and another one took its path (reopenRoot).
@@ -319,6 +331,7 @@ func newWriter(cfg Config) (_ *Writer, err error) {
 		events:  make(chan eventItem, cfg.EventQueue),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
+		wake:    make(chan struct{}, 1),
 		enc:     make([]byte, 0, 4096),
 		retry:   retryInterval,
 		// maxPending is per file, and all five logs can be pending at once.
@@ -327,6 +340,7 @@ func newWriter(cfg Config) (_ *Writer, err error) {
 		batches:     make(chan *recBatch, maxBatches),
 		freeBatches: make(chan *recBatch, maxBatches),
 		maxBatches:  int64(maxBatches),
+		wakeBatches: int64(max(1, maxBatches/4)),
 
 		files:        fileLocks{open: map[string]int{}},
 		compressQ:    make(chan string, compressQueue),
@@ -475,11 +489,17 @@ func (w *Writer) enqueueBatch(pkts []records.Packet, reps []records.Reply) {
 		for i := range reps {
 			sendCounted(w.replies, reps[i], &w.queuedReplies, &w.c.dropReplyQueueFull)
 		}
+		w.notify(true)
 		return
 	}
 	b.pkts = append(b.pkts[:0], pkts...)
 	b.reps = append(b.reps[:0], reps...)
 	w.batches <- b // never blocks: it holds every batch there is
+	// Many small reads fill the batch queue before the next poll: a
+	// quarter of it wakes the writer, so that few batches are made and
+	// none runs out (its records would go one by one).
+	w.notify(qp > wakeAt(cap(w.packets)) || qr > wakeAt(cap(w.replies)) ||
+		int64(len(w.batches)) >= w.wakeBatches)
 }
 
 // sendCounted sends v, already counted in queued, on ch. It never blocks:
@@ -528,7 +548,51 @@ func (w *Writer) writeBatch(b *recBatch) int {
 }
 
 func (w *Writer) enqueueEvent(e eventItem) {
-	enqueue(w, w.events, e, nil, &w.c.dropEventQueueFull)
+	enqueue(w, w.events, e, &w.queuedEvents, &w.c.dropEventQueueFull)
+}
+
+// writerPoll is how long the writer goroutine sleeps between two drains
+// of its queues while records keep coming (a drain found pollMin or
+// more): under a flood it costs one timer wake-up per writerPoll (some
+// 500 SYNs at 100,000 SYN/s) and the packet path none, where a hand-off
+// to a parked writer cost the packet path a futex wake and both a
+// context switch. After a drain of fewer it sleeps writerPollFew, and
+// after one that found nothing it sleeps idle until the next record
+// wakes it. So a record waits for the writer at most writerPoll plus the
+// writing of what is queued before it, and under low load at most
+// writerPollFew (BenchmarkWriterLatency).
+const writerPoll = 5 * time.Millisecond
+
+// writerPollFew is the writer's sleep after a drain of fewer than
+// pollMin records: as long as the old coalescing pause, so that a trickle
+// of small reads costs no more wake-ups than it did.
+const writerPollFew = time.Millisecond
+
+// pollMin is the fewest records a drain must find for the writer to
+// sleep writerPoll: a read's worth (BatchRecords), some 13,000 records a
+// second.
+const pollMin = BatchRecords
+
+// wakeAt is the depth of a queue of capacity c beyond which a hand-off
+// wakes the writer before its next poll: a burst fills no queue while it
+// sleeps. (The batch queue has its own: wakeBatches.)
+func wakeAt(c int) int64 { return int64(c / 2) }
+
+// notify wakes the writer goroutine after a record was queued, if it
+// sleeps idle or urgent is set. It never blocks.
+func (w *Writer) notify(urgent bool) {
+	if urgent || w.idle.Load() {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// queued reports whether a record was counted in (or is on its way into)
+// a queue and not yet taken.
+func (w *Writer) queued() bool {
+	return w.queuedPackets.Load()+w.queuedReplies.Load()+w.queuedEvents.Load() > 0
 }
 
 // enqueue queues v on ch, one of w's queues. It never blocks: when w is
@@ -537,9 +601,11 @@ func (w *Writer) enqueueEvent(e eventItem) {
 // its dictionary, so a pointer here moved the caller's record to the heap,
 // two allocations per SYN (telescope's TestSinkAdapterAllocatesNothing).
 //
-// queued, if not nil, is ch's share of a budget it has with the batch
-// queue (queuedPackets, queuedReplies): the record is counted there before
-// it is queued, and refused when the budget, ch's capacity, is spent.
+// queued counts ch's records (for packets and replies a budget ch has
+// with the batch queue: queuedPackets, queuedReplies): the record is
+// counted there before it is queued, and refused when the budget, ch's
+// capacity, is spent. The count is also what tells the writer, before it
+// sleeps idle, that a record is on its way (notify).
 func enqueue[T any](w *Writer, ch chan<- T, v T, queued *atomic.Int64, full *atomic.Uint64) {
 	w.mu.RLock()
 	if w.closed {
@@ -547,7 +613,8 @@ func enqueue[T any](w *Writer, ch chan<- T, v T, queued *atomic.Int64, full *ato
 		w.c.dropClosed.Add(1)
 		return
 	}
-	if queued != nil && queued.Add(1) > int64(cap(ch)) {
+	q := queued.Add(1)
+	if q > int64(cap(ch)) {
 		queued.Add(-1)
 		full.Add(1)
 		w.mu.RUnlock()
@@ -556,12 +623,11 @@ func enqueue[T any](w *Writer, ch chan<- T, v T, queued *atomic.Int64, full *ato
 	select {
 	case ch <- v:
 	default:
-		if queued != nil {
-			queued.Add(-1)
-		}
+		queued.Add(-1)
 		full.Add(1)
 	}
 	w.mu.RUnlock()
+	w.notify(q > wakeAt(cap(ch)))
 }
 
 // Close stops taking records, writes everything queued, flushes and closes
@@ -606,7 +672,7 @@ func (w *Writer) Stats() Stats {
 		WriteErrors:         w.c.writeErrors.Load(),
 		PacketQueue:         int(w.queuedPackets.Load()),
 		ReplyQueue:          int(w.queuedReplies.Load()),
-		EventQueue:          len(w.events),
+		EventQueue:          int(w.queuedEvents.Load()),
 		FilesOpen:           w.c.filesOpen.Load(),
 		FilesCompressed:     w.c.filesCompressed.Load(),
 		CompressErrors:      w.c.compressErrors.Load(),
@@ -617,107 +683,115 @@ func (w *Writer) Stats() Stats {
 	}
 }
 
-// loop is the writer goroutine: it drains the queues, flushes the files
-// every FlushInterval, and on Close drains what is left and closes the files.
+// loop is the writer goroutine: it drains the queues (every writerPoll
+// while records keep coming, at once when one comes to an idle writer),
+// flushes the files every FlushInterval, and on Close drains what is left
+// and closes the files.
 func (w *Writer) loop() {
 	defer close(w.done)
 	tick := time.NewTicker(w.cfg.FlushInterval)
 	defer tick.Stop()
+	poll := time.NewTimer(writerPoll)
+	poll.Stop()
+	defer poll.Stop()
 	for {
+		var pollC <-chan time.Time
+		switch n := w.drainSome(); {
+		case n >= drainMax:
+			// Still behind: serve the tick and Close, and go on.
+			pollC = closedTime
+		case n >= pollMin:
+			// Records keep coming: take them after writerPoll.
+			poll.Reset(writerPoll)
+			pollC = poll.C
+		case n > 0:
+			// A few: more may follow.
+			poll.Reset(writerPollFew)
+			pollC = poll.C
+		default:
+			w.idle.Store(true)
+			if w.queued() {
+				// A record came before idle was set and woke no one
+				// (or is being queued): take it at the next poll.
+				w.idle.Store(false)
+				poll.Reset(writerPoll)
+				pollC = poll.C
+			}
+		}
 		select {
-		case p := <-w.packets:
-			w.queuedPackets.Add(-1)
-			w.writePacket(&p)
-			w.coalesce()
-		case r := <-w.replies:
-			w.queuedReplies.Add(-1)
-			w.writeReply(&r)
-			w.coalesce()
-		case b := <-w.batches:
-			w.writeBatch(b)
-			w.coalesce()
-		case e := <-w.events:
-			w.writeEvent(&e)
-			w.coalesce()
+		case <-pollC:
+		case <-w.wake:
 		case <-tick.C:
 			w.flushAll()
 		case <-w.quit:
+			w.idle.Store(false)
 			w.drain()
 			w.closeErr = w.closeAll()
 			return
 		}
+		if w.idle.Load() {
+			w.idle.Store(false)
+		}
 	}
 }
+
+// closedTime is a channel always ready to receive from.
+var closedTime = func() <-chan time.Time {
+	c := make(chan time.Time)
+	close(c)
+	return c
+}()
 
 // drain writes whatever is left in the queues. It runs after closed is set,
 // so the queues only shrink.
 func (w *Writer) drain() {
-	for {
-		select {
-		case p := <-w.packets:
-			w.queuedPackets.Add(-1)
-			w.writePacket(&p)
-		case r := <-w.replies:
-			w.queuedReplies.Add(-1)
-			w.writeReply(&r)
-		case b := <-w.batches:
-			w.writeBatch(b)
-		case e := <-w.events:
-			w.writeEvent(&e)
-		default:
-			return
-		}
+	for w.drainSome() > 0 {
 	}
 }
 
-// coalesceWait is how long the writer lets records pile up after it was
-// woken. A sender wakes the writer only while it sleeps in its select, so
-// without the pause every record of a steady flow costs the packet path a
-// wake-up (futex and scheduler work); with it one wake-up serves a
-// millisecond of records. The queues hold far more than that.
-const coalesceWait = time.Millisecond
+// drainMax bounds the records of one drainSome, so that the flush tick
+// and Close are served even under a flood that fills the queues as fast
+// as they drain.
+const drainMax = 1 << 14
 
-// coalesceMax bounds the records of one coalesced run, so that the flush
-// tick and Close are served even under a flood that fills the queues as
-// fast as they drain.
-const coalesceMax = 1 << 14
-
-// coalesce waits coalesceWait, then writes what has queued meanwhile, in
-// rounds of one entry from each queue, until the queues are empty or
-// coalesceMax records are written.
-func (w *Writer) coalesce() {
-	time.Sleep(coalesceWait)
-	for n := 0; n < coalesceMax; {
+// drainSome writes what the queues hold, in rounds of one entry from each
+// queue, until they are empty or drainMax records are written, and
+// returns the number of records written.
+func (w *Writer) drainSome() int {
+	n := 0
+	for n < drainMax {
 		got := n
-		select {
-		case p := <-w.packets:
-			w.queuedPackets.Add(-1)
-			w.writePacket(&p)
-			n++
-		default:
-		}
-		select {
-		case r := <-w.replies:
-			w.queuedReplies.Add(-1)
-			w.writeReply(&r)
-			n++
-		default:
-		}
 		select {
 		case b := <-w.batches:
 			n += w.writeBatch(b)
 		default:
 		}
 		select {
+		case p := <-w.packets:
+			w.queuedPackets.Add(-1)
+			w.writePacket(&p)
+			n++
+		default:
+		}
+		select {
+		case r := <-w.replies:
+			w.queuedReplies.Add(-1)
+			w.writeReply(&r)
+			n++
+		default:
+		}
+		select {
 		case e := <-w.events:
+			w.queuedEvents.Add(-1)
 			w.writeEvent(&e)
 			n++
 		default:
 		}
 		if n == got {
-			return
+			break
 		}
 	}
+	return n
 }
 
 // writePacket writes p's raw row and, for a SYN, its `syn` event (unless

@@ -519,7 +519,10 @@ func BenchmarkWriterPackets(b *testing.B) {
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
 		p.Seq = uint32(i)
-		w.packets <- p // blocking, to measure the writer rather than drops
+		// Blocking, to measure the writer rather than drops.
+		w.queuedPackets.Add(1)
+		w.packets <- p
+		w.notify(false)
 	}
 	if err := w.Close(); err != nil {
 		b.Fatal(err)
