@@ -6,6 +6,7 @@ import (
 	"math/bits"
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"github.com/spoki-telescope/spoki/records"
 )
@@ -106,13 +107,17 @@ func geometry(memory int64) (nb, ns, np int64) {
 	return nb, ns, np
 }
 
-// newTable allocates the table outside the Go heap (offHeap); free unmaps
-// it.
+// newTable allocates the table outside the Go heap, in one mapping
+// (offHeapHuge): the source and prefix tables first, then the entries;
+// free unmaps it.
 func newTable(memory int64) (t table, free func()) {
 	nb, ns, np := geometry(memory)
-	buckets, freeB := offHeap[bucket](int(nb))
-	sources, freeS := offHeap[sourceBucket](int(ns))
-	prefixes, freeP := offHeap[sourceBucket](int(np))
+	const sbSize, bSize = int(unsafe.Sizeof(sourceBucket{})), int(unsafe.Sizeof(bucket{}))
+	mem, free := offHeapHuge(int(ns+np)*sbSize + int(nb)*bSize)
+	at := unsafe.Pointer(unsafe.SliceData(mem))
+	sources := unsafe.Slice((*sourceBucket)(at), ns)
+	prefixes := unsafe.Slice((*sourceBucket)(unsafe.Add(at, int(ns)*sbSize)), np)
+	buckets := unsafe.Slice((*bucket)(unsafe.Add(at, int(ns+np)*sbSize)), nb)
 	quota := min(max(64, nb*bucketWays/64), maxSourceCount-1)
 	return table{
 		buckets:     buckets,
@@ -121,7 +126,7 @@ func newTable(memory int64) (t table, free func()) {
 		seed:        maphash.MakeSeed(),
 		quota:       uint32(quota),
 		prefixQuota: uint32(min(4*quota, maxSourceCount-1)),
-	}, func() { freeB(); freeS(); freeP() }
+	}, free
 }
 
 // bytes is the table's memory.
@@ -149,12 +154,6 @@ func (t *table) prefixTag(src netip.Addr) uint32 {
 	return tag
 }
 
-// prefixOver counts one more irregular SYN of the source's prefix and
-// reports whether the prefix is over its quota.
-func (t *table) prefixOver(ptag uint32, now int64, timeout int64) bool {
-	return bump(t.prefixes, ptag, now, timeout) > t.prefixQuota
-}
-
 // hashes returns the source tag, the flow hash and the bucket of a key.
 // Both hashes are keyed with the process's random seed, so that an attacker
 // cannot aim SYNs at one bucket. The bucket comes from bits the stored
@@ -176,6 +175,45 @@ func (t *table) hashes(src, dst netip.Addr, dport uint16) (stag, flow uint32, b 
 	return stag, flow, b
 }
 
+// key is where a SYN goes in the table, hashed once: the source tag and
+// flow hash an entry keeps, the entry bucket, and for a phase one the
+// source and prefix buckets it counts in (with the prefix tag).
+type key struct {
+	stag, flow, ptag uint32
+	b, sb, pb        int
+}
+
+// keyOf returns the key of p; the source and prefix buckets only for an
+// irregular SYN (a regular one only looks up its entry).
+func (t *table) keyOf(p *synRec) key {
+	var k key
+	k.stag, k.flow, k.b = t.hashes(p.src, p.dst, p.dstPort)
+	if p.irregular {
+		k.ptag = t.prefixTag(p.src)
+		k.sb = slotOf(k.stag, len(t.sources))
+		k.pb = slotOf(k.ptag, len(t.prefixes))
+	}
+	return k
+}
+
+// slotOf is the bucket of tag in a source-like table of n buckets.
+func slotOf(tag uint32, n int) int { return int(uint64(tag) * uint64(n) >> 32) }
+
+// touch loads a word of each cache line the SYN of k will read (its entry
+// bucket's four, and for a phase one its source and prefix buckets'), one
+// load independent of the others, so that their cache misses overlap:
+// reading them in the order the SYN is handled waits for each miss in
+// turn, where a random SYN in a table of tens of MiB misses on every one.
+// It returns the words, for the caller to keep (so the loads stay).
+func (t *table) touch(k *key, irregular bool) uint32 {
+	b := &t.buckets[k.b]
+	x := b[0].src ^ b[2].src ^ b[4].src ^ b[6].src
+	if irregular {
+		x ^= t.sources[k.sb][0].tag ^ t.prefixes[k.pb][0].tag
+	}
+	return x
+}
+
 // sourceClass counts one more irregular SYN of the source and returns the
 // class of the entry it makes: 1 for the first SYN of a run, growing with
 // the logarithm of the count (2-3 SYNs: 2, 4-7: 3, ...), and 1 again once
@@ -189,14 +227,13 @@ func (t *table) hashes(src, dst netip.Addr, dport uint16) (stag, flow uint32, b 
 // flood of one-off sources so churns only the count-1 slots, and a source
 // with a run survives it.
 func (t *table) sourceClass(stag uint32, now int64, timeout int64) uint8 {
-	return classOf(bump(t.sources, stag, now, timeout), t.quota)
+	return classOf(bump(&t.sources[slotOf(stag, len(t.sources))], stag, now, timeout), t.quota)
 }
 
-// bump counts one more SYN of tag in a source-like table (sources or
-// prefixes) and returns its count in the current run; see sourceClass
-// for the replacement rule.
-func bump(tbl []sourceBucket, tag uint32, now int64, timeout int64) uint32 {
-	sb := &tbl[int(uint64(tag)*uint64(len(tbl))>>32)]
+// bump counts one more SYN of tag in its bucket sb of a source-like table
+// (sources or prefixes) and returns its count in the current run; see
+// sourceClass for the replacement rule.
+func bump(sb *sourceBucket, tag uint32, now int64, timeout int64) uint32 {
 	now16 := uint16(now)
 	victim := -1
 	for i := range sb {

@@ -118,6 +118,9 @@ type Detector struct {
 	periodEnd time.Time
 	ageSum    [2]time.Duration
 	ageN      [2]uint64
+	// touched keeps what table.touch loaded, so that its loads are not
+	// optimised away; it means nothing.
+	touched uint32
 }
 
 // New returns a Detector; it allocates the whole table now.
@@ -196,13 +199,20 @@ func recOf(p *records.Packet, irregular bool, reasons records.Reasons) synRec {
 // observe is Observe of a SYN that matters: an answered irregular one
 // (kept as phase one) or a regular one (looked up).
 func (d *Detector) observe(p *synRec) (Pair, bool) {
+	k := d.t.keyOf(p)
+	d.touched ^= d.t.touch(&k, p.irregular)
+	return d.observeKey(p, &k)
+}
+
+// observeKey is observe of a SYN whose key is k (keyOf).
+func (d *Detector) observeKey(p *synRec, k *key) (Pair, bool) {
 	d.tick(p.t)
 	if p.irregular {
-		d.add(p)
+		d.add(p, k)
 		return Pair{}, false
 	}
-	stag, flow, bi := d.t.hashes(p.src, p.dst, p.dstPort)
-	b := &d.t.buckets[bi]
+	stag, flow := k.stag, k.flow
+	b := &d.t.buckets[k.b]
 	for i := range b {
 		e := &b[i]
 		if !e.used() || e.src != stag || e.flow != flow {
@@ -240,20 +250,20 @@ func within(t1, t time.Time, timeout time.Duration) bool {
 }
 
 // add keeps an answered irregular SYN as phase one.
-func (d *Detector) add(p *synRec) {
-	stag, flow, bi := d.t.hashes(p.src, p.dst, p.dstPort)
+func (d *Detector) add(p *synRec, k *key) {
+	stag, flow := k.stag, k.flow
 	nowSec := p.t.Unix()
 	ne := entry{
 		src: stag, flow: flow, nanos: p.t.UnixNano(), seq: p.seq, userID: p.userID,
 		srcPort: p.srcPort, ipid: p.ipid, ttl: p.ttl, meta: packMeta(p.reasons, p.scanner),
-		class: d.t.sourceClass(stag, nowSec, d.srcTimeout),
+		class: classOf(bump(&d.t.sources[k.sb], stag, nowSec, d.srcTimeout), d.t.quota),
 	}
-	if d.t.prefixOver(d.t.prefixTag(p.src), nowSec, d.srcTimeout) {
+	if bump(&d.t.prefixes[k.pb], k.ptag, nowSec, d.srcTimeout) > d.t.prefixQuota {
 		// The source's prefix sent more than a scanner's share: its
 		// entries are one-offs, whatever its address's count.
 		ne.class = 1
 	}
-	b := &d.t.buckets[bi]
+	b := &d.t.buckets[k.b]
 	free, victim := -1, -1
 	for i := range b {
 		e := &b[i]
