@@ -235,31 +235,33 @@ func (t *table) sourceClass(stag uint32, now int64, timeout int64) uint8 {
 // sourceClass for the replacement rule.
 func bump(sb *sourceBucket, tag uint32, now int64, timeout int64) uint32 {
 	now16 := uint16(now)
-	victim := -1
+	// The victim is the slot of the least rank: the first free one, else
+	// the last whose run ended, else the one of the smallest count, the
+	// oldest of those, the first of those. A rank is a number, so that the
+	// choice is a min (no branch to mispredict on random counts and ages);
+	// its low 4 bits are the slot's index.
+	rank := ^uint64(0)
 	for i := range sb {
 		s := &sb[i]
-		stale := s.tag == 0 || age16(now16, s.last) >= timeout
-		if s.tag == tag && !stale {
+		age := age16(now16, s.last)
+		var r uint64
+		switch {
+		case s.tag == 0:
+			r = uint64(i)<<4 | uint64(i)
+		case age >= timeout:
+			r = 1<<40 | uint64(bucketWays-1-i)<<4 | uint64(i)
+		case s.tag == tag:
 			if s.count < maxSourceCount {
 				s.count++
 			}
 			s.last = now16
 			return uint32(s.count)
+		default:
+			r = 2<<40 | uint64(s.count)<<24 | uint64(maxSourceTimeout-age)<<8 | uint64(i)
 		}
-		switch {
-		case stale:
-			if victim < 0 || sb[victim].tag != 0 {
-				victim = i
-			}
-		case victim < 0:
-			victim = i
-		case sb[victim].tag == 0 || age16(now16, sb[victim].last) >= timeout:
-			// A free or stale victim stays the victim.
-		case s.count < sb[victim].count || s.count == sb[victim].count && age16(now16, s.last) > age16(now16, sb[victim].last):
-			victim = i
-		}
+		rank = min(rank, r)
 	}
-	sb[victim] = source{tag: tag, count: 1, last: now16}
+	sb[rank&0xf] = source{tag: tag, count: 1, last: now16}
 	return 1
 }
 
