@@ -3,6 +3,7 @@ package twophase
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"math"
 	"math/bits"
 	"net/netip"
 	"time"
@@ -307,6 +308,35 @@ func (e *entry) used() bool { return e.meta&metaUsed != 0 }
 func (e *entry) expiredAt(nowSec, timeoutSec int64) bool {
 	return nowSec-floorDiv(e.nanos, int64(time.Second)) >= timeoutSec
 }
+
+// expiry is expiredAt with the division done once for a whole bucket (or
+// table): an entry is expired at nowSec iff its nanos < cut, or always
+// when all (a now so late that the cut does not fit in Unix nanoseconds).
+type expiry struct {
+	cut int64
+	all bool
+}
+
+// expiryAt returns the expiry of every entry at nowSec: floor(n/1e9) <=
+// nowSec-timeoutSec, which is n < (nowSec-timeoutSec+1)*1e9.
+func expiryAt(nowSec, timeoutSec int64) expiry {
+	const sec = int64(time.Second)
+	x := nowSec - timeoutSec
+	if nowSec < 0 && x > nowSec {
+		// Wrapped below math.MinInt64: nothing is that old.
+		return expiry{cut: math.MinInt64}
+	}
+	switch {
+	case x >= math.MaxInt64/sec:
+		return expiry{all: true}
+	case x+1 < math.MinInt64/sec:
+		return expiry{cut: math.MinInt64}
+	}
+	return expiry{cut: (x + 1) * sec}
+}
+
+// of reports whether e is expired.
+func (x expiry) of(e *entry) bool { return e.nanos < x.cut || x.all }
 
 func floorDiv(a, b int64) int64 {
 	q := a / b

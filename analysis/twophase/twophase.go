@@ -18,6 +18,7 @@
 package twophase
 
 import (
+	"math"
 	"net/netip"
 	"time"
 
@@ -264,7 +265,12 @@ func (d *Detector) add(p *synRec, k *key) {
 		ne.class = 1
 	}
 	b := &d.t.buckets[k.b]
+	exp := expiryAt(nowSec, d.timeoutSec)
 	free, victim := -1, -1
+	// The victim is the entry of the lowest class, the oldest of those, the
+	// first of those: vc and vn are its class and time, and the choice is
+	// made without a branch on them (random in a flood).
+	vc, vn := 1<<8, int64(math.MaxInt64)
 	for i := range b {
 		e := &b[i]
 		if !e.used() {
@@ -281,7 +287,7 @@ func (d *Detector) add(p *synRec, k *key) {
 			d.stats.Replaced++
 			return
 		}
-		if e.expiredAt(nowSec, d.timeoutSec) {
+		if exp.of(e) {
 			*e = entry{}
 			d.stats.Entries--
 			d.stats.Expired++
@@ -290,9 +296,11 @@ func (d *Detector) add(p *synRec, k *key) {
 			}
 			continue
 		}
-		if victim < 0 || e.class < b[victim].class || e.class == b[victim].class && e.nanos < b[victim].nanos {
-			victim = i
-		}
+		c := int(e.class)
+		m := -(bit(c < vc) | bit(c == vc)&bit(e.nanos < vn)) // all ones if e goes first
+		victim ^= (victim ^ i) & m
+		vc ^= (vc ^ c) & m
+		vn ^= (vn ^ e.nanos) & int64(m)
 	}
 	if free >= 0 {
 		b[free] = ne
@@ -314,6 +322,14 @@ func (d *Detector) add(p *synRec, k *key) {
 	d.ageSum[g] += time.Duration(ne.nanos - v.nanos)
 	d.ageN[g]++
 	*v = ne
+}
+
+// bit is 1 for true, 0 for false.
+func bit(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // tick closes the window period that now is past.
@@ -349,12 +365,12 @@ func (d *Detector) Expire(now time.Time) {
 // a large table's full scan.
 func (d *Detector) ExpireSome(now time.Time, n int) (passDone bool) {
 	d.tick(now)
-	nowSec := now.Unix()
+	exp := expiryAt(now.Unix(), d.timeoutSec)
 	end := min(d.sweepNext+max(n, 1), len(d.t.buckets))
 	for bi := d.sweepNext; bi < end; bi++ {
 		b := &d.t.buckets[bi]
 		for i := range b {
-			if e := &b[i]; e.used() && e.expiredAt(nowSec, d.timeoutSec) {
+			if e := &b[i]; e.used() && exp.of(e) {
 				*e = entry{}
 				d.stats.Entries--
 				d.stats.Expired++

@@ -1,8 +1,10 @@
 package twophase
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // bumpReference is the source tables' replacement rule written as a scan
@@ -73,6 +75,40 @@ func TestBumpRule(t *testing.T) {
 		gc := bump(&got, tag, now, timeout)
 		if wc != gc || want != got {
 			t.Fatalf("case %d: bucket %+v, tag %d, now %d, timeout %d:\nwant %d %+v\n got %d %+v", n, sb, tag, now, timeout, wc, want, gc, got)
+		}
+	}
+}
+
+// TestExpiryAt checks the expiry cut against expiredAt, around the cut,
+// at random, and where the cut leaves Unix nanoseconds.
+func TestExpiryAt(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 24))
+	const sec = int64(time.Second)
+	nanos := []int64{math.MinInt64, math.MinInt64 + 1, -sec - 1, -sec, -1, 0, 1, sec - 1, sec, math.MaxInt64 - 1, math.MaxInt64}
+	check := func(nowSec, timeoutSec, n int64) {
+		t.Helper()
+		e := entry{nanos: n}
+		if got, want := expiryAt(nowSec, timeoutSec).of(&e), e.expiredAt(nowSec, timeoutSec); got != want {
+			t.Fatalf("now %d s, timeout %d s, phase one at %d ns: expired %v, want %v", nowSec, timeoutSec, n, got, want)
+		}
+	}
+	for range 200_000 {
+		nowSec := r.Int64N(4e9) - 1e9
+		timeoutSec := []int64{0, 1, 600, r.Int64N(1e6), r.Int64N(2e10)}[r.IntN(5)]
+		cut := (nowSec - timeoutSec + 1) * sec
+		for _, n := range []int64{cut - 1, cut, cut + 1, cut - sec, r.Int64(), -r.Int64(), nowSec*sec + r.Int64N(2e12) - 1e12} {
+			check(nowSec, timeoutSec, n)
+		}
+		for _, n := range nanos {
+			check(nowSec, timeoutSec, n)
+		}
+	}
+	// Where (now - timeout + 1) s does not fit in int64 nanoseconds.
+	for _, x := range []int64{math.MinInt64/sec - 3, math.MinInt64/sec - 2, math.MinInt64/sec - 1, math.MinInt64 / sec, math.MaxInt64/sec - 1, math.MaxInt64 / sec, math.MaxInt64/sec + 1} {
+		for _, timeoutSec := range []int64{0, 1, 600} {
+			for _, n := range nanos {
+				check(x+timeoutSec, timeoutSec, n)
+			}
 		}
 	}
 }
