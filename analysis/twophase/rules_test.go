@@ -3,6 +3,7 @@ package twophase
 import (
 	"math"
 	"math/rand/v2"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -110,5 +111,61 @@ func TestExpiryAt(t *testing.T) {
 				check(x+timeoutSec, timeoutSec, n)
 			}
 		}
+	}
+}
+
+// TestHashSpread checks the table's keyed hashes: keys an attacker would
+// send in order (sequential sources, one source's port sweep, sequential
+// /24s) spread over the buckets of the entry, source and prefix tables
+// as random ones would, and two tables (two keys) place a key apart.
+func TestHashSpread(t *testing.T) {
+	tb, free := newTable(1 << 20)
+	defer free()
+	other, freeOther := newTable(1 << 20)
+	defer freeOther()
+	dst := netip.MustParseAddr("198.51.100.7")
+	const n = 1 << 20
+	spread := func(name string, buckets int, bucketOf func(i int) int) {
+		t.Helper()
+		load := make([]int, buckets)
+		for i := range n {
+			load[bucketOf(i)]++
+		}
+		// A bucket's load is binomial: mean n/buckets, sd about its root.
+		mean := float64(n) / float64(buckets)
+		limit := mean + 7*math.Sqrt(mean)
+		for b, l := range load {
+			if float64(l) > limit || float64(l) < mean-7*math.Sqrt(mean) {
+				t.Errorf("%s: bucket %d of %d holds %d keys, mean %.0f", name, b, buckets, l, mean)
+				return
+			}
+		}
+	}
+	v4 := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}) }
+	spread("sequential sources", len(tb.buckets), func(i int) int { _, _, b := tb.hashes(v4(i), dst, 80); return b })
+	spread("one source's ports and addresses", len(tb.buckets), func(i int) int {
+		_, _, b := tb.hashes(dst, netip.AddrFrom4([4]byte{192, 0, 2, byte(i >> 16)}), uint16(i))
+		return b
+	})
+	spread("sequential sources' source slots", len(tb.sources), func(i int) int {
+		s, _, _ := tb.hashes(v4(i), dst, 80)
+		return slotOf(s, len(tb.sources))
+	})
+	spread("sequential /24s' prefix slots", len(tb.prefixes), func(i int) int {
+		return slotOf(tb.prefixTag(netip.AddrFrom4([4]byte{byte(i >> 16), byte(i >> 8), byte(i), 1})), len(tb.prefixes))
+	})
+	spread("sequential /48s' prefix slots", len(tb.prefixes), func(i int) int {
+		return slotOf(tb.prefixTag(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, byte(i >> 16), byte(i >> 8), byte(i), 1})), len(tb.prefixes))
+	})
+	same := 0
+	for i := range 1000 {
+		_, _, a := tb.hashes(v4(i), dst, 80)
+		_, _, b := other.hashes(v4(i), dst, 80)
+		if a == b {
+			same++
+		}
+	}
+	if same > 20 {
+		t.Errorf("two tables put %d of 1000 keys in the same bucket", same)
 	}
 }

@@ -1,8 +1,8 @@
 package twophase
 
 import (
+	"crypto/rand"
 	"encoding/binary"
-	"hash/maphash"
 	"math"
 	"math/bits"
 	"net/netip"
@@ -83,7 +83,7 @@ type table struct {
 	// of IPv6) as sources does per address, with the same slots and
 	// replacement rule: one slot per entriesPerPrefix entries.
 	prefixes []sourceBucket
-	seed     maphash.Seed
+	key      hashKey
 	// quota is the count above which a source's new entries lose their
 	// protection (they are made as one-offs): one source may not hold more
 	// than its share of the protected entries. It stays below the count's
@@ -124,7 +124,7 @@ func newTable(memory int64) (t table, free func()) {
 		buckets:     buckets,
 		sources:     sources,
 		prefixes:    prefixes,
-		seed:        maphash.MakeSeed(),
+		key:         newHashKey(),
 		quota:       uint32(quota),
 		prefixQuota: uint32(min(4*quota, maxSourceCount-1)),
 	}, free
@@ -138,17 +138,16 @@ func (t *table) bytes() int64 {
 // prefixTag is the keyed hash of a source's prefix: its /24 (IPv4, also
 // when mapped into IPv6) or /48 (IPv6), the family apart.
 func (t *table) prefixTag(src netip.Addr) uint32 {
-	var buf [8]byte
+	var p uint64
 	if src = src.Unmap(); src.Is4() {
 		a := src.As4()
-		copy(buf[:3], a[:3])
-		buf[7] = 4
+		p = uint64(a[0])<<56 | uint64(a[1])<<48 | uint64(a[2])<<40 | 4
 	} else {
 		a := src.As16()
-		copy(buf[:6], a[:6])
-		buf[7] = 6
+		p = binary.BigEndian.Uint64(a[:8])&^(1<<16-1) | 6
 	}
-	tag := uint32(maphash.Bytes(t.seed, buf[:]))
+	k := &t.key
+	tag := uint32(mix(hashFinal^8, mix(p>>32^k[5], uint64(uint32(p))^k[6])))
 	if tag == 0 {
 		tag = 1
 	}
@@ -156,25 +155,54 @@ func (t *table) prefixTag(src netip.Addr) uint32 {
 }
 
 // hashes returns the source tag, the flow hash and the bucket of a key.
-// Both hashes are keyed with the process's random seed, so that an attacker
+// Both hashes are keyed with the table's random key, so that an attacker
 // cannot aim SYNs at one bucket. The bucket comes from bits the stored
 // flow hash does not hold: two keys of one source that share a bucket still
 // differ in 32 bits of flow hash (and 32 of source) before they collide.
+// The flow hash goes on from the source's: the source's 16 bytes are
+// hashed once.
 func (t *table) hashes(src, dst netip.Addr, dport uint16) (stag, flow uint32, b int) {
-	var buf [16 + 16 + 2]byte
 	s16, d16 := src.As16(), dst.As16()
-	copy(buf[:16], s16[:])
-	stag = uint32(maphash.Bytes(t.seed, buf[:16]))
+	k := &t.key
+	hs := mix(hashFinal^16, mix(binary.BigEndian.Uint64(s16[:8])^k[0], binary.BigEndian.Uint64(s16[8:])^k[1]))
+	stag = uint32(hs)
 	if stag == 0 {
 		stag = 1
 	}
-	copy(buf[16:32], d16[:])
-	binary.BigEndian.PutUint16(buf[32:], dport)
-	h := maphash.Bytes(t.seed, buf[:])
+	h := mix(binary.BigEndian.Uint64(d16[:8])^k[2], binary.BigEndian.Uint64(d16[8:])^hs)
+	h = mix(hashFinal^34, mix(uint64(dport)^k[3], h^k[4]))
 	flow = uint32(h)
 	b = int((h >> 32) * uint64(len(t.buckets)) >> 32)
 	return stag, flow, b
 }
+
+// hashKey is a table's random key: the words its hashes are keyed with.
+type hashKey [7]uint64
+
+func newHashKey() hashKey {
+	var b [len(hashKey{}) * 8]byte
+	rand.Read(b[:])
+	var k hashKey
+	for i := range k {
+		k[i] = binary.LittleEndian.Uint64(b[i*8:])
+	}
+	return k
+}
+
+// mix is wyhash's multiply-fold, which the Go runtime's own map hash uses
+// on CPUs without AES (runtime/hash64.go): the halves of the 128-bit
+// product of a and b, xored. The table's hashes are that hash's steps on
+// the key's 64-bit words, keyed with random words instead of the process's
+// seed: three of them cost a few multiplications, where maphash.Bytes of
+// the same bytes cost three calls of tens of ns.
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+// hashFinal is the runtime's constant for a hash's last step (m5), with
+// the length of the input xored in.
+const hashFinal = 0x1d8e4e27c47d124f
 
 // key is where a SYN goes in the table, hashed once: the source tag and
 // flow hash an entry keeps, the entry bucket, and for a phase one the
