@@ -16,7 +16,10 @@ import (
 // slots and may live in any of them. A bucket of 32-byte slots is four
 // cache lines; a lookup reads one bucket, and a full bucket picks its own
 // victim, so that the replacement policy (below) sees a small, local
-// choice instead of a global queue an attacker can push through.
+// choice instead of a global queue an attacker can push through. A phase
+// one also reads a line of the source table and one of the prefix table:
+// six lines, each a cache miss for a random spoofed source, which are
+// loaded together (touch) rather than one after the other.
 const (
 	bucketWays = 8
 	// EntryBytes is the size of one phase-one slot.
@@ -109,8 +112,9 @@ func geometry(memory int64) (nb, ns, np int64) {
 }
 
 // newTable allocates the table outside the Go heap, in one mapping
-// (offHeapHuge): the source and prefix tables first, then the entries;
-// free unmaps it.
+// (offHeapHuge): the source and prefix tables first, then the entries (at
+// a multiple of 64 bytes, so a bucket is four whole cache lines); free
+// unmaps it.
 func newTable(memory int64) (t table, free func()) {
 	nb, ns, np := geometry(memory)
 	const sbSize, bSize = int(unsafe.Sizeof(sourceBucket{})), int(unsafe.Sizeof(bucket{}))
