@@ -62,6 +62,12 @@ const feedPoll = 5 * time.Millisecond
 // before it frees their slots for the readers.
 const feedPublishEvery = 1 << 10
 
+// feedBatch is how many SYNs the detector takes from the queue before it
+// observes them: it hashes them all, then loads their cache lines (touch)
+// before it handles the first, so that the misses of a batch of random
+// spoofed sources overlap instead of coming one after the other.
+const feedBatch = 32
+
 // feedSessionSlack is how much later than a session's handshake the
 // detector's latest observed SYN must be for the session to be
 // resolved at once (its SYN, queued before the handshake's ACK was read,
@@ -141,6 +147,11 @@ type Feed struct {
 	// itself belongs to Run's goroutine).
 	statsMu  sync.Mutex
 	detStats Stats // +checklocks:statsMu
+
+	// batch and keys are the SYNs drainSYNs took and their keys (Run's
+	// goroutine's own).
+	batch [feedBatch]synRec
+	keys  [feedBatch]key
 }
 
 type flowID struct {
@@ -340,20 +351,34 @@ func (f *Feed) drain() {
 // drainSYNs observes every SYN ready in the queue and returns their number.
 func (f *Feed) drainSYNs() int {
 	n := 0
-	var r synRec
-	for f.q.get(&r) {
-		f.observe(&r)
-		if n++; n%feedPublishEvery == 0 {
-			f.q.publish()
+	for {
+		// The slots are free once get copied them out.
+		k := 0
+		for k < len(f.batch) && f.q.get(&f.batch[k]) {
+			k++
+			if n++; n%feedPublishEvery == 0 {
+				f.q.publish()
+			}
 		}
+		if k == 0 {
+			break
+		}
+		f.observeBatch(k)
 	}
 	f.q.publish()
 	if f.q.closeCold() {
 		// The backlog is gone: take what the cold ring's last writers
 		// left, and give its pages back.
-		for f.q.cold.get(&r) {
-			f.observe(&r)
-			n++
+		for {
+			k := 0
+			for k < len(f.batch) && f.q.cold.get(&f.batch[k]) {
+				k++
+			}
+			if k == 0 {
+				break
+			}
+			n += k
+			f.observeBatch(k)
 		}
 		f.q.reopenCold()
 	}
@@ -363,11 +388,36 @@ func (f *Feed) drainSYNs() int {
 	return n
 }
 
+// observeBatch observes the first n SYNs of f.batch, in order: their keys
+// first, then a load of each cache line they will read (table.touch), then
+// each SYN.
+func (f *Feed) observeBatch(n int) {
+	recs, keys := f.batch[:n], f.keys[:n]
+	t := &f.det.t
+	for i := range recs {
+		keys[i] = t.keyOf(&recs[i])
+	}
+	var x uint32
+	for i := range recs {
+		x ^= t.touch(&keys[i], recs[i].irregular)
+	}
+	f.det.touched ^= x
+	for i := range recs {
+		f.observeKey(&recs[i], &keys[i])
+	}
+}
+
 func (f *Feed) observe(p *synRec) {
+	k := f.det.t.keyOf(p)
+	f.observeKey(p, &k)
+}
+
+// observeKey is observe of a SYN whose key is k.
+func (f *Feed) observeKey(p *synRec, k *key) {
 	if p.t.After(f.latest) {
 		f.latest = p.t
 	}
-	pair, ok := f.det.observe(p)
+	pair, ok := f.det.observeKey(p, k)
 	if !ok {
 		return
 	}

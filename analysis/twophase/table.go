@@ -1,11 +1,13 @@
 package twophase
 
 import (
+	"crypto/rand"
 	"encoding/binary"
-	"hash/maphash"
+	"math"
 	"math/bits"
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"github.com/spoki-telescope/spoki/records"
 )
@@ -14,7 +16,10 @@ import (
 // slots and may live in any of them. A bucket of 32-byte slots is four
 // cache lines; a lookup reads one bucket, and a full bucket picks its own
 // victim, so that the replacement policy (below) sees a small, local
-// choice instead of a global queue an attacker can push through.
+// choice instead of a global queue an attacker can push through. A phase
+// one also reads a line of the source table and one of the prefix table:
+// six lines, each a cache miss for a random spoofed source, which are
+// loaded together (touch) rather than one after the other.
 const (
 	bucketWays = 8
 	// EntryBytes is the size of one phase-one slot.
@@ -81,7 +86,7 @@ type table struct {
 	// of IPv6) as sources does per address, with the same slots and
 	// replacement rule: one slot per entriesPerPrefix entries.
 	prefixes []sourceBucket
-	seed     maphash.Seed
+	key      hashKey
 	// quota is the count above which a source's new entries lose their
 	// protection (they are made as one-offs): one source may not hold more
 	// than its share of the protected entries. It stays below the count's
@@ -106,22 +111,27 @@ func geometry(memory int64) (nb, ns, np int64) {
 	return nb, ns, np
 }
 
-// newTable allocates the table outside the Go heap (offHeap); free unmaps
-// it.
+// newTable allocates the table outside the Go heap, in one mapping
+// (offHeapHuge): the source and prefix tables first, then the entries (at
+// a multiple of 64 bytes, so a bucket is four whole cache lines); free
+// unmaps it.
 func newTable(memory int64) (t table, free func()) {
 	nb, ns, np := geometry(memory)
-	buckets, freeB := offHeap[bucket](int(nb))
-	sources, freeS := offHeap[sourceBucket](int(ns))
-	prefixes, freeP := offHeap[sourceBucket](int(np))
+	const sbSize, bSize = int(unsafe.Sizeof(sourceBucket{})), int(unsafe.Sizeof(bucket{}))
+	mem, free := offHeapHuge(int(ns+np)*sbSize + int(nb)*bSize)
+	at := unsafe.Pointer(unsafe.SliceData(mem))
+	sources := unsafe.Slice((*sourceBucket)(at), ns)
+	prefixes := unsafe.Slice((*sourceBucket)(unsafe.Add(at, int(ns)*sbSize)), np)
+	buckets := unsafe.Slice((*bucket)(unsafe.Add(at, int(ns+np)*sbSize)), nb)
 	quota := min(max(64, nb*bucketWays/64), maxSourceCount-1)
 	return table{
 		buckets:     buckets,
 		sources:     sources,
 		prefixes:    prefixes,
-		seed:        maphash.MakeSeed(),
+		key:         newHashKey(),
 		quota:       uint32(quota),
 		prefixQuota: uint32(min(4*quota, maxSourceCount-1)),
-	}, func() { freeB(); freeS(); freeP() }
+	}, free
 }
 
 // bytes is the table's memory.
@@ -132,48 +142,109 @@ func (t *table) bytes() int64 {
 // prefixTag is the keyed hash of a source's prefix: its /24 (IPv4, also
 // when mapped into IPv6) or /48 (IPv6), the family apart.
 func (t *table) prefixTag(src netip.Addr) uint32 {
-	var buf [8]byte
+	var p uint64
 	if src = src.Unmap(); src.Is4() {
 		a := src.As4()
-		copy(buf[:3], a[:3])
-		buf[7] = 4
+		p = uint64(a[0])<<56 | uint64(a[1])<<48 | uint64(a[2])<<40 | 4
 	} else {
 		a := src.As16()
-		copy(buf[:6], a[:6])
-		buf[7] = 6
+		p = binary.BigEndian.Uint64(a[:8])&^(1<<16-1) | 6
 	}
-	tag := uint32(maphash.Bytes(t.seed, buf[:]))
+	k := &t.key
+	tag := uint32(mix(hashFinal^8, mix(p>>32^k[5], uint64(uint32(p))^k[6])))
 	if tag == 0 {
 		tag = 1
 	}
 	return tag
 }
 
-// prefixOver counts one more irregular SYN of the source's prefix and
-// reports whether the prefix is over its quota.
-func (t *table) prefixOver(ptag uint32, now int64, timeout int64) bool {
-	return bump(t.prefixes, ptag, now, timeout) > t.prefixQuota
-}
-
 // hashes returns the source tag, the flow hash and the bucket of a key.
-// Both hashes are keyed with the process's random seed, so that an attacker
+// Both hashes are keyed with the table's random key, so that an attacker
 // cannot aim SYNs at one bucket. The bucket comes from bits the stored
 // flow hash does not hold: two keys of one source that share a bucket still
 // differ in 32 bits of flow hash (and 32 of source) before they collide.
+// The flow hash goes on from the source's: the source's 16 bytes are
+// hashed once.
 func (t *table) hashes(src, dst netip.Addr, dport uint16) (stag, flow uint32, b int) {
-	var buf [16 + 16 + 2]byte
 	s16, d16 := src.As16(), dst.As16()
-	copy(buf[:16], s16[:])
-	stag = uint32(maphash.Bytes(t.seed, buf[:16]))
+	k := &t.key
+	hs := mix(hashFinal^16, mix(binary.BigEndian.Uint64(s16[:8])^k[0], binary.BigEndian.Uint64(s16[8:])^k[1]))
+	stag = uint32(hs)
 	if stag == 0 {
 		stag = 1
 	}
-	copy(buf[16:32], d16[:])
-	binary.BigEndian.PutUint16(buf[32:], dport)
-	h := maphash.Bytes(t.seed, buf[:])
+	h := mix(binary.BigEndian.Uint64(d16[:8])^k[2], binary.BigEndian.Uint64(d16[8:])^hs)
+	h = mix(hashFinal^34, mix(uint64(dport)^k[3], h^k[4]))
 	flow = uint32(h)
 	b = int((h >> 32) * uint64(len(t.buckets)) >> 32)
 	return stag, flow, b
+}
+
+// hashKey is a table's random key: the words its hashes are keyed with.
+type hashKey [7]uint64
+
+func newHashKey() hashKey {
+	var b [len(hashKey{}) * 8]byte
+	rand.Read(b[:])
+	var k hashKey
+	for i := range k {
+		k[i] = binary.LittleEndian.Uint64(b[i*8:])
+	}
+	return k
+}
+
+// mix is wyhash's multiply-fold, which the Go runtime's own map hash uses
+// on CPUs without AES (runtime/hash64.go): the halves of the 128-bit
+// product of a and b, xored. The table's hashes are that hash's steps on
+// the key's 64-bit words, keyed with random words instead of the process's
+// seed: three of them cost a few multiplications, where maphash.Bytes of
+// the same bytes cost three calls of tens of ns.
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+// hashFinal is the runtime's constant for a hash's last step (m5), with
+// the length of the input xored in.
+const hashFinal = 0x1d8e4e27c47d124f
+
+// key is where a SYN goes in the table, hashed once: the source tag and
+// flow hash an entry keeps, the entry bucket, and for a phase one the
+// source and prefix buckets it counts in (with the prefix tag).
+type key struct {
+	stag, flow, ptag uint32
+	b, sb, pb        int
+}
+
+// keyOf returns the key of p; the source and prefix buckets only for an
+// irregular SYN (a regular one only looks up its entry).
+func (t *table) keyOf(p *synRec) key {
+	var k key
+	k.stag, k.flow, k.b = t.hashes(p.src, p.dst, p.dstPort)
+	if p.irregular {
+		k.ptag = t.prefixTag(p.src)
+		k.sb = slotOf(k.stag, len(t.sources))
+		k.pb = slotOf(k.ptag, len(t.prefixes))
+	}
+	return k
+}
+
+// slotOf is the bucket of tag in a source-like table of n buckets.
+func slotOf(tag uint32, n int) int { return int(uint64(tag) * uint64(n) >> 32) }
+
+// touch loads a word of each cache line the SYN of k will read (its entry
+// bucket's four, and for a phase one its source and prefix buckets'), one
+// load independent of the others, so that their cache misses overlap:
+// reading them in the order the SYN is handled waits for each miss in
+// turn, where a random SYN in a table of tens of MiB misses on every one.
+// It returns the words, for the caller to keep (so the loads stay).
+func (t *table) touch(k *key, irregular bool) uint32 {
+	b := &t.buckets[k.b]
+	x := b[0].src ^ b[2].src ^ b[4].src ^ b[6].src
+	if irregular {
+		x ^= t.sources[k.sb][0].tag ^ t.prefixes[k.pb][0].tag
+	}
+	return x
 }
 
 // sourceClass counts one more irregular SYN of the source and returns the
@@ -189,40 +260,41 @@ func (t *table) hashes(src, dst netip.Addr, dport uint16) (stag, flow uint32, b 
 // flood of one-off sources so churns only the count-1 slots, and a source
 // with a run survives it.
 func (t *table) sourceClass(stag uint32, now int64, timeout int64) uint8 {
-	return classOf(bump(t.sources, stag, now, timeout), t.quota)
+	return classOf(bump(&t.sources[slotOf(stag, len(t.sources))], stag, now, timeout), t.quota)
 }
 
-// bump counts one more SYN of tag in a source-like table (sources or
-// prefixes) and returns its count in the current run; see sourceClass
-// for the replacement rule.
-func bump(tbl []sourceBucket, tag uint32, now int64, timeout int64) uint32 {
-	sb := &tbl[int(uint64(tag)*uint64(len(tbl))>>32)]
+// bump counts one more SYN of tag in its bucket sb of a source-like table
+// (sources or prefixes) and returns its count in the current run; see
+// sourceClass for the replacement rule.
+func bump(sb *sourceBucket, tag uint32, now int64, timeout int64) uint32 {
 	now16 := uint16(now)
-	victim := -1
+	// The victim is the slot of the least rank: the first free one, else
+	// the last whose run ended, else the one of the smallest count, the
+	// oldest of those, the first of those. A rank is a number, so that the
+	// choice is a min (no branch to mispredict on random counts and ages);
+	// its low 4 bits are the slot's index.
+	rank := ^uint64(0)
 	for i := range sb {
 		s := &sb[i]
-		stale := s.tag == 0 || age16(now16, s.last) >= timeout
-		if s.tag == tag && !stale {
+		age := age16(now16, s.last)
+		var r uint64
+		switch {
+		case s.tag == 0:
+			r = uint64(i)<<4 | uint64(i)
+		case age >= timeout:
+			r = 1<<40 | uint64(bucketWays-1-i)<<4 | uint64(i)
+		case s.tag == tag:
 			if s.count < maxSourceCount {
 				s.count++
 			}
 			s.last = now16
 			return uint32(s.count)
+		default:
+			r = 2<<40 | uint64(s.count)<<24 | uint64(maxSourceTimeout-age)<<8 | uint64(i)
 		}
-		switch {
-		case stale:
-			if victim < 0 || sb[victim].tag != 0 {
-				victim = i
-			}
-		case victim < 0:
-			victim = i
-		case sb[victim].tag == 0 || age16(now16, sb[victim].last) >= timeout:
-			// A free or stale victim stays the victim.
-		case s.count < sb[victim].count || s.count == sb[victim].count && age16(now16, s.last) > age16(now16, sb[victim].last):
-			victim = i
-		}
+		rank = min(rank, r)
 	}
-	sb[victim] = source{tag: tag, count: 1, last: now16}
+	sb[rank&0xf] = source{tag: tag, count: 1, last: now16}
 	return 1
 }
 
@@ -268,6 +340,35 @@ func (e *entry) used() bool { return e.meta&metaUsed != 0 }
 func (e *entry) expiredAt(nowSec, timeoutSec int64) bool {
 	return nowSec-floorDiv(e.nanos, int64(time.Second)) >= timeoutSec
 }
+
+// expiry is expiredAt with the division done once for a whole bucket (or
+// table): an entry is expired at nowSec iff its nanos < cut, or always
+// when all (a now so late that the cut does not fit in Unix nanoseconds).
+type expiry struct {
+	cut int64
+	all bool
+}
+
+// expiryAt returns the expiry of every entry at nowSec: floor(n/1e9) <=
+// nowSec-timeoutSec, which is n < (nowSec-timeoutSec+1)*1e9.
+func expiryAt(nowSec, timeoutSec int64) expiry {
+	const sec = int64(time.Second)
+	x := nowSec - timeoutSec
+	if nowSec < 0 && x > nowSec {
+		// Wrapped below math.MinInt64: nothing is that old.
+		return expiry{cut: math.MinInt64}
+	}
+	switch {
+	case x >= math.MaxInt64/sec:
+		return expiry{all: true}
+	case x+1 < math.MinInt64/sec:
+		return expiry{cut: math.MinInt64}
+	}
+	return expiry{cut: (x + 1) * sec}
+}
+
+// of reports whether e is expired.
+func (x expiry) of(e *entry) bool { return e.nanos < x.cut || x.all }
 
 func floorDiv(a, b int64) int64 {
 	q := a / b

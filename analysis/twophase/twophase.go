@@ -18,6 +18,7 @@
 package twophase
 
 import (
+	"math"
 	"net/netip"
 	"time"
 
@@ -118,6 +119,9 @@ type Detector struct {
 	periodEnd time.Time
 	ageSum    [2]time.Duration
 	ageN      [2]uint64
+	// touched keeps what table.touch loaded, so that its loads are not
+	// optimised away; it means nothing.
+	touched uint32
 }
 
 // New returns a Detector; it allocates the whole table now.
@@ -196,13 +200,20 @@ func recOf(p *records.Packet, irregular bool, reasons records.Reasons) synRec {
 // observe is Observe of a SYN that matters: an answered irregular one
 // (kept as phase one) or a regular one (looked up).
 func (d *Detector) observe(p *synRec) (Pair, bool) {
+	k := d.t.keyOf(p)
+	d.touched ^= d.t.touch(&k, p.irregular)
+	return d.observeKey(p, &k)
+}
+
+// observeKey is observe of a SYN whose key is k (keyOf).
+func (d *Detector) observeKey(p *synRec, k *key) (Pair, bool) {
 	d.tick(p.t)
 	if p.irregular {
-		d.add(p)
+		d.add(p, k)
 		return Pair{}, false
 	}
-	stag, flow, bi := d.t.hashes(p.src, p.dst, p.dstPort)
-	b := &d.t.buckets[bi]
+	stag, flow := k.stag, k.flow
+	b := &d.t.buckets[k.b]
 	for i := range b {
 		e := &b[i]
 		if !e.used() || e.src != stag || e.flow != flow {
@@ -240,21 +251,26 @@ func within(t1, t time.Time, timeout time.Duration) bool {
 }
 
 // add keeps an answered irregular SYN as phase one.
-func (d *Detector) add(p *synRec) {
-	stag, flow, bi := d.t.hashes(p.src, p.dst, p.dstPort)
+func (d *Detector) add(p *synRec, k *key) {
+	stag, flow := k.stag, k.flow
 	nowSec := p.t.Unix()
 	ne := entry{
 		src: stag, flow: flow, nanos: p.t.UnixNano(), seq: p.seq, userID: p.userID,
 		srcPort: p.srcPort, ipid: p.ipid, ttl: p.ttl, meta: packMeta(p.reasons, p.scanner),
-		class: d.t.sourceClass(stag, nowSec, d.srcTimeout),
+		class: classOf(bump(&d.t.sources[k.sb], stag, nowSec, d.srcTimeout), d.t.quota),
 	}
-	if d.t.prefixOver(d.t.prefixTag(p.src), nowSec, d.srcTimeout) {
+	if bump(&d.t.prefixes[k.pb], k.ptag, nowSec, d.srcTimeout) > d.t.prefixQuota {
 		// The source's prefix sent more than a scanner's share: its
 		// entries are one-offs, whatever its address's count.
 		ne.class = 1
 	}
-	b := &d.t.buckets[bi]
+	b := &d.t.buckets[k.b]
+	exp := expiryAt(nowSec, d.timeoutSec)
 	free, victim := -1, -1
+	// The victim is the entry of the lowest class, the oldest of those, the
+	// first of those: vc and vn are its class and time, and the choice is
+	// made without a branch on them (random in a flood).
+	vc, vn := 1<<8, int64(math.MaxInt64)
 	for i := range b {
 		e := &b[i]
 		if !e.used() {
@@ -271,7 +287,7 @@ func (d *Detector) add(p *synRec) {
 			d.stats.Replaced++
 			return
 		}
-		if e.expiredAt(nowSec, d.timeoutSec) {
+		if exp.of(e) {
 			*e = entry{}
 			d.stats.Entries--
 			d.stats.Expired++
@@ -280,9 +296,11 @@ func (d *Detector) add(p *synRec) {
 			}
 			continue
 		}
-		if victim < 0 || e.class < b[victim].class || e.class == b[victim].class && e.nanos < b[victim].nanos {
-			victim = i
-		}
+		c := int(e.class)
+		m := -(bit(c < vc) | bit(c == vc)&bit(e.nanos < vn)) // all ones if e goes first
+		victim ^= (victim ^ i) & m
+		vc ^= (vc ^ c) & m
+		vn ^= (vn ^ e.nanos) & int64(m)
 	}
 	if free >= 0 {
 		b[free] = ne
@@ -304,6 +322,14 @@ func (d *Detector) add(p *synRec) {
 	d.ageSum[g] += time.Duration(ne.nanos - v.nanos)
 	d.ageN[g]++
 	*v = ne
+}
+
+// bit is 1 for true, 0 for false.
+func bit(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // tick closes the window period that now is past.
@@ -339,12 +365,12 @@ func (d *Detector) Expire(now time.Time) {
 // a large table's full scan.
 func (d *Detector) ExpireSome(now time.Time, n int) (passDone bool) {
 	d.tick(now)
-	nowSec := now.Unix()
+	exp := expiryAt(now.Unix(), d.timeoutSec)
 	end := min(d.sweepNext+max(n, 1), len(d.t.buckets))
 	for bi := d.sweepNext; bi < end; bi++ {
 		b := &d.t.buckets[bi]
 		for i := range b {
-			if e := &b[i]; e.used() && e.expiredAt(nowSec, d.timeoutSec) {
+			if e := &b[i]; e.used() && exp.of(e) {
 				*e = entry{}
 				d.stats.Entries--
 				d.stats.Expired++
