@@ -277,12 +277,10 @@ func floodSYNs(n int) [][]byte {
 	return pkts
 }
 
-// BenchmarkReaderFlood is a TUN reader's work per SYN under a flood, as
-// in spoki run: irregular SYNs from many sources handed to the front end
-// in Reads of 64, the SYN limiter on with its defaults, the cookie clock
-// the stack's real one, the records handed to a BatchSink per Read and
-// the SYN-ACKs written per Read. It reports ns per SYN.
-func BenchmarkReaderFlood(b *testing.B) {
+// floodFrontEnd is the front end of the reader benchmarks, set up as in
+// spoki run: the cookie clock the stack's real one, the SYN limiter on with
+// its defaults, the records going to a BatchSink that discards them.
+func floodFrontEnd(b *testing.B) (*Stack, *frontEnd) {
 	s := synStack(b)
 	j, err := newCookieJar(tcpip.NewStdClock())
 	if err != nil {
@@ -291,7 +289,16 @@ func BenchmarkReaderFlood(b *testing.B) {
 	s.jar = j
 	s.limit = newSYNLimiter(DefaultSYNACKLimits())
 	s.sink = discardBatchSink{}
-	fe := &frontEnd{st: s}
+	return s, &frontEnd{st: s}
+}
+
+// BenchmarkReaderFlood is a TUN reader's work per SYN under a flood, as
+// in spoki run: irregular SYNs from many sources handed to the front end
+// in Reads of 64, the SYN limiter on with its defaults, the cookie clock
+// the stack's real one, the records handed to a BatchSink per Read and
+// the SYN-ACKs written per Read. It reports ns per SYN.
+func BenchmarkReaderFlood(b *testing.B) {
+	s, fe := floodFrontEnd(b)
 	tx := newTxBatch(s.tun.queues[0], &s.stats, tun.MaxBatch, fe.batchSink())
 	pkts := floodSYNs(tun.MaxBatch * 64)
 	b.ReportAllocs()
@@ -316,15 +323,7 @@ func BenchmarkReaderFlood(b *testing.B) {
 // (the shared counters and user ids) shows against it. Its B/op is the
 // readers' batches, made once per goroutine.
 func BenchmarkReaderFloodParallel(b *testing.B) {
-	s := synStack(b)
-	j, err := newCookieJar(tcpip.NewStdClock())
-	if err != nil {
-		b.Fatal(err)
-	}
-	s.jar = j
-	s.limit = newSYNLimiter(DefaultSYNACKLimits())
-	s.sink = discardBatchSink{}
-	fe := &frontEnd{st: s}
+	s, fe := floodFrontEnd(b)
 	pkts := floodSYNs(tun.MaxBatch * 64)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
