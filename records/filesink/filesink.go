@@ -620,12 +620,7 @@ func enqueue[T any](w *Writer, ch chan<- T, v T, queued *atomic.Int64, full *ato
 		w.mu.RUnlock()
 		return
 	}
-	select {
-	case ch <- v:
-	default:
-		queued.Add(-1)
-		full.Add(1)
-	}
+	sendCounted(ch, v, queued, full)
 	w.mu.RUnlock()
 	w.notify(q > wakeAt(cap(ch)))
 }
