@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -189,36 +188,20 @@ func appendCSVOptions(dst []byte, p *Packet) []byte {
 		order[k] = int8(ni)
 		k++
 	}
-	if k == 0 {
-		return dst
-	}
-	// Each name is moved as one 16-byte word and kept as its length.
-	l := len(dst)
-	if cap(dst)-l < 16*k {
-		dst = slices.Grow(dst, 16*k)
-	}
-	b := dst[l:cap(dst)]
-	n := 0
+	var ws [len(csvOptionWords[0])]*word
 	sep := 0 // the first name written has no ':' before it
 	for i := k - 1; i >= 0; i-- {
-		e := &csvOptionWords[sep][order[i]]
-		*(*[16]byte)(b[n : n+16]) = e.text
-		n += int(e.len)
+		ws[k-1-i] = &csvOptionWords[sep][order[i]]
 		sep = 1
 	}
-	return dst[:l+n]
+	return appendWords(dst, ws[:k])
 }
 
-// csvOptionWords holds csvOptionName's names by index, padded to 16
-// bytes, without and with a ':' before them.
-var csvOptionWords = func() (t [2][6]struct {
-	text [16]byte
-	len  uint8
-}) {
+// csvOptionWords holds csvOptionName's names by index, without and with a
+// ':' before them.
+var csvOptionWords = func() (t [2][6]word) {
 	for i, name := range [6]string{"mss", "window_scale", "sack_permitted", "sack", "timestamp", "other"} {
-		for sep, s := range [2]string{name, ":" + name} {
-			t[sep][i].len = uint8(copy(t[sep][i].text[:], s))
-		}
+		t[0][i], t[1][i] = newWord(name), newWord(":"+name)
 	}
 	return t
 }()

@@ -76,12 +76,11 @@ func appendUint(dst []byte, v uint64) []byte {
 // put8 writes v (below 10^8) as eight digits.
 func put8(b []byte, v uint32) {
 	hi, lo := v/10000, v%10000
-	a, c, d, e := hi/100, hi%100, lo/100, lo%100
 	_ = b[7]
-	b[0], b[1] = digitPairs[2*a], digitPairs[2*a+1]
-	b[2], b[3] = digitPairs[2*c], digitPairs[2*c+1]
-	b[4], b[5] = digitPairs[2*d], digitPairs[2*d+1]
-	b[6], b[7] = digitPairs[2*e], digitPairs[2*e+1]
+	put2(b[0:], int(hi/100))
+	put2(b[2:], int(hi%100))
+	put2(b[4:], int(lo/100))
+	put2(b[6:], int(lo%100))
 }
 
 // appendInt appends v in decimal, as strconv.AppendInt(dst, v, 10).
@@ -193,6 +192,38 @@ func appendIPv6(dst []byte, a [16]byte) []byte {
 		w >>= 8 * uint(4-k)
 		binary.LittleEndian.PutUint32(b[n:], w)
 		n += k
+	}
+	return dst[:l+n]
+}
+
+// word is a text of at most 16 bytes, padded to 16 so that it is moved as
+// one 16-byte store, and its length.
+type word struct {
+	text [16]byte
+	len  uint8
+}
+
+func newWord(s string) (w word) {
+	w.len = uint8(copy(w.text[:], s))
+	return w
+}
+
+// appendWords appends the texts of ws in order, each moved as one 16-byte
+// word: it may write up to 16 bytes of dst's spare capacity past what it
+// returns.
+func appendWords(dst []byte, ws []*word) []byte {
+	if len(ws) == 0 {
+		return dst
+	}
+	l := len(dst)
+	if cap(dst)-l < 16*len(ws) {
+		dst = slices.Grow(dst, 16*len(ws))
+	}
+	b := dst[l:cap(dst)]
+	n := 0
+	for _, w := range ws {
+		*(*[16]byte)(b[n : n+16]) = w.text
+		n += int(w.len)
 	}
 	return dst[:l+n]
 }

@@ -337,8 +337,7 @@ func civilFromDays(days int64) (year, month, day int) {
 
 // put2 writes v (0 to 99) as two digits.
 func put2(b []byte, v int) {
-	const digits = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
-	b[0], b[1] = digits[2*v], digits[2*v+1]
+	b[0], b[1] = digitPairs[2*v], digitPairs[2*v+1]
 }
 
 // appendTimestampSlow is appendTimestamp for any time.
@@ -471,40 +470,25 @@ func appendEventOptionName(dst []byte, k uint8) []byte {
 }
 
 // eventOptionWords holds every option kind's name as a JSON string
-// (appendEventOptionName), padded to 16 bytes, without and with a ','
-// before it.
-var eventOptionWords = func() (t [2][256]struct {
-	text [16]byte
-	len  uint8
-}) {
+// (appendEventOptionName), without and with a ',' before it.
+var eventOptionWords = func() (t [2][256]word) {
 	for k := range t[0] {
 		s := `"` + string(appendEventOptionName(nil, uint8(k))) + `"`
-		t[0][k].len = uint8(copy(t[0][k].text[:], s))
-		t[1][k].len = uint8(copy(t[1][k].text[:], ","+s))
+		t[0][k], t[1][k] = newWord(s), newWord(","+s)
 	}
 	return t
 }()
 
-// appendEventOptions appends the names of kinds as the members of a JSON
-// array, each moved as one 16-byte word.
+// appendEventOptions appends the names of kinds (at most MaxOptions) as
+// the members of a JSON array.
 func appendEventOptions(dst []byte, kinds []uint8) []byte {
-	if len(kinds) == 0 {
-		return dst
-	}
-	l := len(dst)
-	if cap(dst)-l < 16*len(kinds) {
-		dst = slices.Grow(dst, 16*len(kinds))
-	}
-	b := dst[l:cap(dst)]
-	n := 0
+	var ws [MaxOptions]*word
 	sep := 0 // no ',' before the first
-	for _, k := range kinds {
-		e := &eventOptionWords[sep][k]
-		*(*[16]byte)(b[n : n+16]) = e.text
-		n += int(e.len)
+	for i, k := range kinds {
+		ws[i] = &eventOptionWords[sep][k]
 		sep = 1
 	}
-	return dst[:l+n]
+	return appendWords(dst, ws[:len(kinds)])
 }
 
 // AppendSYNEvent appends the `syn` event of p as one JSON line ending in
