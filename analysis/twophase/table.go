@@ -210,21 +210,20 @@ const hashFinal = 0x1d8e4e27c47d124f
 
 // key is where a SYN goes in the table, hashed once: the source tag and
 // flow hash an entry keeps, the entry bucket, and for a phase one the
-// source and prefix buckets it counts in (with the prefix tag).
+// prefix tag it counts under (its source and prefix buckets are slotOf
+// the tags).
 type key struct {
 	stag, flow, ptag uint32
-	b, sb, pb        int
+	b                int
 }
 
-// keyOf returns the key of p; the source and prefix buckets only for an
-// irregular SYN (a regular one only looks up its entry).
+// keyOf returns the key of p; the prefix tag only for an irregular SYN (a
+// regular one only looks up its entry).
 func (t *table) keyOf(p *synRec) key {
 	var k key
 	k.stag, k.flow, k.b = t.hashes(p.src, p.dst, p.dstPort)
 	if p.irregular {
 		k.ptag = t.prefixTag(p.src)
-		k.sb = slotOf(k.stag, len(t.sources))
-		k.pb = slotOf(k.ptag, len(t.prefixes))
 	}
 	return k
 }
@@ -242,7 +241,7 @@ func (t *table) touch(k *key, irregular bool) uint32 {
 	b := &t.buckets[k.b]
 	x := b[0].src ^ b[2].src ^ b[4].src ^ b[6].src
 	if irregular {
-		x ^= t.sources[k.sb][0].tag ^ t.prefixes[k.pb][0].tag
+		x ^= t.sources[slotOf(k.stag, len(t.sources))][0].tag ^ t.prefixes[slotOf(k.ptag, len(t.prefixes))][0].tag
 	}
 	return x
 }
@@ -261,6 +260,12 @@ func (t *table) touch(k *key, irregular bool) uint32 {
 // with a run survives it.
 func (t *table) sourceClass(stag uint32, now int64, timeout int64) uint8 {
 	return classOf(bump(&t.sources[slotOf(stag, len(t.sources))], stag, now, timeout), t.quota)
+}
+
+// prefixOver counts one more irregular SYN of the source's prefix and
+// reports whether the prefix is over its quota.
+func (t *table) prefixOver(ptag uint32, now int64, timeout int64) bool {
+	return bump(&t.prefixes[slotOf(ptag, len(t.prefixes))], ptag, now, timeout) > t.prefixQuota
 }
 
 // bump counts one more SYN of tag in its bucket sb of a source-like table

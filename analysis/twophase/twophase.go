@@ -257,9 +257,9 @@ func (d *Detector) add(p *synRec, k *key) {
 	ne := entry{
 		src: stag, flow: flow, nanos: p.t.UnixNano(), seq: p.seq, userID: p.userID,
 		srcPort: p.srcPort, ipid: p.ipid, ttl: p.ttl, meta: packMeta(p.reasons, p.scanner),
-		class: classOf(bump(&d.t.sources[k.sb], stag, nowSec, d.srcTimeout), d.t.quota),
+		class: d.t.sourceClass(stag, nowSec, d.srcTimeout),
 	}
-	if bump(&d.t.prefixes[k.pb], k.ptag, nowSec, d.srcTimeout) > d.t.prefixQuota {
+	if d.t.prefixOver(k.ptag, nowSec, d.srcTimeout) {
 		// The source's prefix sent more than a scanner's share: its
 		// entries are one-offs, whatever its address's count.
 		ne.class = 1
