@@ -730,11 +730,11 @@ func replyableSource(a netip.Addr) bool {
 
 // tcpChecksumValid verifies the TCP checksum over the pseudo-header.
 func tcpChecksumValid(l4, src, dst []byte) bool {
-	return foldSum(addSum(l4, pseudoSum(src, dst, len(l4)))) == 0xffff
+	return foldSum(addSum(l4, pseudoSum(uint8(header.TCPProtocolNumber), src, dst, len(l4)))) == 0xffff
 }
 
-// The SYN path's checksums (the SYN's, the SYN-ACK's IP and TCP headers)
-// are summed here rather than with gVisor's checksum package, whose
+// The front end's checksums (of what it reads and of what it writes) are
+// summed here rather than with gVisor's checksum package, whose
 // general code (any alignment, odd lengths carried across calls) and
 // tcpip.Address arguments cost a SYN some 40 ns more
 // (BenchmarkTCPChecksum, BenchmarkEncodeSegment). addSum reads eight bytes
@@ -774,12 +774,13 @@ func foldSum(sum uint64) uint16 {
 	return uint16(sum)
 }
 
-// pseudoSum is the unfolded sum of the TCP pseudo-header of a segment of
-// tcpLen bytes between the 4- or 16-byte addresses src and dst. The IPv6
-// pseudo-header's 32-bit length and next-header fields sum to the same as
-// IPv4's protocol and 16-bit length, so one helper serves both.
-func pseudoSum(src, dst []byte, tcpLen int) uint64 {
-	return addSum(dst, addSum(src, uint64(header.TCPProtocolNumber)+uint64(tcpLen)))
+// pseudoSum is the unfolded sum of the pseudo-header of a segment of
+// IP protocol proto and l4Len bytes between the 4- or 16-byte addresses
+// src and dst. The IPv6 pseudo-header's 32-bit length and next-header
+// fields sum to the same as IPv4's protocol and 16-bit length, so one
+// helper serves both.
+func pseudoSum(proto uint8, src, dst []byte, l4Len int) uint64 {
+	return addSum(dst, addSum(src, uint64(proto)+uint64(l4Len)))
 }
 
 // wireAddr is the address of 4 or 16 bytes b as on the wire.
@@ -893,7 +894,7 @@ func encodeSegment(pkt []byte, seg *segment) int {
 		WindowSize: window,
 	})
 	copy(t[header.TCPMinimumSize:], opts[:optLen])
-	t.SetChecksum(^foldSum(addSum(t, pseudoSum(seg.local, seg.remote, tcpLen))))
+	t.SetChecksum(^foldSum(addSum(t, pseudoSum(uint8(header.TCPProtocolNumber), seg.local, seg.remote, tcpLen))))
 	return ipLen + tcpLen
 }
 

@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/spoki-telescope/spoki/netstack/udpreply"
@@ -154,11 +153,11 @@ func ipHeaderLen(v6 bool) int {
 // icmpChecksumValid verifies an ICMP (IPv4: over the message) or ICMPv6
 // (with the pseudo-header) checksum.
 func icmpChecksumValid(l4, src, dst []byte, v6 bool) bool {
-	var init uint16
+	var init uint64
 	if v6 {
-		init = header.PseudoHeaderChecksum(header.ICMPv6ProtocolNumber, wireAddr(src), wireAddr(dst), uint16(len(l4)))
+		init = pseudoSum(uint8(header.ICMPv6ProtocolNumber), src, dst, len(l4))
 	}
-	return checksum.Checksum(l4, init) == 0xffff
+	return foldSum(addSum(l4, init)) == 0xffff
 }
 
 // encodeIPHeader writes the IP header of a front-end answer from local to
@@ -186,7 +185,7 @@ func encodeIPHeader(pkt []byte, local, remote []byte, proto uint8, l4Len int, v6
 		SrcAddr:     wireAddr(local),
 		DstAddr:     wireAddr(remote),
 	})
-	ip.SetChecksum(^ip.CalculateChecksum())
+	ip.SetChecksum(^foldSum(addSum(pkt[:header.IPv4MinimumSize], 0)))
 	return header.IPv4MinimumSize
 }
 
@@ -202,14 +201,14 @@ func encodeEchoReply(pkt []byte, l4, remote, local []byte, v6 bool) int {
 	m := pkt[h : h+len(l4)]
 	copy(m, l4)
 	m[2], m[3] = 0, 0
-	var init uint16
+	var init uint64
 	if v6 {
 		m[0] = icmpv6EchoReply
-		init = header.PseudoHeaderChecksum(header.ICMPv6ProtocolNumber, wireAddr(local), wireAddr(remote), uint16(len(m)))
+		init = pseudoSum(uint8(header.ICMPv6ProtocolNumber), local, remote, len(m))
 	} else {
 		m[0] = icmpv4EchoReply
 	}
-	binary.BigEndian.PutUint16(m[2:], ^checksum.Checksum(m, init))
+	binary.BigEndian.PutUint16(m[2:], ^foldSum(addSum(m, init)))
 	return h + len(m)
 }
 
@@ -280,8 +279,7 @@ func udpChecksumValid(u, src, dst []byte, v6 bool) bool {
 	if !v6 && binary.BigEndian.Uint16(u[6:]) == 0 {
 		return true
 	}
-	init := header.PseudoHeaderChecksum(header.UDPProtocolNumber, wireAddr(src), wireAddr(dst), uint16(len(u)))
-	return checksum.Checksum(u, init) == 0xffff
+	return foldSum(addSum(u, pseudoSum(uint8(header.UDPProtocolNumber), src, dst, len(u)))) == 0xffff
 }
 
 // encodeUDPReply writes the IP and UDP headers around the n-byte answer
@@ -292,8 +290,7 @@ func encodeUDPReply(pkt []byte, n int, sport, dport uint16, local, remote []byte
 	h := encodeIPHeader(pkt, local, remote, uint8(header.UDPProtocolNumber), ulen, v6)
 	u := header.UDP(pkt[h : h+ulen])
 	u.Encode(&header.UDPFields{SrcPort: sport, DstPort: dport, Length: uint16(ulen)})
-	xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, wireAddr(local), wireAddr(remote), uint16(ulen))
-	xsum = checksum.Checksum(u, xsum)
+	xsum := foldSum(addSum(u, pseudoSum(uint8(header.UDPProtocolNumber), local, remote, ulen)))
 	if xsum != 0xffff {
 		xsum = ^xsum
 	}

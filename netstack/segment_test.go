@@ -204,10 +204,10 @@ func BenchmarkEncodeSegment(b *testing.B) {
 	}
 }
 
-// TestChecksumMatchesGVisor checks the SYN path's checksum helpers
+// TestChecksumMatchesGVisor checks the front end's checksum helpers
 // against gVisor's: the sum of every length from 0 to 130 bytes (odd ones
 // too) of random data and of all-ones and all-zero data, from random
-// starting sums, and the pseudo-header sums of IPv4 and IPv6.
+// starting sums, and the pseudo-header sums of IPv4 and IPv6 for TCP, UDP and ICMPv6.
 func TestChecksumMatchesGVisor(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	buf := make([]byte, 130)
@@ -242,9 +242,11 @@ func TestChecksumMatchesGVisor(t *testing.T) {
 				src[i], dst[i] = byte(rng.Uint32()), byte(rng.Uint32())
 			}
 			n := int(rng.Uint32N(1 << 16))
-			want := header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpip.AddrFromSlice(src), tcpip.AddrFromSlice(dst), uint16(n))
-			if got := foldSum(pseudoSum(src, dst, n)); got != want {
-				t.Fatalf("pseudo-header of %d-byte addresses, length %d: %#04x, gVisor's %#04x", size, n, got, want)
+			for _, proto := range []tcpip.TransportProtocolNumber{header.TCPProtocolNumber, header.UDPProtocolNumber, header.ICMPv6ProtocolNumber} {
+				want := header.PseudoHeaderChecksum(proto, tcpip.AddrFromSlice(src), tcpip.AddrFromSlice(dst), uint16(n))
+				if got := foldSum(pseudoSum(uint8(proto), src, dst, n)); got != want {
+					t.Fatalf("pseudo-header of protocol %d, %d-byte addresses, length %d: %#04x, gVisor's %#04x", proto, size, n, got, want)
+				}
 			}
 		}
 	}
