@@ -1,8 +1,9 @@
 package netstack
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"fmt"
-	"hash/maphash"
 	"math/bits"
 	"strings"
 	"sync/atomic"
@@ -164,7 +165,7 @@ func newGCRA(l SYNACKLimit) gcra {
 
 // synLimiter is the table of buckets.
 type synLimiter struct {
-	seed  maphash.Seed
+	key   [2]uint64 // the source hash's random key (sourceHash)
 	mask  uint64
 	cls   [2]gcra // regular, irregular
 	epoch time.Time
@@ -180,8 +181,10 @@ func newSYNLimiter(l SYNACKLimits) *synLimiter {
 		return nil
 	}
 	n := l.entries()
+	var k [16]byte
+	rand.Read(k[:])
 	return &synLimiter{
-		seed:  maphash.MakeSeed(),
+		key:   [2]uint64{binary.LittleEndian.Uint64(k[:8]), binary.LittleEndian.Uint64(k[8:])},
 		mask:  uint64(n - 1),
 		cls:   cls,
 		epoch: time.Now(),
@@ -204,10 +207,7 @@ func (l *synLimiter) allow(src []byte, irregular bool, now time.Time) bool {
 	if g.interval == 0 {
 		return true
 	}
-	if len(src) == 16 {
-		src = src[:8]
-	}
-	p := &l.tat[2*(maphash.Bytes(l.seed, src)&l.mask)+uint64(c)]
+	p := &l.tat[l.entry(src)+c]
 	t := int64(now.Sub(l.epoch))
 	for {
 		old := atomic.LoadInt64(p)
@@ -220,3 +220,40 @@ func (l *synLimiter) allow(src []byte, irregular bool, now time.Time) bool {
 		}
 	}
 }
+
+// entry is the index in tat of src's entry (its regular bucket; the
+// irregular one follows it). src is the 4- or 16-byte source address; an
+// IPv6 source counts by its /64.
+func (l *synLimiter) entry(src []byte) int {
+	return int(2 * (l.sourceHash(src) & l.mask))
+}
+
+// sourceHash is the keyed hash of a source: the Go runtime's fallback map
+// hash of a 4- or 8-byte word (memhash32Fallback, memhash64Fallback in
+// runtime/hash64.go), two multiply-folds, keyed with the limiter's random
+// words where the runtime uses its constants and the process's seed. It
+// costs a few ns where maphash.Bytes of the same bytes cost a call of
+// tens; the random key per table keeps which sources share a bucket
+// unpredictable from outside. IPv4 and IPv6 sources hash with different
+// lengths folded in, so that a /64 and an IPv4 address of the same word
+// land apart.
+func (l *synLimiter) sourceHash(src []byte) uint64 {
+	var a, n uint64
+	if len(src) >= 8 {
+		a, n = binary.BigEndian.Uint64(src), 8
+	} else {
+		a, n = uint64(binary.BigEndian.Uint32(src)), 4
+	}
+	return mix(hashFinal^n, mix(a^l.key[0], a^l.key[1]))
+}
+
+// mix is wyhash's multiply-fold, which the Go runtime's map hash uses on
+// CPUs without AES: the halves of the 128-bit product of a and b, xored.
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+// hashFinal is the runtime's constant for a hash's last step (m5), with
+// the length of the input xored in.
+const hashFinal = 0x1d8e4e27c47d124f
