@@ -40,6 +40,8 @@ type txBatch struct {
 	// of the others (cookieMaxTSDiff).
 	now      time.Time
 	cookieTS uint32
+	// touched keeps the words frontEnd.touch loaded.
+	touched int64
 }
 
 func newTxBatch(q tun.Queue, st *Stats, size int, sink BatchSink) *txBatch {

@@ -137,11 +137,8 @@ func TestBatchedSYNAllocatesNothing(t *testing.T) {
 	testSYNAllocatesNothing(t, func(s *Stack, pkt []byte) func() {
 		fe := &frontEnd{st: s}
 		tx := newTxBatch(s.tun.queues[0], &s.stats, 8, nil)
-		return func() {
-			fe.stamp(tx)
-			fe.deliverBatched(packetProto(pkt), pkt, tx)
-			tx.flush()
-		}
+		pkts, sizes := [][]byte{pkt}, []int{len(pkt)}
+		return func() { readBatch(fe, tx, pkts, sizes) }
 	})
 }
 
@@ -263,6 +260,27 @@ func (discardBatchSink) Packet(records.Packet)                     {}
 func (discardBatchSink) Reply(records.Reply)                       {}
 func (discardBatchSink) Records([]records.Packet, []records.Reply) {}
 
+// readBatch is what the reader loop (tunLink.read) does with the packets
+// of one Read, of sizes as Read reports them.
+func readBatch(fe *frontEnd, tx *txBatch, pkts [][]byte, sizes []int) {
+	fe.stamp(tx)
+	fe.touch(pkts, sizes, tx)
+	for j, p := range pkts {
+		p = p[:sizes[j]]
+		fe.deliverBatched(packetProto(p), p, tx)
+	}
+	tx.flush()
+}
+
+// packetSizes are the lengths of pkts, as a Read of them reports them.
+func packetSizes(pkts [][]byte) []int {
+	sizes := make([]int, len(pkts))
+	for i, p := range pkts {
+		sizes[i] = len(p)
+	}
+	return sizes
+}
+
 // floodSYNs are n irregular SYNs (no options, TTL 241, IP ID 54321, as
 // the scanners of a flood send them) from as many sources of the
 // benchmarking prefix 198.18.0.0/15 to the telescope, each to another
@@ -304,12 +322,9 @@ func BenchmarkReaderFlood(b *testing.B) {
 	pkts := floodSYNs(tun.MaxBatch * 64)
 	b.ReportAllocs()
 	i := 0
+	sizes := packetSizes(pkts[:tun.MaxBatch])
 	for b.Loop() {
-		fe.stamp(tx)
-		for _, p := range pkts[i : i+tun.MaxBatch] {
-			fe.deliverBatched(packetProto(p), p, tx)
-		}
-		tx.flush()
+		readBatch(fe, tx, pkts[i:i+tun.MaxBatch], sizes)
 		i = (i + tun.MaxBatch) % len(pkts)
 	}
 	b.StopTimer()
@@ -330,6 +345,7 @@ func BenchmarkReaderFloodSpoofed(b *testing.B) {
 	s, fe := floodFrontEnd(b)
 	tx := newTxBatch(s.tun.queues[0], &s.stats, tun.MaxBatch, fe.batchSink())
 	pkts := floodSYNs(tun.MaxBatch)
+	sizes := packetSizes(pkts)
 	x := uint32(0x9e3779b9)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -339,11 +355,7 @@ func BenchmarkReaderFloodSpoofed(b *testing.B) {
 			x ^= x << 5
 			respoof(p, [4]byte{198, 18 + byte(x>>16&1), byte(x >> 8), byte(x)})
 		}
-		fe.stamp(tx)
-		for _, p := range pkts {
-			fe.deliverBatched(packetProto(p), p, tx)
-		}
-		tx.flush()
+		readBatch(fe, tx, pkts, sizes)
 	}
 	b.StopTimer()
 	if s.stats.SYNACKsSent.Load() == 0 || s.stats.DropSYNRateIrregular.Load() != 0 || s.stats.DropBadChecksum.Load() != 0 {
@@ -380,13 +392,10 @@ func BenchmarkReaderFloodParallel(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		tx := newTxBatch(s.tun.queues[0], &s.stats, tun.MaxBatch, fe.batchSink())
+		sizes := packetSizes(pkts[:tun.MaxBatch])
 		i := 0
 		for pb.Next() {
-			fe.stamp(tx)
-			for _, p := range pkts[i : i+tun.MaxBatch] {
-				fe.deliverBatched(packetProto(p), p, tx)
-			}
-			tx.flush()
+			readBatch(fe, tx, pkts[i:i+tun.MaxBatch], sizes)
 			i = (i + tun.MaxBatch) % len(pkts)
 		}
 	})

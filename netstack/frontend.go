@@ -97,6 +97,44 @@ func (f *frontEnd) stamp(tx *txBatch) {
 	tx.cookieTS = f.st.jar.timeStamp()
 }
 
+// touch loads the SYN limiter's entry of each SYN among a Read's packets
+// (bufs[j][:sizes[j]]) before any of them is handled, one load independent
+// of the others, so that their cache misses overlap: under a flood from
+// random sources each SYN's entry is a miss in the limiter's table, which
+// the SYN would otherwise wait for in turn, in the middle of its work.
+// The words loaded go to tx.touched, so that the loads stay. Nothing else
+// changes: which packets are SYNs is decided again, in full, when each is
+// handled.
+func (f *frontEnd) touch(bufs [][]byte, sizes []int, tx *txBatch) {
+	l := f.st.limit
+	if l == nil {
+		return
+	}
+	var x int64
+	for j, b := range bufs {
+		if src := synSource(b[:sizes[j]]); src != nil {
+			x ^= l.touch(src)
+		}
+	}
+	tx.touched ^= x
+}
+
+// synSource is the source address of b if b looks like a TCP SYN without
+// ACK and RST, in IPv4 or in IPv6 without extension headers; else nil.
+func synSource(b []byte) []byte {
+	switch {
+	case len(b) >= header.IPv4MinimumSize+header.TCPMinimumSize && b[0]>>4 == 4 && b[9] == uint8(header.TCPProtocolNumber):
+		if ihl := int(b[0]&0xf) * 4; len(b) >= ihl+header.TCPMinimumSize && b[ihl+13]&flagsSynAckRst == uint8(header.TCPFlagSyn) {
+			return b[12:16]
+		}
+	case len(b) >= header.IPv6MinimumSize+header.TCPMinimumSize && b[0]>>4 == 6 && b[6] == uint8(header.TCPProtocolNumber):
+		if b[header.IPv6MinimumSize+13]&flagsSynAckRst == uint8(header.TCPFlagSyn) {
+			return b[8:24]
+		}
+	}
+	return nil
+}
+
 func (f *frontEnd) stats() *Stats { return &f.st.stats }
 
 func (f *frontEnd) batchSink() BatchSink {

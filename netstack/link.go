@@ -121,6 +121,7 @@ func (l *tunLink) read(i int, q tun.Queue, d stack.NetworkDispatcher) {
 		k, err := q.Read(bufs, sizes, 0)
 		if batched && k > 0 {
 			bd.stamp(tx)
+			bd.touch(bufs[:k], sizes, tx)
 		}
 		for j := 0; j < k; j++ {
 			b := bufs[j][:sizes[j]]
@@ -152,6 +153,9 @@ type batchDispatcher interface {
 	// stamp reads the clocks once for the packets of a Read, before
 	// they are delivered.
 	stamp(tx *txBatch)
+	// touch loads what the packets of a Read (bufs[j][:sizes[j]]) will
+	// read, before they are delivered, so that the cache misses overlap.
+	touch(bufs [][]byte, sizes []int, tx *txBatch)
 	stats() *Stats
 	// batchSink is the records' BatchSink, or nil.
 	batchSink() BatchSink
