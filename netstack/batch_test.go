@@ -299,7 +299,7 @@ func floodSYNs(n int) [][]byte {
 // floodFrontEnd is the front end of the reader benchmarks, set up as in
 // spoki run: the cookie clock the stack's real one, the SYN limiter on with
 // its defaults, the records going to a BatchSink that discards them.
-func floodFrontEnd(b *testing.B) (*Stack, *frontEnd) {
+func floodFrontEnd(b testing.TB) (*Stack, *frontEnd) {
 	s := synStack(b)
 	j, err := newCookieJar(tcpip.NewStdClock())
 	if err != nil {
