@@ -365,6 +365,53 @@ func BenchmarkReaderFloodSpoofed(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*tun.MaxBatch), "ns/SYN")
 }
 
+// BenchmarkReaderFloodTouch is BenchmarkReaderFloodSpoofed with every
+// other Read handled without the reader's touch of the SYNs' limiter
+// entries (frontEnd.touch), in turn first and second, and each kind of
+// Read timed apart: ns/SYN-touch and ns/SYN-no-touch are what a SYN costs
+// with and without it, measured side by side so that the load of the
+// machine weighs on both alike.
+func BenchmarkReaderFloodTouch(b *testing.B) {
+	s, fe := floodFrontEnd(b)
+	tx := newTxBatch(s.tun.queues[0], &s.stats, tun.MaxBatch, fe.batchSink())
+	pkts := floodSYNs(tun.MaxBatch)
+	sizes := packetSizes(pkts)
+	x := uint32(0x9e3779b9)
+	var spent [2]time.Duration // without, with
+	read := func(touch int) {
+		for _, p := range pkts {
+			x ^= x << 13
+			x ^= x >> 17
+			x ^= x << 5
+			respoof(p, [4]byte{198, 18 + byte(x>>16&1), byte(x >> 8), byte(x)})
+		}
+		t0 := time.Now()
+		fe.stamp(tx)
+		if touch == 1 {
+			fe.touch(pkts, sizes, tx)
+		}
+		for _, p := range pkts {
+			fe.deliverBatched(packetProto(p), p, tx)
+		}
+		tx.flush()
+		spent[touch] += time.Since(t0)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		read(i & 1)
+		read(1 - i&1)
+		i++
+	}
+	b.StopTimer()
+	if s.stats.DropSYNRateIrregular.Load() != 0 || s.stats.DropBadChecksum.Load() != 0 {
+		b.Fatalf("%d limited, %d bad checksums: not the flood's path", s.stats.DropSYNRateIrregular.Load(), s.stats.DropBadChecksum.Load())
+	}
+	n := float64(b.N * tun.MaxBatch)
+	b.ReportMetric(float64(spent[1].Nanoseconds())/n, "ns/SYN-touch")
+	b.ReportMetric(float64(spent[0].Nanoseconds())/n, "ns/SYN-no-touch")
+}
+
 // respoof sets the source of p, an IPv4 TCP segment with a 20-byte IP
 // header, to src, and updates the IP and TCP checksums for it (RFC 1624).
 func respoof(p []byte, src [4]byte) {
