@@ -609,6 +609,8 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 	if ep, ok := s.stack.FindTransportEndpoint(netProto, header.TCPProtocolNumber, id, nicID).(*tcp.Endpoint); ok && ep.EndpointState() != tcp.StateListen {
 		if delta, ok := s.conns.delta(makeFlowKey(rec.Dst, rec.Src, dport, sport)); ok {
 			shiftSeq(l4, delta)
+		} else {
+			s.stats.Untranslated.Add(1)
 		}
 		s.stats.ToStack.Add(1)
 		return verdictPass

@@ -357,6 +357,47 @@ func TestTranslatedClientReset(t *testing.T) {
 	}
 }
 
+// TestUntranslatedCounted checks that a segment of a connection whose
+// entry the front end lost reaches gVisor untranslated, is counted, and
+// is not taken by gVisor (it is out of gVisor's window): the negative
+// control of the translation on the established path.
+func TestUntranslatedCounted(t *testing.T) {
+	reads := make(chan string, 2)
+	h := newHarness(t, func(c *Config) {
+		c.Handle = func(conn net.Conn, f records.Flow) {
+			conn.SetDeadline(time.Now().Add(3 * time.Second))
+			for {
+				buf := make([]byte, 16)
+				n, err := conn.Read(buf)
+				if err != nil {
+					close(reads)
+					return
+				}
+				reads <- string(buf[:n])
+			}
+		}
+	})
+	dst := netip.MustParseAddr("198.51.100.43")
+	h.inject(seg{src: scanner4, dst: dst, sport: 40300, dport: 80, seq: 500, flags: header.TCPFlagSyn, opts: mssOpt}.build())
+	cookie := tcpOf(readSYNACK(t, h)).SequenceNumber()
+	c := &client{t: t, h: h, src: scanner4, dst: dst, sport: 40300, dport: 80, nxt: 501, una: cookie + 1, cookie: cookie}
+	c.send(header.TCPFlagAck|header.TCPFlagPsh, "one")
+	if got := <-reads; got != "one" {
+		t.Fatalf("handler read %q, want %q", got, "one")
+	}
+	k := makeFlowKey(dst, scanner4, 80, 40300)
+	h.st.conns.mu.Lock()
+	delete(h.st.conns.m, k)
+	h.st.conns.mu.Unlock()
+	c.send(header.TCPFlagAck|header.TCPFlagPsh, "two")
+	if n := h.st.stats.Untranslated.Load(); n != 1 {
+		t.Errorf("Untranslated = %d, want 1", n)
+	}
+	if got, ok := <-reads; ok {
+		t.Errorf("handler read %q from an untranslated segment", got)
+	}
+}
+
 // BenchmarkCookieMint compares the SYN-ACK's cookie as gVisor mints it (two
 // SHA-1 under the 64-byte nonce: what the front end computed per SYN
 // before) with the front end's (two SipHash-2-4).
