@@ -357,6 +357,77 @@ func TestTranslatedClientReset(t *testing.T) {
 	}
 }
 
+// TestAdmitFlowKeepsDelta checks that every segment of an admitted
+// handshake gets the offset the handshake was admitted with, whichever
+// offset its own reader computed (they differ across a clock tick).
+func TestAdmitFlowKeepsDelta(t *testing.T) {
+	tb := newConnTable(4)
+	var n uint32
+	newID := func() uint32 { n++; return n }
+	k := makeFlowKey(netip.MustParseAddr("198.51.100.1"), scanner4, 80, 40000)
+	now := time.Now()
+	uid, d, fresh, res := tb.admitFlow(k, scanner4, 1, 2, 7, 1000, newID, now)
+	if res != admitOK || !fresh || d != 1000 {
+		t.Fatalf("first: delta %d fresh %v res %v", d, fresh, res)
+	}
+	uid2, d, fresh, _ := tb.admitFlow(k, scanner4, 1, 2, 0, 2000, newID, now)
+	if fresh || d != 1000 || uid2 != uid {
+		t.Fatalf("second: delta %d fresh %v uid %d/%d, want the first's 1000", d, fresh, uid2, uid)
+	}
+	if o := tb.out(k); o.delta != 1000 || o.shift != 7 || o.userID != uid {
+		t.Errorf("out = %+v", o)
+	}
+	if d, ok := tb.delta(k); !ok || d != 1000 {
+		t.Errorf("delta = %d, %v", d, ok)
+	}
+}
+
+// TestTranslatedSegmentRacingTheACK sends a bare handshake ACK and, before
+// gVisor has built the connection, a data segment of the same handshake:
+// the second takes the path of an admitted handshake (not fresh) and must be
+// translated with the first's offset, or gVisor's listener would refuse it.
+func TestTranslatedSegmentRacingTheACK(t *testing.T) {
+	got := make(chan string, 1)
+	h := newHarness(t, func(c *Config) {
+		c.Handle = func(conn net.Conn, f records.Flow) {
+			conn.SetDeadline(time.Now().Add(3 * time.Second))
+			buf := make([]byte, 5)
+			_, err := io.ReadFull(conn, buf)
+			if err != nil {
+				got <- err.Error()
+				return
+			}
+			got <- string(buf)
+		}
+	})
+	for i, dst := range []netip.Addr{netip.MustParseAddr("198.51.100.44"), netip.MustParseAddr("2001:db8:5b0::44")} {
+		src := scanner4
+		if dst.Is6() {
+			src = scanner6
+		}
+		h.inject(seg{src: src, dst: dst, sport: 40400, dport: 81, seq: 900, flags: header.TCPFlagSyn, opts: mssOpt}.build())
+		cookie := tcpOf(readSYNACK(t, h)).SequenceNumber()
+		before := h.st.stats.ToStack.Load()
+		h.inject(seg{src: src, dst: dst, sport: 40400, dport: 81, seq: 901, ack: cookie + 1, flags: header.TCPFlagAck}.build())
+		h.inject(seg{src: src, dst: dst, sport: 40400, dport: 81, seq: 901, ack: cookie + 1,
+			flags: header.TCPFlagAck | header.TCPFlagPsh, payload: []byte("hello")}.build())
+		if h.st.stats.ToStack.Load() != before+1 {
+			t.Fatalf("the data segment did not reach gVisor")
+		}
+		select {
+		case s := <-got:
+			if s != "hello" {
+				t.Errorf("handler read %q, want hello", s)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no connection")
+		}
+		if n := h.st.stats.Handshakes.Load(); n != uint64(i+1) {
+			t.Errorf("Handshakes = %d, want %d", n, i+1)
+		}
+	}
+}
+
 // TestUntranslatedCounted checks that a segment of a connection whose
 // entry the front end lost reaches gVisor untranslated, is counted, and
 // is not taken by gVisor (it is out of gVisor's window): the negative
