@@ -20,8 +20,9 @@ import (
 // gVisor. It answers SYNs itself, statelessly, with cookies in gVisor's
 // layout (cookie.go), and lets only valid-cookie ACKs and packets of
 // established connections reach gVisor, moved into the sequence space in
-// which gVisor's listener takes our cookie for its own (cookieJar.translate). Everything it reads or writes is recorded.
-// It runs inline in the tunLink reader goroutines (one per TUN queue), so
+// which gVisor's listener takes our cookie for its own
+// (cookieJar.translate). Everything it reads or writes is recorded. It runs
+// inline in the tunLink reader goroutines (one per TUN queue), so
 // it must never block.
 type frontEnd struct {
 	nested.Endpoint
