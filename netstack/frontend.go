@@ -22,8 +22,8 @@ import (
 // established connections reach gVisor, moved into the sequence space in
 // which gVisor's listener takes our cookie for its own
 // (cookieJar.translate). Everything it reads or writes is recorded. It runs
-// inline in the tunLink reader goroutines (one per TUN queue), so
-// it must never block.
+// inline in the tunLink reader goroutines (one per TUN queue), so it must
+// never block.
 type frontEnd struct {
 	nested.Endpoint
 	st *Stack
