@@ -38,6 +38,13 @@ type connEntry struct {
 	// shift is the window scale the SYN-ACK announced and the client
 	// agreed to (0: none): the front end scales gVisor's windows by it.
 	shift uint8
+	// delta is what the front end adds to the sequence numbers of the
+	// client's segments before gVisor sees them, and takes off the
+	// acknowledgements gVisor sends, so that gVisor's listener takes the
+	// front end's cookie for one of its own (cookieJar.translate). It
+	// must be there before any segment of the connection reaches gVisor:
+	// admitFlow sets it with the entry.
+	delta uint32
 }
 
 // connTable bounds concurrent connections, in total and per remote address
@@ -145,22 +152,33 @@ func remoteNet(a netip.Addr) netip.Prefix {
 // its network or the whole table holds its maximum of open connections,
 // checked in that order.
 func (t *connTable) admit(k flowKey, remote netip.Addr, isn, end uint32, newID func() uint32, now time.Time) (uid uint32, fresh bool, res admitResult) {
+	uid, _, fresh, res = t.admitFlow(k, remote, isn, end, 0, 0, newID, now)
+	return uid, fresh, res
+}
+
+// admitFlow is admit that gives a fresh entry the window scale shift and the
+// sequence offset delta of the connection, and returns the entry's offset:
+// delta for a fresh one, the one it was admitted with for another segment of
+// an admitted handshake. Both are set under the lock that makes the entry
+// visible, so that a segment racing the admitting one on another TUN queue
+// never reaches gVisor untranslated.
+func (t *connTable) admitFlow(k flowKey, remote netip.Addr, isn, end uint32, shift uint8, delta uint32, newID func() uint32, now time.Time) (uid, entryDelta uint32, fresh bool, res admitResult) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if e, ok := t.m[k]; ok && e.done.IsZero() {
-		return e.userID, false, admitOK
+		return e.userID, e.delta, false, admitOK
 	}
 	remote = remote.Unmap()
 	nw := remoteNet(remote)
 	switch {
 	case t.perIP[remote] >= t.maxIP:
-		return 0, false, admitSourceLimit
+		return 0, 0, false, admitSourceLimit
 	case t.perNet[nw] >= t.maxNet:
-		return 0, false, admitNetLimit
+		return 0, 0, false, admitNetLimit
 	case t.open >= t.max:
-		return 0, false, admitConnLimit
+		return 0, 0, false, admitConnLimit
 	}
-	e := &connEntry{userID: newID(), isn: isn, admitted: now, src: remote, net: nw, rstSeq: end}
+	e := &connEntry{userID: newID(), isn: isn, admitted: now, src: remote, net: nw, rstSeq: end, shift: shift, delta: delta}
 	t.m[k] = e
 	t.open++
 	t.perIP[remote]++
@@ -168,7 +186,7 @@ func (t *connTable) admit(k flowKey, remote netip.Addr, isn, end uint32, newID f
 	t.hwM = max(t.hwM, len(t.m))
 	t.hwIP = max(t.hwIP, len(t.perIP))
 	t.hwNet = max(t.hwNet, len(t.perNet))
-	return e.userID, true, admitOK
+	return e.userID, e.delta, true, admitOK
 }
 
 // release gives back the open counts of e, which is leaving the open state.
@@ -382,25 +400,33 @@ func (t *connTable) len() int {
 	return t.open
 }
 
-// setShift records the window scale agreed on the admitted connection k.
-func (t *connTable) setShift(k flowKey, shift uint8) {
-	if shift == 0 {
-		return
-	}
-	t.mu.Lock()
-	if e := t.m[k]; e != nil {
-		e.shift = shift
-	}
-	t.mu.Unlock()
-}
-
-// shift returns the window scale agreed on connection k (0: none or
-// unknown).
-func (t *connTable) shift(k flowKey) uint8 {
+// delta returns the sequence offset of connection k (admitFlow); ok is
+// false if the table does not know k.
+func (t *connTable) delta(k flowKey) (delta uint32, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if e := t.m[k]; e != nil {
-		return e.shift
+		return e.delta, true
 	}
-	return 0
+	return 0, false
+}
+
+// outInfo is what the front end needs of a connection for each segment
+// gVisor sends on it.
+type outInfo struct {
+	userID uint32
+	shift  uint8
+	delta  uint32
+}
+
+// out returns what the table knows of connection k for a segment gVisor
+// sends on it (the zero outInfo if unknown): one lookup for the user id,
+// the window scale and the sequence offset.
+func (t *connTable) out(k flowKey) outInfo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.m[k]; e != nil {
+		return outInfo{userID: e.userID, shift: e.shift, delta: e.delta}
+	}
+	return outInfo{}
 }

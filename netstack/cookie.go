@@ -8,20 +8,30 @@ import (
 	"io"
 	"sync"
 
+	"github.com/dchest/siphash"
 	"gvisor.dev/gvisor/pkg/tcpip"
 )
 
-// The SYN cookie is gVisor's own (transport/tcp/accept.go, createCookie and
-// isCookieValid): the front end mints cookies that gVisor's listener later
-// validates, so both must agree bit for bit. TestGVisorCookieCompat pins
-// this; if a gVisor update changes the format, that test fails.
+// The SYN cookie has gVisor's layout (transport/tcp/accept.go,
+// createCookie and isCookieValid): v = H0 + seq + ts<<24 +
+// ((H1(ts) + data) & 0xffffff), with an 8-bit clock of 64 s ticks and two
+// bits of data. The front end's H0 and H1 are SipHash-2-4 under a random
+// key of the jar (mint, check): two short SipHash per SYN instead of the
+// four SHA-1 blocks of gVisor's. gVisor's listener still validates every
+// handshake with its own hashes (SHA-1 under the nonce the jar hands it),
+// so the front end translates the client's sequence space of each admitted
+// connection by the offset that makes our cookie one of gVisor's
+// (translate, and Stack.toStack and Stack.replyOut): SHA-1 is computed once
+// per completed handshake, never per SYN. TestGVisorCookieCompat pins the
+// translation to gVisor's real listener; if a gVisor update changes its
+// format, that test fails.
 const (
 	cookieTSBits   = 8
 	cookieTSMask   = 1<<cookieTSBits - 1
 	cookieTSOffset = 24
 	cookieHashMask = 1<<cookieTSOffset - 1
 	// cookieMaxTSDiff is how many 64 s ticks old a cookie may be: gVisor
-	// accepts cookies 128 to 192 s old.
+	// accepts cookies 128 to 192 s old, and so does the front end.
 	cookieMaxTSDiff = 2
 	nonceBytes      = sha1.BlockSize
 )
@@ -38,15 +48,26 @@ func encodeMSS(mss uint16) uint32 {
 	return 0
 }
 
-// cookieJar mints and checks SYN cookies with one secret shared by every
-// listener gVisor creates (injected through nonceRNG).
+// cookieJar mints and checks SYN cookies under its SipHash key, and holds
+// the secret shared by every listener gVisor creates (injected through
+// nonceRNG), with which it translates an admitted handshake into gVisor's
+// cookie (translate).
 type cookieJar struct {
+	// key is the SipHash-2-4 key of the front end's cookies.
+	key [2]uint64
+	// nonce is gVisor's cookie secret (its listeners' nonce).
 	nonce [2][nonceBytes]byte
 	clock tcpip.Clock
 }
 
 func newCookieJar(clock tcpip.Clock) (*cookieJar, error) {
 	j := &cookieJar{clock: clock}
+	var key [16]byte
+	if _, err := io.ReadFull(rand.Reader, key[:]); err != nil {
+		return nil, err
+	}
+	j.key[0] = binary.LittleEndian.Uint64(key[:8])
+	j.key[1] = binary.LittleEndian.Uint64(key[8:])
 	for i := range j.nonce {
 		if _, err := io.ReadFull(rand.Reader, j.nonce[i][:]); err != nil {
 			return nil, err
@@ -60,9 +81,28 @@ func (j *cookieJar) timeStamp() uint32 {
 	return uint32(j.clock.NowMonotonic().Sub(tcpip.MonotonicTime{}).Seconds()) >> 6 & cookieTSMask
 }
 
-// hash is the first four bytes of SHA-1(lport‖rport‖ts‖nonce[i]‖laddr‖raddr).
-// Local is the telescope side (the SYN's destination).
-func (j *cookieJar) hash(laddr, raddr []byte, lport, rport uint16, ts uint32, i int) uint32 {
+// sipHash is the front end's H0 (withTS false) or H1 at tick ts: the low
+// 32 bits of SipHash-2-4(laddr‖raddr‖lport‖rport[‖ts]) under the jar's
+// key, 12 or 13 bytes (IPv4), 36 or 37 (IPv6). SipHash's length byte keeps
+// H0's message apart from every H1's. Local is the telescope side (the
+// SYN's destination).
+func (j *cookieJar) sipHash(laddr, raddr []byte, lport, rport uint16, ts uint32, withTS bool) uint32 {
+	var buf [2*16 + 5]byte
+	n := copy(buf[:], laddr)
+	n += copy(buf[n:], raddr)
+	binary.BigEndian.PutUint16(buf[n:], lport)
+	binary.BigEndian.PutUint16(buf[n+2:], rport)
+	n += 4
+	if withTS {
+		buf[n] = byte(ts)
+		n++
+	}
+	return uint32(siphash.Hash(j.key[0], j.key[1], buf[:n]))
+}
+
+// gvisorHash is gVisor's cookieHash: the first four bytes of
+// SHA-1(lport‖rport‖ts‖nonce[i]‖laddr‖raddr).
+func (j *cookieJar) gvisorHash(laddr, raddr []byte, lport, rport uint16, ts uint32, i int) uint32 {
 	var buf [8 + nonceBytes + 32]byte
 	binary.BigEndian.PutUint16(buf[0:], lport)
 	binary.BigEndian.PutUint16(buf[2:], rport)
@@ -75,7 +115,7 @@ func (j *cookieJar) hash(laddr, raddr []byte, lport, rport uint16, ts uint32, i 
 }
 
 // create returns the cookie for a SYN with sequence number seq carrying
-// MSS index data (0-3).
+// data (the MSS index, and the window scale bit of encodeCookieData).
 func (j *cookieJar) create(laddr, raddr []byte, lport, rport uint16, seq, data uint32) uint32 {
 	return j.mint(laddr, raddr, lport, rport, seq, data, j.timeStamp())
 }
@@ -83,8 +123,8 @@ func (j *cookieJar) create(laddr, raddr []byte, lport, rport uint16, seq, data u
 // mint is create at the cookie clock's tick ts (timeStamp), read by the
 // caller.
 func (j *cookieJar) mint(laddr, raddr []byte, lport, rport uint16, seq, data, ts uint32) uint32 {
-	v := j.hash(laddr, raddr, lport, rport, 0, 0) + seq + ts<<cookieTSOffset
-	v += (j.hash(laddr, raddr, lport, rport, ts, 1) + data) & cookieHashMask
+	v := j.sipHash(laddr, raddr, lport, rport, 0, false) + seq + ts<<cookieTSOffset
+	v += (j.sipHash(laddr, raddr, lport, rport, ts, true) + data) & cookieHashMask
 	return v
 }
 
@@ -95,17 +135,42 @@ func (j *cookieJar) valid(laddr, raddr []byte, lport, rport uint16, cookie, seq 
 	return j.check(laddr, raddr, lport, rport, cookie, seq, &data)
 }
 
-// check is valid that also stores the cookie's data (the MSS index, and
-// the window scale bit of encodeCookieData) in *data.
+// check is valid that also stores the cookie's data in *data. As gVisor's
+// listener does, it accepts a cookie whose data is an MSS index (0-3).
 func (j *cookieJar) check(laddr, raddr []byte, lport, rport uint16, cookie, seq uint32, data *uint32) bool {
 	ts := j.timeStamp()
-	v := cookie - j.hash(laddr, raddr, lport, rport, 0, 0) - seq
+	v := cookie - j.sipHash(laddr, raddr, lport, rport, 0, false) - seq
 	cookieTS := v >> cookieTSOffset
 	if (ts-cookieTS)&cookieTSMask > cookieMaxTSDiff {
 		return false
 	}
-	*data = (v - j.hash(laddr, raddr, lport, rport, cookieTS, 1)) & cookieHashMask
+	*data = (v - j.sipHash(laddr, raddr, lport, rport, cookieTS, true)) & cookieHashMask
 	return int(*data) < len(mssTable)
+}
+
+// gvisorCookie is gVisor's createCookie with the jar's nonce at tick ts:
+// the cookie gVisor's listener would have minted for a SYN with sequence
+// number seq.
+func (j *cookieJar) gvisorCookie(laddr, raddr []byte, lport, rport uint16, seq, data, ts uint32) uint32 {
+	v := j.gvisorHash(laddr, raddr, lport, rport, 0, 0) + seq + ts<<cookieTSOffset
+	v += (j.gvisorHash(laddr, raddr, lport, rport, ts, 1) + data) & cookieHashMask
+	return v
+}
+
+// translate returns the offset delta that makes the front end's cookie one
+// of gVisor's: gVisor's listener takes iss = ack-1 (the cookie, which the
+// client knows and we cannot change) and irs = seq-1, so the client's side
+// moves instead: with irs' = irs + delta, gVisor's isCookieValid(cookie,
+// irs') holds and yields data. Every segment of the connection from the
+// client reaches gVisor with seq + delta, and every ACK gVisor sends
+// leaves with ack - delta (Stack.toStack, Stack.replyOut). The tick is the
+// clock's now, not the cookie's, so that gVisor's own freshness check,
+// which reads the clock later, has the whole 128 s ahead of it.
+func (j *cookieJar) translate(laddr, raddr []byte, lport, rport uint16, cookie, irs, data uint32) (delta uint32) {
+	ts := j.timeStamp()
+	irs2 := cookie - j.gvisorHash(laddr, raddr, lport, rport, 0, 0) - ts<<cookieTSOffset
+	irs2 -= (j.gvisorHash(laddr, raddr, lport, rport, ts, 1) + data) & cookieHashMask
+	return irs2 - irs
 }
 
 // errNonceUnread means gVisor's listener did not read the injected nonce as

@@ -17,11 +17,13 @@ import (
 )
 
 // frontEnd is a pass-through link endpoint between the TUN (tunLink) and
-// gVisor. It answers SYNs itself, statelessly, with gVisor-compatible
-// cookies, and lets only valid-cookie ACKs and packets of established
-// connections reach gVisor. Everything it reads or writes is recorded.
-// It runs inline in the tunLink reader goroutines (one per TUN queue), so
-// it must never block.
+// gVisor. It answers SYNs itself, statelessly, with cookies in gVisor's
+// layout (cookie.go), and lets only valid-cookie ACKs and packets of
+// established connections reach gVisor, moved into the sequence space in
+// which gVisor's listener takes our cookie for its own
+// (cookieJar.translate). Everything it reads or writes is recorded. It runs
+// inline in the tunLink reader goroutines (one per TUN queue), so it must
+// never block.
 type frontEnd struct {
 	nested.Endpoint
 	st *Stack
@@ -206,34 +208,37 @@ func (s *Stack) replyOut(pkt *stack.PacketBuffer) bool {
 		s.stats.OutDropped.Add(1)
 		return false
 	}
-	s.shapeOut(pkt)
 	s.stats.RepliesOut.Add(1)
-	if s.sink == nil {
-		return true
-	}
+	// allowedOut checked the network header's length.
 	nh := pkt.NetworkHeader().Slice()
+	var local, remote netip.Addr
+	if pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber {
+		local = netip.AddrFrom4([4]byte(nh[12:16]))
+		remote = netip.AddrFrom4([4]byte(nh[16:20]))
+	} else {
+		local = netip.AddrFrom16([16]byte(nh[8:24]))
+		remote = netip.AddrFrom16([16]byte(nh[24:40]))
+	}
 	th := header.TCP(pkt.TransportHeader().Slice())
 	if len(th) < header.TCPMinimumSize {
+		s.shapeOut(pkt, local, 0)
+		return true
+	}
+	o := s.conns.out(makeFlowKey(local, remote, th.SourcePort(), th.DestinationPort()))
+	// Back to the client's sequence space (cookieJar.translate).
+	unshiftAck(th, o.delta)
+	s.shapeOut(pkt, local, o.shift)
+	if s.sink == nil {
 		return true
 	}
 	// No raw row is probed with these methods (the reaction to each probed
 	// row is written by the front end itself), so none of them can pass for
 	// a confirmation.
-	r := records.Reply{Time: time.Now(), NumProbes: 1, Method: records.MethodSession}
+	r := records.Reply{Time: time.Now(), NumProbes: 1, Method: records.MethodSession,
+		Src: local, Dst: remote, SrcPort: th.SourcePort(), DstPort: th.DestinationPort(), UserID: o.userID}
 	if th.Flags()&header.TCPFlagRst != 0 {
 		r.Method = records.MethodSessionRST
 	}
-	var key flowKey
-	if pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber {
-		r.Src = netip.AddrFrom4([4]byte(nh[12:16]))
-		r.Dst = netip.AddrFrom4([4]byte(nh[16:20]))
-	} else {
-		r.Src = netip.AddrFrom16([16]byte(nh[8:24]))
-		r.Dst = netip.AddrFrom16([16]byte(nh[24:40]))
-	}
-	r.SrcPort, r.DstPort = th.SourcePort(), th.DestinationPort()
-	key = makeFlowKey(r.Src, r.Dst, r.SrcPort, r.DstPort)
-	r.UserID = s.conns.userID(key)
 	s.sink.Reply(r)
 	return true
 }
@@ -644,6 +649,11 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 		RemotePort: sport, RemoteAddress: tcpip.AddrFromSlice(src),
 	}
 	if ep, ok := s.stack.FindTransportEndpoint(netProto, header.TCPProtocolNumber, id, nicID).(*tcp.Endpoint); ok && ep.EndpointState() != tcp.StateListen {
+		if delta, ok := s.conns.delta(makeFlowKey(rec.Dst, rec.Src, dport, sport)); ok {
+			shiftSeq(l4, delta)
+		} else {
+			s.stats.Untranslated.Add(1)
+		}
 		s.stats.ToStack.Add(1)
 		return verdictPass
 	}
@@ -667,8 +677,16 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 	case rec.PayloadLen > 0 && s.cfg.Pure != nil && s.cfg.Pure(rec.Dst):
 		return s.resetACK(src, dst, rec, tx)
 	}
+	p := s.persona(rec.Dst)
+	var shift uint8
+	if p.WScale >= 0 && cookieData&1 == 1 {
+		shift = uint8(p.WScale) // the SYN-ACK announced it: see encodeCookieData
+	}
+	// gVisor's SHA-1 cookie is computed here, once per valid-cookie ACK
+	// (a completed handshake), never per SYN.
+	delta := s.jar.translate(dst, src, dport, sport, ack-1, seq-1, cookieData)
 	key := makeFlowKey(rec.Dst, rec.Src, dport, sport)
-	uid, fresh, res := s.conns.admit(key, rec.Src, seq-1, seq+uint32(rec.PayloadLen), s.nextUserID, rec.Time)
+	uid, delta, fresh, res := s.conns.admitFlow(key, rec.Src, seq-1, seq+uint32(rec.PayloadLen), shift, delta, s.nextUserID, rec.Time)
 	switch res {
 	case admitConnLimit:
 		s.stats.DropConnLimit.Add(1)
@@ -696,14 +714,11 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 		}
 		return verdictDrop
 	}
-	p := s.persona(rec.Dst)
-	var shift uint8
-	if p.WScale >= 0 && cookieData&1 == 1 {
-		shift = uint8(p.WScale) // the SYN-ACK announced it: see encodeCookieData
-	}
+	// What gVisor sees from here on is in its own sequence space
+	// (cookieJar.translate); rec keeps the client's, which is on the wire.
+	shiftSeq(l4, delta)
 	if fresh {
 		s.conns.bind(key, l)
-		s.conns.setShift(key, shift)
 	}
 	if !fresh {
 		// gVisor's listener hands it to the endpoint, or builds the
@@ -831,6 +846,35 @@ func wireAddr(b []byte) tcpip.Address {
 		return tcpip.AddrFrom4([4]byte(b))
 	}
 	return tcpip.AddrFrom16([16]byte(b))
+}
+
+// shiftSeq adds delta to the sequence number of the TCP segment l4 (a
+// client's, for gVisor) and updates its checksum (RFC 1624).
+func shiftSeq(l4 []byte, delta uint32) {
+	if delta == 0 {
+		return
+	}
+	old := binary.BigEndian.Uint32(l4[4:])
+	binary.BigEndian.PutUint32(l4[4:], old+delta)
+	binary.BigEndian.PutUint16(l4[16:], ^checksumUpdate32(^binary.BigEndian.Uint16(l4[16:]), old, old+delta))
+}
+
+// unshiftAck takes delta off the acknowledgement number of the TCP segment
+// th (gVisor's, for the client) if it carries one, and updates its
+// checksum: the client reads it in its own sequence space.
+func unshiftAck(th header.TCP, delta uint32) {
+	if delta == 0 || th.Flags()&header.TCPFlagAck == 0 {
+		return
+	}
+	old := th.AckNumber()
+	th.SetAckNumber(old - delta)
+	th.SetChecksum(^checksumUpdate32(^th.Checksum(), old, old-delta))
+}
+
+// checksumUpdate32 is checksumUpdate16 for a 32-bit field: both its words.
+func checksumUpdate32(sum uint16, old, new uint32) uint16 {
+	sum = checksumUpdate16(sum, uint16(old>>16), uint16(new>>16))
+	return checksumUpdate16(sum, uint16(old), uint16(new))
 }
 
 // synAckLen is the plain SYN-ACK's TCP header: 20 bytes plus the MSS

@@ -220,7 +220,8 @@ func (h *harness) synAck(src, dst netip.Addr, sport, dport uint16, seq uint32) u
 
 // TestGVisorCookieCompat is the guard of the front end's one dependency on
 // gVisor internals (docs/frontend.md#what-pins-the-internals): our SYN-ACK
-// cookie, validated by a lazily created gVisor listener that was handed our secret, becomes a real
+// cookie, translated into gVisor's (cookieJar.translate) and validated by a
+// lazily created gVisor listener that was handed our secret, becomes a real
 // connection with the data carried on the ACK. If gVisor changes its cookie
 // format or the way listeners read their secret, this test fails; the
 // tampered subtest is the negative control showing that it would.

@@ -392,26 +392,19 @@ func checksumUpdate16(sum, old, new uint16) uint16 {
 	return uint16(x)
 }
 
-// shapeOut gives one of gVisor's outgoing segments its persona's shape.
-// PersonaPlain leaves gVisor's segments as they are.
-func (s *Stack) shapeOut(pkt *stack.PacketBuffer) {
+// shapeOut gives one of gVisor's outgoing segments, from the telescope's
+// address local on a connection that agreed to window scale shift, its
+// persona's shape. PersonaPlain leaves gVisor's segments as they are.
+func (s *Stack) shapeOut(pkt *stack.PacketBuffer, local netip.Addr, shift uint8) {
 	if s.cfg.Persona == nil {
 		return
-	}
-	nh := pkt.NetworkHeader().Slice()
-	var local, remote netip.Addr
-	if pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber {
-		local, remote = netip.AddrFrom4([4]byte(nh[12:16])), netip.AddrFrom4([4]byte(nh[16:20]))
-	} else {
-		local, remote = netip.AddrFrom16([16]byte(nh[8:24])), netip.AddrFrom16([16]byte(nh[24:40]))
 	}
 	p := s.persona(local)
 	if p == PersonaPlain {
 		return
 	}
-	var shift uint8
-	if th := header.TCP(pkt.TransportHeader().Slice()); p.WScale >= 0 && len(th) >= header.TCPMinimumSize {
-		shift = s.conns.shift(makeFlowKey(local, remote, th.SourcePort(), th.DestinationPort()))
+	if p.WScale < 0 {
+		shift = 0
 	}
 	s.rewriteOut(pkt, p, shift)
 }

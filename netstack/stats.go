@@ -119,6 +119,11 @@ type Stats struct {
 	// forgotten before doneLinger because 4 × MaxConns finished since: a
 	// late reply of theirs is logged with user id 0.
 	LingerEvicted atomic.Uint64
+	// Untranslated counts segments passed to an endpoint of gVisor's whose
+	// connection the front end no longer knows (its entry expired or was
+	// evicted), so without the sequence offset of cookieJar.translate:
+	// gVisor finds them out of its window.
+	Untranslated atomic.Uint64
 
 	// RepliesOut counts packets gVisor wrote on connections; OutDropped
 	// counts what gVisor tried to send that the front end filtered (non-TCP,
@@ -190,6 +195,7 @@ type Snapshot struct {
 	ListenersClosed uint64 `line:"listeners_closed" metric:"netstack_listeners_closed_total" help:"Listeners closed once idle."`
 	AcceptReset     uint64 `line:"reset_early" metric:"netstack_connections_reset_early_total" help:"Connections ended when accepted because the client had reset them before."`
 	LingerEvicted   uint64 `line:"linger_evicted" metric:"netstack_linger_evicted_total" help:"Finished connections whose user id was forgotten early (more than 4 x --max-conns finished within 5 s)."`
+	Untranslated    uint64 `line:"untranslated" metric:"netstack_untranslated_total" help:"Segments passed to a connection of gVisor's the front end no longer knew, without its sequence offset."`
 
 	TxErrNoBufs      uint64 `line:"tx_errors tx_err_nobufs" metric:"netstack_tx_errors_total{cause=nobufs}" help:"Batched front-end replies the kernel refused to send, by cause."`
 	TxErrUnreachable uint64 `line:"tx_errors tx_err_unreachable" metric:"netstack_tx_errors_total{cause=unreachable}"`
@@ -235,7 +241,8 @@ func (s *Stats) Snapshot() Snapshot {
 		DropSourceLimit: s.DropSourceLimit.Load(), DropNetLimit: s.DropNetLimit.Load(),
 		DropListenerCap: s.DropListenerCap.Load(), ListenersClosed: s.ListenersClosed.Load(),
 		AcceptReset: s.AcceptReset.Load(), LingerEvicted: s.LingerEvicted.Load(), AcceptDuplicate: s.AcceptDuplicate.Load(),
+		Untranslated: s.Untranslated.Load(), TxErrDenied: s.TxErrDenied.Load(),
 		TxErrNoBufs: s.TxErrNoBufs.Load(), TxErrUnreachable: s.TxErrUnreachable.Load(),
-		TxErrDenied: s.TxErrDenied.Load(), TxErrOther: s.TxErrOther.Load(),
+		TxErrOther: s.TxErrOther.Load(),
 	}
 }
