@@ -1,6 +1,7 @@
 package filesink
 
 import (
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -315,5 +316,62 @@ func BenchmarkPreallocWrite(b *testing.B) {
 			b.ReportMetric(float64(sys.Nanoseconds())/syns, "sys-ns/SYN")
 			b.ReportMetric(0, "ns/op")
 		})
+	}
+}
+
+// TestWrittenCountsMatchLines checks the rows counted as written (tallied
+// as they are added to a file's buffer, not read back from it) against the
+// lines in the files: SYNs and replies over several full buffers, UDP
+// payloads and ICMP with line ends and quotes in them, ACKs of an older
+// hour, and event lines of the caller's.
+func TestWrittenCountsMatchLines(t *testing.T) {
+	w, _ := newTestWriter(t, Config{FlushInterval: 5 * time.Millisecond,
+		UDPFields: func(dst []byte, port uint16, p []byte) []byte {
+			return strconv.AppendQuote(append(dst, `"payload":`...), string(p))
+		}})
+	const n = 1500 // 550 KiB of events: full buffers written mid-stream
+	synRows(w, 10, n)
+	hostile := []byte("a\nb\r\n\"c\",\n\x00\n")
+	for i := range 200 {
+		udp := records.Packet{Time: at(10, 1, 0, 0), Proto: records.ProtoUDP, WScale: -1,
+			Src: netip.MustParseAddr("198.51.100.9"), Dst: netip.MustParseAddr("192.0.2.10"),
+			SrcPort: uint16(i), DstPort: 53, Payload: hostile[:i%len(hostile)]}
+		w.Packet(&udp)
+		icmp := udp
+		icmp.Proto, icmp.ICMPType, icmp.Payload = records.ProtoICMP, 8, hostile
+		w.Packet(&icmp)
+		ack := pkt(at(9, 59, 0, 0), uint16(i), false)
+		w.Packet(&ack)
+		w.Event(at(10, 2, 0, 0), []byte(`{"event_type":"x"}`))
+		if i%50 == 0 {
+			time.Sleep(10 * time.Millisecond) // flushes of partly filled buffers
+		}
+	}
+	synRows(w, 11, n)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var raw, replies, events uint64
+	for name, lines := range readDir(t, w.cfg.Dir) {
+		rows := uint64(len(lines))
+		switch {
+		case strings.Contains(name, ".raw."):
+			raw += rows - 1 // the header
+		case strings.Contains(name, ".scamper."):
+			replies += rows - 1
+		case strings.Contains(name, ".events."):
+			events += rows
+		}
+	}
+	st := w.Stats()
+	if st.PacketsWritten != raw || st.RepliesWritten != replies || st.EventsWritten != events {
+		t.Errorf("written: %d packets, %d replies, %d events; lines in the files: %d, %d, %d",
+			st.PacketsWritten, st.RepliesWritten, st.EventsWritten, raw, replies, events)
+	}
+	if want := uint64(2*n + 3*200); raw != want || replies != 2*n || events != 2*n+3*200 {
+		t.Errorf("lines in the files: %d raw, %d replies, %d events, want %d, %d, %d", raw, replies, events, want, 2*n, 2*n+600)
+	}
+	if st.DropWriteError != 0 || st.DropPacketQueueFull != 0 || st.DropEventQueueFull != 0 {
+		t.Errorf("Stats() = %+v, want nothing dropped", st)
 	}
 }
