@@ -11,7 +11,7 @@ import (
 // writes (fallocate(2), FALLOC_FL_KEEP_SIZE: the file's size stays that of
 // its content). A write(2) into reserved blocks skips ext4's delayed
 // allocation of every page (its reservation and extent-status lookups),
-// about 40 % of the write's kernel time (BenchmarkPreallocWrite). The
+// about a quarter of the write's CPU (BenchmarkPreallocWrite). The
 // reserve grows with the file, from preallocMin up to preallocMax ahead of
 // its end, so that a file of a few rows an hour holds little more than its
 // rows; at close the blocks past the end are given back (ftruncate to the
