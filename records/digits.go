@@ -32,10 +32,69 @@ func decimalLen(v uint64) int {
 }
 
 // appendUint appends v in decimal, as strconv.AppendUint(dst, v, 10).
-// Above 10^8 it cuts v into 8-digit chunks whose pairs are computed in
-// 32 bits, independently of each other, where a pair-at-a-time loop over
-// the whole number would chain one 64-bit division after the other.
+// Below 10^16 (every field but a few 64-bit ones) it writes v as one or
+// two 8-digit words made without a loop (digits8) and keeps the word's
+// digits from the first nonzero one: a division loop chains one division
+// after the other and ends on a branch per digit count. It may write up
+// to 8 bytes of dst's spare capacity past what it returns.
 func appendUint(dst []byte, v uint64) []byte {
+	if v < 100 {
+		if v < 10 {
+			return append(dst, byte('0'+v))
+		}
+		return append(dst, digitPairs[2*v], digitPairs[2*v+1])
+	}
+	l := len(dst)
+	if cap(dst)-l < 16 {
+		dst = slices.Grow(dst, 16)
+	}
+	if v >= 1e16 {
+		return appendUintLoop(dst, v)
+	}
+	b := dst[l : l+16]
+	hi, lo := uint32(v), uint64(0) // v's first digits (up to eight), the eight after
+	if v >= 1e8 {
+		q := v / 1e8
+		hi, lo = uint32(q), digits8(uint32(v-q*1e8))|ascii8
+	}
+	// The zero digits before the first nonzero one are zero low bytes of
+	// hi's digits; bit 56 keeps the last digit of hi = 0.
+	d := digits8(hi)
+	z := bits.TrailingZeros64(d|1<<56) &^ 7
+	n := 8 - z>>3
+	binary.LittleEndian.PutUint64(b, (d|ascii8)>>z)
+	if v < 1e8 {
+		return dst[:l+n]
+	}
+	binary.LittleEndian.PutUint64(b[n:], lo)
+	return dst[:l+n+8]
+}
+
+// ascii8 turns eight digit values 0 to 9, one a byte, into their text.
+const ascii8 = 0x3030303030303030
+
+// digits8 returns v (below 10^8) as eight decimal digit values, the first
+// (most significant) in the low byte, as little-endian memory holds them.
+// SWAR: v is cut into two 4-digit halves in 32-bit lanes, each into two
+// 2-digit quarters in 16-bit lanes, each into two digits in bytes, every
+// cut a multiply by a reciprocal over all lanes at once.
+func digits8(v uint32) uint64 {
+	hi, lo := v/10000, v%10000
+	x := uint64(hi) | uint64(lo)<<32
+	// /100 of a lane below 10^4: *5243 >> 19 (exact there); the lane
+	// becomes lane/100 in its low half and lane%100 in its high one.
+	q := (x * 5243 >> 19) & 0x0000007f0000007f
+	x = x<<16 - q*(100<<16-1)
+	// /10 of a lane below 100: *103 >> 10 (exact there); likewise.
+	q = (x * 103 >> 10) & 0x000f000f000f000f
+	return x<<8 - q*(10<<8-1)
+}
+
+// appendUintLoop is appendUint for any v, two digits at a time. Above
+// 10^8 it cuts v into 8-digit chunks whose pairs are computed in 32 bits,
+// independently of each other, where a pair-at-a-time loop over the whole
+// number would chain one 64-bit division after the other.
+func appendUintLoop(dst []byte, v uint64) []byte {
 	if v < 100 {
 		if v < 10 {
 			return append(dst, byte('0'+v))

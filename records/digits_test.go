@@ -34,6 +34,9 @@ func TestAppendUint(t *testing.T) {
 		if got, want := string(appendUint(pre[:2:2], v)), "x|"+strconv.FormatUint(v, 10); got != want {
 			t.Fatalf("appendUint(%d) = %q, want %q", v, got, want)
 		}
+		if got, want := string(appendUintLoop(pre[:2:2], v)), "x|"+strconv.FormatUint(v, 10); got != want {
+			t.Fatalf("appendUintLoop(%d) = %q, want %q", v, got, want)
+		}
 		if got, want := decimalLen(v), len(strconv.FormatUint(v, 10)); got != want {
 			t.Fatalf("decimalLen(%d) = %d, want %d", v, got, want)
 		}
@@ -134,6 +137,11 @@ func BenchmarkAppendUint(b *testing.B) {
 			b.Run("fast", func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					buf = appendUint(buf[:0], v)
+				}
+			})
+			b.Run("loop", func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					buf = appendUintLoop(buf[:0], v)
 				}
 			})
 			b.Run("strconv", func(b *testing.B) {

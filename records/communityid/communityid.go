@@ -17,6 +17,7 @@ package communityid
 import (
 	"crypto/sha1"
 	"encoding/base64"
+	"encoding/binary"
 	"net/netip"
 )
 
@@ -83,23 +84,34 @@ func Append(b []byte, seed uint16, proto uint8, src, dst netip.Addr, sport, dpor
 		}
 		sport = uint16(typ)
 	}
-	var sa, da [16]byte
-	n := 4
-	if src.Is4() && dst.Is4() {
-		a, d := src.As4(), dst.As4()
-		copy(sa[:], a[:])
-		copy(da[:], d[:])
-	} else {
-		sa, da, n = src.As16(), dst.As16(), 16
-	}
-	if !oneWay && !less(sa[:n], da[:n], sport, dport) {
-		sa, da, sport, dport = da, sa, dport, sport
-	}
+	// The endpoints are ordered and written as words: an IPv4 address
+	// is one, an IPv6 address two (hi, lo), compared as the bytes in
+	// network order would be.
 	var in [2 + 16 + 16 + 2 + 4]byte
 	in[0], in[1] = byte(seed>>8), byte(seed)
 	i := 2
-	i += copy(in[i:], sa[:n])
-	i += copy(in[i:], da[:n])
+	if src.Is4() && dst.Is4() {
+		a, d := src.As4(), dst.As4()
+		sa, da := binary.BigEndian.Uint32(a[:]), binary.BigEndian.Uint32(d[:])
+		if !oneWay && !(sa < da || sa == da && sport < dport) {
+			sa, da, sport, dport = da, sa, dport, sport
+		}
+		binary.BigEndian.PutUint32(in[2:], sa)
+		binary.BigEndian.PutUint32(in[6:], da)
+		i += 8
+	} else {
+		a, d := src.As16(), dst.As16()
+		shi, slo := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])
+		dhi, dlo := binary.BigEndian.Uint64(d[:8]), binary.BigEndian.Uint64(d[8:])
+		if !oneWay && !(shi < dhi || shi == dhi && (slo < dlo || slo == dlo && sport < dport)) {
+			shi, slo, dhi, dlo, sport, dport = dhi, dlo, shi, slo, dport, sport
+		}
+		binary.BigEndian.PutUint64(in[2:], shi)
+		binary.BigEndian.PutUint64(in[10:], slo)
+		binary.BigEndian.PutUint64(in[18:], dhi)
+		binary.BigEndian.PutUint64(in[26:], dlo)
+		i += 32
+	}
 	in[i], in[i+1] = proto, 0
 	i += 2
 	if hasPorts(proto) {
@@ -109,18 +121,6 @@ func Append(b []byte, seed uint16, proto uint8, src, dst netip.Addr, sport, dpor
 	sum := sha1.Sum(in[:i])
 	b = append(b, '1', ':')
 	return base64.StdEncoding.AppendEncode(b, sum[:])
-}
-
-// less reports whether endpoint a:ap sorts before b:bp (addresses as bytes
-// in network order, then ports). Equal endpoints are not less, as in the
-// reference implementation; swapping them changes nothing.
-func less(a, b []byte, ap, bp uint16) bool {
-	for i := range a {
-		if a[i] != b[i] {
-			return a[i] < b[i]
-		}
-	}
-	return ap < bp
 }
 
 // String returns the Community ID v1 of the flow, as Append writes it.

@@ -1,9 +1,11 @@
 package communityid
 
 import (
+	"crypto/sha1"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -113,4 +115,110 @@ func BenchmarkAppend(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestAppendMatchesBytewiseOrder compares Append with refAppend, which
+// orders the endpoints byte by byte as the reference implementation does,
+// over random flows whose addresses share prefixes (equal words, equal
+// halves of IPv6 addresses, equal addresses) and whose ports are often
+// equal, in both directions, for every protocol kind.
+func TestAppendMatchesBytewiseOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	addr := func(v6 bool, base [16]byte) netip.Addr {
+		// Each byte is the base's or random, so that long common
+		// prefixes come up.
+		a := base
+		for i := range a {
+			if rng.IntN(4) == 0 {
+				a[i] = byte(rng.Uint32())
+			}
+		}
+		if !v6 {
+			return netip.AddrFrom4([4]byte(a[:4]))
+		}
+		return netip.AddrFrom16(a)
+	}
+	for range 100000 {
+		var base [16]byte
+		for i := range base {
+			base[i] = byte(rng.Uint32())
+		}
+		v6 := rng.IntN(2) == 0
+		src, dst := addr(v6, base), addr(v6, base)
+		if rng.IntN(8) == 0 {
+			dst = src
+		}
+		sport, dport := uint16(rng.IntN(4)), uint16(rng.IntN(4))
+		if rng.IntN(2) == 0 {
+			sport, dport = uint16(rng.Uint32()), uint16(rng.Uint32())
+		}
+		proto := []uint8{ProtoTCP, ProtoUDP, ProtoSCTP, ProtoICMP, ProtoICMPv6, 47}[rng.IntN(6)]
+		if proto == ProtoICMP || proto == ProtoICMPv6 {
+			sport = []uint16{0, 8, 13, 128, 129, 135, 3}[rng.IntN(7)]
+		}
+		seed := uint16(rng.IntN(3))
+		got := string(Append(nil, seed, proto, src, dst, sport, dport))
+		if want := string(refAppend(nil, seed, proto, src, dst, sport, dport)); got != want {
+			t.Fatalf("Append(%d, %d, %v, %v, %d, %d) = %s, want %s", seed, proto, src, dst, sport, dport, got, want)
+		}
+	}
+}
+
+// refAppend is Append as it was before its endpoints were ordered as
+// words: the addresses as byte arrays, ordered by less.
+func refAppend(b []byte, seed uint16, proto uint8, src, dst netip.Addr, sport, dport uint16) []byte {
+	src, dst = src.Unmap(), dst.Unmap()
+	oneWay := false
+	switch proto {
+	case ProtoICMP, ProtoICMPv6:
+		table := icmpCounterpart
+		if proto == ProtoICMPv6 {
+			table = icmp6Counterpart
+		}
+		typ := uint8(sport)
+		if c, ok := table[typ]; ok {
+			dport = uint16(c)
+		} else {
+			oneWay = true
+		}
+		sport = uint16(typ)
+	}
+	var sa, da [16]byte
+	n := 4
+	if src.Is4() && dst.Is4() {
+		a, d := src.As4(), dst.As4()
+		copy(sa[:], a[:])
+		copy(da[:], d[:])
+	} else {
+		sa, da, n = src.As16(), dst.As16(), 16
+	}
+	if !oneWay && !less(sa[:n], da[:n], sport, dport) {
+		sa, da, sport, dport = da, sa, dport, sport
+	}
+	var in [2 + 16 + 16 + 2 + 4]byte
+	in[0], in[1] = byte(seed>>8), byte(seed)
+	i := 2
+	i += copy(in[i:], sa[:n])
+	i += copy(in[i:], da[:n])
+	in[i], in[i+1] = proto, 0
+	i += 2
+	if hasPorts(proto) {
+		in[i], in[i+1], in[i+2], in[i+3] = byte(sport>>8), byte(sport), byte(dport>>8), byte(dport)
+		i += 4
+	}
+	sum := sha1.Sum(in[:i])
+	b = append(b, '1', ':')
+	return base64.StdEncoding.AppendEncode(b, sum[:])
+}
+
+// less reports whether endpoint a:ap sorts before b:bp (addresses as bytes
+// in network order, then ports). Equal endpoints are not less, as in the
+// reference implementation; swapping them changes nothing.
+func less(a, b []byte, ap, bp uint16) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return ap < bp
 }

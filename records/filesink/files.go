@@ -39,8 +39,17 @@ type hourFile struct {
 	path string
 	f    *os.File
 	buf  []byte
+	// rows counts the rows that end in buf, tallied as they are added:
+	// a flush that writes it all counts them without reading it again.
+	rows int
 	// retryAt is when writing may be tried again after a failure.
 	retryAt time.Time
+	// size is the file's length: at open, and what the writes added.
+	// allocEnd is the end of the blocks reserved for it (reserve);
+	// reserving says whether to reserve, reserved whether any blocks may
+	// lie past its end (release).
+	size, allocEnd      int64
+	reserving, reserved bool
 }
 
 // write appends line (one or more complete rows) to the file of hour,
@@ -62,15 +71,17 @@ func (s *stream) write(w *Writer, hour int64, line []byte) {
 		}
 	}
 	f.buf = append(f.buf, line...)
+	f.rows += bytes.Count(line, []byte{'\n'})
 	if len(f.buf) >= flushBytes && !time.Now().Before(f.retryAt) {
 		f.flush(w)
 	}
 }
 
-// commit finishes the rows appended straight to f.buf since it was n bytes
-// long, as write does for rows encoded elsewhere: over the cap on unwritten
-// bytes (writes are failing) they are taken out again and go write's way,
-// and a full buffer is written.
+// commit finishes the row appended straight to f.buf since it was n bytes
+// long (one row: the encoders write one line each), as write does for rows
+// encoded elsewhere: over the cap on unwritten bytes (writes are failing)
+// it is taken out again and goes write's way, and a full buffer is
+// written.
 func (f *hourFile) commit(w *Writer, n int) {
 	if len(f.buf) > w.maxPending {
 		w.enc = append(w.enc[:0], f.buf[n:]...)
@@ -78,6 +89,7 @@ func (f *hourFile) commit(w *Writer, n int) {
 		f.s.write(w, f.hour, w.enc)
 		return
 	}
+	f.rows++
 	if len(f.buf) >= flushBytes && !time.Now().Before(f.retryAt) {
 		f.flush(w)
 	}
@@ -150,23 +162,31 @@ func (s *stream) open(w *Writer, hour int64) *hourFile {
 		w.writeError("open", path, err)
 		return nil
 	}
+	// The size places the reserve (reserve); a log without a header
+	// does without it if Stat fails.
+	st, serr := fd.Stat()
+	size := int64(0)
+	if serr == nil {
+		size = st.Size()
+	}
 	if s.header != "" {
-		st, err := fd.Stat()
-		if err == nil && st.Size() == 0 {
+		err = serr
+		if err == nil && size == 0 {
 			var n int
 			n, err = fd.WriteString(s.header + "\n")
 			w.c.bytesWritten.Add(uint64(n))
-		}
-		if err != nil {
-			fd.Close()
-			w.files.closed(path)
-			s.openRetryAt = time.Now().Add(w.retry)
-			w.writeError("header", path, err)
-			return nil
+			size += int64(n)
 		}
 	}
+	if err != nil {
+		fd.Close()
+		w.files.closed(path)
+		s.openRetryAt = time.Now().Add(w.retry)
+		w.writeError("header", path, err)
+		return nil
+	}
 	w.c.filesOpen.Add(1)
-	f := &hourFile{s: s, hour: hour, path: path, f: fd}
+	f := &hourFile{s: s, hour: hour, path: path, f: fd, size: size, reserving: serr == nil && canReserve(fd)}
 	if n := len(w.freeBufs); n > 0 {
 		f.buf, w.freeBufs = w.freeBufs[n-1][:0], w.freeBufs[:n-1]
 	} else {
@@ -182,10 +202,18 @@ func (f *hourFile) flush(w *Writer) error {
 	if len(f.buf) == 0 {
 		return nil
 	}
+	f.reserve(len(f.buf))
 	n, err := f.f.Write(f.buf)
 	if n > 0 {
+		f.size += int64(n)
 		w.c.bytesWritten.Add(uint64(n))
-		f.s.written.Add(uint64(bytes.Count(f.buf[:n], []byte{'\n'})))
+		rows := f.rows
+		if n < len(f.buf) {
+			// A short write (a full disk): the rows it ended.
+			rows = bytes.Count(f.buf[:n], []byte{'\n'})
+		}
+		f.s.written.Add(uint64(rows))
+		f.rows -= rows
 		f.buf = f.buf[:copy(f.buf, f.buf[n:])]
 	}
 	if err != nil {
@@ -203,9 +231,13 @@ func (f *hourFile) flush(w *Writer) error {
 func (w *Writer) closeFile(s *stream, f *hourFile, why string) error {
 	err := f.flush(w)
 	if len(f.buf) > 0 {
-		lost := bytes.Count(f.buf, []byte{'\n'})
+		lost := f.rows
 		w.c.dropWriteError.Add(uint64(lost))
 		w.logger.Error("close lost rows", "file", f.path, "rows", lost, "bytes", len(f.buf))
+	}
+	if rerr := f.release(); rerr != nil {
+		// The file keeps its content; only its reserve stays.
+		w.logger.Debug("release reserve", "file", f.path, "err", rerr)
 	}
 	if cerr := f.f.Close(); cerr != nil {
 		w.writeError("close", f.path, cerr)
