@@ -209,7 +209,7 @@ func TestConnTableDoneBounded(t *testing.T) {
 		t.Errorf("%d entries kept, want <= %d", size, doneFactor*max)
 	}
 	for p := uint16(1); p <= n; p++ {
-		kept := tb.userID(key(p)) != 0
+		kept := tb.uid(key(p)) != 0
 		if want := p > n-doneFactor*max; kept != want {
 			t.Errorf("port %d: user id kept %t, want %t", p, kept, want)
 		}
@@ -225,7 +225,7 @@ func TestConnTableDoneBounded(t *testing.T) {
 			tb.accepted(key(n)) // still open: two slots in use at most
 		}
 	}
-	if got := tb.userID(key(n)); got != uid {
+	if got := tb.uid(key(n)); got != uid {
 		t.Errorf("re-admitted port %d: user id %d, want %d", n, got, uid)
 	}
 	// An entry pushed out after doneLinger is not an early eviction.

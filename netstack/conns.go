@@ -143,25 +143,18 @@ func remoteNet(a netip.Addr) netip.Prefix {
 	return p
 }
 
-// admit reserves a slot for a handshake from remote, whose client ISN is
-// isn (the admitting ACK's seq - 1, kept for the connection's Flow) and
+// admitFlow reserves a slot for a handshake from remote, whose client ISN
+// is isn (the admitting ACK's seq - 1, kept for the connection's Flow) and
 // whose admitting segment ends at sequence number end (its seq plus
-// payload). A segment of a
-// handshake already admitted (a retransmitted ACK, data racing the accept)
-// gets the same slot with fresh false. It fails when the remote address,
-// its network or the whole table holds its maximum of open connections,
-// checked in that order.
-func (t *connTable) admit(k flowKey, remote netip.Addr, isn, end uint32, newID func() uint32, now time.Time) (uid uint32, fresh bool, res admitResult) {
-	uid, _, fresh, res = t.admitFlow(k, remote, isn, end, 0, 0, newID, now)
-	return uid, fresh, res
-}
-
-// admitFlow is admit that gives a fresh entry the window scale shift and the
-// sequence offset delta of the connection, and returns the entry's offset:
-// delta for a fresh one, the one it was admitted with for another segment of
-// an admitted handshake. Both are set under the lock that makes the entry
-// visible, so that a segment racing the admitting one on another TUN queue
-// never reaches gVisor untranslated.
+// payload), and gives the fresh entry the window scale shift and the
+// sequence offset delta of the connection. A segment of a handshake
+// already admitted (a retransmitted ACK, data racing the accept) gets the
+// same slot with fresh false, and the offset it was admitted with. Both
+// are set under the lock that makes the entry visible, so that a segment
+// racing the admitting one on another TUN queue never reaches gVisor
+// untranslated. It fails when the remote address, its network or the
+// whole table holds its maximum of open connections, checked in that
+// order.
 func (t *connTable) admitFlow(k flowKey, remote netip.Addr, isn, end uint32, shift uint8, delta uint32, newID func() uint32, now time.Time) (uid, entryDelta uint32, fresh bool, res admitResult) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -321,16 +314,6 @@ func (t *connTable) finish(k flowKey, now time.Time) (evicted bool) {
 	return false
 }
 
-// userID returns the id of the connection, 0 if unknown.
-func (t *connTable) userID(k flowKey) uint32 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if e, ok := t.m[k]; ok {
-		return e.userID
-	}
-	return 0
-}
-
 // sweep removes finished entries after doneLinger and admissions gVisor never
 // accepted after admitTimeout; it returns how many of the latter there were.
 // Then it shrinks what a burst left oversized (shrinkFactor).
@@ -400,33 +383,22 @@ func (t *connTable) len() int {
 	return t.open
 }
 
-// delta returns the sequence offset of connection k (admitFlow); ok is
-// false if the table does not know k.
-func (t *connTable) delta(k flowKey) (delta uint32, ok bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if e := t.m[k]; e != nil {
-		return e.delta, true
-	}
-	return 0, false
-}
-
-// outInfo is what the front end needs of a connection for each segment
-// gVisor sends on it.
-type outInfo struct {
+// flowInfo is what the front end needs of an admitted connection for each
+// of its segments: the user id its replies join, the window scale by which
+// gVisor's windows are scaled and the sequence offset of the translation.
+type flowInfo struct {
 	userID uint32
 	shift  uint8
 	delta  uint32
 }
 
-// out returns what the table knows of connection k for a segment gVisor
-// sends on it (the zero outInfo if unknown): one lookup for the user id,
-// the window scale and the sequence offset.
-func (t *connTable) out(k flowKey) outInfo {
+// flow returns what the table knows of connection k, in one lookup; ok is
+// false (and the flowInfo zero) if it does not know k.
+func (t *connTable) flow(k flowKey) (flowInfo, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if e := t.m[k]; e != nil {
-		return outInfo{userID: e.userID, shift: e.shift, delta: e.delta}
+		return flowInfo{userID: e.userID, shift: e.shift, delta: e.delta}, true
 	}
-	return outInfo{}
+	return flowInfo{}, false
 }

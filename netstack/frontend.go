@@ -224,7 +224,7 @@ func (s *Stack) replyOut(pkt *stack.PacketBuffer) bool {
 		s.shapeOut(pkt, local, 0)
 		return true
 	}
-	o := s.conns.out(makeFlowKey(local, remote, th.SourcePort(), th.DestinationPort()))
+	o, _ := s.conns.flow(makeFlowKey(local, remote, th.SourcePort(), th.DestinationPort()))
 	// Back to the client's sequence space (cookieJar.translate).
 	unshiftAck(th, o.delta)
 	s.shapeOut(pkt, local, o.shift)
@@ -649,8 +649,8 @@ func (s *Stack) inspectTCP(l4, src, dst []byte, v6, inside, hold bool, rec *reco
 		RemotePort: sport, RemoteAddress: tcpip.AddrFromSlice(src),
 	}
 	if ep, ok := s.stack.FindTransportEndpoint(netProto, header.TCPProtocolNumber, id, nicID).(*tcp.Endpoint); ok && ep.EndpointState() != tcp.StateListen {
-		if delta, ok := s.conns.delta(makeFlowKey(rec.Dst, rec.Src, dport, sport)); ok {
-			shiftSeq(l4, delta)
+		if o, ok := s.conns.flow(makeFlowKey(rec.Dst, rec.Src, dport, sport)); ok {
+			shiftSeq(l4, o.delta)
 		} else {
 			s.stats.Untranslated.Add(1)
 		}

@@ -374,11 +374,8 @@ func TestAdmitFlowKeepsDelta(t *testing.T) {
 	if fresh || d != 1000 || uid2 != uid {
 		t.Fatalf("second: delta %d fresh %v uid %d/%d, want the first's 1000", d, fresh, uid2, uid)
 	}
-	if o := tb.out(k); o.delta != 1000 || o.shift != 7 || o.userID != uid {
-		t.Errorf("out = %+v", o)
-	}
-	if d, ok := tb.delta(k); !ok || d != 1000 {
-		t.Errorf("delta = %d, %v", d, ok)
+	if o, ok := tb.flow(k); !ok || o.delta != 1000 || o.shift != 7 || o.userID != uid {
+		t.Errorf("flow = %+v, %v", o, ok)
 	}
 }
 
