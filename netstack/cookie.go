@@ -81,23 +81,33 @@ func (j *cookieJar) timeStamp() uint32 {
 	return uint32(j.clock.NowMonotonic().Sub(tcpip.MonotonicTime{}).Seconds()) >> 6 & cookieTSMask
 }
 
-// sipHash is the front end's H0 (withTS false) or H1 at tick ts: the low
-// 32 bits of SipHash-2-4(laddr‖raddr‖lport‖rport[‖ts]) under the jar's
-// key, 12 or 13 bytes (IPv4), 36 or 37 (IPv6). SipHash's length byte keeps
-// H0's message apart from every H1's. Local is the telescope side (the
-// SYN's destination).
-func (j *cookieJar) sipHash(laddr, raddr []byte, lport, rport uint16, ts uint32, withTS bool) uint32 {
-	var buf [2*16 + 5]byte
-	n := copy(buf[:], laddr)
-	n += copy(buf[n:], raddr)
-	binary.BigEndian.PutUint16(buf[n:], lport)
-	binary.BigEndian.PutUint16(buf[n+2:], rport)
-	n += 4
-	if withTS {
-		buf[n] = byte(ts)
-		n++
-	}
-	return uint32(siphash.Hash(j.key[0], j.key[1], buf[:n]))
+// sipInput is the message of the front end's hashes, built once for both:
+// laddr‖raddr‖lport‖rport, 12 bytes (IPv4) or 36 (IPv6), and one byte of
+// room for the tick. Local is the telescope side (the SYN's destination).
+type sipInput struct {
+	buf [2*16 + 5]byte
+	n   int
+}
+
+func (in *sipInput) set(laddr, raddr []byte, lport, rport uint16) {
+	n := copy(in.buf[:], laddr)
+	n += copy(in.buf[n:], raddr)
+	binary.BigEndian.PutUint16(in.buf[n:], lport)
+	binary.BigEndian.PutUint16(in.buf[n+2:], rport)
+	in.n = n + 4
+}
+
+// h0 is the front end's H0: the low 32 bits of SipHash-2-4 of the message
+// under the jar's key.
+func (j *cookieJar) h0(in *sipInput) uint32 {
+	return uint32(siphash.Hash(j.key[0], j.key[1], in.buf[:in.n]))
+}
+
+// h1 is H1 at tick ts: the same over the message and ts's byte. SipHash's
+// length byte keeps H0's message apart from every H1's.
+func (j *cookieJar) h1(in *sipInput, ts uint32) uint32 {
+	in.buf[in.n] = byte(ts)
+	return uint32(siphash.Hash(j.key[0], j.key[1], in.buf[:in.n+1]))
 }
 
 // gvisorHash is gVisor's cookieHash: the first four bytes of
@@ -123,8 +133,10 @@ func (j *cookieJar) create(laddr, raddr []byte, lport, rport uint16, seq, data u
 // mint is create at the cookie clock's tick ts (timeStamp), read by the
 // caller.
 func (j *cookieJar) mint(laddr, raddr []byte, lport, rport uint16, seq, data, ts uint32) uint32 {
-	v := j.sipHash(laddr, raddr, lport, rport, 0, false) + seq + ts<<cookieTSOffset
-	v += (j.sipHash(laddr, raddr, lport, rport, ts, true) + data) & cookieHashMask
+	var in sipInput
+	in.set(laddr, raddr, lport, rport)
+	v := j.h0(&in) + seq + ts<<cookieTSOffset
+	v += (j.h1(&in, ts) + data) & cookieHashMask
 	return v
 }
 
@@ -139,12 +151,14 @@ func (j *cookieJar) valid(laddr, raddr []byte, lport, rport uint16, cookie, seq 
 // listener does, it accepts a cookie whose data is an MSS index (0-3).
 func (j *cookieJar) check(laddr, raddr []byte, lport, rport uint16, cookie, seq uint32, data *uint32) bool {
 	ts := j.timeStamp()
-	v := cookie - j.sipHash(laddr, raddr, lport, rport, 0, false) - seq
+	var in sipInput
+	in.set(laddr, raddr, lport, rport)
+	v := cookie - j.h0(&in) - seq
 	cookieTS := v >> cookieTSOffset
 	if (ts-cookieTS)&cookieTSMask > cookieMaxTSDiff {
 		return false
 	}
-	*data = (v - j.sipHash(laddr, raddr, lport, rport, cookieTS, true)) & cookieHashMask
+	*data = (v - j.h1(&in, cookieTS)) & cookieHashMask
 	return int(*data) < len(mssTable)
 }
 
