@@ -195,6 +195,7 @@ type benchSample struct {
 	kernelOut                  uint64 // kernel responder only: SYN-ACKs that left on the sink link
 	rssB                       uint64
 	cpuTicks                   uint64 // utime+stime of the responder
+	userTicks                  uint64 // utime alone: its own code, not the kernel's work for it
 	napiNS                     uint64 // pinned placement: run time of the uplink's NAPI threads
 	boxBusy, boxTotal          uint64 // /proc/stat, all CPUs
 	// synacks is the design's SYN-ACK count: sinkRx for the TUN designs,
@@ -226,18 +227,19 @@ type benchResult struct {
 	floodElapsed time.Duration
 	offeredPPS   float64
 
-	synacks        uint64  // TUN designs: sink RX during the flood and the drain; kernel: TcpExtSyncookiesSent
-	tunRx          uint64  // TUN designs: TUN RX, the SYN-ACKs written to the TUN (0 with raw replies)
-	meanPPS        float64 // synacks / flood elapsed
-	peakPPS        float64 // best 1 s window
-	handed         uint64  // TUN TX: SYNs the program read
-	tunDrops       uint64  // TUN TX dropped
-	sinkRx         uint64  // cross-check: packets that reached the sink
-	cpuPerSynackUS float64 // responder CPU per SYN-ACK
-	cores          float64 // responder CPU over the flood, in cores
-	napiCores      float64 // pinned placement: the uplink's NAPI threads (the receive work), in cores
-	napiUS         float64 // and their run time per SYN forwarded to the TUN, in µs
-	boxBusy        float64 // whole machine busy fraction over the flood
+	synacks         uint64  // TUN designs: sink RX during the flood and the drain; kernel: TcpExtSyncookiesSent
+	tunRx           uint64  // TUN designs: TUN RX, the SYN-ACKs written to the TUN (0 with raw replies)
+	meanPPS         float64 // synacks / flood elapsed
+	peakPPS         float64 // best 1 s window
+	handed          uint64  // TUN TX: SYNs the program read
+	tunDrops        uint64  // TUN TX dropped
+	sinkRx          uint64  // cross-check: packets that reached the sink
+	cpuPerSynackUS  float64 // responder CPU per SYN-ACK
+	userPerSynackUS float64 // the user-space part of it
+	cores           float64 // responder CPU over the flood, in cores
+	napiCores       float64 // pinned placement: the uplink's NAPI threads (the receive work), in cores
+	napiUS          float64 // and their run time per SYN forwarded to the TUN, in µs
+	boxBusy         float64 // whole machine busy fraction over the flood
 
 	rssBefore, rssPeak, rssAfter uint64
 
@@ -587,6 +589,8 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 	cpu := time.Duration(drained.cpuTicks-before.cpuTicks) * benchClockTick
 	if res.synacks > 0 {
 		res.cpuPerSynackUS = float64(cpu.Microseconds()) / float64(res.synacks)
+		user := time.Duration(drained.userTicks-before.userTicks) * benchClockTick
+		res.userPerSynackUS = float64(user.Microseconds()) / float64(res.synacks)
 	}
 	res.cores = cpu.Seconds() / drained.at.Sub(before.at).Seconds()
 	res.napiCores = float64(drained.napiNS-before.napiNS) / float64(drained.at.Sub(before.at).Nanoseconds())
@@ -744,7 +748,7 @@ func (s *benchSampler) read() (benchSample, error) {
 	}
 	out.synacks = out.sinkRx
 	out.rssB, _ = benchVmRSS(s.pid)
-	out.cpuTicks, _ = benchCPUTicks(s.pid)
+	out.cpuTicks, out.userTicks, _ = benchCPUTimes(s.pid)
 	for _, pid := range s.napi {
 		out.napiNS += benchRunNS(pid)
 	}
@@ -776,21 +780,29 @@ func benchProcStatus(pid int, key string) (uint64, error) {
 
 // benchCPUTicks reads utime+stime (all threads) from /proc/PID/stat.
 func benchCPUTicks(pid int) (uint64, error) {
+	all, _, err := benchCPUTimes(pid)
+	return all, err
+}
+
+// benchCPUTimes reads utime+stime and utime alone (all threads) from
+// /proc/PID/stat: where two designs differ in CPU per SYN-ACK, the split
+// says whether their own code or the kernel's work for them differs.
+func benchCPUTimes(pid int) (all, user uint64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, errors.New("bad stat")
+		return 0, 0, errors.New("bad stat")
 	}
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 13 {
-		return 0, errors.New("short stat")
+		return 0, 0, errors.New("short stat")
 	}
 	ut, err1 := strconv.ParseUint(f[11], 10, 64)
 	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	return ut + st, errors.Join(err1, err2)
+	return ut + st, ut, errors.Join(err1, err2)
 }
 
 // benchRunNS reads the time a task has run, in ns (/proc/PID/schedstat;
@@ -1127,7 +1139,7 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 			fmt.Fprintf(&w, "%-14s ratio %s/%s: mean %.2f (per-round median %.2f), peak %.2f",
 				c.name(), pr.a, pr.b, r, benchRoundRatio(all, pl, c, pr.a, pr.b), x.peakPPS/max(y.peakPPS, 1))
 			if pr.b != benchKernel {
-				fmt.Fprintf(&w, ", µs/SA %.2f vs %.2f (+%.2f µs per SYN)", x.cpuPerSynackUS, y.cpuPerSynackUS, x.cpuPerSynackUS-y.cpuPerSynackUS)
+				fmt.Fprintf(&w, ", µs/SA %.2f vs %.2f (+%.2f µs per SYN; user %.2f vs %.2f)", x.cpuPerSynackUS, y.cpuPerSynackUS, x.cpuPerSynackUS-y.cpuPerSynackUS, x.userPerSynackUS, y.userPerSynackUS)
 			}
 			fmt.Fprintln(&w)
 		}
@@ -1251,6 +1263,7 @@ func benchMedianResult(rs []benchResult) benchResult {
 	m.meanPPS = f(func(r benchResult) float64 { return r.meanPPS })
 	m.peakPPS = f(func(r benchResult) float64 { return r.peakPPS })
 	m.cpuPerSynackUS = f(func(r benchResult) float64 { return r.cpuPerSynackUS })
+	m.userPerSynackUS = f(func(r benchResult) float64 { return r.userPerSynackUS })
 	m.cores = f(func(r benchResult) float64 { return r.cores })
 	m.napiCores = f(func(r benchResult) float64 { return r.napiCores })
 	m.napiUS = f(func(r benchResult) float64 { return r.napiUS })
@@ -1295,9 +1308,9 @@ func (r benchResult) line() string {
 			r.placement, r.round+1, c.name(), r.design, r.offeredPPS, r.meanPPS, r.peakPPS,
 			r.handed+r.tunDrops, r.tunDrops, r.kernelOut, r.sinkRx, 100*r.boxBusy)
 	}
-	s := fmt.Sprintf("%s round %d %s %-12s: offered %.0f/s (refused %.0f/s), synack %.0f/s (peak %.0f), fwdToTun %d, tunDrops %d, tunRx %d, %.2f µs/SA, %.2f cores, box %.0f%%, RSS %.1f/%.1f/%.1f MiB",
+	s := fmt.Sprintf("%s round %d %s %-12s: offered %.0f/s (refused %.0f/s), synack %.0f/s (peak %.0f), fwdToTun %d, tunDrops %d, tunRx %d, %.2f µs/SA (user %.2f), %.2f cores, box %.0f%%, RSS %.1f/%.1f/%.1f MiB",
 		r.placement, r.round+1, c.name(), r.design, r.offeredPPS, float64(r.floodRefused)/max(r.floodElapsed.Seconds(), 1e-9), r.meanPPS, r.peakPPS,
-		r.handed+r.tunDrops, r.tunDrops, r.tunRx, r.cpuPerSynackUS, r.cores, 100*r.boxBusy,
+		r.handed+r.tunDrops, r.tunDrops, r.tunRx, r.cpuPerSynackUS, r.userPerSynackUS, r.cores, 100*r.boxBusy,
 		benchMiBf(r.rssBefore), benchMiBf(r.rssPeak), benchMiBf(r.rssAfter))
 	if r.placement == benchPinned {
 		s += fmt.Sprintf(", NAPI thread %.2f cores (%.2f µs per SYN forwarded)", r.napiCores, r.napiUS)
