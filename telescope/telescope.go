@@ -126,17 +126,20 @@ type running struct {
 	hup       chan os.Signal
 	status    StatusLine // nil: stats lines
 	logMemory func(*slog.Logger)
-	dev       tun.Device
-	sink      *filesink.Writer
-	pub       *kafkasink.Publisher
-	emitEvent func(time.Time, []byte)
-	tp        *twoPhaseFeed
-	tel       *promstats.Telemetry
-	src       metricsSources
-	muxes     *muxSet
-	newMux    func(*handlers.Registry) (*handlers.Mux, error)
-	st        *netstack.Stack
-	limits    netstack.SYNACKLimits
+	// procs is GOMAXPROCS as setProcs left it, and where it came from.
+	procs       int
+	procsSource string
+	dev         tun.Device
+	sink        *filesink.Writer
+	pub         *kafkasink.Publisher
+	emitEvent   func(time.Time, []byte)
+	tp          *twoPhaseFeed
+	tel         *promstats.Telemetry
+	src         metricsSources
+	muxes       *muxSet
+	newMux      func(*handlers.Registry) (*handlers.Mux, error)
+	st          *netstack.Stack
+	limits      netstack.SYNACKLimits
 	// replyLim are the limits of the ICMP and UDP answers.
 	replyLim netstack.ReplyLimits
 	metrics  *promstats.Server
@@ -185,6 +188,7 @@ func setUp(o Options) (*running, error) {
 	// Set before anything is allocated; said once spoki is up, so that a
 	// failed start prints only its error.
 	t.logMemory = setMemoryLimit(cfg)
+	t.procs, t.procsSource = setProcs()
 	if err := t.openTUN(prefixes); err != nil {
 		return t, err
 	}
@@ -478,6 +482,7 @@ func (t *running) serve(ctx context.Context) error {
 	}
 	ready = append(ready, "icmp", t.cfg.ICMP, "udp", t.cfg.UDP, "reply_limit", t.replyLim.String())
 	ready = append(ready, "synack_limit", t.limits.String())
+	ready = append(ready, "procs", t.procs, "procs_source", t.procsSource)
 	if ld, ok := dev.(*tun.Linux); ok {
 		if rerr := ld.RawReplies(); rerr != nil {
 			ready = append(ready, "replies", "tun", "raw_replies", rerr.Error())

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/spoki-telescope/spoki/lab"
 	"github.com/spoki-telescope/spoki/records"
 	"github.com/spoki-telescope/spoki/stats"
+	"github.com/spoki-telescope/spoki/telescope"
 )
 
 // Timeouts of the end-to-end tests.
@@ -187,6 +189,26 @@ func (tel *e2eTelescope) checkReplies(t *testing.T, want string) {
 		if lab.IsReadyLine(line) {
 			if !strings.Contains(line, " replies="+want) {
 				t.Errorf("ready line %q: want replies=%s", line, want)
+			}
+			return
+		}
+	}
+	t.Errorf("no ready line in spoki's output")
+}
+
+// checkProcs asserts that the ready line gives the Ps spoki runs with:
+// Go's default (this test's own, in the same cgroup) plus
+// telescope.ExtraProcs, or the environment's GOMAXPROCS when set.
+func (tel *e2eTelescope) checkProcs(t *testing.T) {
+	t.Helper()
+	want := fmt.Sprintf(" procs=%d procs_source=default+%d", runtime.GOMAXPROCS(0)+telescope.ExtraProcs, telescope.ExtraProcs)
+	if env := os.Getenv("GOMAXPROCS"); env != "" {
+		want = " procs_source=GOMAXPROCS=" + env
+	}
+	for _, line := range strings.Split(tel.proc.Output(), "\n") {
+		if lab.IsReadyLine(line) {
+			if !strings.Contains(line, want) {
+				t.Errorf("ready line %q: want %q", line, want)
 			}
 			return
 		}

@@ -348,6 +348,7 @@ func TestKernelClientsPayloadRecorded(t *testing.T) {
 	tel := e2eStartTelescope(t, l)
 	// The handshakes below complete through the raw reply sockets.
 	tel.checkReplies(t, "raw")
+	tel.checkProcs(t)
 
 	httpDst := netip.MustParseAddrPort("198.51.100.80:80")
 	ncDst := netip.MustParseAddrPort("198.51.100.23:23")

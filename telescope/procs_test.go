@@ -1,0 +1,28 @@
+package telescope
+
+import (
+	"os"
+	"runtime"
+	"testing"
+)
+
+// TestSetProcs checks that setProcs adds ExtraProcs to the default and
+// leaves a GOMAXPROCS from the environment alone.
+func TestSetProcs(t *testing.T) {
+	before := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(before) })
+
+	t.Setenv("GOMAXPROCS", "")
+	os.Unsetenv("GOMAXPROCS")
+	n, src := setProcs()
+	if n != before+ExtraProcs || runtime.GOMAXPROCS(0) != n || src != "default+2" {
+		t.Errorf("setProcs() = %d, %q (GOMAXPROCS now %d); want %d, \"default+2\"", n, src, runtime.GOMAXPROCS(0), before+ExtraProcs)
+	}
+
+	runtime.GOMAXPROCS(before)
+	t.Setenv("GOMAXPROCS", "3")
+	n, src = setProcs()
+	if n != before || runtime.GOMAXPROCS(0) != before || src != "GOMAXPROCS=3" {
+		t.Errorf("with GOMAXPROCS=3 set: setProcs() = %d, %q (GOMAXPROCS now %d); want %d (as the runtime read it), \"GOMAXPROCS=3\"", n, src, runtime.GOMAXPROCS(0), before)
+	}
+}
