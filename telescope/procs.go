@@ -14,8 +14,9 @@ import (
 // queue overflowed meanwhile. With two Ps more the kernel's scheduler
 // shares the CPUs among their threads instead, at a finer grain: under a
 // maximum flood on 2 CPUs, 1.10× the SYN-ACK/s with irregular SYNs and
-// 1.05× with regular ones (docs/benchmarks.md), for some 0.2 µs more user
-// time per SYN-ACK (idle Ps' threads look for work before they sleep).
+// 1.02× with regular ones (medians over rounds, docs/benchmarks.md), for
+// 0.2-0.3 µs more user time per SYN-ACK (idle Ps' threads look for work
+// before they sleep).
 const ExtraProcs = 2
 
 // setProcs sets GOMAXPROCS to Go's default plus ExtraProcs, unless the
