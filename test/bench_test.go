@@ -45,6 +45,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -265,8 +266,8 @@ func BenchmarkFlood(b *testing.B) {
 	rounds := benchDefaultRounds
 	if s := os.Getenv("SPOKI_BENCH_ROUNDS"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 5 {
-			b.Fatalf("SPOKI_BENCH_ROUNDS=%q: want 1 to 5", s)
+		if err != nil || n < 1 || n > 10 {
+			b.Fatalf("SPOKI_BENCH_ROUNDS=%q: want 1 to 10", s)
 		}
 		rounds = n
 	}
@@ -1136,8 +1137,17 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 			// (each run against the other design's run of the same round).
 			r := x.meanPPS / y.meanPPS
 			ratios[c][pr] = r
-			fmt.Fprintf(&w, "%-14s ratio %s/%s: mean %.2f (per-round median %.2f), peak %.2f",
-				c.name(), pr.a, pr.b, r, benchRoundRatio(all, pl, c, pr.a, pr.b), x.peakPPS/max(y.peakPPS, 1))
+			perRound := benchRoundRatios(all, pl, c, pr.a, pr.b)
+			fmt.Fprintf(&w, "%-14s ratio %s/%s: mean %.2f (per-round median %.2f", c.name(), pr.a, pr.b, r, benchMedian(perRound))
+			if len(perRound) > 1 {
+				// One run's ratio moves by more than most changes: the
+				// rounds' own ratios show how far.
+				fmt.Fprintf(&w, " of")
+				for _, v := range perRound {
+					fmt.Fprintf(&w, " %.2f", v)
+				}
+			}
+			fmt.Fprintf(&w, "), peak %.2f", x.peakPPS/max(y.peakPPS, 1))
 			if pr.b != benchKernel {
 				fmt.Fprintf(&w, ", µs/SA %.2f vs %.2f (+%.2f µs per SYN; user %.2f vs %.2f)", x.cpuPerSynackUS, y.cpuPerSynackUS, x.cpuPerSynackUS-y.cpuPerSynackUS, x.userPerSynackUS, y.userPerSynackUS)
 			}
@@ -1221,8 +1231,9 @@ func benchMedianFor(all []benchResult, pl benchPlacement, c benchCase, d benchDe
 	return m, true
 }
 
-// benchRoundRatio is the median over rounds of x/y within a round.
-func benchRoundRatio(all []benchResult, pl benchPlacement, c benchCase, x, y benchDesign) float64 {
+// benchRoundRatios are the ratios x/y within each round (x's SYN-ACK/s
+// over y's of the same round), in the rounds' order.
+func benchRoundRatios(all []benchResult, pl benchPlacement, c benchCase, x, y benchDesign) []float64 {
 	byRound := map[int][2]float64{}
 	for _, r := range all {
 		if r.placement != pl || r.rate != c.rate || r.irregular != c.irregular {
@@ -1237,13 +1248,14 @@ func benchRoundRatio(all []benchResult, pl benchPlacement, c benchCase, x, y ben
 		}
 		byRound[r.round] = v
 	}
+	rounds := slices.Sorted(maps.Keys(byRound))
 	var rs []float64
-	for _, v := range byRound {
-		if v[0] > 0 && v[1] > 0 {
+	for _, i := range rounds {
+		if v := byRound[i]; v[0] > 0 && v[1] > 0 {
 			rs = append(rs, v[1]/v[0])
 		}
 	}
-	return benchMedian(rs)
+	return rs
 }
 
 // benchMedianResult takes the median of every figure independently.
