@@ -3,6 +3,7 @@ package telescope
 import (
 	"os"
 	"runtime"
+	"strconv"
 	"testing"
 )
 
@@ -15,8 +16,8 @@ func TestSetProcs(t *testing.T) {
 	t.Setenv("GOMAXPROCS", "")
 	os.Unsetenv("GOMAXPROCS")
 	n, src := setProcs()
-	if n != before+ExtraProcs || runtime.GOMAXPROCS(0) != n || src != "default+2" {
-		t.Errorf("setProcs() = %d, %q (GOMAXPROCS now %d); want %d, \"default+2\"", n, src, runtime.GOMAXPROCS(0), before+ExtraProcs)
+	if want := "default+" + strconv.Itoa(ExtraProcs); n != before+ExtraProcs || runtime.GOMAXPROCS(0) != n || src != want {
+		t.Errorf("setProcs() = %d, %q (GOMAXPROCS now %d); want %d, %q", n, src, runtime.GOMAXPROCS(0), before+ExtraProcs, want)
 	}
 
 	runtime.GOMAXPROCS(before)

@@ -126,25 +126,26 @@ type running struct {
 	hup       chan os.Signal
 	status    StatusLine // nil: stats lines
 	logMemory func(*slog.Logger)
-	// procs is GOMAXPROCS as setProcs left it, and where it came from.
-	procs       int
-	procsSource string
-	dev         tun.Device
-	sink        *filesink.Writer
-	pub         *kafkasink.Publisher
-	emitEvent   func(time.Time, []byte)
-	tp          *twoPhaseFeed
-	tel         *promstats.Telemetry
-	src         metricsSources
-	muxes       *muxSet
-	newMux      func(*handlers.Registry) (*handlers.Mux, error)
-	st          *netstack.Stack
-	limits      netstack.SYNACKLimits
+	dev       tun.Device
+	sink      *filesink.Writer
+	pub       *kafkasink.Publisher
+	emitEvent func(time.Time, []byte)
+	tp        *twoPhaseFeed
+	tel       *promstats.Telemetry
+	src       metricsSources
+	muxes     *muxSet
+	newMux    func(*handlers.Registry) (*handlers.Mux, error)
+	st        *netstack.Stack
+	limits    netstack.SYNACKLimits
 	// replyLim are the limits of the ICMP and UDP answers.
 	replyLim netstack.ReplyLimits
 	metrics  *promstats.Server
 	// closers undo the set-up, run last first; the first error is kept.
 	closers []func() error
+
+	// procs is GOMAXPROCS as setProcs left it, and where it came from.
+	procs       int
+	procsSource string
 }
 
 // onClose adds a step of the take-down.
