@@ -15,6 +15,7 @@ import (
 	"github.com/spoki-telescope/spoki/analysis/twophase"
 	"github.com/spoki-telescope/spoki/handlers"
 	"github.com/spoki-telescope/spoki/netstack"
+	"github.com/spoki-telescope/spoki/records/filesink"
 	"github.com/spoki-telescope/spoki/tun"
 )
 
@@ -73,10 +74,12 @@ type Run struct {
 	// the 650 log bytes a SYN costs; the CSV rows stay either way).
 	SYNEvents bool `yaml:"syn-events"`
 	// Keep removes log files older than that (0 keeps all); Compress
-	// gzips hourly files once their hour is closed.
-	Keep         time.Duration `yaml:"keep"`
-	Compress     bool          `yaml:"compress"`
-	PhaseTimeout time.Duration `yaml:"phase-timeout"`
+	// gzips hourly files once their hour is closed, with CompressWorkers
+	// goroutines deflating each file.
+	Keep            time.Duration `yaml:"keep"`
+	Compress        bool          `yaml:"compress"`
+	CompressWorkers int           `yaml:"compress-workers"`
+	PhaseTimeout    time.Duration `yaml:"phase-timeout"`
 	// PhaseMemory is the fixed budget of the two-phase detector's table.
 	PhaseMemory Size `yaml:"phase-memory"`
 	// SYNACK* limit the SYN-ACKs per source (netstack.SYNACKLimits):
@@ -160,6 +163,7 @@ func Default() Run {
 		PhaseTimeout:     600 * time.Second,
 		PhaseMemory:      twophase.DefaultMemory,
 		Compress:         true,
+		CompressWorkers:  filesink.DefaultCompressWorkers,
 		SYNEvents:        true,
 		Persona:          netstack.PersonaPlain.Name,
 		Alerts:           true,

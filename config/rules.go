@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spoki-telescope/spoki/netstack"
+	"github.com/spoki-telescope/spoki/records/filesink"
 	"github.com/spoki-telescope/spoki/records/kafkasink"
 	"github.com/spoki-telescope/spoki/tun"
 )
@@ -59,6 +60,10 @@ var rules = []rule{
 	}},
 	{"keep", both, flagSpace, func(c *Run) error {
 		return failIf(c.Keep < 0, "%v must not be negative", c.Keep)
+	}},
+	{"compress-workers", both, flagSpace, func(c *Run) error {
+		return failIf(c.CompressWorkers < 1 || c.CompressWorkers > filesink.MaxCompressWorkers,
+			"%d out of range 1-%d", c.CompressWorkers, filesink.MaxCompressWorkers)
 	}},
 	{"phase-memory", both, flagSpace, func(c *Run) error { return CheckPhaseMemory(c.PhaseMemory) }},
 	{"max-conns", both, flagSpace, func(c *Run) error {

@@ -254,7 +254,7 @@ func (t *running) openLogs(runAs privs.User) error {
 		logRoot.Close()
 		return err
 	}
-	sink, err := filesink.New(filesink.Config{Dir: cfg.LogDir, Root: logRoot, Tag: cfg.Tag, Compress: cfg.Compress, Keep: cfg.Keep,
+	sink, err := filesink.New(filesink.Config{Dir: cfg.LogDir, Root: logRoot, Tag: cfg.Tag, Compress: cfg.Compress, CompressWorkers: cfg.CompressWorkers, Keep: cfg.Keep,
 		Logger: log.With("component", "filesink"), OmitSYNEvents: !cfg.SYNEvents,
 		UDPFields: udpreply.AppendFields})
 	if err != nil {

@@ -89,11 +89,13 @@ func floodLogs() (raw, reply, events []byte) {
 func BenchmarkGzipFlood(b *testing.B) {
 	raw, reply, events := floodLogs()
 	for _, c := range []struct {
-		name  string
-		files [][]byte
+		name    string
+		files   [][]byte
+		workers int // Config.CompressWorkers
 	}{
-		{"all", [][]byte{raw, reply, events}},
-		{"omit-syn-events", [][]byte{raw, reply}},
+		{"all", [][]byte{raw, reply, events}, 1},
+		{"omit-syn-events", [][]byte{raw, reply}, 1},
+		{"all-workers-2", [][]byte{raw, reply, events}, 2},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			var size int
@@ -104,7 +106,7 @@ func BenchmarkGzipFlood(b *testing.B) {
 			var n countW
 			for b.Loop() {
 				for _, f := range c.files {
-					w := kgzip.NewWriter(&n)
+					w := newGzipWriter(&n, c.workers)
 					if _, err := w.Write(f); err != nil {
 						b.Fatal(err)
 					}

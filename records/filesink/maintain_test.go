@@ -1,13 +1,16 @@
 package filesink
 
 import (
+	"bytes"
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,8 +25,8 @@ import (
 	"github.com/spoki-telescope/spoki/records"
 )
 
-// gunzipLines reads a gzipped log whole and returns its lines.
-func gunzipLines(t *testing.T, path string) []string {
+// gunzip reads a gzipped log whole with the standard library.
+func gunzip(t *testing.T, path string) []byte {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -38,7 +41,13 @@ func gunzipLines(t *testing.T, path string) []string {
 	if err != nil {
 		t.Fatalf("gunzip %s: %v", path, err)
 	}
-	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	return b
+}
+
+// gunzipLines reads a gzipped log whole and returns its lines.
+func gunzipLines(t *testing.T, path string) []string {
+	t.Helper()
+	return strings.Split(strings.TrimSuffix(string(gunzip(t, path)), "\n"), "\n")
 }
 
 // waitFor polls cond for up to 10 s, failing with what when it stays false.
@@ -99,6 +108,89 @@ func TestCompressRotatedHours(t *testing.T) {
 	if st := w.Stats(); st.CompressErrors != 0 || st.CompressQueueFull != 0 {
 		t.Errorf("Stats() = %+v, want no compression errors", st)
 	}
+}
+
+// TestCompressWorkers compresses a plain log of a finished hour found at
+// start, over a dozen blocks long, with one worker and with several: the
+// gzip must be one that the standard library reads back byte for byte, and
+// the plain file must go.
+func TestCompressWorkers(t *testing.T) {
+	plain := floodRows(12*compressBlockBytes + 1000)
+	for _, workers := range []int{1, 4} {
+		t.Run(strconv.Itoa(workers), func(t *testing.T) {
+			dir := t.TempDir()
+			name := rawName(time.Unix(hourOf(time.Now()), 0).Add(-3 * time.Hour))
+			if err := os.WriteFile(filepath.Join(dir, name), plain, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			w, _ := newTestWriter(t, Config{Dir: dir, Compress: true, CompressWorkers: workers})
+			waitFor(t, "the file compressed", func() bool { return w.Stats().FilesCompressed == 1 })
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("plain file after compression: %v, want it gone", err)
+			}
+			if got := gunzip(t, filepath.Join(dir, name+".gz")); !bytes.Equal(got, plain) {
+				t.Fatalf("gunzip gives %d bytes, want the %d written", len(got), len(plain))
+			}
+		})
+	}
+	if _, err := New(Config{Dir: t.TempDir(), Compress: true, CompressWorkers: MaxCompressWorkers + 1}); err == nil {
+		t.Errorf("New with %d compress workers: no error", MaxCompressWorkers+1)
+	}
+}
+
+// floodRows returns at least n bytes of raw-log-like rows of a spoofed
+// flood, random enough that they compress as a flood's do.
+func floodRows(n int) []byte {
+	var rows []byte
+	x := uint64(0x9e3779b97f4a7c15)
+	for i := 0; len(rows) < n; i++ {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		rows = fmt.Appendf(rows, "%d|%d.%d.%d.%d|192.0.2.%d|54321|241|tcp|%d|23|%d\n",
+			1764000000+i/100000, byte(x>>56), byte(x>>48), byte(x>>40), byte(x>>32), byte(x>>24), uint16(x), uint32(x>>16))
+	}
+	return rows
+}
+
+// TestCompressCloseMidway closes the Writer while several workers
+// compress a large file: the plain file must stay whole, no gzip or
+// temporary file may remain, and pgzip's goroutines must end.
+func TestCompressCloseMidway(t *testing.T) {
+	plain := floodRows(24 << 20)
+	dir := t.TempDir()
+	name := rawName(time.Unix(hourOf(time.Now()), 0).Add(-3 * time.Hour))
+	if err := os.WriteFile(filepath.Join(dir, name), plain, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	w, _ := newTestWriter(t, Config{Dir: dir, Compress: true, CompressWorkers: 4})
+	waitFor(t, "the compression to start", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "."+name+tmpSuffix))
+		return err == nil || w.Stats().FilesCompressed > 0
+	})
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if w.Stats().FilesCompressed > 0 {
+		t.Fatal("the file was compressed before Close: not the case this test is for")
+	}
+	got, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("plain file after Close: %d bytes, %v; want the %d written", len(got), err, len(plain))
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("files after Close = %v, want only %s", names, name)
+	}
+	waitFor(t, "the compressor's goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
 
 func TestSweepExpiresAndCompresses(t *testing.T) {
