@@ -81,12 +81,13 @@ var e2eImportTable = []e2eImportRule{
 	// duration histogram over the records' sessions.
 	{"stats/promstats", []string{"stats", "records", "internal/version"}},
 	{"stats/...", []string{"stats"}},
-	// config is the configuration of `spoki run`: its defaults come from
-	// the stages it configures, and the handlers map is checked by
-	// building the registry from the handler packages.
+	// config is the configuration of `spoki run`: its defaults and bounds
+	// come from the stages it configures (the file sink's compressor
+	// workers among them), and the handlers map is checked by building
+	// the registry from the handler packages.
 	// config checks the Kafka TLS and SASL settings with the sink's own
 	// loader (records/kafkasink), so that check and use cannot disagree.
-	{"config", []string{"tun", "netstack", "handlers", "handlers/...", "analysis/twophase", "records/kafkasink"}},
+	{"config", []string{"tun", "netstack", "handlers", "handlers/...", "analysis/twophase", "records/filesink", "records/kafkasink"}},
 	// telescope is `spoki run` once its flags are parsed: it sets up the
 	// stages of the flow and serves; only the commands import it.
 	{"telescope", []string{"tun", "privs", "netstack", "handlers", "records", "records/filesink", "records/kafkasink",
