@@ -79,7 +79,10 @@ type Run struct {
 	Keep            time.Duration `yaml:"keep"`
 	Compress        bool          `yaml:"compress"`
 	CompressWorkers int           `yaml:"compress-workers"`
-	PhaseTimeout    time.Duration `yaml:"phase-timeout"`
+	// RecordWait is the longest a TUN reader waits after a read while the
+	// record writer is behind (netstack.Config.RecordWait); 0 never waits.
+	RecordWait   time.Duration `yaml:"record-wait"`
+	PhaseTimeout time.Duration `yaml:"phase-timeout"`
 	// PhaseMemory is the fixed budget of the two-phase detector's table.
 	PhaseMemory Size `yaml:"phase-memory"`
 	// SYNACK* limit the SYN-ACKs per source (netstack.SYNACKLimits):
@@ -164,6 +167,7 @@ func Default() Run {
 		PhaseMemory:      twophase.DefaultMemory,
 		Compress:         true,
 		CompressWorkers:  filesink.DefaultCompressWorkers,
+		RecordWait:       netstack.DefaultRecordWait,
 		SYNEvents:        true,
 		Persona:          netstack.PersonaPlain.Name,
 		Alerts:           true,

@@ -61,6 +61,9 @@ var rules = []rule{
 	{"keep", both, flagSpace, func(c *Run) error {
 		return failIf(c.Keep < 0, "%v must not be negative", c.Keep)
 	}},
+	{"record-wait", both, flagSpace, func(c *Run) error {
+		return failIf(c.RecordWait < 0 || c.RecordWait > time.Second, "%v outside 0-1s", c.RecordWait)
+	}},
 	{"compress-workers", both, flagSpace, func(c *Run) error {
 		return failIf(c.CompressWorkers < 1 || c.CompressWorkers > filesink.MaxCompressWorkers,
 			"%d out of range 1-%d", c.CompressWorkers, filesink.MaxCompressWorkers)

@@ -146,6 +146,33 @@ func (f *frontEnd) batchSink() BatchSink {
 	return bs
 }
 
+// backlog is the sink as a Backlogger when the readers are to wait for
+// it (Config.RecordWait), else nil.
+func (f *frontEnd) backlog() Backlogger {
+	b, _ := f.st.sink.(Backlogger)
+	if f.st.cfg.RecordWait <= 0 {
+		return nil
+	}
+	return b
+}
+
+// waitForRecords waits, after a read, while b is Backlogged, for at most
+// Config.RecordWait in steps of recordWaitStep. The reader's thread
+// sleeps, so the record writer gets its core.
+func (f *frontEnd) waitForRecords(b Backlogger) {
+	if !b.Backlogged() {
+		return
+	}
+	f.st.stats.RecordWaits.Add(1)
+	for waited := time.Duration(0); waited < f.st.cfg.RecordWait; waited += recordWaitStep {
+		time.Sleep(recordWaitStep)
+		if !b.Backlogged() {
+			return
+		}
+	}
+	f.st.stats.RecordWaitsExpired.Add(1)
+}
+
 // WritePackets implements stack.LinkEndpoint: every packet gVisor sends
 // comes through here. Only TCP from the telescope's prefixes leaves; each
 // packet that leaves is recorded as a reply.

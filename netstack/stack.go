@@ -78,6 +78,28 @@ type BatchSink interface {
 	Records(pkts []records.Packet, replies []records.Reply)
 }
 
+// Backlogger is a Sink that can tell that it is behind: the records it
+// has queued are near the bound past which it drops them. While it is, a
+// TUN reader waits after handing it a read's records (Config.RecordWait),
+// so that a flood leaves its excess unread in the TUN's queue (the
+// kernel drops it there, before anything is spent on it) instead of
+// answering SYNs whose rows the sink would then drop: every SYN-ACK sent
+// keeps its rows. Backlogged is called once per read and must be cheap.
+type Backlogger interface {
+	Backlogged() bool
+}
+
+// DefaultRecordWait is the longest a TUN reader waits for a backlogged
+// sink after one read (Config.RecordWait): long enough for the record
+// writer to drain a read's worth on a core shared with the readers, short
+// enough that a writer stalled on its disk slows a reader to no less than
+// 64 packets a millisecond.
+const DefaultRecordWait = time.Millisecond
+
+// recordWaitStep is how long a waiting reader sleeps between two looks at
+// the sink's backlog.
+const recordWaitStep = 100 * time.Microsecond
+
 // Config configures a Stack. Zero values mean the defaults.
 type Config struct {
 	// Device is the TUN, one reader goroutine per queue. It stays the
@@ -90,6 +112,13 @@ type Config struct {
 	// Prefixes are the telescope's address space; packets to other
 	// addresses are recorded and dropped.
 	Prefixes []netip.Prefix
+	// RecordWait is the longest a TUN reader waits, after handing a read's
+	// records to a Sink that is a Backlogger and Backlogged, for it to catch
+	// up, in steps of 100 µs (Stats.RecordWaits, RecordWaitsExpired).
+	// Unlike the other fields, zero is not the default but never waiting:
+	// the sink then drops and counts what does not fit. spoki run sets
+	// DefaultRecordWait (--record-wait).
+	RecordWait time.Duration
 	// MaxConns bounds connections open at once; valid-cookie ACKs over it
 	// are dropped and counted (the client retransmits).
 	MaxConns int

@@ -93,6 +93,11 @@ type Stats struct {
 	// counts UDP to the other ports, never answered.
 	DropUDPRate, DropUDPOff, DropUDPMalformed, DropUDPTooLarge atomic.Uint64
 
+	// RecordWaits counts TUN reads after which the reader waited for a
+	// backlogged sink (Config.RecordWait); RecordWaitsExpired counts the
+	// waits that ran the whole RecordWait with the sink still behind.
+	RecordWaits, RecordWaitsExpired atomic.Uint64
+
 	// Accepted counts connections handed to the handler.
 	Accepted atomic.Uint64
 	// AcceptUnknown counts accepted connections the front end had not
@@ -184,6 +189,9 @@ type Snapshot struct {
 	DropUDPMalformed     uint64 `line:"drops drop_udp_malformed" metric:"netstack_drops_total{cause=udp_malformed} netstack_packets_total{verdict=drop}"`
 	DropUDPTooLarge      uint64 `line:"drops drop_udp_too_large" metric:"netstack_drops_total{cause=udp_too_large} netstack_packets_total{verdict=drop}"`
 
+	RecordWaits        uint64 `line:"record_waits" metric:"netstack_record_waits_total" help:"TUN reads after which the reader waited for the record writer to catch up (--record-wait)."`
+	RecordWaitsExpired uint64 `line:"record_waits_expired" metric:"netstack_record_waits_expired_total" help:"Waits for the record writer that ran the whole --record-wait with the writer still behind."`
+
 	Accepted        uint64 `line:"accepted" metric:"netstack_connections_accepted_total" help:"Connections handed to the handlers."`
 	AcceptUnknown   uint64 `line:"accept_unknown" metric:"netstack_connections_unknown_total" help:"Accepted connections the front end had not admitted."`
 	AdmitExpired    uint64 `line:"admit_expired" metric:"netstack_admissions_expired_total" help:"Admitted handshakes gVisor never turned into a connection."`
@@ -243,6 +251,7 @@ func (s *Stats) Snapshot() Snapshot {
 		AcceptReset: s.AcceptReset.Load(), LingerEvicted: s.LingerEvicted.Load(), AcceptDuplicate: s.AcceptDuplicate.Load(),
 		Untranslated: s.Untranslated.Load(), TxErrDenied: s.TxErrDenied.Load(),
 		TxErrNoBufs: s.TxErrNoBufs.Load(), TxErrUnreachable: s.TxErrUnreachable.Load(),
-		TxErrOther: s.TxErrOther.Load(),
+		TxErrOther:  s.TxErrOther.Load(),
+		RecordWaits: s.RecordWaits.Load(), RecordWaitsExpired: s.RecordWaitsExpired.Load(),
 	}
 }

@@ -72,6 +72,10 @@ func (a sinkAdapter) Records(pkts []records.Packet, reps []records.Reply) {
 	}
 }
 
+// Backlogged is the writer's (netstack.Backlogger): the TUN readers wait
+// while it is behind, so that what they answer keeps its rows.
+func (a sinkAdapter) Backlogged() bool { return a.w.Backlogged() }
+
 // Options are what Run needs from the command line.
 type Options struct {
 	// Config is the parsed configuration (flags over the file), not yet
@@ -402,6 +406,7 @@ func (t *running) startStack(prefixes []netip.Prefix) error {
 		MaxConnsPerIP:  cfg.MaxConnsPerIP,
 		MaxConnsPerNet: cfg.MaxConnsPerNet,
 		MaxListeners:   cfg.MaxListeners,
+		RecordWait:     cfg.RecordWait,
 
 		ICMPOff:     cfg.ICMP == "off",
 		UDPOff:      cfg.UDP == "off",

@@ -102,6 +102,7 @@ func runFlags(c *runConfig, prefixes, purePrefixes *prefixList) *flag.FlagSet {
 	fs.StringVar(&c.User, "user", c.User, "after set-up, run as user `NAME` (as root the default is spoki, else nobody; root keeps uid 0); no capability is kept either way")
 	fs.DurationVar(&c.Keep, "keep", c.Keep, "remove log files older than `DURATION` (0 = keep all)")
 	fs.BoolVar(&c.Compress, "compress", c.Compress, "gzip hourly files once their hour is closed")
+	fs.DurationVar(&c.RecordWait, "record-wait", c.RecordWait, "longest a TUN reader waits after a read while the record writer is behind (its queues three quarters full), so that answered SYNs keep their rows (0 = never: the rows are dropped and counted)")
 	fs.IntVar(&c.CompressWorkers, "compress-workers", c.CompressWorkers, "goroutines that deflate a closed file at once (1-64; one keeps up with about 230k SYN/s averaged over an hour)")
 	fs.BoolVar(&c.SYNEvents, "syn-events", c.SYNEvents, "write a syn event per SYN to the event log (=false keeps only the CSV rows: about a third of the log bytes)")
 	fs.StringVar(&c.HostName, "host-name", c.HostName, "sensor `NAME` written as host on every event (default: the tag)")

@@ -65,6 +65,7 @@ func TestConfigErrors(t *testing.T) {
 		{"overlapping prefixes", "prefix: [192.0.2.0/24, 192.0.2.0/25]\n", "overlap"},
 		{"misspelt handler setting with its line", "prefix: [192.0.2.0/24]\nhandlers:\n  http:\n    settings:\n      server: x\n      bannr: y\n", "line 6: handlers: http: field bannr"},
 		{"handler setting of the wrong type", "prefix: [192.0.2.0/24]\nhandlers:\n  ssh:\n    settings: {readtimeout: soon}\n", "ssh"},
+		{"record wait out of range", "prefix: [192.0.2.0/24]\nrecord-wait: 2s\n", "line 2: record-wait: 2s outside 0-1s"},
 		{"compress workers out of range", "prefix: [192.0.2.0/24]\ncompress-workers: 65\n", "line 2: compress-workers: 65 out of range 1-64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -120,6 +120,48 @@ func TestRecordsQueueFull(t *testing.T) {
 	}
 }
 
+// TestBacklogged checks that the writer says it is behind once more than
+// three quarters of either queue's budget is queued, and no longer once
+// it has written them.
+func TestBacklogged(t *testing.T) {
+	// The writer goroutine is not started, so the batches stay queued.
+	w, err := newWriter(Config{Dir: t.TempDir(), PacketQueue: 4 * BatchRecords, ReplyQueue: 8 * BatchRecords})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkts, reps := synBatch(at(10, 0, 0, 0), BatchRecords)
+	for i, want := range []bool{false, false, false, true} { // 25 %, 50 %, 75 %, 100 % of PacketQueue
+		w.Records(pkts, nil)
+		if got := w.Backlogged(); got != want {
+			t.Errorf("%d of %d packets queued: Backlogged() = %v, want %v", (i+1)*BatchRecords, 4*BatchRecords, got, want)
+		}
+	}
+	go w.loop()
+	waitFor(t, "the queue written", func() bool { return !w.Backlogged() })
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	w, err = newWriter(Config{Dir: t.TempDir(), PacketQueue: 8 * BatchRecords, ReplyQueue: 4 * BatchRecords})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		w.Records(nil, reps)
+	}
+	if w.Backlogged() {
+		t.Error("75 % of ReplyQueue queued: Backlogged() = true, want false")
+	}
+	w.Records(nil, reps)
+	if !w.Backlogged() {
+		t.Error("all of ReplyQueue queued: Backlogged() = false, want true")
+	}
+	go w.loop()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestRecordsAllocateNothing checks that a batch handed over, written and
 // freed allocates nothing once the batch exists: the packet path's share
 // and the writer's.

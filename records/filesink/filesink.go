@@ -520,6 +520,13 @@ func (w *Writer) enqueueBatch(pkts []records.Packet, reps []records.Reply) {
 		int64(len(w.batches)) >= w.wakeBatches)
 }
 
+// Backlogged reports whether the writer is behind: more than three
+// quarters of PacketQueue or ReplyQueue are queued, so that the next reads'
+// rows may not fit (netstack.Backlogger). Two atomic loads.
+func (w *Writer) Backlogged() bool {
+	return w.queuedPackets.Load() > int64(cap(w.packets))/4*3 || w.queuedReplies.Load() > int64(cap(w.replies))/4*3
+}
+
 // sendCounted sends v, already counted in queued, on ch. It never blocks:
 // should ch be full after all, v is uncounted, dropped and counted in full.
 func sendCounted[T any](ch chan<- T, v T, queued *atomic.Int64, full *atomic.Uint64) {
