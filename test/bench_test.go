@@ -210,7 +210,7 @@ type benchStats struct {
 	msg                               string
 	packetsIn, synacksOut             uint64
 	drops, recordsDropped, tunDropped uint64
-	txErrors                          uint64
+	txErrors, recordWaits             uint64
 	heapLive, rss                     uint64
 	hasHeap                           bool
 }
@@ -253,6 +253,7 @@ type benchResult struct {
 	// spoki only.
 	spokiDrops, recordsDropped    uint64
 	txErrors                      uint64 // replies the kernel refused (tx_errors)
+	recordWaits                   uint64 // reads after which a reader waited for the writer (record_waits)
 	heapBefore, heapPeak, heapAft uint64
 	hasHeap                       bool
 	pidChecked                    bool
@@ -637,6 +638,7 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 		}
 		res.recordsDropped = final.recordsDropped - last.recordsDropped
 		res.txErrors = final.txErrors - last.txErrors
+		res.recordWaits = final.recordWaits - last.recordWaits
 		res.heapBefore, res.heapAft = last.heapLive, final.heapLive
 		res.heapPeak = max(res.heapPeak, res.heapBefore, res.heapAft)
 		if final.synacksOut-last.synacksOut < res.synacks {
@@ -1067,6 +1069,8 @@ func benchParseStats(out string) []benchStats {
 				s.recordsDropped = n
 			case "tx_errors":
 				s.txErrors = n
+			case "record_waits":
+				s.recordWaits = n
 			case "tun_dropped":
 				s.tunDropped = n
 			case "heap_live":
@@ -1288,6 +1292,7 @@ func benchMedianResult(rs []benchResult) benchResult {
 	m.spokiDrops = u(func(r benchResult) uint64 { return r.spokiDrops })
 	m.recordsDropped = u(func(r benchResult) uint64 { return r.recordsDropped })
 	m.txErrors = u(func(r benchResult) uint64 { return r.txErrors })
+	m.recordWaits = u(func(r benchResult) uint64 { return r.recordWaits })
 	m.rssBefore = u(func(r benchResult) uint64 { return r.rssBefore })
 	m.rssPeak = u(func(r benchResult) uint64 { return r.rssPeak })
 	m.rssAfter = u(func(r benchResult) uint64 { return r.rssAfter })
@@ -1328,7 +1333,7 @@ func (r benchResult) line() string {
 		s += fmt.Sprintf(", NAPI thread %.2f cores (%.2f µs per SYN forwarded)", r.napiCores, r.napiUS)
 	}
 	if r.design.isSpoki() {
-		s += fmt.Sprintf(", drops %d, records_dropped %d, tx_errors %d", r.spokiDrops, r.recordsDropped, r.txErrors)
+		s += fmt.Sprintf(", drops %d, records_dropped %d, record_waits %d, tx_errors %d", r.spokiDrops, r.recordsDropped, r.recordWaits, r.txErrors)
 		if r.hasHeap {
 			s += fmt.Sprintf(", heap %.2f/%.2f/%.2f MiB", benchMiBf(r.heapBefore), benchMiBf(r.heapPeak), benchMiBf(r.heapAft))
 		}
