@@ -42,6 +42,26 @@ func TestReaderWaitsForBacklog(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWriteLog(64)
+			dst := netip.MustParseAddr("198.51.100.8")
+			const n = 6 // fewer than tuntest's batch of 8: one Read
+			inject := func(first uint16) {
+				t.Helper()
+				for i := range uint16(n) {
+					if !w.Inject(0, seg{src: scanner4, dst: dst, sport: first + i, dport: 80, seq: 1, flags: header.TCPFlagSyn}.build()) {
+						t.Fatal("inject refused")
+					}
+				}
+			}
+			answered := func() {
+				t.Helper()
+				for i := range n {
+					if w.Next(5*time.Second) == nil {
+						t.Fatalf("%d SYN-ACKs written, want %d", i, n)
+					}
+				}
+			}
+			// Queued before the reader starts, so that they are one Read.
+			inject(2000)
 			sink := &backlogSink{behind: tc.behind}
 			st, err := New(Config{Device: w, Prefixes: []netip.Prefix{telescope4}, Sink: sink, SYNACKLimits: &SYNACKLimits{},
 				RecordWait: tc.wait, Handle: func(c net.Conn, _ records.Flow) { c.Close() }})
@@ -49,22 +69,7 @@ func TestReaderWaitsForBacklog(t *testing.T) {
 				t.Fatalf("New: %v", err)
 			}
 			t.Cleanup(func() { st.Close(); w.Close() })
-			dst := netip.MustParseAddr("198.51.100.8")
-			read := func(first uint16) {
-				t.Helper()
-				const n = 6 // fewer than tuntest's batch of 8: one Read
-				for i := range uint16(n) {
-					if !w.Inject(0, seg{src: scanner4, dst: dst, sport: first + i, dport: 80, seq: 1, flags: header.TCPFlagSyn}.build()) {
-						t.Fatal("inject refused")
-					}
-				}
-				for i := range n {
-					if w.Next(5*time.Second) == nil {
-						t.Fatalf("%d SYN-ACKs written, want %d", i, n)
-					}
-				}
-			}
-			read(2000)
+			answered()
 			// The SYN-ACKs leave before the wait: give it its time.
 			deadline := time.Now().Add(5 * time.Second)
 			for st.stats.RecordWaits.Load() < tc.waits || st.stats.RecordWaitsExpired.Load() < tc.expired ||
@@ -81,7 +86,8 @@ func TestReaderWaitsForBacklog(t *testing.T) {
 			if got, exp := st.stats.RecordWaits.Load(), st.stats.RecordWaitsExpired.Load(); got != tc.waits || exp != tc.expired {
 				t.Errorf("RecordWaits %d, RecordWaitsExpired %d; want %d, %d", got, exp, tc.waits, tc.expired)
 			}
-			read(3000) // answered whatever the sink says
+			inject(3000) // answered whatever the sink says
+			answered()
 		})
 	}
 }
