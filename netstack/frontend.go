@@ -27,6 +27,9 @@ import (
 type frontEnd struct {
 	nested.Endpoint
 	st *Stack
+	// backlog is the sink the readers wait for after a read
+	// (waitForRecords), or nil: not a Backlogger, or Config.RecordWait 0.
+	backlog Backlogger
 }
 
 var _ stack.LinkEndpoint = (*frontEnd)(nil)
@@ -146,21 +149,12 @@ func (f *frontEnd) batchSink() BatchSink {
 	return bs
 }
 
-// backlog is the sink as a Backlogger when the readers are to wait for
-// it (Config.RecordWait), else nil.
-func (f *frontEnd) backlog() Backlogger {
-	b, _ := f.st.sink.(Backlogger)
-	if f.st.cfg.RecordWait <= 0 {
-		return nil
-	}
-	return b
-}
-
-// waitForRecords waits, after a read, while b is Backlogged, for at most
-// Config.RecordWait in steps of recordWaitStep. The reader's thread
-// sleeps, so the record writer gets its core.
-func (f *frontEnd) waitForRecords(b Backlogger) {
-	if !b.Backlogged() {
+// waitForRecords waits, after a read, while f.backlog is Backlogged,
+// for at most Config.RecordWait in steps of recordWaitStep. The reader's
+// thread sleeps, so the record writer gets its core.
+func (f *frontEnd) waitForRecords() {
+	b := f.backlog
+	if b == nil || !b.Backlogged() {
 		return
 	}
 	f.st.stats.RecordWaits.Add(1)

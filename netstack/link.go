@@ -113,11 +113,9 @@ func (l *tunLink) read(i int, q tun.Queue, d stack.NetworkDispatcher) {
 		bufs[j] = make([]byte, slot)
 	}
 	var tx *txBatch
-	var backlog Backlogger
 	bd, batched := d.(batchDispatcher)
 	if batched {
 		tx = newTxBatch(q, bd.stats(), n, bd.batchSink())
-		backlog = bd.backlog()
 	}
 	for {
 		k, err := q.Read(bufs, sizes, 0)
@@ -135,9 +133,9 @@ func (l *tunLink) read(i int, q tun.Queue, d stack.NetworkDispatcher) {
 		}
 		if tx != nil {
 			tx.flush()
-		}
-		if backlog != nil && k > 0 {
-			bd.waitForRecords(backlog)
+			if k > 0 {
+				bd.waitForRecords()
+			}
 		}
 		if err != nil {
 			l.mu.Lock()
@@ -162,10 +160,9 @@ type batchDispatcher interface {
 	// read, before they are delivered, so that the cache misses overlap.
 	touch(bufs [][]byte, sizes []int, tx *txBatch)
 	stats() *Stats
-	// backlog is the sink to wait for after a read, or nil;
-	// waitForRecords waits for it (Config.RecordWait).
-	backlog() Backlogger
-	waitForRecords(b Backlogger)
+	// waitForRecords waits after a read while the sink is behind
+	// (Config.RecordWait).
+	waitForRecords()
 	// batchSink is the records' BatchSink, or nil.
 	batchSink() BatchSink
 }

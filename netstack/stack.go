@@ -390,6 +390,9 @@ func New(cfg Config) (*Stack, error) {
 		link = s.tun
 	}
 	s.fe = &frontEnd{st: s}
+	if b, ok := s.sink.(Backlogger); ok && cfg.RecordWait > 0 {
+		s.fe.backlog = b
+	}
 	s.fe.Endpoint.Init(link, s.fe)
 	if e := s.stack.CreateNIC(nicID, s.fe); e != nil {
 		s.stack.Close()

@@ -524,7 +524,7 @@ func (w *Writer) enqueueBatch(pkts []records.Packet, reps []records.Reply) {
 // quarters of PacketQueue or ReplyQueue are queued, so that the next reads'
 // rows may not fit (netstack.Backlogger). Two atomic loads.
 func (w *Writer) Backlogged() bool {
-	return w.queuedPackets.Load() > int64(cap(w.packets))/4*3 || w.queuedReplies.Load() > int64(cap(w.replies))/4*3
+	return w.queuedPackets.Load() > backlogAt(cap(w.packets)) || w.queuedReplies.Load() > backlogAt(cap(w.replies))
 }
 
 // sendCounted sends v, already counted in queued, on ch. It never blocks:
@@ -602,6 +602,11 @@ const pollMin = BatchRecords
 // wakes the writer before its next poll: a burst fills no queue while it
 // sleeps. (The batch queue has its own: wakeBatches.)
 func wakeAt(c int) int64 { return int64(c / 2) }
+
+// backlogAt is the depth of a queue of capacity c past which the writer
+// is Backlogged: three quarters, above wakeAt, so that the readers wait
+// only once waking the writer early has not kept it up.
+func backlogAt(c int) int64 { return int64(c / 4 * 3) }
 
 // notify wakes the writer goroutine after a record was queued, if it
 // sleeps idle or urgent is set. It never blocks.

@@ -44,14 +44,14 @@ func loadLogs(b *testing.B) []byte {
 // floodSYNs is how many SYNs' records BenchmarkGzipFlood compresses.
 const floodSYNs = 100_000
 
-// floodLogs returns the three records of each of floodSYNs SYNs of a
+// floodLogs returns the three records of each of n SYNs of a
 // spoofed irregular flood (ZMap-like: no options, TTL 241, IP ID 54321,
 // a random source and ISN, a random address of the /24, port 23, 10 µs
 // apart) and their SYN-ACKs, as the writer encodes them: the raw rows, the
 // reply rows and the `syn` events, each kind in one stream as each has its
 // own file. Random fields compress worse than the example logs' real
 // traffic does, so this is what a flood's hour costs the compressor.
-func floodLogs() (raw, reply, events []byte) {
+func floodLogs(n int) (raw, reply, events []byte) {
 	x := uint64(0x9e3779b97f4a7c15)
 	next := func() uint64 { // xorshift64
 		x ^= x << 13
@@ -60,7 +60,7 @@ func floodLogs() (raw, reply, events []byte) {
 		return x
 	}
 	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-	for i := range floodSYNs {
+	for i := range n {
 		r := next()
 		p := records.Packet{
 			Time: t0.Add(time.Duration(i) * 10 * time.Microsecond), Proto: records.ProtoTCP,
@@ -87,7 +87,7 @@ func floodLogs() (raw, reply, events []byte) {
 // SYN under a flood, with all three records and with the Spoki CSV rows
 // alone (--syn-events=false).
 func BenchmarkGzipFlood(b *testing.B) {
-	raw, reply, events := floodLogs()
+	raw, reply, events := floodLogs(floodSYNs)
 	for _, c := range []struct {
 		name    string
 		files   [][]byte

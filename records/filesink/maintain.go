@@ -295,12 +295,9 @@ func (w *Writer) gzipTo(root *os.Root, src, tmp string) (in, out int64, err erro
 	}
 	defer f.Close()
 	zw := newGzipWriter(f, w.cfg.CompressWorkers)
-	closed := false
-	defer func() {
-		if !closed {
-			zw.Close() // ends pgzip's goroutines; the temporary file goes
-		}
-	}()
+	// On a return before the Close below, this Close ends pgzip's
+	// goroutines (the temporary file goes); after it, it does nothing.
+	defer zw.Close()
 	buf := make([]byte, compressChunkBytes)
 	for {
 		select {
@@ -322,7 +319,6 @@ func (w *Writer) gzipTo(root *os.Root, src, tmp string) (in, out int64, err erro
 			return in, 0, rerr
 		}
 	}
-	closed = true
 	if err := zw.Close(); err != nil {
 		return in, 0, err
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -115,7 +114,10 @@ func TestCompressRotatedHours(t *testing.T) {
 // gzip must be one that the standard library reads back byte for byte, and
 // the plain file must go.
 func TestCompressWorkers(t *testing.T) {
-	plain := floodRows(12*compressBlockBytes + 1000)
+	_, _, plain := floodLogs(7_500) // 3.2 MiB of events
+	if len(plain) < 12*compressBlockBytes+1000 {
+		t.Fatalf("%d bytes: fewer than a dozen blocks", len(plain))
+	}
 	for _, workers := range []int{1, 4} {
 		t.Run(strconv.Itoa(workers), func(t *testing.T) {
 			dir := t.TempDir()
@@ -141,26 +143,11 @@ func TestCompressWorkers(t *testing.T) {
 	}
 }
 
-// floodRows returns at least n bytes of raw-log-like rows of a spoofed
-// flood, random enough that they compress as a flood's do.
-func floodRows(n int) []byte {
-	var rows []byte
-	x := uint64(0x9e3779b97f4a7c15)
-	for i := 0; len(rows) < n; i++ {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		rows = fmt.Appendf(rows, "%d|%d.%d.%d.%d|192.0.2.%d|54321|241|tcp|%d|23|%d\n",
-			1764000000+i/100000, byte(x>>56), byte(x>>48), byte(x>>40), byte(x>>32), byte(x>>24), uint16(x), uint32(x>>16))
-	}
-	return rows
-}
-
 // TestCompressCloseMidway closes the Writer while several workers
 // compress a large file: the plain file must stay whole, no gzip or
 // temporary file may remain, and pgzip's goroutines must end.
 func TestCompressCloseMidway(t *testing.T) {
-	plain := floodRows(24 << 20)
+	_, _, plain := floodLogs(56_000) // 24 MiB of events
 	dir := t.TempDir()
 	name := rawName(time.Unix(hourOf(time.Now()), 0).Add(-3 * time.Hour))
 	if err := os.WriteFile(filepath.Join(dir, name), plain, 0o600); err != nil {
