@@ -35,9 +35,10 @@ package test
 // alone halves the time; "spread" is a third, opt-in one), SPOKI_BENCH_KINDS ("regular,irregular" by
 // default), SPOKI_BENCH_DESIGNS ("echo-tun,echo-batched,spoki,kernel" by default;
 // "spoki-tun" adds spoki with --tun-replies),
-// SPOKI_BENCH_DURATION (each flood, 5s by default, 1s to 10s), SPOKI_BENCH_PROFILE=DIR (one extra spoki run at
-// the maximum rate with a Go CPU profile and, if perf is installed, a perf
-// record of the spoki process, written to DIR).
+// SPOKI_BENCH_DURATION (each flood, 5s by default, 1s to 10s), SPOKI_BENCH_PROFILE=DIR (one extra
+// run of the batched echo and of spoki, regular SYNs at SPOKI_BENCH_PROFILE_RATE packets
+// per second, 100000 by default and 0 for the maximum, with a Go CPU profile of spoki and,
+// if perf is installed, a perf record of each, written to DIR).
 
 import (
 	"bufio"
@@ -75,7 +76,7 @@ const (
 	benchDefaultRounds   = 2
 	benchClockTick       = 10 * time.Millisecond // USER_HZ is 100 on Linux
 	benchPprofAddr       = "127.0.0.1:6060"      // inside the telescope namespace only
-	benchProfileRate     = 100000                // a rate both designs sustain: per-SYN cost without contention
+	benchProfileRate     = 100000                // default of SPOKI_BENCH_PROFILE_RATE: a rate both designs sustain, per-SYN cost without contention
 	benchMiB             = 1 << 20
 	// benchPort is every SYN's destination port: the kernel answers only
 	// on a port with a listener, so all three designs get the same flood
@@ -96,6 +97,7 @@ const (
 	benchTargetRatio     = 0.9 // of the best I/O-only responder, echo-batched
 	benchTargetHeapGrowB = 4 * benchMiB
 	benchTargetRSSB      = 64 * benchMiB
+	benchTargetCPUUS     = 1.5 // µs per SYN-ACK over echo-batched
 )
 
 // benchRates are the offered rates in packets per second; 0 is "as fast as
@@ -314,6 +316,15 @@ func BenchmarkFlood(b *testing.B) {
 		}
 		benchFloodDuration, benchFloodTimeout = d, d+20*time.Second
 	}
+	profileRate := benchProfileRate
+	if s := os.Getenv("SPOKI_BENCH_PROFILE_RATE"); s != "" {
+		// 0 is the flooder's full speed: where the gap to the echo is.
+		r, err := strconv.Atoi(s)
+		if err != nil || r < 0 {
+			b.Fatalf("SPOKI_BENCH_PROFILE_RATE=%q: want packets per second, 0 for as fast as the flooder can", s)
+		}
+		profileRate = r
+	}
 	if benchNumCPU() < 2 && slices.ContainsFunc(placements, benchPlacement.pinned) {
 		b.Logf("only %d CPU: skipping the pinned placements", benchNumCPU())
 		placements = slices.DeleteFunc(placements, benchPlacement.pinned)
@@ -381,7 +392,7 @@ func BenchmarkFlood(b *testing.B) {
 		for _, d := range []benchDesign{benchEchoBatched, benchSpoki} {
 			run++
 			r, err := benchRun(ctx, b, l, bin, benchRunConfig{
-				design: d, rate: benchProfileRate, placement: benchShared, index: run, profileDir: dir,
+				design: d, rate: profileRate, placement: benchShared, index: run, profileDir: dir,
 			})
 			if err != nil {
 				b.Fatalf("profile run: %v", err)
@@ -439,8 +450,7 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 	}
 	prefix := lab.Prefix4.String()
 	// SPOKI_BIN2 runs spoki2 from another build (an older commit, say), so
-	// that two versions meet the same floods in one run; its file must be
-	// named spoki, as the process check below wants.
+	// that two versions meet the same floods in one run.
 	if b2 := os.Getenv("SPOKI_BIN2"); rc.design == benchSpoki2 && b2 != "" {
 		bin = b2
 	}
@@ -504,10 +514,11 @@ func benchRun(ctx context.Context, b *testing.B, l *lab.Lab, bin string, rc benc
 	if err := benchHook(l, "SPOKI_BENCH_HOOK_RESPONDER", tunName, rc.placement); err != nil {
 		return res, err
 	}
-	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == "spoki" {
+	want := benchComm(bin)
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == want {
 		res.pidChecked = true
 	} else {
-		b.Logf("pid %d is %q, not spoki: RSS and CPU are of the wrong process", pid, strings.TrimSpace(string(comm)))
+		b.Logf("pid %d is %q, not %q: RSS and CPU are of the wrong process", pid, strings.TrimSpace(string(comm)), want)
 	}
 	if rc.design.isSpoki() {
 		// Force a GC, then one stats line gives the live heap before.
@@ -1181,6 +1192,14 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 			r, benchTargetRatio, benchOK(r >= benchTargetRatio),
 			benchMiBf(benchSub(s.heapPeak, s.heapBefore)), benchTargetHeapGrowB/benchMiB, benchOK(s.hasHeap && benchSub(s.heapPeak, s.heapBefore) < benchTargetHeapGrowB),
 			benchMiBf(s.rssPeak), benchTargetRSSB/benchMiB, benchOK(s.rssPeak < benchTargetRSSB))
+		if e, ok := benchMedianFor(all, pl, maxReg, benchEchoBatched); ok {
+			// The rounds' own ratios as well: one slow round moves the
+			// ratio of the means by more than most changes do.
+			rr := benchMedian(benchRoundRatios(all, pl, maxReg, benchSpoki, benchEchoBatched))
+			d := s.cpuPerSynackUS - e.cpuPerSynackUS
+			fmt.Fprintf(&w, "targets (max rate, regular, spoki): ratio to echo-batched as the median of the rounds' own %.2f (>= %.1f: %s), CPU %+.2f µs per SYN-ACK over echo-batched (<= %+.1f: %s)\n",
+				rr, benchTargetRatio, benchOK(rr >= benchTargetRatio), d, benchTargetCPUUS, benchOK(d <= benchTargetCPUUS))
+		}
 	}
 	fmt.Fprintf(&w, "columns: flood = offered rate and SYN kind; ans%% = SYN-ACKs per SYN sent (near 100: the design answered all it was offered, the flooder was the limit, and a ratio between two such designs compares the flooder's rates, not theirs); synack/s = SYN-ACKs / flood time (TUN designs: RX packets of the sink's link, where the SYN-ACKs arrive, whether written to the TUN or sent on raw sockets; kernel: TcpExtSyncookiesSent, the SYN-ACKs it produced); synsIn = SYNs handed on (TUN: TX + TX dropped of the TUN, what the kernel forwarded to it; kernel: RX + RX dropped of the uplink); inDrops = the dropped part (TUN TX dropped; uplink RX dropped); spkDrops, recDrops = spoki's drops and records_dropped; tunRx = RX packets of the TUN, the SYN-ACKs written to it (0 with raw replies, which bypass it); µs/SA = responder CPU per SYN-ACK; cores = responder CPU; box%% = whole machine busy (the kernel's only CPU figure: its work is softirq); RSS = VmRSS of the responder before the flood, peak during it, 1.5 s after it; heap = spoki's heap_live (live heap at the last GC: before = after a GC forced through --pprof, peak = stats lines during the flood, after = the final line)\n")
 	benchPrintf(b, "%s", w.String())
@@ -1474,4 +1493,16 @@ func benchHook(l *lab.Lab, env, tun string, pl benchPlacement) error {
 		return fmt.Errorf("%s: %w: %s", env, err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// benchComm is the name the kernel gives a process started from bin
+// (/proc/PID/comm): the file's name, cut to the 15 bytes of TASK_COMM_LEN,
+// so that a copy under another name (SPOKI_BIN2=/tmp/old/spoki-start) is
+// still recognised as the process whose RSS and CPU are read.
+func benchComm(bin string) string {
+	name := filepath.Base(bin)
+	if len(name) > 15 {
+		name = name[:15]
+	}
+	return name
 }
