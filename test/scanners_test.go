@@ -44,8 +44,22 @@ func TestRealScanners(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The whole /24 on one port, 1000 pps, answers counted by zmap.
-		out, errOut, code := e2eExec(t, l, l.Scanner, 60*time.Second, nil, "zmap", "-b", block, "-p", "80", "-i", l.ScannerIface,
-			"-G", gw, "-S", src, "-r", "1000", "-c", "3", "-P", "2", "-q", "-o", "-", "--disable-syslog", "198.51.100.0/24")
+		var out, errOut string
+		var code int
+		for attempt := 1; ; attempt++ {
+			out, errOut, code = e2eExec(t, l, l.Scanner, 60*time.Second, nil, "zmap", "-b", block, "-p", "80", "-i", l.ScannerIface,
+				"-G", gw, "-S", src, "-r", "1000", "-c", "3", "-P", "2", "-q", "-o", "-", "--disable-syslog", "198.51.100.0/24")
+			// Debian's zmap 2.1.1 aborts now and then (about one run in
+			// a hundred at this rate, with or without a telescope) in its
+			// own target lookup, before or while it sends: an upstream
+			// bug (zmap/zmap#310, #786), not an answer of ours. Its
+			// SYNs so far are zmap's too, so a second run keeps every
+			// check below; a second abort fails the test.
+			if code == 0 || attempt == 2 || !strings.Contains(errOut, "constraint_lookup_index: Assertion") {
+				break
+			}
+			t.Logf("zmap aborted in its constraint lookup (upstream bug), running it again: %s", e2eTruncate(errOut, 300))
+		}
 		tel.stop(t)
 		if code != 0 {
 			t.Fatalf("zmap: exit %d: %s", code, e2eTruncate(errOut, 500))
