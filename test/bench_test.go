@@ -1108,7 +1108,9 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 	pairs := []pair{{benchSpoki, benchEchoBatched}, {benchSpoki, benchEcho}, {benchSpoki, benchKernel},
 		{benchSpoki, benchSpokiTun}, {benchEchoBatched, benchEcho}, {benchSpokiTun, benchEcho},
 		{benchEchoBatched, benchKernel}, {benchEcho, benchKernel}, {benchSpoki2, benchSpoki}, {benchSpoki2, benchEchoBatched}}
-	ratios := map[benchCase]map[pair]float64{}
+	// ratios holds each pair's ratio of the medians, roundRatios the median
+	// of its per-round ratios, for the targets below.
+	ratios, roundRatios := map[benchCase]map[pair]float64{}, map[benchCase]map[pair]float64{}
 	for _, c := range cases {
 		med := map[benchDesign]benchResult{}
 		for _, d := range benchAllDesigns {
@@ -1141,7 +1143,7 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 				c.name(), d, m.n, m.offeredPPS, m.meanPPS, 100*float64(m.synacks)/max(float64(m.floodSent), 1), m.peakPPS, m.handed+m.tunDrops, m.tunDrops,
 				drops, rec, tunRx, us, cores, 100*m.boxBusy, rss, heap)
 		}
-		ratios[c] = map[pair]float64{}
+		ratios[c], roundRatios[c] = map[pair]float64{}, map[pair]float64{}
 		for _, pr := range pairs {
 			x, okX := med[pr.a]
 			y, okY := med[pr.b]
@@ -1153,7 +1155,8 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 			r := x.meanPPS / y.meanPPS
 			ratios[c][pr] = r
 			perRound := benchRoundRatios(all, pl, c, pr.a, pr.b)
-			fmt.Fprintf(&w, "%-14s ratio %s/%s: mean %.2f (per-round median %.2f", c.name(), pr.a, pr.b, r, benchMedian(perRound))
+			roundRatios[c][pr] = benchMedian(perRound)
+			fmt.Fprintf(&w, "%-14s ratio %s/%s: mean %.2f (per-round median %.2f", c.name(), pr.a, pr.b, r, roundRatios[c][pr])
 			if len(perRound) > 1 {
 				// One run's ratio moves by more than most changes: the
 				// rounds' own ratios show how far.
@@ -1186,7 +1189,8 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 	// Targets, next to the figures; not asserted.
 	maxReg := benchCase{0, false}
 	if s, ok := benchMedianFor(all, pl, maxReg, benchSpoki); ok {
-		r := ratios[maxReg][pair{benchSpoki, benchEchoBatched}]
+		toEcho := pair{benchSpoki, benchEchoBatched}
+		r := ratios[maxReg][toEcho]
 		fmt.Fprintf(&w, "targets (max rate, regular, spoki): synack/s %.0f (target >= %.0f: %s), ratio to echo-batched %.2f (>= %.1f: %s), heap growth %.2f MiB (< %d: %s), RSS peak %.1f MiB (< %d: %s)\n",
 			s.meanPPS, benchTargetSynacks, benchOK(s.meanPPS >= benchTargetSynacks),
 			r, benchTargetRatio, benchOK(r >= benchTargetRatio),
@@ -1195,7 +1199,7 @@ func benchReport(b *testing.B, pl benchPlacement, cases []benchCase, designs []b
 		if e, ok := benchMedianFor(all, pl, maxReg, benchEchoBatched); ok {
 			// The rounds' own ratios as well: one slow round moves the
 			// ratio of the means by more than most changes do.
-			rr := benchMedian(benchRoundRatios(all, pl, maxReg, benchSpoki, benchEchoBatched))
+			rr := roundRatios[maxReg][toEcho]
 			d := s.cpuPerSynackUS - e.cpuPerSynackUS
 			fmt.Fprintf(&w, "targets (max rate, regular, spoki): ratio to echo-batched as the median of the rounds' own %.2f (>= %.1f: %s), CPU %+.2f µs per SYN-ACK over echo-batched (<= %+.1f: %s)\n",
 				rr, benchTargetRatio, benchOK(rr >= benchTargetRatio), d, benchTargetCPUUS, benchOK(d <= benchTargetCPUUS))
